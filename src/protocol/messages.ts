@@ -1,0 +1,148 @@
+// Every message of the openmps wire protocol, with its opcode and the schema of its request and
+// reply payloads (docs/protocol.md, "Messages", is kept equal to this table by a test).
+// Opcodes 0x00xx go to the control daemon, 0x01xx to a server, 0x02xx are server notices.
+// Opcodes and field orders are permanent once released: add messages, never renumber them.
+import type { Fields, ObjectOf } from './codec.js';
+
+export const PROTOCOL_VERSION = 1;
+
+const DEVICE_INFO = {
+  struct: {
+    ordinal: 'u32',
+    name: 'str',
+    uuid: 'str',
+    pciBusId: 'str',
+    smCount: 'u32',
+    totalMemory: 'u64',
+    computeMajor: 'u32',
+    computeMinor: 'u32',
+    clockRateKHz: 'u32',
+    maxThreadsPerBlock: 'u32',
+    maxThreadsPerSm: 'u32',
+    kind: 'str',
+  },
+} as const;
+
+/** What a client may use: its SM share, memory cap (0: none) and stream priority. */
+const LIMITS = {
+  struct: {
+    activeThreadPercentage: 'f64',
+    smCount: 'u32',
+    memoryLimit: 'u64',
+    priority: 'i32',
+  },
+} as const;
+
+const PARAM_INFO = { struct: { offset: 'u32', size: 'u32' } } as const;
+
+export const MESSAGES = {
+  // Control daemon.
+  CONTROL_COMMAND: { opcode: 0x0001, request: { line: 'str' }, reply: { output: 'str', ok: 'bool' } },
+  CONTROL_CONNECT: {
+    opcode: 0x0002,
+    request: { version: 'u16', pid: 'u32', command: 'str' },
+    reply: { serverPid: 'u32', socketPath: 'str' },
+  },
+
+  // Server: session.
+  SESSION_OPEN: {
+    opcode: 0x0100,
+    request: {
+      version: 'u16',
+      pid: 'u32',
+      command: 'str',
+      device: 'u32',
+      activeThreadPercentage: 'f64',
+      pinnedMemLimit: 'str',
+      priority: 'i32',
+      smPartition: 'str',
+    },
+    reply: { clientId: 'u32', serverPid: 'u32', device: DEVICE_INFO, limits: LIMITS },
+  },
+  SESSION_CLOSE: { opcode: 0x0101, request: {}, reply: {} },
+  MEM_GET_INFO: { opcode: 0x0102, request: {}, reply: { free: 'u64', total: 'u64' } },
+  SHM_ATTACH: { opcode: 0x0103, request: { name: 'str', bytes: 'u64' }, reply: {} },
+
+  // Server: memory.
+  MEM_ALLOC: { opcode: 0x0110, request: { bytes: 'u64' }, reply: { ptr: 'u64' } },
+  MEM_FREE: { opcode: 0x0111, request: { ptr: 'u64' }, reply: {} },
+  MEMCPY_HTOD: {
+    opcode: 0x0112,
+    request: { stream: 'u32', dst: 'u64', bytes: 'u64', shmOffset: 'u64', inline: 'bytes' },
+    reply: {},
+  },
+  MEMCPY_DTOH: {
+    opcode: 0x0113,
+    request: { stream: 'u32', src: 'u64', bytes: 'u64', shmOffset: 'u64', viaShm: 'bool' },
+    reply: { inline: 'bytes' },
+  },
+  MEMCPY_DTOD: { opcode: 0x0114, request: { stream: 'u32', dst: 'u64', src: 'u64', bytes: 'u64' }, reply: {} },
+  MEMSET: {
+    opcode: 0x0115,
+    request: { stream: 'u32', dst: 'u64', value: 'u32', elementBytes: 'u8', count: 'u64' },
+    reply: {},
+  },
+
+  // Server: modules and launches.
+  MODULE_LOAD: {
+    opcode: 0x0120,
+    request: { kind: 'str', image: 'bytes', name: 'str', options: { list: 'str' } },
+    reply: { module: 'u32', log: 'str' },
+  },
+  MODULE_UNLOAD: { opcode: 0x0121, request: { module: 'u32' }, reply: {} },
+  MODULE_GET_FUNCTION: {
+    opcode: 0x0122,
+    request: { module: 'u32', name: 'str' },
+    reply: { function: 'u32', params: { list: PARAM_INFO } },
+  },
+  LAUNCH: {
+    opcode: 0x0130,
+    request: {
+      function: 'u32',
+      stream: 'u32',
+      gridX: 'u32',
+      gridY: 'u32',
+      gridZ: 'u32',
+      blockX: 'u32',
+      blockY: 'u32',
+      blockZ: 'u32',
+      sharedMemBytes: 'u32',
+      params: 'bytes',
+    },
+    reply: {},
+  },
+
+  // Server: streams and events.
+  STREAM_CREATE: { opcode: 0x0140, request: { priority: 'i32' }, reply: { stream: 'u32' } },
+  STREAM_DESTROY: { opcode: 0x0141, request: { stream: 'u32' }, reply: {} },
+  STREAM_SYNCHRONIZE: { opcode: 0x0142, request: { stream: 'u32' }, reply: {} },
+  STREAM_QUERY: { opcode: 0x0143, request: { stream: 'u32' }, reply: { done: 'bool' } },
+  CTX_SYNCHRONIZE: { opcode: 0x0144, request: {}, reply: {} },
+  EVENT_CREATE: { opcode: 0x0150, request: {}, reply: { event: 'u32' } },
+  EVENT_DESTROY: { opcode: 0x0151, request: { event: 'u32' }, reply: {} },
+  EVENT_RECORD: { opcode: 0x0152, request: { event: 'u32', stream: 'u32' }, reply: {} },
+  EVENT_SYNCHRONIZE: { opcode: 0x0153, request: { event: 'u32' }, reply: {} },
+  EVENT_QUERY: { opcode: 0x0154, request: { event: 'u32' }, reply: { done: 'bool' } },
+  EVENT_ELAPSED_TIME: { opcode: 0x0155, request: { start: 'u32', end: 'u32' }, reply: { milliseconds: 'f64' } },
+
+  // Server notices (FLAG_NOTICE; no reply).
+  NOTICE_ERROR: { opcode: 0x0200, request: { result: 'u32', message: 'str' }, reply: {} },
+  NOTICE_LIMITS: { opcode: 0x0201, request: { limits: LIMITS }, reply: {} },
+} as const satisfies Record<string, { opcode: number; request: Fields; reply: Fields }>;
+
+export type MessageName = keyof typeof MESSAGES;
+export type RequestOf<N extends MessageName> = ObjectOf<(typeof MESSAGES)[N]['request']>;
+export type ReplyOf<N extends MessageName> = ObjectOf<(typeof MESSAGES)[N]['reply']>;
+export type DeviceInfoWire = ObjectOf<(typeof DEVICE_INFO)['struct']>;
+export type LimitsWire = ObjectOf<(typeof LIMITS)['struct']>;
+
+const BY_OPCODE = new Map<number, MessageName>(
+  (Object.entries(MESSAGES) as [MessageName, { opcode: number }][]).map(([name, m]) => [m.opcode, name]),
+);
+
+export function messageByOpcode(opcode: number): MessageName | undefined {
+  return BY_OPCODE.get(opcode);
+}
+
+/** The payload of every reply whose status is not CUDA_SUCCESS. */
+export const ERROR_FIELDS = { call: 'str', message: 'str' } as const;

@@ -1,0 +1,102 @@
+// The channel between the control daemon and a server it started (Node's IPC channel of a forked
+// child, JSON messages). The daemon asks, the server answers by id; the server also reports events
+// (ready, client connected/disconnected, state changes) unasked. Every message is checked with
+// parseServerMessage / parseDaemonMessage at the boundary: nothing is trusted by shape alone.
+import type { DeviceKind } from '../devices/device.js';
+
+export type ServerState = 'INITIALIZING' | 'ACTIVE' | 'FAULT' | 'SHUTTING_DOWN';
+export type ClientState = 'ACTIVE' | 'INACTIVE';
+
+/** How a server is configured when the daemon starts it (passed as JSON in OPENMPS_SERVER_CONFIG). */
+export interface ServerConfig {
+  readonly uid: number;
+  readonly pipeDirectory: string;
+  /** Where server.log goes; undefined logs to nothing. */
+  readonly logDirectory: string | undefined;
+  readonly device: DeviceKind | 'auto';
+  readonly socketPath: string;
+  readonly defaultActiveThreadPercentage: number;
+  readonly maxClientsPerDevice: number;
+}
+
+export interface ClientRecord {
+  /** Per-server client id: MPS's "Context ID" / the ps ID column. */
+  readonly clientId: number;
+  readonly pid: number;
+  readonly uid: number;
+  readonly device: number;
+  readonly deviceUuid: string;
+  readonly command: string;
+  readonly state: ClientState;
+  readonly activeThreadPercentage: number;
+  readonly smCount: number;
+  readonly memoryLimit: string;
+  readonly memoryInUse: string;
+  readonly connectedAt: number;
+}
+
+export interface DeviceRecord {
+  readonly ordinal: number;
+  readonly name: string;
+  readonly uuid: string;
+  readonly pciBusId: string;
+  readonly smCount: number;
+  readonly totalMemory: string;
+  readonly computeMajor: number;
+  readonly computeMinor: number;
+  readonly kind: DeviceKind;
+}
+
+/** Daemon -> server requests. */
+export type DaemonRequest =
+  | { readonly op: 'clients' }
+  | { readonly op: 'shutdown'; readonly force: boolean }
+  | { readonly op: 'terminate-client'; readonly pid: number };
+
+export type DaemonMessage = { readonly type: 'request'; readonly id: number } & DaemonRequest;
+
+/** Server -> daemon. Numbers and bigint-free: bigints travel as decimal strings. */
+export type ServerMessage =
+  | { readonly type: 'ready'; readonly pid: number; readonly socketPath: string; readonly devices: readonly DeviceRecord[]; readonly deviceKind: DeviceKind; readonly driver: string }
+  | { readonly type: 'state'; readonly state: ServerState; readonly reason: string }
+  | { readonly type: 'client-connected'; readonly client: ClientRecord }
+  | { readonly type: 'client-disconnected'; readonly clientId: number; readonly pid: number; readonly reason: string }
+  | { readonly type: 'response'; readonly id: number; readonly ok: true; readonly result: unknown }
+  | { readonly type: 'response'; readonly id: number; readonly ok: false; readonly error: string; readonly code: string };
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+export function parseDaemonMessage(v: unknown): DaemonMessage | undefined {
+  if (!isRecord(v) || v.type !== 'request' || typeof v.id !== 'number') return undefined;
+  switch (v.op) {
+    case 'clients':
+      return { type: 'request', id: v.id, op: 'clients' };
+    case 'shutdown':
+      return typeof v.force === 'boolean' ? { type: 'request', id: v.id, op: 'shutdown', force: v.force } : undefined;
+    case 'terminate-client':
+      return typeof v.pid === 'number' ? { type: 'request', id: v.id, op: 'terminate-client', pid: v.pid } : undefined;
+    default:
+      return undefined;
+  }
+}
+
+/** Shallow check of the discriminant and the fields the daemon reads; the server is our own child. */
+export function parseServerMessage(v: unknown): ServerMessage | undefined {
+  if (!isRecord(v)) return undefined;
+  switch (v.type) {
+    case 'ready':
+      return typeof v.pid === 'number' && typeof v.socketPath === 'string' && Array.isArray(v.devices) ? (v as ServerMessage) : undefined;
+    case 'state':
+      return typeof v.state === 'string' ? (v as ServerMessage) : undefined;
+    case 'client-connected':
+      return isRecord(v.client) && typeof v.client.pid === 'number' ? (v as ServerMessage) : undefined;
+    case 'client-disconnected':
+      return typeof v.clientId === 'number' && typeof v.pid === 'number' ? (v as ServerMessage) : undefined;
+    case 'response':
+      return typeof v.id === 'number' && typeof v.ok === 'boolean' ? (v as ServerMessage) : undefined;
+    default:
+      return undefined;
+  }
+}

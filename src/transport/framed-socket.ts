@@ -1,0 +1,294 @@
+// A framed, typed request/reply channel over one stream socket (docs/protocol.md).
+// Both ends use it: a client sends requests and waits for replies by request id; a server answers
+// each request through its handler. Replies may come out of order (a synchronize waits while later
+// launches are answered). Writes made in one tick go out in one syscall (cork until next tick), so
+// a burst of fire-and-forget launches costs one write. Bad input never throws out of here: a
+// payload that does not decode gets an error reply (CUDA_ERROR_MPS_RPC_FAILURE) and the channel
+// goes on; a frame whose header breaks framing gets the error and the socket is closed.
+import type { Socket } from 'node:net';
+import { CudaError, resultName, toCudaError } from '../cuda/cuda-error.js';
+import {
+  decodeFields,
+  encodeFields,
+  encodeFrame,
+  ERROR_FIELDS,
+  FLAG_NO_REPLY,
+  FLAG_NOTICE,
+  FLAG_REPLY,
+  FrameDecoder,
+  FrameError,
+  MESSAGES,
+  messageByOpcode,
+  type Frame,
+  type MessageName,
+  type ReplyOf,
+  type RequestOf,
+} from '../protocol/index.js';
+
+interface Pending {
+  readonly name: MessageName;
+  resolve(payload: Uint8Array): void;
+  reject(err: CudaError): void;
+}
+
+/** What a request handler returns: the reply, or a promise of it. Throw CudaError to fail. */
+export type RequestHandler = (name: MessageName, payload: Record<string, unknown>, frame: Frame) => unknown;
+export type NoticeHandler = (name: MessageName, payload: Record<string, unknown>) => void;
+
+const CALL_NAMES: Partial<Record<MessageName, string>> = {};
+
+/** The CUDA driver call a message stands for, used in error messages (cuMemAlloc_v2 ...). */
+export function callNameOf(name: MessageName): string {
+  return CALL_NAMES[name] ?? `openmps.${name}`;
+}
+export function setCallNames(names: Partial<Record<MessageName, string>>): void {
+  Object.assign(CALL_NAMES, names);
+}
+
+export class FramedSocket {
+  readonly socket: Socket;
+  #decoder = new FrameDecoder();
+  #pending = new Map<number, Pending>();
+  #nextId = 1;
+  #corked = false;
+  #closed = false;
+  #closeReason: CudaError | undefined;
+  #onRequest: RequestHandler | undefined;
+  #onNotice: NoticeHandler | undefined;
+  #onClose: ((reason: CudaError | undefined) => void)[] = [];
+
+  constructor(socket: Socket) {
+    this.socket = socket;
+    socket.setNoDelay?.(true);
+    socket.on('data', (chunk: Buffer) => {
+      this.#receive(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+    });
+    socket.on('error', (err: Error) => {
+      this.#shutdown(new CudaError('CUDA_ERROR_MPS_RPC_FAILURE', 'socket', err.message));
+    });
+    socket.on('close', () => {
+      this.#shutdown(this.#closeReason ?? new CudaError('CUDA_ERROR_MPS_RPC_FAILURE', 'socket', 'connection closed by peer'));
+    });
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  get pendingRequests(): number {
+    return this.#pending.size;
+  }
+
+  onRequest(handler: RequestHandler): void {
+    this.#onRequest = handler;
+  }
+
+  onNotice(handler: NoticeHandler): void {
+    this.#onNotice = handler;
+  }
+
+  onClose(listener: (reason: CudaError | undefined) => void): void {
+    if (this.#closed) listener(this.#closeReason);
+    else this.#onClose.push(listener);
+  }
+
+  /** Send a request and wait for its reply. Rejects with CudaError (the peer's, or 806). */
+  request<N extends MessageName>(name: N, payload: RequestOf<N>): Promise<ReplyOf<N>> {
+    if (this.#closed) {
+      return Promise.reject(this.#closeReason ?? new CudaError('CUDA_ERROR_MPS_RPC_FAILURE', callNameOf(name), 'connection is closed'));
+    }
+    const id = this.#allocateId();
+    const spec = MESSAGES[name];
+    const body = encodeFields(spec.request, payload);
+    return new Promise<ReplyOf<N>>((resolve, reject) => {
+      this.#pending.set(id, {
+        name,
+        resolve: (bytes) => {
+          try {
+            resolve(decodeFields(spec.reply, bytes) as ReplyOf<N>);
+          } catch (err) {
+            reject(new CudaError('CUDA_ERROR_MPS_RPC_FAILURE', callNameOf(name), `malformed reply: ${(err as Error).message}`));
+          }
+        },
+        reject,
+      });
+      this.#write(encodeFrame(spec.opcode, 0, id, 0, body));
+    });
+  }
+
+  /** Fire-and-forget: the peer answers nothing; a failure surfaces on a later reply. */
+  send<N extends MessageName>(name: N, payload: RequestOf<N>): void {
+    if (this.#closed) throw this.#closeReason ?? new CudaError('CUDA_ERROR_MPS_RPC_FAILURE', callNameOf(name), 'connection is closed');
+    const spec = MESSAGES[name];
+    this.#write(encodeFrame(spec.opcode, FLAG_NO_REPLY, this.#allocateId(), 0, encodeFields(spec.request, payload)));
+  }
+
+  /** Server to client: an unsolicited notice. */
+  notice<N extends MessageName>(name: N, payload: RequestOf<N>): void {
+    if (this.#closed) return;
+    const spec = MESSAGES[name];
+    this.#write(encodeFrame(spec.opcode, FLAG_NOTICE, 0, 0, encodeFields(spec.request, payload)));
+  }
+
+  /** Close after pending writes flush. Pending requests fail with `reason` (806 by default). */
+  close(reason?: CudaError): void {
+    if (reason) this.#closeReason = reason;
+    if (this.#corked) {
+      this.#corked = false;
+      this.socket.uncork();
+    }
+    this.socket.end();
+    this.#shutdown(reason ?? new CudaError('CUDA_ERROR_MPS_RPC_FAILURE', 'socket', 'connection closed'));
+  }
+
+  /** Close at once, dropping unsent data. */
+  destroy(reason?: CudaError): void {
+    if (reason) this.#closeReason = reason;
+    this.socket.destroy();
+    this.#shutdown(reason ?? new CudaError('CUDA_ERROR_MPS_RPC_FAILURE', 'socket', 'connection destroyed'));
+  }
+
+  #allocateId(): number {
+    const id = this.#nextId;
+    this.#nextId = this.#nextId >= 0xfffffffe ? 1 : this.#nextId + 1;
+    return id;
+  }
+
+  #write(bytes: Uint8Array): void {
+    if (!this.#corked) {
+      this.#corked = true;
+      this.socket.cork();
+      process.nextTick(() => {
+        if (this.#corked) {
+          this.#corked = false;
+          this.socket.uncork();
+        }
+      });
+    }
+    this.socket.write(bytes);
+  }
+
+  #shutdown(reason: CudaError): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#closeReason ??= reason;
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const p of pending) p.reject(new CudaError(reason.code, callNameOf(p.name), reason.detail));
+    for (const l of this.#onClose.splice(0)) l(this.#closeReason);
+  }
+
+  #receive(chunk: Uint8Array): void {
+    let frames: Frame[];
+    try {
+      frames = this.#decoder.push(chunk);
+    } catch (err) {
+      const fe = err instanceof FrameError ? err : new FrameError(String(err), 0, true);
+      this.#replyError(0, fe.requestId, new CudaError('CUDA_ERROR_MPS_RPC_FAILURE', 'frame', fe.message));
+      this.close(new CudaError('CUDA_ERROR_MPS_RPC_FAILURE', 'frame', fe.message));
+      return;
+    }
+    for (const frame of frames) {
+      if (this.#closed) return;
+      this.#dispatch(frame);
+    }
+  }
+
+  #dispatch(frame: Frame): void {
+    if ((frame.flags & FLAG_REPLY) !== 0) {
+      const p = this.#pending.get(frame.requestId);
+      if (!p) return; // A reply nobody waits for (its request timed out or was abandoned).
+      this.#pending.delete(frame.requestId);
+      if (frame.status === 0) {
+        p.resolve(frame.payload);
+        return;
+      }
+      let call = callNameOf(p.name);
+      let message = 'no detail';
+      try {
+        const e = decodeFields(ERROR_FIELDS, frame.payload);
+        call = e.call || call;
+        message = e.message;
+      } catch {
+        // An error reply whose detail does not decode still carries its code.
+      }
+      p.reject(CudaError.fromResult(frame.status, call, message));
+      return;
+    }
+    const name = messageByOpcode(frame.opcode);
+    if ((frame.flags & FLAG_NOTICE) !== 0) {
+      if (!name || !this.#onNotice) return;
+      try {
+        this.#onNotice(name, decodeFields(MESSAGES[name].request, frame.payload));
+      } catch {
+        // A notice that does not decode is dropped: notices are advisory.
+      }
+      return;
+    }
+    const noReply = (frame.flags & FLAG_NO_REPLY) !== 0;
+    if (!name) {
+      this.#failRequest(frame, noReply, new CudaError('CUDA_ERROR_MPS_RPC_FAILURE', 'frame', `unknown opcode 0x${frame.opcode.toString(16).padStart(4, '0')}`));
+      return;
+    }
+    const handler = this.#onRequest;
+    if (!handler) {
+      this.#failRequest(frame, noReply, new CudaError('CUDA_ERROR_NOT_SUPPORTED', callNameOf(name), 'this endpoint takes no requests'));
+      return;
+    }
+    let payload: Record<string, unknown>;
+    try {
+      payload = decodeFields(MESSAGES[name].request, frame.payload);
+    } catch (err) {
+      this.#failRequest(frame, noReply, new CudaError('CUDA_ERROR_MPS_RPC_FAILURE', callNameOf(name), `malformed ${name} payload: ${(err as Error).message}`));
+      return;
+    }
+    let result: unknown;
+    try {
+      result = handler(name, payload, frame);
+    } catch (err) {
+      this.#failRequest(frame, noReply, toCudaError(err, callNameOf(name)));
+      return;
+    }
+    if (noReply) {
+      if (result instanceof Promise) result.catch(() => undefined);
+      return;
+    }
+    if (result instanceof Promise) {
+      result.then(
+        (value: unknown) => {
+          this.#replyOk(frame, name, value);
+        },
+        (err: unknown) => {
+          this.#replyError(frame.opcode, frame.requestId, toCudaError(err, callNameOf(name)));
+        },
+      );
+    } else {
+      this.#replyOk(frame, name, result);
+    }
+  }
+
+  #failRequest(frame: Frame, noReply: boolean, err: CudaError): void {
+    if (noReply) return;
+    this.#replyError(frame.opcode, frame.requestId, err);
+  }
+
+  #replyOk(frame: Frame, name: MessageName, value: unknown): void {
+    if (this.#closed) return;
+    let body: Uint8Array;
+    try {
+      body = encodeFields(MESSAGES[name].reply, (value ?? {}) as never);
+    } catch (err) {
+      this.#replyError(frame.opcode, frame.requestId, new CudaError('CUDA_ERROR_UNKNOWN', callNameOf(name), `reply did not encode: ${(err as Error).message}`));
+      return;
+    }
+    this.#write(encodeFrame(frame.opcode, FLAG_REPLY, frame.requestId, 0, body));
+  }
+
+  #replyError(opcode: number, requestId: number, err: CudaError): void {
+    if (this.#closed || this.socket.destroyed) return;
+    const body = encodeFields(ERROR_FIELDS, { call: err.call, message: err.detail });
+    this.#write(encodeFrame(opcode, FLAG_REPLY, requestId, err.result, body));
+  }
+}
+
+export { resultName };
