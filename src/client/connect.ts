@@ -1,0 +1,148 @@
+// connect(): join the openmps server of this user (MPS mode), or, with no daemon in the pipe
+// directory, run on a device in this process (bypass mode, as an MPS client without a daemon).
+// Settings follow MPS's client variables under OPENMPS_ names; explicit options win over them.
+import { connect as netConnect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { CudaError } from '../cuda/cuda-error.js';
+import { openPlatform, parseDeviceChoice, type DeviceChoice } from '../devices/index.js';
+import { PROTOCOL_VERSION } from '../protocol/messages.js';
+import { CALL_NAMES } from '../server/dispatcher.js';
+import { deviceInfoToWire, grantLimits, limitsToWire } from '../server/server.js';
+import { DeviceOwnership, Session } from '../server/session.js';
+import { FramedSocket, setCallNames } from '../transport/framed-socket.js';
+import { Context } from './context.js';
+import { DirectChannel } from './direct-channel.js';
+import { RemoteChannel } from './remote-channel.js';
+
+setCallNames(CALL_NAMES);
+
+export const DEFAULT_PIPE_DIRECTORY = '/tmp/openmps';
+
+export interface ConnectOptions {
+  /** Where the daemon's control socket is (OPENMPS_PIPE_DIRECTORY, default /tmp/openmps). */
+  readonly pipeDirectory?: string;
+  /** 'auto' (default): MPS mode when a daemon answers, else bypass; 'mps' fails without a daemon. */
+  readonly mode?: 'auto' | 'mps' | 'direct';
+  /** Device ordinal among those the server sees (default 0). */
+  readonly device?: number;
+  /** 1-100; can only tighten the server's share (OPENMPS_ACTIVE_THREAD_PERCENTAGE). */
+  readonly activeThreadPercentage?: number;
+  /** `0=1G,1=512M` (OPENMPS_PINNED_DEVICE_MEM_LIMIT). */
+  readonly pinnedMemLimit?: string;
+  /** 0 normal, 1 below normal (OPENMPS_CLIENT_PRIORITY). */
+  readonly priority?: 0 | 1;
+  /** `GPU-<uuid>/<id>` under static partitioning (OPENMPS_SM_PARTITION). */
+  readonly smPartition?: string;
+  /** Bypass mode's device implementation (OPENMPS_DEVICE: auto, cuda, sim). */
+  readonly deviceKind?: DeviceChoice;
+  /** Bytes of the shared-memory staging region for large copies (default 32 MiB). */
+  readonly stagingBytes?: number;
+  /** Environment to read the OPENMPS_ variables from (default process.env). */
+  readonly env?: NodeJS.ProcessEnv;
+}
+
+function openSocket(path: string): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = netConnect(path);
+    socket.once('connect', () => {
+      socket.removeListener('error', reject);
+      resolve(socket);
+    });
+    socket.once('error', reject);
+  });
+}
+
+function envNumber(env: NodeJS.ProcessEnv, name: string): number | undefined {
+  const v = env[name];
+  if (v === undefined || v.trim() === '') return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new CudaError('CUDA_ERROR_INVALID_VALUE', 'cuInit', `${name}="${v}" is not a number`);
+  return n;
+}
+
+function commandLine(): string {
+  return process.argv.slice(1).join(' ') || process.argv0;
+}
+
+export async function connect(options: ConnectOptions = {}): Promise<Context> {
+  const env = options.env ?? process.env;
+  const pipeDirectory = options.pipeDirectory ?? env.OPENMPS_PIPE_DIRECTORY ?? DEFAULT_PIPE_DIRECTORY;
+  const mode = options.mode ?? 'auto';
+  const settings = {
+    version: PROTOCOL_VERSION,
+    pid: process.pid,
+    command: commandLine(),
+    device: options.device ?? 0,
+    activeThreadPercentage: options.activeThreadPercentage ?? envNumber(env, 'OPENMPS_ACTIVE_THREAD_PERCENTAGE') ?? 0,
+    pinnedMemLimit: options.pinnedMemLimit ?? env.OPENMPS_PINNED_DEVICE_MEM_LIMIT ?? '',
+    priority: options.priority ?? envNumber(env, 'OPENMPS_CLIENT_PRIORITY') ?? -1,
+    smPartition: options.smPartition ?? env.OPENMPS_SM_PARTITION ?? '',
+  };
+
+  if (mode !== 'direct') {
+    let control: Socket | undefined;
+    try {
+      control = await openSocket(join(pipeDirectory, 'control'));
+    } catch (err) {
+      if (mode === 'mps') {
+        throw new CudaError('CUDA_ERROR_MPS_CONNECTION_FAILED', 'cuInit', `Cannot find openmps control daemon process in ${pipeDirectory} (${(err as Error).message})`);
+      }
+    }
+    if (control) return connectToServer(control, settings, options.stagingBytes);
+  }
+
+  // Bypass mode: this process owns a device context of its own.
+  const choice = options.deviceKind ?? parseDeviceChoice(env.OPENMPS_DEVICE);
+  if (choice === undefined) throw new CudaError('CUDA_ERROR_INVALID_VALUE', 'cuInit', `OPENMPS_DEVICE="${env.OPENMPS_DEVICE ?? ''}" is not auto, cuda or sim`);
+  const { platform } = await openPlatform(choice, env);
+  const info = platform.devices[settings.device];
+  if (!info) throw new CudaError('CUDA_ERROR_INVALID_DEVICE', 'cuDeviceGet', `device ${settings.device} does not exist (${platform.devices.length} visible)`);
+  const device = await platform.open(info.ordinal);
+  const limits = grantLimits(info, 100, settings);
+  const session = new Session(device, { clientId: 1, pid: process.pid, uid: process.getuid?.() ?? 0, command: settings.command }, limits, new DeviceOwnership());
+  return new Context({
+    mode: 'direct',
+    channel: new DirectChannel(session, device),
+    clientId: 1,
+    serverPid: process.pid,
+    device: deviceInfoToWire(info),
+    limits: limitsToWire(session.limits),
+  });
+}
+
+async function connectToServer(
+  control: Socket,
+  settings: { version: number; pid: number; command: string; device: number; activeThreadPercentage: number; pinnedMemLimit: string; priority: number; smPartition: string },
+  stagingBytes: number | undefined,
+): Promise<Context> {
+  const controlChannel = new FramedSocket(control);
+  let server: { serverPid: number; socketPath: string };
+  try {
+    server = await controlChannel.request('CONTROL_CONNECT', { version: settings.version, pid: settings.pid, command: settings.command });
+  } finally {
+    controlChannel.close();
+  }
+  let socket: Socket;
+  try {
+    socket = await openSocket(server.socketPath);
+  } catch (err) {
+    throw new CudaError('CUDA_ERROR_MPS_CONNECTION_FAILED', 'cuInit', `cannot reach server ${server.serverPid} at ${server.socketPath}: ${(err as Error).message}`);
+  }
+  const channel = new FramedSocket(socket);
+  let opened;
+  try {
+    opened = await channel.request('SESSION_OPEN', settings);
+  } catch (err) {
+    channel.close();
+    throw err;
+  }
+  return new Context({
+    mode: 'mps',
+    channel: new RemoteChannel(channel),
+    clientId: opened.clientId,
+    serverPid: opened.serverPid,
+    device: opened.device,
+    limits: opened.limits,
+    ...(stagingBytes === undefined ? {} : { stagingBytes }),
+  });
+}

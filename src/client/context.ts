@@ -1,0 +1,390 @@
+// The client API: a Context is one client's session on one device, shaped after the CUDA driver
+// API (cuMemAlloc -> memAlloc, cuLaunchKernel -> launch, ...). It works the same whether it talks
+// to an openmps server (MPS mode) or drives the device in-process (bypass mode).
+//
+// Launches and event records are fire-and-forget: they cost one buffered socket write and no round
+// trip, and their failures surface on the next call that waits (as CUDA reports async errors).
+// Copies above a small size go through a shared-memory region the server maps and pins, in two
+// halves so filling one overlaps the DMA of the other.
+import { EventEmitter } from 'node:events';
+import { CudaError } from '../cuda/cuda-error.js';
+import type { DeviceInfo, DeviceKind, KernelParam, ModuleKind } from '../devices/device.js';
+import type { DeviceInfoWire, LimitsWire, RequestOf } from '../protocol/messages.js';
+import { SharedRegion } from '../transport/shared-memory.js';
+import type { Channel } from './channel.js';
+import { packKernelArgs, paramBytesOf, type KernelArg } from './kernel-args.js';
+
+/** Copies up to this size travel inside the frame; larger ones through shared memory. */
+export const INLINE_COPY_LIMIT = 64 * 1024;
+const DEFAULT_STAGING_BYTES = 32 * 1024 * 1024;
+
+export interface ClientLimits {
+  readonly activeThreadPercentage: number;
+  readonly smCount: number;
+  /** Bytes this client may hold on the device; undefined when only the device limits it. */
+  readonly memoryLimit: bigint | undefined;
+  readonly priority: number;
+}
+
+export type Dim = number | readonly [number] | readonly [number, number] | readonly [number, number, number];
+
+export interface LaunchOptions {
+  readonly grid: Dim;
+  readonly block: Dim;
+  readonly sharedMemBytes?: number;
+  readonly stream?: Stream;
+}
+
+export type ModuleSource =
+  | { readonly ptx: string }
+  | { readonly cubin: Uint8Array }
+  | { readonly fatbin: Uint8Array }
+  | { readonly cuda: string; readonly name?: string; readonly options?: readonly string[] };
+
+export interface KernelFunction {
+  readonly name: string;
+  readonly params: readonly KernelParam[];
+  readonly paramBytes: number;
+  readonly handle: number;
+  readonly context: Context;
+}
+
+function dim3(d: Dim, what: string): [number, number, number] {
+  const v = typeof d === 'number' ? [d, 1, 1] : [d[0], d[1] ?? 1, d[2] ?? 1];
+  for (const x of v) {
+    if (!Number.isInteger(x) || x < 1 || x > 0x7fffffff) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', 'cuLaunchKernel', `${what} dimension ${String(x)} is not a positive integer`);
+    }
+  }
+  return [v[0] ?? 1, v[1] ?? 1, v[2] ?? 1];
+}
+
+function bytesOf(data: ArrayBufferView): Uint8Array {
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+}
+
+function toDeviceInfo(w: DeviceInfoWire): DeviceInfo {
+  const kind: DeviceKind = w.kind === 'cuda' ? 'cuda' : 'sim';
+  return { ...w, kind };
+}
+
+function toLimits(w: LimitsWire): ClientLimits {
+  return {
+    activeThreadPercentage: w.activeThreadPercentage,
+    smCount: w.smCount,
+    memoryLimit: w.memoryLimit === 0n ? undefined : w.memoryLimit,
+    priority: w.priority,
+  };
+}
+
+export class Stream {
+  readonly context: Context;
+  readonly handle: number;
+  constructor(context: Context, handle: number) {
+    this.context = context;
+    this.handle = handle;
+  }
+  async synchronize(): Promise<void> {
+    await this.context.channel.call('STREAM_SYNCHRONIZE', { stream: this.handle });
+  }
+  async query(): Promise<boolean> {
+    return (await this.context.channel.call('STREAM_QUERY', { stream: this.handle })).done;
+  }
+  async destroy(): Promise<void> {
+    await this.context.channel.call('STREAM_DESTROY', { stream: this.handle });
+  }
+}
+
+export class Event {
+  readonly context: Context;
+  readonly handle: number;
+  constructor(context: Context, handle: number) {
+    this.context = context;
+    this.handle = handle;
+  }
+  /** Records the event at the current end of `stream` (the default stream when omitted). */
+  record(stream?: Stream): void {
+    this.context.channel.post('EVENT_RECORD', { event: this.handle, stream: stream?.handle ?? 0 });
+  }
+  async synchronize(): Promise<void> {
+    await this.context.channel.call('EVENT_SYNCHRONIZE', { event: this.handle });
+  }
+  async query(): Promise<boolean> {
+    return (await this.context.channel.call('EVENT_QUERY', { event: this.handle })).done;
+  }
+  /** Milliseconds from `start` to this event (cuEventElapsedTime). */
+  async elapsedSince(start: Event): Promise<number> {
+    return (await this.context.channel.call('EVENT_ELAPSED_TIME', { start: start.handle, end: this.handle })).milliseconds;
+  }
+  async destroy(): Promise<void> {
+    await this.context.channel.call('EVENT_DESTROY', { event: this.handle });
+  }
+}
+
+export class Module {
+  readonly context: Context;
+  readonly handle: number;
+  /** The JIT or NVRTC log. */
+  readonly log: string;
+  constructor(context: Context, handle: number, log: string) {
+    this.context = context;
+    this.handle = handle;
+    this.log = log;
+  }
+  async getFunction(name: string): Promise<KernelFunction> {
+    const r = await this.context.channel.call('MODULE_GET_FUNCTION', { module: this.handle, name });
+    return { name, params: r.params, paramBytes: paramBytesOf(r.params), handle: r.function, context: this.context };
+  }
+  async unload(): Promise<void> {
+    await this.context.channel.call('MODULE_UNLOAD', { module: this.handle });
+  }
+}
+
+export interface ContextInit {
+  readonly mode: 'mps' | 'direct';
+  readonly channel: Channel;
+  readonly clientId: number;
+  readonly serverPid: number;
+  readonly device: DeviceInfoWire;
+  readonly limits: LimitsWire;
+  readonly stagingBytes?: number;
+}
+
+export class Context extends EventEmitter {
+  /** 'mps': through an openmps server; 'direct': bypass mode, the device in this process. */
+  readonly mode: 'mps' | 'direct';
+  readonly channel: Channel;
+  readonly clientId: number;
+  /** The server's pid (MPS mode); this process's pid in bypass mode. */
+  readonly serverPid: number;
+  readonly device: DeviceInfo;
+  readonly defaultStream: Stream;
+  #limits: ClientLimits;
+  #staging: SharedRegion | undefined;
+  readonly #stagingBytes: number;
+  #stagingLock: Promise<unknown> = Promise.resolve();
+  #closed = false;
+
+  constructor(init: ContextInit) {
+    super();
+    this.mode = init.mode;
+    this.channel = init.channel;
+    this.clientId = init.clientId;
+    this.serverPid = init.serverPid;
+    this.device = toDeviceInfo(init.device);
+    this.#limits = toLimits(init.limits);
+    this.#stagingBytes = init.stagingBytes ?? DEFAULT_STAGING_BYTES;
+    this.defaultStream = new Stream(this, 0);
+    this.channel.onNotice((name, payload) => {
+      if (name === 'NOTICE_LIMITS') {
+        this.#limits = toLimits((payload as RequestOf<'NOTICE_LIMITS'>).limits);
+        this.emit('limits', this.#limits);
+      } else {
+        const p = payload as RequestOf<'NOTICE_ERROR'>;
+        this.emit('terminated', CudaError.fromResult(p.result, 'openmps.notice', p.message));
+      }
+    });
+  }
+
+  /** This client's SM share, memory cap and priority, as the server granted them. */
+  get limits(): ClientLimits {
+    return this.#limits;
+  }
+
+  // -- memory -------------------------------------------------------------------------------------
+
+  /** Free and total device memory as this client sees it: its cap, when it has one. */
+  async memGetInfo(): Promise<{ free: bigint; total: bigint }> {
+    return this.channel.call('MEM_GET_INFO', {});
+  }
+
+  async memAlloc(bytes: number | bigint): Promise<bigint> {
+    return (await this.channel.call('MEM_ALLOC', { bytes: BigInt(bytes) })).ptr;
+  }
+
+  async memFree(ptr: bigint): Promise<void> {
+    await this.channel.call('MEM_FREE', { ptr });
+  }
+
+  /** Copies `src` to device memory at `dst`; resolves when the copy has completed. */
+  async memcpyHtoD(dst: bigint, src: ArrayBufferView, stream?: Stream): Promise<void> {
+    const data = bytesOf(src);
+    const streamId = stream?.handle ?? 0;
+    if (!this.channel.wantsStaging || data.length <= INLINE_COPY_LIMIT) {
+      await this.channel.call('MEMCPY_HTOD', { stream: streamId, dst, bytes: BigInt(data.length), shmOffset: 0n, inline: data });
+      return;
+    }
+    await this.#staged(data.length, (offset, chunk, region) => {
+      region.view.set(data.subarray(offset, offset + chunk.bytes), chunk.offset);
+      return this.channel.call('MEMCPY_HTOD', {
+        stream: streamId,
+        dst: dst + BigInt(offset),
+        bytes: BigInt(chunk.bytes),
+        shmOffset: BigInt(chunk.offset),
+        inline: new Uint8Array(0),
+      });
+    });
+  }
+
+  /** Copies `bytes` from device memory at `src` into a new array (or into `into`). */
+  async memcpyDtoH(src: bigint, bytes: number, stream?: Stream, into?: ArrayBufferView): Promise<Uint8Array> {
+    const out = into ? bytesOf(into) : new Uint8Array(bytes);
+    if (out.length < bytes) throw new CudaError('CUDA_ERROR_INVALID_VALUE', 'cuMemcpyDtoH_v2', `destination holds ${out.length} bytes, copy is ${bytes}`);
+    const streamId = stream?.handle ?? 0;
+    if (!this.channel.wantsStaging || bytes <= INLINE_COPY_LIMIT) {
+      const r = await this.channel.call('MEMCPY_DTOH', { stream: streamId, src, bytes: BigInt(bytes), shmOffset: 0n, viaShm: false });
+      out.set(r.inline.subarray(0, bytes));
+      return out.subarray(0, bytes);
+    }
+    await this.#staged(bytes, async (offset, chunk, region) => {
+      await this.channel.call('MEMCPY_DTOH', {
+        stream: streamId,
+        src: src + BigInt(offset),
+        bytes: BigInt(chunk.bytes),
+        shmOffset: BigInt(chunk.offset),
+        viaShm: true,
+      });
+      out.set(region.view.subarray(chunk.offset, chunk.offset + chunk.bytes), offset);
+    });
+    return out.subarray(0, bytes);
+  }
+
+  async memcpyDtoD(dst: bigint, src: bigint, bytes: number | bigint, stream?: Stream): Promise<void> {
+    await this.channel.call('MEMCPY_DTOD', { stream: stream?.handle ?? 0, dst, src, bytes: BigInt(bytes) });
+  }
+
+  async memsetD8(dst: bigint, value: number, count: number | bigint, stream?: Stream): Promise<void> {
+    await this.channel.call('MEMSET', { stream: stream?.handle ?? 0, dst, value, elementBytes: 1, count: BigInt(count) });
+  }
+
+  async memsetD16(dst: bigint, value: number, count: number | bigint, stream?: Stream): Promise<void> {
+    await this.channel.call('MEMSET', { stream: stream?.handle ?? 0, dst, value, elementBytes: 2, count: BigInt(count) });
+  }
+
+  async memsetD32(dst: bigint, value: number, count: number | bigint, stream?: Stream): Promise<void> {
+    await this.channel.call('MEMSET', { stream: stream?.handle ?? 0, dst, value, elementBytes: 4, count: BigInt(count) });
+  }
+
+  // -- modules and launches ------------------------------------------------------------------------
+
+  /** Loads PTX, a cubin or fatbin, or CUDA C source (compiled by NVRTC on a real GPU). */
+  async loadModule(source: ModuleSource): Promise<Module> {
+    let kind: ModuleKind;
+    let image: Uint8Array;
+    let name = '';
+    let options: readonly string[] = [];
+    if ('ptx' in source) {
+      kind = 'ptx';
+      image = new TextEncoder().encode(source.ptx);
+    } else if ('cubin' in source) {
+      kind = 'cubin';
+      image = source.cubin;
+    } else if ('fatbin' in source) {
+      kind = 'fatbin';
+      image = source.fatbin;
+    } else {
+      kind = 'cuda';
+      image = new TextEncoder().encode(source.cuda);
+      name = source.name ?? 'kernel.cu';
+      options = source.options ?? [];
+    }
+    const r = await this.channel.call('MODULE_LOAD', { kind, image, name, options: [...options] });
+    return new Module(this, r.module, r.log);
+  }
+
+  /** Enqueues a kernel (cuLaunchKernel). Returns at once; errors surface on the next waiting call. */
+  launch(fn: KernelFunction, options: LaunchOptions, args: readonly KernelArg[]): void {
+    if (fn.context !== this) throw new CudaError('CUDA_ERROR_INVALID_HANDLE', 'cuLaunchKernel', `${fn.name} belongs to another context`);
+    const failure = this.channel.failure;
+    if (failure) throw new CudaError(failure.code, 'cuLaunchKernel', failure.detail);
+    const [gridX, gridY, gridZ] = dim3(options.grid, 'grid');
+    const [blockX, blockY, blockZ] = dim3(options.block, 'block');
+    const sharedMemBytes = options.sharedMemBytes ?? 0;
+    if (!Number.isInteger(sharedMemBytes) || sharedMemBytes < 0) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', 'cuLaunchKernel', `sharedMemBytes ${sharedMemBytes} is not a non-negative integer`);
+    }
+    this.channel.post('LAUNCH', {
+      function: fn.handle,
+      stream: options.stream?.handle ?? 0,
+      gridX,
+      gridY,
+      gridZ,
+      blockX,
+      blockY,
+      blockZ,
+      sharedMemBytes,
+      params: packKernelArgs(fn.name, fn.params, fn.paramBytes, args),
+    });
+  }
+
+  // -- streams, events, synchronization ------------------------------------------------------------
+
+  /** A new stream; lower priority numbers run first (cuCtxGetStreamPriorityRange). */
+  async createStream(options: { priority?: number } = {}): Promise<Stream> {
+    const r = await this.channel.call('STREAM_CREATE', { priority: options.priority ?? 0 });
+    return new Stream(this, r.stream);
+  }
+
+  async createEvent(): Promise<Event> {
+    const r = await this.channel.call('EVENT_CREATE', {});
+    return new Event(this, r.event);
+  }
+
+  /** Waits for all of this client's work (cuCtxSynchronize); throws its deferred errors. */
+  async synchronize(): Promise<void> {
+    await this.channel.call('CTX_SYNCHRONIZE', {});
+  }
+
+  /** Ends the session: the server drains this client's work and frees its memory. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.channel.close();
+    this.#staging?.close();
+    this.#staging = undefined;
+  }
+
+  // -- staging -------------------------------------------------------------------------------------
+
+  /**
+   * Runs a copy of `total` bytes through the staging region in chunks of half the region, two in
+   * flight: while the server copies one half, the next chunk fills the other.
+   */
+  async #staged(
+    total: number,
+    step: (offset: number, chunk: { offset: number; bytes: number }, region: SharedRegion) => Promise<unknown>,
+  ): Promise<void> {
+    const run = async (): Promise<void> => {
+      const region = await this.#ensureStaging();
+      const half = Math.floor(region.bytes / 2);
+      const inFlight: (Promise<unknown> | undefined)[] = [undefined, undefined];
+      let slot = 0;
+      for (let offset = 0; offset < total; offset += half) {
+        await inFlight[slot];
+        const bytes = Math.min(half, total - offset);
+        inFlight[slot] = step(offset, { offset: slot * half, bytes }, region);
+        slot ^= 1;
+      }
+      await Promise.all(inFlight);
+    };
+    const next = this.#stagingLock.then(run, run);
+    this.#stagingLock = next.catch(() => undefined);
+    await next;
+  }
+
+  async #ensureStaging(): Promise<SharedRegion> {
+    if (this.#staging) return this.#staging;
+    const region = SharedRegion.create(this.#stagingBytes);
+    try {
+      await this.channel.call('SHM_ATTACH', { name: region.name, bytes: BigInt(region.bytes) });
+    } catch (err) {
+      region.close();
+      throw err;
+    } finally {
+      // Both sides have it mapped (or the attach failed): the name is no longer needed.
+      region.unlink();
+    }
+    this.#staging = region;
+    return region;
+  }
+}

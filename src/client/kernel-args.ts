@@ -1,0 +1,125 @@
+// Typed kernel arguments and their packing into the parameter buffer the driver takes
+// (CU_LAUNCH_PARAM_BUFFER_POINTER): each argument is written at the offset cuFuncGetParamInfo gives
+// its parameter, and must have that parameter's size, so a wrong argument list fails here with
+// CUDA_ERROR_INVALID_VALUE instead of reaching the GPU as garbage.
+import { CudaError } from '../cuda/cuda-error.js';
+import type { KernelParam } from '../devices/device.js';
+
+export type ScalarArgType = 'u8' | 'i8' | 'u16' | 'i16' | 'u32' | 'i32' | 'f32' | 'u64' | 'i64' | 'f64';
+
+export interface ScalarArg {
+  readonly type: ScalarArgType;
+  readonly value: number | bigint;
+}
+
+/** A kernel argument: a typed scalar, a bigint (device pointer or 64-bit integer), or raw bytes. */
+export type KernelArg = ScalarArg | bigint | Uint8Array;
+
+const SIZES: Readonly<Record<ScalarArgType, number>> = { u8: 1, i8: 1, u16: 2, i16: 2, u32: 4, i32: 4, f32: 4, u64: 8, i64: 8, f64: 8 };
+
+export const arg = {
+  /** A device pointer (CUdeviceptr). */
+  ptr: (value: bigint): ScalarArg => ({ type: 'u64', value }),
+  u8: (value: number): ScalarArg => ({ type: 'u8', value }),
+  i8: (value: number): ScalarArg => ({ type: 'i8', value }),
+  u16: (value: number): ScalarArg => ({ type: 'u16', value }),
+  i16: (value: number): ScalarArg => ({ type: 'i16', value }),
+  u32: (value: number): ScalarArg => ({ type: 'u32', value }),
+  i32: (value: number): ScalarArg => ({ type: 'i32', value }),
+  f32: (value: number): ScalarArg => ({ type: 'f32', value }),
+  f64: (value: number): ScalarArg => ({ type: 'f64', value }),
+  u64: (value: bigint): ScalarArg => ({ type: 'u64', value }),
+  i64: (value: bigint): ScalarArg => ({ type: 'i64', value }),
+} as const;
+
+function sizeOf(a: KernelArg): number {
+  if (typeof a === 'bigint') return 8;
+  if (a instanceof Uint8Array) return a.length;
+  return SIZES[a.type];
+}
+
+function writeScalar(view: DataView, offset: number, a: ScalarArg, call: string, index: number): void {
+  const bad = (): never => {
+    throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `argument ${index}: ${String(a.value)} is not a valid ${a.type}`);
+  };
+  if (a.type === 'u64' || a.type === 'i64') {
+    if (typeof a.value !== 'bigint') bad();
+    const v = a.value as bigint;
+    if (a.type === 'u64') {
+      if (v < 0n || v > 0xffffffffffffffffn) bad();
+      view.setBigUint64(offset, v, true);
+    } else {
+      if (v < -(2n ** 63n) || v >= 2n ** 63n) bad();
+      view.setBigInt64(offset, v, true);
+    }
+    return;
+  }
+  if (typeof a.value !== 'number' || Number.isNaN(a.value)) {
+    if (!(a.type === 'f32' || a.type === 'f64') || typeof a.value !== 'number') bad();
+  }
+  const v = a.value as number;
+  const integerIn = (lo: number, hi: number): void => {
+    if (!Number.isInteger(v) || v < lo || v > hi) bad();
+  };
+  switch (a.type) {
+    case 'u8':
+      integerIn(0, 0xff);
+      view.setUint8(offset, v);
+      return;
+    case 'i8':
+      integerIn(-0x80, 0x7f);
+      view.setInt8(offset, v);
+      return;
+    case 'u16':
+      integerIn(0, 0xffff);
+      view.setUint16(offset, v, true);
+      return;
+    case 'i16':
+      integerIn(-0x8000, 0x7fff);
+      view.setInt16(offset, v, true);
+      return;
+    case 'u32':
+      integerIn(0, 0xffffffff);
+      view.setUint32(offset, v, true);
+      return;
+    case 'i32':
+      integerIn(-0x80000000, 0x7fffffff);
+      view.setInt32(offset, v, true);
+      return;
+    case 'f32':
+      view.setFloat32(offset, v, true);
+      return;
+    case 'f64':
+      view.setFloat64(offset, v, true);
+      return;
+  }
+}
+
+/** Packs `args` for a kernel whose parameters are `params` (of `name`). */
+export function packKernelArgs(name: string, params: readonly KernelParam[], paramBytes: number, args: readonly KernelArg[]): Uint8Array {
+  const call = 'cuLaunchKernel';
+  if (args.length !== params.length) {
+    throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `${name} takes ${params.length} arguments, got ${args.length}`);
+  }
+  const out = new Uint8Array(paramBytes);
+  const view = new DataView(out.buffer);
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    const p = params[i];
+    if (a === undefined || p === undefined) continue;
+    const size = sizeOf(a);
+    if (size !== p.size) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `argument ${i} of ${name} is ${size} bytes; the parameter takes ${p.size}`);
+    }
+    if (typeof a === 'bigint') writeScalar(view, p.offset, { type: 'u64', value: a }, call, i);
+    else if (a instanceof Uint8Array) out.set(a, p.offset);
+    else writeScalar(view, p.offset, a, call, i);
+  }
+  return out;
+}
+
+/** Packed buffer size for a parameter list. */
+export function paramBytesOf(params: readonly KernelParam[]): number {
+  const last = params.at(-1);
+  return last === undefined ? 0 : last.offset + last.size;
+}

@@ -1,0 +1,206 @@
+// Turns session messages into Session calls. The server runs it for every frame of a connected
+// client; a client in bypass mode runs the very same code in-process (src/client/direct-channel.ts),
+// so both modes share one implementation of every check.
+//
+// Fire-and-forget requests (launches, event records) get no reply: their failure is kept on the
+// session and returned by the next request that does get one, as CUDA reports asynchronous errors
+// on a later call.
+import { CudaError, toCudaError } from '../cuda/cuda-error.js';
+import { MODULE_KINDS, type ModuleKind } from '../devices/device.js';
+import type { MessageName, ReplyOf, RequestOf } from '../protocol/messages.js';
+import { MAX_PAYLOAD } from '../protocol/frame.js';
+import type { SharedRegion } from '../transport/shared-memory.js';
+import type { Session } from './session.js';
+
+/** The messages a session answers (everything a client sends after SESSION_OPEN). */
+export type SessionMessage = Exclude<
+  MessageName,
+  'CONTROL_COMMAND' | 'CONTROL_CONNECT' | 'SESSION_OPEN' | 'NOTICE_ERROR' | 'NOTICE_LIMITS'
+>;
+
+export interface DispatchTarget {
+  readonly session: Session;
+  /** The client's staging region, once attached. */
+  staging: SharedRegion | undefined;
+  /** Maps a client's staging region (server side) or refuses (bypass mode needs none). */
+  attachStaging(name: string, bytes: number): void;
+  /** SESSION_CLOSE: end the session and, for a server, the connection. */
+  closeSession(): Promise<void>;
+}
+
+type Handlers = { [N in SessionMessage]: (t: DispatchTarget, req: RequestOf<N>) => ReplyOf<N> | Promise<ReplyOf<N>> };
+
+const INLINE_LIMIT = MAX_PAYLOAD - 64;
+
+function stagingWindow(t: DispatchTarget, offset: bigint, bytes: bigint, call: string): Uint8Array {
+  if (!t.staging) throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, 'no shared-memory region is attached to this client');
+  const view = t.staging.slice(Number(offset), Number(bytes));
+  if (!view) throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `[${offset}, +${bytes}) is outside the ${t.staging.bytes}-byte shared region`);
+  return view;
+}
+
+function isModuleKind(kind: string): kind is ModuleKind {
+  return (MODULE_KINDS as readonly string[]).includes(kind);
+}
+
+const HANDLERS: Handlers = {
+  SESSION_CLOSE: async (t) => {
+    await t.closeSession();
+    return {};
+  },
+  MEM_GET_INFO: (t) => t.session.memGetInfo(),
+  SHM_ATTACH: (t, req) => {
+    t.attachStaging(req.name, Number(req.bytes));
+    return {};
+  },
+  MEM_ALLOC: (t, req) => ({ ptr: t.session.memAlloc(req.bytes) }),
+  MEM_FREE: async (t, req) => {
+    await t.session.memFree(req.ptr);
+    return {};
+  },
+  MEMCPY_HTOD: async (t, req) => {
+    const call = 'cuMemcpyHtoD_v2';
+    let src: Uint8Array;
+    if (req.inline.length > 0 || req.bytes === 0n) {
+      if (BigInt(req.inline.length) !== req.bytes) {
+        throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `${req.inline.length} inline bytes for a ${req.bytes}-byte copy`);
+      }
+      src = req.inline;
+    } else {
+      src = stagingWindow(t, req.shmOffset, req.bytes, call);
+    }
+    await t.session.memcpyHtoD(req.stream, req.dst, src);
+    return {};
+  },
+  MEMCPY_DTOH: async (t, req) => {
+    const call = 'cuMemcpyDtoH_v2';
+    if (req.viaShm) {
+      await t.session.memcpyDtoH(req.stream, stagingWindow(t, req.shmOffset, req.bytes, call), req.src);
+      return { inline: new Uint8Array(0) };
+    }
+    if (req.bytes > BigInt(INLINE_LIMIT)) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `${req.bytes} bytes exceed the inline limit; copy through shared memory`);
+    }
+    const dst = new Uint8Array(Number(req.bytes));
+    await t.session.memcpyDtoH(req.stream, dst, req.src);
+    return { inline: dst };
+  },
+  MEMCPY_DTOD: async (t, req) => {
+    await t.session.memcpyDtoD(req.stream, req.dst, req.src, req.bytes);
+    return {};
+  },
+  MEMSET: async (t, req) => {
+    await t.session.memset(req.stream, req.dst, req.value, req.elementBytes, req.count);
+    return {};
+  },
+  MODULE_LOAD: async (t, req) => {
+    if (!isModuleKind(req.kind)) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', 'cuModuleLoadDataEx', `module kind "${req.kind}" is not one of ${MODULE_KINDS.join(', ')}`);
+    }
+    return t.session.loadModule({ kind: req.kind, data: req.image, name: req.name, options: req.options });
+  },
+  MODULE_UNLOAD: (t, req) => {
+    t.session.unloadModule(req.module);
+    return {};
+  },
+  MODULE_GET_FUNCTION: (t, req) => {
+    const { function: id, fn } = t.session.getFunction(req.module, req.name);
+    return { function: id, params: fn.params.map((p) => ({ offset: p.offset, size: p.size })) };
+  },
+  LAUNCH: (t, req) => {
+    t.session.launch(
+      req.function,
+      req.stream,
+      { grid: [req.gridX, req.gridY, req.gridZ], block: [req.blockX, req.blockY, req.blockZ], sharedMemBytes: req.sharedMemBytes },
+      req.params,
+    );
+    return {};
+  },
+  STREAM_CREATE: (t, req) => ({ stream: t.session.createStream(req.priority) }),
+  STREAM_DESTROY: async (t, req) => {
+    await t.session.destroyStream(req.stream);
+    return {};
+  },
+  STREAM_SYNCHRONIZE: async (t, req) => {
+    await t.session.streamSynchronize(req.stream);
+    return {};
+  },
+  STREAM_QUERY: (t, req) => ({ done: t.session.streamQuery(req.stream) }),
+  CTX_SYNCHRONIZE: async (t) => {
+    await t.session.synchronize();
+    return {};
+  },
+  EVENT_CREATE: (t) => ({ event: t.session.createEvent() }),
+  EVENT_DESTROY: (t, req) => {
+    t.session.destroyEvent(req.event);
+    return {};
+  },
+  EVENT_RECORD: (t, req) => {
+    t.session.recordEvent(req.event, req.stream);
+    return {};
+  },
+  EVENT_SYNCHRONIZE: async (t, req) => {
+    await t.session.eventSynchronize(req.event);
+    return {};
+  },
+  EVENT_QUERY: (t, req) => ({ done: t.session.eventQuery(req.event) }),
+  EVENT_ELAPSED_TIME: (t, req) => ({ milliseconds: t.session.elapsedTime(req.start, req.end) }),
+};
+
+/** The CUDA driver call each message stands for, for error messages. */
+export const CALL_NAMES: Readonly<Partial<Record<MessageName, string>>> = {
+  CONTROL_CONNECT: 'cuInit',
+  SESSION_OPEN: 'cuCtxCreate_v4',
+  SESSION_CLOSE: 'cuCtxDestroy_v2',
+  MEM_GET_INFO: 'cuMemGetInfo_v2',
+  SHM_ATTACH: 'cuMemHostRegister_v2',
+  MEM_ALLOC: 'cuMemAlloc_v2',
+  MEM_FREE: 'cuMemFree_v2',
+  MEMCPY_HTOD: 'cuMemcpyHtoD_v2',
+  MEMCPY_DTOH: 'cuMemcpyDtoH_v2',
+  MEMCPY_DTOD: 'cuMemcpyDtoD_v2',
+  MEMSET: 'cuMemsetD8_v2',
+  MODULE_LOAD: 'cuModuleLoadDataEx',
+  MODULE_UNLOAD: 'cuModuleUnload',
+  MODULE_GET_FUNCTION: 'cuModuleGetFunction',
+  LAUNCH: 'cuLaunchKernel',
+  STREAM_CREATE: 'cuStreamCreateWithPriority',
+  STREAM_DESTROY: 'cuStreamDestroy_v2',
+  STREAM_SYNCHRONIZE: 'cuStreamSynchronize',
+  STREAM_QUERY: 'cuStreamQuery',
+  CTX_SYNCHRONIZE: 'cuCtxSynchronize',
+  EVENT_CREATE: 'cuEventCreate',
+  EVENT_DESTROY: 'cuEventDestroy_v2',
+  EVENT_RECORD: 'cuEventRecord',
+  EVENT_SYNCHRONIZE: 'cuEventSynchronize',
+  EVENT_QUERY: 'cuEventQuery',
+  EVENT_ELAPSED_TIME: 'cuEventElapsedTime_v2',
+};
+
+export function isSessionMessage(name: MessageName): name is SessionMessage {
+  return Object.hasOwn(HANDLERS, name);
+}
+
+/**
+ * Runs one request. With `noReply` a failure is deferred to the session and nothing is returned;
+ * otherwise a deferred failure is thrown first, then the request runs.
+ */
+export function dispatch(t: DispatchTarget, name: SessionMessage, payload: unknown, noReply: boolean): unknown {
+  const handler = HANDLERS[name] as (t: DispatchTarget, req: unknown) => unknown;
+  if (noReply) {
+    try {
+      const result = handler(t, payload);
+      if (result instanceof Promise) {
+        result.catch((err: unknown) => {
+          t.session.defer(toCudaError(err, CALL_NAMES[name] ?? name));
+        });
+      }
+    } catch (err) {
+      t.session.defer(toCudaError(err, CALL_NAMES[name] ?? name));
+    }
+    return undefined;
+  }
+  const deferred = name === 'SESSION_CLOSE' ? undefined : t.session.takeDeferred();
+  if (deferred) throw deferred;
+  return handler(t, payload);
+}

@@ -1,0 +1,116 @@
+// Entry point of a server process. The control daemon forks it with OPENMPS_SERVER_CONFIG (a
+// ServerConfig as JSON) and an IPC channel; it opens the devices, reports `ready`, serves clients,
+// and answers the daemon's requests. If the daemon goes away the server stops taking new clients
+// and exits once its clients have left: it never outlives its supervisor with nobody to stop it.
+import { CudaError } from '../cuda/cuda-error.js';
+import { openPlatform, parseDeviceChoice } from '../devices/index.js';
+import { Logger } from '../telemetry/log.js';
+import { parseDaemonMessage, type DaemonRequest, type ServerConfig, type ServerMessage } from './ipc.js';
+import { OpenmpsServer } from './server.js';
+
+function fail(message: string): never {
+  process.stderr.write(`openmps server: ${message}\n`);
+  process.exit(1);
+}
+
+export function parseServerConfig(text: string | undefined): ServerConfig {
+  if (text === undefined) throw new Error('OPENMPS_SERVER_CONFIG is not set (the control daemon starts servers)');
+  const v: unknown = JSON.parse(text);
+  if (typeof v !== 'object' || v === null) throw new Error('OPENMPS_SERVER_CONFIG is not an object');
+  const r = v as Record<string, unknown>;
+  const device = typeof r.device === 'string' ? parseDeviceChoice(r.device) : undefined;
+  if (
+    typeof r.uid !== 'number' ||
+    typeof r.pipeDirectory !== 'string' ||
+    typeof r.socketPath !== 'string' ||
+    device === undefined ||
+    typeof r.defaultActiveThreadPercentage !== 'number' ||
+    typeof r.maxClientsPerDevice !== 'number' ||
+    !(r.logDirectory === undefined || r.logDirectory === null || typeof r.logDirectory === 'string')
+  ) {
+    throw new Error('OPENMPS_SERVER_CONFIG is missing fields or has wrong types');
+  }
+  return {
+    uid: r.uid,
+    pipeDirectory: r.pipeDirectory,
+    socketPath: r.socketPath,
+    device,
+    defaultActiveThreadPercentage: r.defaultActiveThreadPercentage,
+    maxClientsPerDevice: r.maxClientsPerDevice,
+    logDirectory: typeof r.logDirectory === 'string' ? r.logDirectory : undefined,
+  };
+}
+
+function send(message: ServerMessage): void {
+  if (process.send && process.connected) process.send(message);
+}
+
+async function answer(server: OpenmpsServer, req: DaemonRequest): Promise<unknown> {
+  switch (req.op) {
+    case 'clients':
+      return server.clients();
+    case 'terminate-client':
+      return server.terminateClient(req.pid);
+    case 'shutdown':
+      await server.shutdown(req.force);
+      return null;
+  }
+}
+
+async function main(): Promise<void> {
+  let config: ServerConfig;
+  try {
+    config = parseServerConfig(process.env.OPENMPS_SERVER_CONFIG);
+  } catch (err) {
+    fail((err as Error).message);
+  }
+  process.title = `openmps-server uid=${config.uid}`;
+  const log = new Logger('Server', config.logDirectory, 'server.log');
+  log.log(`Server ${process.pid} starting for user ${config.uid} (device: ${config.device})`);
+  const selection = await openPlatform(config.device);
+  if (selection.fallbackReason !== undefined) {
+    log.log(`No usable GPU (${selection.fallbackReason}): using the software GPU`);
+  }
+  log.log(`Platform: ${selection.platform.kind}, ${selection.platform.version}, ${selection.platform.devices.length} device(s)`);
+  const server = new OpenmpsServer(config, selection.platform, log, send);
+
+  let exiting = false;
+  const exitAfterShutdown = (force: boolean): void => {
+    if (exiting) return;
+    exiting = true;
+    server.shutdown(force).then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+
+  process.on('message', (raw: unknown) => {
+    const msg = parseDaemonMessage(raw);
+    if (!msg) return;
+    answer(server, msg).then(
+      (result) => {
+        send({ type: 'response', id: msg.id, ok: true, result });
+        if (msg.op === 'shutdown') exitAfterShutdown(msg.force);
+      },
+      (err: unknown) => {
+        const code = err instanceof CudaError ? err.code : 'CUDA_ERROR_UNKNOWN';
+        send({ type: 'response', id: msg.id, ok: false, error: (err as Error).message, code });
+      },
+    );
+  });
+  process.on('disconnect', () => {
+    log.log('Control daemon went away: finishing current clients, then exiting');
+    exitAfterShutdown(false);
+  });
+  process.on('SIGTERM', () => {
+    exitAfterShutdown(true);
+  });
+
+  await server.start();
+}
+
+main().catch((err: unknown) => {
+  const message = err instanceof Error ? err.message : String(err);
+  send({ type: 'state', state: 'FAULT', reason: message });
+  fail(message);
+});

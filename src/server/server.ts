@@ -1,0 +1,376 @@
+// The openmps server: one process per UID, owning the devices. It accepts client connections on
+// its socket, opens a Session per client (after checking the peer's real UID from SO_PEERCRED),
+// runs the client's requests through the dispatcher, and, whatever way a client leaves (a clean
+// close, a crash, SIGKILL), drains that client's work and frees its memory without touching the
+// others. The control daemon started it and talks to it over the IPC channel (src/server/ipc.ts).
+import { chmodSync, readFileSync, unlinkSync } from 'node:fs';
+import { createServer, type Server as NetServer, type Socket } from 'node:net';
+import { CudaError, toCudaError } from '../cuda/cuda-error.js';
+import type { Device, DeviceInfo, Platform } from '../devices/device.js';
+import { peerCredentials } from '../native/bindings.js';
+import { PROTOCOL_VERSION, type LimitsWire, type RequestOf, type ReplyOf, type DeviceInfoWire } from '../protocol/messages.js';
+import { FLAG_NO_REPLY } from '../protocol/frame.js';
+import { FramedSocket, setCallNames } from '../transport/framed-socket.js';
+import { SharedRegion } from '../transport/shared-memory.js';
+import type { Logger } from '../telemetry/log.js';
+import { CALL_NAMES, dispatch, isSessionMessage, type DispatchTarget } from './dispatcher.js';
+import type { ClientRecord, DeviceRecord, ServerConfig, ServerMessage, ServerState } from './ipc.js';
+import { formatMemorySize, limitForDevice, parsePinnedMemLimit, smCountForPercentage, tighter } from './limits.js';
+import { DeviceOwnership, Session, type SessionLimits } from './session.js';
+
+setCallNames(CALL_NAMES);
+
+export function deviceInfoToWire(info: DeviceInfo): DeviceInfoWire {
+  return {
+    ordinal: info.ordinal,
+    name: info.name,
+    uuid: info.uuid,
+    pciBusId: info.pciBusId,
+    smCount: info.smCount,
+    totalMemory: info.totalMemory,
+    computeMajor: info.computeMajor,
+    computeMinor: info.computeMinor,
+    clockRateKHz: info.clockRateKHz,
+    maxThreadsPerBlock: info.maxThreadsPerBlock,
+    maxThreadsPerSm: info.maxThreadsPerSm,
+    kind: info.kind,
+  };
+}
+
+export function limitsToWire(limits: SessionLimits): LimitsWire {
+  return {
+    activeThreadPercentage: limits.activeThreadPercentage,
+    smCount: limits.smCount,
+    memoryLimit: limits.memoryLimit ?? 0n,
+    priority: limits.priority,
+  };
+}
+
+/** The limits a client gets: the server's defaults, tightened by what the client asked for. */
+export function grantLimits(info: DeviceInfo, defaultPercentage: number, req: RequestOf<'SESSION_OPEN'>): SessionLimits {
+  const call = 'cuCtxCreate_v4';
+  const asked = req.activeThreadPercentage;
+  if (asked !== 0 && !(asked > 0 && asked <= 100)) {
+    throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `active thread percentage ${asked} is not in (0, 100]`);
+  }
+  const percentage = asked > 0 ? Math.min(asked, defaultPercentage) : defaultPercentage;
+  const memoryLimit = tighter(undefined, limitForDevice(parsePinnedMemLimit(req.pinnedMemLimit), info.ordinal, info.uuid));
+  if (req.priority !== -1 && req.priority !== 0 && req.priority !== 1) {
+    throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `client priority ${req.priority} is not 0 or 1`);
+  }
+  return {
+    activeThreadPercentage: percentage,
+    smCount: smCountForPercentage(info.smCount, percentage),
+    memoryLimit,
+    priority: req.priority === -1 ? 0 : req.priority,
+  };
+}
+
+/** What /proc says the process runs, as MPS's ps shows it; the client's own word otherwise. */
+function commandOf(pid: number, claimed: string): string {
+  try {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter((s) => s.length > 0);
+    if (argv.length > 0) return argv.join(' ');
+  } catch {
+    // Another PID namespace, or the process is gone: fall back to what it said.
+  }
+  return claimed;
+}
+
+interface Connection {
+  readonly channel: FramedSocket;
+  readonly pid: number;
+  readonly uid: number;
+  session: Session | undefined;
+  staging: SharedRegion | undefined;
+  connectedAt: number;
+}
+
+export class OpenmpsServer {
+  readonly config: ServerConfig;
+  readonly platform: Platform;
+  readonly #log: Logger;
+  readonly #emit: (message: ServerMessage) => void;
+  readonly #devices = new Map<number, { device: Device; ownership: DeviceOwnership }>();
+  readonly #connections = new Set<Connection>();
+  #listener: NetServer | undefined;
+  #state: ServerState = 'INITIALIZING';
+  #nextClientId = 1;
+  #shutdown: Promise<void> | undefined;
+  #drainedListeners: (() => void)[] = [];
+
+  constructor(config: ServerConfig, platform: Platform, log: Logger, emit: (message: ServerMessage) => void) {
+    this.config = config;
+    this.platform = platform;
+    this.#log = log;
+    this.#emit = emit;
+  }
+
+  get state(): ServerState {
+    return this.#state;
+  }
+
+  get clientCount(): number {
+    let n = 0;
+    for (const c of this.#connections) if (c.session) n++;
+    return n;
+  }
+
+  /** Opens every visible device, listens, and reports ready. */
+  async start(): Promise<void> {
+    for (const info of this.platform.devices) {
+      const device = await this.platform.open(info.ordinal);
+      this.#devices.set(info.ordinal, { device, ownership: new DeviceOwnership() });
+      this.#log.log(`Device ${info.ordinal}: ${info.name} (${info.uuid}, ${info.smCount} SMs, ${formatMemorySize(info.totalMemory)}) on ${this.platform.kind}`);
+    }
+    try {
+      unlinkSync(this.config.socketPath);
+    } catch {
+      // No stale socket: the usual case.
+    }
+    const listener = createServer((socket) => {
+      this.#accept(socket);
+    });
+    this.#listener = listener;
+    await new Promise<void>((resolve, reject) => {
+      listener.once('error', reject);
+      listener.listen(this.config.socketPath, () => {
+        listener.off('error', reject);
+        resolve();
+      });
+    });
+    // Only this user may connect; the UID check on each connection is the second lock.
+    chmodSync(this.config.socketPath, 0o600);
+    this.#setState('ACTIVE', 'ready');
+    this.#log.log(`Server ${process.pid} ready for user ${this.config.uid} on ${this.config.socketPath}`);
+    this.#emit({
+      type: 'ready',
+      pid: process.pid,
+      socketPath: this.config.socketPath,
+      devices: this.platform.devices.map(deviceRecord),
+      deviceKind: this.platform.kind,
+      driver: this.platform.version,
+    });
+  }
+
+  clients(): ClientRecord[] {
+    const out: ClientRecord[] = [];
+    for (const c of this.#connections) if (c.session) out.push(this.#recordOf(c.session, c));
+    return out;
+  }
+
+  /** terminate_client: returns how many sessions of that pid were terminated. */
+  async terminateClient(pid: number): Promise<number> {
+    const hits = [...this.#connections].filter((c) => c.pid === pid && c.session);
+    for (const c of hits) {
+      const s = c.session;
+      if (!s) continue;
+      this.#log.log(`Terminating client {PID: ${pid}, Context ID: ${s.identity.clientId}}`);
+      await s.terminate('terminated by the operator (terminate_client)');
+      c.channel.notice('NOTICE_ERROR', { result: 810, message: 'terminated by the operator (terminate_client)' });
+    }
+    return hits.length;
+  }
+
+  /**
+   * Stops the server. Graceful: refuse new clients and wait until the last one leaves. Forced:
+   * close every client now (they see CUDA_ERROR_MPS_RPC_FAILURE), drain, free, exit.
+   */
+  shutdown(force: boolean): Promise<void> {
+    if (force) {
+      for (const c of this.#connections) c.channel.destroy();
+    }
+    this.#shutdown ??= this.#doShutdown();
+    return this.#shutdown;
+  }
+
+  async #doShutdown(): Promise<void> {
+    this.#setState('SHUTTING_DOWN', 'shutdown requested');
+    this.#listener?.close();
+    if (this.#connections.size > 0) {
+      await new Promise<void>((resolve) => this.#drainedListeners.push(resolve));
+    }
+    try {
+      unlinkSync(this.config.socketPath);
+    } catch {
+      // Already removed.
+    }
+    for (const { device } of this.#devices.values()) await device.close();
+    this.#devices.clear();
+    this.#log.log(`Server ${process.pid} shut down`);
+  }
+
+  #setState(state: ServerState, reason: string): void {
+    this.#state = state;
+    this.#emit({ type: 'state', state, reason });
+  }
+
+  #accept(socket: Socket): void {
+    const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+    let creds: { pid: number; uid: number };
+    try {
+      if (typeof fd !== 'number') throw new Error('socket has no file descriptor');
+      creds = peerCredentials(fd);
+    } catch {
+      socket.destroy();
+      return;
+    }
+    const channel = new FramedSocket(socket);
+    const conn: Connection = { channel, pid: creds.pid, uid: creds.uid, session: undefined, staging: undefined, connectedAt: Date.now() };
+    this.#connections.add(conn);
+    const target: DispatchTarget = {
+      get session(): Session {
+        if (!conn.session) throw new CudaError('CUDA_ERROR_NOT_INITIALIZED', 'cuCtxGetCurrent', 'no session: send SESSION_OPEN first');
+        return conn.session;
+      },
+      get staging(): SharedRegion | undefined {
+        return conn.staging;
+      },
+      set staging(region: SharedRegion | undefined) {
+        conn.staging = region;
+      },
+      attachStaging: (name, bytes) => {
+        this.#attachStaging(conn, name, bytes);
+      },
+      closeSession: async () => {
+        await this.#endSession(conn, 'closed by the client');
+        channel.close();
+      },
+    };
+    channel.onRequest((name, payload, frame) => {
+      if (name === 'SESSION_OPEN') return this.#open(conn, payload as RequestOf<'SESSION_OPEN'>);
+      if (!isSessionMessage(name)) {
+        throw new CudaError('CUDA_ERROR_NOT_SUPPORTED', name, `${name} is not a server request`);
+      }
+      return dispatch(target, name, payload, (frame.flags & FLAG_NO_REPLY) !== 0);
+    });
+    channel.onClose(() => {
+      void this.#disconnect(conn);
+    });
+  }
+
+  #open(conn: Connection, req: RequestOf<'SESSION_OPEN'>): ReplyOf<'SESSION_OPEN'> {
+    const call = 'cuCtxCreate_v4';
+    if (conn.session) throw new CudaError('CUDA_ERROR_INVALID_CONTEXT', call, 'this connection already has a session');
+    if (req.version !== PROTOCOL_VERSION) {
+      throw new CudaError('CUDA_ERROR_MPS_CONNECTION_FAILED', call, `client speaks protocol ${req.version}, server speaks ${PROTOCOL_VERSION}`);
+    }
+    if (conn.uid !== this.config.uid) {
+      throw new CudaError('CUDA_ERROR_MPS_CONNECTION_FAILED', call, `this server serves uid ${this.config.uid}; the peer is uid ${conn.uid}`);
+    }
+    if (this.#state !== 'ACTIVE') {
+      throw new CudaError('CUDA_ERROR_MPS_SERVER_NOT_READY', call, `the server is ${this.#state}`);
+    }
+    const entry = this.#devices.get(req.device);
+    if (!entry) {
+      throw new CudaError('CUDA_ERROR_INVALID_DEVICE', call, `device ${req.device} does not exist (the server sees ${this.#devices.size})`);
+    }
+    const onDevice = [...this.#connections].filter((c) => c.session?.device === entry.device).length;
+    if (onDevice >= this.config.maxClientsPerDevice) {
+      throw new CudaError('CUDA_ERROR_MPS_MAX_CLIENTS_REACHED', call, `device ${req.device} already has ${onDevice} clients (the limit)`);
+    }
+    const info = entry.device.info;
+    const limits = grantLimits(info, this.config.defaultActiveThreadPercentage, req);
+    const clientId = this.#nextClientId++;
+    const session = new Session(
+      entry.device,
+      { clientId, pid: conn.pid, uid: conn.uid, command: commandOf(conn.pid, req.command) },
+      limits,
+      entry.ownership,
+    );
+    conn.session = session;
+    conn.connectedAt = Date.now();
+    this.#log.log(`Client {PID: ${conn.pid}, Context ID: ${clientId}} connected to device ${info.ordinal} (${session.limits.smCount} SMs)`);
+    this.#emit({ type: 'client-connected', client: this.#recordOf(session, conn) });
+    return { clientId, serverPid: process.pid, device: deviceInfoToWire(info), limits: limitsToWire(session.limits) };
+  }
+
+  #recordOf(s: Session, c: Connection): ClientRecord {
+    return {
+      clientId: s.identity.clientId,
+      pid: s.identity.pid,
+      uid: s.identity.uid,
+      device: s.device.info.ordinal,
+      deviceUuid: s.device.info.uuid,
+      command: s.identity.command,
+      state: s.state,
+      activeThreadPercentage: s.limits.activeThreadPercentage,
+      smCount: s.limits.smCount,
+      memoryLimit: s.limits.memoryLimit === undefined ? '' : String(s.limits.memoryLimit),
+      memoryInUse: String(s.memoryInUse),
+      connectedAt: c.connectedAt,
+    };
+  }
+
+  #attachStaging(conn: Connection, name: string, bytes: number): void {
+    const call = 'cuMemHostRegister_v2';
+    const session = conn.session;
+    if (!session) throw new CudaError('CUDA_ERROR_NOT_INITIALIZED', call, 'no session: send SESSION_OPEN first');
+    if (!Number.isSafeInteger(bytes) || bytes <= 0 || bytes > 4 * 1024 ** 3) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `a staging region of ${bytes} bytes is not allowed`);
+    }
+    let region: SharedRegion;
+    try {
+      region = SharedRegion.open(name, bytes);
+    } catch (err) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `cannot map shared region ${name}: ${(err as Error).message}`);
+    }
+    try {
+      session.device.registerHostMemory(region.view, region.address);
+    } catch (err) {
+      region.close();
+      throw toCudaError(err, call);
+    }
+    if (conn.staging) this.#releaseStaging(conn);
+    conn.staging = region;
+  }
+
+  #releaseStaging(conn: Connection): void {
+    const region = conn.staging;
+    if (!region) return;
+    conn.staging = undefined;
+    try {
+      conn.session?.device.unregisterHostMemory(region.view);
+    } catch {
+      // The context may already be gone (fault, reset): the mapping is released all the same.
+    }
+    region.close();
+  }
+
+  async #endSession(conn: Connection, reason: string): Promise<void> {
+    const session = conn.session;
+    if (!session) return;
+    conn.session = undefined;
+    await session.close();
+    // Unmap only after the session's work has drained: no copy may still read the region.
+    this.#releaseStaging(conn);
+    this.#log.log(`Client {PID: ${conn.pid}, Context ID: ${session.identity.clientId}} disconnected (${reason})`);
+    this.#emit({ type: 'client-disconnected', clientId: session.identity.clientId, pid: conn.pid, reason });
+  }
+
+  async #disconnect(conn: Connection): Promise<void> {
+    try {
+      await this.#endSession(conn, 'connection closed');
+    } finally {
+      this.#releaseStaging(conn);
+      this.#connections.delete(conn);
+      if (this.#connections.size === 0) {
+        for (const l of this.#drainedListeners.splice(0)) l();
+      }
+    }
+  }
+}
+
+export function deviceRecord(info: DeviceInfo): DeviceRecord {
+  return {
+    ordinal: info.ordinal,
+    name: info.name,
+    uuid: info.uuid,
+    pciBusId: info.pciBusId,
+    smCount: info.smCount,
+    totalMemory: String(info.totalMemory),
+    computeMajor: info.computeMajor,
+    computeMinor: info.computeMinor,
+    kind: info.kind,
+  };
+}

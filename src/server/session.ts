@@ -1,0 +1,421 @@
+// A Session is one client's view of one device: its streams (stream 0 is its default stream, made
+// with the client's SM share and priority), its allocation table and memory cap, its modules,
+// functions and events. Every handle a client names is a small integer that only means something
+// inside its own session, and every device pointer it names is checked against its own table, so
+// clients stay apart at the API even though their kernels share one context.
+// The server keeps one Session per connected client; a client in bypass mode keeps one itself.
+import { CudaError } from '../cuda/cuda-error.js';
+import type {
+  Device,
+  DeviceEvent,
+  DeviceFunction,
+  DeviceModule,
+  DeviceStream,
+  LaunchConfig,
+  MemoryInfo,
+  ModuleImage,
+} from '../devices/device.js';
+import { AllocationTable } from './allocation-table.js';
+
+export interface SessionIdentity {
+  readonly clientId: number;
+  readonly pid: number;
+  readonly uid: number;
+  readonly command: string;
+}
+
+export interface SessionLimits {
+  readonly activeThreadPercentage: number;
+  /** SMs the client's work may use. */
+  readonly smCount: number;
+  /** Bytes of device memory the client may hold; undefined: no cap but the device's. */
+  readonly memoryLimit: bigint | undefined;
+  /** MPS client priority: 0 normal, 1 below normal. */
+  readonly priority: number;
+}
+
+export type SessionState = 'ACTIVE' | 'INACTIVE';
+
+/**
+ * Which session owns each allocation of a device, so a kernel argument that points into another
+ * client's memory is refused. Shared by all sessions of one device.
+ */
+export class DeviceOwnership {
+  readonly #table = new AllocationTable();
+  readonly #owner = new Map<bigint, number>();
+
+  add(base: bigint, bytes: bigint, clientId: number): void {
+    this.#table.add(base, bytes);
+    this.#owner.set(base, clientId);
+  }
+
+  remove(base: bigint): void {
+    this.#table.remove(base);
+    this.#owner.delete(base);
+  }
+
+  /** The client owning the allocation that holds `ptr`, if any. */
+  ownerOf(ptr: bigint): number | undefined {
+    const a = this.#table.find(ptr);
+    return a === undefined ? undefined : this.#owner.get(a.base);
+  }
+}
+
+/** Counters the server publishes per client (ps, metrics). Plain fields: no work on the hot path. */
+export interface SessionCounters {
+  kernelsLaunched: number;
+  bytesHtoD: number;
+  bytesDtoH: number;
+  peakMemory: bigint;
+  errors: number;
+}
+
+/** Stream priority for an MPS client priority: below-normal clients get the lowest priority (0). */
+export function streamPriorityFor(clientPriority: number): number {
+  return clientPriority === 1 ? 0 : -1;
+}
+
+export class Session {
+  readonly identity: SessionIdentity;
+  readonly device: Device;
+  readonly counters: SessionCounters = { kernelsLaunched: 0, bytesHtoD: 0, bytesDtoH: 0, peakMemory: 0n, errors: 0 };
+  #limits: SessionLimits;
+  readonly #ownership: DeviceOwnership;
+  readonly #allocations = new AllocationTable();
+  readonly #streams = new Map<number, DeviceStream>();
+  readonly #events = new Map<number, DeviceEvent>();
+  readonly #modules = new Map<number, { module: DeviceModule; functions: number[] }>();
+  readonly #functions = new Map<number, DeviceFunction>();
+  #nextHandle = 1;
+  #deferred: CudaError | undefined;
+  #terminated: CudaError | undefined;
+  #closed = false;
+
+  constructor(device: Device, identity: SessionIdentity, limits: SessionLimits, ownership: DeviceOwnership) {
+    this.device = device;
+    this.identity = identity;
+    this.#limits = limits;
+    this.#ownership = ownership;
+    const stream = device.createStream(this.#streamOptions(streamPriorityFor(limits.priority)));
+    this.#streams.set(0, stream);
+    // What the client can use is what the device granted, not what was asked for.
+    this.#limits = { ...limits, smCount: stream.smCount };
+  }
+
+  get limits(): SessionLimits {
+    return this.#limits;
+  }
+
+  get state(): SessionState {
+    return this.#terminated || this.#closed ? 'INACTIVE' : 'ACTIVE';
+  }
+
+  get memoryInUse(): bigint {
+    return this.#allocations.bytesInUse;
+  }
+
+  get allocationCount(): number {
+    return this.#allocations.count;
+  }
+
+  // -- state checks -------------------------------------------------------------------------------
+
+  /** Throws what every call must fail with now: termination, a device fault, a closed session. */
+  check(call: string): void {
+    if (this.#terminated) throw new CudaError(this.#terminated.code, call, this.#terminated.detail);
+    const fault = this.device.fault;
+    if (fault) throw new CudaError(fault.code, call, fault.detail);
+    if (this.#closed) throw new CudaError('CUDA_ERROR_CONTEXT_IS_DESTROYED', call, 'the session is closed');
+  }
+
+  /** A failure of fire-and-forget work, reported by the next call that gets a reply. */
+  defer(err: CudaError): void {
+    this.counters.errors++;
+    this.#deferred ??= err;
+  }
+
+  takeDeferred(): CudaError | undefined {
+    const err = this.#deferred;
+    this.#deferred = undefined;
+    return err;
+  }
+
+  // -- memory -------------------------------------------------------------------------------------
+
+  memAlloc(bytes: bigint): bigint {
+    const call = 'cuMemAlloc_v2';
+    this.check(call);
+    if (bytes <= 0n || bytes > BigInt(Number.MAX_SAFE_INTEGER)) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `cannot allocate ${bytes} bytes`);
+    }
+    const limit = this.#limits.memoryLimit;
+    if (limit !== undefined && this.#allocations.bytesInUse + bytes > limit) {
+      throw new CudaError(
+        'CUDA_ERROR_OUT_OF_MEMORY',
+        call,
+        `${bytes} bytes would exceed this client's limit of ${limit} bytes (${this.#allocations.bytesInUse} in use)`,
+      );
+    }
+    const ptr = this.device.memAlloc(Number(bytes));
+    this.#allocations.add(ptr, bytes);
+    this.#ownership.add(ptr, bytes, this.identity.clientId);
+    if (this.#allocations.bytesInUse > this.counters.peakMemory) this.counters.peakMemory = this.#allocations.bytesInUse;
+    return ptr;
+  }
+
+  async memFree(ptr: bigint): Promise<void> {
+    const call = 'cuMemFree_v2';
+    this.check(call);
+    if (!this.#allocations.has(ptr)) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `0x${ptr.toString(16)} is not the start of an allocation of this client`);
+    }
+    // Forget it first: a second free of the same pointer while this one waits is an error too.
+    this.#allocations.remove(ptr);
+    this.#ownership.remove(ptr);
+    await this.device.memFree(ptr);
+  }
+
+  memGetInfo(): MemoryInfo {
+    this.check('cuMemGetInfo_v2');
+    const device = this.device.memGetInfo();
+    const limit = this.#limits.memoryLimit;
+    if (limit === undefined) return device;
+    // Unlike MPS, a client sees its own cap as total, and what it may still take as free.
+    const left = limit > this.#allocations.bytesInUse ? limit - this.#allocations.bytesInUse : 0n;
+    return { total: limit, free: left < device.free ? left : device.free };
+  }
+
+  /** Throws CUDA_ERROR_INVALID_VALUE unless [ptr, ptr+bytes) lies in one allocation of this client. */
+  checkRange(ptr: bigint, bytes: bigint, call: string): void {
+    if (bytes === 0n) return;
+    if (!this.#allocations.contains(ptr, bytes)) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `[0x${ptr.toString(16)}, +${bytes}) is not inside an allocation of this client`);
+    }
+  }
+
+  memcpyHtoD(streamId: number, dst: bigint, src: Uint8Array): Promise<void> {
+    const call = 'cuMemcpyHtoD_v2';
+    const stream = this.#stream(streamId, call);
+    this.checkRange(dst, BigInt(src.length), call);
+    if (src.length === 0) return Promise.resolve();
+    stream.memcpyHtoD(dst, src);
+    this.counters.bytesHtoD += src.length;
+    return stream.synchronize();
+  }
+
+  memcpyDtoH(streamId: number, dst: Uint8Array, src: bigint): Promise<void> {
+    const call = 'cuMemcpyDtoH_v2';
+    const stream = this.#stream(streamId, call);
+    this.checkRange(src, BigInt(dst.length), call);
+    if (dst.length === 0) return Promise.resolve();
+    stream.memcpyDtoH(dst, src);
+    this.counters.bytesDtoH += dst.length;
+    return stream.synchronize();
+  }
+
+  memcpyDtoD(streamId: number, dst: bigint, src: bigint, bytes: bigint): Promise<void> {
+    const call = 'cuMemcpyDtoD_v2';
+    const stream = this.#stream(streamId, call);
+    this.checkRange(src, bytes, call);
+    this.checkRange(dst, bytes, call);
+    if (bytes === 0n) return Promise.resolve();
+    stream.memcpyDtoD(dst, src, Number(bytes));
+    return stream.synchronize();
+  }
+
+  memset(streamId: number, dst: bigint, value: number, elementBytes: number, count: bigint): Promise<void> {
+    const call = elementBytes === 1 ? 'cuMemsetD8_v2' : elementBytes === 2 ? 'cuMemsetD16_v2' : 'cuMemsetD32_v2';
+    const stream = this.#stream(streamId, call);
+    if (elementBytes !== 1 && elementBytes !== 2 && elementBytes !== 4) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `element size ${elementBytes} is not 1, 2 or 4`);
+    }
+    if (value < 0 || value >= 2 ** (8 * elementBytes)) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `value ${value} does not fit ${elementBytes} bytes`);
+    }
+    this.checkRange(dst, count * BigInt(elementBytes), call);
+    if (count === 0n) return Promise.resolve();
+    stream.memset(dst, value, elementBytes, Number(count));
+    return stream.synchronize();
+  }
+
+  // -- modules and launches ------------------------------------------------------------------------
+
+  async loadModule(image: ModuleImage): Promise<{ module: number; log: string }> {
+    this.check('cuModuleLoadDataEx');
+    const module = await this.device.loadModule(image);
+    const id = this.#handle();
+    this.#modules.set(id, { module, functions: [] });
+    return { module: id, log: module.log };
+  }
+
+  unloadModule(id: number): void {
+    const call = 'cuModuleUnload';
+    this.check(call);
+    const entry = this.#modules.get(id);
+    if (!entry) throw new CudaError('CUDA_ERROR_INVALID_HANDLE', call, `no module ${id} in this client`);
+    this.#modules.delete(id);
+    for (const f of entry.functions) this.#functions.delete(f);
+    entry.module.unload();
+  }
+
+  getFunction(moduleId: number, name: string): { function: number; fn: DeviceFunction } {
+    const call = 'cuModuleGetFunction';
+    this.check(call);
+    const entry = this.#modules.get(moduleId);
+    if (!entry) throw new CudaError('CUDA_ERROR_INVALID_HANDLE', call, `no module ${moduleId} in this client`);
+    const fn = entry.module.getFunction(name);
+    const id = this.#handle();
+    this.#functions.set(id, fn);
+    entry.functions.push(id);
+    return { function: id, fn };
+  }
+
+  launch(functionId: number, streamId: number, config: LaunchConfig, params: Uint8Array): void {
+    const call = 'cuLaunchKernel';
+    const stream = this.#stream(streamId, call);
+    const fn = this.#functions.get(functionId);
+    if (!fn) throw new CudaError('CUDA_ERROR_INVALID_HANDLE', call, `no function ${functionId} in this client`);
+    if (params.length !== fn.paramBytes) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `${fn.name} takes ${fn.paramBytes} bytes of parameters, got ${params.length}`);
+    }
+    this.#checkPointerParams(fn, params, call);
+    stream.launch(fn, config, params);
+    this.counters.kernelsLaunched++;
+  }
+
+  /**
+   * Refuses a launch that passes another client's memory. Any 8-byte parameter whose value falls
+   * inside an allocation owned by another session is such a pointer; device addresses are sparse,
+   * so an integer argument colliding with one is not a practical concern.
+   */
+  #checkPointerParams(fn: DeviceFunction, params: Uint8Array, call: string): void {
+    const view = new DataView(params.buffer, params.byteOffset, params.byteLength);
+    for (const p of fn.params) {
+      if (p.size !== 8) continue;
+      const value = view.getBigUint64(p.offset, true);
+      if (value === 0n) continue;
+      const owner = this.#ownership.ownerOf(value);
+      if (owner !== undefined && owner !== this.identity.clientId) {
+        throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `${fn.name}: parameter at offset ${p.offset} points into memory of another client`);
+      }
+    }
+  }
+
+  // -- streams and events --------------------------------------------------------------------------
+
+  createStream(priority: number): number {
+    this.check('cuStreamCreateWithPriority');
+    const stream = this.device.createStream(this.#streamOptions(priority));
+    const id = this.#handle();
+    this.#streams.set(id, stream);
+    return id;
+  }
+
+  async destroyStream(id: number): Promise<void> {
+    const call = 'cuStreamDestroy_v2';
+    if (id === 0) throw new CudaError('CUDA_ERROR_INVALID_HANDLE', call, 'the default stream cannot be destroyed');
+    const stream = this.#stream(id, call);
+    this.#streams.delete(id);
+    await stream.destroy();
+  }
+
+  streamSynchronize(id: number): Promise<void> {
+    return this.#stream(id, 'cuStreamSynchronize').synchronize();
+  }
+
+  streamQuery(id: number): boolean {
+    return this.#stream(id, 'cuStreamQuery').query();
+  }
+
+  async synchronize(): Promise<void> {
+    this.check('cuCtxSynchronize');
+    await Promise.all([...this.#streams.values()].map((s) => s.synchronize()));
+  }
+
+  createEvent(): number {
+    this.check('cuEventCreate');
+    const id = this.#handle();
+    this.#events.set(id, this.device.createEvent());
+    return id;
+  }
+
+  destroyEvent(id: number): void {
+    this.#event(id, 'cuEventDestroy_v2').destroy();
+    this.#events.delete(id);
+  }
+
+  recordEvent(eventId: number, streamId: number): void {
+    const call = 'cuEventRecord';
+    const event = this.#event(eventId, call);
+    this.#stream(streamId, call).recordEvent(event);
+  }
+
+  eventSynchronize(id: number): Promise<void> {
+    return this.#event(id, 'cuEventSynchronize').synchronize();
+  }
+
+  eventQuery(id: number): boolean {
+    return this.#event(id, 'cuEventQuery').query();
+  }
+
+  elapsedTime(startId: number, endId: number): number {
+    const call = 'cuEventElapsedTime_v2';
+    const start = this.#event(startId, call);
+    return this.#event(endId, call).elapsedSince(start);
+  }
+
+  // -- ending --------------------------------------------------------------------------------------
+
+  /**
+   * Ends the session: waits for its queued work (errors ignored: the client is gone), then frees
+   * its memory, modules, events and streams. Nobody else's work is touched.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#release();
+  }
+
+  /** terminate_client: the client's next call fails with CUDA_ERROR_MPS_CLIENT_TERMINATED (810). */
+  async terminate(detail: string): Promise<void> {
+    this.#terminated ??= new CudaError('CUDA_ERROR_MPS_CLIENT_TERMINATED', 'terminate_client', detail);
+    await this.#release();
+  }
+
+  async #release(): Promise<void> {
+    const streams = [...this.#streams.values()];
+    this.#streams.clear();
+    await Promise.allSettled(streams.map((s) => s.destroy()));
+    for (const e of this.#events.values()) e.destroy();
+    this.#events.clear();
+    for (const m of this.#modules.values()) m.module.unload();
+    this.#modules.clear();
+    this.#functions.clear();
+    const allocations = [...this.#allocations.entries()];
+    this.#allocations.clear();
+    for (const a of allocations) this.#ownership.remove(a.base);
+    if (!this.device.fault) await Promise.allSettled(allocations.map((a) => this.device.memFree(a.base)));
+  }
+
+  #streamOptions(priority: number): { priority: number; smCount?: number } {
+    return this.#limits.smCount < this.device.info.smCount ? { priority, smCount: this.#limits.smCount } : { priority };
+  }
+
+  #handle(): number {
+    return this.#nextHandle++;
+  }
+
+  #stream(id: number, call: string): DeviceStream {
+    this.check(call);
+    const s = this.#streams.get(id);
+    if (!s) throw new CudaError('CUDA_ERROR_INVALID_HANDLE', call, `no stream ${id} in this client`);
+    return s;
+  }
+
+  #event(id: number, call: string): DeviceEvent {
+    this.check(call);
+    const e = this.#events.get(id);
+    if (!e) throw new CudaError('CUDA_ERROR_INVALID_HANDLE', call, `no event ${id} in this client`);
+    return e;
+  }
+}
