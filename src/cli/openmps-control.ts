@@ -1,0 +1,279 @@
+#!/usr/bin/env node
+// openmps-control: the control daemon (-d, -f) and the operator shell (no flag), as
+// nvidia-cuda-mps-control. docs/commands.md describes the commands and every exit status:
+//   0 ok; 1 no daemon / daemon failed; 2 bad usage or socket path too long; 3 already running.
+import { spawn } from 'node:child_process';
+import { createWriteStream, readFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { Readable } from 'node:stream';
+import { parseArgs } from 'node:util';
+import { ControlDaemon, DaemonStartError } from '../control/daemon.js';
+import { controlSocketPath, directoriesFromEnv } from '../control/paths.js';
+import { parseActiveThreadPercentage } from '../control/servers.js';
+import type { DeviceKind } from '../devices/device.js';
+import { FramedSocket } from '../transport/framed-socket.js';
+
+const USAGE = `Usage: openmps-control [-d | -f] [--device auto|cuda|sim]
+       openmps-control            (operator shell: commands on stdin, one a line)
+
+  -d, --daemon         start the control daemon in the background
+  -f, --foreground     run the control daemon in the foreground, logging to stdout too
+      --device KIND    auto (CUDA if a GPU is usable, else the software GPU), cuda or sim;
+                       default: $OPENMPS_DEVICE, else auto
+  -h, --help           print this help
+  -v, --version        print the version
+
+Environment: OPENMPS_PIPE_DIRECTORY (default /tmp/openmps), OPENMPS_LOG_DIRECTORY (default
+/tmp/openmps-log), OPENMPS_DEVICE, OPENMPS_ACTIVE_THREAD_PERCENTAGE (default for new servers).
+Commands: get_server_list, get_server_status, start_server, shutdown_server, get_client_list,
+get_device_client_list, ps, device_query, terminate_client, get/set_default_active_thread_percentage,
+quit (docs/commands.md).`;
+
+const EXIT_OK = 0;
+const EXIT_FAILURE = 1;
+const EXIT_USAGE = 2;
+
+function version(): string {
+  try {
+    const pkg: unknown = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8'));
+    if (typeof pkg === 'object' && pkg !== null && 'version' in pkg && typeof pkg.version === 'string') return pkg.version;
+  } catch {
+    // Fall through: a broken install still answers -v.
+  }
+  return 'unknown';
+}
+
+function usageError(message: string): never {
+  process.stderr.write(`openmps-control: ${message}\nTry 'openmps-control --help'.\n`);
+  process.exit(EXIT_USAGE);
+}
+
+function parseDevice(value: string, source: string): DeviceKind | 'auto' {
+  if (value === 'auto' || value === 'cuda' || value === 'sim') return value;
+  return usageError(`invalid ${source} "${value}": expected auto, cuda or sim`);
+}
+
+interface Options {
+  readonly daemon: boolean;
+  readonly foreground: boolean;
+  readonly device: DeviceKind | 'auto';
+  /** Internal: the fd on which a daemonized child reports `ready` or its error to its parent. */
+  readonly readyFd: number | undefined;
+}
+
+function parseOptions(argv: readonly string[]): Options {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: [...argv],
+      options: {
+        daemon: { type: 'boolean', short: 'd' },
+        foreground: { type: 'boolean', short: 'f' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'v' },
+        device: { type: 'string' },
+        'ready-fd': { type: 'string' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (err) {
+    return usageError(err instanceof Error ? err.message : String(err));
+  }
+  if (values.help === true) {
+    process.stdout.write(`${USAGE}\n`);
+    process.exit(EXIT_OK);
+  }
+  if (values.version === true) {
+    process.stdout.write(`openmps-control ${version()}\n`);
+    process.exit(EXIT_OK);
+  }
+  if (values.daemon === true && values.foreground === true) usageError('-d and -f exclude each other');
+  const envDevice = process.env.OPENMPS_DEVICE;
+  const device =
+    values.device !== undefined
+      ? parseDevice(values.device, '--device')
+      : envDevice !== undefined && envDevice !== ''
+        ? parseDevice(envDevice, 'OPENMPS_DEVICE')
+        : 'auto';
+  const readyFdText = values['ready-fd'];
+  let readyFd: number | undefined;
+  if (readyFdText !== undefined) {
+    if (!/^[0-9]+$/.test(readyFdText)) usageError(`invalid --ready-fd "${readyFdText}"`);
+    readyFd = Number(readyFdText);
+  }
+  return { daemon: values.daemon === true, foreground: values.foreground === true, device, readyFd };
+}
+
+/**
+ * -d: start this program again, detached, in the foreground mode with a pipe on fd 3, and wait
+ * until it says `ready` there (its control socket accepts) or fails. The parent exits 0 on ready,
+ * else with the child's status (1 if it had none), printing the child's error.
+ */
+async function daemonize(device: DeviceKind | 'auto'): Promise<number> {
+  const script = fileURLToPath(import.meta.url);
+  const child = spawn(process.execPath, [...process.execArgv, script, '-f', '--device', device, '--ready-fd', '3'], {
+    detached: true,
+    stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
+  });
+  const channel = child.stdio[3];
+  if (!(channel instanceof Readable)) {
+    process.stderr.write('openmps-control: cannot open a pipe to the daemon\n');
+    return EXIT_FAILURE;
+  }
+  let text = '';
+  channel.setEncoding('utf8');
+  channel.on('data', (chunk: string) => {
+    text += chunk;
+  });
+  const exited = new Promise<number>((resolve) => {
+    child.once('exit', (code, signal) => { resolve(code ?? (signal !== null ? 128 : EXIT_FAILURE)); });
+  });
+  const spawnFailed = new Promise<string>((resolve) => {
+    child.once('error', (err) => { resolve(err.message); });
+  });
+  const readyLine = new Promise<void>((resolve) => {
+    channel.on('data', () => {
+      if (text.includes('\n')) resolve();
+    });
+    channel.once('close', () => { resolve(); });
+  });
+  const outcome = await Promise.race([readyLine.then(() => 'line' as const), spawnFailed.then((m) => ({ spawnError: m }))]);
+  if (typeof outcome === 'object') {
+    process.stderr.write(`openmps-control: cannot start the daemon: ${outcome.spawnError}\n`);
+    return EXIT_FAILURE;
+  }
+  const first = text.split('\n')[0] ?? '';
+  if (first.startsWith('ready')) {
+    channel.destroy();
+    child.unref();
+    return EXIT_OK;
+  }
+  // The child reports `error <status> <message>` before it exits; without it, it died unasked.
+  const m = /^error ([0-9]+) (.*)$/.exec(first);
+  const code = await exited;
+  if (m) {
+    process.stderr.write(`${m[2] ?? ''}\n`);
+    return Number(m[1]) || EXIT_FAILURE;
+  }
+  process.stderr.write(`openmps-control: the daemon exited with status ${code} before it was ready\n`);
+  return code === 0 ? EXIT_FAILURE : code;
+}
+
+/** Writes one line on the ready fd (daemonized child) and closes it. */
+function report(readyFd: number | undefined, line: string): Promise<void> {
+  if (readyFd === undefined) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const stream = createWriteStream('', { fd: readyFd });
+    stream.on('error', () => { resolve(); });
+    stream.end(`${line}\n`, () => { resolve(); });
+  });
+}
+
+async function runDaemon(options: Options): Promise<number> {
+  const { pipeDirectory, logDirectory } = directoriesFromEnv(process.env);
+  const atp = parseActiveThreadPercentage(process.env.OPENMPS_ACTIVE_THREAD_PERCENTAGE);
+  const daemon = new ControlDaemon({
+    pipeDirectory,
+    logDirectory,
+    device: options.device,
+    version: version(),
+    ...(atp !== undefined ? { defaultActiveThreadPercentage: atp } : {}),
+    ...(options.readyFd === undefined
+      ? {
+          echo: (line: string) => {
+            process.stdout.write(`${line}\n`);
+          },
+        }
+      : {}),
+  });
+  try {
+    await daemon.start();
+  } catch (err) {
+    const code = err instanceof DaemonStartError ? err.exitCode : EXIT_FAILURE;
+    const message = err instanceof Error ? err.message : String(err);
+    if (options.readyFd !== undefined) await report(options.readyFd, `error ${code} ${message.replaceAll('\n', ' ')}`);
+    else process.stderr.write(`${message}\n`);
+    return code;
+  }
+  // SIGTERM and SIGINT mean `quit`: servers stopped, socket and pid file removed.
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.on(signal, () => {
+      daemon.log.log(`Received ${signal}`);
+      void daemon.quit();
+    });
+  }
+  // A daemon must not outlive a bug silently with its socket half-working.
+  process.on('uncaughtException', (err) => {
+    daemon.abort(`uncaught exception: ${err.stack ?? err.message}`);
+    process.exit(EXIT_FAILURE);
+  });
+  await report(options.readyFd, `ready ${process.pid}`);
+  await daemon.closed;
+  return EXIT_OK;
+}
+
+/** The operator shell: each stdin line goes to the daemon as CONTROL_COMMAND; replies are printed. */
+async function runShell(): Promise<number> {
+  const { pipeDirectory } = directoriesFromEnv(process.env);
+  const path = controlSocketPath(pipeDirectory);
+  const socket = connect(path);
+  const connected = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+    socket.once('connect', () => { resolve(undefined); });
+    socket.once('error', (err: NodeJS.ErrnoException) => { resolve(err); });
+  });
+  if (connected) {
+    if (connected.code === 'ENOENT' || connected.code === 'ECONNREFUSED' || connected.code === 'ENOTDIR') {
+      process.stderr.write('Cannot find openmps control daemon process\n');
+    } else {
+      process.stderr.write(`openmps-control: cannot connect to ${path}: ${connected.message}\n`);
+    }
+    return EXIT_FAILURE;
+  }
+  const channel = new FramedSocket(socket);
+  const interactive = process.stdin.isTTY;
+  const lines = createInterface({ input: process.stdin, ...(interactive ? { output: process.stdout, prompt: 'openmps> ' } : {}), terminal: interactive });
+  if (interactive) lines.prompt();
+  try {
+    for await (const line of lines) {
+      if (line.trim() === '') {
+        if (interactive) lines.prompt();
+        continue;
+      }
+      const reply = await channel.request('CONTROL_COMMAND', { line });
+      if (reply.output !== '') process.stdout.write(`${reply.output}\n`);
+      if (line.trim().split(/\s+/)[0] === 'quit' && reply.ok) break;
+      if (interactive) lines.prompt();
+    }
+  } catch (err) {
+    process.stderr.write(`openmps-control: lost the control daemon: ${err instanceof Error ? err.message : String(err)}\n`);
+    lines.close();
+    channel.destroy();
+    return EXIT_FAILURE;
+  }
+  lines.close();
+  channel.close();
+  // MPS exits 0 after any command, an unknown one included.
+  return EXIT_OK;
+}
+
+async function main(): Promise<number> {
+  const options = parseOptions(process.argv.slice(2));
+  if (options.daemon) return daemonize(options.device);
+  if (options.foreground) return runDaemon(options);
+  return runShell();
+}
+
+main().then(
+  (code) => {
+    // Output to pipes and files is written synchronously on Linux, so nothing is lost; and a
+    // daemon may still hold timers for servers it has already stopped.
+    process.exit(code);
+  },
+  (err: unknown) => {
+    process.stderr.write(`openmps-control: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(EXIT_FAILURE);
+  },
+);

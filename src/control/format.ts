@@ -1,0 +1,138 @@
+// What the command language prints: the shapes of NVIDIA's nvidia-cuda-mps-control output
+// (docs/commands.md shows each). Pure functions over records the servers reported; output never
+// ends with a newline (the shell adds one per non-empty reply).
+import type { ClientRecord, DeviceRecord } from '../server/ipc.js';
+
+/** One item a line; nothing at all for an empty list (as MPS prints an empty server list). */
+export function formatLines(items: readonly (string | number)[]): string {
+  return items.map(String).join('\n');
+}
+
+/**
+ * Columns left-aligned, each padded to its widest cell and separated by one space, trailing
+ * spaces trimmed: the layout of MPS's `ps` and `device_query` tables, which read the same when a
+ * tool collapses whitespace (as NVIDIA's own documentation shows them).
+ */
+export function formatTable(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: readonly string[]): string =>
+    widths
+      .map((w, i) => (cells[i] ?? '').padEnd(w))
+      .join(' ')
+      .trimEnd();
+  return [line(header), ...rows.map(line)].join('\n');
+}
+
+/** One CSV field, quoted when it holds a comma, quote or line break (RFC 4180). */
+export function csvField(value: string): string {
+  return /[",\r\n]/.test(value) ? `"${value.replaceAll('"', '""')}"` : value;
+}
+
+interface PciAddress {
+  readonly domain: number;
+  readonly bus: number;
+  readonly device: number;
+  readonly fn: number;
+}
+
+/** `0000:65:00.0` (or without the domain, or nvidia-smi's 8-digit domain) to its parts. */
+function parsePciBusId(busId: string): PciAddress | undefined {
+  const m = /^(?:([0-9a-fA-F]{1,8}):)?([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})\.([0-7])$/.exec(busId.trim());
+  if (!m) return undefined;
+  return {
+    domain: m[1] === undefined ? 0 : parseInt(m[1], 16),
+    bus: parseInt(m[2] ?? '0', 16),
+    device: parseInt(m[3] ?? '0', 16),
+    fn: parseInt(m[4] ?? '0', 16),
+  };
+}
+
+function hex(n: number, width: number): string {
+  return n.toString(16).padStart(width, '0');
+}
+
+/** `00:00.0`: bus, device and function, as get_device_client_list prints a device. */
+export function pciShortId(busId: string): string {
+  const a = parsePciBusId(busId);
+  return a ? `${hex(a.bus, 2)}:${hex(a.device, 2)}.${hex(a.fn, 1)}` : busId;
+}
+
+/** `0000:20.00.00`: the "PCI IDs" column of MPS's device_query (domain:bus.device.function). */
+export function pciQueryId(busId: string): string {
+  const a = parsePciBusId(busId);
+  return a ? `${hex(a.domain, 4)}:${hex(a.bus, 2)}.${hex(a.device, 2)}.${hex(a.fn, 2)}` : busId;
+}
+
+export interface PsRow {
+  readonly pid: number;
+  readonly clientId: number;
+  readonly serverPid: number;
+  readonly deviceUuid: string;
+  /** The inode of the client's pid namespace (`4026531836`), or `-` when it cannot be read. */
+  readonly namespace: string;
+  readonly command: string;
+}
+
+export const PS_HEADER = ['PID', 'ID', 'SERVER', 'DEVICE', 'NAMESPACE', 'COMMAND'] as const;
+
+/** MPS's `ps`: `PID ID SERVER DEVICE NAMESPACE COMMAND`, one row per client context. */
+export function formatPs(rows: readonly PsRow[]): string {
+  return formatTable(
+    PS_HEADER,
+    rows.map((r) => [String(r.pid), String(r.clientId), String(r.serverPid), r.deviceUuid, r.namespace, r.command]),
+  );
+}
+
+export interface DeviceQuerySection {
+  /** `Default`: the devices a new server would open; `Server <pid>`: what that server opened. */
+  readonly title: string;
+  readonly devices: readonly DeviceRecord[];
+}
+
+export const DEVICE_QUERY_HEADER = ['Device Ordinal', 'PCI IDs', 'UUID', 'Name', 'Attributes'] as const;
+
+/**
+ * The Attributes column: MPS prints `M`/`MD` for MLOPart devices, which openmps does not make;
+ * openmps marks a software GPU `sim` so nobody mistakes it for hardware.
+ */
+export function deviceAttributes(device: DeviceRecord): string {
+  return device.kind === 'sim' ? 'sim' : '';
+}
+
+function deviceQueryRow(d: DeviceRecord): string[] {
+  return [String(d.ordinal), pciQueryId(d.pciBusId), d.uuid, d.name, deviceAttributes(d)];
+}
+
+/**
+ * MPS's device_query: per section a title line, the header and one row per device. With csv, one
+ * table: a first column names the section (`Default` or the server pid), fields quoted as needed.
+ */
+export function formatDeviceQuery(sections: readonly DeviceQuerySection[], csv: boolean): string {
+  if (csv) {
+    const lines = [['Server', ...DEVICE_QUERY_HEADER].join(',')];
+    for (const s of sections) {
+      const server = s.title.startsWith('Server ') ? s.title.slice('Server '.length) : s.title;
+      for (const d of s.devices) lines.push([server, ...deviceQueryRow(d)].map(csvField).join(','));
+    }
+    return lines.join('\n');
+  }
+  return sections.map((s) => `${s.title}\n${formatTable(DEVICE_QUERY_HEADER, s.devices.map(deviceQueryRow))}`).join('\n');
+}
+
+/**
+ * MPS's get_device_client_list for one server: per device `[<ordinal>] <bus:dev.fn>, <name>`,
+ * then one `<client pid>.<client id>` line per client context on that device.
+ */
+export function formatDeviceClientList(devices: readonly DeviceRecord[], clients: readonly ClientRecord[]): string {
+  const lines: string[] = [];
+  for (const d of devices) {
+    lines.push(`[${d.ordinal}] ${pciShortId(d.pciBusId)}, ${d.name}`);
+    for (const c of clients) if (c.device === d.ordinal) lines.push(`${c.pid}.${c.clientId}`);
+  }
+  return lines.join('\n');
+}
+
+/** A thread percentage as MPS prints it: `100.0`, `40.0`, `33.5`. */
+export function formatPercentage(p: number): string {
+  return Number.isInteger(p) ? p.toFixed(1) : String(p);
+}

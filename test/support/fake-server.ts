@@ -1,0 +1,72 @@
+// A stand-in server speaking the daemon <-> server IPC contract (src/server/ipc.ts), for testing
+// the daemon's supervision without a GPU or the real server. Behaviour from the environment:
+//   FAKE_SERVER_MODE     ok (default) | crash (exit 4 before ready) | hang (never ready)
+//   FAKE_SERVER_CLIENTS  JSON list of ClientRecord to report (terminate-client removes one)
+//   FAKE_SERVER_DEVICES  JSON list of DeviceRecord (default: one software GPU)
+//   FAKE_SERVER_RECORD   a file to append every request received to, one JSON a line
+import { appendFileSync } from 'node:fs';
+import type { ClientRecord, DeviceRecord, ServerConfig, ServerMessage } from '../../src/server/ipc.js';
+import { parseDaemonMessage } from '../../src/server/ipc.js';
+
+function send(message: ServerMessage): void {
+  process.send?.(message);
+}
+
+function parseJson(text: string | undefined): unknown {
+  return text === undefined || text === '' ? undefined : JSON.parse(text);
+}
+
+const config = parseJson(process.env.OPENMPS_SERVER_CONFIG) as ServerConfig | undefined;
+if (!config || typeof config.socketPath !== 'string') {
+  process.stderr.write('fake-server: OPENMPS_SERVER_CONFIG missing\n');
+  process.exit(9);
+}
+
+const mode = process.env.FAKE_SERVER_MODE ?? 'ok';
+if (mode === 'crash') process.exit(4);
+
+const devices = (parseJson(process.env.FAKE_SERVER_DEVICES) as DeviceRecord[] | undefined) ?? [
+  {
+    ordinal: 0,
+    name: 'openmps software GPU',
+    uuid: 'GPU-00000000-0000-4000-8000-000000000000',
+    pciBusId: '0000:00:00.0',
+    smCount: 16,
+    totalMemory: '1073741824',
+    computeMajor: 9,
+    computeMinor: 0,
+    kind: 'sim',
+  },
+];
+let clients = (parseJson(process.env.FAKE_SERVER_CLIENTS) as ClientRecord[] | undefined) ?? [];
+const record = process.env.FAKE_SERVER_RECORD;
+
+// The daemon going away means this server goes too, as the real one does.
+process.on('disconnect', () => process.exit(0));
+
+process.on('message', (raw: unknown) => {
+  const message = parseDaemonMessage(raw);
+  if (!message) return;
+  if (record !== undefined) appendFileSync(record, `${JSON.stringify(message)}\n`);
+  switch (message.op) {
+    case 'clients':
+      send({ type: 'response', id: message.id, ok: true, result: clients });
+      break;
+    case 'terminate-client': {
+      const before = clients.length;
+      clients = clients.filter((c) => c.pid !== message.pid);
+      if (clients.length === before) send({ type: 'response', id: message.id, ok: false, error: `no client ${message.pid}`, code: 'CUDA_ERROR_INVALID_VALUE' });
+      else send({ type: 'response', id: message.id, ok: true, result: null });
+      break;
+    }
+    case 'shutdown':
+      send({ type: 'response', id: message.id, ok: true, result: null });
+      // Exit once the response has left: disconnect flushes the IPC channel first.
+      process.disconnect();
+      break;
+  }
+});
+
+if (mode !== 'hang') {
+  send({ type: 'ready', pid: process.pid, socketPath: config.socketPath, devices, deviceKind: 'sim', driver: 'fake server' });
+}
