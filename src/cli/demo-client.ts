@@ -77,7 +77,11 @@ async function main(): Promise<void> {
   const ctx = await connect({ mode: 'mps' });
   emit({ event: 'connected', clientId: ctx.clientId, pid: process.pid, device: ctx.device.name, smCount: ctx.limits.smCount });
   const lines = createInterface({ input: process.stdin });
-  await new Promise<void>((resolve) => lines.once('line', () => resolve()));
+  await new Promise<void>((resolve) => {
+    lines.once('line', () => {
+      resolve();
+    });
+  });
   lines.close();
   const saxpyOk = await saxpy(ctx, ctx.clientId + 0.5);
   const matmulOk = await matmul(ctx);

@@ -58,7 +58,9 @@ function runControl(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: num
     let output = '';
     child.stdout.on('data', (d: Buffer) => (output += d.toString()));
     child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-    child.on('close', (code) => resolve({ code: code ?? 1, output }));
+    child.on('close', (code) => {
+      resolve({ code: code ?? 1, output });
+    });
   });
 }
 
@@ -100,8 +102,14 @@ async function demo(argv: string[]): Promise<number> {
     for (let i = 0; i < n; i++) {
       const child = spawn(process.execPath, [DEMO_CLIENT], { env, stdio: ['pipe', 'pipe', 'inherit'] });
       children.push(child);
-      exits.push(new Promise((resolve) => child.on('close', (code) => resolve(code ?? 1))));
-      createInterface({ input: child.stdout! }).on('line', (line) => {
+      exits.push(
+        new Promise((resolve) => {
+          child.on('close', (code) => {
+            resolve(code ?? 1);
+          });
+        }),
+      );
+      createInterface({ input: child.stdout }).on('line', (line) => {
         const r = parseReport(line);
         if (!r) return;
         if (r.event === 'connected') {

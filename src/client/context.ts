@@ -365,7 +365,7 @@ export class Context extends EventEmitter {
         inFlight[slot] = step(offset, { offset: slot * half, bytes }, region);
         slot ^= 1;
       }
-      await Promise.all(inFlight);
+      await Promise.all(inFlight.filter((p) => p !== undefined));
     };
     const next = this.#stagingLock.then(run, run);
     this.#stagingLock = next.catch(() => undefined);

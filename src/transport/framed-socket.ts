@@ -59,7 +59,7 @@ export class FramedSocket {
 
   constructor(socket: Socket) {
     this.socket = socket;
-    socket.setNoDelay?.(true);
+    socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => {
       this.#receive(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
     });
@@ -105,7 +105,7 @@ export class FramedSocket {
         name,
         resolve: (bytes) => {
           try {
-            resolve(decodeFields(spec.reply, bytes) as ReplyOf<N>);
+            resolve(decodeFields(spec.reply, bytes));
           } catch (err) {
             reject(new CudaError('CUDA_ERROR_MPS_RPC_FAILURE', callNameOf(name), `malformed reply: ${(err as Error).message}`));
           }
