@@ -242,7 +242,16 @@ async function runShell(): Promise<number> {
         if (interactive) lines.prompt();
         continue;
       }
-      const reply = await channel.request('CONTROL_COMMAND', { line });
+      let reply: { output: string; ok: boolean };
+      try {
+        reply = await channel.request('CONTROL_COMMAND', { line });
+      } catch (err) {
+        // An error reply on a live connection is the daemon failing this one command.
+        if (channel.closed) throw err;
+        process.stderr.write(`openmps-control: ${err instanceof Error ? err.message : String(err)}\n`);
+        if (interactive) lines.prompt();
+        continue;
+      }
       if (reply.output !== '') process.stdout.write(`${reply.output}\n`);
       if (line.trim().split(/\s+/)[0] === 'quit' && reply.ok) break;
       if (interactive) lines.prompt();

@@ -103,6 +103,8 @@ export class ManagedServer {
   /** Resolves at `ready`; rejects with ServerStartError when the server dies or times out first. */
   readonly ready: Promise<void>;
   #state: ServerState = 'INITIALIZING';
+  /** The reason of the last state the server reported (a FAULT's cause, when it dies starting). */
+  #stateReason = '';
   #devices: readonly DeviceRecord[] = [];
   #deviceKind: DeviceKind | undefined;
   #driver = '';
@@ -147,6 +149,7 @@ export class ManagedServer {
         } else if (message.type === 'state') {
           // SHUTTING_DOWN is the daemon's to set; a server's own report cannot undo it.
           if (this.#state !== 'SHUTTING_DOWN') this.#state = message.state;
+          this.#stateReason = typeof message.reason === 'string' ? message.reason : '';
         } else if (message.type === 'response') {
           const p = this.#pending.get(message.id);
           if (p) {
@@ -161,7 +164,8 @@ export class ManagedServer {
       void this.exited.then((exit) => {
         clearTimeout(timer);
         const how = exit.signal !== null ? `was killed by signal ${signalName(exit.signal)}` : `exited with status ${exit.code ?? 'unknown'}`;
-        reject(new ServerStartError(`server ${pid} ${how} before it was ready`));
+        const why = this.#state === 'FAULT' && this.#stateReason !== '' ? ` (${this.#stateReason})` : '';
+        reject(new ServerStartError(`server ${pid} ${how} before it was ready${why}`));
       });
     });
     // Nobody may be waiting on `ready` when it fails (a server dying after ready is normal).
@@ -188,8 +192,9 @@ export class ManagedServer {
     return this.#exit === undefined;
   }
 
+  /** Asked to stop by the daemon, or stopping on its own (it reported SHUTTING_DOWN). */
   get shuttingDown(): boolean {
-    return this.#shutdown !== undefined;
+    return this.#shutdown !== undefined || this.#state === 'SHUTTING_DOWN';
   }
 
   /** Sends one request and waits for its response's result; rejects on error, exit or timeout. */
@@ -420,7 +425,9 @@ export class ServerSupervisor {
     } catch (err) {
       const reason = err instanceof Error ? err.message : String(err);
       this.#log.log(`Server ${pid} failed to start: ${reason}`);
+      // Gone before the failure is reported, so nobody sees a half-started server listed.
       server.kill('SIGKILL');
+      await server.exited;
       throw err instanceof ServerStartError ? err : new ServerStartError(reason);
     }
     return server;

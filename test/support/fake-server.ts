@@ -3,8 +3,10 @@
 //   FAKE_SERVER_MODE     ok (default) | crash (exit 4 before ready) | hang (never ready)
 //   FAKE_SERVER_CLIENTS  JSON list of ClientRecord to report (terminate-client removes one)
 //   FAKE_SERVER_DEVICES  JSON list of DeviceRecord (default: one software GPU)
-//   FAKE_SERVER_RECORD   a file to append every request received to, one JSON a line
-import { appendFileSync } from 'node:fs';
+//   FAKE_SERVER_RECORD   a file to append every request received to, one JSON a line; the
+//                        server's config is written next to it, in `config`
+import { appendFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { ClientRecord, DeviceRecord, ServerConfig, ServerMessage } from '../../src/server/ipc.js';
 import { parseDaemonMessage } from '../../src/server/ipc.js';
 
@@ -40,6 +42,7 @@ const devices = (parseJson(process.env.FAKE_SERVER_DEVICES) as DeviceRecord[] | 
 ];
 let clients = (parseJson(process.env.FAKE_SERVER_CLIENTS) as ClientRecord[] | undefined) ?? [];
 const record = process.env.FAKE_SERVER_RECORD;
+if (record !== undefined) writeFileSync(join(dirname(record), 'config'), JSON.stringify(config));
 
 // The daemon going away means this server goes too, as the real one does.
 process.on('disconnect', () => process.exit(0));

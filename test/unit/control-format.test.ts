@@ -1,0 +1,167 @@
+// The output shapes of the command language, from fixed records.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { csvField, formatDeviceClientList, formatDeviceQuery, formatLines, formatPercentage, formatPs, formatTable, pciQueryId, pciShortId } from '../../src/control/format.js';
+import { controlSocketPath, directoriesFromEnv, MAX_SOCKET_PATH_BYTES, pidFilePath, serverSocketPath, socketPathProblem } from '../../src/control/paths.js';
+import { parseActiveThreadPercentage, parseClientRecord, primaryGid } from '../../src/control/servers.js';
+import type { ClientRecord, DeviceRecord } from '../../src/server/ipc.js';
+
+const H200: DeviceRecord = {
+  ordinal: 0,
+  name: 'NVIDIA H200',
+  uuid: 'GPU-cb1213a3-d6a4-be7f-1d3c-5e6f7a8b9c0d',
+  pciBusId: '0000:00:00.0',
+  smCount: 132,
+  totalMemory: '150754820096',
+  computeMajor: 9,
+  computeMinor: 0,
+  kind: 'cuda',
+};
+const SECOND: DeviceRecord = { ...H200, ordinal: 1, uuid: 'GPU-468af2de-d4f0-0000-0000-000000000001', pciBusId: '0000:48:00.0' };
+const SIM: DeviceRecord = { ...H200, name: 'openmps software GPU', uuid: 'GPU-5e5e0000-0000-4000-8000-000000000000', kind: 'sim' };
+
+function client(pid: number, clientId: number, device: number, command: string): ClientRecord {
+  return {
+    clientId,
+    pid,
+    uid: 0,
+    device,
+    deviceUuid: device === 0 ? H200.uuid : SECOND.uuid,
+    command,
+    state: 'ACTIVE',
+    activeThreadPercentage: 100,
+    smCount: 132,
+    memoryLimit: '0',
+    memoryInUse: '0',
+    connectedAt: 0,
+  };
+}
+
+test('lists: one item a line, nothing for none', () => {
+  assert.equal(formatLines([]), '');
+  assert.equal(formatLines([1866]), '1866');
+  assert.equal(formatLines([1866, 440]), '1866\n440');
+});
+
+test('tables: columns padded to the widest cell, one space apart, no trailing blanks', () => {
+  assert.equal(formatTable(['A', 'BB', 'C'], [['xxx', 'y', '']]), 'A   BB C\nxxx y');
+  assert.equal(formatTable(['A', 'B'], []), 'A B');
+});
+
+test('ps: header and rows as MPS prints them', () => {
+  assert.equal(formatPs([]), 'PID ID SERVER DEVICE NAMESPACE COMMAND');
+  const out = formatPs([
+    { pid: 9741, clientId: 0, serverPid: 6472, deviceUuid: 'GPU-cb1213a3-d6a4-be7f', namespace: '4026531836', command: './nbody' },
+    { pid: 9743, clientId: 1, serverPid: 6472, deviceUuid: 'GPU-cb1213a3-d6a4-be7f', namespace: '-', command: './matrixMul -wA=320' },
+  ]);
+  assert.equal(
+    out,
+    [
+      'PID  ID SERVER DEVICE                 NAMESPACE  COMMAND',
+      '9741 0  6472   GPU-cb1213a3-d6a4-be7f 4026531836 ./nbody',
+      '9743 1  6472   GPU-cb1213a3-d6a4-be7f -          ./matrixMul -wA=320',
+    ].join('\n'),
+  );
+  // Collapsing whitespace gives the rows of NVIDIA's documentation.
+  assert.equal(out.split('\n')[1]?.replace(/ +/g, ' '), '9741 0 6472 GPU-cb1213a3-d6a4-be7f 4026531836 ./nbody');
+});
+
+test('PCI ids: device_query form and get_device_client_list form', () => {
+  assert.equal(pciQueryId('0000:20:00.0'), '0000:20.00.00');
+  assert.equal(pciQueryId('00000000:48:00.0'), '0000:48.00.00');
+  assert.equal(pciQueryId('0000:a2:00.1'), '0000:a2.00.01');
+  assert.equal(pciShortId('0000:00:00.0'), '00:00.0');
+  assert.equal(pciShortId('0000:c8:1f.3'), 'c8:1f.3');
+  assert.equal(pciShortId('48:00.0'), '48:00.0');
+  assert.equal(pciShortId('not a bus id'), 'not a bus id');
+  assert.equal(pciQueryId('not a bus id'), 'not a bus id');
+});
+
+test('device_query: a Default section and one per server, aligned', () => {
+  const out = formatDeviceQuery(
+    [
+      { title: 'Default', devices: [H200, SECOND] },
+      { title: 'Server 908527', devices: [H200] },
+    ],
+    false,
+  );
+  assert.equal(
+    out,
+    [
+      'Default',
+      'Device Ordinal PCI IDs       UUID                                     Name        Attributes',
+      '0              0000:00.00.00 GPU-cb1213a3-d6a4-be7f-1d3c-5e6f7a8b9c0d NVIDIA H200',
+      '1              0000:48.00.00 GPU-468af2de-d4f0-0000-0000-000000000001 NVIDIA H200',
+      'Server 908527',
+      'Device Ordinal PCI IDs       UUID                                     Name        Attributes',
+      '0              0000:00.00.00 GPU-cb1213a3-d6a4-be7f-1d3c-5e6f7a8b9c0d NVIDIA H200',
+    ].join('\n'),
+  );
+  assert.match(formatDeviceQuery([{ title: 'Default', devices: [SIM] }], false), /openmps software GPU sim$/);
+});
+
+test('device_query --csv: one table, the section in the first column, fields quoted when needed', () => {
+  const out = formatDeviceQuery(
+    [
+      { title: 'Default', devices: [SIM] },
+      { title: 'Server 42', devices: [{ ...H200, name: 'GPU, "big"' }] },
+    ],
+    true,
+  );
+  assert.equal(
+    out,
+    [
+      'Server,Device Ordinal,PCI IDs,UUID,Name,Attributes',
+      'Default,0,0000:00.00.00,GPU-5e5e0000-0000-4000-8000-000000000000,openmps software GPU,sim',
+      '42,0,0000:00.00.00,GPU-cb1213a3-d6a4-be7f-1d3c-5e6f7a8b9c0d,"GPU, ""big""",',
+    ].join('\n'),
+  );
+  assert.equal(csvField('plain'), 'plain');
+  assert.equal(csvField('a\nb'), '"a\nb"');
+});
+
+test('get_device_client_list: each device, then its clients as pid.clientId', () => {
+  assert.equal(
+    formatDeviceClientList([H200, SECOND], [client(1848, 1, 0, 'a'), client(1900, 2, 1, 'b'), client(1901, 3, 0, 'c')]),
+    ['[0] 00:00.0, NVIDIA H200', '1848.1', '1901.3', '[1] 48:00.0, NVIDIA H200', '1900.2'].join('\n'),
+  );
+  assert.equal(formatDeviceClientList([H200], []), '[0] 00:00.0, NVIDIA H200');
+  assert.equal(formatDeviceClientList([], []), '');
+});
+
+test('percentages print as MPS prints them', () => {
+  assert.equal(formatPercentage(100), '100.0');
+  assert.equal(formatPercentage(40), '40.0');
+  assert.equal(formatPercentage(12.5), '12.5');
+});
+
+test('paths: layout and the 107-byte socket limit', () => {
+  assert.equal(controlSocketPath('/tmp/openmps'), '/tmp/openmps/control');
+  assert.equal(pidFilePath('/tmp/openmps'), '/tmp/openmps/openmps-control.pid');
+  assert.equal(serverSocketPath('/tmp/openmps', 1000), '/tmp/openmps/server-1000');
+  assert.equal(MAX_SOCKET_PATH_BYTES, 107);
+  assert.equal(socketPathProblem(`/${'a'.repeat(106)}`), undefined);
+  assert.match(socketPathProblem(`/${'a'.repeat(107)}`) ?? '', /108 bytes long.*at most 107 bytes/);
+  // Bytes, not characters: each é is two bytes.
+  assert.match(socketPathProblem(`/${'é'.repeat(54)}`) ?? '', /109 bytes/);
+  assert.deepEqual(directoriesFromEnv({}), { pipeDirectory: '/tmp/openmps', logDirectory: '/tmp/openmps-log' });
+  assert.deepEqual(directoriesFromEnv({ OPENMPS_PIPE_DIRECTORY: '/p', OPENMPS_LOG_DIRECTORY: '' }), { pipeDirectory: '/p', logDirectory: '/tmp/openmps-log' });
+});
+
+test('server records and settings are narrowed at the boundary', () => {
+  assert.deepEqual(parseClientRecord(client(1, 2, 0, 'x')), client(1, 2, 0, 'x'));
+  assert.equal(parseClientRecord({ ...client(1, 2, 0, 'x'), pid: '1' }), undefined);
+  assert.equal(parseClientRecord({ ...client(1, 2, 0, 'x'), state: 'GONE' }), undefined);
+  assert.equal(parseClientRecord(null), undefined);
+  assert.equal(parseClientRecord([]), undefined);
+  assert.equal(parseActiveThreadPercentage('50'), 50);
+  assert.equal(parseActiveThreadPercentage(' 25.5 '), 25.5);
+  assert.equal(parseActiveThreadPercentage('0'), undefined);
+  assert.equal(parseActiveThreadPercentage('150'), undefined);
+  assert.equal(parseActiveThreadPercentage('abc'), undefined);
+  assert.equal(parseActiveThreadPercentage(undefined), undefined);
+  const passwd = 'root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1001::/home/alice:/bin/sh\n';
+  assert.equal(primaryGid(1000, passwd), 1001);
+  assert.equal(primaryGid(0, passwd), 0);
+  assert.equal(primaryGid(4242, passwd), 4242);
+});
