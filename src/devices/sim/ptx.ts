@@ -1,0 +1,173 @@
+// Reads what the software GPU needs out of PTX text: the `.entry` names and each entry's `.param`
+// list, laid out as the CUDA driver lays out a kernel's packed parameter buffer (the layout
+// cuFuncGetParamInfo reports: each parameter at the next offset aligned to its own alignment).
+// It is not a PTX compiler: instruction bodies are skipped, and the kernels themselves come from the
+// TypeScript catalog (kernels.ts). Malformed input is answered with CUDA_ERROR_INVALID_PTX, the code
+// cuModuleLoadData returns when the JIT rejects PTX.
+import { CudaError } from '../../cuda/cuda-error.js';
+
+/** One `.param` of an entry, with its place in the packed parameter buffer. */
+export interface PtxParam {
+  readonly name: string;
+  /** Element type without the dot: `u64`, `f32`, `b8`. */
+  readonly type: string;
+  readonly offset: number;
+  readonly size: number;
+  readonly align: number;
+}
+
+export interface PtxEntry {
+  readonly name: string;
+  readonly params: readonly PtxParam[];
+  /** Last offset + last size (0 without parameters). */
+  readonly paramBytes: number;
+}
+
+export interface PtxModule {
+  /** `.version` as written, e.g. `9.0`. */
+  readonly version: string;
+  readonly target: string | undefined;
+  readonly entries: ReadonlyMap<string, PtxEntry>;
+}
+
+const CALL = 'cuModuleLoadData';
+
+/** Sizes of the PTX fundamental types a kernel parameter may have (PTX ISA, "Fundamental Types"). */
+const TYPE_SIZES: Readonly<Record<string, number>> = {
+  u8: 1, s8: 1, b8: 1,
+  u16: 2, s16: 2, b16: 2, f16: 2, bf16: 2,
+  u32: 4, s32: 4, b32: 4, f32: 4, f16x2: 4, bf16x2: 4,
+  u64: 8, s64: 8, b64: 8, f64: 8,
+};
+
+/** The kernel parameter space is at most 32,764 bytes (CUDA 12.1+; 4,096 before). */
+const MAX_PARAM_BYTES = 32_764;
+
+const STATE_SPACES = new Set(['.global', '.const', '.local', '.shared']);
+
+function invalid(detail: string): CudaError {
+  return new CudaError('CUDA_ERROR_INVALID_PTX', CALL, detail);
+}
+
+/**
+ * Removes `//` and `/* *\/` comments, keeping string literals (`.file 1 "a//b.cu"`) intact and
+ * newlines in place so nothing after a comment shifts onto the previous line.
+ */
+export function stripPtxComments(text: string): string {
+  let out = '';
+  let i = 0;
+  let copied = 0;
+  const n = text.length;
+  while (i < n) {
+    const ch = text.charCodeAt(i);
+    if (ch === 0x22 /* " */) {
+      i++;
+      while (i < n && text.charCodeAt(i) !== 0x22) i += text.charCodeAt(i) === 0x5c /* \ */ ? 2 : 1;
+      i++;
+    } else if (ch === 0x2f /* / */ && text.charCodeAt(i + 1) === 0x2f) {
+      out += text.slice(copied, i);
+      const end = text.indexOf('\n', i);
+      i = end === -1 ? n : end;
+      copied = i;
+    } else if (ch === 0x2f && text.charCodeAt(i + 1) === 0x2a /* * */) {
+      out += text.slice(copied, i);
+      const end = text.indexOf('*/', i + 2);
+      if (end === -1) throw invalid('unterminated /* comment');
+      const body = text.slice(i, end + 2);
+      out += body.replace(/[^\n]/g, ' ');
+      i = end + 2;
+      copied = i;
+    } else {
+      i++;
+    }
+  }
+  return out + text.slice(copied);
+}
+
+function alignUp(value: number, align: number): number {
+  return Math.ceil(value / align) * align;
+}
+
+/** Parses one `.param ...` declaration of an entry's parameter list. */
+function parseParam(decl: string, entry: string): Omit<PtxParam, 'offset'> {
+  const tokens = decl.trim().split(/\s+/);
+  if (tokens[0] !== '.param') throw invalid(`${entry}: expected .param, found '${decl.trim()}'`);
+  let align: number | undefined;
+  let type: string | undefined;
+  let pointer = false;
+  let name: string | undefined;
+  for (let t = 1; t < tokens.length; t++) {
+    const token = tokens[t] ?? '';
+    if (token === '.align') {
+      const value = Number(tokens[++t]);
+      if (!Number.isInteger(value) || value < 1 || value > 256 || (value & (value - 1)) !== 0) {
+        throw invalid(`${entry}: bad .align in '${decl.trim()}'`);
+      }
+      // After `.ptr`, `.align` states the pointee's alignment, not the parameter's.
+      if (!pointer) align = value;
+    } else if (token === '.ptr') {
+      pointer = true;
+    } else if (pointer && STATE_SPACES.has(token)) {
+      // `.ptr .global`: the pointee's state space; the parameter itself is still a .u64.
+    } else if (token.startsWith('.') && type === undefined) {
+      const bare = token.slice(1);
+      if (TYPE_SIZES[bare] === undefined) throw invalid(`${entry}: unsupported parameter type ${token}`);
+      type = bare;
+    } else if (name === undefined) {
+      // The name, possibly written `name[16]` or `name [16]`.
+      name = tokens.slice(t).join('');
+      break;
+    }
+  }
+  if (type === undefined || name === undefined) throw invalid(`${entry}: incomplete parameter '${decl.trim()}'`);
+  const elementSize = TYPE_SIZES[type] ?? 0;
+  const match = /^([A-Za-z_$%][\w$%]*)(?:\[(\d+)\])?$/.exec(name);
+  if (!match?.[1]) throw invalid(`${entry}: bad parameter name '${name}'`);
+  const count = match[2] === undefined ? 1 : Number(match[2]);
+  if (!Number.isSafeInteger(count) || count < 1 || count * elementSize > MAX_PARAM_BYTES) {
+    throw invalid(`${entry}: bad parameter array size in '${name}'`);
+  }
+  if (pointer && elementSize !== 8) throw invalid(`${entry}: .ptr parameter '${match[1]}' is not 64-bit`);
+  return { name: match[1], type, size: count * elementSize, align: align ?? elementSize };
+}
+
+/** Splits the text between an entry's parentheses into its declarations. */
+function parseParamList(list: string, entry: string): PtxParam[] {
+  const params: PtxParam[] = [];
+  if (list.trim() === '') return params;
+  let offset = 0;
+  for (const decl of list.split(',')) {
+    const param = parseParam(decl, entry);
+    const at = alignUp(offset, param.align);
+    params.push({ ...param, offset: at });
+    offset = at + param.size;
+  }
+  if (offset > MAX_PARAM_BYTES) throw invalid(`${entry}: ${offset} bytes of parameters exceed ${MAX_PARAM_BYTES}`);
+  return params;
+}
+
+const ENTRY = /\.entry\s+([A-Za-z_$%][\w$%]*)\s*(\()?/g;
+
+/** Parses PTX text; throws CudaError CUDA_ERROR_INVALID_PTX when it has no .version or no entries. */
+export function parsePtx(text: string): PtxModule {
+  const source = stripPtxComments(text);
+  const version = /^\s*\.version\s+(\d+\.\d+)\s*$/m.exec(source)?.[1];
+  if (version === undefined) throw invalid('no .version directive');
+  const target = /^\s*\.target\s+([^\n]+?)\s*$/m.exec(source)?.[1];
+  const entries = new Map<string, PtxEntry>();
+  for (const match of source.matchAll(ENTRY)) {
+    const name = match[1] ?? '';
+    let params: PtxParam[] = [];
+    if (match[2] !== undefined) {
+      const open = (match.index) + match[0].length;
+      const close = source.indexOf(')', open);
+      if (close === -1) throw invalid(`${name}: unterminated parameter list`);
+      params = parseParamList(source.slice(open, close), name);
+    }
+    if (entries.has(name)) throw invalid(`duplicate .entry ${name}`);
+    const last = params.at(-1);
+    entries.set(name, { name, params, paramBytes: last ? last.offset + last.size : 0 });
+  }
+  if (entries.size === 0) throw invalid('no .entry in the module');
+  return { version, target, entries };
+}
