@@ -175,21 +175,35 @@ function report(readyFd: number | undefined, line: string): Promise<void> {
 async function runDaemon(options: Options): Promise<number> {
   const { pipeDirectory, logDirectory } = directoriesFromEnv(process.env);
   const atp = parseActiveThreadPercentage(process.env.OPENMPS_ACTIVE_THREAD_PERCENTAGE);
-  const daemon = new ControlDaemon({
-    pipeDirectory,
-    logDirectory,
-    device: options.device,
-    version: version(),
-    ...(atp !== undefined ? { defaultActiveThreadPercentage: atp } : {}),
-    ...(options.readyFd === undefined
-      ? {
-          echo: (line: string) => {
-            process.stdout.write(`${line}\n`);
-          },
-        }
-      : {}),
-  });
+  // SIGTERM and SIGINT mean `quit`: servers stopped, socket and pid file removed. Installed
+  // before start-up, so a signal that arrives while the socket is being set up is not lost: it
+  // takes effect as soon as the daemon runs.
+  const running: { daemon?: ControlDaemon; pendingSignal?: NodeJS.Signals } = {};
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (!running.daemon) {
+      running.pendingSignal = signal;
+      return;
+    }
+    running.daemon.log.log(`Received ${signal}`);
+    void running.daemon.quit();
+  };
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, onSignal);
+  let daemon: ControlDaemon;
   try {
+    daemon = new ControlDaemon({
+      pipeDirectory,
+      logDirectory,
+      device: options.device,
+      version: version(),
+      ...(atp !== undefined ? { defaultActiveThreadPercentage: atp } : {}),
+      ...(options.readyFd === undefined
+        ? {
+            echo: (line: string) => {
+              process.stdout.write(`${line}\n`);
+            },
+          }
+        : {}),
+    });
     await daemon.start();
   } catch (err) {
     const code = err instanceof DaemonStartError ? err.exitCode : EXIT_FAILURE;
@@ -198,13 +212,8 @@ async function runDaemon(options: Options): Promise<number> {
     else process.stderr.write(`${message}\n`);
     return code;
   }
-  // SIGTERM and SIGINT mean `quit`: servers stopped, socket and pid file removed.
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    process.on(signal, () => {
-      daemon.log.log(`Received ${signal}`);
-      void daemon.quit();
-    });
-  }
+  running.daemon = daemon;
+  if (running.pendingSignal !== undefined) onSignal(running.pendingSignal);
   // A daemon must not outlive a bug silently with its socket half-working.
   process.on('uncaughtException', (err) => {
     daemon.abort(`uncaught exception: ${err.stack ?? err.message}`);

@@ -395,6 +395,9 @@ export class ServerSupervisor {
       child = fork(this.#serverMain, [], {
         env: { ...(this.#options.env ?? process.env), OPENMPS_SERVER_CONFIG: JSON.stringify(config) },
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+        // Its own process group: a Ctrl-C meant for a foreground daemon reaches the daemon, which
+        // then stops its servers in order, instead of killing every server at once.
+        detached: true,
         ...identity,
       });
     } catch (err) {

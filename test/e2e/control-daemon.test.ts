@@ -153,3 +153,38 @@ test('SIGTERM is quit', async (t) => {
   assert.equal(existsSync(join(daemon.pipeDirectory, 'openmps-control.pid')), false);
   assert.ok(daemon.controlLog().some((l) => l.endsWith('Received SIGTERM')));
 });
+
+test('-f runs in the foreground, echoing control.log to stdout; SIGINT quits with status 0', async (t) => {
+  const root = tempRoot(t);
+  const child = spawn(process.execPath, [CONTROL_BIN, '-f'], {
+    env: { ...process.env, OPENMPS_DEVICE: 'sim', OPENMPS_PIPE_DIRECTORY: join(root, 'pipe'), OPENMPS_LOG_DIRECTORY: join(root, 'log') },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  t.after(() => child.kill('SIGKILL'));
+  let stdout = '';
+  child.stdout.setEncoding('utf8');
+  const started = new Promise<void>((resolve) => {
+    child.stdout.on('data', (chunk: string) => {
+      stdout += chunk;
+      if (stdout.includes('Starting control daemon using socket')) resolve();
+    });
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+  await started;
+  child.kill('SIGINT');
+  assert.equal(await exited, 0);
+  const lines = stdout.trim().split('\n');
+  assert.ok(lines.every((l) => LOG_LINE.test(l)), stdout);
+  assert.ok(lines.some((l) => l.endsWith('Received SIGINT')));
+  assert.ok(lines.at(-1)?.endsWith('Exit'));
+  assert.equal(readFileSync(join(root, 'log', 'control.log'), 'utf8'), `${lines.join('\n')}\n`);
+});
+
+test('a log directory that cannot be made fails start-up with status 1 and the reason', async (t) => {
+  const root = tempRoot(t);
+  writeFileSync(join(root, 'file'), '');
+  const result = await runControl(['-d'], { env: { OPENMPS_PIPE_DIRECTORY: join(root, 'pipe'), OPENMPS_LOG_DIRECTORY: join(root, 'file', 'log') } });
+  assert.equal(result.code, 1);
+  assert.match(result.stderr, /ENOTDIR/);
+  assert.equal(existsSync(join(root, 'pipe', 'control')), false);
+});
