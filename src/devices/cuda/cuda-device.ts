@@ -1,0 +1,173 @@
+// Device over one GPU's primary context (CUDA Driver API, Primary Context Management): retained
+// once, made current on the main thread before the calls that need a current context. Streams are
+// non-blocking, with a priority, and in a green context when their SMs are limited.
+import { CudaError } from '../../cuda/cuda-error.js';
+import type {
+  Device, DeviceEvent, DeviceInfo, DeviceModule, DevicePointer, DeviceStream, MemoryInfo, ModuleImage, StreamOptions,
+} from '../device.js';
+import type { CudaDriver } from '../../native/bindings.js';
+import { CUDA_ERROR_INVALID_VALUE, CUDA_ERROR_NOT_SUPPORTED, CUDA_SUCCESS } from './check.js';
+import { CudaEvent } from './cuda-event.js';
+import { loadModule } from './cuda-module.js';
+import { CudaStream } from './cuda-stream.js';
+import { CU_STREAM_NON_BLOCKING, DeviceCore, type CudaDeviceStats } from './device-core.js';
+import type { SmResource } from './green-contexts.js';
+
+export class CudaDevice implements Device {
+  readonly info: DeviceInfo;
+  readonly #core: DeviceCore;
+  readonly #onClose: () => void;
+
+  /** Retains `device`'s primary context (`device` is the CUdevice of cuDeviceGet). */
+  constructor(driver: CudaDriver, device: number, info: DeviceInfo, onClose: () => void) {
+    this.info = info;
+    this.#core = new DeviceCore(driver, device);
+    this.#onClose = onClose;
+  }
+
+  get fault(): CudaError | undefined {
+    return this.#core.fault;
+  }
+
+  /** Counters for telemetry and tests: which copy and free paths ran. */
+  stats(): CudaDeviceStats {
+    const core = this.#core;
+    return { ...core.counters, pinnedCachedBytes: core.pinned.cachedBytes, pendingWaits: core.pendingWaits, lastReset: core.lastReset };
+  }
+
+  /** The device's SM resource as green contexts see it (count, minimum partition, alignment). */
+  smResource(): SmResource {
+    this.#core.assertUsable('cuDeviceGetDevResource');
+    return this.#core.greens.deviceResource();
+  }
+
+  memAlloc(bytes: number): DevicePointer {
+    const core = this.#core;
+    core.assertUsable('cuMemAlloc_v2');
+    if (!Number.isSafeInteger(bytes) || bytes <= 0) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', 'cuMemAlloc_v2', `cannot allocate ${bytes} bytes`);
+    }
+    core.enter();
+    const out = new BigUint64Array(1);
+    core.check(core.driver.cuMemAlloc_v2(out, bytes), 'cuMemAlloc_v2');
+    const pointer = out[0] ?? 0n;
+    core.trackAllocation(pointer);
+    return pointer;
+  }
+
+  /**
+   * Frees once the work submitted before this call has finished, without holding the event loop.
+   *
+   * cuMemFree_v2 may wait for the whole device to go idle (cudaFree "synchronizes implicitly"), so
+   * behind other clients' kernels it could block the loop for as long as they run. Instead: record
+   * a fence on every stream, poll it from the event loop, and once everything that could touch the
+   * allocation has finished, free it stream-ordered with cuMemFreeAsync on the internal stream,
+   * which is idle, so the free takes effect at once and the call returns without waiting. Should
+   * the driver refuse cuMemFreeAsync for memory that did not come from a pool (NOT_SUPPORTED or
+   * INVALID_VALUE on a pointer known to be live), cuMemFree_v2 is the fallback: by then the work that
+   * used the pointer has finished, so it waits at most for kernels submitted since.
+   */
+  async memFree(ptr: DevicePointer): Promise<void> {
+    const core = this.#core;
+    core.assertUsable('cuMemFree_v2');
+    if (!core.untrackAllocation(ptr)) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', 'cuMemFree_v2', `0x${ptr.toString(16)} is not a live allocation of this device`);
+    }
+    const generation = core.generation;
+    await core.fenceAll();
+    // A reset or close while waiting freed every allocation with the context.
+    if (generation !== core.generation || core.closed) return;
+    core.enter();
+    const driver = core.driver;
+    const rc = driver.cuMemFreeAsync(ptr, core.internalStream.nativeHandle);
+    if (rc === CUDA_SUCCESS) {
+      core.counters.asyncFrees += 1;
+      return;
+    }
+    if (rc === CUDA_ERROR_NOT_SUPPORTED || rc === CUDA_ERROR_INVALID_VALUE) {
+      core.check(driver.cuMemFree_v2(ptr), 'cuMemFree_v2');
+      core.counters.syncFrees += 1;
+      return;
+    }
+    core.check(rc, 'cuMemFreeAsync');
+  }
+
+  memGetInfo(): MemoryInfo {
+    const core = this.#core;
+    core.assertUsable('cuMemGetInfo_v2');
+    core.enter();
+    const free = new BigUint64Array(1);
+    const total = new BigUint64Array(1);
+    core.check(core.driver.cuMemGetInfo_v2(free, total), 'cuMemGetInfo_v2');
+    return { free: free[0] ?? 0n, total: total[0] ?? 0n };
+  }
+
+  async loadModule(image: ModuleImage): Promise<DeviceModule> {
+    return loadModule(this.#core, image, this.info.computeMajor, this.info.computeMinor);
+  }
+
+  createStream(options: StreamOptions = {}): DeviceStream {
+    const core = this.#core;
+    const requested = options.smCount;
+    const call = requested === undefined ? 'cuStreamCreateWithPriority' : 'cuGreenCtxStreamCreate';
+    core.assertUsable(call);
+    const wanted = options.priority ?? 0;
+    if (!Number.isInteger(wanted)) throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `priority ${wanted}`);
+    if (requested !== undefined && (!Number.isInteger(requested) || requested < 1)) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `smCount ${requested}: a positive integer`);
+    }
+    const priority = core.clampPriority(wanted);
+    core.enter();
+    const green = requested === undefined || requested >= this.info.smCount ? undefined : core.greens.acquire(requested);
+    const out = new BigUint64Array(1);
+    if (green) {
+      // "CU_STREAM_NON_BLOCKING must be specified" for streams of a green context.
+      core.check(core.driver.cuGreenCtxStreamCreate(out, green.handle, CU_STREAM_NON_BLOCKING, priority), 'cuGreenCtxStreamCreate');
+    } else {
+      core.check(core.driver.cuStreamCreateWithPriority(out, CU_STREAM_NON_BLOCKING, priority), 'cuStreamCreateWithPriority');
+    }
+    const stream = new CudaStream(core, core.execFor(green), out[0] ?? 0n, green?.smCount ?? this.info.smCount, priority);
+    core.addStream(stream);
+    return stream;
+  }
+
+  createEvent(): DeviceEvent {
+    this.#core.assertUsable('cuEventCreate');
+    return new CudaEvent(this.#core);
+  }
+
+  async synchronize(): Promise<void> {
+    this.#core.assertUsable('cuCtxSynchronize');
+    await this.#core.fenceAll();
+  }
+
+  registerHostMemory(view: Uint8Array, address: bigint): void {
+    this.#core.assertUsable('cuMemHostRegister_v2');
+    if (view.byteLength === 0 || address === 0n) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', 'cuMemHostRegister_v2', 'an empty range or a NULL address');
+    }
+    this.#core.register(view, address);
+  }
+
+  unregisterHostMemory(view: Uint8Array): void {
+    this.#core.assertUsable('cuMemHostUnregister');
+    this.#core.unregister(view);
+  }
+
+  async reset(): Promise<void> {
+    const core = this.#core;
+    if (!core.fault && !core.closed) {
+      // A healthy device finishes its work first; a faulted one has no work left to finish.
+      await core.fenceAll().catch(() => undefined);
+    }
+    core.reset();
+  }
+
+  async close(): Promise<void> {
+    const core = this.#core;
+    if (core.closed) return;
+    if (!core.fault) await core.fenceAll().catch(() => undefined);
+    core.close();
+    this.#onClose();
+  }
+}

@@ -1,0 +1,189 @@
+// Modules through the context-independent Library Management API (CUDA 12.0+): cuLibraryLoadData,
+// cuLibraryGetKernel, cuKernelGetParamInfo, and kernels launched as CUkernel.
+//
+// Why not cuModuleLoadDataEx/cuModuleGetFunction: a CUmodule and its CUfunctions belong to the
+// context that was current when it loaded, and a green context is a context of its own. A CUkernel
+// instead is "context-less": cuLaunchKernel takes the context "from the specified stream" (cuda.h,
+// cuLaunchKernel), so one handle launches on primary and green-context streams alike. And because
+// cuLibraryLoadData needs no current context, it can run on a libuv worker thread (koffi `.async`)
+// while the event loop goes on: PTX is JIT-compiled inside that call, which takes tens of
+// milliseconds for a large module.
+import { CudaError } from '../../cuda/cuda-error.js';
+import { MODULE_KINDS, type DeviceFunction, type DeviceModule, type KernelParam, type ModuleImage } from '../device.js';
+import { allocNative, type NativePointer } from '../../native/bindings.js';
+import { CUDA_ERROR_INVALID_VALUE, CUDA_SUCCESS, warnStatus } from './check.js';
+import type { DeviceCore } from './device-core.js';
+import { compileCudaSource } from './nvrtc.js';
+
+/** cuda.h CUjit_option values for the logs. */
+const CU_JIT_INFO_LOG_BUFFER = 3;
+const CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES = 4;
+const CU_JIT_ERROR_LOG_BUFFER = 5;
+const CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES = 6;
+/** Bytes for each JIT log: plenty for the diagnostics of a module. */
+const JIT_LOG_BYTES = 16 * 1024;
+/** cuKernelGetParamInfo is asked index after index until CUDA_ERROR_INVALID_VALUE; this bounds it. */
+const MAX_PARAMS = 4096;
+
+export class CudaFunction implements DeviceFunction {
+  readonly name: string;
+  readonly params: readonly KernelParam[];
+  readonly paramBytes: number;
+  /** The CUkernel, cast to CUfunction at launch. */
+  readonly handle: NativePointer;
+  readonly module: CudaModule;
+
+  constructor(module: CudaModule, name: string, handle: NativePointer, params: readonly KernelParam[]) {
+    this.module = module;
+    this.name = name;
+    this.handle = handle;
+    this.params = params;
+    const last = params[params.length - 1];
+    this.paramBytes = last ? last.offset + last.size : 0;
+  }
+}
+
+export class CudaModule implements DeviceModule {
+  readonly log: string;
+  readonly #core: DeviceCore;
+  readonly #library: NativePointer;
+  readonly #generation: number;
+  readonly #functions = new Map<string, CudaFunction>();
+  #unloaded = false;
+
+  constructor(core: DeviceCore, library: NativePointer, log: string) {
+    this.#core = core;
+    this.#library = library;
+    this.#generation = core.generation;
+    this.log = log;
+    core.addLibrary(library);
+  }
+
+  /** True while kernels of this module may be launched on `core`. */
+  liveOn(core: DeviceCore): boolean {
+    return core === this.#core && !this.#unloaded && this.#generation === core.generation;
+  }
+
+  getFunction(name: string): DeviceFunction {
+    this.#core.assertUsable('cuLibraryGetKernel');
+    if (!this.liveOn(this.#core)) throw new CudaError('CUDA_ERROR_INVALID_HANDLE', 'cuLibraryGetKernel', 'the module was unloaded');
+    const cached = this.#functions.get(name);
+    if (cached) return cached;
+    const driver = this.#core.driver;
+    const out = new BigUint64Array(1);
+    this.#core.check(driver.cuLibraryGetKernel(out, this.#library, name), 'cuLibraryGetKernel');
+    const kernel = out[0] ?? 0n;
+    const fn = new CudaFunction(this, name, kernel, this.#paramLayout(kernel));
+    this.#functions.set(name, fn);
+    return fn;
+  }
+
+  /**
+   * The packed parameter layout: offset and size of parameter 0, 1, ... as the driver lays them out.
+   * cuKernelGetParamInfo asks the context-less kernel; should the driver want the kernel in a
+   * context first, cuKernelGetFunction (loading it into the primary context) and cuFuncGetParamInfo
+   * give the same layout.
+   */
+  #paramLayout(kernel: NativePointer): KernelParam[] {
+    const driver = this.#core.driver;
+    let query = (index: number, offset: BigUint64Array, size: BigUint64Array): number =>
+      driver.cuKernelGetParamInfo(kernel, index, offset, size);
+    let call = 'cuKernelGetParamInfo';
+    const offset = new BigUint64Array(1);
+    const size = new BigUint64Array(1);
+    const first = query(0, offset, size);
+    if (first !== CUDA_SUCCESS && first !== CUDA_ERROR_INVALID_VALUE) {
+      this.#core.enter();
+      const out = new BigUint64Array(1);
+      this.#core.check(driver.cuKernelGetFunction(out, kernel), 'cuKernelGetFunction');
+      const fn = out[0] ?? 0n;
+      query = (index, o, s) => driver.cuFuncGetParamInfo(fn, index, o, s);
+      call = 'cuFuncGetParamInfo';
+    }
+    const params: KernelParam[] = [];
+    for (let index = 0; index < MAX_PARAMS; index += 1) {
+      const rc = query(index, offset, size);
+      // "paramIndex must be less than the number of parameters": INVALID_VALUE ends the list.
+      if (rc === CUDA_ERROR_INVALID_VALUE) break;
+      this.#core.check(rc, call);
+      params.push({ offset: Number(offset[0] ?? 0n), size: Number(size[0] ?? 0n) });
+    }
+    return params;
+  }
+
+  unload(): void {
+    if (this.#unloaded) return;
+    this.#unloaded = true;
+    if (this.#generation === this.#core.generation && !this.#core.closed) this.#core.unloadLibraryLater(this.#library);
+  }
+}
+
+function nulTerminated(data: Uint8Array): Uint8Array {
+  if (data.length > 0 && data[data.length - 1] === 0) return data;
+  const copy = new Uint8Array(data.length + 1);
+  copy.set(data);
+  return copy;
+}
+
+function cString(bytes: Uint8Array): string {
+  const end = bytes.indexOf(0);
+  return new TextDecoder().decode(end < 0 ? bytes : bytes.subarray(0, end)).trim();
+}
+
+/**
+ * Loads a module image: PTX (NUL-terminated here), cubin or fatbin as they are, CUDA C through
+ * NVRTC first. The JIT's error log comes back in the CudaError's detail; its info log, with NVRTC's
+ * warnings, in DeviceModule.log.
+ */
+export async function loadModule(core: DeviceCore, image: ModuleImage, major: number, minor: number): Promise<CudaModule> {
+  core.assertUsable('cuLibraryLoadData');
+  if (!MODULE_KINDS.includes(image.kind)) {
+    throw new CudaError('CUDA_ERROR_INVALID_VALUE', 'cuLibraryLoadData', `unknown module kind ${image.kind}`);
+  }
+  let code: Uint8Array;
+  let compileLog = '';
+  if (image.kind === 'cuda') {
+    const compiled = await compileCudaSource(image.data, image.name, image.options, major, minor);
+    code = compiled.kind === 'ptx' ? nulTerminated(compiled.image) : compiled.image;
+    compileLog = compiled.log;
+  } else {
+    code = image.kind === 'ptx' ? nulTerminated(image.data) : image.data;
+  }
+  if (code.length === 0) throw new CudaError('CUDA_ERROR_INVALID_IMAGE', 'cuLibraryLoadData', 'the module image is empty');
+
+  // Everything the worker thread reads lives in native memory, untouched by the garbage collector
+  // until the call returns: the image, the option array, the option values and both log buffers.
+  const native = allocNative(code.length);
+  native.bytes.set(code);
+  const jit = allocNative(16 + 32 + 2 * JIT_LOG_BYTES);
+  try {
+    const base = jit.address;
+    const options = new Uint32Array(jit.bytes.buffer, jit.bytes.byteOffset, 4);
+    const values = new BigUint64Array(jit.bytes.buffer, jit.bytes.byteOffset + 16, 4);
+    const infoLog = jit.bytes.subarray(48, 48 + JIT_LOG_BYTES);
+    const errorLog = jit.bytes.subarray(48 + JIT_LOG_BYTES, 48 + 2 * JIT_LOG_BYTES);
+    infoLog[0] = 0;
+    errorLog[0] = 0;
+    options.set([CU_JIT_INFO_LOG_BUFFER, CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES, CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES]);
+    values.set([base + 48n, BigInt(JIT_LOG_BYTES), base + 48n + BigInt(JIT_LOG_BYTES), BigInt(JIT_LOG_BYTES)]);
+
+    const out = new BigUint64Array(1);
+    const rc = await core.driver.cuLibraryLoadDataAsync(out, native.address, base, base + 16n, 4);
+    const jitInfo = cString(infoLog);
+    const jitError = cString(errorLog);
+    if (rc !== CUDA_SUCCESS) {
+      const detail = jitError ? `${core.driver.errorString(rc) ?? 'the JIT failed'}:\n${jitError}` : undefined;
+      core.check(rc, 'cuLibraryLoadData', detail);
+    }
+    const library = out[0] ?? 0n;
+    if (core.closed || core.fault) {
+      // The device closed or faulted while the worker thread loaded: do not hand out a module.
+      warnStatus(core.driver, core.driver.cuLibraryUnload(library), 'cuLibraryUnload', 'discarding a module loaded during close or fault');
+      core.assertUsable('cuLibraryLoadData');
+    }
+    return new CudaModule(core, library, [compileLog, jitInfo].filter((s) => s.length > 0).join('\n'));
+  } finally {
+    native.free();
+    jit.free();
+  }
+}

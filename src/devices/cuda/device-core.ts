@@ -1,0 +1,729 @@
+// The state one CUDA device shares between its streams, events and modules: the retained primary
+// context, the sticky fault, the completion poller, per-context event pools, host registrations,
+// the pinned staging pool and the launch parameter block. CudaDevice is the public face; this class
+// is module-internal (src/devices/cuda/ only).
+//
+// Waiting without blocking the event loop (the synchronization strategy):
+//   Every wait (stream/event synchronize, the fences behind memFree and module unload, the
+//   copy-outs of staged device-to-host copies) is an event recorded on a stream plus an entry in
+//   this poller, which calls cuEventQuery from the event loop: setImmediate while something was
+//   queued in the last HOT_POLL_MS (a kernel of tens of microseconds is seen within microseconds),
+//   then a 1 ms timer. Each query costs about a microsecond and the loop stays free for sockets.
+//   The alternative, cuStreamSynchronize/cuEventSynchronize through koffi `.async`, parks one libuv
+//   worker thread per waiting client: the pool has 4 threads by default (UV_THREADPOOL_SIZE), shared
+//   with fs, dns and zlib, so with dozens of clients waiting the fifth wait would queue behind a
+//   long kernel it does not depend on, and file I/O would stall behind GPU work. Polling has no such
+//   ceiling and no ordering surprise. `.async` is kept for work that is CPU-bound and needs no
+//   context (nvrtcCompileProgram, cuLibraryLoadData's JIT), a handful of calls at a time.
+import { CudaError, toCudaError } from '../../cuda/cuda-error.js';
+import { allocNative, viewNative, type CudaDriver, type NativeMemory, type NativePointer } from '../../native/bindings.js';
+import {
+  CUDA_ERROR_NOT_READY, CUDA_SUCCESS, check as checkStatus, cudaError, isSticky, warnStatus,
+} from './check.js';
+import { GreenContextCache, type GreenContext } from './green-contexts.js';
+import { PinnedPool, type PinnedBuffer } from './pinned-pool.js';
+
+/** cuda.h CUstream_flags: "Stream does not synchronize with stream 0 (the NULL stream)". */
+export const CU_STREAM_NON_BLOCKING = 0x1;
+/** cuda.h CUevent_flags. */
+export const CU_EVENT_DEFAULT = 0x0;
+export const CU_EVENT_DISABLE_TIMING = 0x2;
+/** cuda.h: "The memory returned by this call will be considered as pinned memory by all CUDA contexts". */
+const CU_MEMHOSTREGISTER_PORTABLE = 0x01;
+const CU_MEMHOSTALLOC_PORTABLE = 0x01;
+/** cuda.h CU_LAUNCH_PARAM_END / _BUFFER_POINTER / _BUFFER_SIZE (the `extra` array of cuLaunchKernel). */
+const CU_LAUNCH_PARAM_END = 0n;
+const CU_LAUNCH_PARAM_BUFFER_POINTER = 1n;
+const CU_LAUNCH_PARAM_BUFFER_SIZE = 2n;
+/** CUDA 12.1+ on Volta and later: kernels take up to 32,764 bytes of parameters. */
+export const MAX_PARAM_BYTES = 32764;
+/** How long after the last new wait the poller keeps spinning on setImmediate before 1 ms timers. */
+export const HOT_POLL_MS = 4;
+
+let currentContext: NativePointer | undefined;
+
+/** The context the main thread's driver calls use (cuCtxSetCurrent only when it changes). */
+function makeCurrent(driver: CudaDriver, context: NativePointer): void {
+  if (currentContext === context) return;
+  checkStatus(driver, driver.cuCtxSetCurrent(context), 'cuCtxSetCurrent');
+  currentContext = context;
+}
+
+/** A context streams run in: the primary context, or one green context. Events belong to one. */
+export class ExecContext {
+  readonly context: NativePointer;
+  readonly green: GreenContext | undefined;
+  /** Internal (timing-disabled) events ready for reuse. */
+  readonly free: NativePointer[] = [];
+  /** Every internal event of this context, in use or free, so teardown destroys them all. */
+  readonly all = new Set<NativePointer>();
+
+  constructor(context: NativePointer, green: GreenContext | undefined) {
+    this.context = context;
+    this.green = green;
+  }
+}
+
+/** What the core needs of a stream to fence it and to destroy it on teardown. */
+export interface StreamRef {
+  readonly nativeHandle: NativePointer;
+  readonly exec: ExecContext;
+}
+
+interface Waiter {
+  readonly poll: () => boolean;
+  readonly resolve: () => void;
+  readonly reject: (err: CudaError) => void;
+}
+
+interface Completion {
+  readonly exec: ExecContext;
+  readonly event: NativePointer;
+  /** The stream passed the event: finish the host side (copy out, return a staging buffer). */
+  readonly done: () => void;
+  /** The work will never complete (fault, reset): give back what `done` would have. */
+  readonly drop: () => void;
+}
+
+interface Registration {
+  readonly view: Uint8Array;
+  readonly address: NativePointer;
+}
+
+export interface CudaDeviceStats {
+  readonly launches: number;
+  /** Host copies that went through a pinned staging buffer. */
+  readonly stagedCopies: number;
+  /** Host copies straight from/to registered (shared) memory. */
+  readonly registeredCopies: number;
+  /** Host-to-device copies too big to stage, left to the driver's pageable path. */
+  readonly pageableCopies: number;
+  /** memFree calls finished with cuMemFreeAsync on the internal stream. */
+  readonly asyncFrees: number;
+  /** memFree calls that fell back to cuMemFree_v2. */
+  readonly syncFrees: number;
+  readonly pinnedCachedBytes: number;
+  readonly pendingWaits: number;
+  /** `call=status` for each driver call of the last reset() (teardown failures first). */
+  readonly lastReset: readonly string[];
+}
+
+export class DeviceCore {
+  readonly driver: CudaDriver;
+  readonly device: number;
+  readonly greens: GreenContextCache;
+  readonly pinned: PinnedPool;
+  counters = { launches: 0, stagedCopies: 0, registeredCopies: 0, pageableCopies: 0, asyncFrees: 0, syncFrees: 0 };
+
+  #context: NativePointer;
+  #primary: ExecContext;
+  #greenExecs = new Map<NativePointer, ExecContext>();
+  #fault: CudaError | undefined;
+  #generation = 0;
+  #closed = false;
+  #priorityRange: { readonly least: number; readonly greatest: number };
+  #internalStream: StreamRef;
+
+  readonly #streams = new Set<StreamRef>();
+  readonly #userEvents = new Set<NativePointer>();
+  readonly #libraries = new Set<NativePointer>();
+  readonly #allocations = new Set<bigint>();
+  readonly #registrations = new Map<ArrayBufferLike, Registration[]>();
+
+  #waiters: Waiter[] = [];
+  #completions: Completion[] = [];
+  #scheduled = false;
+  #lastQueued = 0;
+  #lastReset: readonly string[] = [];
+
+  // The launch parameter block, allocated once: [0, 40) the `extra` array of five pointers,
+  // [40, 48) the size_t it points at, [64, 64 + MAX_PARAM_BYTES) the packed parameters.
+  // cuLaunchKernel copies the parameters before returning, so one block serves every launch.
+  readonly #launchBlock: NativeMemory;
+  readonly #launchSize: Uint32Array;
+  readonly #launchParams: Uint8Array;
+  readonly #launchExtra: NativePointer;
+
+  readonly #out64 = new BigUint64Array(1);
+
+  constructor(driver: CudaDriver, device: number) {
+    this.driver = driver;
+    this.device = device;
+    this.#context = this.#retain();
+    this.#primary = new ExecContext(this.#context, undefined);
+    this.greens = new GreenContextCache(driver, device, (rc, call) => {
+      this.check(rc, call);
+    });
+    this.pinned = new PinnedPool({
+      allocate: (bytes) => this.#allocatePinned(bytes),
+      free: (buffer) => this.driver.cuMemFreeHost(buffer.address),
+    });
+    this.#priorityRange = this.#readPriorityRange();
+    this.#internalStream = this.#createInternalStream();
+
+    this.#launchBlock = allocNative(64 + MAX_PARAM_BYTES);
+    const words = new BigUint64Array(this.#launchBlock.bytes.buffer, this.#launchBlock.bytes.byteOffset, 8);
+    const base = this.#launchBlock.address;
+    words[0] = CU_LAUNCH_PARAM_BUFFER_POINTER;
+    words[1] = base + 64n;
+    words[2] = CU_LAUNCH_PARAM_BUFFER_SIZE;
+    words[3] = base + 40n;
+    words[4] = CU_LAUNCH_PARAM_END;
+    words[5] = 0n;
+    this.#launchSize = new Uint32Array(this.#launchBlock.bytes.buffer, this.#launchBlock.bytes.byteOffset + 40, 2);
+    this.#launchParams = this.#launchBlock.bytes.subarray(64, 64 + MAX_PARAM_BYTES);
+    this.#launchExtra = base;
+  }
+
+  get fault(): CudaError | undefined {
+    return this.#fault;
+  }
+
+  /** Bumped by every reset: handles made before it are dead. */
+  get generation(): number {
+    return this.#generation;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  get primary(): ExecContext {
+    return this.#primary;
+  }
+
+  get internalStream(): StreamRef {
+    return this.#internalStream;
+  }
+
+  get priorityRange(): { readonly least: number; readonly greatest: number } {
+    return this.#priorityRange;
+  }
+
+  /** Makes the primary context current on the main thread (a no-op when it already is). */
+  enter(): void {
+    makeCurrent(this.driver, this.#context);
+  }
+
+  /**
+   * The check every status of this device goes through: success returns; a sticky error becomes
+   * the device's fault (every later call fails with it) and every pending wait rejects with it;
+   * any other error is thrown as its CudaError.
+   */
+  check(result: number, call: string, detail?: string): void {
+    if (result === CUDA_SUCCESS) return;
+    throw this.error(result, call, detail);
+  }
+
+  /** The CudaError for `result`, recording it as the fault when it is sticky. */
+  error(result: number, call: string, detail?: string): CudaError {
+    const err = cudaError(this.driver, result, call, detail);
+    if (isSticky(result)) {
+      this.#fault ??= err;
+      this.#failWaits(this.#fault);
+      return this.#fault;
+    }
+    return err;
+  }
+
+  /** Throws the fault, or an error when the device is closed. */
+  assertUsable(call: string): void {
+    if (this.#fault) throw this.#fault;
+    if (this.#closed) throw new CudaError('CUDA_ERROR_DEINITIALIZED', call, 'the device was closed');
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Execution contexts and events
+
+  execFor(green: GreenContext | undefined): ExecContext {
+    if (!green) return this.#primary;
+    let exec = this.#greenExecs.get(green.handle);
+    if (!exec) {
+      exec = new ExecContext(green.context, green);
+      this.#greenExecs.set(green.handle, exec);
+    }
+    return exec;
+  }
+
+  /**
+   * A new event in `exec`'s context. cuEventRecord requires event and stream "from the same
+   * context" (CUDA Driver API, Event Management), and a green context is a context of its own, so
+   * events for green streams are created with that green context current for the call. (Driver
+   * 580.159.04 did accept a primary-context event on a green-context stream when probed; the
+   * documented contract is what this follows.)
+   */
+  createEvent(exec: ExecContext, flags: number): NativePointer {
+    const out = this.#out64;
+    let rc: number;
+    if (exec.green) {
+      makeCurrent(this.driver, exec.context);
+      try {
+        rc = this.driver.cuEventCreate(out, flags);
+      } finally {
+        this.enter();
+      }
+    } else {
+      this.enter();
+      rc = this.driver.cuEventCreate(out, flags);
+    }
+    this.check(rc, 'cuEventCreate');
+    return out[0] ?? 0n;
+  }
+
+  createUserEvent(exec: ExecContext): NativePointer {
+    const event = this.createEvent(exec, CU_EVENT_DEFAULT);
+    this.#userEvents.add(event);
+    return event;
+  }
+
+  destroyUserEvent(event: NativePointer): void {
+    if (!this.#userEvents.delete(event)) return;
+    this.check(this.driver.cuEventDestroy_v2(event), 'cuEventDestroy_v2');
+  }
+
+  #acquireEvent(exec: ExecContext): NativePointer {
+    const reused = exec.free.pop();
+    if (reused !== undefined) return reused;
+    const event = this.createEvent(exec, CU_EVENT_DISABLE_TIMING);
+    exec.all.add(event);
+    return event;
+  }
+
+  #releaseEvent(exec: ExecContext, event: NativePointer): void {
+    if (exec.all.has(event)) exec.free.push(event);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Waiting: the poller
+
+  /** Resolves when `event` has completed (cuEventQuery from the event loop). */
+  waitEvent(event: NativePointer): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.#waiters.push({
+        poll: () => this.#queryEvent(event, 'cuEventQuery'),
+        resolve,
+        reject,
+      });
+      this.#queued();
+    });
+  }
+
+  /** Resolves when everything enqueued on `stream` so far has completed. */
+  fence(stream: StreamRef): Promise<void> {
+    try {
+      this.assertUsable('cuEventRecord');
+      const event = this.#acquireEvent(stream.exec);
+      const rc = this.driver.cuEventRecord(event, stream.nativeHandle);
+      if (rc !== CUDA_SUCCESS) {
+        this.#releaseEvent(stream.exec, event);
+        this.check(rc, 'cuEventRecord');
+      }
+      return new Promise<void>((resolve, reject) => {
+        this.#waiters.push({
+          poll: () => this.#queryEvent(event, 'cuEventQuery'),
+          resolve: () => {
+            this.#releaseEvent(stream.exec, event);
+            resolve();
+          },
+          reject,
+        });
+        this.#queued();
+      });
+    } catch (err) {
+      return Promise.reject(toCudaError(err, 'cuEventRecord'));
+    }
+  }
+
+  /** Resolves when every stream of the device (the internal one too) has finished what it has now. */
+  async fenceAll(): Promise<void> {
+    await Promise.all([...this.#streams, this.#internalStream].map((s) => this.fence(s)));
+  }
+
+  /**
+   * Runs `done` on the event loop once `stream` has passed everything enqueued so far (the host
+   * half of a staged copy). A failure to record leaves the work enqueued, so `drop` is not called:
+   * whatever the copy uses must outlive it.
+   */
+  afterStream(stream: StreamRef, done: () => void, drop: () => void): void {
+    const event = this.#acquireEvent(stream.exec);
+    const rc = this.driver.cuEventRecord(event, stream.nativeHandle);
+    if (rc !== CUDA_SUCCESS) {
+      this.#releaseEvent(stream.exec, event);
+      this.check(rc, 'cuEventRecord');
+    }
+    this.#completions.push({ exec: stream.exec, event, done, drop });
+    this.#queued();
+  }
+
+  /** True when `event` completed, false while pending; throws (recording sticky faults) otherwise. */
+  #queryEvent(event: NativePointer, call: string): boolean {
+    const rc = this.driver.cuEventQuery(event);
+    if (rc === CUDA_SUCCESS) return true;
+    if (rc === CUDA_ERROR_NOT_READY) return false;
+    this.check(rc, call);
+    return false;
+  }
+
+  /**
+   * Finishes the host half of every staged copy whose stream has passed it, oldest first (copies on
+   * one stream complete in order, so a later copy into the same array lands last). Called by the
+   * poller and by anything that has just observed completion (a query that returned true), so that
+   * a caller who saw its stream finish also sees its arrays filled.
+   */
+  drainCompletions(): void {
+    if (this.#completions.length === 0) return;
+    const pending: Completion[] = [];
+    let failure: CudaError | undefined;
+    for (const completion of this.#completions) {
+      if (failure !== undefined) {
+        pending.push(completion);
+        continue;
+      }
+      const rc = this.driver.cuEventQuery(completion.event);
+      if (rc === CUDA_ERROR_NOT_READY) {
+        pending.push(completion);
+        continue;
+      }
+      this.#releaseEvent(completion.exec, completion.event);
+      if (rc !== CUDA_SUCCESS) {
+        completion.drop();
+        failure = this.error(rc, 'cuEventQuery');
+        continue;
+      }
+      try {
+        completion.done();
+      } catch (err) {
+        // The caller broke the contract (a destination array detached while its copy was in flight).
+        process.emitWarning(`a device-to-host copy could not be delivered: ${String(err)}`, { type: 'CudaWarning' });
+      }
+    }
+    this.#completions = pending;
+    if (failure !== undefined) throw failure;
+  }
+
+  #queued(): void {
+    this.#lastQueued = performance.now();
+    this.#schedule();
+  }
+
+  #schedule(): void {
+    if (this.#scheduled || (this.#waiters.length === 0 && this.#completions.length === 0)) return;
+    this.#scheduled = true;
+    if (performance.now() - this.#lastQueued < HOT_POLL_MS) setImmediate(this.#tick);
+    else setTimeout(this.#tick, 1);
+  }
+
+  readonly #tick = (): void => {
+    this.#scheduled = false;
+    try {
+      this.drainCompletions();
+      const waiting: Waiter[] = [];
+      const done: Waiter[] = [];
+      for (const waiter of this.#waiters) {
+        try {
+          if (waiter.poll()) done.push(waiter);
+          else waiting.push(waiter);
+        } catch (err) {
+          if (this.#fault) throw err;
+          waiter.reject(toCudaError(err, 'cuEventQuery'));
+        }
+      }
+      this.#waiters = waiting;
+      // A waiter that completed may stand behind copies whose events the first drain saw pending.
+      if (done.length > 0) this.drainCompletions();
+      for (const waiter of done) waiter.resolve();
+    } catch (err) {
+      this.#failWaits(this.#fault ?? toCudaError(err, 'cuEventQuery'));
+    }
+    this.#schedule();
+  };
+
+  /** Rejects every pending wait and drops every pending copy-out. */
+  #failWaits(err: CudaError): void {
+    const waiters = this.#waiters;
+    const completions = this.#completions;
+    this.#waiters = [];
+    this.#completions = [];
+    for (const completion of completions) completion.drop();
+    for (const waiter of waiters) waiter.reject(err);
+  }
+
+  get pendingWaits(): number {
+    return this.#waiters.length + this.#completions.length;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Streams, libraries, allocations
+
+  /** A priority within cuCtxGetStreamPriorityRange (greatest is the numerically lowest). */
+  clampPriority(priority: number): number {
+    const { least, greatest } = this.#priorityRange;
+    return Math.min(least, Math.max(greatest, priority));
+  }
+
+  /** Gives a staging buffer back to the pool (a buffer too big to cache is freed: its status is checked). */
+  releasePinned(buffer: PinnedBuffer): void {
+    warnStatus(this.driver, this.pinned.release(buffer), 'cuMemFreeHost', 'freeing a large staging buffer');
+  }
+
+  addStream(stream: StreamRef): void {
+    this.#streams.add(stream);
+  }
+
+  /** Destroys a stream whose work has finished (its owner awaited a fence first). */
+  destroyStream(stream: StreamRef): void {
+    if (!this.#streams.delete(stream)) return;
+    this.check(this.driver.cuStreamDestroy_v2(stream.nativeHandle), 'cuStreamDestroy_v2');
+  }
+
+  addLibrary(library: NativePointer): void {
+    this.#libraries.add(library);
+  }
+
+  /**
+   * Unloads a library once the work already submitted has finished (a kernel of it may still be
+   * queued). Runs in the background: Module.unload() is synchronous in the interface. A failure is
+   * reported as a process warning; a sticky one also becomes the fault through the fence.
+   */
+  unloadLibraryLater(library: NativePointer): void {
+    const generation = this.#generation;
+    this.fenceAll().then(
+      () => {
+        if (generation !== this.#generation || !this.#libraries.delete(library)) return;
+        warnStatus(this.driver, this.driver.cuLibraryUnload(library), 'cuLibraryUnload', 'unloading a module');
+      },
+      () => {
+        // The device faulted or was reset: teardown unloads every library it still holds.
+      },
+    );
+  }
+
+  trackAllocation(pointer: bigint): void {
+    this.#allocations.add(pointer);
+  }
+
+  /** Removes `pointer` from the table; false when it is not a live allocation of this device. */
+  untrackAllocation(pointer: bigint): boolean {
+    return this.#allocations.delete(pointer);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Launch parameters
+
+  /**
+   * Copies a packed parameter buffer into the launch block and returns the `extra` array to pass
+   * to cuLaunchKernel (NULL for a kernel without parameters). Allocates nothing.
+   */
+  stageParams(params: Uint8Array): NativePointer {
+    if (params.byteLength === 0) return 0n;
+    this.#launchParams.set(params);
+    this.#launchSize[0] = params.byteLength;
+    this.#launchSize[1] = 0;
+    return this.#launchExtra;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Host memory
+
+  register(view: Uint8Array, address: NativePointer): void {
+    const list = this.#registrations.get(view.buffer) ?? [];
+    if (list.some((r) => r.view.byteOffset === view.byteOffset && r.view.byteLength === view.byteLength)) {
+      throw new CudaError('CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED', 'cuMemHostRegister_v2');
+    }
+    this.enter();
+    // PORTABLE: green contexts are contexts of their own and must see the range as pinned too.
+    this.check(this.driver.cuMemHostRegister_v2(address, view.byteLength, CU_MEMHOSTREGISTER_PORTABLE), 'cuMemHostRegister_v2');
+    list.push({ view, address });
+    this.#registrations.set(view.buffer, list);
+  }
+
+  unregister(view: Uint8Array): void {
+    const list = this.#registrations.get(view.buffer);
+    const index = list?.findIndex((r) => r.view.byteOffset === view.byteOffset && r.view.byteLength === view.byteLength) ?? -1;
+    const found = index >= 0 ? list?.[index] : undefined;
+    if (!list || !found) throw new CudaError('CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED', 'cuMemHostUnregister');
+    list.splice(index, 1);
+    if (list.length === 0) this.#registrations.delete(view.buffer);
+    this.enter();
+    this.check(this.driver.cuMemHostUnregister(found.address), 'cuMemHostUnregister');
+  }
+
+  /** The native address of `view` when it lies inside a registered range, else undefined. */
+  registeredAddress(view: Uint8Array): NativePointer | undefined {
+    if (this.#registrations.size === 0) return undefined;
+    const list = this.#registrations.get(view.buffer);
+    if (!list) return undefined;
+    const start = view.byteOffset;
+    const end = start + view.byteLength;
+    for (const r of list) {
+      const rStart = r.view.byteOffset;
+      if (start >= rStart && end <= rStart + r.view.byteLength) return r.address + BigInt(start - rStart);
+    }
+    return undefined;
+  }
+
+  #allocatePinned(bytes: number): PinnedBuffer {
+    this.enter();
+    const out = new BigUint64Array(1);
+    this.check(this.driver.cuMemHostAlloc(out, bytes, CU_MEMHOSTALLOC_PORTABLE), 'cuMemHostAlloc');
+    const address = out[0] ?? 0n;
+    return { address, bytes: viewNative(address, bytes), capacity: bytes };
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Lifetime
+
+  #retain(): NativePointer {
+    const out = new BigUint64Array(1);
+    checkStatus(this.driver, this.driver.cuDevicePrimaryCtxRetain(out, this.device), 'cuDevicePrimaryCtxRetain');
+    const context = out[0] ?? 0n;
+    currentContext = undefined;
+    makeCurrent(this.driver, context);
+    return context;
+  }
+
+  #readPriorityRange(): { least: number; greatest: number } {
+    const least = new Int32Array(1);
+    const greatest = new Int32Array(1);
+    this.enter();
+    this.check(this.driver.cuCtxGetStreamPriorityRange(least, greatest), 'cuCtxGetStreamPriorityRange');
+    return { least: least[0] ?? 0, greatest: greatest[0] ?? 0 };
+  }
+
+  #createInternalStream(): StreamRef {
+    this.enter();
+    const out = new BigUint64Array(1);
+    this.check(this.driver.cuStreamCreateWithPriority(out, CU_STREAM_NON_BLOCKING, 0), 'cuStreamCreateWithPriority');
+    return { nativeHandle: out[0] ?? 0n, exec: this.#primary };
+  }
+
+  /**
+   * Destroys every handle of the context: waits reject, copies drop, streams, events, green
+   * contexts, libraries, pinned buffers, host registrations (and, when `freeMemory`, allocations).
+   * Returns the statuses that failed; after a fault most calls fail with it, as expected.
+   */
+  #teardown(reason: CudaError, freeMemory: boolean): { call: string; result: number }[] {
+    const failed: { call: string; result: number }[] = [];
+    const note = (result: number, call: string): void => {
+      if (result !== CUDA_SUCCESS) failed.push({ call, result });
+    };
+    this.#failWaits(reason);
+    const d = this.driver;
+    for (const stream of [...this.#streams, this.#internalStream]) note(d.cuStreamDestroy_v2(stream.nativeHandle), 'cuStreamDestroy_v2');
+    this.#streams.clear();
+    for (const event of this.#userEvents) note(d.cuEventDestroy_v2(event), 'cuEventDestroy_v2');
+    this.#userEvents.clear();
+    for (const exec of [this.#primary, ...this.#greenExecs.values()]) {
+      for (const event of exec.all) note(d.cuEventDestroy_v2(event), 'cuEventDestroy_v2');
+      exec.all.clear();
+      exec.free.length = 0;
+    }
+    this.#greenExecs.clear();
+    for (const entry of this.greens.destroyAll()) failed.push(entry);
+    for (const library of this.#libraries) note(d.cuLibraryUnload(library), 'cuLibraryUnload');
+    this.#libraries.clear();
+    for (const rc of this.pinned.clear()) failed.push({ call: 'cuMemFreeHost', result: rc });
+    for (const list of this.#registrations.values()) {
+      for (const r of list) note(d.cuMemHostUnregister(r.address), 'cuMemHostUnregister');
+    }
+    if (freeMemory) for (const pointer of this.#allocations) note(d.cuMemFree_v2(pointer), 'cuMemFree_v2');
+    this.#allocations.clear();
+    return failed;
+  }
+
+  /**
+   * cuDevicePrimaryCtxReset_v2 after tearing everything down, then a fresh retain: the way out of
+   * a sticky fault (CUDA Driver API, Primary Context Management: "Destroy all allocations and reset
+   * all state on the primary context"). Host registrations survive: they are the server's shared
+   * memory, registered again in the new context.
+   */
+  reset(): void {
+    if (this.#closed) throw new CudaError('CUDA_ERROR_DEINITIALIZED', 'cuDevicePrimaryCtxReset_v2', 'the device was closed');
+    const faulted = this.#fault !== undefined;
+    const reason = this.#fault ?? new CudaError('CUDA_ERROR_CONTEXT_IS_DESTROYED', 'cuDevicePrimaryCtxReset_v2', 'the device was reset');
+    const report: string[] = [];
+    const step = (call: string, result: number): number => {
+      report.push(`${call}=${result}`);
+      return result;
+    };
+    this.enter();
+    const failed = this.#teardown(reason, false);
+    for (const f of failed) report.push(`teardown ${f.call}=${f.result}`);
+    if (!faulted) for (const f of failed) warnStatus(this.driver, f.result, f.call, 'resetting the device');
+    this.#lastReset = report;
+    this.#generation += 1;
+
+    // Reset, then drop our reference and take a new one ("Resetting the primary context does not
+    // release it"), then prove the new context healthy with a synchronize of a context that has no
+    // work. Should the driver still answer with the sticky error, the cycle runs again: the first
+    // reset may have happened while something else still held the old context.
+    const out = new BigUint64Array(1);
+    let result: number = CUDA_SUCCESS;
+    let holding = true;
+    for (let attempt = 1; attempt <= 3; attempt += 1) {
+      result = step('cuDevicePrimaryCtxReset_v2', this.driver.cuDevicePrimaryCtxReset_v2(this.device));
+      if (result !== CUDA_SUCCESS) break;
+      // A green context holds a reference to the primary context; one a faulted context refused to
+      // destroy may go now.
+      for (const f of this.greens.retryStuck()) report.push(`retry ${f.call}=${f.result}`);
+      if (holding) {
+        result = step('cuDevicePrimaryCtxRelease_v2', this.driver.cuDevicePrimaryCtxRelease_v2(this.device));
+        if (result !== CUDA_SUCCESS) break;
+        holding = false;
+      }
+      result = step('cuDevicePrimaryCtxRetain', this.driver.cuDevicePrimaryCtxRetain(out, this.device));
+      if (result !== CUDA_SUCCESS) continue;
+      holding = true;
+      currentContext = undefined;
+      const context = out[0] ?? 0n;
+      result = step('cuCtxSetCurrent', this.driver.cuCtxSetCurrent(context));
+      if (result === CUDA_SUCCESS) {
+        currentContext = context;
+        result = step('cuCtxSynchronize', this.driver.cuCtxSynchronize());
+      }
+      if (result === CUDA_SUCCESS) {
+        this.#context = context;
+        break;
+      }
+    }
+    if (result !== CUDA_SUCCESS) {
+      // Still broken: the device keeps a fault, now the one the reset itself ran into.
+      const call = report[report.length - 1]?.split('=')[0] ?? 'cuDevicePrimaryCtxReset_v2';
+      this.#fault = cudaError(this.driver, result, call, `reset did not recover the device (${report.join(', ')})`);
+      throw this.#fault;
+    }
+    this.#fault = undefined;
+    this.#primary = new ExecContext(this.#context, undefined);
+    this.#internalStream = this.#createInternalStream();
+    const registrations = [...this.#registrations.values()].flat();
+    this.#registrations.clear();
+    for (const r of registrations) {
+      try {
+        this.register(r.view, r.address);
+      } catch (err) {
+        process.emitWarning(`host memory could not be registered again after reset: ${String(err)}`, { type: 'CudaWarning' });
+      }
+    }
+  }
+
+  /** The driver calls of the last reset and their statuses (teardown failures included), for diagnosis. */
+  get lastReset(): readonly string[] {
+    return this.#lastReset;
+  }
+
+  /** Frees everything and releases the primary context. A faulted context is also reset. */
+  close(): void {
+    if (this.#closed) return;
+    const faulted = this.#fault !== undefined;
+    const reason = new CudaError('CUDA_ERROR_DEINITIALIZED', 'cuDevicePrimaryCtxRelease_v2', 'the device was closed');
+    this.enter();
+    const failed = this.#teardown(reason, !faulted);
+    if (!faulted) for (const f of failed) warnStatus(this.driver, f.result, f.call, 'closing the device');
+    this.#registrations.clear();
+    this.#closed = true;
+    this.#launchBlock.free();
+    if (faulted) warnStatus(this.driver, this.driver.cuDevicePrimaryCtxReset_v2(this.device), 'cuDevicePrimaryCtxReset_v2', 'closing a faulted device');
+    warnStatus(this.driver, this.driver.cuDevicePrimaryCtxRelease_v2(this.device), 'cuDevicePrimaryCtxRelease_v2', 'closing the device');
+    currentContext = undefined;
+  }
+}
