@@ -1,0 +1,574 @@
+// The CUDA device on a real GPU. Runs on the GPU machine (bash .gpu/run.sh node --test dist/test/gpu/);
+// on a machine without a usable GPU every test skips with the reason createCudaPlatform gave, so
+// it is harmless where `npm test` happens to pick it up.
+//
+// Prints what it measured (device, driver, timings, which copy/free paths ran) as `# cuda:` lines.
+import assert from 'node:assert/strict';
+import { closeSync, ftruncateSync, openSync, readFileSync, unlinkSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { CudaError } from '../../src/cuda/cuda-error.js';
+import type { DeviceFunction, DeviceModule, DevicePointer, DeviceStream, Platform } from '../../src/devices/device.js';
+import { CudaDevice, createCudaPlatform, nvrtcVersion } from '../../src/devices/cuda/index.js';
+import { CudaStream } from '../../src/devices/cuda/cuda-stream.js';
+import { loadCuda, loadNvrtc, mapShared } from '../../src/native/bindings.js';
+
+const PTX = readFileSync(new URL('../../../kernels/openmps.ptx', import.meta.url));
+
+let platform: Platform | undefined;
+let unavailable: string | undefined;
+try {
+  platform = createCudaPlatform();
+} catch (err) {
+  unavailable = err instanceof CudaError ? `no CUDA device: ${err.message}` : `no CUDA device: ${String(err)}`;
+}
+
+function say(line: string): void {
+  console.log(`# cuda: ${line}`);
+}
+
+type Arg = { readonly ptr: bigint } | { readonly f32: number } | { readonly u32: number } | { readonly s64: bigint };
+
+function pack(fn: DeviceFunction, ...args: Arg[]): Uint8Array {
+  const buffer = new Uint8Array(fn.paramBytes);
+  const view = new DataView(buffer.buffer);
+  assert.equal(args.length, fn.params.length, `${fn.name} takes ${fn.params.length} parameters`);
+  args.forEach((arg, i) => {
+    const at = fn.params[i]?.offset ?? 0;
+    if ('ptr' in arg) view.setBigUint64(at, arg.ptr, true);
+    else if ('s64' in arg) view.setBigInt64(at, arg.s64, true);
+    else if ('f32' in arg) view.setFloat32(at, arg.f32, true);
+    else view.setUint32(at, arg.u32, true);
+  });
+  return buffer;
+}
+
+function randomF32(count: number, seed: number): Float32Array {
+  let state = seed >>> 0;
+  const out = new Float32Array(count);
+  for (let i = 0; i < count; i++) {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    out[i] = -4 + ((state >>> 8) / 2 ** 24) * 8;
+  }
+  return out;
+}
+
+function bytesOf(array: Float32Array | BigUint64Array): Uint8Array {
+  return new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
+}
+
+function isCode(code: string): (err: unknown) => boolean {
+  return (err: unknown) => {
+    assert.ok(err instanceof CudaError, `expected a CudaError, got ${String(err)}`);
+    assert.equal(err.code, code, err.message);
+    return true;
+  };
+}
+
+/**
+ * Child-process mode (OPENMPS_CUDA_RESET_PROBE=plain|green): fault and reset in a fresh process, with
+ * or without a green context alive, and print what happened as one `PROBE {json}` line.
+ */
+async function resetProbe(withGreen: boolean): Promise<void> {
+  const result: Record<string, unknown> = { withGreen };
+  try {
+    assert.ok(platform);
+    const opened = await platform.open(0);
+    assert.ok(opened instanceof CudaDevice);
+    const d = opened;
+    const m = await d.loadModule({ kind: 'ptx', data: PTX, name: 'openmps.ptx', options: [] });
+    const s = d.createStream();
+    const one = { grid: [1, 1, 1] as const, block: [1, 1, 1] as const, sharedMemBytes: 0 };
+    if (withGreen) {
+      const g = d.createStream({ smCount: 16 });
+      g.launch(m.getFunction('noop'), one, new Uint8Array(0));
+      await g.synchronize();
+      result.greenSmCount = g.smCount;
+    }
+    const fault = m.getFunction('fault');
+    s.launch(fault, one, pack(fault, { ptr: 0n }));
+    await s.synchronize().then(() => { result.fault = 'none'; }, (err: unknown) => { result.fault = err instanceof CudaError ? err.code : String(err); });
+    try {
+      await d.reset();
+      result.reset = 'ok';
+    } catch (err) {
+      result.reset = err instanceof Error ? err.message : String(err);
+    }
+    result.steps = d.stats().lastReset;
+    if (result.reset === 'ok') {
+      const m2 = await d.loadModule({ kind: 'ptx', data: PTX, name: 'openmps.ptx', options: [] });
+      const fill = m2.getFunction('fill');
+      const s2 = d.createStream(withGreen ? { smCount: 16 } : {});
+      const ptr = d.memAlloc(4096);
+      s2.launch(fill, { grid: [4, 1, 1], block: [256, 1, 1], sharedMemBytes: 0 }, pack(fill, { ptr }, { f32: 2.5 }, { u32: 1024 }));
+      const out = new Float32Array(1024);
+      s2.memcpyDtoH(bytesOf(out), ptr);
+      await s2.synchronize();
+      result.after = out.every((v) => v === 2.5) ? 'fill ok' : 'fill wrong';
+    }
+    await d.close();
+  } catch (err) {
+    result.error = err instanceof Error ? err.message : String(err);
+  }
+  console.log(`PROBE ${JSON.stringify(result)}`);
+}
+
+function runProbe(variant: 'plain' | 'green'): Record<string, unknown> {
+  const child = spawnSync(process.execPath, [fileURLToPath(import.meta.url)], {
+    env: { ...process.env, OPENMPS_CUDA_RESET_PROBE: variant },
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  const line = child.stdout.split('\n').find((l) => l.startsWith('PROBE '));
+  if (!line) return { variant, status: child.status, stderr: child.stderr.slice(-2000) };
+  const parsed: unknown = JSON.parse(line.slice('PROBE '.length));
+  assert.ok(typeof parsed === 'object' && parsed !== null);
+  return parsed as Record<string, unknown>;
+}
+
+const probeVariant = process.env.OPENMPS_CUDA_RESET_PROBE;
+if (probeVariant !== undefined) await resetProbe(probeVariant === 'green');
+
+void describe('CUDA device on a real GPU', { skip: unavailable ?? (probeVariant !== undefined ? 'probe mode' : undefined) }, () => {
+  let device: CudaDevice;
+  let module: DeviceModule;
+  let stream: DeviceStream;
+  /** Cycles per millisecond of the SM clock (CU_DEVICE_ATTRIBUTE_CLOCK_RATE is in kHz). */
+  let cyclesPerMs: number;
+
+  before(async () => {
+    assert.ok(platform);
+    const opened = await platform.open(0);
+    assert.ok(opened instanceof CudaDevice);
+    device = opened;
+    stream = device.createStream();
+    cyclesPerMs = device.info.clockRateKHz;
+  });
+
+  after(async () => {
+    await device.close();
+  });
+
+  void test('platform and device info', () => {
+    assert.ok(platform);
+    say(`platform ${platform.version}; ${platform.devices.length} device(s)`);
+    const info = device.info;
+    say(`device 0: ${info.name} ${info.uuid} ${info.pciBusId} sm_${info.computeMajor}${info.computeMinor} ` +
+      `${info.smCount} SMs ${info.clockRateKHz} kHz ${info.totalMemory} bytes ` +
+      `${info.maxThreadsPerBlock} threads/block ${info.maxThreadsPerSm} threads/SM`);
+    assert.match(platform.version, /CUDA \d+\.\d+/);
+    assert.equal(info.kind, 'cuda');
+    assert.ok(info.name.length > 0);
+    assert.match(info.uuid, /^GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+    assert.match(info.pciBusId, /^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-9a-f]$/i);
+    assert.ok(info.smCount > 0 && info.totalMemory > 0n && info.clockRateKHz > 0);
+    assert.ok(info.computeMajor >= 7);
+    assert.equal(info.maxThreadsPerBlock, 1024);
+    assert.ok(info.maxThreadsPerSm >= 1024);
+    const sm = device.smResource();
+    say(`SM resource: ${sm.smCount} SMs, minimum partition ${sm.minSmPartitionSize}, alignment ${sm.smCoscheduledAlignment}`);
+  });
+
+  void test('alloc, memGetInfo, free; bad frees and zero-byte allocations are refused', async () => {
+    const before = device.memGetInfo();
+    const bytes = 256 * 1024 * 1024;
+    const ptr = device.memAlloc(bytes);
+    assert.equal(ptr % 256n, 0n);
+    const during = device.memGetInfo();
+    say(`memGetInfo total ${before.total}, free ${before.free} -> ${during.free} after 256 MiB`);
+    assert.ok(before.free - during.free >= BigInt(bytes) / 2n);
+    await device.memFree(ptr);
+    await assert.rejects(device.memFree(ptr), isCode('CUDA_ERROR_INVALID_VALUE'));
+    assert.throws(() => device.memAlloc(0), isCode('CUDA_ERROR_INVALID_VALUE'));
+  });
+
+  void test('a 1 TiB allocation is refused with CUDA_ERROR_OUT_OF_MEMORY and the device stays usable', () => {
+    assert.throws(() => device.memAlloc(2 ** 40), isCode('CUDA_ERROR_OUT_OF_MEMORY'));
+    assert.equal(device.fault, undefined);
+    const ptr = device.memAlloc(4096);
+    return device.memFree(ptr);
+  });
+
+  void test('pageable round trips: small, staged, and larger than the staging cache', async () => {
+    for (const bytes of [4, 1 << 20, 80 * 1024 * 1024]) {
+      const src = new Uint8Array(bytes);
+      for (let i = 0; i < bytes; i += 4096) src[i] = (i / 4096 + 7) & 0xff;
+      src[bytes - 1] = 0x5a;
+      const dst = new Uint8Array(bytes);
+      const ptr = device.memAlloc(bytes);
+      const t0 = performance.now();
+      stream.memcpyHtoD(ptr, src);
+      stream.memcpyDtoH(dst, ptr);
+      const enqueueMs = performance.now() - t0;
+      await stream.synchronize();
+      const totalMs = performance.now() - t0;
+      assert.ok(Buffer.from(dst).equals(Buffer.from(src)), `round trip of ${bytes} bytes`);
+      say(`pageable round trip ${bytes} bytes: enqueue ${enqueueMs.toFixed(2)} ms, done ${totalMs.toFixed(2)} ms`);
+      await device.memFree(ptr);
+    }
+    const stats = device.stats();
+    say(`stats after pageable copies: ${JSON.stringify(stats)}`);
+    assert.ok(stats.stagedCopies >= 4);
+    assert.ok(stats.pageableCopies >= 1);
+  });
+
+  void test('registered shared memory: round trip and bandwidth', async () => {
+    const bytes = 256 * 1024 * 1024;
+    const path = `/dev/shm/openmps-gpu-test-${process.pid}`;
+    const fd = openSync(path, 'w+');
+    try {
+      ftruncateSync(fd, bytes);
+      const mapping = mapShared(fd, bytes);
+      try {
+        const whole = new Uint8Array(mapping.buffer);
+        device.registerHostMemory(whole, mapping.address);
+        try {
+          const half = bytes / 2;
+          const src = whole.subarray(0, half);
+          const dst = whole.subarray(half, bytes);
+          for (let i = 0; i < half; i += 1024) src[i] = (i >> 10) & 0xff;
+          const before = device.stats().registeredCopies;
+          const ptr = device.memAlloc(half);
+          const start = device.createEvent();
+          const mid = device.createEvent();
+          const end = device.createEvent();
+          stream.recordEvent(start);
+          stream.memcpyHtoD(ptr, src);
+          stream.recordEvent(mid);
+          stream.memcpyDtoH(dst, ptr);
+          stream.recordEvent(end);
+          await end.synchronize();
+          const h2d = mid.elapsedSince(start);
+          const d2h = end.elapsedSince(mid);
+          say(`registered copies of ${half} bytes: HtoD ${(half / h2d / 1e6).toFixed(1)} GB/s, DtoH ${(half / d2h / 1e6).toFixed(1)} GB/s`);
+          assert.ok(Buffer.from(dst).equals(Buffer.from(src)));
+          assert.equal(device.stats().registeredCopies - before, 2);
+          for (const e of [start, mid, end]) e.destroy();
+          await device.memFree(ptr);
+        } finally {
+          device.unregisterHostMemory(whole);
+        }
+      } finally {
+        mapping.unmap();
+      }
+    } finally {
+      closeSync(fd);
+      unlinkSync(path);
+    }
+  });
+
+  void test('memset of 1, 2 and 4 byte elements', async () => {
+    const ptr = device.memAlloc(64);
+    stream.memset(ptr, 0xab, 1, 64);
+    stream.memset(ptr + 16n, 0x1234, 2, 8);
+    stream.memset(ptr + 32n, 0xdeadbeef, 4, 4);
+    const out = new Uint8Array(64);
+    stream.memcpyDtoH(out, ptr);
+    await stream.synchronize();
+    const view = new DataView(out.buffer);
+    assert.equal(out[0], 0xab);
+    assert.equal(out[15], 0xab);
+    assert.equal(view.getUint16(16, true), 0x1234);
+    assert.equal(view.getUint16(30, true), 0x1234);
+    assert.equal(view.getUint32(32, true), 0xdeadbeef);
+    assert.equal(view.getUint32(44, true), 0xdeadbeef);
+    assert.equal(out[48], 0xab);
+    await device.memFree(ptr);
+  });
+
+  void test('kernels/openmps.ptx loads; kernels, parameter layouts, NOT_FOUND', async () => {
+    const t0 = performance.now();
+    module = await device.loadModule({ kind: 'ptx', data: PTX, name: 'openmps.ptx', options: [] });
+    say(`PTX load ${(performance.now() - t0).toFixed(1)} ms; log: ${JSON.stringify(module.log)}`);
+    for (const name of ['noop', 'spin', 'spin_timed', 'fill', 'saxpy', 'vector_add', 'reduce_sum', 'matmul', 'bias_relu', 'fault']) {
+      const fn = module.getFunction(name);
+      assert.equal(fn.name, name);
+    }
+    const saxpy = module.getFunction('saxpy');
+    assert.deepEqual(saxpy.params, [{ offset: 0, size: 8 }, { offset: 8, size: 8 }, { offset: 16, size: 4 }, { offset: 20, size: 4 }]);
+    assert.equal(saxpy.paramBytes, 24);
+    assert.equal(module.getFunction('noop').paramBytes, 0);
+    assert.throws(() => module.getFunction('no_such_kernel'), isCode('CUDA_ERROR_NOT_FOUND'));
+  });
+
+  void test('saxpy on the GPU matches the CPU; launch cost', async () => {
+    const n = 1 << 20;
+    const x = randomF32(n, 1);
+    const y = randomF32(n, 2);
+    const a = 1.5;
+    const xPtr = device.memAlloc(n * 4);
+    const yPtr = device.memAlloc(n * 4);
+    stream.memcpyHtoD(xPtr, bytesOf(x));
+    stream.memcpyHtoD(yPtr, bytesOf(y));
+    const saxpy = module.getFunction('saxpy');
+    const first = performance.now();
+    stream.launch(saxpy, { grid: [n / 256, 1, 1], block: [256, 1, 1], sharedMemBytes: 0 },
+      pack(saxpy, { ptr: yPtr }, { ptr: xPtr }, { f32: a }, { u32: n }));
+    say(`first launch of a PTX kernel: ${(performance.now() - first).toFixed(2)} ms`);
+    const out = new Float32Array(n);
+    stream.memcpyDtoH(bytesOf(out), yPtr);
+    await stream.synchronize();
+    let worst = 0;
+    for (let i = 0; i < n; i++) {
+      const ref = Math.fround(a * (x[i] ?? 0) + (y[i] ?? 0));
+      worst = Math.max(worst, Math.abs((out[i] ?? 0) - ref) / Math.max(1, Math.abs(ref)));
+    }
+    say(`saxpy worst relative error ${worst}`);
+    assert.ok(worst < 1e-6);
+
+    const noop = module.getFunction('noop');
+    const empty = new Uint8Array(0);
+    const config = { grid: [1, 1, 1] as const, block: [1, 1, 1] as const, sharedMemBytes: 0 };
+    const count = 20000;
+    const t0 = performance.now();
+    for (let i = 0; i < count; i++) stream.launch(noop, config, empty);
+    const launchUs = ((performance.now() - t0) * 1000) / count;
+    await stream.synchronize();
+    say(`noop launch from JS: ${launchUs.toFixed(2)} us each`);
+    const latencies: number[] = [];
+    for (let i = 0; i < 200; i++) {
+      const s = performance.now();
+      stream.launch(noop, config, empty);
+      await stream.synchronize();
+      latencies.push((performance.now() - s) * 1000);
+    }
+    latencies.sort((p, q) => p - q);
+    say(`launch + synchronize: p50 ${latencies[100]?.toFixed(1)} us, p99 ${latencies[198]?.toFixed(1)} us`);
+    await device.memFree(xPtr);
+    await device.memFree(yPtr);
+  });
+
+  void test('a parameter buffer of the wrong length is CUDA_ERROR_INVALID_VALUE', () => {
+    const saxpy = module.getFunction('saxpy');
+    const config = { grid: [1, 1, 1] as const, block: [1, 1, 1] as const, sharedMemBytes: 0 };
+    assert.throws(() => { stream.launch(saxpy, config, new Uint8Array(20)); }, isCode('CUDA_ERROR_INVALID_VALUE'));
+    assert.throws(() => { stream.launch(saxpy, { ...config, grid: [0, 1, 1] }, new Uint8Array(24)); }, isCode('CUDA_ERROR_INVALID_VALUE'));
+    assert.equal(device.fault, undefined);
+  });
+
+  void test('bad PTX is refused with the JIT log in the error', async () => {
+    const bad = new TextEncoder().encode('.version 9.0\n.target sm_80\n.address_size 64\n.visible .entry broken() { bogus.instruction %r1; }\n');
+    await assert.rejects(device.loadModule({ kind: 'ptx', data: bad, name: 'bad.ptx', options: [] }), (err: unknown) => {
+      assert.ok(err instanceof CudaError);
+      say(`bad PTX: ${err.message.replace(/\n/g, ' | ')}`);
+      assert.ok(['CUDA_ERROR_INVALID_PTX', 'CUDA_ERROR_INVALID_IMAGE'].includes(err.code), err.code);
+      assert.match(err.detail, /bogus|error/i);
+      return true;
+    });
+    assert.equal(device.fault, undefined);
+  });
+
+  void test('CUDA C through NVRTC: a kernel runs; a compile error carries the log', async (t) => {
+    const source = new TextEncoder().encode(
+      'extern "C" __global__ void scale(float *x, float s, unsigned n) {\n' +
+      '  unsigned i = blockIdx.x * blockDim.x + threadIdx.x;\n  if (i < n) x[i] *= s;\n}\n');
+    let compiled: DeviceModule;
+    const t0 = performance.now();
+    try {
+      compiled = await device.loadModule({ kind: 'cuda', data: source, name: 'scale.cu', options: [] });
+    } catch (err) {
+      if (err instanceof CudaError && err.code === 'CUDA_ERROR_NOT_SUPPORTED') {
+        say(`NVRTC unavailable: ${err.detail}`);
+        t.skip('NVRTC is not installed on this GPU machine');
+        return;
+      }
+      throw err;
+    }
+    say(`NVRTC ${nvrtcVersion() ?? '?'} from ${loadNvrtc().library}: compile + load ${(performance.now() - t0).toFixed(1)} ms; log ${JSON.stringify(compiled.log)}`);
+    const scale = compiled.getFunction('scale');
+    const n = 1000;
+    const ptr = device.memAlloc(n * 4);
+    const data = randomF32(n, 3);
+    stream.memcpyHtoD(ptr, bytesOf(data));
+    stream.launch(scale, { grid: [4, 1, 1], block: [256, 1, 1], sharedMemBytes: 0 }, pack(scale, { ptr }, { f32: 2 }, { u32: n }));
+    const out = new Float32Array(n);
+    stream.memcpyDtoH(bytesOf(out), ptr);
+    await stream.synchronize();
+    for (let i = 0; i < n; i++) assert.equal(out[i], Math.fround((data[i] ?? 0) * 2));
+    await device.memFree(ptr);
+    compiled.unload();
+
+    const broken = new TextEncoder().encode('extern "C" __global__ void oops(float *x) { x[0] = undeclared_thing; }\n');
+    await assert.rejects(device.loadModule({ kind: 'cuda', data: broken, name: 'oops.cu', options: [] }), (err: unknown) => {
+      assert.ok(err instanceof CudaError);
+      assert.equal(err.code, 'CUDA_ERROR_INVALID_SOURCE');
+      assert.equal(err.call, 'nvrtcCompileProgram');
+      assert.match(err.detail, /undeclared_thing/);
+      say(`compile error detail: ${err.detail.replace(/\n/g, ' | ')}`);
+      return true;
+    });
+  });
+
+  void test('two streams overlap (spin_timed stamps)', async () => {
+    const spin = module.getFunction('spin_timed');
+    const s2 = device.createStream();
+    const stamps = device.memAlloc(64);
+    const cycles = BigInt(Math.round(cyclesPerMs * 5));
+    const config = { grid: [1, 1, 1] as const, block: [32, 1, 1] as const, sharedMemBytes: 0 };
+    stream.launch(spin, config, pack(spin, { s64: cycles }, { ptr: stamps }));
+    s2.launch(spin, config, pack(spin, { s64: cycles }, { ptr: stamps + 16n }));
+    await Promise.all([stream.synchronize(), s2.synchronize()]);
+    const out = new BigUint64Array(4);
+    stream.memcpyDtoH(bytesOf(out), stamps);
+    await stream.synchronize();
+    const [s1Start = 0n, s1End = 0n, s2Start = 0n, s2End = 0n] = out;
+    say(`stream 1 ${s1Start}..${s1End} (${Number(s1End - s1Start) / 1e6} ms), stream 2 starts ${Number(s2Start - s1Start) / 1e6} ms later, ends ${Number(s2End - s1End) / 1e6} ms after`);
+    assert.ok(s2Start < s1End && s1Start < s2End, 'the kernels of two streams ran at the same time');
+    await s2.destroy();
+    await device.memFree(stamps);
+  });
+
+  void test('a 16-SM green-context stream is much slower on a full-device workload', async () => {
+    const spin = module.getFunction('spin');
+    const green = device.createStream({ smCount: 16 });
+    assert.equal(green.smCount, 16);
+    const quarter = device.createStream({ smCount: Math.floor(device.info.smCount / 4) });
+    say(`a request for ${Math.floor(device.info.smCount / 4)} SMs got ${quarter.smCount}`);
+    const whole = device.createStream({ smCount: device.info.smCount });
+    assert.equal(whole.smCount, device.info.smCount);
+    const low = device.createStream({ priority: -1000 });
+    const high = device.createStream({ priority: 1000 });
+    say(`priorities clamp to ${low.priority}..${high.priority}`);
+
+    const params = pack(spin, { s64: 1_000_000n });
+    const config = { grid: [264, 1, 1] as const, block: [1024, 1, 1] as const, sharedMemBytes: 0 };
+    const time = async (s: DeviceStream): Promise<number> => {
+      const a = device.createEvent();
+      const b = device.createEvent();
+      s.launch(spin, config, params); // warm up (lazy loading into this context)
+      s.recordEvent(a);
+      s.launch(spin, config, params);
+      s.recordEvent(b);
+      await b.synchronize();
+      const ms = b.elapsedSince(a);
+      a.destroy();
+      b.destroy();
+      return ms;
+    };
+    const full = await time(whole);
+    const limited = await time(green);
+    say(`264 x 1024 spin of 1M cycles: ${full.toFixed(3)} ms on ${whole.smCount} SMs, ${limited.toFixed(3)} ms on ${green.smCount} SMs (x${(limited / full).toFixed(1)})`);
+    assert.ok(limited / full > 4, `ratio ${limited / full}`);
+
+    // Copies through a green-context stream: staged (pinned memory of the primary context) both ways.
+    const ptr = device.memAlloc(4096);
+    const src = Uint8Array.from({ length: 4096 }, (_, i) => i & 0xff);
+    const dst = new Uint8Array(4096);
+    green.memcpyHtoD(ptr, src);
+    green.memcpyDtoH(dst, ptr);
+    await green.synchronize();
+    assert.ok(Buffer.from(dst).equals(Buffer.from(src)));
+    await device.memFree(ptr);
+    for (const s of [green, quarter, whole, low, high]) await s.destroy();
+  });
+
+  void test('waiting on a long kernel leaves the event loop free; memFree does not wait for later kernels', async () => {
+    const spin = module.getFunction('spin');
+    const long = pack(spin, { s64: BigInt(Math.round(cyclesPerMs * 300)) });
+    const config = { grid: [1, 1, 1] as const, block: [32, 1, 1] as const, sharedMemBytes: 0 };
+
+    let ticks = 0;
+    const timer = setInterval(() => { ticks += 1; }, 5);
+    const t0 = performance.now();
+    stream.launch(spin, config, long);
+    const result = new Uint8Array(16);
+    const scratch = device.memAlloc(16);
+    const c0 = performance.now();
+    stream.memcpyDtoH(result, scratch);
+    const copyCallMs = performance.now() - c0;
+    await stream.synchronize();
+    const waited = performance.now() - t0;
+    clearInterval(timer);
+    say(`300 ms kernel: synchronize after ${waited.toFixed(1)} ms, ${ticks} timer ticks meanwhile, DtoH enqueue ${copyCallMs.toFixed(3)} ms`);
+    assert.ok(ticks >= 20, `the event loop ran ${ticks} 5 ms timers during a ${waited} ms wait`);
+    assert.ok(copyCallMs < 20);
+
+    const victim = device.memAlloc(1 << 20);
+    const f0 = performance.now();
+    const freeing = device.memFree(victim); // fences recorded now, before the next kernel
+    stream.launch(spin, config, long);
+    await freeing;
+    const freeMs = performance.now() - f0;
+    say(`memFree with a 300 ms kernel queued after it: ${freeMs.toFixed(1)} ms; stats ${JSON.stringify(device.stats())}`);
+    assert.ok(freeMs < 150, `memFree waited ${freeMs} ms`);
+    await stream.synchronize();
+    await device.memFree(scratch);
+  });
+
+  void test('probe (informational): raw cuMemFree_v2 behind a running kernel; primary-context event on a green stream', async () => {
+    const driver = loadCuda();
+    const spin = module.getFunction('spin');
+    const long = pack(spin, { s64: BigInt(Math.round(cyclesPerMs * 300)) });
+    const config = { grid: [1, 1, 1] as const, block: [32, 1, 1] as const, sharedMemBytes: 0 };
+    const out = new BigUint64Array(1);
+    assert.equal(driver.cuMemAlloc_v2(out, 1 << 20), 0);
+    stream.launch(spin, config, long);
+    const t0 = performance.now();
+    const rc = driver.cuMemFree_v2(out[0] ?? 0n);
+    say(`raw cuMemFree_v2 with a 300 ms kernel running: returned ${rc} after ${(performance.now() - t0).toFixed(1)} ms`);
+    await stream.synchronize();
+
+    const green = device.createStream({ smCount: 16 });
+    assert.ok(green instanceof CudaStream);
+    const event = new BigUint64Array(1);
+    assert.equal(driver.cuEventCreate(event, 2), 0);
+    const recorded = driver.cuEventRecord(event[0] ?? 0n, green.nativeHandle);
+    say(`cuEventRecord(primary-context event, green-context stream) returned ${recorded}`);
+    if (recorded === 0) await green.synchronize();
+    assert.equal(driver.cuEventDestroy_v2(event[0] ?? 0n), 0);
+    await green.destroy();
+  });
+
+  void test('a faulting kernel sets the sticky fault; reset() recovers', async () => {
+    const fault = module.getFunction('fault');
+    const doomed = device.createStream();
+    doomed.launch(fault, { grid: [1, 1, 1], block: [1, 1, 1], sharedMemBytes: 0 }, pack(fault, { ptr: 0n }));
+    await assert.rejects(doomed.synchronize(), (err: unknown) => {
+      assert.ok(err instanceof CudaError);
+      say(`fault: ${err.message}`);
+      assert.equal(err.code, 'CUDA_ERROR_ILLEGAL_ADDRESS');
+      return true;
+    });
+    assert.ok(device.fault);
+    assert.equal(device.fault.code, 'CUDA_ERROR_ILLEGAL_ADDRESS');
+    assert.throws(() => device.memAlloc(256), isCode('CUDA_ERROR_ILLEGAL_ADDRESS'));
+    await assert.rejects(stream.synchronize(), isCode('CUDA_ERROR_ILLEGAL_ADDRESS'));
+
+    const r0 = performance.now();
+    try {
+      await device.reset();
+    } finally {
+      say(`reset ${(performance.now() - r0).toFixed(1)} ms: ${device.stats().lastReset.join(', ')}`);
+    }
+    assert.equal(device.fault, undefined);
+    assert.throws(() => { stream.query(); }, isCode('CUDA_ERROR_INVALID_HANDLE'));
+    assert.throws(() => module.getFunction('noop'), isCode('CUDA_ERROR_INVALID_HANDLE'));
+
+    module = await device.loadModule({ kind: 'ptx', data: PTX, name: 'openmps.ptx', options: [] });
+    stream = device.createStream();
+    const fill = module.getFunction('fill');
+    const ptr: DevicePointer = device.memAlloc(1024 * 4);
+    stream.launch(fill, { grid: [4, 1, 1], block: [256, 1, 1], sharedMemBytes: 0 }, pack(fill, { ptr }, { f32: 3.25 }, { u32: 1024 }));
+    const out = new Float32Array(1024);
+    stream.memcpyDtoH(bytesOf(out), ptr);
+    await stream.synchronize();
+    assert.ok(out.every((v) => v === 3.25));
+    const green = device.createStream({ smCount: 16 });
+    green.launch(fill, { grid: [4, 1, 1], block: [256, 1, 1], sharedMemBytes: 0 }, pack(fill, { ptr }, { f32: 1 }, { u32: 1024 }));
+    await green.synchronize();
+    await device.memFree(ptr);
+    await green.destroy();
+  });
+
+  void test('reset in fresh processes, without and with a green context alive', () => {
+    const plain = runProbe('plain');
+    say(`reset probe without green contexts: ${JSON.stringify(plain)}`);
+    const green = runProbe('green');
+    say(`reset probe with a green context: ${JSON.stringify(green)}`);
+    assert.equal(plain.reset, 'ok');
+    assert.equal(plain.after, 'fill ok');
+    assert.equal(green.reset, 'ok');
+    assert.equal(green.after, 'fill ok');
+  });
+});
