@@ -146,6 +146,8 @@ class CompletionHeap {
 
 /** Wake the model with setImmediate when its next event is closer than this (ms). */
 const IMMEDIATE_WINDOW_MS = 1;
+/** Longest single timer: Node turns delays above 2^31-1 ms into 1 ms; a far event re-arms instead. */
+const MAX_TIMER_MS = 60 * 60 * 1000;
 
 export class Scheduler {
   readonly smCount: number;
@@ -458,7 +460,7 @@ export class Scheduler {
     if (this.#timeout !== undefined) clearTimeout(this.#timeout);
     this.#timeoutAt = next.time;
     // Wake a little early and finish with setImmediate: timers have 1 ms granularity.
-    this.#timeout = setTimeout(this.#onTimeout, delay - IMMEDIATE_WINDOW_MS);
+    this.#timeout = setTimeout(this.#onTimeout, Math.min(delay - IMMEDIATE_WINDOW_MS, MAX_TIMER_MS));
   }
 
   #disarm(): void {
