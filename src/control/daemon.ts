@@ -85,7 +85,9 @@ function processExists(pid: number): boolean {
 /** Whether a live pid is an openmps control daemon, not an unrelated process that reused the pid. */
 function isControlDaemon(pid: number): boolean {
   try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('openmps-control');
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    // An operator shell is openmps-control too; only -f/-d runs a daemon.
+    return argv.some((a) => a.includes('openmps-control')) && argv.some((a) => a === '-f' || a === '--foreground' || a === '-d' || a === '--daemon');
   } catch {
     // No /proc to tell: trust the pid file.
     return processExists(pid);

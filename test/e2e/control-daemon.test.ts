@@ -188,3 +188,22 @@ test('a log directory that cannot be made fails start-up with status 1 and the r
   assert.match(result.stderr, /ENOTDIR/);
   assert.equal(existsSync(join(root, 'pipe', 'control')), false);
 });
+
+test('a pid file naming a live daemon process refuses start-up even before its socket exists', async (t) => {
+  const root = tempRoot(t);
+  const pipeDirectory = join(root, 'pipe');
+  mkdirSync(pipeDirectory);
+  // A process that looks like a daemon still setting up: openmps-control -f, no socket yet.
+  const starting = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000); console.log("up")', '--', 'openmps-control', '-f']);
+  t.after(() => starting.kill('SIGKILL'));
+  await new Promise<void>((resolve) => starting.stdout.once('data', () => { resolve(); }));
+  writeFileSync(join(pipeDirectory, 'openmps-control.pid'), `${starting.pid ?? 0}\n`);
+  const env = { OPENMPS_PIPE_DIRECTORY: pipeDirectory, OPENMPS_LOG_DIRECTORY: join(root, 'log') };
+  const refused = await runControl(['-d'], { env });
+  assert.equal(refused.code, 3);
+  assert.equal(refused.stderr.trim(), `An openmps control daemon is already running on ${pipeDirectory} (pid ${starting.pid ?? 0})`);
+  // A live process that is no daemon (a reused pid) does not hold the directory.
+  writeFileSync(join(pipeDirectory, 'openmps-control.pid'), `${process.pid}\n`);
+  const daemon = await startDaemon(t, { pipeDirectory, logDirectory: join(root, 'log') });
+  assert.notEqual(daemon.pid, process.pid);
+});
