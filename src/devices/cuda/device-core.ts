@@ -126,7 +126,8 @@ export class DeviceCore {
 
   readonly #streams = new Set<StreamRef>();
   readonly #userEvents = new Set<NativePointer>();
-  readonly #libraries = new Set<NativePointer>();
+  /** Loaded libraries and what to free once each is unloaded (the JIT option block it may still use). */
+  readonly #libraries = new Map<NativePointer, () => void>();
   readonly #allocations = new Set<bigint>();
   readonly #registrations = new Map<ArrayBufferLike, Registration[]>();
 
@@ -135,6 +136,8 @@ export class DeviceCore {
   #scheduled = false;
   #lastQueued = 0;
   #lastReset: readonly string[] = [];
+  /** Whether this process holds its reference on the primary context (a failed reset can drop it). */
+  #retained = true;
 
   // The launch parameter block, allocated once: [0, 40) the `extra` array of five pointers,
   // [40, 48) the size_t it points at, [64, 64 + MAX_PARAM_BYTES) the packed parameters.
@@ -476,8 +479,8 @@ export class DeviceCore {
     this.check(this.driver.cuStreamDestroy_v2(stream.nativeHandle), 'cuStreamDestroy_v2');
   }
 
-  addLibrary(library: NativePointer): void {
-    this.#libraries.add(library);
+  addLibrary(library: NativePointer, afterUnload: () => void): void {
+    this.#libraries.set(library, afterUnload);
   }
 
   /**
@@ -489,8 +492,11 @@ export class DeviceCore {
     const generation = this.#generation;
     this.fenceAll().then(
       () => {
-        if (generation !== this.#generation || !this.#libraries.delete(library)) return;
+        const afterUnload = this.#libraries.get(library);
+        if (generation !== this.#generation || !afterUnload) return;
+        this.#libraries.delete(library);
         warnStatus(this.driver, this.driver.cuLibraryUnload(library), 'cuLibraryUnload', 'unloading a module');
+        afterUnload();
       },
       () => {
         // The device faulted or was reset: teardown unloads every library it still holds.
@@ -620,7 +626,10 @@ export class DeviceCore {
     }
     this.#greenExecs.clear();
     for (const entry of this.greens.destroyAll()) failed.push(entry);
-    for (const library of this.#libraries) note(d.cuLibraryUnload(library), 'cuLibraryUnload');
+    for (const [library, afterUnload] of this.#libraries) {
+      note(d.cuLibraryUnload(library), 'cuLibraryUnload');
+      afterUnload();
+    }
     this.#libraries.clear();
     for (const rc of this.pinned.clear()) failed.push({ call: 'cuMemFreeHost', result: rc });
     for (const list of this.#registrations.values()) {
@@ -632,20 +641,18 @@ export class DeviceCore {
   }
 
   /**
-   * cuDevicePrimaryCtxReset_v2 after tearing everything down, then a fresh retain: the way out of
-   * a sticky fault (CUDA Driver API, Primary Context Management: "Destroy all allocations and reset
-   * all state on the primary context"). Host registrations survive: they are the server's shared
-   * memory, registered again in the new context.
+   * Tears everything down, then cuDevicePrimaryCtxReset_v2 ("Destroy all allocations and reset all
+   * state on the primary context", CUDA Driver API, Primary Context Management) and a fresh retain.
+   * Host registrations survive: they are the server's shared memory, registered again in the new
+   * context. This recovers a healthy context; after an error cuda.h calls unrecoverable (the
+   * STICKY_RESULTS), the driver keeps refusing the new context and this throws with the fault kept:
+   * only a new process gets the GPU back.
    */
   reset(): void {
     if (this.#closed) throw new CudaError('CUDA_ERROR_DEINITIALIZED', 'cuDevicePrimaryCtxReset_v2', 'the device was closed');
     const faulted = this.#fault !== undefined;
     const reason = this.#fault ?? new CudaError('CUDA_ERROR_CONTEXT_IS_DESTROYED', 'cuDevicePrimaryCtxReset_v2', 'the device was reset');
     const report: string[] = [];
-    const step = (call: string, result: number): number => {
-      report.push(`${call}=${result}`);
-      return result;
-    };
     this.enter();
     const failed = this.#teardown(reason, false);
     for (const f of failed) report.push(`teardown ${f.call}=${f.result}`);
@@ -653,45 +660,50 @@ export class DeviceCore {
     this.#lastReset = report;
     this.#generation += 1;
 
-    // Reset, then drop our reference and take a new one ("Resetting the primary context does not
-    // release it"), then prove the new context healthy with a synchronize of a context that has no
-    // work. Should the driver still answer with the sticky error, the cycle runs again: the first
-    // reset may have happened while something else still held the old context.
+    // Reset, drop our reference ("Resetting the primary context does not release it"), take a new
+    // one and prove it healthy with a synchronize of a context that has no work.
+    let call = 'cuDevicePrimaryCtxReset_v2';
+    let result = this.driver.cuDevicePrimaryCtxReset_v2(this.device);
+    report.push(`${call}=${result}`);
+    if (result === CUDA_SUCCESS) {
+      call = 'cuDevicePrimaryCtxRelease_v2';
+      result = this.driver.cuDevicePrimaryCtxRelease_v2(this.device);
+      report.push(`${call}=${result}`);
+      if (result === CUDA_SUCCESS) this.#retained = false;
+    }
     const out = new BigUint64Array(1);
-    let result: number = CUDA_SUCCESS;
-    let holding = true;
-    for (let attempt = 1; attempt <= 3; attempt += 1) {
-      result = step('cuDevicePrimaryCtxReset_v2', this.driver.cuDevicePrimaryCtxReset_v2(this.device));
-      if (result !== CUDA_SUCCESS) break;
-      // A green context holds a reference to the primary context; one a faulted context refused to
-      // destroy may go now.
-      for (const f of this.greens.retryStuck()) report.push(`retry ${f.call}=${f.result}`);
-      if (holding) {
-        result = step('cuDevicePrimaryCtxRelease_v2', this.driver.cuDevicePrimaryCtxRelease_v2(this.device));
-        if (result !== CUDA_SUCCESS) break;
-        holding = false;
-      }
-      result = step('cuDevicePrimaryCtxRetain', this.driver.cuDevicePrimaryCtxRetain(out, this.device));
-      if (result !== CUDA_SUCCESS) continue;
-      holding = true;
-      currentContext = undefined;
-      const context = out[0] ?? 0n;
-      result = step('cuCtxSetCurrent', this.driver.cuCtxSetCurrent(context));
-      if (result === CUDA_SUCCESS) {
-        currentContext = context;
-        result = step('cuCtxSynchronize', this.driver.cuCtxSynchronize());
-      }
-      if (result === CUDA_SUCCESS) {
-        this.#context = context;
-        break;
-      }
+    if (result === CUDA_SUCCESS) {
+      call = 'cuDevicePrimaryCtxRetain';
+      result = this.driver.cuDevicePrimaryCtxRetain(out, this.device);
+      report.push(`${call}=${result}`);
+      if (result === CUDA_SUCCESS) this.#retained = true;
+    }
+    const context = out[0] ?? 0n;
+    currentContext = undefined;
+    if (result === CUDA_SUCCESS) {
+      call = 'cuCtxSetCurrent';
+      result = this.driver.cuCtxSetCurrent(context);
+      report.push(`${call}=${result}`);
+    }
+    if (result === CUDA_SUCCESS) {
+      currentContext = context;
+      call = 'cuCtxSynchronize';
+      result = this.driver.cuCtxSynchronize();
+      report.push(`${call}=${result}`);
     }
     if (result !== CUDA_SUCCESS) {
-      // Still broken: the device keeps a fault, now the one the reset itself ran into.
-      const call = report[report.length - 1]?.split('=')[0] ?? 'cuDevicePrimaryCtxReset_v2';
-      this.#fault = cudaError(this.driver, result, call, `reset did not recover the device (${report.join(', ')})`);
+      // Seen on driver 580.159.04 after CUDA_ERROR_ILLEGAL_ADDRESS: the reset succeeds, and every
+      // new retain returns the same error. cuda.h says of these errors that they leave "the process
+      // in an inconsistent state" and that "the process must be terminated and relaunched": the
+      // fault stays, and the owner of the device (the server) must exit for a new process to
+      // take the GPU.
+      const detail = isSticky(result)
+        ? `the driver still reports it after cuDevicePrimaryCtxReset_v2; cuda.h: the process must be terminated and relaunched (${report.join(', ')})`
+        : `reset did not recover the device (${report.join(', ')})`;
+      this.#fault = cudaError(this.driver, result, call, detail);
       throw this.#fault;
     }
+    this.#context = context;
     this.#fault = undefined;
     this.#primary = new ExecContext(this.#context, undefined);
     this.#internalStream = this.#createInternalStream();
@@ -723,7 +735,10 @@ export class DeviceCore {
     this.#closed = true;
     this.#launchBlock.free();
     if (faulted) warnStatus(this.driver, this.driver.cuDevicePrimaryCtxReset_v2(this.device), 'cuDevicePrimaryCtxReset_v2', 'closing a faulted device');
-    warnStatus(this.driver, this.driver.cuDevicePrimaryCtxRelease_v2(this.device), 'cuDevicePrimaryCtxRelease_v2', 'closing the device');
+    if (this.#retained) {
+      this.#retained = false;
+      warnStatus(this.driver, this.driver.cuDevicePrimaryCtxRelease_v2(this.device), 'cuDevicePrimaryCtxRelease_v2', 'closing the device');
+    }
     currentContext = undefined;
   }
 }

@@ -83,7 +83,6 @@ export class GreenContextCache {
   readonly #device: number;
   readonly #check: Check;
   readonly #byCount = new Map<number, GreenContext>();
-  #stuck: GreenContext[] = [];
   #resource: { readonly bytes: Uint8Array; readonly sm: SmResource } | undefined;
 
   constructor(driver: CudaDriver, device: number, check: Check) {
@@ -146,28 +145,17 @@ export class GreenContextCache {
   /**
    * Destroys every green context (their streams must be destroyed first: cuGreenCtxDestroy does not
    * destroy them). Returns the statuses that were not CUDA_SUCCESS, for the caller to judge: during a
-   * reset after a fault, failures are expected. Contexts the driver refused to destroy are kept for
-   * retryStuck(), which a reset calls again once the primary context has been reset.
+   * reset after a fault, failures are expected.
    */
   destroyAll(): { readonly call: string; readonly result: number }[] {
     const failures: { call: string; result: number }[] = [];
-    for (const green of [...this.#byCount.values(), ...this.#stuck]) {
+    for (const green of this.#byCount.values()) {
       const rc = this.#driver.cuGreenCtxDestroy(green.handle);
-      if (rc !== 0) {
-        failures.push({ call: 'cuGreenCtxDestroy', result: rc });
-        if (!this.#stuck.includes(green)) this.#stuck.push(green);
-      } else {
-        this.#stuck = this.#stuck.filter((g) => g !== green);
-      }
+      if (rc !== 0) failures.push({ call: 'cuGreenCtxDestroy', result: rc });
     }
     this.#byCount.clear();
     this.#resource = undefined;
     return failures;
-  }
-
-  /** Destroys the green contexts an earlier destroyAll() could not; returns the failures left. */
-  retryStuck(): { readonly call: string; readonly result: number }[] {
-    return this.#stuck.length === 0 ? [] : this.destroyAll();
   }
 
   #deviceResource(): { readonly bytes: Uint8Array; readonly sm: SmResource } {
