@@ -4,13 +4,16 @@
 // Why not cuModuleLoadDataEx/cuModuleGetFunction: a CUmodule and its CUfunctions belong to the
 // context that was current when it loaded, and a green context is a context of its own. A CUkernel
 // instead is "context-less": cuLaunchKernel takes the context "from the specified stream" (cuda.h,
-// cuLaunchKernel), so one handle launches on primary and green-context streams alike. And because
-// cuLibraryLoadData needs no current context, it can run on a libuv worker thread (koffi `.async`)
-// while the event loop goes on: PTX is JIT-compiled inside that call, which takes tens of
-// milliseconds for a large module.
+// cuLaunchKernel), so one handle launches on primary and green-context streams alike (seen on an
+// H200: the project's PTX kernels ran on a 16-SM green-context stream). And because
+// cuLibraryLoadData needs no current context, it runs on a libuv worker thread (koffi `.async`)
+// while the event loop goes on (about 120 ms for kernels/openmps.ptx on driver 580.159.04). The
+// call does not promise the JIT itself: with lazy loading the driver may compile later (a broken
+// PTX image loaded without error on that driver), so image errors can surface at getFunction or
+// at a launch instead; both attach the JIT's error log.
 import { CudaError } from '../../cuda/cuda-error.js';
 import { MODULE_KINDS, type DeviceFunction, type DeviceModule, type KernelParam, type ModuleImage } from '../device.js';
-import { allocNative, type NativePointer } from '../../native/bindings.js';
+import { allocNative, type NativeMemory, type NativePointer } from '../../native/bindings.js';
 import { CUDA_ERROR_INVALID_VALUE, CUDA_SUCCESS, warnStatus } from './check.js';
 import type { DeviceCore } from './device-core.js';
 import { compileCudaSource } from './nvrtc.js';
@@ -43,20 +46,77 @@ export class CudaFunction implements DeviceFunction {
   }
 }
 
+/**
+ * The JIT options handed to cuLibraryLoadData, in native memory: [0, 16) four CUjit_option values,
+ * [16, 48) their four values, then the info log and the error log. It lives as long as the library:
+ * with lazy loading (the default since CUDA 12.2) the driver may compile PTX after the load call
+ * returned (seen on driver 580.159.04: a broken PTX image loaded without error), and it may then
+ * still write to the log buffers it was given.
+ */
+class JitBlock {
+  readonly memory: NativeMemory;
+  readonly infoLog: Uint8Array;
+  readonly errorLog: Uint8Array;
+
+  constructor() {
+    this.memory = allocNative(16 + 32 + 2 * JIT_LOG_BYTES);
+    const bytes = this.memory.bytes;
+    const base = this.memory.address;
+    this.infoLog = bytes.subarray(48, 48 + JIT_LOG_BYTES);
+    this.errorLog = bytes.subarray(48 + JIT_LOG_BYTES, 48 + 2 * JIT_LOG_BYTES);
+    this.infoLog[0] = 0;
+    this.errorLog[0] = 0;
+    new Uint32Array(bytes.buffer, bytes.byteOffset, 4).set([
+      CU_JIT_INFO_LOG_BUFFER, CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES, CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES,
+    ]);
+    new BigUint64Array(bytes.buffer, bytes.byteOffset + 16, 4).set([
+      base + 48n, BigInt(JIT_LOG_BYTES), base + 48n + BigInt(JIT_LOG_BYTES), BigInt(JIT_LOG_BYTES),
+    ]);
+  }
+
+  get options(): NativePointer {
+    return this.memory.address;
+  }
+
+  get values(): NativePointer {
+    return this.memory.address + 16n;
+  }
+}
+
+/** Errors that mean the image itself is bad: the JIT's error log explains them. */
+const IMAGE_ERRORS: ReadonlySet<string> = new Set([
+  'CUDA_ERROR_INVALID_PTX', 'CUDA_ERROR_INVALID_IMAGE', 'CUDA_ERROR_NO_BINARY_FOR_GPU',
+  'CUDA_ERROR_UNSUPPORTED_PTX_VERSION', 'CUDA_ERROR_JIT_COMPILER_NOT_FOUND', 'CUDA_ERROR_INVALID_SOURCE',
+]);
+
 export class CudaModule implements DeviceModule {
   readonly log: string;
   readonly #core: DeviceCore;
   readonly #library: NativePointer;
+  readonly #jit: JitBlock;
   readonly #generation: number;
   readonly #functions = new Map<string, CudaFunction>();
   #unloaded = false;
 
-  constructor(core: DeviceCore, library: NativePointer, log: string) {
+  constructor(core: DeviceCore, library: NativePointer, jit: JitBlock, log: string) {
     this.#core = core;
     this.#library = library;
+    this.#jit = jit;
     this.#generation = core.generation;
     this.log = log;
-    core.addLibrary(library);
+    core.addLibrary(library, () => {
+      jit.memory.free();
+    });
+  }
+
+  /**
+   * `err` with the JIT's error log appended when it is an image error and the log has something:
+   * for a JIT the driver deferred to a later call (getFunction, a launch).
+   */
+  withJitLog(err: CudaError): CudaError {
+    if (!IMAGE_ERRORS.has(err.code) || !this.liveOn(this.#core)) return err;
+    const log = cString(this.#jit.errorLog);
+    return log ? new CudaError(err.code, err.call, `${err.detail}\n${log}`) : err;
   }
 
   /** True while kernels of this module may be launched on `core`. */
@@ -71,9 +131,14 @@ export class CudaModule implements DeviceModule {
     if (cached) return cached;
     const driver = this.#core.driver;
     const out = new BigUint64Array(1);
-    this.#core.check(driver.cuLibraryGetKernel(out, this.#library, name), 'cuLibraryGetKernel');
-    const kernel = out[0] ?? 0n;
-    const fn = new CudaFunction(this, name, kernel, this.#paramLayout(kernel));
+    let fn: CudaFunction;
+    try {
+      this.#core.check(driver.cuLibraryGetKernel(out, this.#library, name), 'cuLibraryGetKernel');
+      const kernel = out[0] ?? 0n;
+      fn = new CudaFunction(this, name, kernel, this.#paramLayout(kernel));
+    } catch (err) {
+      throw err instanceof CudaError ? this.withJitLog(err) : err;
+    }
     this.#functions.set(name, fn);
     return fn;
   }
@@ -151,39 +216,32 @@ export async function loadModule(core: DeviceCore, image: ModuleImage, major: nu
   }
   if (code.length === 0) throw new CudaError('CUDA_ERROR_INVALID_IMAGE', 'cuLibraryLoadData', 'the module image is empty');
 
-  // Everything the worker thread reads lives in native memory, untouched by the garbage collector
-  // until the call returns: the image, the option array, the option values and both log buffers.
+  // Everything the worker thread reads lives in native memory, untouched by the garbage collector:
+  // the image until the call returns, the JIT options and logs as long as the library (JitBlock).
   const native = allocNative(code.length);
   native.bytes.set(code);
-  const jit = allocNative(16 + 32 + 2 * JIT_LOG_BYTES);
+  const jit = new JitBlock();
+  let library: NativePointer;
   try {
-    const base = jit.address;
-    const options = new Uint32Array(jit.bytes.buffer, jit.bytes.byteOffset, 4);
-    const values = new BigUint64Array(jit.bytes.buffer, jit.bytes.byteOffset + 16, 4);
-    const infoLog = jit.bytes.subarray(48, 48 + JIT_LOG_BYTES);
-    const errorLog = jit.bytes.subarray(48 + JIT_LOG_BYTES, 48 + 2 * JIT_LOG_BYTES);
-    infoLog[0] = 0;
-    errorLog[0] = 0;
-    options.set([CU_JIT_INFO_LOG_BUFFER, CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES, CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES]);
-    values.set([base + 48n, BigInt(JIT_LOG_BYTES), base + 48n + BigInt(JIT_LOG_BYTES), BigInt(JIT_LOG_BYTES)]);
-
     const out = new BigUint64Array(1);
-    const rc = await core.driver.cuLibraryLoadDataAsync(out, native.address, base, base + 16n, 4);
-    const jitInfo = cString(infoLog);
-    const jitError = cString(errorLog);
+    const rc = await core.driver.cuLibraryLoadDataAsync(out, native.address, jit.options, jit.values, 4);
     if (rc !== CUDA_SUCCESS) {
+      const jitError = cString(jit.errorLog);
       const detail = jitError ? `${core.driver.errorString(rc) ?? 'the JIT failed'}:\n${jitError}` : undefined;
       core.check(rc, 'cuLibraryLoadData', detail);
     }
-    const library = out[0] ?? 0n;
-    if (core.closed || core.fault) {
-      // The device closed or faulted while the worker thread loaded: do not hand out a module.
-      warnStatus(core.driver, core.driver.cuLibraryUnload(library), 'cuLibraryUnload', 'discarding a module loaded during close or fault');
-      core.assertUsable('cuLibraryLoadData');
-    }
-    return new CudaModule(core, library, [compileLog, jitInfo].filter((s) => s.length > 0).join('\n'));
+    library = out[0] ?? 0n;
+  } catch (err) {
+    jit.memory.free();
+    throw err;
   } finally {
     native.free();
-    jit.free();
   }
+  if (core.closed || core.fault) {
+    // The device closed or faulted while the worker thread loaded: do not hand out a module.
+    warnStatus(core.driver, core.driver.cuLibraryUnload(library), 'cuLibraryUnload', 'discarding a module loaded during close or fault');
+    jit.memory.free();
+    core.assertUsable('cuLibraryLoadData');
+  }
+  return new CudaModule(core, library, jit, [compileLog, cString(jit.infoLog)].filter((s) => s.length > 0).join('\n'));
 }

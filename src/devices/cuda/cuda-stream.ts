@@ -67,7 +67,7 @@ export class CudaStream implements DeviceStream, StreamRef {
     }
     const extra = this.#core.stageParams(params);
     const rc = this.#core.driver.cuLaunchKernel(fn.handle, gx, gy, gz, bx, by, bz, config.sharedMemBytes, this.nativeHandle, 0n, extra);
-    if (rc !== CUDA_SUCCESS) this.#core.check(rc, 'cuLaunchKernel');
+    if (rc !== CUDA_SUCCESS) throw fn.module.withJitLog(this.#core.error(rc, 'cuLaunchKernel'));
     this.#core.counters.launches += 1;
   }
 

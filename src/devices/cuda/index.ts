@@ -116,15 +116,6 @@ class CudaPlatform implements Platform {
  * error cuInit returned.
  */
 export function createCudaPlatform(): Platform {
-  // Eager module loading, unless the user chose otherwise: since CUDA 12.2 the driver defaults to
-  // lazy loading, which defers the PTX JIT and the loading of each kernel to its first use, so a
-  // broken PTX image would "load" and then fail at its first launch, and the JIT would run on the
-  // event loop inside cuLaunchKernel. Eager, cuLibraryLoadData does all of it on the libuv worker
-  // thread that calls it, and reports errors with the JIT log at load time (CUDA Programming Guide,
-  // "Lazy Loading": CUDA_MODULE_LOADING for kernels, CUDA_MODULE_DATA_LOADING for cuLibraryLoad*).
-  // Both are read when the driver initializes, so they are set before libcuda loads.
-  process.env.CUDA_MODULE_LOADING ??= 'EAGER';
-  process.env.CUDA_MODULE_DATA_LOADING ??= 'EAGER';
   let driver: CudaDriver;
   try {
     driver = loadCuda();
