@@ -347,16 +347,32 @@ void describe('CUDA device on a real GPU', { skip: unavailable ?? (probeVariant 
     assert.equal(device.fault, undefined);
   });
 
-  void test('bad PTX is refused with the JIT log in the error', async () => {
+  void test('bad PTX is refused with the JIT log in the error', {
+    todo: 'driver 580.159.04 accepted a broken PTX image at cuLibraryLoadData (lazy JIT, GPU run of 2026-11-21); where it fails instead is printed',
+  }, async () => {
     const bad = new TextEncoder().encode('.version 9.0\n.target sm_80\n.address_size 64\n.visible .entry broken() { bogus.instruction %r1; }\n');
-    await assert.rejects(device.loadModule({ kind: 'ptx', data: bad, name: 'bad.ptx', options: [] }), (err: unknown) => {
+    let loaded: DeviceModule;
+    try {
+      loaded = await device.loadModule({ kind: 'ptx', data: bad, name: 'bad.ptx', options: [] });
+    } catch (err) {
       assert.ok(err instanceof CudaError);
-      say(`bad PTX: ${err.message.replace(/\n/g, ' | ')}`);
+      say(`bad PTX refused at load: ${err.message.replace(/\n/g, ' | ')}`);
       assert.ok(['CUDA_ERROR_INVALID_PTX', 'CUDA_ERROR_INVALID_IMAGE'].includes(err.code), err.code);
       assert.match(err.detail, /bogus|error/i);
-      return true;
-    });
+      return;
+    }
+    // Accepted at load: see whether getFunction reports it (a launch is not tried: should the
+    // driver answer with a sticky error, the rest of this suite would be lost).
+    try {
+      loaded.getFunction('broken');
+      say('bad PTX accepted at load, and getFunction(broken) succeeded too');
+    } catch (err) {
+      say(`bad PTX accepted at load; getFunction failed: ${err instanceof Error ? err.message.replace(/\n/g, ' | ') : String(err)}`);
+    } finally {
+      loaded.unload();
+    }
     assert.equal(device.fault, undefined);
+    assert.fail('the broken PTX image was accepted by loadModule');
   });
 
   void test('CUDA C through NVRTC: a kernel runs; a compile error carries the log', async (t) => {
@@ -520,7 +536,7 @@ void describe('CUDA device on a real GPU', { skip: unavailable ?? (probeVariant 
     await green.destroy();
   });
 
-  void test('a faulting kernel sets the sticky fault; reset() recovers', async () => {
+  void test('a faulting kernel sets the sticky fault; reset() recovers, or keeps the fault where the driver requires a new process', async () => {
     const fault = module.getFunction('fault');
     const doomed = device.createStream();
     doomed.launch(fault, { grid: [1, 1, 1], block: [1, 1, 1], sharedMemBytes: 0 }, pack(fault, { ptr: 0n }));
@@ -536,11 +552,23 @@ void describe('CUDA device on a real GPU', { skip: unavailable ?? (probeVariant 
     await assert.rejects(stream.synchronize(), isCode('CUDA_ERROR_ILLEGAL_ADDRESS'));
 
     const r0 = performance.now();
+    let recovered = true;
     try {
       await device.reset();
+    } catch (err) {
+      // cuda.h: after this error "the process must be terminated and relaunched"; driver 580.159.04
+      // holds to that (a new retain returns it again), so the fault must stay, said plainly.
+      recovered = false;
+      assert.ok(err instanceof CudaError);
+      assert.equal(err.code, 'CUDA_ERROR_ILLEGAL_ADDRESS');
+      assert.match(err.detail, /relaunched/);
+      assert.equal(device.fault.code, 'CUDA_ERROR_ILLEGAL_ADDRESS');
+      assert.throws(() => device.memAlloc(256), isCode('CUDA_ERROR_ILLEGAL_ADDRESS'));
+      say(`reset cannot recover in this process: ${err.message}`);
     } finally {
       say(`reset ${(performance.now() - r0).toFixed(1)} ms: ${device.stats().lastReset.join(', ')}`);
     }
+    if (!recovered) return;
     assert.equal(device.fault, undefined);
     assert.throws(() => { stream.query(); }, isCode('CUDA_ERROR_INVALID_HANDLE'));
     assert.throws(() => module.getFunction('noop'), isCode('CUDA_ERROR_INVALID_HANDLE'));
@@ -561,14 +589,15 @@ void describe('CUDA device on a real GPU', { skip: unavailable ?? (probeVariant 
     await green.destroy();
   });
 
-  void test('reset in fresh processes, without and with a green context alive', () => {
+  void test('fault and reset in fresh processes, without and with a green context alive', () => {
     const plain = runProbe('plain');
     say(`reset probe without green contexts: ${JSON.stringify(plain)}`);
     const green = runProbe('green');
     say(`reset probe with a green context: ${JSON.stringify(green)}`);
-    assert.equal(plain.reset, 'ok');
-    assert.equal(plain.after, 'fill ok');
-    assert.equal(green.reset, 'ok');
-    assert.equal(green.after, 'fill ok');
+    for (const probe of [plain, green]) {
+      assert.equal(probe.fault, 'CUDA_ERROR_ILLEGAL_ADDRESS');
+      const reset = typeof probe.reset === 'string' ? probe.reset : '';
+      assert.ok((reset === 'ok' && probe.after === 'fill ok') || reset.includes('relaunched'), JSON.stringify(probe));
+    }
   });
 });
