@@ -4,6 +4,7 @@
 // checks them against TypeScript references, runs a burst of small `spin` kernels, and prints one
 // JSON line with its results.
 import { createInterface } from 'node:readline';
+import { fmaf } from '../devices/sim/index.js';
 import { arg, connect, openmpsKernelsPtx, type Context } from '../index.js';
 
 function emit(value: Record<string, unknown>): void {
@@ -34,7 +35,8 @@ async function saxpy(ctx: Context, a: number): Promise<boolean> {
   await ctx.memFree(dx);
   await ctx.memFree(dy);
   const fa = Math.fround(a);
-  return out.every((v, i) => v === Math.fround(Math.fround(fa * (x[i] ?? 0)) + (y[i] ?? 0)));
+  // nvcc contracts a*x + y into one fused multiply-add: one rounding.
+  return out.every((v, i) => v === fmaf(fa, x[i] ?? 0, y[i] ?? 0));
 }
 
 async function matmul(ctx: Context): Promise<boolean> {

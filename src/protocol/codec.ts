@@ -90,7 +90,9 @@ export class Writer {
   }
   bytes(v: Uint8Array): void {
     this.u32(v.length);
-    this.#buf.set(v, this.#reserve(v.length));
+    // Reserve first: it may replace #buf, which must not be read before.
+    const at = this.#reserve(v.length);
+    this.#buf.set(v, at);
   }
   str(v: string): void {
     this.bytes(encoder.encode(v));

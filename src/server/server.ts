@@ -321,16 +321,17 @@ export class OpenmpsServer {
       region.close();
       throw toCudaError(err, call);
     }
-    if (conn.staging) this.#releaseStaging(conn);
+    if (conn.staging) this.#releaseStaging(conn, session.device);
     conn.staging = region;
   }
 
-  #releaseStaging(conn: Connection): void {
+  /** Unregisters and unmaps a connection's staging region; `device` is the one it was registered with. */
+  #releaseStaging(conn: Connection, device: Device | undefined): void {
     const region = conn.staging;
     if (!region) return;
     conn.staging = undefined;
     try {
-      conn.session?.device.unregisterHostMemory(region.view);
+      device?.unregisterHostMemory(region.view);
     } catch {
       // The context may already be gone (fault, reset): the mapping is released all the same.
     }
@@ -343,7 +344,7 @@ export class OpenmpsServer {
     conn.session = undefined;
     await session.close();
     // Unmap only after the session's work has drained: no copy may still read the region.
-    this.#releaseStaging(conn);
+    this.#releaseStaging(conn, session.device);
     this.#log.log(`Client {PID: ${conn.pid}, Context ID: ${session.identity.clientId}} disconnected (${reason})`);
     this.#emit({ type: 'client-disconnected', clientId: session.identity.clientId, pid: conn.pid, reason });
   }
@@ -352,7 +353,9 @@ export class OpenmpsServer {
     try {
       await this.#endSession(conn, 'connection closed');
     } finally {
-      this.#releaseStaging(conn);
+      // A region attached without a session (refused open) was never registered.
+      if (conn.staging) conn.staging.close();
+      conn.staging = undefined;
       this.#connections.delete(conn);
       if (this.#connections.size === 0) {
         for (const l of this.#drainedListeners.splice(0)) l();

@@ -240,12 +240,16 @@ test('the daemon answers unknown commands and garbage on its control socket, and
   assert.match(unknown.stdout, /Unknown command "frobnicate/);
   const control = netConnect(join(daemon.pipeDirectory, 'control'));
   await new Promise((r) => control.once('connect', r));
+  const replies: Buffer[] = [];
+  control.on('data', (d: Buffer) => replies.push(d));
   control.write(new Uint8Array(64).fill(0xff));
   await new Promise<void>((r) => {
     control.once('close', () => {
       r();
     });
   });
+  const frames = new FrameDecoder().push(new Uint8Array(Buffer.concat(replies)));
+  assert.equal(frames[0]?.status, 806, 'the daemon answered the garbage before closing');
   const ctx = await client(t, daemon);
   assert.equal(ctx.mode, 'mps');
   const list = await daemon.command('get_server_list');

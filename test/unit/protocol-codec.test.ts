@@ -64,6 +64,14 @@ test('every message request and reply round-trips through the codec', () => {
   }
 });
 
+test('byte strings larger than the writer grows in one step round-trip', () => {
+  const big = new Uint8Array(100_000).map((_, i) => i & 0xff);
+  const fields = { head: 'u32', data: 'bytes', tail: 'str' } as const;
+  const out = decodeFields(fields, encodeFields(fields, { head: 1, data: big, tail: 'end' }));
+  assert.deepEqual(out.data, big);
+  assert.equal(out.tail, 'end');
+});
+
 test('opcodes are unique and map back to their message', () => {
   const seen = new Set<number>();
   for (const [name, spec] of Object.entries(MESSAGES) as [MessageName, { opcode: number }][]) {
