@@ -441,7 +441,7 @@ export class ServerSupervisor {
       case 'ready':
         this.#knownDevices = server.devices;
         this.#log.log(`NEW SERVER ${server.pid}: Ready`);
-        this.#log.log(`Server ${server.pid} devices: ${server.devices.map((d) => `${d.ordinal} ${d.name} (${d.kind})`).join(', ') || 'none'}; driver ${server.driver || 'unknown'}`);
+        this.#log.log(`Server ${server.pid} devices: ${server.devices.map((d) => `${d.ordinal} ${d.name} (${d.kind})`).join(', ') || 'none'}; ${server.driver || 'driver unknown'}`);
         break;
       case 'state':
         this.#log.log(`Server ${server.pid} state ${message.state}${message.reason ? `: ${message.reason}` : ''}`);

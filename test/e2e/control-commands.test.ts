@@ -6,6 +6,9 @@ import { connect } from '../../src/index.js';
 import { alive, startDaemon, waitUntil } from '../support/daemon.js';
 
 const UID = process.getuid?.() ?? 0;
+/** sim here and in CI; OPENMPS_TEST_DEVICE=cuda on a GPU machine (the suites' convention). */
+const DEVICE = process.env.OPENMPS_TEST_DEVICE ?? 'sim';
+const ATTRIBUTES = DEVICE === 'sim' ? ' sim' : '';
 const LOG_LINE = /^\[\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3} Control [ 0-9]{5}\] \S/;
 
 function collapse(text: string): string {
@@ -13,7 +16,7 @@ function collapse(text: string): string {
 }
 
 test('every command against a real server and client: output shapes and control.log', async (t) => {
-  const daemon = await startDaemon(t);
+  const daemon = await startDaemon(t, { env: { OPENMPS_DEVICE: DEVICE } });
   assert.deepEqual(await daemon.command(`start_server -uid ${UID}`), { stdout: '', stderr: '', code: 0 });
   const list = await daemon.command('get_server_list');
   assert.match(list.stdout, /^[0-9]+\n$/);
@@ -26,7 +29,7 @@ test('every command against a real server and client: output shapes and control.
   t.after(() => ctx.close());
   assert.equal(ctx.serverPid, server);
   assert.equal((await daemon.command(`get_client_list ${server}`)).stdout, `${process.pid}\n`);
-  const deviceLine = `[0] ${ctx.device.pciBusId.replace(/^[0-9a-f]+:/i, '')}, ${ctx.device.name}`;
+  const deviceLine = `[0] ${ctx.device.pciBusId.toLowerCase().replace(/^[0-9a-f]+:/, '')}, ${ctx.device.name}`;
   assert.equal((await daemon.command('get_device_client_list')).stdout, `${deviceLine}\n${process.pid}.${ctx.clientId}\n`);
   assert.equal((await daemon.command(`get_device_client_list ${server}`)).stdout, `${deviceLine}\n${process.pid}.${ctx.clientId}\n`);
 
@@ -38,10 +41,10 @@ test('every command against a real server and client: output shapes and control.
   assert.equal((await daemon.command('ps -p 1')).stdout, 'PID ID SERVER DEVICE NAMESPACE COMMAND\n');
 
   const query = (await daemon.command('device_query')).stdout;
-  const row = `0 ${ctx.device.pciBusId.replace(/^([0-9a-f]+):([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])$/i, (_m, d: string, b: string, s: string, f: string) => `${d.slice(-4)}:${b}.${s}.0${f}`)} ${ctx.device.uuid} ${ctx.device.name} sim`;
+  const row = `0 ${ctx.device.pciBusId.toLowerCase().replace(/^([0-9a-f]+):([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])$/, (_m, d: string, b: string, s: string, f: string) => `${d.slice(-4)}:${b}.${s}.0${f}`)} ${ctx.device.uuid} ${ctx.device.name}${ATTRIBUTES}`;
   assert.equal(collapse(query), ['Default', 'Device Ordinal PCI IDs UUID Name Attributes', row, `Server ${server}`, 'Device Ordinal PCI IDs UUID Name Attributes', row, ''].join('\n'));
   const csv = (await daemon.command(`device_query ${server} --csv`)).stdout;
-  assert.equal(csv, `Server,Device Ordinal,PCI IDs,UUID,Name,Attributes\n${server},${row.split(' ').slice(0, 3).join(',')},${ctx.device.name},sim\n`);
+  assert.equal(csv, `Server,Device Ordinal,PCI IDs,UUID,Name,Attributes\n${server},${row.split(' ').slice(0, 3).join(',')},${ctx.device.name},${ATTRIBUTES.trim()}\n`);
 
   // Graceful shutdown with a client: the command returns, the server drains, then exits.
   assert.deepEqual(await daemon.command(`shutdown_server ${server}`), { stdout: '', stderr: '', code: 0 });
@@ -69,7 +72,7 @@ test('every command against a real server and client: output shapes and control.
 });
 
 test('shutdown_server -f stops a server with a client at once; the client sees its server gone', async (t) => {
-  const daemon = await startDaemon(t);
+  const daemon = await startDaemon(t, { env: { OPENMPS_DEVICE: DEVICE } });
   const ctx = await connect({ pipeDirectory: daemon.pipeDirectory, mode: 'mps' });
   t.after(() => ctx.close());
   const server = ctx.serverPid;
@@ -84,7 +87,7 @@ test('shutdown_server -f stops a server with a client at once; the client sees i
 });
 
 test('quit stops the servers with the daemon', async (t) => {
-  const daemon = await startDaemon(t);
+  const daemon = await startDaemon(t, { env: { OPENMPS_DEVICE: DEVICE } });
   await daemon.command(`start_server -uid ${UID}`);
   const server = Number((await daemon.command('get_server_list')).stdout);
   assert.deepEqual(await daemon.command('quit'), { stdout: '', stderr: '', code: 0 });
