@@ -24,7 +24,7 @@ export interface ControlDaemonOptions {
   readonly device: DeviceKind | 'auto';
   /** Also called with every log line (foreground mode prints them). */
   readonly echo?: (line: string) => void;
-  /** The server entry point (tests use a stand-in); dist/src/server/main.js by default. */
+  /** The server entry point (tests use a stand-in); dist/src/cli/openmps-server.js by default. */
   readonly serverMain?: string;
   readonly readyTimeoutMs?: number;
   readonly defaultActiveThreadPercentage?: number;

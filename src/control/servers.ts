@@ -1,5 +1,5 @@
 // Per-UID server supervision: the daemon starts one server per user on demand (a forked
-// dist/src/server/main.js, configured through OPENMPS_SERVER_CONFIG), waits for its `ready`, asks
+// dist/src/cli/openmps-server.js, configured through OPENMPS_SERVER_CONFIG), waits for its `ready`, asks
 // it questions over the IPC channel (src/server/ipc.ts) and stops it. A server that exits is logged
 // and forgotten; the next demand for that user starts a new one. Restart backoff, FAULT handling
 // and the serialization of different users (MPS runs one user's server at a time) hang off
@@ -287,7 +287,7 @@ export interface SupervisorOptions {
   readonly logDirectory: string | undefined;
   readonly device: DeviceKind | 'auto';
   readonly logger: Logger;
-  /** The server entry point; by default dist/src/server/main.js next to this file. */
+  /** The server entry point; by default dist/src/cli/openmps-server.js next to this file. */
   readonly serverMain?: string;
   readonly readyTimeoutMs?: number;
   readonly defaultActiveThreadPercentage?: number;
@@ -318,7 +318,7 @@ export class ServerSupervisor {
   constructor(options: SupervisorOptions) {
     this.#options = options;
     this.#log = options.logger;
-    this.#serverMain = options.serverMain ?? fileURLToPath(new URL('../server/main.js', import.meta.url));
+    this.#serverMain = options.serverMain ?? fileURLToPath(new URL('../cli/openmps-server.js', import.meta.url));
     this.#defaultActiveThreadPercentage = options.defaultActiveThreadPercentage ?? 100;
   }
 

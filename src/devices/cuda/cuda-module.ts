@@ -196,6 +196,19 @@ function cString(bytes: Uint8Array): string {
 }
 
 /**
+ * The driver loads libraries lazily (CUDA_MODULE_LOADING=LAZY is the default since CUDA 12.2), so
+ * cuLibraryLoadData accepts any bytes and a broken image fails only when a kernel is first used.
+ * Text that is not PTX at all is refused here, at load, as the software GPU refuses it; PTX that
+ * parses but does not JIT still fails at getFunction or launch, with the JIT log.
+ */
+function assertLooksLikePtx(data: Uint8Array): void {
+  const head = new TextDecoder().decode(data.subarray(0, Math.min(data.length, 64 * 1024)));
+  if (!/^\s*\.version\s+\d+\.\d+/m.test(head) || !/^\s*\.target\s+\S+/m.test(head)) {
+    throw new CudaError('CUDA_ERROR_INVALID_PTX', 'cuLibraryLoadData', 'the image is not PTX: it has no .version and .target directives');
+  }
+}
+
+/**
  * Loads a module image: PTX (NUL-terminated here), cubin or fatbin as they are, CUDA C through
  * NVRTC first. The JIT's error log comes back in the CudaError's detail; its info log, with NVRTC's
  * warnings, in DeviceModule.log.
@@ -212,6 +225,7 @@ export async function loadModule(core: DeviceCore, image: ModuleImage, major: nu
     code = compiled.kind === 'ptx' ? nulTerminated(compiled.image) : compiled.image;
     compileLog = compiled.log;
   } else {
+    if (image.kind === 'ptx') assertLooksLikePtx(image.data);
     code = image.kind === 'ptx' ? nulTerminated(image.data) : image.data;
   }
   if (code.length === 0) throw new CudaError('CUDA_ERROR_INVALID_IMAGE', 'cuLibraryLoadData', 'the module image is empty');

@@ -232,7 +232,7 @@ export class DeviceCore {
   /** Throws the fault, or an error when the device is closed. */
   assertUsable(call: string): void {
     if (this.#fault) throw this.#fault;
-    if (this.#closed) throw new CudaError('CUDA_ERROR_DEINITIALIZED', call, 'the device was closed');
+    if (this.#closed) throw new CudaError('CUDA_ERROR_CONTEXT_IS_DESTROYED', call, 'the device was closed');
   }
 
   // -------------------------------------------------------------------------------------------
@@ -649,7 +649,7 @@ export class DeviceCore {
    * only a new process gets the GPU back.
    */
   reset(): void {
-    if (this.#closed) throw new CudaError('CUDA_ERROR_DEINITIALIZED', 'cuDevicePrimaryCtxReset_v2', 'the device was closed');
+    if (this.#closed) throw new CudaError('CUDA_ERROR_CONTEXT_IS_DESTROYED', 'cuDevicePrimaryCtxReset_v2', 'the device was closed');
     const faulted = this.#fault !== undefined;
     const reason = this.#fault ?? new CudaError('CUDA_ERROR_CONTEXT_IS_DESTROYED', 'cuDevicePrimaryCtxReset_v2', 'the device was reset');
     const report: string[] = [];
@@ -727,7 +727,7 @@ export class DeviceCore {
   close(): void {
     if (this.#closed) return;
     const faulted = this.#fault !== undefined;
-    const reason = new CudaError('CUDA_ERROR_DEINITIALIZED', 'cuDevicePrimaryCtxRelease_v2', 'the device was closed');
+    const reason = new CudaError('CUDA_ERROR_CONTEXT_IS_DESTROYED', 'cuDevicePrimaryCtxRelease_v2', 'the device was closed');
     this.enter();
     const failed = this.#teardown(reason, !faulted);
     if (!faulted) for (const f of failed) warnStatus(this.driver, f.result, f.call, 'closing the device');

@@ -1,12 +1,13 @@
-// Entry point of a server process. The control daemon forks it with OPENMPS_SERVER_CONFIG (a
+#!/usr/bin/env node
+// Entry point of a server process (src/server/ holds the server itself). The control daemon forks it with OPENMPS_SERVER_CONFIG (a
 // ServerConfig as JSON) and an IPC channel; it opens the devices, reports `ready`, serves clients,
 // and answers the daemon's requests. If the daemon goes away the server stops taking new clients
 // and exits once its clients have left: it never outlives its supervisor with nobody to stop it.
 import { CudaError } from '../cuda/cuda-error.js';
 import { openPlatform, parseDeviceChoice } from '../devices/index.js';
 import { Logger } from '../telemetry/log.js';
-import { parseDaemonMessage, type DaemonRequest, type ServerConfig, type ServerMessage } from './ipc.js';
-import { OpenmpsServer } from './server.js';
+import { parseDaemonMessage, type DaemonRequest, type ServerConfig, type ServerMessage } from '../server/ipc.js';
+import { OpenmpsServer } from '../server/server.js';
 
 function fail(message: string): never {
   process.stderr.write(`openmps server: ${message}\n`);
