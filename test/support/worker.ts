@@ -33,7 +33,8 @@ export function testDevice(): string {
 }
 
 export function startWorker(t: CleanupContext, env: Readonly<Record<string, string>>, args: readonly string[]): Worker {
-  const child = spawn(process.execPath, [WORKER, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // stdin is a pipe so a test can release workers together (the `timed` job waits for a line).
+  const child = spawn(process.execPath, [WORKER, ...args], { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
   t.after(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });
