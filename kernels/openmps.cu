@@ -38,6 +38,23 @@ extern "C" __global__ void spin_timed(long long cycles, unsigned long long *stam
   if (first) stamps[2 * b + 1] = global_timer_ns();
 }
 
+// Like spin_timed, but its duration is work, not time: every thread runs `iterations` dependent
+// fused multiply-adds. A kernel that is switched out (time-slicing between contexts) does no work
+// meanwhile and ends later, where spin, which watches the cycle counter, would end on time.
+extern "C" __global__ void work_timed(long long iterations, unsigned long long *stamps) {
+  const unsigned long long b =
+      blockIdx.x + (unsigned long long)gridDim.x * (blockIdx.y + (unsigned long long)gridDim.y * blockIdx.z);
+  const bool first = threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0;
+  if (first) stamps[2 * b] = global_timer_ns();
+  float a = threadIdx.x * 1e-3f;
+  for (long long i = 0; i < iterations; ++i) {
+    a = fmaf(a, 0.999999f, 1e-7f);
+    // Keeps the chain: the compiler may not fold or drop the loop.
+    asm volatile("" : "+f"(a));
+  }
+  if (first) stamps[2 * b + 1] = global_timer_ns();
+}
+
 extern "C" __global__ void fill(float *out, float value, unsigned int n) {
   const unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n) out[i] = value;

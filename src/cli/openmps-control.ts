@@ -12,6 +12,7 @@ import { parseArgs } from 'node:util';
 import { ControlDaemon, DaemonStartError } from '../control/daemon.js';
 import { controlSocketPath, directoriesFromEnv } from '../control/paths.js';
 import { parseActiveThreadPercentage } from '../control/servers.js';
+import { cudaUnavailableReason } from '../devices/index.js';
 import type { DeviceKind } from '../devices/device.js';
 import { FramedSocket } from '../transport/framed-socket.js';
 
@@ -213,6 +214,10 @@ async function runDaemon(options: Options): Promise<number> {
     return code;
   }
   running.daemon = daemon;
+  if (options.device === 'auto') {
+    const reason = await cudaUnavailableReason();
+    if (reason !== undefined) daemon.log.log(`WARNING: no usable GPU (${reason}): servers will run on the software GPU`);
+  }
   if (running.pendingSignal !== undefined) onSignal(running.pendingSignal);
   // A daemon must not outlive a bug silently with its socket half-working.
   process.on('uncaughtException', (err) => {
@@ -279,7 +284,15 @@ async function runShell(): Promise<number> {
 
 async function main(): Promise<number> {
   const options = parseOptions(process.argv.slice(2));
-  if (options.daemon) return daemonize(options.device);
+  if (options.daemon) {
+    const code = await daemonize(options.device);
+    // Said only once a daemon runs: a refused start-up has nothing to warn about.
+    if (code === EXIT_OK && options.device === 'auto') {
+      const reason = await cudaUnavailableReason();
+      if (reason !== undefined) process.stderr.write(`openmps-control: warning: no usable GPU (${reason}); servers will run on the software GPU\n`);
+    }
+    return code;
+  }
   if (options.foreground) return runDaemon(options);
   return runShell();
 }

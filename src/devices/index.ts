@@ -17,6 +17,20 @@ export interface PlatformSelection {
   readonly fallbackReason: string | undefined;
 }
 
+/**
+ * Why CUDA cannot be used here, or undefined when it can: loads libcuda and enumerates devices
+ * (cuInit only, no context), so the daemon can warn at start that `auto` means the software GPU.
+ */
+export async function cudaUnavailableReason(): Promise<string | undefined> {
+  try {
+    const cuda = await import('./cuda/index.js');
+    cuda.createCudaPlatform();
+    return undefined;
+  } catch (err) {
+    return err instanceof CudaError ? `${err.code}: ${err.detail}` : String(err);
+  }
+}
+
 export async function openPlatform(choice: DeviceChoice, env: NodeJS.ProcessEnv = process.env): Promise<PlatformSelection> {
   if (choice === 'sim') {
     const sim = await import('./sim/index.js');

@@ -51,7 +51,10 @@ test('a client SIGKILLed mid-run leaves the others correct, leaves ps, and has i
   const daemon = await daemonFor(t);
   const observer = await client(t, daemon);
   const before = (await observer.memGetInfo()).free;
-  const held = 64 * 1024 * 1024;
+  const held = 256 * 1024 * 1024;
+  // On a real GPU device-wide free memory drifts (other sessions' modules, the driver's pools):
+  // what must come back is the victim's allocation, give or take less than it.
+  const drift = testDevice() === 'sim' ? 0n : 64n * 1024n * 1024n;
   const victim = startWorker(t, daemon.env, ['hold', String(held)]);
   await victim.waitFor('holding');
   const during = (await observer.memGetInfo()).free;
@@ -64,7 +67,7 @@ test('a client SIGKILLed mid-run leaves the others correct, leaves ps, and has i
   const results = await Promise.all(others.map((w) => w.waitFor('result')));
   assert.ok(results.every((r) => r.ok === true), 'the other clients computed correct results');
   await waitUntil(async () => !new RegExp(`^${victim.pid}\\s`, 'm').test((await daemon.command('ps')).stdout), 'ps to drop the killed client');
-  await waitUntil(async () => (await observer.memGetInfo()).free >= before, 'the killed client memory to be freed');
+  await waitUntil(async () => (await observer.memGetInfo()).free >= before - drift, 'the killed client memory to be freed');
   // The observer, which shared the server all along, still works.
   const p = await observer.memAlloc(1024);
   await observer.memsetD32(p, 7, 256);

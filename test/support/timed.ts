@@ -8,8 +8,14 @@ export interface Interval {
   readonly end: bigint;
 }
 
-export async function timedKernels(t: CleanupContext, env: Readonly<Record<string, string>>, clients: number, cycles: number): Promise<Interval[]> {
-  const workers = Array.from({ length: clients }, () => startWorker(t, env, ['timed', String(cycles)]));
+export async function timedKernels(
+  t: CleanupContext,
+  env: Readonly<Record<string, string>>,
+  clients: number,
+  amount: number,
+  kernel: 'spin_timed' | 'work_timed' = 'spin_timed',
+): Promise<Interval[]> {
+  const workers = Array.from({ length: clients }, () => startWorker(t, env, ['timed', String(amount), kernel]));
   await Promise.all(workers.map((w) => w.waitFor('ready')));
   for (const w of workers) w.child.stdin?.write('go\n');
   const stamps = await Promise.all(workers.map((w) => w.waitFor('stamps')));

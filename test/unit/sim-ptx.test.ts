@@ -12,6 +12,7 @@ const EXPECTED: Readonly<Record<string, readonly (readonly [number, number])[]>>
   noop: [],
   spin: [[0, 8]],
   spin_timed: [[0, 8], [8, 8]],
+  work_timed: [[0, 8], [8, 8]],
   fill: [[0, 8], [8, 4], [12, 4]],
   saxpy: [[0, 8], [8, 8], [16, 4], [20, 4]],
   vector_add: [[0, 8], [8, 8], [16, 8], [24, 4]],

@@ -20,6 +20,8 @@ const PARAM_SIZES: Readonly<Record<ParamKind, number>> = { ptr: 8, f32: 4, u32: 
 export const BLOCK_FLOOR_US = 2;
 /** Cost of one element of work (one element loaded/stored, one multiply-add of matmul). */
 export const NS_PER_ELEMENT = 0.5;
+/** Cycles one iteration of work_timed's dependent FMA chain takes (FMA latency plus the loop). */
+export const WORK_CYCLES_PER_ITERATION = 4;
 
 export interface LaunchShape {
   readonly grid: Dim3;
@@ -126,6 +128,18 @@ function oneD(shape: LaunchShape): { readonly threadsX: number; readonly replica
   return { threadsX: gx * bx, replicas: gy * gz * by * bz };
 }
 
+/** spin_timed and work_timed: each block's start and end, in ns, at stamps[2b] and stamps[2b+1]. */
+const writeBlockStamps: KernelDefinition['execute'] = (args, run) => {
+  const stamps = run.memory.u64(ptrArg(args, 1), 2 * run.shape.blocks);
+  const starts = run.blockStartsMs;
+  if (starts === undefined) return;
+  for (let b = 0; b < run.shape.blocks; b++) {
+    const start = starts[b] ?? 0;
+    stamps[2 * b] = simulatedNs(start);
+    stamps[2 * b + 1] = simulatedNs(start + run.blockMs);
+  }
+};
+
 const DEFINITIONS: Readonly<Record<string, KernelDefinition>> = {
   noop: {
     params: [],
@@ -143,16 +157,15 @@ const DEFINITIONS: Readonly<Record<string, KernelDefinition>> = {
     params: ['s64', 'ptr'],
     recordsBlockTimes: true,
     blockMicros: (args, clockRateKHz) => (numArg(args, 0) * 1000) / clockRateKHz,
-    execute: (args, run) => {
-      const stamps = run.memory.u64(ptrArg(args, 1), 2 * run.shape.blocks);
-      const starts = run.blockStartsMs;
-      if (starts === undefined) return;
-      for (let b = 0; b < run.shape.blocks; b++) {
-        const start = starts[b] ?? 0;
-        stamps[2 * b] = simulatedNs(start);
-        stamps[2 * b + 1] = simulatedNs(start + run.blockMs);
-      }
-    },
+    execute: writeBlockStamps,
+  },
+
+  work_timed: {
+    params: ['s64', 'ptr'],
+    recordsBlockTimes: true,
+    // A dependent FMA chain: about WORK_CYCLES_PER_ITERATION cycles per iteration on Hopper.
+    blockMicros: (args, clockRateKHz) => (numArg(args, 0) * WORK_CYCLES_PER_ITERATION * 1000) / clockRateKHz,
+    execute: writeBlockStamps,
   },
 
   fill: {
