@@ -17,6 +17,8 @@ export class CudaDevice implements Device {
   readonly info: DeviceInfo;
   readonly #core: DeviceCore;
   readonly #onClose: () => void;
+  /** The one close in progress or done: close() is idempotent, concurrent calls included. */
+  #closing: Promise<void> | undefined;
 
   /** Retains `device`'s primary context (`device` is the CUdevice of cuDeviceGet). */
   constructor(driver: CudaDriver, device: number, info: DeviceInfo, onClose: () => void) {
@@ -163,10 +165,18 @@ export class CudaDevice implements Device {
     core.reset();
   }
 
-  async close(): Promise<void> {
+  /**
+   * Finishes the work, frees everything and releases the context. After a fault it resolves too,
+   * having freed nothing (see DeviceCore.close): the owner is expected to exit. Never rejects.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
     const core = this.#core;
-    if (core.closed) return;
-    if (!core.fault) await core.fenceAll().catch(() => undefined);
+    if (!core.fault && !core.closed) await core.fenceAll().catch(() => undefined);
     core.close();
     this.#onClose();
   }

@@ -121,7 +121,8 @@ export class CudaModule implements DeviceModule {
 
   /** True while kernels of this module may be launched on `core`. */
   liveOn(core: DeviceCore): boolean {
-    return core === this.#core && !this.#unloaded && this.#generation === core.generation;
+    // Not after close either: the JIT block (read by withJitLog) may have been freed with the library.
+    return core === this.#core && !this.#unloaded && !core.closed && this.#generation === core.generation;
   }
 
   getFunction(name: string): DeviceFunction {
@@ -252,9 +253,14 @@ export async function loadModule(core: DeviceCore, image: ModuleImage, major: nu
     native.free();
   }
   if (core.closed || core.fault) {
-    // The device closed or faulted while the worker thread loaded: do not hand out a module.
-    warnStatus(core.driver, core.driver.cuLibraryUnload(library), 'cuLibraryUnload', 'discarding a module loaded during close or fault');
-    jit.memory.free();
+    // The device closed or faulted while the worker thread loaded: do not hand out a module. After a
+    // sticky fault nothing is unloaded or freed (DeviceCore#abandoned), and a library the driver did
+    // not unload may still write its JIT logs: in both cases the block is leaked, not freed.
+    if (!core.abandoned) {
+      const rc = core.driver.cuLibraryUnload(library);
+      if (rc === CUDA_SUCCESS) jit.memory.free();
+      else warnStatus(core.driver, rc, 'cuLibraryUnload', 'discarding a module loaded during close or fault');
+    }
     core.assertUsable('cuLibraryLoadData');
   }
   return new CudaModule(core, library, jit, [compileLog, cString(jit.infoLog)].filter((s) => s.length > 0).join('\n'));

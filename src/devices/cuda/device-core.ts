@@ -39,6 +39,8 @@ const CU_LAUNCH_PARAM_BUFFER_SIZE = 2n;
 export const MAX_PARAM_BYTES = 32764;
 /** How long after the last new wait the poller keeps spinning on setImmediate before 1 ms timers. */
 export const HOT_POLL_MS = 4;
+/** What cuda.h says of every sticky error (STICKY_RESULTS), quoted in the errors that follow one. */
+const RELAUNCH = 'cuda.h: the process must be terminated and relaunched';
 
 let currentContext: NativePointer | undefined;
 
@@ -121,8 +123,21 @@ export class DeviceCore {
   #fault: CudaError | undefined;
   #generation = 0;
   #closed = false;
+  /**
+   * Set by the first sticky error. cuda.h says of each (check.ts, STICKY_RESULTS) that the process
+   * is left "in an inconsistent state" and "must be terminated and relaunched"; on driver 580.159.04
+   * every destroy and free returned the error again, and a later cuDevicePrimaryCtxRetain too. From
+   * then on the state of every native object of the context is unknown: a staging buffer may still
+   * be the target of a copy the fault cut short, a stream or event handle may already be gone, a
+   * library may still hold its JIT log buffers. So nothing is freed, destroyed, reset or released
+   * through the driver again: it is all left to process exit, which the owner (the server) must
+   * bring about anyway. Leaking in a process about to exit costs nothing; a second free or a call
+   * on a dead handle can crash it (the GPU suite's SIGSEGV, see close()).
+   */
+  #abandoned = false;
   #priorityRange: { readonly least: number; readonly greatest: number };
-  #internalStream: StreamRef;
+  /** Undefined once torn down (reset, close): a destroyed handle must never be destroyed again. */
+  #internalStream: StreamRef | undefined;
 
   readonly #streams = new Set<StreamRef>();
   readonly #userEvents = new Set<NativePointer>();
@@ -191,11 +206,18 @@ export class DeviceCore {
     return this.#closed;
   }
 
+  /** True once a sticky error left the native state unknown: nothing is freed through the driver again. */
+  get abandoned(): boolean {
+    return this.#abandoned;
+  }
+
   get primary(): ExecContext {
     return this.#primary;
   }
 
+  /** The stream memFree frees on; throws once the context was torn down (callers check first). */
   get internalStream(): StreamRef {
+    if (!this.#internalStream) throw new CudaError('CUDA_ERROR_CONTEXT_IS_DESTROYED', 'cuStreamCreateWithPriority', 'the device was torn down');
     return this.#internalStream;
   }
 
@@ -222,6 +244,8 @@ export class DeviceCore {
   error(result: number, call: string, detail?: string): CudaError {
     const err = cudaError(this.driver, result, call, detail);
     if (isSticky(result)) {
+      // Before the waits fail: dropping their copies must not free the staging buffers (#abandoned).
+      this.#abandoned = true;
       this.#fault ??= err;
       this.#failWaits(this.#fault);
       return this.#fault;
@@ -280,7 +304,7 @@ export class DeviceCore {
   }
 
   destroyUserEvent(event: NativePointer): void {
-    if (!this.#userEvents.delete(event)) return;
+    if (!this.#userEvents.delete(event) || this.#abandoned) return;
     this.check(this.driver.cuEventDestroy_v2(event), 'cuEventDestroy_v2');
   }
 
@@ -339,7 +363,9 @@ export class DeviceCore {
 
   /** Resolves when every stream of the device (the internal one too) has finished what it has now. */
   async fenceAll(): Promise<void> {
-    await Promise.all([...this.#streams, this.#internalStream].map((s) => this.fence(s)));
+    const streams: StreamRef[] = [...this.#streams];
+    if (this.#internalStream) streams.push(this.#internalStream);
+    await Promise.all(streams.map((s) => this.fence(s)));
   }
 
   /**
@@ -375,10 +401,12 @@ export class DeviceCore {
    */
   drainCompletions(): void {
     if (this.#completions.length === 0) return;
+    const completions = this.#completions;
+    this.#completions = [];
     const pending: Completion[] = [];
-    let failure: CudaError | undefined;
-    for (const completion of this.#completions) {
-      if (failure !== undefined) {
+    let failed: number | undefined;
+    for (const completion of completions) {
+      if (failed !== undefined) {
         pending.push(completion);
         continue;
       }
@@ -389,8 +417,11 @@ export class DeviceCore {
       }
       this.#releaseEvent(completion.exec, completion.event);
       if (rc !== CUDA_SUCCESS) {
+        // Out of the list before error() runs: a sticky status fails every pending copy, and a
+        // completion dropped twice would hand its staging buffer back twice (two later copies
+        // sharing one buffer, or cuMemFreeHost twice on an uncached one).
         completion.drop();
-        failure = this.error(rc, 'cuEventQuery');
+        failed = rc;
         continue;
       }
       try {
@@ -401,7 +432,7 @@ export class DeviceCore {
       }
     }
     this.#completions = pending;
-    if (failure !== undefined) throw failure;
+    if (failed !== undefined) throw this.error(failed, 'cuEventQuery');
   }
 
   #queued(): void {
@@ -466,6 +497,9 @@ export class DeviceCore {
 
   /** Gives a staging buffer back to the pool (a buffer too big to cache is freed: its status is checked). */
   releasePinned(buffer: PinnedBuffer): void {
+    // After a sticky fault the copy that used it may never have finished: it stays allocated, out
+    // of the pool, until the process exits (#abandoned).
+    if (this.#abandoned) return;
     warnStatus(this.driver, this.pinned.release(buffer), 'cuMemFreeHost', 'freeing a large staging buffer');
   }
 
@@ -475,7 +509,7 @@ export class DeviceCore {
 
   /** Destroys a stream whose work has finished (its owner awaited a fence first). */
   destroyStream(stream: StreamRef): void {
-    if (!this.#streams.delete(stream)) return;
+    if (!this.#streams.delete(stream) || this.#abandoned) return;
     this.check(this.driver.cuStreamDestroy_v2(stream.nativeHandle), 'cuStreamDestroy_v2');
   }
 
@@ -493,10 +527,12 @@ export class DeviceCore {
     this.fenceAll().then(
       () => {
         const afterUnload = this.#libraries.get(library);
-        if (generation !== this.#generation || !afterUnload) return;
+        if (generation !== this.#generation || !afterUnload || this.#abandoned || this.#closed) return;
         this.#libraries.delete(library);
-        warnStatus(this.driver, this.driver.cuLibraryUnload(library), 'cuLibraryUnload', 'unloading a module');
-        afterUnload();
+        const rc = this.driver.cuLibraryUnload(library);
+        // A library the driver did not unload may still write its JIT logs: its block is leaked.
+        if (rc === CUDA_SUCCESS) afterUnload();
+        else warnStatus(this.driver, rc, 'cuLibraryUnload', 'unloading a module (its JIT log block is kept)');
       },
       () => {
         // The device faulted or was reset: teardown unloads every library it still holds.
@@ -606,66 +642,152 @@ export class DeviceCore {
   /**
    * Destroys every handle of the context: waits reject, copies drop, streams, events, green
    * contexts, libraries, pinned buffers, host registrations (and, when `freeMemory`, allocations).
-   * Returns the statuses that failed; after a fault most calls fail with it, as expected.
+   * Each handle is destroyed at most once: the sets are emptied and the internal stream forgotten as
+   * the calls are made, so a later close (after a failed reset) finds nothing left to destroy again.
+   * Registrations stay listed (reset registers them again in the new context; close clears them).
+   *
+   * The first sticky status (a fault the GPU raised but nobody had observed yet) makes the device
+   * abandoned: every later handle is dropped without its driver call, as after any fault.
+   * Returns the statuses that failed.
    */
   #teardown(reason: CudaError, freeMemory: boolean): { call: string; result: number }[] {
     const failed: { call: string; result: number }[] = [];
-    const note = (result: number, call: string): void => {
-      if (result !== CUDA_SUCCESS) failed.push({ call, result });
+    /** Records a failed status; false once the device is abandoned (no more driver calls). */
+    const note = (result: number, call: string): boolean => {
+      if (result !== CUDA_SUCCESS) {
+        failed.push({ call, result });
+        if (isSticky(result)) {
+          this.#abandoned = true;
+          this.#fault ??= cudaError(this.driver, result, call);
+        }
+      }
+      return !this.#abandoned;
     };
     this.#failWaits(reason);
     const d = this.driver;
-    for (const stream of [...this.#streams, this.#internalStream]) note(d.cuStreamDestroy_v2(stream.nativeHandle), 'cuStreamDestroy_v2');
+    const streams = [...this.#streams];
+    if (this.#internalStream) streams.push(this.#internalStream);
     this.#streams.clear();
-    for (const event of this.#userEvents) note(d.cuEventDestroy_v2(event), 'cuEventDestroy_v2');
+    this.#internalStream = undefined;
+    for (const stream of streams) {
+      if (this.#abandoned) break;
+      note(d.cuStreamDestroy_v2(stream.nativeHandle), 'cuStreamDestroy_v2');
+    }
+    const events = [...this.#userEvents];
     this.#userEvents.clear();
     for (const exec of [this.#primary, ...this.#greenExecs.values()]) {
-      for (const event of exec.all) note(d.cuEventDestroy_v2(event), 'cuEventDestroy_v2');
+      events.push(...exec.all);
       exec.all.clear();
       exec.free.length = 0;
     }
     this.#greenExecs.clear();
-    for (const entry of this.greens.destroyAll()) failed.push(entry);
-    for (const [library, afterUnload] of this.#libraries) {
-      note(d.cuLibraryUnload(library), 'cuLibraryUnload');
-      afterUnload();
+    for (const event of events) {
+      if (this.#abandoned) break;
+      note(d.cuEventDestroy_v2(event), 'cuEventDestroy_v2');
     }
+    if (this.#abandoned) this.greens.abandon();
+    else this.greens.destroyAll(note);
+    const libraries = [...this.#libraries];
     this.#libraries.clear();
-    for (const rc of this.pinned.clear()) failed.push({ call: 'cuMemFreeHost', result: rc });
-    for (const list of this.#registrations.values()) {
-      for (const r of list) note(d.cuMemHostUnregister(r.address), 'cuMemHostUnregister');
+    for (const [library, afterUnload] of libraries) {
+      if (this.#abandoned) break;
+      const rc = d.cuLibraryUnload(library);
+      note(rc, 'cuLibraryUnload');
+      // A library the driver did not unload may still write its JIT logs: its block is leaked.
+      if (rc === CUDA_SUCCESS) afterUnload();
     }
-    if (freeMemory) for (const pointer of this.#allocations) note(d.cuMemFree_v2(pointer), 'cuMemFree_v2');
+    if (this.#abandoned) this.pinned.abandon();
+    else for (const rc of this.pinned.clear()) note(rc, 'cuMemFreeHost');
+    for (const list of this.#registrations.values()) {
+      for (const r of list) {
+        if (!this.#abandoned) note(d.cuMemHostUnregister(r.address), 'cuMemHostUnregister');
+      }
+    }
+    const allocations = [...this.#allocations];
     this.#allocations.clear();
+    if (freeMemory) {
+      for (const pointer of allocations) {
+        if (this.#abandoned) break;
+        note(d.cuMemFree_v2(pointer), 'cuMemFree_v2');
+      }
+    }
     return failed;
+  }
+
+  /**
+   * Drops every handle and buffer without a driver call (the device is abandoned: see #abandoned).
+   * The native objects stay as the fault left them until the process exits; nothing in JavaScript
+   * refers to them any more, so nothing can touch them.
+   */
+  #abandonAll(reason: CudaError): void {
+    this.#failWaits(reason);
+    this.#streams.clear();
+    this.#internalStream = undefined;
+    this.#userEvents.clear();
+    for (const exec of [this.#primary, ...this.#greenExecs.values()]) {
+      exec.all.clear();
+      exec.free.length = 0;
+    }
+    this.#greenExecs.clear();
+    this.greens.abandon();
+    this.#libraries.clear();
+    this.pinned.abandon();
+    this.#registrations.clear();
+    this.#allocations.clear();
+  }
+
+  /** The error reset() throws, and every call after it, once the device is abandoned. */
+  #relaunchError(): CudaError {
+    const fault = this.#fault ?? new CudaError('CUDA_ERROR_UNKNOWN', 'cuDevicePrimaryCtxReset_v2', 'abandoned without a fault');
+    if (fault.detail.includes(RELAUNCH)) return fault;
+    return new CudaError(fault.code, fault.call, `${fault.detail}; ${RELAUNCH}: the context and everything in it are left to process exit`);
   }
 
   /**
    * Tears everything down, then cuDevicePrimaryCtxReset_v2 ("Destroy all allocations and reset all
    * state on the primary context", CUDA Driver API, Primary Context Management) and a fresh retain.
    * Host registrations survive: they are the server's shared memory, registered again in the new
-   * context. This recovers a healthy context; after an error cuda.h calls unrecoverable (the
-   * STICKY_RESULTS), the driver keeps refusing the new context and this throws with the fault kept:
-   * only a new process gets the GPU back.
+   * context. This recovers a healthy context (or one a failed reset left without a context).
+   *
+   * After a sticky fault it does not try: cuda.h says the process must be terminated and relaunched,
+   * and on driver 580.159.04 a reset did return 0 but the next cuDevicePrimaryCtxRetain returned the
+   * fault again, after a teardown whose every destroy and free had failed with it. It throws the
+   * fault, its detail saying so, and touches nothing (#abandoned): only a new process gets the GPU
+   * back. (CUDA_ERROR_ASSERT is treated alike: cuda.h only asks for the context to be destroyed, but
+   * that too would free buffers whose state is unknown, and the server relaunches after any fault.)
    */
   reset(): void {
     if (this.#closed) throw new CudaError('CUDA_ERROR_CONTEXT_IS_DESTROYED', 'cuDevicePrimaryCtxReset_v2', 'the device was closed');
-    const faulted = this.#fault !== undefined;
-    const reason = this.#fault ?? new CudaError('CUDA_ERROR_CONTEXT_IS_DESTROYED', 'cuDevicePrimaryCtxReset_v2', 'the device was reset');
+    if (this.#abandoned) {
+      this.#lastReset = [`not tried: ${this.#fault?.code ?? 'a sticky error'} leaves the process unable to reset (nothing was torn down)`];
+      this.#fault = this.#relaunchError();
+      throw this.#fault;
+    }
     const report: string[] = [];
-    this.enter();
-    const failed = this.#teardown(reason, false);
-    for (const f of failed) report.push(`teardown ${f.call}=${f.result}`);
-    if (!faulted) for (const f of failed) warnStatus(this.driver, f.result, f.call, 'resetting the device');
     this.#lastReset = report;
-    this.#generation += 1;
+    // A reset that failed before already tore the context down (its fault says so): its handles
+    // are gone and must not be destroyed again.
+    if (this.#fault === undefined) {
+      const reason = new CudaError('CUDA_ERROR_CONTEXT_IS_DESTROYED', 'cuDevicePrimaryCtxReset_v2', 'the device was reset');
+      this.enter();
+      const failed = this.#teardown(reason, false);
+      for (const f of failed) report.push(`teardown ${f.call}=${f.result}`);
+      this.#generation += 1;
+      // A sticky status in the teardown made the device abandoned (#teardown's note).
+      if (failed.some((f) => isSticky(f.result))) {
+        // The GPU had faulted before the reset saw it: as above, nothing more is touched.
+        this.#fault = this.#relaunchError();
+        throw this.#fault;
+      }
+      for (const f of failed) warnStatus(this.driver, f.result, f.call, 'resetting the device');
+    }
 
     // Reset, drop our reference ("Resetting the primary context does not release it"), take a new
     // one and prove it healthy with a synchronize of a context that has no work.
     let call = 'cuDevicePrimaryCtxReset_v2';
     let result = this.driver.cuDevicePrimaryCtxReset_v2(this.device);
     report.push(`${call}=${result}`);
-    if (result === CUDA_SUCCESS) {
+    if (result === CUDA_SUCCESS && this.#retained) {
       call = 'cuDevicePrimaryCtxRelease_v2';
       result = this.driver.cuDevicePrimaryCtxRelease_v2(this.device);
       report.push(`${call}=${result}`);
@@ -692,15 +814,12 @@ export class DeviceCore {
       report.push(`${call}=${result}`);
     }
     if (result !== CUDA_SUCCESS) {
-      // Seen on driver 580.159.04 after CUDA_ERROR_ILLEGAL_ADDRESS: the reset succeeds, and every
-      // new retain returns the same error. cuda.h says of these errors that they leave "the process
-      // in an inconsistent state" and that "the process must be terminated and relaunched": the
-      // fault stays, and the owner of the device (the server) must exit for a new process to
-      // take the GPU.
-      const detail = isSticky(result)
-        ? `the driver still reports it after cuDevicePrimaryCtxReset_v2; cuda.h: the process must be terminated and relaunched (${report.join(', ')})`
-        : `reset did not recover the device (${report.join(', ')})`;
-      this.#fault = cudaError(this.driver, result, call, detail);
+      if (isSticky(result)) {
+        this.#abandoned = true;
+        this.#fault = cudaError(this.driver, result, call, `${RELAUNCH} (${report.join(', ')})`);
+      } else {
+        this.#fault = cudaError(this.driver, result, call, `reset did not recover the device (${report.join(', ')})`);
+      }
       throw this.#fault;
     }
     this.#context = context;
@@ -723,18 +842,39 @@ export class DeviceCore {
     return this.#lastReset;
   }
 
-  /** Frees everything and releases the primary context. A faulted context is also reset. */
+  /**
+   * Frees everything and releases the primary context. Never throws; a second call does nothing.
+   *
+   * After a sticky fault it makes no driver call at all and frees no native memory (#abandoned):
+   * the GPU suite's process died with SIGSEGV here. Its reset had torn the faulted context down
+   * (every cuStreamDestroy_v2, cuEventDestroy_v2 and cuMemFreeHost returning 700) and reset it, then
+   * failed to retain a new one and so kept the destroyed internal stream as #internalStream; this
+   * close then made that dead context current and destroyed every handle again, the internal
+   * stream a second time, after cuDevicePrimaryCtxReset_v2 had freed it. Now a torn-down handle is
+   * forgotten as it goes, and a faulted device leaves everything to process exit.
+   */
   close(): void {
     if (this.#closed) return;
-    const faulted = this.#fault !== undefined;
-    const reason = new CudaError('CUDA_ERROR_CONTEXT_IS_DESTROYED', 'cuDevicePrimaryCtxRelease_v2', 'the device was closed');
-    this.enter();
-    const failed = this.#teardown(reason, !faulted);
-    if (!faulted) for (const f of failed) warnStatus(this.driver, f.result, f.call, 'closing the device');
-    this.#registrations.clear();
     this.#closed = true;
+    const reason = new CudaError('CUDA_ERROR_CONTEXT_IS_DESTROYED', 'cuDevicePrimaryCtxRelease_v2', 'the device was closed');
+    if (!this.#abandoned && this.#fault === undefined) {
+      try {
+        this.enter();
+        const failed = this.#teardown(reason, true);
+        if (!failed.some((f) => isSticky(f.result))) for (const f of failed) warnStatus(this.driver, f.result, f.call, 'closing the device');
+      } catch (err) {
+        process.emitWarning(`closing the device: ${String(err)}`, { type: 'CudaWarning' });
+      }
+    }
+    if (this.#abandoned) {
+      // The launch block is kept too: nothing frees native memory of a faulted device.
+      this.#abandonAll(reason);
+      return;
+    }
+    // Healthy, or a failed reset already tore the context down (its handles are gone).
+    this.#failWaits(reason);
+    this.#registrations.clear();
     this.#launchBlock.free();
-    if (faulted) warnStatus(this.driver, this.driver.cuDevicePrimaryCtxReset_v2(this.device), 'cuDevicePrimaryCtxReset_v2', 'closing a faulted device');
     if (this.#retained) {
       this.#retained = false;
       warnStatus(this.driver, this.driver.cuDevicePrimaryCtxRelease_v2(this.device), 'cuDevicePrimaryCtxRelease_v2', 'closing the device');

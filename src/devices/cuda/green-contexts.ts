@@ -6,7 +6,7 @@
 // for that count.
 import { CudaError } from '../../cuda/cuda-error.js';
 import type { CudaDriver, NativePointer } from '../../native/bindings.js';
-import { warnStatus } from './check.js';
+import { isSticky, warnStatus } from './check.js';
 
 /** cuda.h CUdevResourceType: CU_DEV_RESOURCE_TYPE_SM. */
 export const CU_DEV_RESOURCE_TYPE_SM = 1;
@@ -129,7 +129,8 @@ export class GreenContextCache {
     const context = new BigUint64Array(1);
     const rc = this.#driver.cuCtxFromGreenCtx(context, greenHandle);
     if (rc !== 0) {
-      warnStatus(this.#driver, this.#driver.cuGreenCtxDestroy(greenHandle), 'cuGreenCtxDestroy', 'discarding a green context');
+      // After a sticky status the driver's state is unknown: the half-made context is left alone.
+      if (!isSticky(rc)) warnStatus(this.#driver, this.#driver.cuGreenCtxDestroy(greenHandle), 'cuGreenCtxDestroy', 'discarding a green context');
       this.#check(rc, 'cuCtxFromGreenCtx');
     }
     const green: GreenContext = { handle: greenHandle, context: context[0] ?? 0n, smCount };
@@ -144,18 +145,25 @@ export class GreenContextCache {
 
   /**
    * Destroys every green context (their streams must be destroyed first: cuGreenCtxDestroy does not
-   * destroy them). Returns the statuses that were not CUDA_SUCCESS, for the caller to judge: during a
-   * reset after a fault, failures are expected.
+   * destroy them), passing each status to `report`, which judges it (during a teardown after a
+   * fault, failures are expected) and returns false to stop: the contexts not yet destroyed are then
+   * only forgotten, as abandon() does.
    */
-  destroyAll(): { readonly call: string; readonly result: number }[] {
-    const failures: { call: string; result: number }[] = [];
-    for (const green of this.#byCount.values()) {
-      const rc = this.#driver.cuGreenCtxDestroy(green.handle);
-      if (rc !== 0) failures.push({ call: 'cuGreenCtxDestroy', result: rc });
+  destroyAll(report: (result: number, call: string) => boolean): void {
+    const greens = [...this.#byCount.values()];
+    this.abandon();
+    for (const green of greens) {
+      if (!report(this.#driver.cuGreenCtxDestroy(green.handle), 'cuGreenCtxDestroy')) break;
     }
+  }
+
+  /**
+   * Forgets every green context without destroying it: after a sticky fault the driver's state is
+   * unknown, and they die with the process, which must exit anyway.
+   */
+  abandon(): void {
     this.#byCount.clear();
     this.#resource = undefined;
-    return failures;
   }
 
   #deviceResource(): { readonly bytes: Uint8Array; readonly sm: SmResource } {

@@ -92,4 +92,14 @@ export class PinnedPool {
     this.#cachedBytes = 0;
     return failed;
   }
+
+  /**
+   * Forgets every cached buffer without freeing it: after a sticky fault, when the driver's state
+   * is unknown and the process must exit anyway. The buffers stay allocated (and their views valid)
+   * until then; dropping them means no later copy can reach them.
+   */
+  abandon(): void {
+    this.#free.clear();
+    this.#cachedBytes = 0;
+  }
 }
