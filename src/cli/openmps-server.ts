@@ -5,13 +5,21 @@
 // and exits once its clients have left: it never outlives its supervisor with nobody to stop it.
 import { CudaError } from '../cuda/cuda-error.js';
 import { openPlatform, parseDeviceChoice } from '../devices/index.js';
+import { parseMemorySize } from '../server/limits.js';
 import { Logger } from '../telemetry/log.js';
-import { parseDaemonMessage, type DaemonRequest, type ServerConfig, type ServerMessage } from '../server/ipc.js';
+import { parseDaemonMessage, parsePartition, type DaemonRequest, type ServerConfig, type ServerMessage } from '../server/ipc.js';
 import { OpenmpsServer } from '../server/server.js';
 
 function fail(message: string): never {
   process.stderr.write(`openmps server: ${message}\n`);
   process.exit(1);
+}
+
+function stringRecord(v: unknown): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (typeof v !== 'object' || v === null) return out;
+  for (const [k, x] of Object.entries(v)) if (typeof x === 'string') out[k] = x;
+  return out;
 }
 
 export function parseServerConfig(text: string | undefined): ServerConfig {
@@ -39,7 +47,18 @@ export function parseServerConfig(text: string | undefined): ServerConfig {
     defaultActiveThreadPercentage: r.defaultActiveThreadPercentage,
     maxClientsPerDevice: r.maxClientsPerDevice,
     logDirectory: typeof r.logDirectory === 'string' ? r.logDirectory : undefined,
+    defaultDeviceMemLimits: stringRecord(r.defaultDeviceMemLimits),
+    defaultClientPriority: r.defaultClientPriority === 1 ? 1 : 0,
+    staticPartitioning: r.staticPartitioning === true,
+    partitions: Array.isArray(r.partitions) ? r.partitions.map(parsePartition).filter((p) => p !== undefined) : [],
   };
+}
+
+/** The daemon sends byte counts as decimal strings (bigints do not cross JSON). */
+function bytesOf(text: string): bigint {
+  const v = parseMemorySize(text);
+  if (v === undefined || v <= 0n) throw new CudaError('CUDA_ERROR_INVALID_VALUE', 'openmps-server', `"${text}" is not a memory size`);
+  return v;
 }
 
 function send(message: ServerMessage): void {
@@ -54,6 +73,23 @@ async function answer(server: OpenmpsServer, req: DaemonRequest): Promise<unknow
       return server.terminateClient(req.pid);
     case 'shutdown':
       await server.shutdown(req.force);
+      return null;
+    case 'set-active-thread-percentage':
+      server.setActiveThreadPercentage(req.percentage);
+      return null;
+    case 'get-active-thread-percentage':
+      return server.activeThreadPercentage;
+    case 'set-device-mem-limit':
+      server.setDeviceMemLimit(req.device, bytesOf(req.bytes));
+      return null;
+    case 'get-device-mem-limit':
+      return String(server.deviceMemLimit(req.device) ?? '');
+    case 'set-client-active-thread-percentage':
+      return server.setClientActiveThreadPercentage(req.pid, req.percentage);
+    case 'set-client-device-mem-limit':
+      return server.setClientDeviceMemLimit(req.pid, req.device, bytesOf(req.bytes));
+    case 'partitions':
+      server.setPartitions(req.partitions);
       return null;
   }
 }

@@ -7,7 +7,7 @@ import { CudaError } from '../cuda/cuda-error.js';
 import { openPlatform, parseDeviceChoice, type DeviceChoice } from '../devices/index.js';
 import { PROTOCOL_VERSION } from '../protocol/messages.js';
 import { CALL_NAMES } from '../server/dispatcher.js';
-import { deviceInfoToWire, grantLimits, limitsToWire } from '../server/server.js';
+import { deviceInfoToWire, limitsToWire } from '../server/server.js';
 import { DeviceOwnership, Session } from '../server/session.js';
 import { FramedSocket, setCallNames } from '../transport/framed-socket.js';
 import { Context } from './context.js';
@@ -98,7 +98,8 @@ export async function connect(options: ConnectOptions = {}): Promise<Context> {
   const info = platform.devices[settings.device];
   if (!info) throw new CudaError('CUDA_ERROR_INVALID_DEVICE', 'cuDeviceGet', `device ${settings.device} does not exist (${platform.devices.length} visible)`);
   const device = await platform.open(info.ordinal);
-  const limits = grantLimits(info, 100, settings);
+  // Without MPS there is nobody to share with: the whole device, as a CUDA program without MPS has.
+  const limits = { activeThreadPercentage: 100, smCount: info.smCount, memoryLimit: undefined, priority: 0, smPartition: '', smGroups: undefined };
   const session = new Session(device, { clientId: 1, pid: process.pid, uid: process.getuid?.() ?? 0, command: settings.command }, limits, new DeviceOwnership());
   return new Context({
     mode: 'direct',

@@ -24,6 +24,8 @@ export interface ClientLimits {
   /** Bytes this client may hold on the device; undefined when only the device limits it. */
   readonly memoryLimit: bigint | undefined;
   readonly priority: number;
+  /** The static partition (`GPU-<uuid>/<n>`) under static partitioning, '' otherwise. */
+  readonly smPartition: string;
 }
 
 export type Dim = number | readonly [number] | readonly [number, number] | readonly [number, number, number];
@@ -74,6 +76,7 @@ function toLimits(w: LimitsWire): ClientLimits {
     smCount: w.smCount,
     memoryLimit: w.memoryLimit === 0n ? undefined : w.memoryLimit,
     priority: w.priority,
+    smPartition: w.smPartition,
   };
 }
 

@@ -30,6 +30,13 @@ export interface DeviceInfo {
   readonly maxThreadsPerBlock: number;
   readonly maxThreadsPerSm: number;
   readonly kind: DeviceKind;
+  /**
+   * SMs per group: the granularity at which the device can confine work to part of its SMs (a
+   * green context on CUDA: 8 on Hopper). Groups are numbered 0 .. smGroupCount-1; SMs beyond the
+   * last whole group are used only by unrestricted streams.
+   */
+  readonly smGroupSize: number;
+  readonly smGroupCount: number;
 }
 
 export type ModuleKind = 'ptx' | 'cubin' | 'fatbin' | 'cuda';
@@ -79,6 +86,12 @@ export interface StreamOptions {
   readonly priority?: number;
   /** Restrict this stream's kernels to this many SMs (a green context on CUDA). Omit for all SMs. */
   readonly smCount?: number;
+  /**
+   * Restrict this stream's kernels to exactly these SM groups (see DeviceInfo.smGroupSize); wins
+   * over smCount. Several streams may name the same groups: a restriction limits, it does not
+   * reserve (static partitions are kept disjoint by whoever assigns them).
+   */
+  readonly smGroups?: readonly number[];
 }
 
 export interface DeviceEvent {
@@ -103,6 +116,8 @@ export interface DeviceStream {
   memcpyDtoD(dst: DevicePointer, src: DevicePointer, bytes: number): void;
   memset(dst: DevicePointer, value: number, elementBytes: 1 | 2 | 4, count: number): void;
   recordEvent(event: DeviceEvent): void;
+  /** Work enqueued on this stream after this call waits until `event` has completed (cuStreamWaitEvent). */
+  waitEvent(event: DeviceEvent): void;
   /** Resolves when everything enqueued so far has completed; rejects with the sticky error. */
   synchronize(): Promise<void>;
   query(): boolean;

@@ -20,6 +20,8 @@ const DEVICE_INFO = {
     maxThreadsPerBlock: 'u32',
     maxThreadsPerSm: 'u32',
     kind: 'str',
+    smGroupSize: 'u32',
+    smGroupCount: 'u32',
   },
 } as const;
 
@@ -30,6 +32,7 @@ const LIMITS = {
     smCount: 'u32',
     memoryLimit: 'u64',
     priority: 'i32',
+    smPartition: 'str',
   },
 } as const;
 

@@ -17,6 +17,22 @@ export interface ServerConfig {
   readonly socketPath: string;
   readonly defaultActiveThreadPercentage: number;
   readonly maxClientsPerDevice: number;
+  /** Per-client pinned memory caps for new clients: device ordinal (decimal) or UUID -> bytes (decimal string). */
+  readonly defaultDeviceMemLimits: Readonly<Record<string, string>>;
+  /** MPS client priority for clients that do not ask: 0 normal, 1 below normal. */
+  readonly defaultClientPriority: number;
+  /** `openmps-control -S`: clients must name a partition; thread percentages are ignored. */
+  readonly staticPartitioning: boolean;
+  readonly partitions: readonly PartitionRecord[];
+}
+
+/** A static SM partition (`sm_partition add`): whole chunks of SMs of one device, disjoint. */
+export interface PartitionRecord {
+  /** `GPU-<uuid>/<n>`, as clients name it in OPENMPS_SM_PARTITION. */
+  readonly id: string;
+  readonly deviceUuid: string;
+  /** Chunk indices (chunk = DeviceRecord.smGroupSize SMs). */
+  readonly chunks: readonly number[];
 }
 
 export interface ClientRecord {
@@ -32,6 +48,9 @@ export interface ClientRecord {
   readonly smCount: number;
   readonly memoryLimit: string;
   readonly memoryInUse: string;
+  /** The partition id under static partitioning, '' otherwise. */
+  readonly smPartition: string;
+  readonly priority: number;
   readonly connectedAt: number;
 }
 
@@ -45,13 +64,29 @@ export interface DeviceRecord {
   readonly computeMajor: number;
   readonly computeMinor: number;
   readonly kind: DeviceKind;
+  /** SMs per chunk (green-context granularity; 8 on Hopper) and whole chunks the device has. */
+  readonly smGroupSize: number;
+  readonly smGroupCount: number;
 }
 
 /** Daemon -> server requests. */
 export type DaemonRequest =
   | { readonly op: 'clients' }
   | { readonly op: 'shutdown'; readonly force: boolean }
-  | { readonly op: 'terminate-client'; readonly pid: number };
+  | { readonly op: 'terminate-client'; readonly pid: number }
+  /** Per server, for clients that connect afterwards (MPS semantics). Result: null. */
+  | { readonly op: 'set-active-thread-percentage'; readonly percentage: number }
+  /** Result: number. */
+  | { readonly op: 'get-active-thread-percentage' }
+  /** `device` is an ordinal (decimal) or a UUID; `bytes` decimal. Result: null. */
+  | { readonly op: 'set-device-mem-limit'; readonly device: string; readonly bytes: string }
+  /** Result: decimal bytes, or '' when there is no limit. */
+  | { readonly op: 'get-device-mem-limit'; readonly device: string }
+  /** Live change of a running client (all its sessions). Result: number of sessions changed. */
+  | { readonly op: 'set-client-active-thread-percentage'; readonly pid: number; readonly percentage: number }
+  | { readonly op: 'set-client-device-mem-limit'; readonly pid: number; readonly device: string; readonly bytes: string }
+  /** Replaces the server's partition table (static partitioning). Result: null. */
+  | { readonly op: 'partitions'; readonly partitions: readonly PartitionRecord[] };
 
 export type DaemonMessage = { readonly type: 'request'; readonly id: number } & DaemonRequest;
 
@@ -68,6 +103,16 @@ function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+export function parsePartition(v: unknown): PartitionRecord | undefined {
+  if (!isRecord(v) || typeof v.id !== 'string' || typeof v.deviceUuid !== 'string' || !Array.isArray(v.chunks)) return undefined;
+  const chunks: number[] = [];
+  for (const c of v.chunks) {
+    if (typeof c !== 'number' || !Number.isInteger(c) || c < 0) return undefined;
+    chunks.push(c);
+  }
+  return { id: v.id, deviceUuid: v.deviceUuid, chunks };
+}
+
 export function parseDaemonMessage(v: unknown): DaemonMessage | undefined {
   if (!isRecord(v) || v.type !== 'request' || typeof v.id !== 'number') return undefined;
   switch (v.op) {
@@ -77,6 +122,26 @@ export function parseDaemonMessage(v: unknown): DaemonMessage | undefined {
       return typeof v.force === 'boolean' ? { type: 'request', id: v.id, op: 'shutdown', force: v.force } : undefined;
     case 'terminate-client':
       return typeof v.pid === 'number' ? { type: 'request', id: v.id, op: 'terminate-client', pid: v.pid } : undefined;
+    case 'set-active-thread-percentage':
+      return typeof v.percentage === 'number' ? { type: 'request', id: v.id, op: v.op, percentage: v.percentage } : undefined;
+    case 'get-active-thread-percentage':
+      return { type: 'request', id: v.id, op: v.op };
+    case 'set-device-mem-limit':
+      return typeof v.device === 'string' && typeof v.bytes === 'string' ? { type: 'request', id: v.id, op: v.op, device: v.device, bytes: v.bytes } : undefined;
+    case 'get-device-mem-limit':
+      return typeof v.device === 'string' ? { type: 'request', id: v.id, op: v.op, device: v.device } : undefined;
+    case 'set-client-active-thread-percentage':
+      return typeof v.pid === 'number' && typeof v.percentage === 'number'
+        ? { type: 'request', id: v.id, op: v.op, pid: v.pid, percentage: v.percentage }
+        : undefined;
+    case 'set-client-device-mem-limit':
+      return typeof v.pid === 'number' && typeof v.device === 'string' && typeof v.bytes === 'string'
+        ? { type: 'request', id: v.id, op: v.op, pid: v.pid, device: v.device, bytes: v.bytes }
+        : undefined;
+    case 'partitions': {
+      const list = Array.isArray(v.partitions) ? v.partitions.map(parsePartition) : undefined;
+      return list?.every((p) => p !== undefined) ? { type: 'request', id: v.id, op: v.op, partitions: list } : undefined;
+    }
     default:
       return undefined;
   }

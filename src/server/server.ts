@@ -14,8 +14,9 @@ import { FramedSocket, setCallNames } from '../transport/framed-socket.js';
 import { SharedRegion } from '../transport/shared-memory.js';
 import type { Logger } from '../telemetry/log.js';
 import { CALL_NAMES, dispatch, isSessionMessage, type DispatchTarget } from './dispatcher.js';
-import type { ClientRecord, DeviceRecord, ServerConfig, ServerMessage, ServerState } from './ipc.js';
-import { formatMemorySize, limitForDevice, parsePinnedMemLimit, smCountForPercentage, tighter } from './limits.js';
+import type { ClientRecord, DeviceRecord, PartitionRecord, ServerConfig, ServerMessage, ServerState } from './ipc.js';
+import { formatMemorySize, limitForDevice, parseMemorySize, smCountForPercentage } from './limits.js';
+import { groupsForSmCount, partitionFor, requestLimits, SmPlacement, type ProvisioningDefaults } from './provisioning.js';
 import { DeviceOwnership, Session, type SessionLimits } from './session.js';
 
 setCallNames(CALL_NAMES);
@@ -34,6 +35,8 @@ export function deviceInfoToWire(info: DeviceInfo): DeviceInfoWire {
     maxThreadsPerBlock: info.maxThreadsPerBlock,
     maxThreadsPerSm: info.maxThreadsPerSm,
     kind: info.kind,
+    smGroupSize: info.smGroupSize,
+    smGroupCount: info.smGroupCount,
   };
 }
 
@@ -43,26 +46,7 @@ export function limitsToWire(limits: SessionLimits): LimitsWire {
     smCount: limits.smCount,
     memoryLimit: limits.memoryLimit ?? 0n,
     priority: limits.priority,
-  };
-}
-
-/** The limits a client gets: the server's defaults, tightened by what the client asked for. */
-export function grantLimits(info: DeviceInfo, defaultPercentage: number, req: RequestOf<'SESSION_OPEN'>): SessionLimits {
-  const call = 'cuCtxCreate_v4';
-  const asked = req.activeThreadPercentage;
-  if (asked !== 0 && !(asked > 0 && asked <= 100)) {
-    throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `active thread percentage ${asked} is not in (0, 100]`);
-  }
-  const percentage = asked > 0 ? Math.min(asked, defaultPercentage) : defaultPercentage;
-  const memoryLimit = tighter(undefined, limitForDevice(parsePinnedMemLimit(req.pinnedMemLimit), info.ordinal, info.uuid));
-  if (req.priority !== -1 && req.priority !== 0 && req.priority !== 1) {
-    throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `client priority ${req.priority} is not 0 or 1`);
-  }
-  return {
-    activeThreadPercentage: percentage,
-    smCount: smCountForPercentage(info.smCount, percentage),
-    memoryLimit,
-    priority: req.priority === -1 ? 0 : req.priority,
+    smPartition: limits.smPartition,
   };
 }
 
@@ -91,7 +75,9 @@ export class OpenmpsServer {
   readonly platform: Platform;
   readonly #log: Logger;
   readonly #emit: (message: ServerMessage) => void;
-  readonly #devices = new Map<number, { device: Device; ownership: DeviceOwnership }>();
+  readonly #devices = new Map<number, { device: Device; ownership: DeviceOwnership; placement: SmPlacement }>();
+  readonly #defaults: ProvisioningDefaults;
+  #partitions: readonly PartitionRecord[];
   readonly #connections = new Set<Connection>();
   #listener: NetServer | undefined;
   #state: ServerState = 'INITIALIZING';
@@ -104,6 +90,13 @@ export class OpenmpsServer {
     this.platform = platform;
     this.#log = log;
     this.#emit = emit;
+    const memLimits = new Map<string, bigint>();
+    for (const [key, bytes] of Object.entries(config.defaultDeviceMemLimits)) {
+      const v = parseMemorySize(bytes);
+      if (v !== undefined && v > 0n) memLimits.set(key, v);
+    }
+    this.#defaults = { activeThreadPercentage: config.defaultActiveThreadPercentage, memLimits, clientPriority: config.defaultClientPriority };
+    this.#partitions = config.partitions;
   }
 
   get state(): ServerState {
@@ -120,7 +113,7 @@ export class OpenmpsServer {
   async start(): Promise<void> {
     for (const info of this.platform.devices) {
       const device = await this.platform.open(info.ordinal);
-      this.#devices.set(info.ordinal, { device, ownership: new DeviceOwnership() });
+      this.#devices.set(info.ordinal, { device, ownership: new DeviceOwnership(), placement: new SmPlacement(info.smGroupCount) });
       this.#log.log(`Device ${info.ordinal}: ${info.name} (${info.uuid}, ${info.smCount} SMs, ${formatMemorySize(info.totalMemory)}) on ${this.platform.kind}`);
     }
     try {
@@ -157,6 +150,90 @@ export class OpenmpsServer {
     const out: ClientRecord[] = [];
     for (const c of this.#connections) if (c.session) out.push(this.#recordOf(c.session, c));
     return out;
+  }
+
+  /** Placement counts only shares, not partitions (those the daemon keeps disjoint). */
+  #releaseGroups(session: Session): void {
+    const groups = session.limits.smGroups;
+    if (groups && session.limits.smPartition === '') this.#devices.get(session.device.info.ordinal)?.placement.release(groups);
+  }
+
+  // -- provisioning (the daemon's set_* / get_* commands) -----------------------------------------
+
+  setActiveThreadPercentage(percentage: number): void {
+    if (!(percentage > 0 && percentage <= 100)) throw new CudaError('CUDA_ERROR_INVALID_VALUE', 'set_active_thread_percentage', `${percentage} is not in (0, 100]`);
+    this.#defaults.activeThreadPercentage = percentage;
+    this.#log.log(`Active thread percentage for new clients: ${percentage.toFixed(1)}`);
+  }
+
+  get activeThreadPercentage(): number {
+    return this.#defaults.activeThreadPercentage;
+  }
+
+  /** `device` is an ordinal or UUID the server has; returns the key the limit is kept under. */
+  #deviceKey(device: string, call: string): Device {
+    const d = [...this.#devices.values()].find((e) => String(e.device.info.ordinal) === device || e.device.info.uuid === device || e.device.info.uuid === `GPU-${device}`);
+    if (!d) throw new CudaError('CUDA_ERROR_INVALID_DEVICE', call, `this server has no device "${device}"`);
+    return d.device;
+  }
+
+  setDeviceMemLimit(device: string, bytes: bigint): void {
+    const info = this.#deviceKey(device, 'set_device_pinned_mem_limit').info;
+    this.#defaults.memLimits.delete(info.uuid);
+    this.#defaults.memLimits.set(String(info.ordinal), bytes);
+    this.#log.log(`Pinned memory limit for new clients on device ${info.ordinal}: ${formatMemorySize(bytes)}`);
+  }
+
+  deviceMemLimit(device: string): bigint | undefined {
+    const info = this.#deviceKey(device, 'get_device_pinned_mem_limit').info;
+    return limitForDevice(this.#defaults.memLimits, info.ordinal, info.uuid);
+  }
+
+  /**
+   * Live change of a running client's SM share: its sessions get new SM groups (placed where the
+   * fewest clients are) and later work runs there, after earlier work. Returns sessions changed.
+   */
+  setClientActiveThreadPercentage(pid: number, percentage: number): number {
+    const call = 'set_client_active_thread_percentage';
+    if (!(percentage > 0 && percentage <= 100)) throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `${percentage} is not in (0, 100]`);
+    let changed = 0;
+    for (const c of this.#connections) {
+      const s = c.session;
+      if (c.pid !== pid || !s) continue;
+      if (s.limits.smPartition !== '') throw new CudaError('CUDA_ERROR_INVALID_RESOURCE_CONFIGURATION', call, 'the client runs in a static partition');
+      const entry = this.#devices.get(s.device.info.ordinal);
+      if (!entry) continue;
+      const info = s.device.info;
+      const sms = smCountForPercentage(info.smCount, percentage);
+      this.#releaseGroups(s);
+      const count = sms >= info.smCount ? 0 : groupsForSmCount(info, sms);
+      const smGroups = count > 0 ? entry.placement.take(count) : undefined;
+      const granted = s.setLimits({ ...s.limits, activeThreadPercentage: percentage, smCount: count > 0 ? count * info.smGroupSize : info.smCount, smGroups });
+      this.#log.log(`Client {PID: ${pid}, Context ID: ${s.identity.clientId}}: active thread percentage ${percentage.toFixed(1)} (${granted.smCount} SMs)`);
+      c.channel.notice('NOTICE_LIMITS', { limits: limitsToWire(granted) });
+      changed++;
+    }
+    return changed;
+  }
+
+  /** Live change of a running client's memory cap on one device. Returns sessions changed. */
+  setClientDeviceMemLimit(pid: number, device: string, bytes: bigint): number {
+    const target = this.#deviceKey(device, 'set_client_device_mem_limit');
+    let changed = 0;
+    for (const c of this.#connections) {
+      const s = c.session;
+      if (c.pid !== pid || s?.device !== target) continue;
+      const granted = s.setLimits({ ...s.limits, memoryLimit: bytes });
+      this.#log.log(`Client {PID: ${pid}, Context ID: ${s.identity.clientId}}: pinned memory limit ${formatMemorySize(bytes)} (${s.memoryInUse} bytes in use)`);
+      c.channel.notice('NOTICE_LIMITS', { limits: limitsToWire(granted) });
+      changed++;
+    }
+    return changed;
+  }
+
+  setPartitions(partitions: readonly PartitionRecord[]): void {
+    this.#partitions = partitions;
+    this.#log.log(`SM partitions: ${partitions.map((p) => `${p.id} chunks ${p.chunks.join(',')}`).join('; ') || 'none'}`);
   }
 
   /** terminate_client: returns how many sessions of that pid were terminated. */
@@ -261,23 +338,31 @@ export class OpenmpsServer {
     if (this.#state !== 'ACTIVE') {
       throw new CudaError('CUDA_ERROR_MPS_SERVER_NOT_READY', call, `the server is ${this.#state}`);
     }
-    const entry = this.#devices.get(req.device);
+    // Under static partitioning the partition names the device; otherwise the client does.
+    const partition = this.config.staticPartitioning ? partitionFor(this.#partitions, req.smPartition) : undefined;
+    const entry = partition ? [...this.#devices.values()].find((d) => d.device.info.uuid === partition.deviceUuid) : this.#devices.get(req.device);
     if (!entry) {
-      throw new CudaError('CUDA_ERROR_INVALID_DEVICE', call, `device ${req.device} does not exist (the server sees ${this.#devices.size})`);
+      throw partition
+        ? new CudaError('CUDA_ERROR_INVALID_RESOURCE_CONFIGURATION', call, `partition ${partition.id} is on a device this server does not have`)
+        : new CudaError('CUDA_ERROR_INVALID_DEVICE', call, `device ${req.device} does not exist (the server sees ${this.#devices.size})`);
     }
     const onDevice = [...this.#connections].filter((c) => c.session?.device === entry.device).length;
     if (onDevice >= this.config.maxClientsPerDevice) {
       throw new CudaError('CUDA_ERROR_MPS_MAX_CLIENTS_REACHED', call, `device ${req.device} already has ${onDevice} clients (the limit)`);
     }
     const info = entry.device.info;
-    const limits = grantLimits(info, this.config.defaultActiveThreadPercentage, req);
+    const asked = requestLimits(info, this.#defaults, req, partition);
+    const smGroups = partition ? [...partition.chunks] : asked.groups > 0 ? entry.placement.take(asked.groups) : undefined;
+    const { groups: _groups, ...rest } = asked;
+    const limits: SessionLimits = { ...rest, smGroups };
     const clientId = this.#nextClientId++;
-    const session = new Session(
-      entry.device,
-      { clientId, pid: conn.pid, uid: conn.uid, command: commandOf(conn.pid, req.command) },
-      limits,
-      entry.ownership,
-    );
+    let session: Session;
+    try {
+      session = new Session(entry.device, { clientId, pid: conn.pid, uid: conn.uid, command: commandOf(conn.pid, req.command) }, limits, entry.ownership);
+    } catch (err) {
+      if (smGroups && !partition) entry.placement.release(smGroups);
+      throw err;
+    }
     conn.session = session;
     conn.connectedAt = Date.now();
     this.#log.log(`Client {PID: ${conn.pid}, Context ID: ${clientId}} connected to device ${info.ordinal} (${session.limits.smCount} SMs)`);
@@ -298,6 +383,8 @@ export class OpenmpsServer {
       smCount: s.limits.smCount,
       memoryLimit: s.limits.memoryLimit === undefined ? '' : String(s.limits.memoryLimit),
       memoryInUse: String(s.memoryInUse),
+      smPartition: s.limits.smPartition,
+      priority: s.limits.priority,
       connectedAt: c.connectedAt,
     };
   }
@@ -342,6 +429,7 @@ export class OpenmpsServer {
     const session = conn.session;
     if (!session) return;
     conn.session = undefined;
+    this.#releaseGroups(session);
     await session.close();
     // Unmap only after the session's work has drained: no copy may still read the region.
     this.#releaseStaging(conn, session.device);
@@ -375,5 +463,7 @@ export function deviceRecord(info: DeviceInfo): DeviceRecord {
     computeMajor: info.computeMajor,
     computeMinor: info.computeMinor,
     kind: info.kind,
+    smGroupSize: info.smGroupSize,
+    smGroupCount: info.smGroupCount,
   };
 }

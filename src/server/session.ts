@@ -14,6 +14,7 @@ import type {
   LaunchConfig,
   MemoryInfo,
   ModuleImage,
+  StreamOptions,
 } from '../devices/device.js';
 import { AllocationTable } from './allocation-table.js';
 
@@ -32,6 +33,10 @@ export interface SessionLimits {
   readonly memoryLimit: bigint | undefined;
   /** MPS client priority: 0 normal, 1 below normal. */
   readonly priority: number;
+  /** The static partition the client runs in (`GPU-<uuid>/<n>`), '' when none. */
+  readonly smPartition: string;
+  /** The SM groups the client's work is confined to; undefined: the whole device. */
+  readonly smGroups: readonly number[] | undefined;
 }
 
 export type SessionState = 'ACTIVE' | 'INACTIVE';
@@ -83,6 +88,8 @@ export class Session {
   readonly #ownership: DeviceOwnership;
   readonly #allocations = new AllocationTable();
   readonly #streams = new Map<number, DeviceStream>();
+  /** Each stream's requested priority, to recreate it when the SM share changes. */
+  readonly #priorities = new Map<number, number>();
   readonly #events = new Map<number, DeviceEvent>();
   readonly #modules = new Map<number, { module: DeviceModule; functions: number[] }>();
   readonly #functions = new Map<number, DeviceFunction>();
@@ -96,10 +103,46 @@ export class Session {
     this.identity = identity;
     this.#limits = limits;
     this.#ownership = ownership;
-    const stream = device.createStream(this.#streamOptions(streamPriorityFor(limits.priority)));
+    const priority = streamPriorityFor(limits.priority);
+    const stream = device.createStream(this.#streamOptions(priority));
     this.#streams.set(0, stream);
+    this.#priorities.set(0, priority);
     // What the client can use is what the device granted, not what was asked for.
     this.#limits = { ...limits, smCount: stream.smCount };
+  }
+
+  /**
+   * Changes a running client's share (set_client_active_thread_percentage and
+   * set_client_device_mem_limit). A new memory cap applies to the next allocation: under it, what
+   * is held stays, and new allocations fail until use falls below. A new SM share replaces every
+   * stream of the session by one on the new SMs that first waits for the old one, so later work
+   * runs under the new share and still after all earlier work.
+   */
+  setLimits(next: SessionLimits): SessionLimits {
+    this.check('openmps.setLimits');
+    const smChanged = next.smCount !== this.#limits.smCount || String(next.smGroups) !== String(this.#limits.smGroups);
+    this.#limits = next;
+    if (smChanged) {
+      for (const [id, old] of [...this.#streams]) {
+        const priority = this.#priorities.get(id) ?? 0;
+        const replacement = this.device.createStream(this.#streamOptions(priority));
+        const handover = this.device.createEvent();
+        old.recordEvent(handover);
+        replacement.waitEvent(handover);
+        this.#streams.set(id, replacement);
+        // The old stream drains its earlier work; nothing new reaches it.
+        old.destroy().then(
+          () => {
+            handover.destroy();
+          },
+          () => {
+            handover.destroy();
+          },
+        );
+        if (id === 0) this.#limits = { ...next, smCount: replacement.smCount };
+      }
+    }
+    return this.#limits;
   }
 
   get limits(): SessionLimits {
@@ -308,6 +351,7 @@ export class Session {
     const stream = this.device.createStream(this.#streamOptions(priority));
     const id = this.#handle();
     this.#streams.set(id, stream);
+    this.#priorities.set(id, priority);
     return id;
   }
 
@@ -316,6 +360,7 @@ export class Session {
     if (id === 0) throw new CudaError('CUDA_ERROR_INVALID_HANDLE', call, 'the default stream cannot be destroyed');
     const stream = this.#stream(id, call);
     this.#streams.delete(id);
+    this.#priorities.delete(id);
     await stream.destroy();
   }
 
@@ -385,6 +430,7 @@ export class Session {
   async #release(): Promise<void> {
     const streams = [...this.#streams.values()];
     this.#streams.clear();
+    this.#priorities.clear();
     await Promise.allSettled(streams.map((s) => s.destroy()));
     for (const e of this.#events.values()) e.destroy();
     this.#events.clear();
@@ -397,8 +443,9 @@ export class Session {
     if (!this.device.fault) await Promise.allSettled(allocations.map((a) => this.device.memFree(a.base)));
   }
 
-  #streamOptions(priority: number): { priority: number; smCount?: number } {
-    return this.#limits.smCount < this.device.info.smCount ? { priority, smCount: this.#limits.smCount } : { priority };
+  #streamOptions(priority: number): StreamOptions {
+    const groups = this.#limits.smGroups;
+    return groups === undefined ? { priority } : { priority, smGroups: groups };
   }
 
   #handle(): number {
