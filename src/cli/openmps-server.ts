@@ -10,6 +10,9 @@ import { Logger } from '../telemetry/log.js';
 import { parseDaemonMessage, parsePartition, type DaemonRequest, type ServerConfig, type ServerMessage } from '../server/ipc.js';
 import { OpenmpsServer } from '../server/server.js';
 
+/** Exit status of a server that must be relaunched after a device fault. */
+const EXIT_RELAUNCH = 3;
+
 function fail(message: string): never {
   process.stderr.write(`openmps server: ${message}\n`);
   process.exit(1);
@@ -109,17 +112,20 @@ async function main(): Promise<void> {
     log.log(`No usable GPU (${selection.fallbackReason}): using the software GPU`);
   }
   log.log(`Platform: ${selection.platform.kind}, ${selection.platform.version}, ${selection.platform.devices.length} device(s)`);
-  const server = new OpenmpsServer(config, selection.platform, log, send);
-
   let exiting = false;
-  const exitAfterShutdown = (force: boolean): void => {
+  const exitAfterShutdown = (force: boolean, code = 0): void => {
     if (exiting) return;
     exiting = true;
     server.shutdown(force).then(
-      () => process.exit(0),
+      () => process.exit(code),
       () => process.exit(1),
     );
   };
+  // A device that faulted beyond in-process recovery: leave once the clients have, with status 3
+  // (logged by the daemon), and the daemon starts a fresh server on the next demand.
+  const server: OpenmpsServer = new OpenmpsServer(config, selection.platform, log, send, () => {
+    exitAfterShutdown(false, EXIT_RELAUNCH);
+  });
 
   process.on('message', (raw: unknown) => {
     const msg = parseDaemonMessage(raw);

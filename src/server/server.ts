@@ -75,17 +75,28 @@ export class OpenmpsServer {
   readonly platform: Platform;
   readonly #log: Logger;
   readonly #emit: (message: ServerMessage) => void;
-  readonly #devices = new Map<number, { device: Device; ownership: DeviceOwnership; placement: SmPlacement }>();
+  readonly #devices = new Map<number, { readonly device: Device; ownership: DeviceOwnership; placement: SmPlacement }>();
   readonly #defaults: ProvisioningDefaults;
   #partitions: readonly PartitionRecord[];
   readonly #connections = new Set<Connection>();
   #listener: NetServer | undefined;
   #state: ServerState = 'INITIALIZING';
   #nextClientId = 1;
+  /** Devices in FAULT (by ordinal): the sticky error, told to their clients with the suspects. */
+  readonly #faulted = new Map<number, CudaError>();
+  /** Called when a faulted device cannot be recovered in this process (CUDA): the server must go. */
+  readonly #relaunch: (reason: string) => void;
   #shutdown: Promise<void> | undefined;
   #drainedListeners: (() => void)[] = [];
 
-  constructor(config: ServerConfig, platform: Platform, log: Logger, emit: (message: ServerMessage) => void) {
+  constructor(
+    config: ServerConfig,
+    platform: Platform,
+    log: Logger,
+    emit: (message: ServerMessage) => void,
+    relaunch: (reason: string) => void = () => undefined,
+  ) {
+    this.#relaunch = relaunch;
     this.config = config;
     this.platform = platform;
     this.#log = log;
@@ -150,6 +161,68 @@ export class OpenmpsServer {
     const out: ClientRecord[] = [];
     for (const c of this.#connections) if (c.session) out.push(this.#recordOf(c.session, c));
     return out;
+  }
+
+  // -- faults --------------------------------------------------------------------------------------
+
+  #sessionsOn(device: Device): { conn: Connection; session: Session }[] {
+    const out: { conn: Connection; session: Session }[] = [];
+    for (const conn of this.#connections) if (conn.session?.device === device) out.push({ conn, session: conn.session });
+    return out;
+  }
+
+  /** A request failed: if its device has faulted, the whole device goes to FAULT. */
+  #noticeFault(conn: Connection): void {
+    const device = conn.session?.device;
+    if (device?.fault) this.#deviceFaulted(device);
+  }
+
+  /**
+   * A fatal fault on one device (sticky for its context, as in CUDA): every client there learns it
+   * now (a notice) and from every later call, with the clients that had work in flight named as
+   * suspects (MPS tells no one who caused it). New clients of that device get 807. Clients on
+   * other devices are untouched. Once the affected clients have gone, the device is recovered.
+   */
+  #deviceFaulted(device: Device): void {
+    const fault = device.fault;
+    const ordinal = device.info.ordinal;
+    if (!fault || this.#faulted.has(ordinal)) return;
+    this.#faulted.set(ordinal, fault);
+    const affected = this.#sessionsOn(device);
+    const suspects = affected.filter((a) => a.session.workInFlight).map((a) => `{PID: ${a.session.identity.pid}, Context ID: ${a.session.identity.clientId}}`);
+    const named = suspects.length > 0 ? suspects.join(', ') : 'none known';
+    const detail = `${fault.detail} [device ${ordinal} fault; clients with work in flight: ${named}]`;
+    this.#log.log(`Device ${ordinal} FAULT: ${fault.code}; clients with work in flight: ${named}; ${affected.length} client(s) affected`);
+    this.#setState('FAULT', `device ${ordinal}: ${fault.code}; suspects: ${named}`);
+    for (const { conn, session } of affected) {
+      session.markFault(detail);
+      conn.channel.notice('NOTICE_ERROR', { result: fault.result, message: detail });
+    }
+    if (affected.length === 0) void this.#recover(ordinal);
+  }
+
+  /**
+   * Every client of a faulted device has gone: recreate its context. The software GPU resets in
+   * place; a CUDA context that took a sticky fault cannot be had again in this process (cuda.h:
+   * "the process must be terminated and relaunched"), so the server asks to be relaunched and the
+   * daemon starts a fresh one on the next demand, as MPS replaces a faulted server.
+   */
+  async #recover(ordinal: number): Promise<void> {
+    const entry = this.#devices.get(ordinal);
+    if (!entry) return;
+    try {
+      await entry.device.reset();
+    } catch (err) {
+      const reason = `device ${ordinal} cannot be recovered in this process (${(err as Error).message})`;
+      this.#log.log(`${reason}: the server exits once its clients have left, for the daemon to start a new one`);
+      this.#relaunch(reason);
+      return;
+    }
+    entry.ownership = new DeviceOwnership();
+    entry.placement = new SmPlacement(entry.device.info.smGroupCount);
+    this.#faulted.delete(ordinal);
+    this.#log.log(`Device ${ordinal} recovered: context recreated`);
+    if (this.#faulted.size === 0 && this.#state === 'FAULT') this.#setState('ACTIVE', `device ${ordinal} recovered`);
   }
 
   /** Placement counts only shares, not partitions (those the daemon keeps disjoint). */
@@ -319,7 +392,20 @@ export class OpenmpsServer {
       if (!isSessionMessage(name)) {
         throw new CudaError('CUDA_ERROR_NOT_SUPPORTED', name, `${name} is not a server request`);
       }
-      return dispatch(target, name, payload, (frame.flags & FLAG_NO_REPLY) !== 0);
+      let result: unknown;
+      try {
+        result = dispatch(target, name, payload, (frame.flags & FLAG_NO_REPLY) !== 0);
+      } catch (err) {
+        this.#noticeFault(conn);
+        throw err;
+      }
+      if (result instanceof Promise) {
+        return result.catch((err: unknown) => {
+          this.#noticeFault(conn);
+          throw err;
+        });
+      }
+      return result;
     });
     channel.onClose(() => {
       void this.#disconnect(conn);
@@ -335,7 +421,7 @@ export class OpenmpsServer {
     if (conn.uid !== this.config.uid) {
       throw new CudaError('CUDA_ERROR_MPS_CONNECTION_FAILED', call, `this server serves uid ${this.config.uid}; the peer is uid ${conn.uid}`);
     }
-    if (this.#state !== 'ACTIVE') {
+    if (this.#state === 'INITIALIZING' || this.#state === 'SHUTTING_DOWN') {
       throw new CudaError('CUDA_ERROR_MPS_SERVER_NOT_READY', call, `the server is ${this.#state}`);
     }
     // Under static partitioning the partition names the device; otherwise the client does.
@@ -349,6 +435,11 @@ export class OpenmpsServer {
     const onDevice = [...this.#connections].filter((c) => c.session?.device === entry.device).length;
     if (onDevice >= this.config.maxClientsPerDevice) {
       throw new CudaError('CUDA_ERROR_MPS_MAX_CLIENTS_REACHED', call, `device ${req.device} already has ${onDevice} clients (the limit)`);
+    }
+    if (entry.device.fault) this.#deviceFaulted(entry.device);
+    const fault = this.#faulted.get(entry.device.info.ordinal);
+    if (fault) {
+      throw new CudaError('CUDA_ERROR_MPS_SERVER_NOT_READY', call, `device ${entry.device.info.ordinal} is in FAULT (${fault.code}) until its clients have exited`);
     }
     const info = entry.device.info;
     const asked = requestLimits(info, this.#defaults, req, partition);
@@ -430,11 +521,16 @@ export class OpenmpsServer {
     if (!session) return;
     conn.session = undefined;
     this.#releaseGroups(session);
-    await session.close();
-    // Unmap only after the session's work has drained: no copy may still read the region.
-    this.#releaseStaging(conn, session.device);
-    this.#log.log(`Client {PID: ${conn.pid}, Context ID: ${session.identity.clientId}} disconnected (${reason})`);
-    this.#emit({ type: 'client-disconnected', clientId: session.identity.clientId, pid: conn.pid, reason });
+    try {
+      await session.close();
+    } finally {
+      // Unmap only after the session's work has drained: no copy may still read the region.
+      this.#releaseStaging(conn, session.device);
+      this.#log.log(`Client {PID: ${conn.pid}, Context ID: ${session.identity.clientId}} disconnected (${reason})`);
+      this.#emit({ type: 'client-disconnected', clientId: session.identity.clientId, pid: conn.pid, reason });
+      const ordinal = session.device.info.ordinal;
+      if (this.#faulted.has(ordinal) && this.#sessionsOn(session.device).length === 0) void this.#recover(ordinal);
+    }
   }
 
   async #disconnect(conn: Connection): Promise<void> {

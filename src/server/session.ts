@@ -80,6 +80,14 @@ export function streamPriorityFor(clientPriority: number): number {
   return clientPriority === 1 ? 0 : -1;
 }
 
+function attempt(release: () => void): void {
+  try {
+    release();
+  } catch {
+    // See #release: best effort on a device that may have faulted.
+  }
+}
+
 export class Session {
   readonly identity: SessionIdentity;
   readonly device: Device;
@@ -95,6 +103,10 @@ export class Session {
   readonly #functions = new Map<number, DeviceFunction>();
   #nextHandle = 1;
   #deferred: CudaError | undefined;
+  /** Set by the server when the device faulted: the fault, naming the clients suspected of it. */
+  #faultDetail: string | undefined;
+  /** Work launched since the client last saw all its work complete: makes it a fault suspect. */
+  #inFlight = false;
   #terminated: CudaError | undefined;
   #closed = false;
 
@@ -167,7 +179,7 @@ export class Session {
   check(call: string): void {
     if (this.#terminated) throw new CudaError(this.#terminated.code, call, this.#terminated.detail);
     const fault = this.device.fault;
-    if (fault) throw new CudaError(fault.code, call, fault.detail);
+    if (fault) throw new CudaError(fault.code, call, this.#faultDetail ?? fault.detail);
     if (this.#closed) throw new CudaError('CUDA_ERROR_CONTEXT_IS_DESTROYED', call, 'the session is closed');
   }
 
@@ -236,6 +248,16 @@ export class Session {
     }
   }
 
+  /** Work completed: if every stream is idle, this client has nothing in flight any more. */
+  #settled(): void {
+    if (this.#inFlight && [...this.#streams.values()].every((s) => s.query())) this.#inFlight = false;
+  }
+
+  async #await(done: Promise<void>): Promise<void> {
+    await done;
+    this.#settled();
+  }
+
   memcpyHtoD(streamId: number, dst: bigint, src: Uint8Array): Promise<void> {
     const call = 'cuMemcpyHtoD_v2';
     const stream = this.#stream(streamId, call);
@@ -243,7 +265,7 @@ export class Session {
     if (src.length === 0) return Promise.resolve();
     stream.memcpyHtoD(dst, src);
     this.counters.bytesHtoD += src.length;
-    return stream.synchronize();
+    return this.#await(stream.synchronize());
   }
 
   memcpyDtoH(streamId: number, dst: Uint8Array, src: bigint): Promise<void> {
@@ -253,7 +275,7 @@ export class Session {
     if (dst.length === 0) return Promise.resolve();
     stream.memcpyDtoH(dst, src);
     this.counters.bytesDtoH += dst.length;
-    return stream.synchronize();
+    return this.#await(stream.synchronize());
   }
 
   memcpyDtoD(streamId: number, dst: bigint, src: bigint, bytes: bigint): Promise<void> {
@@ -263,7 +285,7 @@ export class Session {
     this.checkRange(dst, bytes, call);
     if (bytes === 0n) return Promise.resolve();
     stream.memcpyDtoD(dst, src, Number(bytes));
-    return stream.synchronize();
+    return this.#await(stream.synchronize());
   }
 
   memset(streamId: number, dst: bigint, value: number, elementBytes: number, count: bigint): Promise<void> {
@@ -278,7 +300,7 @@ export class Session {
     this.checkRange(dst, count * BigInt(elementBytes), call);
     if (count === 0n) return Promise.resolve();
     stream.memset(dst, value, elementBytes, Number(count));
-    return stream.synchronize();
+    return this.#await(stream.synchronize());
   }
 
   // -- modules and launches ------------------------------------------------------------------------
@@ -323,6 +345,7 @@ export class Session {
     }
     this.#checkPointerParams(fn, params, call);
     stream.launch(fn, config, params);
+    this.#inFlight = true;
     this.counters.kernelsLaunched++;
   }
 
@@ -365,7 +388,7 @@ export class Session {
   }
 
   streamSynchronize(id: number): Promise<void> {
-    return this.#stream(id, 'cuStreamSynchronize').synchronize();
+    return this.#await(this.#stream(id, 'cuStreamSynchronize').synchronize());
   }
 
   streamQuery(id: number): boolean {
@@ -375,6 +398,17 @@ export class Session {
   async synchronize(): Promise<void> {
     this.check('cuCtxSynchronize');
     await Promise.all([...this.#streams.values()].map((s) => s.synchronize()));
+    this.#inFlight = false;
+  }
+
+  /** Whether the client had launched work it had not yet seen complete (a fault suspect). */
+  get workInFlight(): boolean {
+    return this.#inFlight;
+  }
+
+  /** The device faulted: every call now fails with the fault, told with `detail` (the suspects). */
+  markFault(detail: string): void {
+    this.#faultDetail = detail;
   }
 
   createEvent(): number {
@@ -396,7 +430,7 @@ export class Session {
   }
 
   eventSynchronize(id: number): Promise<void> {
-    return this.#event(id, 'cuEventSynchronize').synchronize();
+    return this.#await(this.#event(id, 'cuEventSynchronize').synchronize());
   }
 
   eventQuery(id: number): boolean {
@@ -432,9 +466,11 @@ export class Session {
     this.#streams.clear();
     this.#priorities.clear();
     await Promise.allSettled(streams.map((s) => s.destroy()));
-    for (const e of this.#events.values()) e.destroy();
+    // Each release is on its own: on a faulted device they throw the fault, and a session must
+    // still be let go of whole (its context is recreated, or its process relaunched, anyway).
+    for (const e of this.#events.values()) attempt(() => e.destroy());
     this.#events.clear();
-    for (const m of this.#modules.values()) m.module.unload();
+    for (const m of this.#modules.values()) attempt(() => m.module.unload());
     this.#modules.clear();
     this.#functions.clear();
     const allocations = [...this.#allocations.entries()];
