@@ -468,9 +468,9 @@ export class Session {
     await Promise.allSettled(streams.map((s) => s.destroy()));
     // Each release is on its own: on a faulted device they throw the fault, and a session must
     // still be let go of whole (its context is recreated, or its process relaunched, anyway).
-    for (const e of this.#events.values()) attempt(() => e.destroy());
+    for (const e of this.#events.values()) attempt(() => { e.destroy(); });
     this.#events.clear();
-    for (const m of this.#modules.values()) attempt(() => m.module.unload());
+    for (const m of this.#modules.values()) attempt(() => { m.module.unload(); });
     this.#modules.clear();
     this.#functions.clear();
     const allocations = [...this.#allocations.entries()];

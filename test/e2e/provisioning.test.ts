@@ -106,7 +106,7 @@ test('static partitions: clients must name one, run on disjoint SMs, and one in 
   const daemon = await startDaemon(t, { env: { OPENMPS_DEVICE: testDevice() }, args: ['-S'] });
   const probe = await connect({ pipeDirectory: daemon.pipeDirectory, mode: 'mps' }).catch((err: unknown) => err);
   assert.equal((probe as { code?: string }).code, 'CUDA_ERROR_INVALID_RESOURCE_CONFIGURATION', 'no partition named');
-  const uuid = (await daemon.command('device_query --csv')).stdout.match(/GPU-[0-9a-f-]+/)?.[0] ?? '';
+  const uuid = (/GPU-[0-9a-f-]+/.exec((await daemon.command('device_query --csv')).stdout))?.[0] ?? '';
   const p1 = (await daemon.command(`sm_partition add ${uuid} 4`)).stdout.trim();
   const p2 = (await daemon.command(`sm_partition add ${uuid} 4`)).stdout.trim();
   assert.match(p1, /^GPU-[0-9a-f-]+\/\d+$/);
