@@ -140,6 +140,8 @@ export interface CudaDriver {
   cuStreamCreateWithPriority(stream: BigUint64Array, flags: number, priority: number): Status;
   cuStreamDestroy_v2(stream: NativePointer): Status;
   cuStreamQuery(stream: NativePointer): Status;
+  /** Flags 0 (CU_EVENT_WAIT_DEFAULT); `event` may belong to another context than `stream` (cuda.h). */
+  cuStreamWaitEvent(stream: NativePointer, event: NativePointer, flags: number): Status;
   cuEventCreate(event: BigUint64Array, flags: number): Status;
   cuEventRecord(event: NativePointer, stream: NativePointer): Status;
   cuEventQuery(event: NativePointer): Status;
@@ -247,6 +249,8 @@ export function loadCuda(): CudaDriver {
     cuStreamCreateWithPriority: f('int cuStreamCreateWithPriority(_Out_ void **phStream, unsigned int flags, int priority)') as CudaDriver['cuStreamCreateWithPriority'],
     cuStreamDestroy_v2: f('int cuStreamDestroy_v2(void *hStream)') as CudaDriver['cuStreamDestroy_v2'],
     cuStreamQuery: f('int cuStreamQuery(void *hStream)') as CudaDriver['cuStreamQuery'],
+    // No _v2: cuda.h maps cuStreamWaitEvent only to the _ptsz variant, for per-thread default streams.
+    cuStreamWaitEvent: f('int cuStreamWaitEvent(void *hStream, void *hEvent, unsigned int Flags)') as CudaDriver['cuStreamWaitEvent'],
     cuEventCreate: f('int cuEventCreate(_Out_ void **phEvent, unsigned int Flags)') as CudaDriver['cuEventCreate'],
     cuEventRecord: f('int cuEventRecord(void *hEvent, void *hStream)') as CudaDriver['cuEventRecord'],
     cuEventQuery: f('int cuEventQuery(void *hEvent)') as CudaDriver['cuEventQuery'],

@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { CudaError } from '../../src/cuda/cuda-error.js';
-import type { DeviceFunction, DeviceModule, DeviceStream, Platform } from '../../src/devices/device.js';
+import type { DeviceEvent, DeviceFunction, DeviceModule, DeviceStream, Platform } from '../../src/devices/device.js';
 import { CudaDevice, createCudaPlatform, nvrtcVersion } from '../../src/devices/cuda/index.js';
 import { CudaStream } from '../../src/devices/cuda/cuda-stream.js';
 import { loadCuda, loadNvrtc, mapShared, type Mapping } from '../../src/native/bindings.js';
@@ -235,9 +235,11 @@ async function resetChild(result: Record<string, unknown>): Promise<void> {
   d.registerHostMemory(shared, mapping.address);
   const green = d.createStream({ smCount: 16 });
   green.launch(m.getFunction('noop'), ONE, new Uint8Array(0));
+  const grouped = d.createStream({ smGroups: [0, 1] });
+  grouped.launch(m.getFunction('noop'), ONE, new Uint8Array(0));
   const event = d.createEvent();
   s.recordEvent(event);
-  await Promise.all([s.synchronize(), green.synchronize(), event.synchronize()]);
+  await Promise.all([s.synchronize(), green.synchronize(), grouped.synchronize(), event.synchronize()]);
 
   const r0 = performance.now();
   await d.reset();
@@ -248,6 +250,7 @@ async function resetChild(result: Record<string, unknown>): Promise<void> {
   result.stale = {
     query: thrown(() => s.query()),
     green: thrown(() => { green.launch(m.getFunction('noop'), ONE, new Uint8Array(0)); }),
+    grouped: thrown(() => { grouped.launch(m.getFunction('noop'), ONE, new Uint8Array(0)); }),
     getFunction: thrown(() => m.getFunction('noop')),
     event: thrown(() => event.query()),
   };
@@ -273,7 +276,15 @@ async function resetChild(result: Record<string, unknown>): Promise<void> {
   g2.memcpyDtoH(bytesOf(staged), p2);
   await g2.synchronize();
   assert.ok(staged.every((v) => v === 1));
-  result.after = 'fill ok on primary and green-context streams; registered copy ok';
+  // The group split is made again in the new context and must match DeviceInfo.
+  const g3 = d.createStream({ smGroups: [0, 1] });
+  assert.equal(g3.smCount, 2 * d.info.smGroupSize);
+  g3.launch(fill, FILL, pack(fill, { ptr: p2 }, { f32: 3 }, { u32: 1024 }));
+  g3.memcpyDtoH(bytesOf(staged), p2);
+  await g3.synchronize();
+  assert.ok(staged.every((v) => v === 3));
+  await g3.destroy();
+  result.after = 'fill ok on primary, green-context and SM-group streams; registered copy ok';
   d.unregisterHostMemory(shared);
   mapping.unmap();
   await d.memFree(p2);
@@ -701,6 +712,216 @@ function defineSuite(): void {
       assert.ok(Buffer.from(dst).equals(Buffer.from(src)));
       await device.memFree(ptr);
       for (const s of [green, quarter, whole, low, high]) await s.destroy();
+    });
+
+    void test('SM groups: size and count from the driver split; group streams get exactly their SMs', async () => {
+      const info = device.info;
+      const layout = device.smGroupLayout();
+      say(`SM groups: ${info.smGroupCount} groups of ${info.smGroupSize} SMs, ${layout.remainingSmCount} of ${info.smCount} SMs in no group`);
+      assert.equal(layout.size, info.smGroupSize);
+      assert.equal(layout.count, info.smGroupCount);
+      assert.ok(info.smGroupCount >= 1 && info.smGroupSize >= 1);
+      if (info.computeMajor >= 9) assert.equal(info.smGroupSize, 8, 'Hopper and later split into groups of 8 SMs');
+      if (info.name.includes('H200')) assert.ok(info.smGroupCount >= 15, `${info.smGroupCount} groups on an H200`);
+      assert.equal(info.smGroupSize * info.smGroupCount + layout.remainingSmCount, info.smCount, 'groups and remainder cover the device');
+
+      const count = info.smGroupCount;
+      const four = device.createStream({ smGroups: [3, 1, 2, 0] });
+      const sorted = device.createStream({ smGroups: [0, 1, 2, 3], smCount: 8 });
+      const all = device.createStream({ smGroups: Array.from({ length: count }, (_, i) => i) });
+      const last = device.createStream({ smGroups: [count - 1], priority: -1000 });
+      assert.equal(four.smCount, 4 * info.smGroupSize);
+      assert.equal(sorted.smCount, four.smCount, 'smGroups wins over smCount');
+      assert.equal(all.smCount, count * info.smGroupSize);
+      assert.equal(last.smCount, info.smGroupSize);
+      const low = device.createStream({ priority: -1000 });
+      assert.equal(last.priority, low.priority, 'the priority clamps as on any stream');
+      await low.destroy();
+      assert.ok(four instanceof CudaStream && sorted instanceof CudaStream && all instanceof CudaStream);
+      assert.equal(four.exec, sorted.exec, 'one green context per group set, whatever the order named');
+      assert.notEqual(four.exec, all.exec);
+      say(`group streams: [0..3] ${four.smCount} SMs, all ${count} groups ${all.smCount} SMs, group ${count - 1} ${last.smCount} SMs at priority ${last.priority}`);
+
+      const fill = module.getFunction('fill');
+      const ptr = device.memAlloc(4096);
+      const out = new Float32Array(1024);
+      for (const [i, s] of [four, all, last].entries()) {
+        s.launch(fill, FILL, pack(fill, { ptr }, { f32: i + 0.5 }, { u32: 1024 }));
+        s.memcpyDtoH(bytesOf(out), ptr);
+        await s.synchronize();
+        assert.ok(out.every((v) => v === i + 0.5), `fill on group stream ${i}`);
+      }
+      await device.memFree(ptr);
+      for (const s of [four, sorted, all, last]) await s.destroy();
+    });
+
+    void test('a 4-group stream takes about 4x the full device on 1,024 x 256 spin(200000)', async () => {
+      const spin = module.getFunction('spin');
+      const params = pack(spin, { s64: 200_000n });
+      const config = { grid: [1024, 1, 1] as const, block: [256, 1, 1] as const, sharedMemBytes: 0 };
+      const reps = 5;
+      const time = async (s: DeviceStream): Promise<number> => {
+        const a = device.createEvent();
+        const b = device.createEvent();
+        s.launch(spin, config, params); // warm up (lazy loading into this context)
+        s.recordEvent(a);
+        for (let i = 0; i < reps; i++) s.launch(spin, config, params);
+        s.recordEvent(b);
+        await b.synchronize();
+        const ms = b.elapsedSince(a) / reps;
+        a.destroy();
+        b.destroy();
+        return ms;
+      };
+      const whole = device.createStream();
+      const four = device.createStream({ smGroups: [0, 1, 2, 3] });
+      const full = await time(whole);
+      const limited = await time(four);
+      const ratio = limited / full;
+      say(`1,024 x 256 spin(200000): ${full.toFixed(3)} ms on ${whole.smCount} SMs, ${limited.toFixed(3)} ms on 4 groups (${four.smCount} SMs): x${ratio.toFixed(2)}`);
+      assert.ok(ratio >= 3 && ratio <= 6, `ratio ${ratio}`);
+      await whole.destroy();
+      await four.destroy();
+    });
+
+    void test('streams on disjoint groups do not slow each other; on the same groups they share them', async () => {
+      const spin = module.getFunction('spin_timed');
+      const blocks = 1024;
+      // 1 ms per block; 8 blocks of 256 threads fit an SM, so 1,024 blocks are 4 waves on 32 SMs.
+      const cycles = BigInt(Math.round(cyclesPerMs));
+      const config = { grid: [blocks, 1, 1] as const, block: [256, 1, 1] as const, sharedMemBytes: 0 };
+      const a = device.createStream({ smGroups: [0, 1, 2, 3] });
+      const b = device.createStream({ smGroups: [4, 5, 6, 7] });
+      const c = device.createStream({ smGroups: [0, 1, 2, 3] });
+      const stamps = [device.memAlloc(blocks * 16), device.memAlloc(blocks * 16)] as const;
+      const host = new BigUint64Array(blocks * 2);
+      /** Runs one kernel per stream at once; returns each kernel's first block start and last block end (ns). */
+      const run = async (streams: readonly DeviceStream[]): Promise<{ start: bigint; end: bigint }[]> => {
+        streams.forEach((s, i) => { s.launch(spin, config, pack(spin, { s64: cycles }, { ptr: stamps[i] ?? 0n })); });
+        await Promise.all(streams.map((s) => s.synchronize()));
+        const spans: { start: bigint; end: bigint }[] = [];
+        for (let i = 0; i < streams.length; i++) {
+          stream.memcpyDtoH(bytesOf(host), stamps[i] ?? 0n);
+          await stream.synchronize();
+          let start = host[0] ?? 0n;
+          let end = 0n;
+          for (let k = 0; k < blocks; k++) {
+            const s0 = host[2 * k] ?? 0n;
+            const e0 = host[2 * k + 1] ?? 0n;
+            if (s0 < start) start = s0;
+            if (e0 > end) end = e0;
+          }
+          spans.push({ start, end });
+        }
+        return spans;
+      };
+      const ms = (span: { start: bigint; end: bigint }): number => Number(span.end - span.start) / 1e6;
+      for (const s of [a, b, c]) await run([s]); // warm up each context
+      const [aloneA] = await run([a]);
+      const [aloneB] = await run([b]);
+      const [withA, withB] = await run([a, b]);
+      assert.ok(aloneA && aloneB && withA && withB);
+      const slowA = ms(withA) / ms(aloneA);
+      const slowB = ms(withB) / ms(aloneB);
+      say(`disjoint groups [0..3] / [4..7]: alone ${ms(aloneA).toFixed(3)} / ${ms(aloneB).toFixed(3)} ms, together ${ms(withA).toFixed(3)} / ${ms(withB).toFixed(3)} ms (x${slowA.toFixed(3)} / x${slowB.toFixed(3)}); B started ${(Number(withB.start - withA.start) / 1e6).toFixed(3)} ms after A`);
+      assert.ok(withB.start < withA.end && withA.start < withB.end, 'the two kernels ran at the same time');
+      assert.ok(slowA <= 1.1 && slowB <= 1.1, `slowdowns x${slowA} / x${slowB}`);
+
+      const [sameA, sameC] = await run([a, c]);
+      assert.ok(sameA && sameC);
+      const makespan = Number((sameA.end > sameC.end ? sameA.end : sameC.end) - (sameA.start < sameC.start ? sameA.start : sameC.start)) / 1e6;
+      const shared = makespan / ms(aloneA);
+      say(`same groups [0..3] twice: ${ms(sameA).toFixed(3)} / ${ms(sameC).toFixed(3)} ms each, both done in ${makespan.toFixed(3)} ms (x${shared.toFixed(2)} of one alone)`);
+      assert.ok(shared >= 1.7 && shared <= 2.4, `same-group makespan x${shared}`);
+      for (const s of [a, b, c]) await s.destroy();
+      for (const p of stamps) await device.memFree(p);
+    });
+
+    void test('waitEvent orders B after A across primary and green-context streams, whichever recorded last', async () => {
+      const spin = module.getFunction('spin');
+      const fill = module.getFunction('fill');
+      const long = pack(spin, { s64: BigInt(Math.round(cyclesPerMs * 50)) });
+      const n = 1024;
+      const x = device.memAlloc(n * 4);
+      const p1 = device.createStream();
+      const p2 = device.createStream();
+      const g1 = device.createStream({ smGroups: [0, 1] });
+      const g2 = device.createStream({ smGroups: [2, 3] });
+      const g3 = device.createStream({ smCount: 16 });
+      // One event throughout: by the later cases it holds a native event in several contexts, and
+      // the one last recorded is not the waiting stream's own.
+      const event = device.createEvent();
+      const cases: readonly (readonly [string, DeviceStream, DeviceStream])[] = [
+        ['primary -> primary', p1, p2],
+        ['primary -> groups', p1, g1],
+        ['groups -> primary', g1, p2],
+        ['groups -> other groups', g1, g2],
+        ['groups -> smCount green', g2, g3],
+        ['smCount green -> groups', g3, g1],
+      ];
+      const seen = new Float32Array(n);
+      const final = new Float32Array(n);
+      for (const [name, a, b] of cases) {
+        a.memset(x, 0, 4, n);
+        await a.synchronize();
+        const t0 = performance.now();
+        a.launch(spin, ONE, long);
+        a.launch(fill, FILL, pack(fill, { ptr: x }, { f32: 1.5 }, { u32: n }));
+        a.recordEvent(event);
+        b.waitEvent(event);
+        b.memcpyDtoH(bytesOf(seen), x);
+        b.launch(fill, FILL, pack(fill, { ptr: x }, { f32: 2.5 }, { u32: n }));
+        await b.synchronize();
+        const waited = performance.now() - t0;
+        await a.synchronize();
+        a.memcpyDtoH(bytesOf(final), x);
+        await a.synchronize();
+        say(`waitEvent ${name}: B read ${seen[0]} after ${waited.toFixed(1)} ms, final ${final[0]}`);
+        assert.ok(seen.every((v) => v === 1.5), `${name}: B read ${seen[0]}, not A's 1.5`);
+        assert.ok(final.every((v) => v === 2.5), `${name}: B's fill did not land after A's`);
+        assert.ok(waited >= 40, `${name}: B finished after ${waited} ms, before A's 50 ms spin`);
+      }
+
+      // Control (informational): without the wait B does not wait for A.
+      p1.memset(x, 0, 4, n);
+      await p1.synchronize();
+      p1.launch(spin, ONE, long);
+      p1.launch(fill, FILL, pack(fill, { ptr: x }, { f32: 1.5 }, { u32: n }));
+      g1.memcpyDtoH(bytesOf(seen), x);
+      await g1.synchronize();
+      say(`control without waitEvent: B read ${seen[0]} (A's value is 1.5)`);
+      await p1.synchronize();
+
+      // Never recorded: an empty set of work, nothing to wait for.
+      const fresh = device.createEvent();
+      g2.waitEvent(fresh);
+      await g2.synchronize();
+      fresh.destroy();
+      event.destroy();
+      for (const s of [p1, p2, g1, g2, g3]) await s.destroy();
+      await device.memFree(x);
+    });
+
+    void test('invalid smGroups and waitEvent arguments are refused with their codes', async () => {
+      const count = device.info.smGroupCount;
+      const bad: readonly unknown[] = [[], [-1], [count], [0.5], [Number.NaN], [0, 0], [1, 0, 1], ['0'], 'abc', {}, null];
+      for (const groups of bad) {
+        assert.throws(() => device.createStream({ smGroups: groups as readonly number[] }), isCode('CUDA_ERROR_INVALID_VALUE'), JSON.stringify(groups));
+      }
+      // smGroups wins: the smCount beside it is not looked at.
+      const won = device.createStream({ smGroups: [0], smCount: 0 });
+      assert.equal(won.smCount, device.info.smGroupSize);
+      await won.destroy();
+
+      const s = device.createStream();
+      assert.throws(() => { s.waitEvent({} as DeviceEvent); }, isCode('CUDA_ERROR_INVALID_HANDLE'));
+      const gone = device.createEvent();
+      s.recordEvent(gone);
+      gone.destroy();
+      assert.throws(() => { s.waitEvent(gone); }, isCode('CUDA_ERROR_INVALID_HANDLE'));
+      await s.destroy();
+      assert.throws(() => { s.waitEvent(device.createEvent()); }, isCode('CUDA_ERROR_INVALID_HANDLE'));
+      assert.equal(device.fault, undefined);
     });
 
     void test('waiting on a long kernel leaves the event loop free; memFree does not wait for later kernels', async () => {

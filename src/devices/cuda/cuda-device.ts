@@ -11,7 +11,7 @@ import { CudaEvent } from './cuda-event.js';
 import { loadModule } from './cuda-module.js';
 import { CudaStream } from './cuda-stream.js';
 import { CU_STREAM_NON_BLOCKING, DeviceCore, type CudaDeviceStats } from './device-core.js';
-import type { SmResource } from './green-contexts.js';
+import { normalizeSmGroups, type GreenContext, type SmGroupLayout, type SmResource } from './green-contexts.js';
 
 export class CudaDevice implements Device {
   readonly info: DeviceInfo;
@@ -41,6 +41,13 @@ export class CudaDevice implements Device {
   smResource(): SmResource {
     this.#core.assertUsable('cuDeviceGetDevResource');
     return this.#core.greens.deviceResource();
+  }
+
+  /** The SM group split streams with smGroups are cut from (size, count, SMs left over). */
+  smGroupLayout(): SmGroupLayout {
+    this.#core.assertUsable('cuDevSmResourceSplitByCount');
+    this.#core.enter();
+    return this.#core.greens.layout();
   }
 
   memAlloc(bytes: number): DevicePointer {
@@ -108,19 +115,38 @@ export class CudaDevice implements Device {
     return loadModule(this.#core, image, this.info.computeMajor, this.info.computeMinor);
   }
 
+  /**
+   * A non-blocking stream with a priority: in the primary context, or in a green context when
+   * `smGroups` (exactly those groups; wins over smCount) or `smCount` (rounded, see
+   * grantedSmCount) confines it to part of the SMs.
+   */
   createStream(options: StreamOptions = {}): DeviceStream {
     const core = this.#core;
-    const requested = options.smCount;
-    const call = requested === undefined ? 'cuStreamCreateWithPriority' : 'cuGreenCtxStreamCreate';
+    const smGroups: unknown = options.smGroups;
+    const requested = smGroups === undefined ? options.smCount : undefined;
+    const call = smGroups === undefined && requested === undefined ? 'cuStreamCreateWithPriority' : 'cuGreenCtxStreamCreate';
     core.assertUsable(call);
     const wanted = options.priority ?? 0;
     if (!Number.isInteger(wanted)) throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `priority ${wanted}`);
+    const groups = smGroups === undefined ? undefined : normalizeSmGroups(smGroups, this.info.smGroupCount, call);
     if (requested !== undefined && (!Number.isInteger(requested) || requested < 1)) {
       throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `smCount ${requested}: a positive integer`);
     }
     const priority = core.clampPriority(wanted);
     core.enter();
-    const green = requested === undefined || requested >= this.info.smCount ? undefined : core.greens.acquire(requested);
+    let green: GreenContext | undefined;
+    if (groups !== undefined) {
+      // Group numbers mean what DeviceInfo said when the caller chose them; a split that came out
+      // differently (after a reset) must not silently confine the stream to other SMs.
+      const layout = core.greens.layout();
+      if (layout.count !== this.info.smGroupCount || layout.size !== this.info.smGroupSize) {
+        throw new CudaError('CUDA_ERROR_INVALID_RESOURCE_CONFIGURATION', 'cuDevSmResourceSplitByCount',
+          `the split gave ${layout.count} groups of ${layout.size} SMs, the device reported ${this.info.smGroupCount} of ${this.info.smGroupSize}`);
+      }
+      green = core.greens.acquireGroups(groups);
+    } else if (requested !== undefined && requested < this.info.smCount) {
+      green = core.greens.acquire(requested);
+    }
     const out = new BigUint64Array(1);
     if (green) {
       // "CU_STREAM_NON_BLOCKING must be specified" for streams of a green context.

@@ -1,7 +1,8 @@
 // DeviceEvent over CUevent (CUDA Driver API, Event Management). Created with CU_EVENT_DEFAULT so
 // elapsed times can be read. Because an event can only be recorded on a stream of its own context
 // and a green context is a context of its own, one DeviceEvent holds a native event per context it
-// has been recorded in; the last recorded one is the one queried, waited on and timed.
+// has been recorded in; the last recorded one is the one queried, waited on and timed, and the one
+// a stream waits for (cuStreamWaitEvent takes an event "from a different context" than the stream).
 import { CudaError } from '../../cuda/cuda-error.js';
 import type { DeviceEvent } from '../device.js';
 import type { NativePointer } from '../../native/bindings.js';
@@ -45,6 +46,20 @@ export class CudaEvent implements DeviceEvent {
     }
     this.#core.check(this.#core.driver.cuEventRecord(handle, stream.nativeHandle), 'cuEventRecord');
     this.#last = handle;
+  }
+
+  /**
+   * Makes later work on `stream` wait for the work the last record captured (the stream validated
+   * itself). The handle is the last recorded one whatever its context: the handle of the waiting
+   * stream's own context may hold an older record, or none. cuStreamWaitEvent uses "the most
+   * recently captured state at the time" of the call (cuEventRecord, Event Management), so a later
+   * record, in this context or another, does not move a wait already enqueued.
+   */
+  waitOn(stream: StreamRef): void {
+    this.#usable('cuStreamWaitEvent');
+    // "Before the first call to cuEventRecord(), an event represents an empty set of work".
+    if (this.#last === undefined) return;
+    this.#core.check(this.#core.driver.cuStreamWaitEvent(stream.nativeHandle, this.#last, 0), 'cuStreamWaitEvent');
   }
 
   async synchronize(): Promise<void> {

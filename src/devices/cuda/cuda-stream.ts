@@ -181,6 +181,17 @@ export class CudaStream implements DeviceStream, StreamRef {
     event.record(this);
   }
 
+  /**
+   * cuStreamWaitEvent with flags 0: ordered on the GPU, across streams and green contexts ("hEvent
+   * may be from a different context or device than hStream", CUDA Driver API, Stream Management);
+   * the host does not wait.
+   */
+  waitEvent(event: DeviceEvent): void {
+    this.#usable('cuStreamWaitEvent');
+    if (!(event instanceof CudaEvent) || !event.ownedBy(this.#core)) throw new CudaError('CUDA_ERROR_INVALID_HANDLE', 'cuStreamWaitEvent', 'not an event of this device');
+    event.waitOn(this);
+  }
+
   async synchronize(): Promise<void> {
     this.#usable('cuStreamSynchronize');
     await this.#core.fence(this);

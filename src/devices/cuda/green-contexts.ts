@@ -2,8 +2,13 @@
 // "Green Contexts", CUDA 12.4+). The recipe is cuDeviceGetDevResource(SM) ->
 // cuDevSmResourceSplitByCount -> cuDevResourceGenerateDesc -> cuGreenCtxCreate(DEFAULT_STREAM) ->
 // cuGreenCtxStreamCreate. A split limits, it does not reserve: the same SM groups can appear in
-// several green contexts, so one cached context per SM count is enough for every stream that asks
-// for that count.
+// several green contexts, so one cached context per SM count, and one per set of SM groups, is
+// enough for every stream that asks for the same thing.
+//
+// SM groups (StreamOptions.smGroups) come from one split of the whole device into groups of the
+// minimum partition size, made once and kept: cuDevResourceGenerateDesc combines several SM
+// resources only when they are "outputs (whether result or remaining) from the same split API
+// instance" (cuda.h), so every group set must be cut from that one split, never from a new one.
 import { CudaError } from '../../cuda/cuda-error.js';
 import type { CudaDriver, NativePointer } from '../../native/bindings.js';
 import { isSticky, warnStatus } from './check.js';
@@ -66,6 +71,113 @@ export function grantedSmCount(requested: number, resource: SmResource): number 
   return Math.min(total, Math.max(minimum, roundedDown));
 }
 
+/** SMs per partition that the driver accepts: its minimum, rounded up to its co-scheduling alignment. */
+export function partitionSize(resource: SmResource): number {
+  const alignment = Math.max(1, resource.smCoscheduledAlignment);
+  return Math.ceil(Math.max(1, resource.minSmPartitionSize) / alignment) * alignment;
+}
+
+/** How the device's SMs fall into groups: what DeviceInfo.smGroupSize/smGroupCount report. */
+export interface SmGroupLayout {
+  /** SMs per group (every group of a split is the same size: "symmetrical partitions", cuda.h). */
+  readonly size: number;
+  readonly count: number;
+  /** SMs in no group (the split's `remaining`): only unrestricted streams use them. */
+  readonly remainingSmCount: number;
+}
+
+/** The split behind the layout: the group resources themselves, for cuDevResourceGenerateDesc. */
+export interface SmGroupSplit extends SmGroupLayout {
+  /** `count` CUdevResource structs of DEV_RESOURCE_BYTES each, exactly as the split wrote them. */
+  readonly resources: Uint8Array;
+  /** Each group's SM count as the driver reported it. */
+  readonly groupSmCounts: readonly number[];
+}
+
+interface WholeResource {
+  readonly bytes: Uint8Array;
+  readonly sm: SmResource;
+}
+
+/** The device's whole SM resource. cuDeviceGetDevResource takes a CUdevice, no context (its errors list none). */
+function readWholeResource(driver: CudaDriver, device: number, check: Check): WholeResource {
+  const bytes = new Uint8Array(DEV_RESOURCE_BYTES);
+  check(driver.cuDeviceGetDevResource(device, bytes, CU_DEV_RESOURCE_TYPE_SM), 'cuDeviceGetDevResource');
+  const type = new DataView(bytes.buffer).getUint32(DEV_RESOURCE_TYPE_OFFSET, true);
+  if (type !== CU_DEV_RESOURCE_TYPE_SM) {
+    throw new CudaError('CUDA_ERROR_INVALID_RESOURCE_TYPE', 'cuDeviceGetDevResource', `resource type ${type}, expected SM (1)`);
+  }
+  return { bytes, sm: readSmResource(bytes) };
+}
+
+/**
+ * Splits the whole SM resource into as many groups of partitionSize() SMs as the driver makes.
+ * nbGroups goes in as the most that could fit (smCount / size) and comes back as what the driver
+ * made: it may make fewer, keeping groups within GPCs ("may lead to fewer groups created than
+ * purely dividing the total SM count", cuda.h; an H200's 132 SMs gave 15 groups of 8 and 12
+ * remaining), and groups may be larger than asked ("often rounding up and aligning the minCount"):
+ * the layout is read back from the groups, never assumed.
+ */
+function splitWhole(driver: CudaDriver, whole: WholeResource, check: Check): SmGroupSplit {
+  const asked = partitionSize(whole.sm);
+  const capacity = Math.floor(whole.sm.smCount / asked);
+  if (capacity === 0) {
+    return { size: asked, count: 0, remainingSmCount: whole.sm.smCount, resources: new Uint8Array(0), groupSmCounts: [] };
+  }
+  const result = new Uint8Array(capacity * DEV_RESOURCE_BYTES);
+  const groups = new Uint32Array([capacity]);
+  const remaining = new Uint8Array(DEV_RESOURCE_BYTES);
+  check(driver.cuDevSmResourceSplitByCount(result, groups, whole.bytes, remaining, 0, asked), 'cuDevSmResourceSplitByCount');
+  const count = groups[0] ?? 0;
+  if (count > capacity) {
+    throw new CudaError('CUDA_ERROR_INVALID_RESOURCE_CONFIGURATION', 'cuDevSmResourceSplitByCount',
+      `room for ${capacity} groups, the driver reported ${count}`);
+  }
+  const groupSmCounts: number[] = [];
+  for (let g = 0; g < count; g += 1) {
+    groupSmCounts.push(readSmResource(result.subarray(g * DEV_RESOURCE_BYTES, (g + 1) * DEV_RESOURCE_BYTES)).smCount);
+  }
+  const size = count === 0 ? asked : Math.min(...groupSmCounts);
+  if (size < 1) {
+    throw new CudaError('CUDA_ERROR_INVALID_RESOURCE_CONFIGURATION', 'cuDevSmResourceSplitByCount', `a group of ${size} SMs`);
+  }
+  return {
+    size,
+    count,
+    remainingSmCount: readSmResource(remaining).smCount,
+    resources: result.subarray(0, count * DEV_RESOURCE_BYTES),
+    groupSmCounts,
+  };
+}
+
+/** The group layout of `device` (for DeviceInfo, before the device is opened: no context needed). */
+export function readSmGroupLayout(driver: CudaDriver, device: number, check: Check): SmGroupLayout {
+  const { size, count, remainingSmCount } = splitWhole(driver, readWholeResource(driver, device, check), check);
+  return { size, count, remainingSmCount };
+}
+
+/**
+ * `groups` as StreamOptions.smGroups must be: a non-empty array of distinct integers in
+ * 0 .. count-1. Returned sorted: the order named does not change the SMs, and the sorted list is
+ * the cache key. Anything else is CUDA_ERROR_INVALID_VALUE (options may arrive from the wire, so
+ * the shape is checked too).
+ */
+export function normalizeSmGroups(groups: unknown, count: number, call: string): number[] {
+  if (!Array.isArray(groups) || groups.length === 0) {
+    throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, 'smGroups must be a non-empty array');
+  }
+  const seen = new Set<number>();
+  for (const group of groups as unknown[]) {
+    if (typeof group !== 'number' || !Number.isInteger(group) || group < 0 || group >= count) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call,
+        count === 0 ? 'this device has no SM groups' : `SM group ${String(group)} is not an integer in 0..${count - 1}`);
+    }
+    if (seen.has(group)) throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `SM group ${group} is named twice`);
+    seen.add(group);
+  }
+  return [...seen].sort((a, b) => a - b);
+}
+
 export interface GreenContext {
   readonly handle: NativePointer;
   /** The CUcontext form of the green context (cuCtxFromGreenCtx), to create events in it. */
@@ -77,13 +189,18 @@ export interface GreenContext {
 /** Where this module sends each status: the device's check, which also records sticky faults. */
 export type Check = (result: number, call: string) => void;
 
-/** One green context per granted SM count, created on first use and kept until the device resets. */
+/**
+ * One green context per granted SM count and one per set of SM groups, created on first use and
+ * kept until the device resets; the device's SM resource and its group split are kept as long.
+ */
 export class GreenContextCache {
   readonly #driver: CudaDriver;
   readonly #device: number;
   readonly #check: Check;
-  readonly #byCount = new Map<number, GreenContext>();
-  #resource: { readonly bytes: Uint8Array; readonly sm: SmResource } | undefined;
+  /** Keyed `sms:<granted count>` or `groups:<sorted group list>`. */
+  readonly #contexts = new Map<string, GreenContext>();
+  #resource: WholeResource | undefined;
+  #split: SmGroupSplit | undefined;
 
   constructor(driver: CudaDriver, device: number, check: Check) {
     this.#driver = driver;
@@ -96,6 +213,12 @@ export class GreenContextCache {
     return this.#deviceResource().sm;
   }
 
+  /** The layout of the cached group split (made on first use). */
+  layout(): SmGroupLayout {
+    const { size, count, remainingSmCount } = this.#groupSplit();
+    return { size, count, remainingSmCount };
+  }
+
   /**
    * The green context for a request of `requested` SMs, or undefined when the policy grants the
    * whole device (a plain stream of the primary context is then the right thing).
@@ -104,13 +227,15 @@ export class GreenContextCache {
     const whole = this.#deviceResource();
     const granted = grantedSmCount(requested, whole.sm);
     if (granted >= whole.sm.smCount) return undefined;
-    const cached = this.#byCount.get(granted);
+    const key = `sms:${granted}`;
+    const cached = this.#contexts.get(key);
     if (cached) return cached;
 
     const result = new Uint8Array(DEV_RESOURCE_BYTES);
     const groups = new Uint32Array([1]);
     // One group of at least `granted` SMs; the rest of the device goes to `remaining`, which we do
-    // not need (NULL is allowed: "remaining may be NULL").
+    // not need (NULL is allowed: "remaining may be NULL"). A split of its own: this resource is
+    // never combined with another, so it need not come from the group split.
     this.#check(
       this.#driver.cuDevSmResourceSplitByCount(result, groups, whole.bytes, null, 0, granted),
       'cuDevSmResourceSplitByCount',
@@ -119,9 +244,68 @@ export class GreenContextCache {
       throw new CudaError('CUDA_ERROR_INVALID_RESOURCE_CONFIGURATION', 'cuDevSmResourceSplitByCount',
         `asked for one group of ${granted} SMs out of ${whole.sm.smCount}, the driver made ${groups[0] ?? 0}`);
     }
-    const smCount = readSmResource(result).smCount;
+    return this.#create(key, result, 1, readSmResource(result).smCount);
+  }
+
+  /**
+   * The green context confined to exactly `groups` (sorted, distinct: see normalizeSmGroups): one
+   * descriptor generated from those groups' resources of the cached split. Its SM count is the sum
+   * of theirs as the driver reported them.
+   */
+  acquireGroups(groups: readonly number[]): GreenContext {
+    const split = this.#groupSplit();
+    const key = `groups:${groups.join(',')}`;
+    const cached = this.#contexts.get(key);
+    if (cached) return cached;
+    const resources = new Uint8Array(groups.length * DEV_RESOURCE_BYTES);
+    let smCount = 0;
+    groups.forEach((group, i) => {
+      const groupSms = split.groupSmCounts[group];
+      if (!Number.isInteger(group) || groupSms === undefined) {
+        throw new CudaError('CUDA_ERROR_INVALID_VALUE', 'cuDevResourceGenerateDesc', `SM group ${group} of ${split.count}`);
+      }
+      resources.set(split.resources.subarray(group * DEV_RESOURCE_BYTES, (group + 1) * DEV_RESOURCE_BYTES), i * DEV_RESOURCE_BYTES);
+      smCount += groupSms;
+    });
+    return this.#create(key, resources, groups.length, smCount);
+  }
+
+  /** Every green context made so far. */
+  all(): readonly GreenContext[] {
+    return [...this.#contexts.values()];
+  }
+
+  /**
+   * Destroys every green context (their streams must be destroyed first: cuGreenCtxDestroy does not
+   * destroy them), passing each status to `report`, which judges it (during a teardown after a
+   * fault, failures are expected) and returns false to stop: the contexts not yet destroyed are then
+   * only forgotten, as abandon() does.
+   */
+  destroyAll(report: (result: number, call: string) => boolean): void {
+    const greens = [...this.#contexts.values()];
+    this.abandon();
+    for (const green of greens) {
+      if (!report(this.#driver.cuGreenCtxDestroy(green.handle), 'cuGreenCtxDestroy')) break;
+    }
+  }
+
+  /**
+   * Forgets every green context without destroying it: after a sticky fault the driver's state is
+   * unknown, and they die with the process, which must exit anyway. The resource and the split are
+   * forgotten too: the padding of a CUdevResource is driver state, and after a reset they are read
+   * and split again rather than trusted across contexts (the same input splits the same way, and
+   * the new split is checked against the layout DeviceInfo reported).
+   */
+  abandon(): void {
+    this.#contexts.clear();
+    this.#resource = undefined;
+    this.#split = undefined;
+  }
+
+  /** cuDevResourceGenerateDesc over `count` resources, then a green context and its CUcontext. */
+  #create(key: string, resources: Uint8Array, count: number, smCount: number): GreenContext {
     const desc = new BigUint64Array(1);
-    this.#check(this.#driver.cuDevResourceGenerateDesc(desc, result, 1), 'cuDevResourceGenerateDesc');
+    this.#check(this.#driver.cuDevResourceGenerateDesc(desc, resources, count), 'cuDevResourceGenerateDesc');
     const handle = new BigUint64Array(1);
     // Flags 0 fail on CUDA 13.0: CU_GREEN_CTX_DEFAULT_STREAM is documented as required.
     this.#check(this.#driver.cuGreenCtxCreate(handle, desc[0] ?? 0n, this.#device, CU_GREEN_CTX_DEFAULT_STREAM), 'cuGreenCtxCreate');
@@ -134,47 +318,17 @@ export class GreenContextCache {
       this.#check(rc, 'cuCtxFromGreenCtx');
     }
     const green: GreenContext = { handle: greenHandle, context: context[0] ?? 0n, smCount };
-    this.#byCount.set(granted, green);
+    this.#contexts.set(key, green);
     return green;
   }
 
-  /** Every green context made so far. */
-  all(): readonly GreenContext[] {
-    return [...this.#byCount.values()];
+  #groupSplit(): SmGroupSplit {
+    this.#split ??= splitWhole(this.#driver, this.#deviceResource(), this.#check);
+    return this.#split;
   }
 
-  /**
-   * Destroys every green context (their streams must be destroyed first: cuGreenCtxDestroy does not
-   * destroy them), passing each status to `report`, which judges it (during a teardown after a
-   * fault, failures are expected) and returns false to stop: the contexts not yet destroyed are then
-   * only forgotten, as abandon() does.
-   */
-  destroyAll(report: (result: number, call: string) => boolean): void {
-    const greens = [...this.#byCount.values()];
-    this.abandon();
-    for (const green of greens) {
-      if (!report(this.#driver.cuGreenCtxDestroy(green.handle), 'cuGreenCtxDestroy')) break;
-    }
-  }
-
-  /**
-   * Forgets every green context without destroying it: after a sticky fault the driver's state is
-   * unknown, and they die with the process, which must exit anyway.
-   */
-  abandon(): void {
-    this.#byCount.clear();
-    this.#resource = undefined;
-  }
-
-  #deviceResource(): { readonly bytes: Uint8Array; readonly sm: SmResource } {
-    if (this.#resource) return this.#resource;
-    const bytes = new Uint8Array(DEV_RESOURCE_BYTES);
-    this.#check(this.#driver.cuDeviceGetDevResource(this.#device, bytes, CU_DEV_RESOURCE_TYPE_SM), 'cuDeviceGetDevResource');
-    const type = new DataView(bytes.buffer).getUint32(DEV_RESOURCE_TYPE_OFFSET, true);
-    if (type !== CU_DEV_RESOURCE_TYPE_SM) {
-      throw new CudaError('CUDA_ERROR_INVALID_RESOURCE_TYPE', 'cuDeviceGetDevResource', `resource type ${type}, expected SM (1)`);
-    }
-    this.#resource = { bytes, sm: readSmResource(bytes) };
+  #deviceResource(): WholeResource {
+    this.#resource ??= readWholeResource(this.#driver, this.#device, this.#check);
     return this.#resource;
   }
 }

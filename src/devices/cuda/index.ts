@@ -6,11 +6,14 @@ import { CudaError } from '../../cuda/cuda-error.js';
 import type { DeviceInfo, Platform } from '../device.js';
 import { loadCuda, type CudaDriver } from '../../native/bindings.js';
 import { check } from './check.js';
+import { readSmGroupLayout, type SmGroupLayout } from './green-contexts.js';
 import { CudaDevice } from './cuda-device.js';
 
 export { CudaDevice } from './cuda-device.js';
 export type { CudaDeviceStats } from './device-core.js';
-export { grantedSmCount, readSmResource, type SmResource } from './green-contexts.js';
+export {
+  grantedSmCount, normalizeSmGroups, partitionSize, readSmResource, type SmGroupLayout, type SmResource,
+} from './green-contexts.js';
 export { nvrtcVersion } from './nvrtc.js';
 
 /** cuda.h CUdevice_attribute values read into DeviceInfo. */
@@ -43,6 +46,23 @@ function cString(bytes: Uint8Array): string {
   return new TextDecoder().decode(end < 0 ? bytes : bytes.subarray(0, end));
 }
 
+/**
+ * The device's SM groups (DeviceInfo.smGroupSize/smGroupCount) from the driver's split. A driver
+ * or device without green contexts still has a usable device: it reports no groups, with a warning
+ * carrying the status, and streams asking for groups are refused (CUDA_ERROR_INVALID_VALUE).
+ */
+function smGroups(driver: CudaDriver, device: number, smCount: number): SmGroupLayout {
+  try {
+    return readSmGroupLayout(driver, device, (result, call) => {
+      check(driver, result, call);
+    });
+  } catch (err) {
+    if (!(err instanceof CudaError)) throw err;
+    process.emitWarning(`device ${device} reports no SM groups: ${err.message}`, { code: err.code, type: 'CudaWarning' });
+    return { size: smCount, count: 0, remainingSmCount: smCount };
+  }
+}
+
 function readDeviceInfo(driver: CudaDriver, ordinal: number, device: number): DeviceInfo {
   const value = new Int32Array(1);
   const attribute = (attr: number): number => {
@@ -57,12 +77,14 @@ function readDeviceInfo(driver: CudaDriver, ordinal: number, device: number): De
   check(driver, driver.cuDeviceGetPCIBusId(busId, busId.length, device), 'cuDeviceGetPCIBusId');
   const total = new BigUint64Array(1);
   check(driver, driver.cuDeviceTotalMem_v2(total, device), 'cuDeviceTotalMem_v2');
+  const smCount = attribute(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT);
+  const groups = smGroups(driver, device, smCount);
   return {
     ordinal,
     name: cString(name),
     uuid: formatUuid(uuid),
     pciBusId: cString(busId),
-    smCount: attribute(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT),
+    smCount,
     totalMemory: total[0] ?? 0n,
     computeMajor: attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR),
     computeMinor: attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR),
@@ -70,6 +92,8 @@ function readDeviceInfo(driver: CudaDriver, ordinal: number, device: number): De
     maxThreadsPerBlock: attribute(CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK),
     maxThreadsPerSm: attribute(CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR),
     kind: 'cuda',
+    smGroupSize: groups.size,
+    smGroupCount: groups.count,
   };
 }
 
