@@ -37,7 +37,7 @@ export function requestLimits(
   defaults: ProvisioningDefaults,
   req: RequestOf<'SESSION_OPEN'>,
   partition: PartitionRecord | undefined,
-): Omit<SessionLimits, 'smGroups'> & { readonly groups: number } {
+): { readonly limits: Omit<SessionLimits, 'smGroups'>; readonly groups: number } {
   const asked = req.activeThreadPercentage;
   if (asked !== 0 && !(asked > 0 && asked <= 100)) {
     throw new CudaError('CUDA_ERROR_INVALID_VALUE', CALL, `active thread percentage ${asked} is not in (0, 100]`);
@@ -52,21 +52,23 @@ export function requestLimits(
   if (partition) {
     // Static partitioning: the partition is the share; thread percentages are ignored, as in MPS.
     return {
-      activeThreadPercentage: (100 * partition.chunks.length * info.smGroupSize) / info.smCount,
-      smCount: partition.chunks.length * info.smGroupSize,
-      memoryLimit,
-      priority,
-      smPartition: partition.id,
+      limits: {
+        activeThreadPercentage: (100 * partition.chunks.length * info.smGroupSize) / info.smCount,
+        smCount: partition.chunks.length * info.smGroupSize,
+        memoryLimit,
+        priority,
+        smPartition: partition.id,
+      },
       groups: partition.chunks.length,
     };
   }
   const percentage = asked > 0 ? Math.min(asked, defaults.activeThreadPercentage) : defaults.activeThreadPercentage;
   const sms = smCountForPercentage(info.smCount, percentage);
   if (sms >= info.smCount) {
-    return { activeThreadPercentage: percentage, smCount: info.smCount, memoryLimit, priority, smPartition: '', groups: 0 };
+    return { limits: { activeThreadPercentage: percentage, smCount: info.smCount, memoryLimit, priority, smPartition: '' }, groups: 0 };
   }
   const groups = groupsForSmCount(info, sms);
-  return { activeThreadPercentage: percentage, smCount: groups * info.smGroupSize, memoryLimit, priority, smPartition: '', groups };
+  return { limits: { activeThreadPercentage: percentage, smCount: groups * info.smGroupSize, memoryLimit, priority, smPartition: '' }, groups };
 }
 
 /** Which SM groups of one device restricted clients use, so new ones go where the fewest are. */

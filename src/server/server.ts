@@ -444,8 +444,7 @@ export class OpenmpsServer {
     const info = entry.device.info;
     const asked = requestLimits(info, this.#defaults, req, partition);
     const smGroups = partition ? [...partition.chunks] : asked.groups > 0 ? entry.placement.take(asked.groups) : undefined;
-    const { groups: _groups, ...rest } = asked;
-    const limits: SessionLimits = { ...rest, smGroups };
+    const limits: SessionLimits = { ...asked.limits, smGroups };
     const clientId = this.#nextClientId++;
     let session: Session;
     try {

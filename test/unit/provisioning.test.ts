@@ -30,14 +30,14 @@ function defaults(over: Partial<ProvisioningDefaults> = {}): ProvisioningDefault
 }
 
 test('a client can only tighten the server share, and shares round down to whole SM groups', () => {
-  assert.equal(requestLimits(H200, defaults(), req(), undefined).smCount, 132);
+  assert.equal(requestLimits(H200, defaults(), req(), undefined).limits.smCount, 132);
   const quarter = requestLimits(H200, defaults(), req({ activeThreadPercentage: 25 }), undefined);
-  assert.equal(quarter.smCount, 32);
+  assert.equal(quarter.limits.smCount, 32);
   assert.equal(quarter.groups, 4);
   const capped = requestLimits(H200, defaults({ activeThreadPercentage: 50 }), req({ activeThreadPercentage: 75 }), undefined);
-  assert.equal(capped.activeThreadPercentage, 50);
-  assert.equal(capped.smCount, 64);
-  assert.equal(requestLimits(H200, defaults(), req({ activeThreadPercentage: 1 }), undefined).smCount, 8, 'at least one group');
+  assert.equal(capped.limits.activeThreadPercentage, 50);
+  assert.equal(capped.limits.smCount, 64);
+  assert.equal(requestLimits(H200, defaults(), req({ activeThreadPercentage: 1 }), undefined).limits.smCount, 8, 'at least one group');
   assert.equal(groupsForSmCount(H200, 12), 1);
   assert.throws(() => requestLimits(H200, defaults(), req({ activeThreadPercentage: 150 }), undefined), { code: 'CUDA_ERROR_INVALID_VALUE' });
   assert.throws(() => requestLimits(H200, defaults(), req({ priority: 2 }), undefined), { code: 'CUDA_ERROR_INVALID_VALUE' });
@@ -45,11 +45,11 @@ test('a client can only tighten the server share, and shares round down to whole
 
 test('memory caps: the tighter of the server default and the client variable; priority defaults', () => {
   const d = defaults({ memLimits: new Map([['0', 1024n ** 3n]]), clientPriority: 1 });
-  assert.equal(requestLimits(H200, d, req(), undefined).memoryLimit, 1024n ** 3n);
-  assert.equal(requestLimits(H200, d, req({ pinnedMemLimit: '0=512M' }), undefined).memoryLimit, 512n * 1024n ** 2n);
-  assert.equal(requestLimits(H200, d, req({ pinnedMemLimit: `${H200.uuid}=2G` }), undefined).memoryLimit, 1024n ** 3n);
-  assert.equal(requestLimits(H200, d, req(), undefined).priority, 1);
-  assert.equal(requestLimits(H200, d, req({ priority: 0 }), undefined).priority, 0);
+  assert.equal(requestLimits(H200, d, req(), undefined).limits.memoryLimit, 1024n ** 3n);
+  assert.equal(requestLimits(H200, d, req({ pinnedMemLimit: '0=512M' }), undefined).limits.memoryLimit, 512n * 1024n ** 2n);
+  assert.equal(requestLimits(H200, d, req({ pinnedMemLimit: `${H200.uuid}=2G` }), undefined).limits.memoryLimit, 1024n ** 3n);
+  assert.equal(requestLimits(H200, d, req(), undefined).limits.priority, 1);
+  assert.equal(requestLimits(H200, d, req({ priority: 0 }), undefined).limits.priority, 0);
   assert.throws(() => requestLimits(H200, d, req({ pinnedMemLimit: '0=1Q' }), undefined), { code: 'CUDA_ERROR_INVALID_VALUE' });
 });
 
@@ -67,8 +67,8 @@ test('static partitions: the partition is the share; none or an unknown one is 9
   const partitions = [{ id: `${H200.uuid}/1`, deviceUuid: H200.uuid, chunks: [4, 5] }];
   const p = partitionFor(partitions, `${H200.uuid}/1`);
   const l = requestLimits(H200, defaults(), req({ activeThreadPercentage: 10 }), p);
-  assert.equal(l.smCount, 16);
-  assert.equal(l.smPartition, p.id);
+  assert.equal(l.limits.smCount, 16);
+  assert.equal(l.limits.smPartition, p.id);
   assert.throws(() => partitionFor(partitions, ''), { code: 'CUDA_ERROR_INVALID_RESOURCE_CONFIGURATION' });
   assert.throws(() => partitionFor(partitions, `${H200.uuid}/9`), { code: 'CUDA_ERROR_INVALID_RESOURCE_CONFIGURATION' });
 });
