@@ -145,6 +145,13 @@ async function main(): Promise<void> {
     log.log('Control daemon went away: finishing current clients, then exiting');
     exitAfterShutdown(false);
   });
+  // A bug must not pass silently, nor die unlogged: the daemon's stdout may go nowhere.
+  const fatal = (err: unknown): void => {
+    log.log(`FATAL: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    process.exit(1);
+  };
+  process.on('uncaughtException', fatal);
+  process.on('unhandledRejection', fatal);
   process.on('SIGTERM', () => {
     exitAfterShutdown(true);
   });

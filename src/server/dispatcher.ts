@@ -187,20 +187,30 @@ export function isSessionMessage(name: MessageName): name is SessionMessage {
  */
 export function dispatch(t: DispatchTarget, name: SessionMessage, payload: unknown, noReply: boolean): unknown {
   const handler = HANDLERS[name] as (t: DispatchTarget, req: unknown) => unknown;
+  // Resolved once, up front: with no session (a request before SESSION_OPEN) a replied request
+  // fails here, and a fire-and-forget one is dropped, since there is nobody to report it to.
+  let session: Session;
+  try {
+    session = t.session;
+  } catch (err) {
+    if (noReply) return undefined;
+    throw err;
+  }
   if (noReply) {
+    const call = CALL_NAMES[name] ?? name;
     try {
       const result = handler(t, payload);
       if (result instanceof Promise) {
         result.catch((err: unknown) => {
-          t.session.defer(toCudaError(err, CALL_NAMES[name] ?? name));
+          session.defer(toCudaError(err, call));
         });
       }
     } catch (err) {
-      t.session.defer(toCudaError(err, CALL_NAMES[name] ?? name));
+      session.defer(toCudaError(err, call));
     }
     return undefined;
   }
-  const deferred = name === 'SESSION_CLOSE' ? undefined : t.session.takeDeferred();
+  const deferred = name === 'SESSION_CLOSE' ? undefined : session.takeDeferred();
   if (deferred) throw deferred;
   return handler(t, payload);
 }
