@@ -91,10 +91,10 @@ test('the server and the daemon survive a fuzzer and keep serving a bystander', 
   await new Promise((r) => control.once('connect', r));
   const { socketPath, serverPid } = await new FramedSocket(control).request('CONTROL_CONNECT', { version: PROTOCOL_VERSION, pid: process.pid, command: 'fuzz' });
 
-  let stop = false;
+  const state = { stop: false };
   let rounds = 0;
   const work = (async (): Promise<void> => {
-    while (!stop) {
+    while (!state.stop) {
       const value = rounds++ % 100;
       bystander.launch(fill, { grid: 4, block: 256 }, [p, arg.f32(value), arg.u32(1024)]);
       const out = new Float32Array((await bystander.memcpyDtoH(p, 4096)).slice().buffer);
@@ -104,7 +104,7 @@ test('the server and the daemon survive a fuzzer and keep serving a bystander', 
   const rand = rng(20261121);
   await hammer(socketPath, rand, 40);
   await hammer(join(daemon.pipeDirectory, 'control'), rand, 40);
-  stop = true;
+  state.stop = true;
   await work;
   assert.ok(rounds > 0);
   assert.ok(alive(serverPid) && alive(daemon.pid), 'server and daemon still run');
