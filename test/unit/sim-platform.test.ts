@@ -26,12 +26,23 @@ test('devices describe themselves as an H100-class software GPU with determinist
     maxThreadsPerBlock: 1024,
     maxThreadsPerSm: 2048,
     kind: 'sim',
+    smGroupSize: 8,
+    smGroupCount: 16,
   });
   const custom = createSimPlatform({ smCount: 16, memoryBytes: 1 << 30, clockRateKHz: 1_000_000 }).devices[0];
   assert.ok(custom);
   assert.equal(custom.smCount, 16);
   assert.equal(custom.totalMemory, 1n << 30n);
   assert.equal(custom.clockRateKHz, 1_000_000);
+  assert.equal(custom.smGroupCount, 2);
+  // Only whole groups count: 20 SMs in groups of 8 are 2 groups and 4 SMs left over.
+  const grouped = createSimPlatform({ smCount: 20 }).devices[0];
+  assert.equal(grouped?.smGroupSize, 8);
+  assert.equal(grouped.smGroupCount, 2);
+  const fours = createSimPlatform({ smCount: 20, smGroupSize: 4 }).devices[0];
+  assert.equal(fours?.smGroupCount, 5);
+  assert.equal(createSimPlatform({ smCount: 4 }).devices[0]?.smGroupCount, 0, 'fewer SMs than a group');
+  assert.throws(() => createSimPlatform({ smGroupSize: 0 }), { code: 'CUDA_ERROR_INVALID_VALUE' });
   assert.throws(() => createSimPlatform({ smCount: 0 }), { code: 'CUDA_ERROR_INVALID_VALUE' });
   assert.throws(() => createSimPlatform({ memoryBytes: 1.5 }), { code: 'CUDA_ERROR_INVALID_VALUE' });
 });

@@ -1,12 +1,13 @@
 // The SM scheduler: first as a model on a hand-driven clock (waves, SM sets, spreading, priorities,
-// transfers, dispatch cost), then its observable consequences on a real-time software GPU: kernels
-// on different streams overlap, an SM-limited stream is slower by the expected factor, and ops on
-// one stream stay in order.
+// transfers, waits on signals, dispatch cost), then its observable consequences on a real-time
+// software GPU: kernels on different streams overlap, an SM-limited stream is slower by the expected
+// factor, streams on disjoint SM groups do not slow each other, and ops on one stream stay in order.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import type { Device, DeviceModule, DevicePointer, DeviceStream } from '../../src/devices/device.js';
 import { createSimPlatform, SIM_STREAM_PRIORITY_GREATEST } from '../../src/devices/sim/index.js';
+import { SimStream } from '../../src/devices/sim/sim-stream.js';
 import { Scheduler, type KernelWork } from '../../src/devices/sim/scheduler.js';
 
 const PTX = readFileSync(new URL('../../../kernels/openmps.ptx', import.meta.url));
@@ -118,6 +119,75 @@ test('a higher-priority kernel gets the next free SMs ahead of lower-priority bl
   at(100);
   assert.equal(ends.high, 2, 'high takes the whole second wave');
   assert.equal(ends.low, 3);
+});
+
+test('a wait holds its queue until the signal fires, then the queue goes on at that time', (t) => {
+  const { s, at } = model(t, 8);
+  const a = s.createQueue(range(8), 0);
+  const b = s.createQueue(range(8), 0);
+  const log: [string, number][] = [];
+  const signal = s.signal();
+  s.kernel(a, work(8, 1024, 10), (end) => log.push(['kernel', end]));
+  s.marker(a, (end) => log.push(['record', end]), signal);
+  // b is busy until 4, then held until the record at 10; its copy then takes 1.
+  s.transfer(b, 4, (end) => log.push(['busy', end]));
+  s.wait(b, signal, (end) => log.push(['wait', end]));
+  s.transfer(b, 1, (end) => log.push(['copy', end]));
+  at(5);
+  assert.equal(signal.firedMs, undefined);
+  assert.equal(s.idle(b), false, 'a held queue is not idle');
+  at(50);
+  assert.equal(signal.firedMs, 10);
+  assert.deepEqual(log, [['busy', 4], ['kernel', 10], ['record', 10], ['wait', 10], ['copy', 11]]);
+  assert.equal(s.pending, 0);
+});
+
+test('a wait on a fired signal holds nothing; a signal fired later than the queue gets there holds it', (t) => {
+  const { s, at } = model(t, 8);
+  const a = s.createQueue(range(8), 0);
+  const b = s.createQueue(range(8), 0);
+  const ends: Record<string, number> = {};
+  const early = s.signal();
+  s.marker(a, () => undefined, early);
+  at(1);
+  s.wait(b, early, (end) => { ends.early = end; });
+  s.transfer(b, 2, (end) => { ends.afterEarly = end; });
+  // A wait behind a longer transfer: the signal fired while the queue was still busy.
+  const late = s.signal();
+  s.kernel(a, work(1, 32, 1), () => undefined);
+  s.marker(a, () => undefined, late);
+  s.transfer(b, 5, () => undefined);
+  s.wait(b, late, (end) => { ends.late = end; });
+  s.kernel(b, work(8, 1024, 1), (end) => { ends.kernel = end; });
+  at(50);
+  assert.equal(early.firedMs, 0);
+  assert.equal(ends.early, 1, 'completes as it reaches the head');
+  assert.equal(ends.afterEarly, 3);
+  assert.equal(late.firedMs, 2);
+  assert.equal(ends.late, 8, 'at the end of the transfer before it, not at the signal');
+  assert.equal(ends.kernel, 9);
+  // A signal fires once and belongs to the scheduler that made it.
+  const other = new Scheduler(8, undefined, () => 0);
+  t.after(() => { other.clear(); });
+  assert.throws(() => other.wait(other.createQueue(range(8), 0), late, () => undefined), /did not make/);
+});
+
+test('abort drops held waits with the rest of the work', (t) => {
+  const { s, at } = model(t, 8);
+  const a = s.createQueue(range(8), 0);
+  const b = s.createQueue(range(8), 0);
+  const signal = s.signal();
+  let called = false;
+  s.kernel(a, work(1, 32, 10), () => undefined);
+  s.marker(a, () => undefined, signal);
+  s.wait(b, signal, () => { called = true; });
+  at(1);
+  s.abort();
+  at(50);
+  assert.equal(called, false);
+  assert.equal(signal.firedMs, undefined);
+  assert.equal(s.idle(b), true);
+  assert.equal(s.pending, 0);
 });
 
 test('dispatching a 1,056-block kernel takes well under a millisecond', (t) => {
@@ -233,4 +303,78 @@ test('createStream clamps SM counts and priorities to what the device offers', a
   assert.equal(device.createStream({ priority: 7 }).priority, 0);
   assert.equal(device.createStream().priority, 0);
   assert.throws(() => device.createStream({ smCount: 1.5 }), { code: 'CUDA_ERROR_INVALID_VALUE' });
+});
+
+test('smGroups confine a stream to exactly those groups of 8 SMs and win over smCount', async (t) => {
+  const { device } = await rig(t);
+  assert.equal(device.info.smGroupSize, 8);
+  assert.equal(device.info.smGroupCount, 16);
+  const stream = device.createStream({ smGroups: [15, 2], smCount: 100, priority: -1 });
+  assert.ok(stream instanceof SimStream);
+  assert.equal(stream.smCount, 16);
+  assert.equal(stream.priority, -1);
+  assert.deepEqual(stream.sms, [...range(8).map((i) => 120 + i), ...range(8).map((i) => 16 + i)]);
+  // Naming groups another stream names is allowed: a restriction limits, it does not reserve.
+  assert.equal(device.createStream({ smGroups: [2] }).smCount, 8);
+  // smCount alone keeps meaning SMs [0, smCount), the 4 SMs past the last group included.
+  const unrestricted = device.createStream({ smCount: 132 });
+  assert.ok(unrestricted instanceof SimStream);
+  assert.equal(unrestricted.sms.length, 132);
+  const bad: [string, readonly number[]][] = [
+    ['empty', []],
+    ['past the last group', [16]],
+    ['negative', [-1]],
+    ['fractional', [1.5]],
+    ['NaN', [Number.NaN]],
+    ['repeated', [3, 4, 3]],
+  ];
+  for (const [what, smGroups] of bad) {
+    assert.throws(() => device.createStream({ smGroups }), { code: 'CUDA_ERROR_INVALID_VALUE' }, what);
+  }
+  // Options arrive from the wire: a non-array is refused the same way.
+  const notArray = JSON.parse('{"smGroups": 3}') as { smGroups: readonly number[] };
+  assert.throws(() => device.createStream(notArray), { code: 'CUDA_ERROR_INVALID_VALUE' });
+});
+
+test('a 1,056-block kernel on a 4-group stream takes about 132/32 times as long as on the whole device', async (t) => {
+  const r = await rig(t);
+  const whole = r.device.createStream();
+  const limited = r.device.createStream({ smGroups: [4, 5, 6, 7] });
+  assert.equal(limited.smCount, 32);
+  const [s1, e1] = await spinTimed(r, whole, 1056, 256, 0.5)();
+  const [s2, e2] = await spinTimed(r, limited, 1056, 256, 0.5)();
+  const ratio = Number(e2 - s2) / Number(e1 - s1);
+  // 132/32 = 4.1 in throughput; in whole waves, 1 against ceil(1056 / (32 SMs x 8 blocks)) = 5.
+  assert.ok(ratio >= 4 && ratio <= 5.5, `ratio ${ratio}`);
+});
+
+test('streams on disjoint groups do not slow each other; on the same groups they share them', async (t) => {
+  const r = await rig(t);
+  const low = r.device.createStream({ smGroups: range(8) });
+  const high = r.device.createStream({ smGroups: range(8).map((g) => g + 8) });
+  const again = r.device.createStream({ smGroups: range(8) });
+  // 1,024 blocks of 256 threads fill 64 SMs twice (8 blocks each per wave): 2 waves of 10 ms.
+  const blocks = 1024;
+  const ms = 10;
+  await spinTimed(r, low, 1, 32, 0.01)();
+  const [aloneStart, aloneEnd] = await spinTimed(r, low, blocks, 256, ms)();
+  const alone = Number(aloneEnd - aloneStart);
+  /** From the first block's start to the last block's end over both kernels, in ns. */
+  const span = ([[startA, endA], [startB, endB]]: readonly [[bigint, bigint], [bigint, bigint]]): number =>
+    Number((endA > endB ? endA : endB) - (startA < startB ? startA : startB));
+
+  const readLow = spinTimed(r, low, blocks, 256, ms);
+  const readHigh = spinTimed(r, high, blocks, 256, ms);
+  const disjoint = await Promise.all([readLow(), readHigh()]);
+  for (const [start, end] of disjoint) {
+    const own = Number(end - start);
+    assert.ok(Math.abs(own - alone) <= 0.1 * alone, `beside the other ${own} ns, alone ${alone} ns`);
+  }
+  const [[lowStart, lowEnd], [highStart, highEnd]] = disjoint;
+  assert.ok(highStart < lowEnd && lowStart < highEnd, 'the two kernels ran at the same time');
+
+  const readFirst = spinTimed(r, low, blocks, 256, ms);
+  const readSecond = spinTimed(r, again, blocks, 256, ms);
+  const shared = span(await Promise.all([readFirst(), readSecond()]));
+  assert.ok(shared >= 1.8 * alone && shared <= 2.2 * alone, `same groups together ${shared} ns, alone ${alone} ns`);
 });

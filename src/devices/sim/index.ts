@@ -19,6 +19,8 @@ export interface SimOptions {
   readonly smCount?: number;
   /** Memory per device in bytes (default 16 GiB). */
   readonly memoryBytes?: number;
+  /** SMs per group, the grain of smGroups restrictions (default 8, as green contexts split Hopper). */
+  readonly smGroupSize?: number;
   /** SM clock in kHz (default 1,980,000): what spin's cycles are measured against. */
   readonly clockRateKHz?: number;
   /** CUDA_VISIBLE_DEVICES: comma-separated ordinals or UUIDs; undefined shows every device. */
@@ -30,6 +32,7 @@ export const SIM_PLATFORM_VERSION = 'software GPU (openmps sim)';
 export const SIM_DEFAULTS = {
   devices: 1,
   smCount: 132,
+  smGroupSize: 8,
   memoryBytes: 16 * 1024 ** 3,
   clockRateKHz: 1_980_000,
 } as const;
@@ -132,6 +135,7 @@ class SimPlatform implements Platform {
   constructor(options: SimOptions) {
     const count = option('devices', options.devices, SIM_DEFAULTS.devices, 0, 64);
     const smCount = option('smCount', options.smCount, SIM_DEFAULTS.smCount, 1, 1024);
+    const smGroupSize = option('smGroupSize', options.smGroupSize, SIM_DEFAULTS.smGroupSize, 1, 1024);
     const memoryBytes = option('memoryBytes', options.memoryBytes, SIM_DEFAULTS.memoryBytes, 1, Number.MAX_SAFE_INTEGER);
     const clockRateKHz = option('clockRateKHz', options.clockRateKHz, SIM_DEFAULTS.clockRateKHz, 1, 10_000_000);
     const uuids = Array.from({ length: count }, (_, i) => simDeviceUuid(i));
@@ -149,6 +153,9 @@ class SimPlatform implements Platform {
       maxThreadsPerBlock: 1024,
       maxThreadsPerSm: 2048,
       kind: 'sim',
+      smGroupSize,
+      // Whole groups only: the SMs past the last one (4 of 132) serve unrestricted streams alone.
+      smGroupCount: Math.floor(smCount / smGroupSize),
     })));
   }
 

@@ -11,7 +11,9 @@
 // block ends. When blocks of several ready kernels wait for room, the lower priority number goes
 // first, then the kernel that became ready first: blocks of concurrent kernels interleave as SMs
 // free up, rather than one queue's whole backlog being booked ahead of everyone else. Transfers
-// (copies, memsets) take their duration and use no SMs. Markers (event records) take no time.
+// (copies, memsets) take their duration and use no SMs. Markers (event records) take no time and
+// may carry a signal; a wait op (cuStreamWaitEvent) holds its queue until a signal has fired, then
+// takes no time, so the queue's next op starts at the marker's completion on another queue.
 //
 // Time. Simulated time is performance.now()'s clock in ms. The model is advanced lazily: every call
 // that enqueues or asks first processes all events up to now, in time order and at their exact
@@ -46,6 +48,15 @@ export interface KernelWork {
   readonly blockStartsMs: Float64Array | undefined;
 }
 
+/**
+ * Fires when the marker it was given to completes (an event record): wait ops held on it let their
+ * queues go on at that time. Made by Scheduler.signal(); opaque outside the scheduler.
+ */
+export interface Signal {
+  /** The marker's completion on the simulated clock (ms); undefined until it has fired. */
+  readonly firedMs: number | undefined;
+}
+
 /** A queue as its owner sees it: which SMs its kernels may use, and its priority. */
 export interface QueueHandle {
   readonly sms: readonly number[];
@@ -55,7 +66,8 @@ export interface QueueHandle {
 const KERNEL = 0;
 const TRANSFER = 1;
 const MARKER = 2;
-type OpKind = typeof KERNEL | typeof TRANSFER | typeof MARKER;
+const WAIT = 3;
+type OpKind = typeof KERNEL | typeof TRANSFER | typeof MARKER | typeof WAIT;
 
 interface Op {
   readonly kind: OpKind;
@@ -64,9 +76,17 @@ interface Op {
   readonly work: KernelWork | undefined;
   readonly durationMs: number;
   readonly done: OpDone;
+  /** A marker's: fired when it completes. A wait's: what it is held on. */
+  readonly signal: SignalState | undefined;
   readyMs: number;
   dispatched: number;
   finished: number;
+}
+
+interface SignalState extends Signal {
+  firedMs: number | undefined;
+  /** Wait ops at the head of their queues, held until this fires. */
+  held: Op[];
 }
 
 interface Queue extends QueueHandle {
@@ -76,7 +96,7 @@ interface Queue extends QueueHandle {
   running: boolean;
 }
 
-/** A block batch ending on an SM (sm >= 0), or a transfer ending (sm = -1). */
+/** A block batch ending on an SM (sm >= 0), or a transfer or released wait ending (sm = -1). */
 interface Completion {
   readonly time: number;
   readonly seq: number;
@@ -160,6 +180,8 @@ export class Scheduler {
   readonly #give: Int32Array;
   readonly #heap = new CompletionHeap();
   readonly #queues = new Map<QueueHandle, Queue>();
+  /** The state behind each Signal this scheduler made (weak: an event record may be dropped unfired). */
+  readonly #signals = new WeakMap<Signal, SignalState>();
   /** Kernels with blocks still to dispatch, by (priority, readyMs, seq). */
   #ready: Op[] = [];
   #finishedScratch: Op[] = [];
@@ -226,15 +248,37 @@ export class Scheduler {
 
   /** Enqueues a kernel; false when processing earlier events aborted the model (a fault). */
   kernel(handle: QueueHandle, work: KernelWork, done: OpDone): boolean {
-    return this.#enqueue(handle, KERNEL, work, 0, done);
+    return this.#enqueue(handle, KERNEL, work, 0, done, undefined);
   }
 
   transfer(handle: QueueHandle, durationMs: number, done: OpDone): boolean {
-    return this.#enqueue(handle, TRANSFER, undefined, durationMs, done);
+    return this.#enqueue(handle, TRANSFER, undefined, durationMs, done, undefined);
   }
 
-  marker(handle: QueueHandle, done: OpDone): boolean {
-    return this.#enqueue(handle, MARKER, undefined, 0, done);
+  /** A zero-time op; when `signal` is given, it fires as the marker completes. */
+  marker(handle: QueueHandle, done: OpDone, signal?: Signal): boolean {
+    return this.#enqueue(handle, MARKER, undefined, 0, done, signal === undefined ? undefined : this.#signalState(signal));
+  }
+
+  /** A signal to give one marker; it fires once. */
+  signal(): Signal {
+    const state: SignalState = { firedMs: undefined, held: [] };
+    this.#signals.set(state, state);
+    return state;
+  }
+
+  /**
+   * A zero-time op that holds the queue until `signal` has fired: the queue's next op starts at the
+   * later of the signal's time and the previous op's end. A fired signal holds nothing.
+   */
+  wait(handle: QueueHandle, signal: Signal, done: OpDone): boolean {
+    return this.#enqueue(handle, WAIT, undefined, 0, done, this.#signalState(signal));
+  }
+
+  #signalState(signal: Signal): SignalState {
+    const state = this.#signals.get(signal);
+    if (state === undefined) throw new Error('a signal this scheduler did not make');
+    return state;
   }
 
   /** Processes every event up to the wall clock's now. */
@@ -266,13 +310,13 @@ export class Scheduler {
     this.#queues.clear();
   }
 
-  #enqueue(handle: QueueHandle, kind: OpKind, work: KernelWork | undefined, durationMs: number, done: OpDone): boolean {
+  #enqueue(handle: QueueHandle, kind: OpKind, work: KernelWork | undefined, durationMs: number, done: OpDone, signal: SignalState | undefined): boolean {
     const queue = this.#queues.get(handle);
     if (queue === undefined) throw new Error('enqueue on a queue this scheduler does not know');
     const epoch = this.#epoch;
     this.#advance(this.#clock());
     if (this.#epoch !== epoch) return false;
-    const op: Op = { kind, queue, seq: this.#seq++, work, durationMs, done, readyMs: 0, dispatched: 0, finished: 0 };
+    const op: Op = { kind, queue, seq: this.#seq++, work, durationMs, done, signal, readyMs: 0, dispatched: 0, finished: 0 };
     queue.ops.push(op);
     this.#pending++;
     if (!queue.running) {
@@ -283,7 +327,10 @@ export class Scheduler {
     return this.#epoch === epoch;
   }
 
-  /** Starts the queue's head op at `t`; markers complete on the spot and the next op starts. */
+  /**
+   * Starts the queue's head op at `t`; markers and waits on fired signals complete on the spot and
+   * the next op starts. A wait on an unfired signal leaves the queue running with nothing scheduled.
+   */
   #startQueue(queue: Queue, t: number): void {
     const epoch = this.#epoch;
     while (queue.head < queue.ops.length) {
@@ -297,6 +344,10 @@ export class Scheduler {
       }
       if (op.kind === TRANSFER) {
         this.#heap.push({ time: t + op.durationMs, seq: this.#seq++, op, sm: -1, count: 0 });
+        return;
+      }
+      if (op.kind === WAIT && op.signal !== undefined && op.signal.firedMs === undefined) {
+        op.signal.held.push(op);
         return;
       }
       this.#finish(op, t);
@@ -330,7 +381,15 @@ export class Scheduler {
       queue.head = 0;
     }
     this.#pending--;
+    const epoch = this.#epoch;
     op.done(t);
+    const signal = op.signal;
+    if (op.kind !== MARKER || signal === undefined || this.#epoch !== epoch) return;
+    signal.firedMs = t;
+    // Released through the heap at this same time rather than started here: the caller may be in
+    // the middle of another queue's start, and the heap runs every event of `t` in a fixed order.
+    for (const held of signal.held) this.#heap.push({ time: t, seq: this.#seq++, op: held, sm: -1, count: 0 });
+    signal.held = [];
   }
 
   #advance(to: number): void {

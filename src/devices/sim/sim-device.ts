@@ -99,18 +99,45 @@ export class SimDevice implements Device {
   createStream(options: StreamOptions = {}): DeviceStream {
     const call = 'cuStreamCreateWithPriority';
     this.#context.check(call);
-    const { priority = 0, smCount = this.info.smCount } = options;
+    const { priority = 0, smCount = this.info.smCount, smGroups } = options;
     if (!Number.isInteger(priority)) throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `priority ${priority} is not an integer`);
-    if (!Number.isInteger(smCount)) throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `smCount ${smCount} is not an integer`);
     // Out-of-range priorities are clamped, as cuStreamCreateWithPriority documents.
     const clampedPriority = Math.min(SIM_STREAM_PRIORITY_LEAST, Math.max(SIM_STREAM_PRIORITY_GREATEST, priority));
+    if (smGroups !== undefined) return this.createStreamOnSms(this.#groupSms(smGroups, call), clampedPriority);
+    if (!Number.isInteger(smCount)) throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `smCount ${smCount} is not an integer`);
     const sms = Math.min(this.info.smCount, Math.max(1, smCount));
     return this.createStreamOnSms(Array.from({ length: sms }, (_, i) => i), clampedPriority);
   }
 
   /**
+   * The SMs of `groups` (group g is SMs [g * smGroupSize, (g + 1) * smGroupSize)), in the order
+   * named. Unlike smCount, nothing is clamped: a placement that names groups the device lacks is a
+   * caller's bug, and silently running elsewhere would hide it.
+   */
+  #groupSms(groups: readonly number[], call: string): number[] {
+    const { smGroupSize, smGroupCount } = this.info;
+    // Options arrive from the wire: check the shape on an unknown, so isArray does not narrow
+    // `groups` itself to any[].
+    const shape: unknown = groups;
+    if (!Array.isArray(shape) || groups.length === 0) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, 'smGroups must be a non-empty array');
+    }
+    const seen = new Set<number>();
+    for (const group of groups) {
+      if (!Number.isInteger(group) || group < 0 || group >= smGroupCount) {
+        const groupRange = smGroupCount === 0 ? `the device has no whole group of ${smGroupSize} SMs` : `not an integer in 0..${smGroupCount - 1}`;
+        throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `SM group ${String(group)}: ${groupRange}`);
+      }
+      if (seen.has(group)) throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `SM group ${group} is named twice`);
+      seen.add(group);
+    }
+    return groups.flatMap((group) => Array.from({ length: smGroupSize }, (_, i) => group * smGroupSize + i));
+  }
+
+  /**
    * A stream whose kernels run on exactly these SMs (distinct indices below info.smCount), for
-   * callers that place SM partitions themselves. createStream() uses SMs [0, smCount).
+   * callers that place SM partitions at a finer grain than groups. createStream() uses SMs
+   * [0, smCount), or the SMs of its smGroups.
    */
   createStreamOnSms(sms: readonly number[], priority = 0): SimStream {
     const call = 'cuStreamCreateWithPriority';

@@ -5,13 +5,15 @@
 // then ("src must stay valid until the stream has passed this copy"), a device-to-host copy fills
 // its destination then. Validation happens at enqueue, so a bad launch or copy throws synchronously
 // and enqueues nothing (cuLaunchKernel and cuMemcpy*Async answer CUDA_ERROR_INVALID_VALUE the same
-// way); a kernel's memory accesses are checked when it runs and fault the whole context.
+// way); a kernel's memory accesses are checked when it runs and fault the whole context. An event
+// record is a marker carrying a scheduler signal; waitEvent puts a wait on that signal in this
+// stream's queue, so the ordering across streams lives in the scheduler's simulated time.
 import { CudaError } from '../../cuda/cuda-error.js';
 import type {
   DeviceEvent, DeviceFunction, DevicePointer, DeviceStream, LaunchConfig,
 } from '../device.js';
 import type { KernelSpec, LaunchShape } from './kernels.js';
-import type { QueueHandle } from './scheduler.js';
+import type { QueueHandle, Signal } from './scheduler.js';
 import type { SimContext, StreamWaiters } from './sim-context.js';
 import { kernelOf } from './sim-module.js';
 
@@ -77,11 +79,15 @@ interface Waiter {
   readonly reject: (error: CudaError) => void;
 }
 
-/** An event's last record: done once the stream has passed it, `time` its simulated time (ms). */
+/**
+ * An event's last record: done once the stream has passed it, `time` its simulated time (ms).
+ * `signal` fires at the same moment, for streams that wait on the record (cuStreamWaitEvent).
+ */
 interface EventRecord {
   done: boolean;
   time: number;
   readonly wait: () => Promise<void>;
+  readonly signal: Signal;
 }
 
 interface EventState {
@@ -321,14 +327,26 @@ export class SimStream implements DeviceStream, StreamWaiters {
     const call = 'cuEventRecord';
     this.#check(call);
     const state = eventState(event, this.#context, call);
+    const scheduler = this.#context.scheduler;
     let target = 0;
-    const record: EventRecord = { done: false, time: Number.NaN, wait: () => this.#waitFor(target) };
-    this.#submit((done) => this.#context.scheduler.marker(this.#queue, done), (endMs) => {
+    const record: EventRecord = { done: false, time: Number.NaN, wait: () => this.#waitFor(target), signal: scheduler.signal() };
+    this.#submit((done) => scheduler.marker(this.#queue, done, record.signal), (endMs) => {
       record.done = true;
       record.time = endMs;
     });
     target = this.#enqueued;
     state.record = record;
+  }
+
+  waitEvent(event: DeviceEvent): void {
+    const call = 'cuStreamWaitEvent';
+    this.#check(call);
+    // The record as of now: recording the event again later does not move this wait. One never
+    // recorded, or already passed, holds nothing back, so nothing is enqueued.
+    const record = eventState(event, this.#context, call).record;
+    if (record === undefined || record.done) return;
+    const scheduler = this.#context.scheduler;
+    this.#submit((done) => scheduler.wait(this.#queue, record.signal, done), undefined);
   }
 
   async synchronize(): Promise<void> {
