@@ -11,26 +11,33 @@ import { Readable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { ControlDaemon, DaemonStartError } from '../control/daemon.js';
 import { controlSocketPath, directoriesFromEnv } from '../control/paths.js';
-import { parseActiveThreadPercentage } from '../control/servers.js';
+import { parseActiveThreadPercentage, parseClientPriority } from '../control/servers.js';
 import { cudaUnavailableReason } from '../devices/index.js';
 import type { DeviceKind } from '../devices/device.js';
 import { FramedSocket } from '../transport/framed-socket.js';
 
-const USAGE = `Usage: openmps-control [-d | -f] [--device auto|cuda|sim]
+const USAGE = `Usage: openmps-control [-d | -f] [-S] [--device auto|cuda|sim]
        openmps-control            (operator shell: commands on stdin, one a line)
 
   -d, --daemon         start the control daemon in the background
   -f, --foreground     run the control daemon in the foreground, logging to stdout too
+  -S, --static-partitioning
+                       static SM partitioning mode: sm_partition and lspart; every client
+                       must name a partition (OPENMPS_SM_PARTITION)
       --device KIND    auto (CUDA if a GPU is usable, else the software GPU), cuda or sim;
                        default: $OPENMPS_DEVICE, else auto
   -h, --help           print this help
   -v, --version        print the version
 
 Environment: OPENMPS_PIPE_DIRECTORY (default /tmp/openmps), OPENMPS_LOG_DIRECTORY (default
-/tmp/openmps-log), OPENMPS_DEVICE, OPENMPS_ACTIVE_THREAD_PERCENTAGE (default for new servers).
+/tmp/openmps-log), OPENMPS_DEVICE, and for the daemon's defaults: OPENMPS_ACTIVE_THREAD_PERCENTAGE
+(above 0, at most 100), OPENMPS_CLIENT_PRIORITY (0 or 1). CUDA_VISIBLE_DEVICES passes to the servers.
 Commands: get_server_list, get_server_status, start_server, shutdown_server, get_client_list,
 get_device_client_list, ps, device_query, terminate_client, get/set_default_active_thread_percentage,
-quit (docs/commands.md).`;
+get/set_active_thread_percentage, get/set_default_device_pinned_mem_limit,
+get/set_device_pinned_mem_limit, get/set_default_client_priority,
+set_client_active_thread_percentage, set_client_device_mem_limit, sm_partition, lspart, quit
+(docs/commands.md).`;
 
 const EXIT_OK = 0;
 const EXIT_FAILURE = 1;
@@ -59,7 +66,11 @@ function parseDevice(value: string, source: string): DeviceKind | 'auto' {
 interface Options {
   readonly daemon: boolean;
   readonly foreground: boolean;
+  readonly staticPartitioning: boolean;
   readonly device: DeviceKind | 'auto';
+  /** The daemon's defaults from its environment; undefined when unset. */
+  readonly activeThreadPercentage: number | undefined;
+  readonly clientPriority: 0 | 1 | undefined;
   /** Internal: the fd on which a daemonized child reports `ready` or its error to its parent. */
   readonly readyFd: number | undefined;
 }
@@ -72,6 +83,7 @@ function parseOptions(argv: readonly string[]): Options {
       options: {
         daemon: { type: 'boolean', short: 'd' },
         foreground: { type: 'boolean', short: 'f' },
+        'static-partitioning': { type: 'boolean', short: 'S' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
         device: { type: 'string' },
@@ -105,7 +117,26 @@ function parseOptions(argv: readonly string[]): Options {
     if (!/^[0-9]+$/.test(readyFdText)) usageError(`invalid --ready-fd "${readyFdText}"`);
     readyFd = Number(readyFdText);
   }
-  return { daemon: values.daemon === true, foreground: values.foreground === true, device, readyFd };
+  const daemon = values.daemon === true;
+  const foreground = values.foreground === true;
+  // Checked by whoever starts a daemon (the -d parent too, so a bad value is said on its terminal):
+  // a default silently dropped would leave every client with a share nobody asked for.
+  let activeThreadPercentage: number | undefined;
+  let clientPriority: 0 | 1 | undefined;
+  if (daemon || foreground) {
+    const atpText = process.env.OPENMPS_ACTIVE_THREAD_PERCENTAGE;
+    if (atpText !== undefined && atpText.trim() !== '') {
+      activeThreadPercentage = parseActiveThreadPercentage(atpText);
+      if (activeThreadPercentage === undefined) usageError(`invalid OPENMPS_ACTIVE_THREAD_PERCENTAGE "${atpText}": expected a number above 0 and at most 100`);
+    }
+    const priorityText = process.env.OPENMPS_CLIENT_PRIORITY;
+    if (priorityText !== undefined && priorityText.trim() !== '') {
+      clientPriority = parseClientPriority(priorityText);
+      if (clientPriority === undefined) usageError(`invalid OPENMPS_CLIENT_PRIORITY "${priorityText}": expected 0 (normal) or 1 (below normal)`);
+    }
+  }
+  const staticPartitioning = values['static-partitioning'] === true;
+  return { daemon, foreground, staticPartitioning, device, readyFd, activeThreadPercentage, clientPriority };
 }
 
 /**
@@ -113,9 +144,9 @@ function parseOptions(argv: readonly string[]): Options {
  * until it says `ready` there (its control socket accepts) or fails. The parent exits 0 on ready,
  * else with the child's status (1 if it had none), printing the child's error.
  */
-async function daemonize(device: DeviceKind | 'auto'): Promise<number> {
+async function daemonize(device: DeviceKind | 'auto', staticPartitioning: boolean): Promise<number> {
   const script = fileURLToPath(import.meta.url);
-  const child = spawn(process.execPath, [...process.execArgv, script, '-f', '--device', device, '--ready-fd', '3'], {
+  const child = spawn(process.execPath, [...process.execArgv, script, '-f', '--device', device, ...(staticPartitioning ? ['-S'] : []), '--ready-fd', '3'], {
     detached: true,
     stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
   });
@@ -175,7 +206,6 @@ function report(readyFd: number | undefined, line: string): Promise<void> {
 
 async function runDaemon(options: Options): Promise<number> {
   const { pipeDirectory, logDirectory } = directoriesFromEnv(process.env);
-  const atp = parseActiveThreadPercentage(process.env.OPENMPS_ACTIVE_THREAD_PERCENTAGE);
   // SIGTERM and SIGINT mean `quit`: servers stopped, socket and pid file removed. Installed
   // before start-up, so a signal that arrives while the socket is being set up is not lost: it
   // takes effect as soon as the daemon runs.
@@ -196,7 +226,9 @@ async function runDaemon(options: Options): Promise<number> {
       logDirectory,
       device: options.device,
       version: version(),
-      ...(atp !== undefined ? { defaultActiveThreadPercentage: atp } : {}),
+      ...(options.activeThreadPercentage !== undefined ? { defaultActiveThreadPercentage: options.activeThreadPercentage } : {}),
+      ...(options.clientPriority !== undefined ? { defaultClientPriority: options.clientPriority } : {}),
+      ...(options.staticPartitioning ? { staticPartitioning: true } : {}),
       ...(options.readyFd === undefined
         ? {
             echo: (line: string) => {
@@ -285,7 +317,7 @@ async function runShell(): Promise<number> {
 async function main(): Promise<number> {
   const options = parseOptions(process.argv.slice(2));
   if (options.daemon) {
-    const code = await daemonize(options.device);
+    const code = await daemonize(options.device, options.staticPartitioning);
     // Said only once a daemon runs: a refused start-up has nothing to warn about.
     if (code === EXIT_OK && options.device === 'auto') {
       const reason = await cudaUnavailableReason();

@@ -10,11 +10,14 @@ import { CudaError } from '../cuda/cuda-error.js';
 import type { DeviceKind } from '../devices/device.js';
 import { peerCredentials, type PeerCredentials } from '../native/bindings.js';
 import { PROTOCOL_VERSION, type MessageName } from '../protocol/index.js';
-import type { ClientRecord } from '../server/ipc.js';
+import type { ClientRecord, DaemonRequest, DeviceRecord } from '../server/ipc.js';
+import { formatMemorySize, limitForDevice } from '../server/limits.js';
 import { Logger } from '../telemetry/log.js';
 import { FramedSocket } from '../transport/framed-socket.js';
-import { parseCommand, type ControlCommand } from './commands.js';
-import { formatDeviceClientList, formatDeviceQuery, formatLines, formatPercentage, formatPs, type DeviceQuerySection, type PsRow } from './format.js';
+import { parseCommand, type ControlCommand, type DeviceSpec, type PartitionSpec, type UuidSpec } from './commands.js';
+import { deviceKey, memLimitKey, resolveDevice, resolveUuid } from './devices.js';
+import { formatDeviceClientList, formatDeviceQuery, formatLines, formatLspart, formatMemoryLimit, formatPercentage, formatPs, type DeviceQuerySection, type PsRow } from './format.js';
+import { addPartition, formatChunkRanges, NO_PARTITIONS, partitionId, removePartition, type PartitionState } from './partitions.js';
 import { CONTROL_LOG_NAME, controlSocketPath, pidFilePath, socketPathProblem } from './paths.js';
 import { ServerSupervisor, type ManagedServer } from './servers.js';
 
@@ -28,6 +31,10 @@ export interface ControlDaemonOptions {
   readonly serverMain?: string;
   readonly readyTimeoutMs?: number;
   readonly defaultActiveThreadPercentage?: number;
+  /** 0 normal, 1 below normal (OPENMPS_CLIENT_PRIORITY at start). */
+  readonly defaultClientPriority?: number;
+  /** `-S`: static SM partitioning mode (sm_partition, lspart; clients must name a partition). */
+  readonly staticPartitioning?: boolean;
   /** Reported in the start-up log. */
   readonly version?: string;
   /** The environment servers inherit; process.env by default. */
@@ -143,6 +150,12 @@ function done(output = ''): CommandReply {
   return { output, ok: true };
 }
 
+function isReply(v: unknown): v is CommandReply {
+  return typeof v === 'object' && v !== null && 'ok' in v && 'output' in v;
+}
+
+const STATIC_PARTITIONING_OFF = 'Static partitioning is off: start the control daemon with -S (--static-partitioning) to use sm_partition and lspart';
+
 export class ControlDaemon {
   readonly pipeDirectory: string;
   readonly logDirectory: string;
@@ -160,6 +173,9 @@ export class ControlDaemon {
   #ownsPidFile = false;
   #quitting: Promise<void> | undefined;
   #resolveClosed!: () => void;
+  #partitions: PartitionState = NO_PARTITIONS;
+  /** sm_partition commands run one at a time: each reads the clients, then changes the table. */
+  #partitionQueue: Promise<unknown> = Promise.resolve();
 
   constructor(options: ControlDaemonOptions) {
     this.#options = options;
@@ -179,6 +195,8 @@ export class ControlDaemon {
       ...(options.serverMain !== undefined ? { serverMain: options.serverMain } : {}),
       ...(options.readyTimeoutMs !== undefined ? { readyTimeoutMs: options.readyTimeoutMs } : {}),
       ...(options.defaultActiveThreadPercentage !== undefined ? { defaultActiveThreadPercentage: options.defaultActiveThreadPercentage } : {}),
+      ...(options.defaultClientPriority !== undefined ? { defaultClientPriority: options.defaultClientPriority } : {}),
+      ...(options.staticPartitioning === true ? { staticPartitioning: true } : {}),
       ...(options.env !== undefined ? { env: options.env } : {}),
     });
   }
@@ -212,6 +230,7 @@ export class ControlDaemon {
     this.log.log(`Starting control daemon using socket ${this.socketPath}`);
     this.log.log(`To connect CUDA applications to this daemon, set env OPENMPS_PIPE_DIRECTORY=${this.pipeDirectory}`);
     this.log.log(`openmps control daemon version ${this.#options.version ?? 'unknown'}, device ${this.#options.device}, protocol ${PROTOCOL_VERSION}`);
+    if (this.#servers.staticPartitioning) this.log.log('Static partitioning mode: clients must name an SM partition; active thread percentages are ignored');
   }
 
   /** Refuses a live daemon's directory; clears a dead one's leftovers; then writes our pid file. */
@@ -441,12 +460,232 @@ export class ControlDaemon {
       case 'set_default_active_thread_percentage':
         if (!this.#privileged(caller)) return this.#denied('set_default_active_thread_percentage', caller);
         this.#servers.defaultActiveThreadPercentage = command.percentage;
+        this.#noteIgnoredPercentage();
         return done();
+      case 'get_active_thread_percentage': {
+        const server = await this.#readyServer(command.pid);
+        if (isReply(server)) return server;
+        const result = await this.#ask(server, { op: 'get-active-thread-percentage' });
+        if (typeof result !== 'number') return this.#strangeAnswer(server, 'get-active-thread-percentage', result);
+        return done(formatPercentage(result));
+      }
+      case 'set_active_thread_percentage': {
+        const server = await this.#readyServer(command.pid, caller, 'set_active_thread_percentage');
+        if (isReply(server)) return server;
+        await this.#ask(server, { op: 'set-active-thread-percentage', percentage: command.percentage });
+        this.#noteIgnoredPercentage();
+        return done();
+      }
+      case 'get_default_device_pinned_mem_limit':
+        return this.#getDefaultMemLimit(command.device);
+      case 'set_default_device_pinned_mem_limit': {
+        if (!this.#privileged(caller)) return this.#denied('set_default_device_pinned_mem_limit', caller);
+        const key = memLimitKey(command.device, this.#servers.knownDevices);
+        if (!key.ok) return fail(key.error);
+        this.#servers.setDefaultDeviceMemLimit(key.key, command.bytes, key.device);
+        return done();
+      }
+      case 'get_device_pinned_mem_limit': {
+        const server = await this.#readyServer(command.pid);
+        if (isReply(server)) return server;
+        const device = this.#deviceOf(server, command.device);
+        if (isReply(device)) return device;
+        const result = await this.#ask(server, { op: 'get-device-mem-limit', device: deviceKey(command.device, device) });
+        if (typeof result !== 'string' || !/^[0-9]*$/.test(result)) return this.#strangeAnswer(server, 'get-device-mem-limit', result);
+        return done(formatMemoryLimit(result));
+      }
+      case 'set_device_pinned_mem_limit': {
+        const server = await this.#readyServer(command.pid, caller, 'set_device_pinned_mem_limit');
+        if (isReply(server)) return server;
+        const device = this.#deviceOf(server, command.device);
+        if (isReply(device)) return device;
+        await this.#ask(server, { op: 'set-device-mem-limit', device: deviceKey(command.device, device), bytes: String(command.bytes) });
+        return done();
+      }
+      case 'get_default_client_priority':
+        return done(String(this.#servers.defaultClientPriority));
+      case 'set_default_client_priority':
+        if (!this.#privileged(caller)) return this.#denied('set_default_client_priority', caller);
+        this.#servers.defaultClientPriority = command.priority;
+        return done();
+      case 'set_client_active_thread_percentage': {
+        const server = await this.#readyServer(command.serverPid, caller, 'set_client_active_thread_percentage');
+        if (isReply(server)) return server;
+        const changed = await this.#ask(server, { op: 'set-client-active-thread-percentage', pid: command.clientPid, percentage: command.percentage });
+        this.#noteIgnoredPercentage();
+        return this.#clientChanged(server, command.clientPid, 'set-client-active-thread-percentage', changed);
+      }
+      case 'set_client_device_mem_limit': {
+        const server = await this.#readyServer(command.serverPid, caller, 'set_client_device_mem_limit');
+        if (isReply(server)) return server;
+        const device = this.#deviceOf(server, command.device);
+        if (isReply(device)) return device;
+        const changed = await this.#ask(server, { op: 'set-client-device-mem-limit', pid: command.clientPid, device: deviceKey(command.device, device), bytes: String(command.bytes) });
+        return this.#clientChanged(server, command.clientPid, 'set-client-device-mem-limit', changed);
+      }
+      case 'sm_partition':
+        if (!this.#servers.staticPartitioning) return fail(STATIC_PARTITIONING_OFF);
+        if (!this.#privileged(caller)) return this.#denied(`sm_partition ${command.action}`, caller);
+        return this.#serialized(() => (command.action === 'add' ? this.#addPartition(command.device, command.chunks, caller) : this.#removePartition(command.partition)));
+      case 'lspart': {
+        if (!this.#servers.staticPartitioning) return fail(STATIC_PARTITIONING_OFF);
+        const devices = await this.#devicesFor(caller, 'list partitions');
+        if (isReply(devices)) return devices;
+        return done(formatLspart(devices, this.#partitions.partitions, await this.#partitionsInUse()));
+      }
       case 'quit':
         if (!this.#privileged(caller)) return this.#denied('quit', caller);
         await this.quit(command.timeoutSeconds);
         return done();
     }
+  }
+
+  /**
+   * The server a per-server command names, once it is ready (an INITIALIZING server answers no
+   * requests yet). With `what`, the command changes something: the caller must own the server or
+   * be privileged.
+   */
+  async #readyServer(pid: number, caller?: PeerCredentials, what?: string): Promise<ManagedServer | CommandReply> {
+    const server = this.#serverOr(pid);
+    if (isReply(server)) return server;
+    if (what !== undefined && server.uid !== caller?.uid && !this.#privileged(caller)) return this.#denied(`${what} on another user's server`, caller);
+    await server.ready;
+    return server;
+  }
+
+  /** One request to a server; its refusal becomes the command's error, naming the server. */
+  async #ask(server: ManagedServer, request: DaemonRequest): Promise<unknown> {
+    try {
+      return await server.request(request);
+    } catch (err) {
+      throw new Error(`Server ${server.pid} refused ${request.op}: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+
+  #strangeAnswer(server: ManagedServer, op: string, result: unknown): CommandReply {
+    return fail(`Server ${server.pid} answered ${op} with ${result === undefined ? 'nothing' : JSON.stringify(result)}`);
+  }
+
+  /** A live change's result is how many of the client's sessions changed: none means no such client. */
+  #clientChanged(server: ManagedServer, clientPid: number, op: string, changed: unknown): CommandReply {
+    if (typeof changed !== 'number') return this.#strangeAnswer(server, op, changed);
+    return changed === 0 ? fail(`No client with PID ${clientPid} on server ${server.pid}`) : done();
+  }
+
+  #deviceOf(server: ManagedServer, spec: DeviceSpec): DeviceRecord | CommandReply {
+    const r = resolveDevice(spec, server.devices);
+    return r.ok ? r.device : fail(r.error);
+  }
+
+  /** MPS takes thread percentages silently in static partitioning mode; openmps logs that they do nothing. */
+  #noteIgnoredPercentage(): void {
+    if (this.#servers.staticPartitioning) this.log.log('Static partitioning mode: active thread percentages are ignored');
+  }
+
+  /**
+   * The default limit that applies to a device: with the devices known, the one set for its UUID
+   * or else for its ordinal (the server's own precedence, limitForDevice); before any server has
+   * reported them, the one set under exactly that key. Nothing prints when there is none.
+   */
+  #getDefaultMemLimit(spec: DeviceSpec): CommandReply {
+    const limits = this.#servers.defaultDeviceMemLimits;
+    const known = this.#servers.knownDevices;
+    let bytes: bigint | undefined;
+    if (known !== undefined) {
+      const r = resolveDevice(spec, known);
+      if (!r.ok) return fail(r.error);
+      bytes = limitForDevice(limits, r.device.ordinal, r.device.uuid);
+    } else {
+      const key = memLimitKey(spec, undefined);
+      if (!key.ok) return fail(key.error);
+      bytes = limits.get(key.key);
+    }
+    return done(bytes === undefined ? '' : formatMemorySize(bytes));
+  }
+
+  /**
+   * The devices, for commands that need them: those the servers reported, or, when no server has
+   * run yet, those of the caller's server, started for it as its first client would (device_query).
+   */
+  async #devicesFor(caller: PeerCredentials | undefined, what: string): Promise<readonly DeviceRecord[] | CommandReply> {
+    const known = this.#servers.knownDevices;
+    if (known !== undefined) return known;
+    if (!caller) return fail('No server has reported its devices yet, and the caller cannot be identified to start one');
+    if (this.#quitting) return fail('The control daemon is shutting down');
+    try {
+      await this.#servers.ensure(caller.uid);
+    } catch (err) {
+      return fail(`Cannot ${what}: starting a server for user ${caller.uid} to learn the devices failed: ${errorMessage(err)}`);
+    }
+    return this.#servers.knownDevices ?? [];
+  }
+
+  #serialized(run: () => Promise<CommandReply>): Promise<CommandReply> {
+    const result = this.#partitionQueue.then(run);
+    this.#partitionQueue = result.catch(() => undefined);
+    return result;
+  }
+
+  async #addPartition(spec: UuidSpec, chunks: number, caller: PeerCredentials | undefined): Promise<CommandReply> {
+    const devices = await this.#devicesFor(caller, 'add a partition');
+    if (isReply(devices)) return devices;
+    const device = resolveUuid(spec, devices);
+    if (!device.ok) return fail(device.error);
+    const r = addPartition(this.#partitions, device.device, chunks);
+    if (!r.ok) return fail(r.error);
+    await this.#setPartitions(r.state);
+    this.log.log(`SM partition ${r.partition.id} added: ${r.partition.chunks.length} chunks (${formatChunkRanges(r.partition.chunks)})`);
+    return done(r.partition.id);
+  }
+
+  async #removePartition(spec: PartitionSpec): Promise<CommandReply> {
+    const device = resolveUuid(spec.device, this.#servers.knownDevices ?? []);
+    if (!device.ok) return fail(device.error);
+    const id = partitionId(device.device.uuid, spec.number);
+    const before = this.#partitions;
+    const r = removePartition(before, id, await this.#partitionsInUse());
+    if (!r.ok) return fail(r.error);
+    await this.#setPartitions(r.state);
+    // A client may have joined the partition between the check and the new table; once a server
+    // has the table it refuses the partition to newcomers, so a second look settles it. Such a
+    // client keeps its partition (the old table goes back) rather than share its chunks later.
+    if ((await this.#partitionsInUse()).has(id)) {
+      await this.#setPartitions(before);
+      this.log.log(`SM partition ${id} kept: a client joined it while it was being removed`);
+      return fail(`Partition ${id} in use. Terminate all clients before removing.`);
+    }
+    this.log.log(`SM partition ${id} removed`);
+    // MPS's wording.
+    return done(`Partition ${id} removed`);
+  }
+
+  /** The partition ids the clients of every server run in. */
+  async #partitionsInUse(): Promise<Set<string>> {
+    const inUse = new Set<string>();
+    for (const s of this.#readyServers()) for (const c of await this.#clientsOf(s)) if (c.smPartition !== '') inUse.add(c.smPartition);
+    return inUse;
+  }
+
+  /**
+   * Keeps the new table for servers started from now on and sends it to every running one. A
+   * starting server gets it once ready (its config may predate the change). A server that cannot
+   * take it is logged, not fatal: the table is the daemon's, and the next change resends it whole.
+   */
+  async #setPartitions(state: PartitionState): Promise<void> {
+    this.#partitions = state;
+    this.#servers.partitions = state.partitions;
+    await Promise.all(
+      this.#servers.list().map(async (s) => {
+        if (s.shuttingDown) return;
+        try {
+          await s.ready;
+          await s.request({ op: 'partitions', partitions: state.partitions });
+        } catch (err) {
+          // One that exited meanwhile needs no table.
+          if (s.alive) this.log.log(`Server ${s.pid} did not take the partition table: ${errorMessage(err)}`);
+        }
+      }),
+    );
   }
 
   /** Servers that have reported their devices (an INITIALIZING one has nothing to show yet). */
@@ -477,17 +716,8 @@ export class ControlDaemon {
       await server.ready;
       return done(formatDeviceQuery([{ title: `Server ${server.pid}`, devices: server.devices }], csv));
     }
-    let defaults = this.#servers.knownDevices;
-    if (defaults === undefined) {
-      if (!caller) return fail('No server has reported its devices yet, and the caller cannot be identified to start one');
-      if (this.#quitting) return fail('The control daemon is shutting down');
-      try {
-        await this.#servers.ensure(caller.uid);
-      } catch (err) {
-        return fail(`Cannot query devices: starting a server for user ${caller.uid} failed: ${errorMessage(err)}`);
-      }
-      defaults = this.#servers.knownDevices ?? [];
-    }
+    const defaults = await this.#devicesFor(caller, 'query devices');
+    if (isReply(defaults)) return defaults;
     const sections: DeviceQuerySection[] = [{ title: 'Default', devices: defaults }];
     for (const s of this.#readyServers()) sections.push({ title: `Server ${s.pid}`, devices: s.devices });
     return done(formatDeviceQuery(sections, csv));

@@ -1,7 +1,9 @@
 // What the command language prints: the shapes of NVIDIA's nvidia-cuda-mps-control output
 // (docs/commands.md shows each). Pure functions over records the servers reported; output never
 // ends with a newline (the shell adds one per non-empty reply).
-import type { ClientRecord, DeviceRecord } from '../server/ipc.js';
+import type { ClientRecord, DeviceRecord, PartitionRecord } from '../server/ipc.js';
+import { formatMemorySize } from '../server/limits.js';
+import { chunkLayoutProblem, formatChunkRanges, freeChunks, partitionNumber } from './partitions.js';
 
 /** One item a line; nothing at all for an empty list (as MPS prints an empty server list). */
 export function formatLines(items: readonly (string | number)[]): string {
@@ -14,13 +16,19 @@ export function formatLines(items: readonly (string | number)[]): string {
  * tool collapses whitespace (as NVIDIA's own documentation shows them).
  */
 export function formatTable(header: readonly string[], rows: readonly (readonly string[])[]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  return formatColumns([header, ...rows]);
+}
+
+/** formatTable's layout for lines that are all alike (a header of two lines, as lspart's). */
+export function formatColumns(lines: readonly (readonly string[])[]): string {
+  const columns = Math.max(0, ...lines.map((l) => l.length));
+  const widths = Array.from({ length: columns }, (_, i) => Math.max(...lines.map((l) => (l[i] ?? '').length)));
   const line = (cells: readonly string[]): string =>
     widths
       .map((w, i) => (cells[i] ?? '').padEnd(w))
       .join(' ')
       .trimEnd();
-  return [line(header), ...rows.map(line)].join('\n');
+  return lines.map(line).join('\n');
 }
 
 /** One CSV field, quoted when it holds a comma, quote or line break (RFC 4180). */
@@ -135,4 +143,41 @@ export function formatDeviceClientList(devices: readonly DeviceRecord[], clients
 /** A thread percentage as MPS prints it: `100.0`, `40.0`, `33.5`. */
 export function formatPercentage(p: number): string {
   return Number.isInteger(p) ? p.toFixed(1) : String(p);
+}
+
+/**
+ * A memory limit as MPS prints it (`8G`, `512M`: formatMemorySize) from the decimal byte string a
+ * server reports; '' (the line prints nothing) when there is no limit.
+ */
+export function formatMemoryLimit(bytes: string): string {
+  if (!/^[0-9]+$/.test(bytes) || BigInt(bytes) === 0n) return '';
+  return formatMemorySize(BigInt(bytes));
+}
+
+/** lspart's header: MPS's two lines, and openmps's chunk indices column. */
+export const LSPART_HEADER: readonly (readonly string[])[] = [
+  ['GPU', 'Partition', 'free', 'used', 'free', 'used', 'clients', 'chunk'],
+  ['', '', 'chunk', 'chunk', 'SM', 'SM', '', 'indices'],
+];
+
+/**
+ * MPS's lspart: per device a row with `-` as partition (free and used chunks and SMs, free SMs
+ * counting those outside whole chunks, which no partition can take), then a row per partition of
+ * it, oldest first (its number, its chunks and SMs, `Yes` if a client runs in it, else `No`). The
+ * last column, openmps's, lists chunk indices: the free ones on a device row, the partition's own
+ * on a partition row. UUIDs are printed whole, as in ps.
+ */
+export function formatLspart(devices: readonly DeviceRecord[], partitions: readonly PartitionRecord[], inUse: ReadonlySet<string>): string {
+  const rows: string[][] = [];
+  for (const d of devices) {
+    const own = partitions.filter((p) => p.deviceUuid === d.uuid);
+    const size = chunkLayoutProblem(d) === undefined ? d.smGroupSize : 0;
+    const usedChunks = own.reduce((n, p) => n + p.chunks.length, 0);
+    const free = freeChunks(d, partitions);
+    rows.push([d.uuid, '-', String(free.length), String(usedChunks), String(d.smCount - usedChunks * size), String(usedChunks * size), '-', formatChunkRanges(free)]);
+    for (const p of own) {
+      rows.push([d.uuid, partitionNumber(p.id), '-', String(p.chunks.length), '-', String(p.chunks.length * size), inUse.has(p.id) ? 'Yes' : 'No', formatChunkRanges(p.chunks)]);
+    }
+  }
+  return formatColumns([...LSPART_HEADER, ...rows]);
 }

@@ -1,14 +1,17 @@
 // Per-UID server supervision: the daemon starts one server per user on demand (a forked
 // dist/src/cli/openmps-server.js, configured through OPENMPS_SERVER_CONFIG), waits for its `ready`, asks
-// it questions over the IPC channel (src/server/ipc.ts) and stops it. A server that exits is logged
-// and forgotten; the next demand for that user starts a new one. Restart backoff, FAULT handling
+// it questions over the IPC channel (src/server/ipc.ts) and stops it. It keeps what new servers are
+// configured with: the set_default_* values (a running server never sees a later default, as in
+// MPS), -S, and the partition table (which ControlDaemon also sends to running servers). A server
+// that exits is logged and forgotten; the next demand for that user starts a new one. Restart backoff, FAULT handling
 // and the serialization of different users (MPS runs one user's server at a time) hang off
 // ServerSupervisor.ensure and ManagedServer's state; they come later.
 import { fork, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { DeviceKind } from '../devices/device.js';
-import { parseServerMessage, type ClientRecord, type DaemonRequest, type DeviceRecord, type ServerConfig, type ServerMessage, type ServerState } from '../server/ipc.js';
+import { parseServerMessage, type ClientRecord, type DaemonRequest, type DeviceRecord, type PartitionRecord, type ServerConfig, type ServerMessage, type ServerState } from '../server/ipc.js';
+import { parsePercentage } from '../server/limits.js';
 import type { Logger } from '../telemetry/log.js';
 import { serverSocketPath, socketPathProblem } from './paths.js';
 
@@ -38,7 +41,11 @@ function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-/** A ClientRecord from a server's answer, or undefined when a field the daemon prints is missing. */
+/**
+ * A ClientRecord from a server's answer, or undefined when a field the daemon prints is missing.
+ * smPartition and priority came later: a server that omits them reports '' and 0, so a client is
+ * never dropped from ps for them.
+ */
 export function parseClientRecord(v: unknown): ClientRecord | undefined {
   if (!isRecord(v)) return undefined;
   const numbers = ['clientId', 'pid', 'uid', 'device', 'activeThreadPercentage', 'smCount', 'connectedAt'] as const;
@@ -46,7 +53,8 @@ export function parseClientRecord(v: unknown): ClientRecord | undefined {
   for (const k of numbers) if (typeof v[k] !== 'number') return undefined;
   for (const k of strings) if (typeof v[k] !== 'string') return undefined;
   if (v.state !== 'ACTIVE' && v.state !== 'INACTIVE') return undefined;
-  return v as unknown as ClientRecord;
+  const record = v as unknown as ClientRecord;
+  return { ...record, smPartition: typeof v.smPartition === 'string' ? v.smPartition : '', priority: typeof v.priority === 'number' ? v.priority : 0 };
 }
 
 export function parseDeviceRecord(v: unknown): DeviceRecord | undefined {
@@ -291,16 +299,23 @@ export interface SupervisorOptions {
   readonly serverMain?: string;
   readonly readyTimeoutMs?: number;
   readonly defaultActiveThreadPercentage?: number;
+  readonly defaultClientPriority?: number;
+  /** `openmps-control -S`: every server is started in static partitioning mode. */
+  readonly staticPartitioning?: boolean;
   readonly maxClientsPerDevice?: number;
   /** The environment servers start with (OPENMPS_SERVER_CONFIG is added); process.env by default. */
   readonly env?: Readonly<Record<string, string | undefined>>;
 }
 
-/** Parses OPENMPS_ACTIVE_THREAD_PERCENTAGE: a number from 1 to 100, else undefined. */
+/** Parses OPENMPS_ACTIVE_THREAD_PERCENTAGE: above 0 and at most 100 (the server's rule), else undefined. */
 export function parseActiveThreadPercentage(value: string | undefined): number | undefined {
-  if (value === undefined || !/^[0-9]+(\.[0-9]+)?$/.test(value.trim())) return undefined;
-  const n = Number(value.trim());
-  return n >= 1 && n <= 100 ? n : undefined;
+  return value === undefined ? undefined : parsePercentage(value);
+}
+
+/** Parses OPENMPS_CLIENT_PRIORITY (MPS: CUDA_MPS_CLIENT_PRIORITY for the daemon): 0 or 1, else undefined. */
+export function parseClientPriority(value: string | undefined): 0 | 1 | undefined {
+  const v = value?.trim();
+  return v === '0' ? 0 : v === '1' ? 1 : undefined;
 }
 
 export class ServerSupervisor {
@@ -312,6 +327,9 @@ export class ServerSupervisor {
   /** Starts under way, so concurrent demands for one user share one fork. */
   readonly #starting = new Map<number, Promise<ManagedServer>>();
   #defaultActiveThreadPercentage: number;
+  #defaultClientPriority: number;
+  #defaultDeviceMemLimits = new Map<string, bigint>();
+  #partitions: readonly PartitionRecord[] = [];
   #knownDevices: readonly DeviceRecord[] | undefined;
   #closing = false;
 
@@ -320,6 +338,46 @@ export class ServerSupervisor {
     this.#log = options.logger;
     this.#serverMain = options.serverMain ?? fileURLToPath(new URL('../cli/openmps-server.js', import.meta.url));
     this.#defaultActiveThreadPercentage = options.defaultActiveThreadPercentage ?? 100;
+    this.#defaultClientPriority = options.defaultClientPriority ?? 0;
+  }
+
+  get staticPartitioning(): boolean {
+    return this.#options.staticPartitioning === true;
+  }
+
+  /** MPS's set_default_client_priority: for servers started from now on. */
+  get defaultClientPriority(): number {
+    return this.#defaultClientPriority;
+  }
+
+  set defaultClientPriority(value: number) {
+    this.#defaultClientPriority = value;
+  }
+
+  /** Default per-client memory caps for servers started from now on: ordinal (decimal) or UUID -> bytes. */
+  get defaultDeviceMemLimits(): ReadonlyMap<string, bigint> {
+    return this.#defaultDeviceMemLimits;
+  }
+
+  /**
+   * Sets the default under `key`; `device`, when known, first loses any default it had under its
+   * other name (ordinal or UUID), so the last set wins, as a server's own set_device_pinned_mem_limit.
+   */
+  setDefaultDeviceMemLimit(key: string, bytes: bigint, device?: DeviceRecord): void {
+    if (device) {
+      this.#defaultDeviceMemLimits.delete(String(device.ordinal));
+      this.#defaultDeviceMemLimits.delete(device.uuid);
+    }
+    this.#defaultDeviceMemLimits.set(key, bytes);
+  }
+
+  /** The static partition table that servers started from now on get in their config. */
+  get partitions(): readonly PartitionRecord[] {
+    return this.#partitions;
+  }
+
+  set partitions(value: readonly PartitionRecord[]) {
+    this.#partitions = value;
   }
 
   get defaultActiveThreadPercentage(): number {
@@ -383,6 +441,12 @@ export class ServerSupervisor {
       socketPath,
       defaultActiveThreadPercentage: this.#defaultActiveThreadPercentage,
       maxClientsPerDevice: this.#options.maxClientsPerDevice ?? DEFAULT_MAX_CLIENTS_PER_DEVICE,
+      defaultDeviceMemLimits: Object.fromEntries([...this.#defaultDeviceMemLimits].map(([k, v]) => [k, String(v)])),
+      defaultClientPriority: this.#defaultClientPriority,
+      staticPartitioning: this.staticPartitioning,
+      // Built and forked in one synchronous step: a partition added later is pushed to this
+      // server too, since it is listed from the fork on (ControlDaemon's partition commands).
+      partitions: this.#partitions,
     };
     // Dropping privileges: a root daemon runs each user's server as that user, as MPS does.
     const daemonUid = process.getuid?.();

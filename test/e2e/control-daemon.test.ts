@@ -103,9 +103,16 @@ test('flags: wrong ones exit 2, --help and --version exit 0', async () => {
   assert.match(device.stderr, /--device "tpu"/);
   const envDevice = await runControl(['-f'], { env: { OPENMPS_DEVICE: 'tpu' } });
   assert.equal(envDevice.code, 2);
+  // A default the daemon would start with is checked before anything starts.
+  const atp = await runControl(['-f'], { env: { OPENMPS_ACTIVE_THREAD_PERCENTAGE: '150' } });
+  assert.deepEqual(atp, { stdout: '', stderr: "openmps-control: invalid OPENMPS_ACTIVE_THREAD_PERCENTAGE \"150\": expected a number above 0 and at most 100\nTry 'openmps-control --help'.\n", code: 2 });
+  const priority = await runControl(['-d'], { env: { OPENMPS_CLIENT_PRIORITY: '2' } });
+  assert.equal(priority.code, 2);
+  assert.match(priority.stderr, /invalid OPENMPS_CLIENT_PRIORITY "2": expected 0 \(normal\) or 1 \(below normal\)/);
   const help = await runControl(['--help']);
   assert.equal(help.code, 0);
   assert.match(help.stdout, /^Usage: openmps-control/);
+  assert.match(help.stdout, /-S, --static-partitioning/);
   const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
   const version = await runControl(['-v']);
   assert.deepEqual(version, { stdout: `openmps-control ${pkg.version}\n`, stderr: '', code: 0 });

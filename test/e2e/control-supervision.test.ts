@@ -7,15 +7,14 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { ControlDaemon } from '../../src/control/daemon.js';
 import { CudaError } from '../../src/cuda/cuda-error.js';
 import type { PeerCredentials } from '../../src/native/bindings.js';
 import { PROTOCOL_VERSION } from '../../src/protocol/index.js';
 import type { ClientRecord } from '../../src/server/ipc.js';
 import { FramedSocket } from '../../src/transport/framed-socket.js';
+import { startFakeDaemon as startFake } from '../support/daemon.js';
 
-const FAKE_SERVER = fileURLToPath(new URL('../support/fake-server.js', import.meta.url));
 const UID = process.getuid?.() ?? 0;
 const ME: PeerCredentials = { pid: process.pid, uid: UID, gid: process.getgid?.() ?? 0 };
 const STRANGER: PeerCredentials = { pid: 1, uid: 4242, gid: 4242 };
@@ -33,27 +32,14 @@ function fakeClient(pid: number, clientId: number, command = 'app'): ClientRecor
     smCount: 16,
     memoryLimit: '0',
     memoryInUse: '0',
+    smPartition: '',
+    priority: 0,
     connectedAt: 0,
   };
 }
 
-async function startFakeDaemon(t: TestContext, env: Record<string, string> = {}, readyTimeoutMs = 10_000): Promise<ControlDaemon> {
-  const root = mkdtempSync(join(tmpdir(), 'openmps-'));
-  const daemon = new ControlDaemon({
-    pipeDirectory: join(root, 'pipe'),
-    logDirectory: join(root, 'log'),
-    device: 'sim',
-    serverMain: FAKE_SERVER,
-    readyTimeoutMs,
-    env: { ...process.env, ...env },
-  });
-  t.after(async () => {
-    await daemon.quit();
-    await daemon.closed;
-    rmSync(root, { recursive: true, force: true });
-  });
-  await daemon.start();
-  return daemon;
+function startFakeDaemon(t: TestContext, env: Record<string, string> = {}, readyTimeoutMs = 10_000): Promise<ControlDaemon> {
+  return startFake(t, { env, readyTimeoutMs });
 }
 
 async function run(daemon: ControlDaemon, line: string, caller: PeerCredentials = ME): Promise<{ output: string; ok: boolean }> {

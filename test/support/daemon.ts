@@ -4,11 +4,15 @@
 //
 //   const daemon = await startDaemon(t);
 //   const { stdout, code } = await daemon.command('get_server_list');
+//
+// startFakeDaemon is the in-process variant: a ControlDaemon whose servers are the IPC stand-in
+// (test/support/fake-server.ts), for staging what a real server cannot be made to do on cue.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ControlDaemon, type ControlDaemonOptions } from '../../src/control/daemon.js';
 
 /** The compiled CLI: dist/src/cli/openmps-control.js. */
 export const CONTROL_BIN = fileURLToPath(new URL('../../src/cli/openmps-control.js', import.meta.url));
@@ -185,4 +189,36 @@ export async function startDaemon(t: CleanupContext, options: StartDaemonOptions
     },
     stop,
   };
+}
+
+/** The IPC stand-in server: dist/test/support/fake-server.js. */
+export const FAKE_SERVER = fileURLToPath(new URL('./fake-server.js', import.meta.url));
+
+export interface FakeDaemonOptions {
+  /** Extra environment for the fake servers (FAKE_SERVER_MODE, FAKE_SERVER_CLIENTS...). */
+  readonly env?: Readonly<Record<string, string>>;
+  readonly readyTimeoutMs?: number;
+  /** Anything else the daemon takes (staticPartitioning, defaults). */
+  readonly daemon?: Partial<ControlDaemonOptions>;
+}
+
+/** A started in-process ControlDaemon over fake servers, in fresh directories; stopped by t.after. */
+export async function startFakeDaemon(t: CleanupContext, options: FakeDaemonOptions = {}): Promise<ControlDaemon> {
+  const root = mkdtempSync(join(tmpdir(), 'openmps-'));
+  const daemon = new ControlDaemon({
+    pipeDirectory: join(root, 'pipe'),
+    logDirectory: join(root, 'log'),
+    device: 'sim',
+    serverMain: FAKE_SERVER,
+    readyTimeoutMs: options.readyTimeoutMs ?? 10_000,
+    env: { ...process.env, ...options.env },
+    ...options.daemon,
+  });
+  t.after(async () => {
+    await daemon.quit();
+    await daemon.closed;
+    rmSync(root, { recursive: true, force: true });
+  });
+  await daemon.start();
+  return daemon;
 }

@@ -2,9 +2,14 @@
 // the daemon's supervision without a GPU or the real server. Behaviour from the environment:
 //   FAKE_SERVER_MODE     ok (default) | crash (exit 4 before ready) | hang (never ready)
 //   FAKE_SERVER_CLIENTS  JSON list of ClientRecord to report (terminate-client removes one)
-//   FAKE_SERVER_DEVICES  JSON list of DeviceRecord (default: one software GPU)
+//   FAKE_SERVER_LATE_CLIENTS  JSON list of ClientRecord that join when the Nth 'partitions'
+//                        request arrives (N = FAKE_SERVER_LATE_AFTER, default 1): a client
+//                        connecting while the daemon changes the table
+//   FAKE_SERVER_DEVICES  JSON list of DeviceRecord (default: one software GPU of 16 SMs, 2 chunks of 8)
 //   FAKE_SERVER_RECORD   a file to append every request received to, one JSON a line; the
 //                        server's config is written next to it, in `config`
+// It answers every DaemonRequest op the way the contract's doc comments say: the per-server
+// settings start from the config and are kept; the live changes count the client's records.
 import { appendFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { ClientRecord, DeviceRecord, ServerConfig, ServerMessage } from '../../src/server/ipc.js';
@@ -38,11 +43,18 @@ const devices = (parseJson(process.env.FAKE_SERVER_DEVICES) as DeviceRecord[] | 
     computeMajor: 9,
     computeMinor: 0,
     kind: 'sim',
+    smGroupSize: 8,
+    smGroupCount: 2,
   },
 ];
 let clients = (parseJson(process.env.FAKE_SERVER_CLIENTS) as ClientRecord[] | undefined) ?? [];
+const lateClients = (parseJson(process.env.FAKE_SERVER_LATE_CLIENTS) as ClientRecord[] | undefined) ?? [];
+const lateAfter = Number(process.env.FAKE_SERVER_LATE_AFTER ?? '1');
+let partitionRequests = 0;
 const record = process.env.FAKE_SERVER_RECORD;
 if (record !== undefined) writeFileSync(join(dirname(record), 'config'), JSON.stringify(config));
+let activeThreadPercentage = config.defaultActiveThreadPercentage;
+const memLimits = new Map<string, string>(Object.entries(config.defaultDeviceMemLimits));
 
 // The daemon going away means this server goes too, as the real one does.
 process.on('disconnect', () => process.exit(0));
@@ -62,6 +74,30 @@ process.on('message', (raw: unknown) => {
       else send({ type: 'response', id: message.id, ok: true, result: null });
       break;
     }
+    case 'set-active-thread-percentage':
+      activeThreadPercentage = message.percentage;
+      send({ type: 'response', id: message.id, ok: true, result: null });
+      break;
+    case 'get-active-thread-percentage':
+      send({ type: 'response', id: message.id, ok: true, result: activeThreadPercentage });
+      break;
+    case 'set-device-mem-limit':
+      memLimits.set(message.device, message.bytes);
+      send({ type: 'response', id: message.id, ok: true, result: null });
+      break;
+    case 'get-device-mem-limit':
+      send({ type: 'response', id: message.id, ok: true, result: memLimits.get(message.device) ?? '' });
+      break;
+    case 'set-client-active-thread-percentage':
+    case 'set-client-device-mem-limit':
+      send({ type: 'response', id: message.id, ok: true, result: clients.filter((c) => c.pid === message.pid).length });
+      break;
+    case 'partitions':
+      partitionRequests++;
+      if (partitionRequests === lateAfter) clients = [...clients, ...lateClients];
+      // Kept in FAKE_SERVER_RECORD, like every request.
+      send({ type: 'response', id: message.id, ok: true, result: null });
+      break;
     case 'shutdown':
       send({ type: 'response', id: message.id, ok: true, result: null });
       // Exit once the response has left: disconnect flushes the IPC channel first.

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { csvField, formatDeviceClientList, formatDeviceQuery, formatLines, formatPercentage, formatPs, formatTable, pciQueryId, pciShortId } from '../../src/control/format.js';
 import { controlSocketPath, directoriesFromEnv, MAX_SOCKET_PATH_BYTES, pidFilePath, serverSocketPath, socketPathProblem } from '../../src/control/paths.js';
-import { parseActiveThreadPercentage, parseClientRecord, primaryGid } from '../../src/control/servers.js';
+import { parseActiveThreadPercentage, parseClientPriority, parseClientRecord, primaryGid } from '../../src/control/servers.js';
 import type { ClientRecord, DeviceRecord } from '../../src/server/ipc.js';
 
 const H200: DeviceRecord = {
@@ -16,6 +16,8 @@ const H200: DeviceRecord = {
   computeMajor: 9,
   computeMinor: 0,
   kind: 'cuda',
+  smGroupSize: 8,
+  smGroupCount: 16,
 };
 const SECOND: DeviceRecord = { ...H200, ordinal: 1, uuid: 'GPU-468af2de-d4f0-0000-0000-000000000001', pciBusId: '0000:48:00.0' };
 const SIM: DeviceRecord = { ...H200, name: 'openmps software GPU', uuid: 'GPU-5e5e0000-0000-4000-8000-000000000000', kind: 'sim' };
@@ -33,6 +35,8 @@ function client(pid: number, clientId: number, device: number, command: string):
     smCount: 132,
     memoryLimit: '0',
     memoryInUse: '0',
+    smPartition: '',
+    priority: 0,
     connectedAt: 0,
   };
 }
@@ -160,6 +164,16 @@ test('server records and settings are narrowed at the boundary', () => {
   assert.equal(parseActiveThreadPercentage('150'), undefined);
   assert.equal(parseActiveThreadPercentage('abc'), undefined);
   assert.equal(parseActiveThreadPercentage(undefined), undefined);
+  assert.equal(parseClientPriority('0'), 0);
+  assert.equal(parseClientPriority(' 1 '), 1);
+  assert.equal(parseClientPriority('2'), undefined);
+  assert.equal(parseClientPriority('low'), undefined);
+  assert.equal(parseClientPriority(undefined), undefined);
+  // A server that predates smPartition/priority still has its clients listed.
+  const older: Record<string, unknown> = { ...client(1, 2, 0, 'x') };
+  delete older.smPartition;
+  delete older.priority;
+  assert.deepEqual(parseClientRecord(older), client(1, 2, 0, 'x'));
   const passwd = 'root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1001::/home/alice:/bin/sh\n';
   assert.equal(primaryGid(1000, passwd), 1001);
   assert.equal(primaryGid(0, passwd), 0);
