@@ -47,12 +47,10 @@ extern "C" __global__ void work_timed(long long iterations, unsigned long long *
   const bool first = threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0;
   if (first) stamps[2 * b] = global_timer_ns();
   float a = threadIdx.x * 1e-3f;
-  for (long long i = 0; i < iterations; ++i) {
-    a = fmaf(a, 0.999999f, 1e-7f);
-    // Keeps the chain: the compiler may not fold or drop the loop.
-    asm volatile("" : "+f"(a));
-  }
-  if (first) stamps[2 * b + 1] = global_timer_ns();
+  for (long long i = 0; i < iterations; ++i) a = fmaf(a, 0.999999f, 1e-7f);
+  // The end stamp depends on the chain, so the compiler must run it (an unused result let nvcc
+  // drop the loop: 0 ms on an H200). `a` stays near 0.1, so the stamp is never actually moved.
+  if (first) stamps[2 * b + 1] = global_timer_ns() + (a == 12345.0f ? 1ull : 0ull);
 }
 
 extern "C" __global__ void fill(float *out, float value, unsigned int n) {

@@ -140,6 +140,11 @@ export interface CudaDriver {
   cuStreamCreateWithPriority(stream: BigUint64Array, flags: number, priority: number): Status;
   cuStreamDestroy_v2(stream: NativePointer): Status;
   cuStreamQuery(stream: NativePointer): Status;
+  /**
+   * cuStreamSynchronize on a libuv worker thread (it needs no current context: verified on an
+   * H200), for the one wait that must be a real synchronization point: see CudaDevice.memFree.
+   */
+  cuStreamSynchronizeAsync(stream: NativePointer): Promise<Status>;
   /** Flags 0 (CU_EVENT_WAIT_DEFAULT); `event` may belong to another context than `stream` (cuda.h). */
   cuStreamWaitEvent(stream: NativePointer, event: NativePointer, flags: number): Status;
   cuEventCreate(event: BigUint64Array, flags: number): Status;
@@ -210,6 +215,7 @@ export function loadCuda(): CudaDriver {
       'unsigned int numJitOptions, void *libraryOptions, void *libraryOptionValues, unsigned int numLibraryOptions)',
   );
   const libraryLoadDataAsync = promised(libraryLoadData);
+  const streamSynchronizeAsync = promised(f('int cuStreamSynchronize(void *hStream)'));
   const describe = (fn: KoffiFunction, result: number): string | undefined => {
     const out = new BigUint64Array(1);
     if (fn(result, out) !== 0 || out[0] === 0n || out[0] === undefined) return undefined;
@@ -256,6 +262,7 @@ export function loadCuda(): CudaDriver {
     cuEventQuery: f('int cuEventQuery(void *hEvent)') as CudaDriver['cuEventQuery'],
     cuEventElapsedTime_v2: f('int cuEventElapsedTime_v2(_Out_ float *pMilliseconds, void *hStart, void *hEnd)') as CudaDriver['cuEventElapsedTime_v2'],
     cuEventDestroy_v2: f('int cuEventDestroy_v2(void *hEvent)') as CudaDriver['cuEventDestroy_v2'],
+    cuStreamSynchronizeAsync: (stream) => streamSynchronizeAsync(stream),
     cuLibraryLoadDataAsync: (library, code, jitOptions, jitOptionValues, jitOptionCount) =>
       libraryLoadDataAsync(library, code, jitOptions, jitOptionValues, jitOptionCount, 0n, 0n, 0),
     cuLibraryUnload: f('int cuLibraryUnload(void *library)') as CudaDriver['cuLibraryUnload'],

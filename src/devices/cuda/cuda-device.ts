@@ -75,6 +75,12 @@ export class CudaDevice implements Device {
    * the driver refuse cuMemFreeAsync for memory that did not come from a pool (NOT_SUPPORTED or
    * INVALID_VALUE on a pointer known to be live), cuMemFree_v2 is the fallback: by then the work that
    * used the pointer has finished, so it waits at most for kernels submitted since.
+   *
+   * The driver hands stream-ordered frees back to the device only at a synchronization point
+   * (cuStreamSynchronize and the like; with release threshold 0 the pool releases there). openmps
+   * otherwise never synchronizes (it polls events), and on an H200 freed memory did not come back
+   * to cuMemGetInfo for tens of seconds. So the free ends with a cuStreamSynchronize of the
+   * internal stream, which holds nothing but frees, on a worker thread: the loop stays free.
    */
   async memFree(ptr: DevicePointer): Promise<void> {
     const core = this.#core;
@@ -83,14 +89,18 @@ export class CudaDevice implements Device {
       throw new CudaError('CUDA_ERROR_INVALID_VALUE', 'cuMemFree_v2', `0x${ptr.toString(16)} is not a live allocation of this device`);
     }
     const generation = core.generation;
-    await core.fenceAll();
     // A reset or close while waiting freed every allocation with the context.
-    if (generation !== core.generation || core.closed) return;
+    const stale = (): boolean => generation !== core.generation || core.closed;
+    await core.fenceAll();
+    if (stale()) return;
     core.enter();
     const driver = core.driver;
-    const rc = driver.cuMemFreeAsync(ptr, core.internalStream.nativeHandle);
+    const internal = core.internalStream.nativeHandle;
+    const rc = driver.cuMemFreeAsync(ptr, internal);
     if (rc === CUDA_SUCCESS) {
       core.counters.asyncFrees += 1;
+      const synced = await driver.cuStreamSynchronizeAsync(internal);
+      if (!stale()) core.check(synced, 'cuStreamSynchronize');
       return;
     }
     if (rc === CUDA_ERROR_NOT_SUPPORTED || rc === CUDA_ERROR_INVALID_VALUE) {
