@@ -10,17 +10,8 @@ import { encodeFields, encodeFrame, FLAG_NO_REPLY, MESSAGES, PROTOCOL_VERSION, t
 import { FramedSocket } from '../../src/transport/framed-socket.js';
 import { alive, startDaemon } from '../support/daemon.js';
 import { testDevice } from '../support/worker.js';
+import { rng } from '../support/rng.js';
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function zeroOf(fields: Fields): Record<string, unknown> {
   const out: Record<string, unknown> = {};
