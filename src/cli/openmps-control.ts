@@ -11,12 +11,12 @@ import { Readable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { ControlDaemon, DaemonStartError } from '../control/daemon.js';
 import { controlSocketPath, directoriesFromEnv } from '../control/paths.js';
-import { parseActiveThreadPercentage, parseClientPriority } from '../control/servers.js';
+import { MAX_CLIENTS_PER_DEVICE_LIMIT, parseActiveThreadPercentage, parseClientPriority, parseMaxClientsPerDevice } from '../control/servers.js';
 import { cudaUnavailableReason } from '../devices/index.js';
 import type { DeviceKind } from '../devices/device.js';
 import { FramedSocket } from '../transport/framed-socket.js';
 
-const USAGE = `Usage: openmps-control [-d | -f] [-S] [--device auto|cuda|sim]
+const USAGE = `Usage: openmps-control [-d | -f] [-S] [-M] [--device auto|cuda|sim]
        openmps-control            (operator shell: commands on stdin, one a line)
 
   -d, --daemon         start the control daemon in the background
@@ -24,6 +24,9 @@ const USAGE = `Usage: openmps-control [-d | -f] [-S] [--device auto|cuda|sim]
   -S, --static-partitioning
                        static SM partitioning mode: sm_partition and lspart; every client
                        must name a partition (OPENMPS_SM_PARTITION)
+  -M, --multiuser-server
+                       servers of several users run at once (otherwise one user's server at
+                       a time: other users' clients wait until it has no clients)
       --device KIND    auto (CUDA if a GPU is usable, else the software GPU), cuda or sim;
                        default: $OPENMPS_DEVICE, else auto
   -h, --help           print this help
@@ -31,7 +34,8 @@ const USAGE = `Usage: openmps-control [-d | -f] [-S] [--device auto|cuda|sim]
 
 Environment: OPENMPS_PIPE_DIRECTORY (default /tmp/openmps), OPENMPS_LOG_DIRECTORY (default
 /tmp/openmps-log), OPENMPS_DEVICE, and for the daemon's defaults: OPENMPS_ACTIVE_THREAD_PERCENTAGE
-(above 0, at most 100), OPENMPS_CLIENT_PRIORITY (0 or 1). CUDA_VISIBLE_DEVICES passes to the servers.
+(above 0, at most 100), OPENMPS_CLIENT_PRIORITY (0 or 1), OPENMPS_MAX_CLIENTS_PER_DEVICE (1 to
+65535, default 60). CUDA_VISIBLE_DEVICES passes to the servers.
 Commands: get_server_list, get_server_status, start_server, shutdown_server, get_client_list,
 get_device_client_list, ps, device_query, terminate_client, get/set_default_active_thread_percentage,
 get/set_active_thread_percentage, get/set_default_device_pinned_mem_limit,
@@ -67,10 +71,12 @@ interface Options {
   readonly daemon: boolean;
   readonly foreground: boolean;
   readonly staticPartitioning: boolean;
+  readonly multiUser: boolean;
   readonly device: DeviceKind | 'auto';
   /** The daemon's defaults from its environment; undefined when unset. */
   readonly activeThreadPercentage: number | undefined;
   readonly clientPriority: 0 | 1 | undefined;
+  readonly maxClientsPerDevice: number | undefined;
   /** Internal: the fd on which a daemonized child reports `ready` or its error to its parent. */
   readonly readyFd: number | undefined;
 }
@@ -79,11 +85,13 @@ function parseOptions(argv: readonly string[]): Options {
   let values;
   try {
     ({ values } = parseArgs({
-      args: [...argv],
+      // MPS spells it -multiuser-server, with one dash.
+      args: argv.map((a) => (a === '-multiuser-server' ? '--multiuser-server' : a)),
       options: {
         daemon: { type: 'boolean', short: 'd' },
         foreground: { type: 'boolean', short: 'f' },
         'static-partitioning': { type: 'boolean', short: 'S' },
+        'multiuser-server': { type: 'boolean', short: 'M' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
         device: { type: 'string' },
@@ -123,6 +131,7 @@ function parseOptions(argv: readonly string[]): Options {
   // a default silently dropped would leave every client with a share nobody asked for.
   let activeThreadPercentage: number | undefined;
   let clientPriority: 0 | 1 | undefined;
+  let maxClientsPerDevice: number | undefined;
   if (daemon || foreground) {
     const atpText = process.env.OPENMPS_ACTIVE_THREAD_PERCENTAGE;
     if (atpText !== undefined && atpText.trim() !== '') {
@@ -134,9 +143,15 @@ function parseOptions(argv: readonly string[]): Options {
       clientPriority = parseClientPriority(priorityText);
       if (clientPriority === undefined) usageError(`invalid OPENMPS_CLIENT_PRIORITY "${priorityText}": expected 0 (normal) or 1 (below normal)`);
     }
+    const maxText = process.env.OPENMPS_MAX_CLIENTS_PER_DEVICE;
+    if (maxText !== undefined && maxText.trim() !== '') {
+      maxClientsPerDevice = parseMaxClientsPerDevice(maxText);
+      if (maxClientsPerDevice === undefined) usageError(`invalid OPENMPS_MAX_CLIENTS_PER_DEVICE "${maxText}": expected a whole number from 1 to ${MAX_CLIENTS_PER_DEVICE_LIMIT}`);
+    }
   }
   const staticPartitioning = values['static-partitioning'] === true;
-  return { daemon, foreground, staticPartitioning, device, readyFd, activeThreadPercentage, clientPriority };
+  const multiUser = values['multiuser-server'] === true;
+  return { daemon, foreground, staticPartitioning, multiUser, device, readyFd, activeThreadPercentage, clientPriority, maxClientsPerDevice };
 }
 
 /**
@@ -144,9 +159,10 @@ function parseOptions(argv: readonly string[]): Options {
  * until it says `ready` there (its control socket accepts) or fails. The parent exits 0 on ready,
  * else with the child's status (1 if it had none), printing the child's error.
  */
-async function daemonize(device: DeviceKind | 'auto', staticPartitioning: boolean): Promise<number> {
+async function daemonize(device: DeviceKind | 'auto', staticPartitioning: boolean, multiUser: boolean): Promise<number> {
   const script = fileURLToPath(import.meta.url);
-  const child = spawn(process.execPath, [...process.execArgv, script, '-f', '--device', device, ...(staticPartitioning ? ['-S'] : []), '--ready-fd', '3'], {
+  const modes = [...(staticPartitioning ? ['-S'] : []), ...(multiUser ? ['-M'] : [])];
+  const child = spawn(process.execPath, [...process.execArgv, script, '-f', '--device', device, ...modes, '--ready-fd', '3'], {
     detached: true,
     stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
   });
@@ -229,6 +245,8 @@ async function runDaemon(options: Options): Promise<number> {
       ...(options.activeThreadPercentage !== undefined ? { defaultActiveThreadPercentage: options.activeThreadPercentage } : {}),
       ...(options.clientPriority !== undefined ? { defaultClientPriority: options.clientPriority } : {}),
       ...(options.staticPartitioning ? { staticPartitioning: true } : {}),
+      ...(options.multiUser ? { multiUser: true } : {}),
+      ...(options.maxClientsPerDevice !== undefined ? { maxClientsPerDevice: options.maxClientsPerDevice } : {}),
       ...(options.readyFd === undefined
         ? {
             echo: (line: string) => {
@@ -317,7 +335,7 @@ async function runShell(): Promise<number> {
 async function main(): Promise<number> {
   const options = parseOptions(process.argv.slice(2));
   if (options.daemon) {
-    const code = await daemonize(options.device, options.staticPartitioning);
+    const code = await daemonize(options.device, options.staticPartitioning, options.multiUser);
     // Said only once a daemon runs: a refused start-up has nothing to warn about.
     if (code === EXIT_OK && options.device === 'auto') {
       const reason = await cudaUnavailableReason();

@@ -4,8 +4,9 @@
 //   - clients, with CONTROL_CONNECT: the daemon finds or starts the server of the peer's user and
 //     says where it listens.
 // The peer's identity always comes from the kernel (SO_PEERCRED), never from what it claims.
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readlinkSync, rmSync, unlinkSync, writeSync, chmodSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, unlinkSync, writeSync, chmodSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
 import { CudaError } from '../cuda/cuda-error.js';
 import type { DeviceKind } from '../devices/device.js';
 import { peerCredentials, type PeerCredentials } from '../native/bindings.js';
@@ -19,7 +20,8 @@ import { deviceKey, memLimitKey, resolveDevice, resolveUuid } from './devices.js
 import { formatDeviceClientList, formatDeviceQuery, formatLines, formatLspart, formatMemoryLimit, formatPercentage, formatPs, type DeviceQuerySection, type PsRow } from './format.js';
 import { addPartition, formatChunkRanges, NO_PARTITIONS, partitionId, removePartition, type PartitionState } from './partitions.js';
 import { CONTROL_LOG_NAME, controlSocketPath, pidFilePath, socketPathProblem } from './paths.js';
-import { ServerSupervisor, type ManagedServer } from './servers.js';
+import type { BackoffPolicy } from './backoff.js';
+import { RestartDelayedError, ServerSupervisor, type ManagedServer } from './servers.js';
 
 export interface ControlDaemonOptions {
   readonly pipeDirectory: string;
@@ -35,6 +37,16 @@ export interface ControlDaemonOptions {
   readonly defaultClientPriority?: number;
   /** `-S`: static SM partitioning mode (sm_partition, lspart; clients must name a partition). */
   readonly staticPartitioning?: boolean;
+  /** `-M`: servers of several users run at once; otherwise one user's server at a time. */
+  readonly multiUser?: boolean;
+  /** OPENMPS_MAX_CLIENTS_PER_DEVICE: the limit each server enforces (default 60, as MPS 13.1). */
+  readonly maxClientsPerDevice?: number;
+  /** Restart backoff after quick deaths (src/control/backoff.ts); tests inject short times. */
+  readonly restartBackoff?: Partial<BackoffPolicy>;
+  /** How long a queued CONTROL_CONNECT may wait before 807 (servers.ts DEFAULT_QUEUE_TIMEOUT_MS). */
+  readonly queueTimeoutMs?: number;
+  /** How long a client handed a server counts as its client before it connects. */
+  readonly reservationMs?: number;
   /** Reported in the start-up log. */
   readonly version?: string;
   /** The environment servers inherit; process.env by default. */
@@ -197,6 +209,11 @@ export class ControlDaemon {
       ...(options.defaultActiveThreadPercentage !== undefined ? { defaultActiveThreadPercentage: options.defaultActiveThreadPercentage } : {}),
       ...(options.defaultClientPriority !== undefined ? { defaultClientPriority: options.defaultClientPriority } : {}),
       ...(options.staticPartitioning === true ? { staticPartitioning: true } : {}),
+      ...(options.multiUser === true ? { multiUser: true } : {}),
+      ...(options.maxClientsPerDevice !== undefined ? { maxClientsPerDevice: options.maxClientsPerDevice } : {}),
+      ...(options.restartBackoff !== undefined ? { backoff: options.restartBackoff } : {}),
+      ...(options.queueTimeoutMs !== undefined ? { queueTimeoutMs: options.queueTimeoutMs } : {}),
+      ...(options.reservationMs !== undefined ? { reservationMs: options.reservationMs } : {}),
       ...(options.env !== undefined ? { env: options.env } : {}),
     });
   }
@@ -231,6 +248,16 @@ export class ControlDaemon {
     this.log.log(`To connect CUDA applications to this daemon, set env OPENMPS_PIPE_DIRECTORY=${this.pipeDirectory}`);
     this.log.log(`openmps control daemon version ${this.#options.version ?? 'unknown'}, device ${this.#options.device}, protocol ${PROTOCOL_VERSION}`);
     if (this.#servers.staticPartitioning) this.log.log('Static partitioning mode: clients must name an SM partition; active thread percentages are ignored');
+    this.log.log(
+      this.#servers.multiUser
+        ? 'Multi-user mode: servers of several users run at once'
+        : `Single-user mode: one user's server at a time; other users' clients wait up to ${(this.#servers.queueTimeoutMs / 1000).toFixed(1)} s for it to have no clients`,
+    );
+    const b = this.#servers.backoffPolicy;
+    this.log.log(
+      `Maximum clients per device: ${this.#servers.maxClientsPerDevice}; restart backoff after ${b.quickDeathsBeforeDelay} deaths within ` +
+        `${(b.quickDeathMs / 1000).toFixed(1)} s of start: ${(b.initialDelayMs / 1000).toFixed(1)} s, doubling, at most ${(b.maxDelayMs / 1000).toFixed(1)} s`,
+    );
   }
 
   /** Refuses a live daemon's directory; clears a dead one's leftovers; then writes our pid file. */
@@ -297,10 +324,13 @@ export class ControlDaemon {
       }
     }
     const channel = new FramedSocket(socket);
+    // A client that goes away while its CONTROL_CONNECT is queued leaves the queue.
+    const gone = new AbortController();
     this.#connections.set(
       channel,
       new Promise<void>((resolve) => {
         socket.once('close', () => {
+          gone.abort();
           this.#connections.delete(channel);
           resolve();
         });
@@ -314,28 +344,32 @@ export class ControlDaemon {
           return this.execute(line, caller);
         }
         case 'CONTROL_CONNECT':
-          return this.connectClient(payload, caller);
+          return this.connectClient(payload, caller, gone.signal);
         default:
           throw new CudaError('CUDA_ERROR_NOT_SUPPORTED', `openmps.${name}`, 'the control daemon answers only CONTROL_COMMAND and CONTROL_CONNECT');
       }
     });
   }
 
-  /** CONTROL_CONNECT: the server of the caller's user, started if needed, once it is ready. */
-  async connectClient(payload: Record<string, unknown>, caller: PeerCredentials | undefined): Promise<{ serverPid: number; socketPath: string }> {
+  /**
+   * CONTROL_CONNECT: the server of the caller's user, started if needed, once it is ready. Without
+   * -M it may wait its turn behind another user's server (bounded); `signal` abandons the wait.
+   */
+  async connectClient(payload: Record<string, unknown>, caller: PeerCredentials | undefined, signal?: AbortSignal): Promise<{ serverPid: number; socketPath: string }> {
     const call = 'openmps.CONTROL_CONNECT';
     if (payload.version !== PROTOCOL_VERSION) {
       throw new CudaError('CUDA_ERROR_MPS_CONNECTION_FAILED', call, `protocol version mismatch: the client speaks version ${String(payload.version)}, the control daemon version ${PROTOCOL_VERSION}`);
     }
     if (!caller) throw new CudaError('CUDA_ERROR_MPS_CONNECTION_FAILED', call, 'the control daemon cannot read the credentials of this connection (SO_PEERCRED)');
     if (this.#quitting) throw new CudaError('CUDA_ERROR_MPS_SERVER_NOT_READY', call, 'the control daemon is shutting down');
-    const existing = this.#servers.byUid(caller.uid);
-    const ready = existing?.state === 'ACTIVE' && !existing.shuttingDown;
+    const ready = this.#servers.readyFor(caller.uid);
     this.log.log(`NEW CLIENT ${caller.pid} from user ${caller.uid}: ${ready ? 'Server is ready' : 'Server is not ready, push client to pending list'}`);
     let server: ManagedServer;
     try {
-      server = await this.#servers.ensure(caller.uid);
+      server = await this.#servers.ensure(caller.uid, { clientPid: caller.pid, ...(signal ? { signal } : {}) });
     } catch (err) {
+      // A delayed restart is logged where it is decided (ServerSupervisor).
+      if (!(err instanceof RestartDelayedError)) this.log.log(`Client ${caller.pid} of user ${caller.uid} refused: ${errorMessage(err)}`);
       throw new CudaError('CUDA_ERROR_MPS_SERVER_NOT_READY', call, errorMessage(err));
     }
     if (server.state === 'FAULT') throw new CudaError('CUDA_ERROR_MPS_SERVER_NOT_READY', call, `server ${server.pid} is recovering from a fault`);
@@ -745,6 +779,7 @@ export class ControlDaemon {
     // No new connection from here on; the files go before the reply so whoever sent `quit`
     // finds them gone when it returns.
     this.#server?.close();
+    this.#removeUserDirectories();
     this.#releaseFiles();
     this.log.log('Exit');
     // The `quit` reply is written on the next tick; the connections close after it (check phase).
@@ -773,6 +808,26 @@ export class ControlDaemon {
     for (const c of this.#connections.keys()) c.destroy();
     this.#releaseFiles();
     this.#resolveClosed();
+  }
+
+  /** The servers' directories (<pipe>/user-<uid>/), once every server has stopped. */
+  #removeUserDirectories(): void {
+    if (!this.#ownsPidFile) return;
+    let names: string[];
+    try {
+      names = readdirSync(this.pipeDirectory);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      if (!/^user-[0-9]+$/.test(name)) continue;
+      try {
+        // Holds at most a socket a killed server left behind; links are removed, never followed.
+        rmSync(join(this.pipeDirectory, name), { recursive: true, force: true });
+      } catch (err) {
+        this.log.log(`Cannot remove ${join(this.pipeDirectory, name)}: ${errorMessage(err)}`);
+      }
+    }
   }
 
   #releaseFiles(): void {

@@ -3,7 +3,9 @@
 // pipes side by side in the same way):
 //   <pipe>/control                the control socket (mode 0666: every user's clients connect)
 //   <pipe>/openmps-control.pid    the daemon's pid, one line
-//   <pipe>/server-<uid>           the socket of that user's server
+//   <pipe>/user-<uid>/            that user's directory (mode 0700, owned by the user), so a
+//                                 server running as the user can create its socket there
+//   <pipe>/user-<uid>/server      the socket of that user's server
 // Log directory: control.log (the daemon) and server.log (the servers).
 import { Buffer } from 'node:buffer';
 import { join } from 'node:path';
@@ -28,8 +30,13 @@ export function pidFilePath(pipeDirectory: string): string {
   return join(pipeDirectory, PID_FILE_NAME);
 }
 
+/** The directory of one user's server: made by the daemon, owned by that user, mode 0700. */
+export function userDirectory(pipeDirectory: string, uid: number): string {
+  return join(pipeDirectory, `user-${uid}`);
+}
+
 export function serverSocketPath(pipeDirectory: string, uid: number): string {
-  return join(pipeDirectory, `server-${uid}`);
+  return join(userDirectory(pipeDirectory, uid), 'server');
 }
 
 /** Undefined when the path fits in sun_path, else the reason it does not. */

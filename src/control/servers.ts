@@ -2,18 +2,22 @@
 // dist/src/cli/openmps-server.js, configured through OPENMPS_SERVER_CONFIG), waits for its `ready`, asks
 // it questions over the IPC channel (src/server/ipc.ts) and stops it. It keeps what new servers are
 // configured with: the set_default_* values (a running server never sees a later default, as in
-// MPS), -S, and the partition table (which ControlDaemon also sends to running servers). A server
-// that exits is logged and forgotten; the next demand for that user starts a new one. Restart backoff, FAULT handling
-// and the serialization of different users (MPS runs one user's server at a time) hang off
-// ServerSupervisor.ensure and ManagedServer's state; they come later.
+// MPS), -S, and the partition table (which ControlDaemon also sends to running servers).
+// A server that exits is logged and forgotten; the next demand for that user starts a new one,
+// unless its servers keep dying quickly: then starts wait (RestartBackoff, backoff.ts).
+// Users: each server listens in its user's own directory (<pipe>/user-<uid>/, mode 0700, owned by
+// the user), so a server that runs as the user can create its socket. Without -M only one user's
+// server runs at a time, as in MPS: another user's demands queue (ensure waits, bounded) until the
+// running server has no clients, which is then shut down to make way. With -M they run side by side.
 import { fork, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { chmodSync, chownSync, lstatSync, mkdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { DeviceKind } from '../devices/device.js';
 import { parseServerMessage, type ClientRecord, type DaemonRequest, type DeviceRecord, type PartitionRecord, type ServerConfig, type ServerMessage, type ServerState } from '../server/ipc.js';
 import { parsePercentage } from '../server/limits.js';
-import type { Logger } from '../telemetry/log.js';
-import { serverSocketPath, socketPathProblem } from './paths.js';
+import { timestamp, type Logger } from '../telemetry/log.js';
+import { classifyExit, RestartBackoff, type BackoffDecision, type BackoffPolicy, type BackoffWait } from './backoff.js';
+import { serverSocketPath, socketPathProblem, userDirectory } from './paths.js';
 
 /** How long a server may take from fork to `ready` before the daemon gives up on it. */
 export const DEFAULT_READY_TIMEOUT_MS = 30_000;
@@ -26,6 +30,17 @@ export const SHUTDOWN_RETRY_START_MS = 200;
 export const SHUTDOWN_RETRY_MAX_MS = 6_400;
 
 export const DEFAULT_MAX_CLIENTS_PER_DEVICE = 60;
+/** OPENMPS_MAX_CLIENTS_PER_DEVICE's bounds (MPS's own limit is 48 per device up to CUDA 13.0, 60 from 13.1). */
+export const MAX_CLIENTS_PER_DEVICE_LIMIT = 65_535;
+/** Without -M: how long a demand waits for another user's server to be free before it gets 807. */
+export const DEFAULT_QUEUE_TIMEOUT_MS = 60_000;
+/**
+ * A client handed a server's socket counts as that server's client until the server reports it
+ * connected, or for this long: so the server is not shut down for another user in between.
+ */
+export const DEFAULT_RESERVATION_MS = 10_000;
+/** Queued demands look again at least this often (events wake them sooner). */
+const QUEUE_POLL_MS = 1_000;
 
 export interface ServerExit {
   readonly code: number | null;
@@ -34,7 +49,27 @@ export interface ServerExit {
 
 /** Why a server could not be started or did not become ready (the client gets error 807). */
 export class ServerStartError extends Error {
-  override readonly name = 'ServerStartError';
+  override readonly name: string = 'ServerStartError';
+}
+
+/** Refused because that user's servers keep dying: a start is allowed again at `retryAt`. */
+export class RestartDelayedError extends ServerStartError {
+  override readonly name = 'RestartDelayedError';
+  readonly retryAt: number;
+  constructor(message: string, retryAt: number) {
+    super(message);
+    this.retryAt = retryAt;
+  }
+}
+
+/** A queued demand that waited its whole time for another user's server to be free. */
+export class QueueTimeoutError extends ServerStartError {
+  override readonly name = 'QueueTimeoutError';
+}
+
+/** `0.3`: seconds with one decimal, for log lines and messages. */
+function seconds(ms: number): string {
+  return (ms / 1000).toFixed(1);
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -122,6 +157,9 @@ export class ManagedServer {
   #nextId = 1;
   #shutdown: Promise<void> | undefined;
   #shutdownForced = false;
+  #wasReady = false;
+  /** Clients handed this server's socket that have not connected yet: pid -> expiry timer. */
+  readonly #reservations = new Map<number, NodeJS.Timeout>();
 
   constructor(child: ChildProcess, uid: number, pid: number, socketPath: string, readyTimeoutMs: number, onMessage: (server: ManagedServer, message: ServerMessage) => void) {
     this.#child = child;
@@ -131,6 +169,8 @@ export class ManagedServer {
     this.exited = new Promise<ServerExit>((resolve) => {
       child.once('exit', (code, signal) => {
         this.#exit = { code, signal };
+        for (const timer of this.#reservations.values()) clearTimeout(timer);
+        this.#reservations.clear();
         for (const p of this.#pending.values()) {
           clearTimeout(p.timer);
           p.reject(new Error(`server ${pid} exited`));
@@ -153,11 +193,14 @@ export class ManagedServer {
           this.#deviceKind = message.deviceKind;
           this.#driver = typeof message.driver === 'string' ? message.driver : '';
           if (this.#state === 'INITIALIZING') this.#state = 'ACTIVE';
+          this.#wasReady = true;
           resolve();
         } else if (message.type === 'state') {
           // SHUTTING_DOWN is the daemon's to set; a server's own report cannot undo it.
           if (this.#state !== 'SHUTTING_DOWN') this.#state = message.state;
           this.#stateReason = typeof message.reason === 'string' ? message.reason : '';
+        } else if (message.type === 'client-connected') {
+          this.#unreserve(message.client.pid);
         } else if (message.type === 'response') {
           const p = this.#pending.get(message.id);
           if (p) {
@@ -198,6 +241,41 @@ export class ManagedServer {
 
   get alive(): boolean {
     return this.#exit === undefined;
+  }
+
+  /** Whether it reported ready (a server that dies before that failed to start). */
+  get wasReady(): boolean {
+    return this.#wasReady;
+  }
+
+  /** Whether the daemon asked it to stop (shutdown_server, quit, making way for another user). */
+  get stopRequested(): boolean {
+    return this.#shutdown !== undefined;
+  }
+
+  /** Clients handed this server that have not connected yet. */
+  get reserved(): number {
+    return this.#reservations.size;
+  }
+
+  /**
+   * Counts `pid` as a client until the server reports it connected, or for `ms` (a client that
+   * never comes); `onExpire` is told when the reservation lapses.
+   */
+  reserve(pid: number, ms: number, onExpire: () => void): void {
+    if (!this.alive) return;
+    clearTimeout(this.#reservations.get(pid));
+    const timer = setTimeout(() => {
+      this.#reservations.delete(pid);
+      onExpire();
+    }, ms);
+    timer.unref();
+    this.#reservations.set(pid, timer);
+  }
+
+  #unreserve(pid: number): void {
+    clearTimeout(this.#reservations.get(pid));
+    this.#reservations.delete(pid);
   }
 
   /** Asked to stop by the daemon, or stopping on its own (it reported SHUTTING_DOWN). */
@@ -303,13 +381,57 @@ export interface SupervisorOptions {
   /** `openmps-control -S`: every server is started in static partitioning mode. */
   readonly staticPartitioning?: boolean;
   readonly maxClientsPerDevice?: number;
+  /** `-M`: servers of several users run at once; otherwise one user's at a time, others queued. */
+  readonly multiUser?: boolean;
+  /** Restart backoff; unset fields take DEFAULT_BACKOFF's (tests use short times). */
+  readonly backoff?: Partial<BackoffPolicy>;
+  /** How long a demand waits for another user's server (or its own stopping one) before 807. */
+  readonly queueTimeoutMs?: number;
+  /** How long a client handed a server counts as its client before it connects. */
+  readonly reservationMs?: number;
   /** The environment servers start with (OPENMPS_SERVER_CONFIG is added); process.env by default. */
   readonly env?: Readonly<Record<string, string | undefined>>;
+}
+
+/** What a demand for a server brings along (ServerSupervisor.ensure). */
+export interface EnsureOptions {
+  /** Abandons the demand while it waits (the client went away). */
+  readonly signal?: AbortSignal;
+  /** The client the server is for: it counts as a client of the server until it connects. */
+  readonly clientPid?: number;
 }
 
 /** Parses OPENMPS_ACTIVE_THREAD_PERCENTAGE: above 0 and at most 100 (the server's rule), else undefined. */
 export function parseActiveThreadPercentage(value: string | undefined): number | undefined {
   return value === undefined ? undefined : parsePercentage(value);
+}
+
+/** Parses OPENMPS_MAX_CLIENTS_PER_DEVICE: a whole number from 1 to MAX_CLIENTS_PER_DEVICE_LIMIT, else undefined. */
+export function parseMaxClientsPerDevice(value: string | undefined): number | undefined {
+  const v = value?.trim();
+  if (v === undefined || !/^[0-9]{1,6}$/.test(v)) return undefined;
+  const n = Number(v);
+  return n >= 1 && n <= MAX_CLIENTS_PER_DEVICE_LIMIT ? n : undefined;
+}
+
+/**
+ * Makes `<pipe>/user-<uid>` that user's own directory: a directory (never a link), mode 0700,
+ * owned by the user (chowned when the daemon is root; a non-root daemon serves only itself).
+ * Nobody else can create entries in the pipe directory (0755, the daemon's), so what is there was
+ * made by a daemon.
+ */
+export function prepareUserDirectory(dir: string, uid: number, gid: number, asRoot: boolean): void {
+  try {
+    mkdirSync(dir, { mode: 0o700 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  const st = lstatSync(dir);
+  if (!st.isDirectory()) throw new ServerStartError(`${dir} exists and is not a directory`);
+  if (asRoot && (st.uid !== uid || st.gid !== gid)) chownSync(dir, uid, gid);
+  else if (!asRoot && st.uid !== uid) throw new ServerStartError(`${dir} belongs to uid ${st.uid}, not ${uid}`);
+  // mkdir's mode passes through the umask; a leftover directory may have another mode.
+  if ((st.mode & 0o777) !== 0o700) chmodSync(dir, 0o700);
 }
 
 /** Parses OPENMPS_CLIENT_PRIORITY (MPS: CUDA_MPS_CLIENT_PRIORITY for the daemon): 0 or 1, else undefined. */
@@ -332,6 +454,17 @@ export class ServerSupervisor {
   #partitions: readonly PartitionRecord[] = [];
   #knownDevices: readonly DeviceRecord[] | undefined;
   #closing = false;
+  readonly #backoff: RestartBackoff;
+  /**
+   * Without -M: users with demands waiting, in arrival order, with how many each has. The first
+   * has the turn; a user whose server runs takes no new clients while another user waits ahead.
+   */
+  readonly #queue = new Map<number, number>();
+  /** Waiting demands, woken whenever a server, its clients or the queue change. */
+  readonly #wakers = new Set<() => void>();
+  /** Which users' waits have been logged against which server, so each is logged once. */
+  readonly #loggedWaits = new WeakMap<ManagedServer, Set<number>>();
+  readonly #daemonUid = process.getuid?.();
 
   constructor(options: SupervisorOptions) {
     this.#options = options;
@@ -339,10 +472,33 @@ export class ServerSupervisor {
     this.#serverMain = options.serverMain ?? fileURLToPath(new URL('../cli/openmps-server.js', import.meta.url));
     this.#defaultActiveThreadPercentage = options.defaultActiveThreadPercentage ?? 100;
     this.#defaultClientPriority = options.defaultClientPriority ?? 0;
+    this.#backoff = new RestartBackoff(options.backoff);
   }
 
   get staticPartitioning(): boolean {
     return this.#options.staticPartitioning === true;
+  }
+
+  /** `-M`: servers of several users at once. */
+  get multiUser(): boolean {
+    return this.#options.multiUser === true;
+  }
+
+  get maxClientsPerDevice(): number {
+    return this.#options.maxClientsPerDevice ?? DEFAULT_MAX_CLIENTS_PER_DEVICE;
+  }
+
+  get backoffPolicy(): BackoffPolicy {
+    return this.#backoff.policy;
+  }
+
+  get queueTimeoutMs(): number {
+    return this.#options.queueTimeoutMs ?? DEFAULT_QUEUE_TIMEOUT_MS;
+  }
+
+  /** While `uid`'s restarts are delayed, until when and why; undefined when a start may go now. */
+  restartDelay(uid: number): BackoffWait | undefined {
+    return this.#backoff.waitFor(uid, Date.now());
   }
 
   /** MPS's set_default_client_priority: for servers started from now on. */
@@ -407,32 +563,211 @@ export class ServerSupervisor {
     return this.#byUid.get(uid);
   }
 
-  /** That user's server, started if there is none, once it is ready. Rejects with ServerStartError. */
-  async ensure(uid: number): Promise<ManagedServer> {
+  /** Whether a client of `uid` arriving now would join a running server without waiting. */
+  readyFor(uid: number): boolean {
+    const own = this.#byUid.get(uid);
+    return own?.state === 'ACTIVE' && !own.shuttingDown && (this.multiUser || this.#waitingAhead(uid, true) === undefined);
+  }
+
+  /**
+   * That user's server, once it is ready: the running one, or one started for it. Without -M a
+   * demand queues while another user's server runs (docs/commands.md, "Users"); any wait is
+   * bounded by queueTimeoutMs. Rejects with ServerStartError: RestartDelayedError at once while
+   * that user's restarts are delayed, QueueTimeoutError when the wait runs out.
+   */
+  async ensure(uid: number, options: EnsureOptions = {}): Promise<ManagedServer> {
+    if (this.#daemonUid !== undefined && this.#daemonUid !== 0 && uid !== this.#daemonUid) {
+      throw new ServerStartError(`the control daemon runs as uid ${this.#daemonUid} and cannot start a server for uid ${uid} (run it as root)`);
+    }
+    const queued = !this.multiUser;
+    const deadline = Date.now() + this.queueTimeoutMs;
+    if (queued) this.#queue.set(uid, (this.#queue.get(uid) ?? 0) + 1);
+    try {
+      const server = await this.#obtain(uid, queued, deadline, options.signal);
+      // In the same turn as the server is found: nobody can judge it idle in between.
+      if (options.clientPid !== undefined) {
+        server.reserve(options.clientPid, this.#options.reservationMs ?? DEFAULT_RESERVATION_MS, () => {
+          this.#notify();
+        });
+      }
+      return server;
+    } finally {
+      if (queued) {
+        const left = (this.#queue.get(uid) ?? 1) - 1;
+        if (left > 0) this.#queue.set(uid, left);
+        else this.#queue.delete(uid);
+        this.#notify();
+      }
+    }
+  }
+
+  async #obtain(uid: number, queued: boolean, deadline: number, signal: AbortSignal | undefined): Promise<ManagedServer> {
+    const started = Date.now();
     for (;;) {
       if (this.#closing) throw new ServerStartError('the control daemon is shutting down');
-      const existing = this.#byUid.get(uid);
-      if (existing?.shuttingDown === true) {
+      if (signal?.aborted === true) throw new ServerStartError('the client went away while it waited');
+      const own = this.#byUid.get(uid);
+      if (own?.shuttingDown === true) {
         // MPS queues a client while its user's server stops, then starts a fresh one for it.
-        await existing.exited;
+        await this.#waitForChange(uid, started, deadline, signal);
         continue;
       }
-      if (existing) {
-        await existing.ready;
-        return existing;
+      const ahead = queued ? this.#waitingAhead(uid) : undefined;
+      if (ahead === undefined) {
+        if (own) {
+          await own.ready;
+          return own;
+        }
+        const starting = this.#starting.get(uid);
+        if (starting) return starting;
       }
-      const starting = this.#starting.get(uid);
-      if (starting) return starting;
-      const start = this.#start(uid).finally(() => this.#starting.delete(uid));
-      this.#starting.set(uid, start);
-      return start;
+      // No server of its own: while restarts are delayed, say so at once rather than hold the client.
+      if (!own && !this.#starting.has(uid)) this.#refuseWhileDelayed(uid);
+      if (!queued) return this.#startOnce(uid);
+      if (ahead === undefined) {
+        const others = this.#otherServers(uid);
+        if (others.length === 0 && ![...this.#starting.keys()].some((u) => u !== uid)) return this.#startOnce(uid);
+        for (const other of others) await this.#makeWay(other, uid);
+      }
+      await this.#waitForChange(uid, started, deadline, signal);
     }
+  }
+
+  #startOnce(uid: number): Promise<ManagedServer> {
+    const starting = this.#starting.get(uid);
+    if (starting) return starting;
+    const start = this.#start(uid).finally(() => {
+      this.#starting.delete(uid);
+      this.#notify();
+    });
+    this.#starting.set(uid, start);
+    return start;
+  }
+
+  /** The first user other than `uid` queued before it (any queued user when `all`), if any. */
+  #waitingAhead(uid: number, all = false): number | undefined {
+    for (const u of this.#queue.keys()) {
+      if (u !== uid) return u;
+      if (!all) return undefined;
+    }
+    return undefined;
+  }
+
+  #otherServers(uid: number): ManagedServer[] {
+    return this.list().filter((s) => s.uid !== uid);
+  }
+
+  /**
+   * `forUid` has the turn and `other` (another user's server) runs: once it has no clients, and
+   * none on the way, it is shut down gracefully to make way (its exit wakes the queue).
+   */
+  async #makeWay(other: ManagedServer, forUid: number): Promise<void> {
+    if (!this.#mayStop(other, forUid)) return;
+    let clients: number;
+    try {
+      clients = (await other.clients()).length;
+    } catch {
+      // A server that cannot answer cannot serve anyone either (as in ManagedServer's drain).
+      clients = 0;
+    }
+    // Looked again after the wait: a client may have been handed the server meanwhile.
+    if (!this.#mayStop(other, forUid)) return;
+    if (clients > 0) {
+      const logged = this.#loggedWaits.get(other) ?? new Set<number>();
+      this.#loggedWaits.set(other, logged);
+      if (!logged.has(forUid)) {
+        logged.add(forUid);
+        this.#log.log(`User ${forUid} queued: server ${other.pid} of user ${other.uid} has ${clients} client(s); it is shut down once it has none`);
+      }
+      return;
+    }
+    this.#log.log(`Server ${other.pid} of user ${other.uid} has no clients: shutting it down for user ${forUid}`);
+    other.shutdown(false).catch((err: unknown) => {
+      this.#log.log(`Shutdown of server ${other.pid} failed: ${err instanceof Error ? err.message : String(err)}`);
+    });
+  }
+
+  /**
+   * Whether `other` may be stopped for `forUid`, clients aside: running and ready, nobody on the way
+   * to it (a client handed its socket that has not connected yet), and `forUid` still first in line.
+   */
+  #mayStop(other: ManagedServer, forUid: number): boolean {
+    return !other.shuttingDown && other.alive && other.state !== 'INITIALIZING' && other.reserved === 0 && !this.#closing && this.#waitingAhead(forUid) === undefined;
+  }
+
+  /** Throws RestartDelayedError while `uid`'s restarts are delayed. */
+  #refuseWhileDelayed(uid: number): void {
+    const wait = this.#backoff.waitFor(uid, Date.now());
+    if (!wait) return;
+    const message =
+      `restarts of user ${uid}'s server are delayed after ${wait.quickDeaths} quick deaths in a row (the last: ${wait.last}); ` +
+      `the next start is allowed at ${timestamp(new Date(wait.retryAt))}, in ${seconds(wait.remainingMs)} s`;
+    this.#log.log(`Server start for user ${uid} refused: ${message}`);
+    throw new RestartDelayedError(message, wait.retryAt);
+  }
+
+  /**
+   * Waits until something changes (a server starts, exits or gains or loses a client, the queue
+   * moves) or a poll interval passes; rejects at the deadline, on abort, or when closing.
+   */
+  #waitForChange(uid: number, started: number, deadline: number, signal: AbortSignal | undefined): Promise<void> {
+    const remaining = deadline - Date.now();
+    if (remaining <= 0) {
+      return Promise.reject(new QueueTimeoutError(`waited ${seconds(Date.now() - started)} s: ${this.#waitReason(uid)}; try again later`));
+    }
+    return new Promise<void>((resolve, reject) => {
+      const finish = (): void => {
+        clearTimeout(timer);
+        this.#wakers.delete(wake);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      const wake = (): void => {
+        finish();
+        resolve();
+      };
+      const onAbort = (): void => {
+        finish();
+        reject(new ServerStartError('the client went away while it waited'));
+      };
+      const timer = setTimeout(wake, Math.min(remaining, QUEUE_POLL_MS));
+      timer.unref();
+      this.#wakers.add(wake);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  #notify(): void {
+    for (const wake of [...this.#wakers]) wake();
+  }
+
+  /** Why a demand of `uid` is still waiting, for its 807. */
+  #waitReason(uid: number): string {
+    const own = this.#byUid.get(uid);
+    if (own?.shuttingDown === true) return `server ${own.pid} of user ${uid} is still shutting down`;
+    const parts: string[] = [];
+    const ahead = this.#waitingAhead(uid);
+    if (ahead !== undefined) parts.push(`clients of user ${ahead} are queued ahead`);
+    for (const s of this.#otherServers(uid)) {
+      parts.push(`server ${s.pid} of user ${s.uid} ${s.shuttingDown ? 'is still shutting down' : s.state === 'INITIALIZING' ? 'is starting' : 'still has clients'}`);
+    }
+    if (parts.length === 0) parts.push('the GPU is still taken');
+    return `${parts.join('; ')} (without -M one user's server runs at a time)`;
   }
 
   async #start(uid: number): Promise<ManagedServer> {
     const socketPath = serverSocketPath(this.#options.pipeDirectory, uid);
     const tooLong = socketPathProblem(socketPath);
     if (tooLong !== undefined) throw new ServerStartError(tooLong);
+    // Dropping privileges: a root daemon runs each user's server as that user, as MPS does.
+    const asRoot = this.#daemonUid === 0;
+    const gid = asRoot ? primaryGid(uid) : (process.getgid?.() ?? uid);
+    const identity = asRoot && uid !== 0 ? { uid, gid } : {};
+    const directory = userDirectory(this.#options.pipeDirectory, uid);
+    try {
+      prepareUserDirectory(directory, uid, gid, asRoot);
+    } catch (err) {
+      throw new ServerStartError(`cannot prepare ${directory} for user ${uid}: ${err instanceof Error ? err.message : String(err)}`);
+    }
     const config: ServerConfig = {
       uid,
       pipeDirectory: this.#options.pipeDirectory,
@@ -440,7 +775,7 @@ export class ServerSupervisor {
       device: this.#options.device,
       socketPath,
       defaultActiveThreadPercentage: this.#defaultActiveThreadPercentage,
-      maxClientsPerDevice: this.#options.maxClientsPerDevice ?? DEFAULT_MAX_CLIENTS_PER_DEVICE,
+      maxClientsPerDevice: this.maxClientsPerDevice,
       defaultDeviceMemLimits: Object.fromEntries([...this.#defaultDeviceMemLimits].map(([k, v]) => [k, String(v)])),
       defaultClientPriority: this.#defaultClientPriority,
       staticPartitioning: this.staticPartitioning,
@@ -448,12 +783,6 @@ export class ServerSupervisor {
       // server too, since it is listed from the fork on (ControlDaemon's partition commands).
       partitions: this.#partitions,
     };
-    // Dropping privileges: a root daemon runs each user's server as that user, as MPS does.
-    const daemonUid = process.getuid?.();
-    const identity = daemonUid === 0 && uid !== 0 ? { uid, gid: primaryGid(uid) } : {};
-    if (daemonUid !== undefined && daemonUid !== 0 && uid !== daemonUid) {
-      throw new ServerStartError(`the control daemon runs as uid ${daemonUid} and cannot start a server for uid ${uid} (run it as root)`);
-    }
     let child: ChildProcess;
     try {
       child = fork(this.#serverMain, [], {
@@ -517,14 +846,41 @@ export class ServerSupervisor {
         this.#log.log(`Server ${server.pid}: Client {PID: ${message.pid}, Context ID: ${message.clientId}} disconnected${message.reason ? ` (${message.reason})` : ''}`);
         break;
       case 'response':
-        break;
+        return;
     }
+    this.#notify();
   }
 
   #onExit(server: ManagedServer, exit: ServerExit): void {
     if (this.#byUid.get(server.uid) === server) this.#byUid.delete(server.uid);
     if (exit.signal !== null) this.#log.log(`Server ${server.pid} exited by signal ${exit.signal}`);
     else this.#log.log(`Server ${server.pid} exited with status ${exit.code ?? 'unknown'}`);
+    const now = Date.now();
+    const lifetime = now - server.startedAt;
+    const end = classifyExit(exit, server.wasReady, server.stopRequested);
+    const how = exit.signal !== null ? `was killed by signal ${exit.signal}` : `exited with status ${exit.code ?? 'unknown'}`;
+    const decision = this.#backoff.recordExit(server.uid, end, lifetime, now, `server ${server.pid} ${how} ${seconds(lifetime)} s after its start`);
+    this.#logDecision(server, decision, lifetime);
+    this.#notify();
+  }
+
+  /** The restart policy's verdict on a server's end, in the log (nothing for a requested or clean stop). */
+  #logDecision(server: ManagedServer, d: BackoffDecision, lifetime: number): void {
+    const atOnce = 'the next demand starts a new server at once';
+    const who = `Server ${server.pid} of user ${server.uid}`;
+    if (d.end === 'relaunch') {
+      this.#log.log(`${who} asked to be relaunched (status 3): ${atOnce}`);
+      return;
+    }
+    if ((d.end !== 'crash' && d.end !== 'failed') || this.#closing) return;
+    if (!d.quick) {
+      this.#log.log(`${who} died after ${seconds(lifetime)} s, not a quick death: ${atOnce}`);
+      return;
+    }
+    const then =
+      d.delayMs === 0 ? atOnce : `new servers for user ${server.uid} wait ${seconds(d.delayMs)} s, until ${timestamp(new Date(d.retryAt))}`;
+    const before = d.end === 'failed' ? ', before it was ready' : '';
+    this.#log.log(`${who} died ${seconds(lifetime)} s after its start${before} (quick death ${d.quickDeaths} in a row): ${then}`);
   }
 
   /**
@@ -533,6 +889,8 @@ export class ServerSupervisor {
    */
   async shutdownAll(graceSeconds: number | undefined): Promise<void> {
     this.#closing = true;
+    // Queued demands give up now (807: the daemon is shutting down).
+    this.#notify();
     // Starts under way finish (or fail) first, so none is left behind.
     await Promise.allSettled([...this.#starting.values()]);
     const servers = this.list();
@@ -552,6 +910,7 @@ export class ServerSupervisor {
   /** Kills every server at once, for a daemon dying on an error. */
   killAll(): void {
     this.#closing = true;
+    this.#notify();
     for (const s of this.list()) s.kill('SIGKILL');
   }
 }

@@ -109,10 +109,19 @@ test('flags: wrong ones exit 2, --help and --version exit 0', async () => {
   const priority = await runControl(['-d'], { env: { OPENMPS_CLIENT_PRIORITY: '2' } });
   assert.equal(priority.code, 2);
   assert.match(priority.stderr, /invalid OPENMPS_CLIENT_PRIORITY "2": expected 0 \(normal\) or 1 \(below normal\)/);
+  for (const bad of ['0', '2.5', 'many', '65536']) {
+    const max = await runControl(['-f'], { env: { OPENMPS_MAX_CLIENTS_PER_DEVICE: bad } });
+    assert.deepEqual(max, { stdout: '', stderr: `openmps-control: invalid OPENMPS_MAX_CLIENTS_PER_DEVICE "${bad}": expected a whole number from 1 to 65535\nTry 'openmps-control --help'.\n`, code: 2 });
+  }
+  // MPS's one-dash spelling is taken: the refusal is about the variable, not the flag.
+  const multi = await runControl(['-d', '-multiuser-server'], { env: { OPENMPS_MAX_CLIENTS_PER_DEVICE: '0' } });
+  assert.equal(multi.code, 2);
+  assert.match(multi.stderr, /invalid OPENMPS_MAX_CLIENTS_PER_DEVICE "0"/);
   const help = await runControl(['--help']);
   assert.equal(help.code, 0);
   assert.match(help.stdout, /^Usage: openmps-control/);
   assert.match(help.stdout, /-S, --static-partitioning/);
+  assert.match(help.stdout, /-M, --multiuser-server/);
   const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
   const version = await runControl(['-v']);
   assert.deepEqual(version, { stdout: `openmps-control ${pkg.version}\n`, stderr: '', code: 0 });

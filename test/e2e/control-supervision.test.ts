@@ -83,7 +83,7 @@ test('start_server starts one server per user, ready and ACTIVE, logged as MPS l
 test('CONTROL_CONNECT: the peer user’s server, started on demand; a wrong protocol version is 805', async (t) => {
   const daemon = await startFakeDaemon(t);
   const first = await controlConnect(daemon);
-  assert.equal(first.socketPath, join(daemon.pipeDirectory, `server-${UID}`));
+  assert.equal(first.socketPath, join(daemon.pipeDirectory, `user-${UID}`, 'server'));
   const again = await controlConnect(daemon);
   assert.equal(again.serverPid, first.serverPid);
   assert.equal((await run(daemon, 'get_server_list')).output, String(first.serverPid));

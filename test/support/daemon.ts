@@ -8,7 +8,7 @@
 // startFakeDaemon is the in-process variant: a ControlDaemon whose servers are the IPC stand-in
 // (test/support/fake-server.ts), for staging what a real server cannot be made to do on cue.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -72,6 +72,11 @@ export interface StartDaemonOptions {
   /** Use these directories instead of fresh ones under a new mkdtemp directory. */
   readonly pipeDirectory?: string;
   readonly logDirectory?: string;
+  /**
+   * Make the fresh temporary directory traversable by every user (mkdtemp makes it 0700), for
+   * tests whose clients or servers run as another uid.
+   */
+  readonly openToAll?: boolean;
 }
 
 export interface DaemonHandle {
@@ -129,6 +134,7 @@ export async function waitUntil(predicate: () => boolean | Promise<boolean>, wha
 /** Starts `openmps-control -d` (software GPU) in fresh directories; cleanup is registered first. */
 export async function startDaemon(t: CleanupContext, options: StartDaemonOptions = {}): Promise<DaemonHandle> {
   const root = mkdtempSync(join(tmpdir(), 'openmps-'));
+  if (options.openToAll === true) chmodSync(root, 0o755);
   const pipeDirectory = options.pipeDirectory ?? join(root, 'pipe');
   const logDirectory = options.logDirectory ?? join(root, 'log');
   const env: Record<string, string> = {

@@ -1,7 +1,11 @@
 // A stand-in server speaking the daemon <-> server IPC contract (src/server/ipc.ts), for testing
 // the daemon's supervision without a GPU or the real server. Behaviour from the environment:
 //   FAKE_SERVER_MODE     ok (default) | crash (exit 4 before ready) | hang (never ready)
-//   FAKE_SERVER_CLIENTS  JSON list of ClientRecord to report (terminate-client removes one)
+//   FAKE_SERVER_MODE_FILE  a file whose content, when it exists, is the mode instead: read at
+//                        each start, so a test can turn a crash loop into a healthy server
+//   FAKE_SERVER_EXIT_CODE  the status it exits with on SIGUSR2 (default 4; 3 asks for a relaunch)
+//   FAKE_SERVER_CLIENTS  JSON list of ClientRecord to report, those of the server's own uid
+//                        (terminate-client removes one and reports it disconnected)
 //   FAKE_SERVER_LATE_CLIENTS  JSON list of ClientRecord that join when the Nth 'partitions'
 //                        request arrives (N = FAKE_SERVER_LATE_AFTER, default 1): a client
 //                        connecting while the daemon changes the table
@@ -10,7 +14,7 @@
 //                        server's config is written next to it, in `config`
 // It answers every DaemonRequest op the way the contract's doc comments say: the per-server
 // settings start from the config and are kept; the live changes count the client's records.
-import { appendFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { ClientRecord, DeviceRecord, ServerConfig, ServerMessage } from '../../src/server/ipc.js';
 import { parseDaemonMessage } from '../../src/server/ipc.js';
@@ -29,7 +33,8 @@ if (!config || typeof config.socketPath !== 'string') {
   process.exit(9);
 }
 
-const mode = process.env.FAKE_SERVER_MODE ?? 'ok';
+const modeFile = process.env.FAKE_SERVER_MODE_FILE;
+const mode = modeFile !== undefined && existsSync(modeFile) ? readFileSync(modeFile, 'utf8').trim() : (process.env.FAKE_SERVER_MODE ?? 'ok');
 if (mode === 'crash') process.exit(4);
 
 const devices = (parseJson(process.env.FAKE_SERVER_DEVICES) as DeviceRecord[] | undefined) ?? [
@@ -47,7 +52,8 @@ const devices = (parseJson(process.env.FAKE_SERVER_DEVICES) as DeviceRecord[] | 
     smGroupCount: 2,
   },
 ];
-let clients = (parseJson(process.env.FAKE_SERVER_CLIENTS) as ClientRecord[] | undefined) ?? [];
+// A server has clients of its own user only.
+let clients = ((parseJson(process.env.FAKE_SERVER_CLIENTS) as ClientRecord[] | undefined) ?? []).filter((c) => c.uid === config.uid);
 const lateClients = (parseJson(process.env.FAKE_SERVER_LATE_CLIENTS) as ClientRecord[] | undefined) ?? [];
 const lateAfter = Number(process.env.FAKE_SERVER_LATE_AFTER ?? '1');
 let partitionRequests = 0;
@@ -70,8 +76,12 @@ process.on('message', (raw: unknown) => {
     case 'terminate-client': {
       const before = clients.length;
       clients = clients.filter((c) => c.pid !== message.pid);
-      if (clients.length === before) send({ type: 'response', id: message.id, ok: false, error: `no client ${message.pid}`, code: 'CUDA_ERROR_INVALID_VALUE' });
-      else send({ type: 'response', id: message.id, ok: true, result: null });
+      if (clients.length === before) {
+        send({ type: 'response', id: message.id, ok: false, error: `no client ${message.pid}`, code: 'CUDA_ERROR_INVALID_VALUE' });
+      } else {
+        send({ type: 'response', id: message.id, ok: true, result: null });
+        send({ type: 'client-disconnected', clientId: 0, pid: message.pid, reason: 'terminated' });
+      }
       break;
     }
     case 'set-active-thread-percentage':
@@ -105,6 +115,9 @@ process.on('message', (raw: unknown) => {
       break;
   }
 });
+
+// A death on cue: a crash (any status but 0 and 3) or a relaunch request (3).
+process.on('SIGUSR2', () => process.exit(Number(process.env.FAKE_SERVER_EXIT_CODE ?? '4')));
 
 if (mode !== 'hang') {
   send({ type: 'ready', pid: process.pid, socketPath: config.socketPath, devices, deviceKind: 'sim', driver: 'fake server' });

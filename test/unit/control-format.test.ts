@@ -142,7 +142,7 @@ test('percentages print as MPS prints them', () => {
 test('paths: layout and the 107-byte socket limit', () => {
   assert.equal(controlSocketPath('/tmp/openmps'), '/tmp/openmps/control');
   assert.equal(pidFilePath('/tmp/openmps'), '/tmp/openmps/openmps-control.pid');
-  assert.equal(serverSocketPath('/tmp/openmps', 1000), '/tmp/openmps/server-1000');
+  assert.equal(serverSocketPath('/tmp/openmps', 1000), '/tmp/openmps/user-1000/server');
   assert.equal(MAX_SOCKET_PATH_BYTES, 107);
   assert.equal(socketPathProblem(`/${'a'.repeat(106)}`), undefined);
   assert.match(socketPathProblem(`/${'a'.repeat(107)}`) ?? '', /108 bytes long.*at most 107 bytes/);
