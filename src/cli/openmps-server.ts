@@ -7,11 +7,8 @@ import { CudaError } from '../cuda/cuda-error.js';
 import { openPlatform, parseDeviceChoice } from '../devices/index.js';
 import { parseMemorySize } from '../server/limits.js';
 import { Logger } from '../telemetry/log.js';
-import { parseDaemonMessage, parsePartition, type DaemonRequest, type ServerConfig, type ServerMessage } from '../server/ipc.js';
+import { EXIT_RELAUNCH, parseDaemonMessage, parsePartition, type DaemonRequest, type ServerConfig, type ServerMessage } from '../server/ipc.js';
 import { OpenmpsServer } from '../server/server.js';
-
-/** Exit status of a server that must be relaunched after a device fault. */
-const EXIT_RELAUNCH = 3;
 
 function fail(message: string): never {
   process.stderr.write(`openmps server: ${message}\n`);
@@ -105,7 +102,13 @@ async function main(): Promise<void> {
     fail((err as Error).message);
   }
   process.title = `openmps-server uid=${config.uid}`;
-  const log = new Logger('Server', config.logDirectory, 'server.log');
+  // Forked by the daemon: lines go to it over IPC (this server may run as a user who cannot write
+  // the daemon's log directory). Run by hand: straight to the file.
+  const log = process.send
+    ? new Logger('Server', undefined, 'server.log', (line) => {
+        send({ type: 'log', line });
+      })
+    : new Logger('Server', config.logDirectory, 'server.log');
   log.log(`Server ${process.pid} starting for user ${config.uid} (device: ${config.device})`);
   const selection = await openPlatform(config.device);
   if (selection.fallbackReason !== undefined) {

@@ -81,9 +81,16 @@ export async function connect(options: ConnectOptions = {}): Promise<Context> {
 
   if (mode !== 'direct') {
     let control: Socket | undefined;
+    const controlPath = join(pipeDirectory, 'control');
     try {
-      control = await openSocket(join(pipeDirectory, 'control'));
+      control = await openSocket(controlPath);
     } catch (err) {
+      // A daemon is there but refuses this user: say so, in any mode; running without MPS behind
+      // the operator's back would be the wrong surprise.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EACCES' || code === 'EPERM') {
+        throw new CudaError('CUDA_ERROR_MPS_CONNECTION_FAILED', 'cuInit', `permission denied on ${controlPath} (uid ${process.getuid?.() ?? '?'})`);
+      }
       if (mode === 'mps') {
         throw new CudaError('CUDA_ERROR_MPS_CONNECTION_FAILED', 'cuInit', `Cannot find openmps control daemon process in ${pipeDirectory} (${(err as Error).message})`);
       }

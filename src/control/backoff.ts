@@ -9,6 +9,7 @@
 // asked for) ends the streak. Status 3 is a server asking to be relaunched after a device fault
 // (src/cli/openmps-server.ts): a normal relaunch, never delayed. Per user: one user's crash loop
 // does not hold up another's server. Pure bookkeeping: the caller passes the clock.
+import { EXIT_RELAUNCH } from '../server/ipc.js';
 
 export interface BackoffPolicy {
   /** A crash this soon after the server's start (fork) is a quick death. */
@@ -28,7 +29,7 @@ export const DEFAULT_BACKOFF: BackoffPolicy = {
 };
 
 /** Exit status of a server asking to be relaunched (a device fault it cannot recover in process). */
-export const EXIT_RELAUNCH = 3;
+export { EXIT_RELAUNCH } from '../server/ipc.js';
 
 /**
  * How a server ended: `failed` (died before ready, unasked), `crash` (a signal or a failure status

@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import type { DeviceKind } from '../devices/device.js';
 import { parseServerMessage, type ClientRecord, type DaemonRequest, type DeviceRecord, type PartitionRecord, type ServerConfig, type ServerMessage, type ServerState } from '../server/ipc.js';
 import { parsePercentage } from '../server/limits.js';
-import { timestamp, type Logger } from '../telemetry/log.js';
+import { Logger, timestamp } from '../telemetry/log.js';
 import { classifyExit, RestartBackoff, type BackoffDecision, type BackoffPolicy, type BackoffWait } from './backoff.js';
 import { serverSocketPath, socketPathProblem, userDirectory } from './paths.js';
 
@@ -443,6 +443,8 @@ export function parseClientPriority(value: string | undefined): 0 | 1 | undefine
 export class ServerSupervisor {
   readonly #options: SupervisorOptions;
   readonly #log: Logger;
+  /** server.log: servers send their lines here over IPC (they may run as users who cannot write it). */
+  readonly #serverLog: Logger;
   readonly #serverMain: string;
   /** Servers by uid: at most one live server per user. */
   readonly #byUid = new Map<number, ManagedServer>();
@@ -469,6 +471,7 @@ export class ServerSupervisor {
   constructor(options: SupervisorOptions) {
     this.#options = options;
     this.#log = options.logger;
+    this.#serverLog = new Logger('Server', options.logDirectory, 'server.log');
     this.#serverMain = options.serverMain ?? fileURLToPath(new URL('../cli/openmps-server.js', import.meta.url));
     this.#defaultActiveThreadPercentage = options.defaultActiveThreadPercentage ?? 100;
     this.#defaultClientPriority = options.defaultClientPriority ?? 0;
@@ -831,6 +834,9 @@ export class ServerSupervisor {
 
   #onMessage(server: ManagedServer, message: ServerMessage): void {
     switch (message.type) {
+      case 'log':
+        this.#serverLog.append(message.line);
+        break;
       case 'ready':
         this.#knownDevices = server.devices;
         this.#log.log(`NEW SERVER ${server.pid}: Ready`);

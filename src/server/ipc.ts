@@ -4,6 +4,9 @@
 // parseServerMessage / parseDaemonMessage at the boundary: nothing is trusted by shape alone.
 import type { DeviceKind } from '../devices/device.js';
 
+/** Exit status of a server that must be relaunched after a device fault: no crash, no backoff. */
+export const EXIT_RELAUNCH = 3;
+
 export type ServerState = 'INITIALIZING' | 'ACTIVE' | 'FAULT' | 'SHUTTING_DOWN';
 export type ClientState = 'ACTIVE' | 'INACTIVE';
 
@@ -94,6 +97,11 @@ export type DaemonMessage = { readonly type: 'request'; readonly id: number } & 
 export type ServerMessage =
   | { readonly type: 'ready'; readonly pid: number; readonly socketPath: string; readonly devices: readonly DeviceRecord[]; readonly deviceKind: DeviceKind; readonly driver: string }
   | { readonly type: 'state'; readonly state: ServerState; readonly reason: string }
+  /**
+   * A server.log line, written by the daemon: a server that runs as another user may not write to
+   * the daemon's log directory, so its lines travel over IPC.
+   */
+  | { readonly type: 'log'; readonly line: string }
   | { readonly type: 'client-connected'; readonly client: ClientRecord }
   | { readonly type: 'client-disconnected'; readonly clientId: number; readonly pid: number; readonly reason: string }
   | { readonly type: 'response'; readonly id: number; readonly ok: true; readonly result: unknown }
@@ -155,6 +163,8 @@ export function parseServerMessage(v: unknown): ServerMessage | undefined {
       return typeof v.pid === 'number' && typeof v.socketPath === 'string' && Array.isArray(v.devices) ? (v as ServerMessage) : undefined;
     case 'state':
       return typeof v.state === 'string' ? (v as ServerMessage) : undefined;
+    case 'log':
+      return typeof v.line === 'string' ? (v as ServerMessage) : undefined;
     case 'client-connected':
       return isRecord(v.client) && typeof v.client.pid === 'number' ? (v as ServerMessage) : undefined;
     case 'client-disconnected':

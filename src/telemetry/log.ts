@@ -40,7 +40,11 @@ export class Logger {
   }
 
   log(message: string, pid = process.pid): void {
-    const line = formatLogLine(this.role, pid, message);
+    this.append(formatLogLine(this.role, pid, message));
+  }
+
+  /** Writes a line already in the log format (a server's line relayed by the daemon). */
+  append(line: string): void {
     if (this.file !== undefined) {
       try {
         appendFileSync(this.file, `${line}\n`);
