@@ -1,213 +1,207 @@
 // openmps benchmarks, side by side in one run: the same client code through openmps, in bypass
 // mode (no sharing service: the GPU time-slices between the processes' contexts), and under
 // NVIDIA's own MPS (started here with private pipe and log directories, stopped at the end).
-//   node dist/bench/run.js [--device cuda|sim] [--modes openmps,bypass,nvidia-mps] [--n 1,2,4,8,16]
-//                          [--launches 400] [--latency 2000] [--out DIR]
-// Prints one `BENCH {json}` line per result and a Markdown table last; --out also writes
-// results.json and results.md there. On the software GPU the figures mean nothing (labelled so).
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+//
+//   node dist/bench/run.js [--device cuda|sim] [--quick] [--modes openmps,bypass,nvidia-mps]
+//                          [--bench throughput,latency,copy,inference,neighbour,footprint]
+//                          [--n 1,2,4] [--launches 400] [--latency 5000] [--out DIR]
+//
+// Six benchmarks (bench/lib/benchmarks.ts; bench/NOTES.md has their workloads, budget and design
+// notes) in every mode: nvidia-mps only on a CUDA machine with nvidia-cuda-mps-control. Prints one
+// `BENCH {json}` line per result on stdout and progress on stderr, then writes results.json (all
+// results and the stamps), results.md (a table per benchmark with ratio columns) and throughput.svg
+// to --out (default bench/results/<YYYY-MM-DD>-<gpu>, never over an existing directory). The full
+// run is planned for 8 minutes on an H200; --quick runs every benchmark at tiny sizes, which on the
+// software GPU (--device sim) takes seconds: CI's smoke test, whose figures mean nothing.
+// Exits 1 when any step failed (the results of the others are still written).
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { plan } from './lib/benchmarks.js';
+import { throughputSvg } from './lib/chart.js';
+import { markdown, type Report } from './lib/report.js';
+import { hasNvidiaMps, startService, type Service } from './lib/services.js';
+import { commitStamp, gpuSlug, gpuStamp, type Stamp } from './lib/system.js';
+import { BENCHES, FULL_SIZES, isBench, isMode, QUICK_SIZES, type BenchName, type Failure, type Mode, type Result, type Sizes } from './lib/types.js';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
-const CLIENT = join(HERE, 'clients', 'bench-client.js');
-const CONTROL = join(HERE, '..', 'src', 'cli', 'openmps-control.js');
+/** The repository root (this file runs from dist/bench/). */
+const ROOT = resolve(HERE, '..', '..');
+/** What the issue allows a full run on an H200. */
+const FULL_RUN_BUDGET_S = 480;
+const SIM_LABEL = 'software GPU: figures mean nothing';
 
-type Mode = 'openmps' | 'bypass' | 'nvidia-mps';
-interface Result {
-  readonly bench: 'throughput' | 'latency';
-  readonly mode: Mode;
-  readonly n: number;
-  readonly value: number;
-  readonly p99?: number;
-  readonly unit: string;
-}
+const started = performance.now();
 
-interface Report {
-  event: string;
-  start?: number;
-  end?: number;
-  launches?: number;
-  p50?: number;
-  p99?: number;
-  code?: string;
-  message?: string;
+function elapsed(): string {
+  const s = (performance.now() - started) / 1000;
+  return `${Math.floor(s / 60)}:${(s % 60).toFixed(1).padStart(4, '0')}`;
 }
 
 function progress(text: string): void {
-  process.stderr.write(`[bench] ${text}\n`);
+  process.stderr.write(`[bench ${elapsed()}] ${text}\n`);
 }
 
-/** Runs `n` clients of one job released together; resolves with their final reports. */
-async function runClients(n: number, env: NodeJS.ProcessEnv, args: readonly string[]): Promise<Report[]> {
-  const children = Array.from({ length: n }, () => spawn(process.execPath, [CLIENT, ...args], { env, stdio: ['pipe', 'pipe', 'inherit'] }));
-  try {
-    const ready: Promise<void>[] = [];
-    const done: Promise<Report>[] = [];
-    for (const child of children) {
-      let markReady!: () => void;
-      let fail!: (e: Error) => void;
-      ready.push(
-        new Promise<void>((resolve, reject) => {
-          markReady = resolve;
-          fail = reject;
-        }),
-      );
-      done.push(
-        new Promise<Report>((resolve, reject) => {
-          createInterface({ input: child.stdout }).on('line', (line) => {
-            let r: Report;
-            try {
-              r = JSON.parse(line) as Report;
-            } catch {
-              return;
-            }
-            if (r.event === 'ready') markReady();
-            else if (r.event === 'done') resolve(r);
-            else if (r.event === 'error') {
-              const e = new Error(`client failed: ${r.code ?? ''} ${r.message ?? ''}`);
-              fail(e);
-              reject(e);
-            }
-          });
-          child.on('close', (code) => {
-            const e = new Error(`client exited with ${code}`);
-            fail(e);
-            reject(e);
-          });
-        }),
-      );
-    }
-    await Promise.all(ready);
-    for (const child of children) child.stdin.write('go\n');
-    return await Promise.all(done);
-  } finally {
-    for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
-  }
+/** An error as one line of a Markdown list (daemons' stderr ends in newlines). */
+function oneLine(err: unknown): string {
+  return (err instanceof Error ? err.message : String(err)).replace(/\s+/g, ' ').trim();
 }
 
-interface Service {
-  readonly env: NodeJS.ProcessEnv;
-  stop(): void;
+function usage(message: string): never {
+  process.stderr.write(`bench: ${message}\n`);
+  process.exit(2);
 }
 
-function startService(mode: Mode, device: string, root: string): Service {
-  const base: NodeJS.ProcessEnv = { ...process.env, OPENMPS_DEVICE: device, OPENMPS_BENCH_MODE: mode };
-  delete base.CUDA_MPS_PIPE_DIRECTORY;
-  delete base.CUDA_MPS_LOG_DIRECTORY;
-  const empty = join(root, `${mode}-nodaemon`);
-  mkdirSync(empty, { recursive: true });
-  if (mode === 'bypass') return { env: { ...base, OPENMPS_PIPE_DIRECTORY: empty }, stop: () => undefined };
-  if (mode === 'nvidia-mps') {
-    const env = { ...base, OPENMPS_PIPE_DIRECTORY: empty, CUDA_MPS_PIPE_DIRECTORY: join(root, 'nvmps-pipe'), CUDA_MPS_LOG_DIRECTORY: join(root, 'nvmps-log') };
-    mkdirSync(env.CUDA_MPS_PIPE_DIRECTORY, { recursive: true });
-    mkdirSync(env.CUDA_MPS_LOG_DIRECTORY, { recursive: true });
-    const r = spawnSync('nvidia-cuda-mps-control', ['-d'], { env, encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`nvidia-cuda-mps-control -d failed: ${r.stderr}`);
-    return { env, stop: () => spawnSync('nvidia-cuda-mps-control', [], { env, input: 'quit\n', encoding: 'utf8' }) };
-  }
-  const env = { ...base, OPENMPS_PIPE_DIRECTORY: join(root, 'openmps-pipe'), OPENMPS_LOG_DIRECTORY: join(root, 'openmps-log') };
-  const r = spawnSync(process.execPath, [CONTROL, '-d', '--device', device], { env, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`openmps-control -d failed: ${r.stderr}${r.stdout}`);
-  return { env, stop: () => spawnSync(process.execPath, [CONTROL], { env, input: 'quit\n', encoding: 'utf8' }) };
+function list(text: string, what: string): number[] {
+  const values = text.split(',').map(Number);
+  if (values.some((v) => !Number.isSafeInteger(v) || v < 1)) usage(`--${what} "${text}" is not a list of positive integers`);
+  return values;
 }
 
-function gpuStamp(device: string): { gpu: string; driver: string } {
-  if (device === 'sim') return { gpu: 'openmps software GPU', driver: 'software GPU (figures mean nothing)' };
-  const r = spawnSync('nvidia-smi', ['--query-gpu=name,driver_version', '--format=csv,noheader'], { encoding: 'utf8' });
-  const [gpu = 'unknown GPU', driver = 'unknown'] = (r.stdout || '').split('\n')[0]?.split(',').map((s) => s.trim()) ?? [];
-  return { gpu, driver };
+function positive(text: string | undefined, what: string): number | undefined {
+  if (text === undefined) return undefined;
+  const [v] = list(text, what);
+  return v;
 }
 
-function commit(): string {
-  try {
-    const head = readFileSync(join(HERE, '..', '..', '.git', 'HEAD'), 'utf8').trim();
-    if (!head.startsWith('ref: ')) return head.slice(0, 12);
-    return readFileSync(join(HERE, '..', '..', '.git', head.slice(5)), 'utf8').trim().slice(0, 12);
-  } catch {
-    return process.env.OPENMPS_COMMIT ?? 'unknown';
-  }
-}
-
-function table(results: readonly Result[], modes: readonly Mode[], ns: readonly number[]): string {
-  const get = (bench: string, mode: Mode, n: number): Result | undefined => results.find((r) => r.bench === bench && r.mode === mode && r.n === n);
-  const ratio = (a: number | undefined, b: number | undefined): string => (a && b ? `${(a / b).toFixed(2)}x` : '-');
-  const lines = [
-    `| N | ${modes.join(' | ')} | openmps / bypass | openmps / nvidia-mps |`,
-    `|---|${modes.map(() => '---').join('|')}|---|---|`,
-    ...ns.map((n) => {
-      const v = (m: Mode): number | undefined => get('throughput', m, n)?.value;
-      return `| ${n} | ${modes.map((m) => (v(m) === undefined ? '-' : Math.round(v(m) ?? 0).toLocaleString('en-US'))).join(' | ')} | ${ratio(v('openmps'), v('bypass'))} | ${ratio(v('openmps'), v('nvidia-mps'))} |`;
-    }),
-    '',
-    `| launch + synchronize, 1 client | ${modes.join(' | ')} |`,
-    `|---|${modes.map(() => '---').join('|')}|`,
-    `| p50 (us) | ${modes.map((m) => get('latency', m, 1)?.value.toFixed(1) ?? '-').join(' | ')} |`,
-    `| p99 (us) | ${modes.map((m) => get('latency', m, 1)?.p99?.toFixed(1) ?? '-').join(' | ')} |`,
-  ];
-  return lines.join('\n');
+/** bench/results/<date>-<gpu>, with -2, -3 ... when that exists: a run never overwrites another. */
+function defaultOut(stamp: Stamp, device: string): string {
+  const base = join(ROOT, 'bench', 'results', `${stamp.date.slice(0, 10)}-${gpuSlug(stamp.gpu, device)}`);
+  let out = base;
+  for (let i = 2; existsSync(out); i++) out = `${base}-${i}`;
+  return out;
 }
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       device: { type: 'string', default: 'cuda' },
+      quick: { type: 'boolean', default: false },
       modes: { type: 'string' },
-      n: { type: 'string', default: '1,2,4,8,16' },
-      launches: { type: 'string', default: '400' },
-      latency: { type: 'string', default: '2000' },
+      bench: { type: 'string' },
+      n: { type: 'string' },
+      launches: { type: 'string' },
+      latency: { type: 'string' },
       out: { type: 'string' },
     },
   });
   const device = values.device;
-  const hasNvidiaMps = device === 'cuda' && spawnSync('which', ['nvidia-cuda-mps-control']).status === 0;
-  const modes = (values.modes?.split(',') ?? ['openmps', 'bypass', ...(hasNvidiaMps ? ['nvidia-mps'] : [])]) as Mode[];
-  const ns = values.n.split(',').map(Number);
-  const root = mkdtempSync(join(tmpdir(), 'openmps-bench-'));
+  if (device !== 'cuda' && device !== 'sim') usage(`--device "${device}" is not cuda or sim`);
+  const modes: Mode[] = values.modes?.split(',').map((m) => (isMode(m) ? m : usage(`unknown mode "${m}"`))) ?? [
+    'openmps',
+    'bypass',
+    ...(device === 'cuda' && hasNvidiaMps() ? (['nvidia-mps'] as const) : []),
+  ];
+  if (device === 'sim' && modes.includes('nvidia-mps')) usage('nvidia-mps needs --device cuda');
+  const benches: BenchName[] = values.bench?.split(',').map((b) => (isBench(b) ? b : usage(`unknown benchmark "${b}" (${BENCHES.join(', ')})`))) ?? [...BENCHES];
+  const base = values.quick ? QUICK_SIZES : FULL_SIZES;
+  const launches = positive(values.launches, 'launches');
+  const latencyIterations = positive(values.latency, 'latency');
+  const sizes: Sizes = {
+    ...base,
+    ...(values.n === undefined ? {} : { throughputN: list(values.n, 'n') }),
+    ...(launches === undefined ? {} : { launches }),
+    ...(latencyIterations === undefined ? {} : { latencyIterations }),
+  };
+  const label = device === 'sim' ? SIM_LABEL : undefined;
+  const stamp: Stamp = { ...gpuStamp(device), node: process.version, commit: commitStamp(ROOT), date: new Date().toISOString() };
+  const outDir = values.out ?? defaultOut(stamp, device);
+  const maxClients = Math.max(...sizes.throughputN, ...sizes.inferenceN, ...sizes.footprintN);
+
   const results: Result[] = [];
+  const failures: Failure[] = [];
+  const timings: Partial<Record<BenchName, Partial<Record<Mode, number>>>> = {};
   const emit = (r: Result): void => {
     results.push(r);
     process.stdout.write(`BENCH ${JSON.stringify(r)}\n`);
   };
-  const started = Date.now();
+  const write = (): Report => {
+    const report: Report = { stamp, label, quick: values.quick, sizes, modes, benches, results, failures, timings, seconds: (performance.now() - started) / 1000 };
+    mkdirSync(outDir, { recursive: true });
+    writeFileSync(join(outDir, 'results.json'), `${JSON.stringify({ ...stamp, device, label: label ?? null, quick: values.quick, seconds: report.seconds, modes, sizes, timings, results, failures }, null, 2)}\n`);
+    writeFileSync(join(outDir, 'results.md'), markdown(report));
+    const subtitle = label ?? `driver ${stamp.driver}, CUDA ${stamp.cuda}, Node.js ${stamp.node}, commit ${stamp.commit}, ${stamp.date.slice(0, 10)}`;
+    writeFileSync(join(outDir, 'throughput.svg'), throughputSvg(results, modes, `Throughput: ${stamp.gpu}, ${sizes.launches} spin launches per process`, subtitle, label !== undefined));
+    return report;
+  };
+
+  const root = mkdtempSync(join(tmpdir(), 'openmps-bench-'));
+  let service: Service | undefined;
+  // Interrupted: stop the daemon this run started and remove its directories, then go.
+  const interrupt = (signal: NodeJS.Signals): void => {
+    progress(`${signal}: stopping`);
+    service?.stop();
+    rmSync(root, { recursive: true, force: true });
+    process.exit(130);
+  };
+  process.once('SIGINT', interrupt);
+  process.once('SIGTERM', interrupt);
+
+  const stepsByMode = modes.map((mode) => ({
+    mode,
+    steps: plan(
+      {
+        mode,
+        sizes,
+        emit,
+        service: () => {
+          if (!service) throw new Error('no service running');
+          return service;
+        },
+      },
+      benches,
+    ),
+  }));
+  const total = stepsByMode.reduce((s, m) => s + m.steps.length, 0);
+  progress(`${stamp.gpu}; modes ${modes.join(', ')}; ${total} steps${values.quick ? ' (--quick)' : ''}; results to ${outDir}`);
+  let done = 0;
   try {
-    for (const mode of modes) {
-      const service = startService(mode, device, root);
+    for (const { mode, steps } of stepsByMode) {
       try {
-        for (const n of ns) {
-          progress(`${mode}: throughput with ${n} client(s)`);
-          const reports = await runClients(n, service.env, ['spin', values.launches, '4']);
-          const first = Math.min(...reports.map((r) => r.start ?? Infinity));
-          const last = Math.max(...reports.map((r) => r.end ?? 0));
-          const kernels = reports.reduce((s, r) => s + (r.launches ?? 0), 0);
-          emit({ bench: 'throughput', mode, n, value: (kernels / (last - first)) * 1000, unit: 'kernels/s' });
+        service = startService(mode, device, root, maxClients);
+      } catch (err) {
+        const error = oneLine(err);
+        progress(`${mode}: cannot start: ${error}`);
+        for (const step of steps) failures.push({ bench: step.bench, mode, ...(step.n === undefined ? {} : { n: step.n }), error: `service did not start: ${error}` });
+        done += steps.length;
+        continue;
+      }
+      try {
+        for (const step of steps) {
+          done++;
+          progress(`(${done}/${total}) ${mode}: ${step.label}`);
+          const t0 = performance.now();
+          try {
+            await step.run();
+          } catch (err) {
+            const error = oneLine(err);
+            progress(`${mode}: ${step.label} failed: ${error}`);
+            failures.push({ bench: step.bench, mode, ...(step.n === undefined ? {} : { n: step.n }), error });
+          }
+          const spent = timings[step.bench] ?? {};
+          spent[mode] = (spent[mode] ?? 0) + (performance.now() - t0) / 1000;
+          timings[step.bench] = spent;
         }
-        progress(`${mode}: latency`);
-        const [lat] = await runClients(1, service.env, ['latency', values.latency]);
-        emit({ bench: 'latency', mode, n: 1, value: lat?.p50 ?? NaN, p99: lat?.p99 ?? NaN, unit: 'us' });
       } finally {
         service.stop();
+        service = undefined;
       }
+      // After each mode, so a run cut short still leaves what it measured.
+      write();
     }
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
-  const stamp = { ...gpuStamp(device), node: process.version, commit: commit(), date: new Date().toISOString(), seconds: (Date.now() - started) / 1000 };
-  const md = `# openmps benchmarks: ${stamp.gpu}\n\n${stamp.driver}; Node.js ${stamp.node}; commit ${stamp.commit}; ${stamp.date}; ${stamp.seconds.toFixed(0)} s\n\nThroughput: aggregate kernels/s of N processes, each ${values.launches} launches of spin (4 x 128 threads, 100,000 cycles), synchronizing every 4.\n\n${table(results, modes, ns)}\n`;
-  if (values.out !== undefined) {
-    mkdirSync(values.out, { recursive: true });
-    writeFileSync(join(values.out, 'results.json'), `${JSON.stringify({ ...stamp, results }, null, 2)}\n`);
-    writeFileSync(join(values.out, 'results.md'), md);
-  }
-  process.stdout.write(`\n${md}`);
-  if (!existsSync(CLIENT)) process.exitCode = 1;
+  const report = write();
+  process.stdout.write(`\n${markdown(report)}`);
+  const seconds = report.seconds;
+  progress(`done in ${seconds.toFixed(1)} s${values.quick ? '' : ` (budget ${FULL_RUN_BUDGET_S} s${seconds > FULL_RUN_BUDGET_S ? ': OVER' : ''})`}; ${results.length} results, ${failures.length} failures; written to ${outDir}`);
+  if (failures.length > 0) process.exitCode = 1;
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`bench: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.stderr.write(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
   process.exitCode = 1;
 });
