@@ -65,7 +65,10 @@ export class BenchProcess {
   constructor(args: readonly string[], env: NodeJS.ProcessEnv) {
     this.#child = spawn(process.execPath, [CLIENT, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
     // Client diagnostics pass through to the runner's stderr, where progress goes.
-    this.#child.stderr.pipe(process.stderr, { end: false });
+    // Forwarded by hand: pipe() would add listeners to process.stderr per client (64 at once).
+    this.#child.stderr.on('data', (chunk: Buffer) => {
+      process.stderr.write(chunk);
+    });
     // A client that exited has stdin closed: writes to it fail with EPIPE, which is not news.
     this.#child.stdin.on('error', () => undefined);
     createInterface({ input: this.#child.stdout }).on('line', (line) => {

@@ -19,6 +19,8 @@ export class DirectChannel implements Channel {
     this.#target = {
       session,
       staging: undefined,
+      // In-process there is no frame to bound a copy.
+      inlineLimit: Number.MAX_SAFE_INTEGER,
       attachStaging: () => {
         throw new CudaError('CUDA_ERROR_NOT_SUPPORTED', 'cuMemHostRegister_v2', 'bypass mode copies directly and needs no staging region');
       },

@@ -22,6 +22,8 @@ export interface DispatchTarget {
   readonly session: Session;
   /** The client's staging region, once attached. */
   staging: SharedRegion | undefined;
+  /** Largest copy a reply may carry inline: a frame's bound on a socket, none in-process. */
+  readonly inlineLimit: number;
   /** Maps a client's staging region (server side) or refuses (bypass mode needs none). */
   attachStaging(name: string, bytes: number): void;
   /** SESSION_CLOSE: end the session and, for a server, the connection. */
@@ -30,7 +32,8 @@ export interface DispatchTarget {
 
 type Handlers = { [N in SessionMessage]: (t: DispatchTarget, req: RequestOf<N>) => ReplyOf<N> | Promise<ReplyOf<N>> };
 
-const INLINE_LIMIT = MAX_PAYLOAD - 64;
+/** What a reply frame can carry inline, header and fields aside. */
+export const SOCKET_INLINE_LIMIT = MAX_PAYLOAD - 64;
 
 function stagingWindow(t: DispatchTarget, offset: bigint, bytes: bigint, call: string): Uint8Array {
   if (!t.staging) throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, 'no shared-memory region is attached to this client');
@@ -78,7 +81,7 @@ const HANDLERS: Handlers = {
       await t.session.memcpyDtoH(req.stream, stagingWindow(t, req.shmOffset, req.bytes, call), req.src);
       return { inline: new Uint8Array(0) };
     }
-    if (req.bytes > BigInt(INLINE_LIMIT)) {
+    if (req.bytes > BigInt(t.inlineLimit)) {
       throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `${req.bytes} bytes exceed the inline limit; copy through shared memory`);
     }
     const dst = new Uint8Array(Number(req.bytes));

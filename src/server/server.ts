@@ -13,7 +13,7 @@ import { FLAG_NO_REPLY } from '../protocol/frame.js';
 import { FramedSocket, setCallNames } from '../transport/framed-socket.js';
 import { SharedRegion } from '../transport/shared-memory.js';
 import type { Logger } from '../telemetry/log.js';
-import { CALL_NAMES, dispatch, isSessionMessage, type DispatchTarget } from './dispatcher.js';
+import { CALL_NAMES, dispatch, isSessionMessage, SOCKET_INLINE_LIMIT, type DispatchTarget } from './dispatcher.js';
 import type { ClientRecord, DeviceRecord, PartitionRecord, ServerConfig, ServerMessage, ServerState } from './ipc.js';
 import { formatMemorySize, limitForDevice, parseMemorySize, smCountForPercentage } from './limits.js';
 import { groupsForSmCount, partitionFor, requestLimits, SmPlacement, type ProvisioningDefaults } from './provisioning.js';
@@ -379,6 +379,7 @@ export class OpenmpsServer {
       set staging(region: SharedRegion | undefined) {
         conn.staging = region;
       },
+      inlineLimit: SOCKET_INLINE_LIMIT,
       attachStaging: (name, bytes) => {
         this.#attachStaging(conn, name, bytes);
       },

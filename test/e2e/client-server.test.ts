@@ -178,6 +178,12 @@ test('bypass mode: with no daemon the same API runs on a device in the client pr
   ctx.launch(fn, { grid: 4, block: 256 }, [dc, da, db, arg.u32(n)]);
   const c = f32(await ctx.memcpyDtoH(dc, 4 * n));
   assert.ok(c.every((v, i) => v === 3 * i));
+  // Copies past a frame's inline bound: in-process nothing bounds them.
+  const big = new Uint8Array(20 * 1024 * 1024).map((_, i) => i % 251);
+  const dbig = await ctx.memAlloc(big.length);
+  await ctx.memcpyHtoD(dbig, big);
+  assert.ok(Buffer.from(await ctx.memcpyDtoH(dbig, big.length)).equals(Buffer.from(big)));
+  await ctx.memFree(dbig);
   await assert.rejects(connect({ pipeDirectory: empty, mode: 'mps' }), { code: 'CUDA_ERROR_MPS_CONNECTION_FAILED' });
   const w = startWorker(t, { OPENMPS_PIPE_DIRECTORY: empty, OPENMPS_WORKER_MODE: 'auto', OPENMPS_DEVICE: testDevice() }, ['saxpy', '4096', '2']);
   assert.equal((await w.waitFor('connected')).mode, 'direct');
