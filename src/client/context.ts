@@ -343,6 +343,8 @@ export class Context extends EventEmitter {
     if (this.#closed) return;
     this.#closed = true;
     await this.channel.close();
+    // A staged copy still running must finish with the region before it is unmapped.
+    await this.#stagingLock;
     this.#staging?.close();
     this.#staging = undefined;
   }

@@ -48,7 +48,8 @@ export function requestLimits(
   const serverCap = limitForDevice(defaults.memLimits, info.ordinal, info.uuid);
   const clientCap = limitForDevice(parsePinnedMemLimit(req.pinnedMemLimit), info.ordinal, info.uuid);
   const memoryLimit = tighter(serverCap, clientCap);
-  const priority = req.priority === -1 ? defaults.clientPriority : req.priority;
+  // 1 (below normal) is the tighter: a client may lower its priority, never raise it past the default.
+  const priority = req.priority === -1 ? defaults.clientPriority : Math.max(defaults.clientPriority, req.priority);
   if (partition) {
     // Static partitioning: the partition is the share; thread percentages are ignored, as in MPS.
     return {

@@ -68,6 +68,17 @@ interface Connection {
   session: Session | undefined;
   staging: SharedRegion | undefined;
   connectedAt: number;
+  /** The session's ending, once begun: a close and a disconnect both wait for the same one. */
+  ending: Promise<void> | undefined;
+}
+
+interface DeviceEntry {
+  readonly device: Device;
+  ownership: DeviceOwnership;
+  placement: SmPlacement;
+  /** Sessions of this device still draining: recovery after a fault waits for them too. */
+  ending: number;
+  recovering: boolean;
 }
 
 export class OpenmpsServer {
@@ -75,7 +86,9 @@ export class OpenmpsServer {
   readonly platform: Platform;
   readonly #log: Logger;
   readonly #emit: (message: ServerMessage) => void;
-  readonly #devices = new Map<number, { readonly device: Device; ownership: DeviceOwnership; placement: SmPlacement }>();
+  readonly #devices = new Map<number, DeviceEntry>();
+  /** Sessions whose SM groups went back to placement already (terminated before they left). */
+  readonly #groupsReleased = new WeakSet<Session>();
   readonly #defaults: ProvisioningDefaults;
   #partitions: readonly PartitionRecord[];
   readonly #connections = new Set<Connection>();
@@ -124,7 +137,7 @@ export class OpenmpsServer {
   async start(): Promise<void> {
     for (const info of this.platform.devices) {
       const device = await this.platform.open(info.ordinal);
-      this.#devices.set(info.ordinal, { device, ownership: new DeviceOwnership(), placement: new SmPlacement(info.smGroupCount) });
+      this.#devices.set(info.ordinal, { device, ownership: new DeviceOwnership(), placement: new SmPlacement(info.smGroupCount), ending: 0, recovering: false });
       this.#log.log(`Device ${info.ordinal}: ${info.name} (${info.uuid}, ${info.smCount} SMs, ${formatMemorySize(info.totalMemory)}) on ${this.platform.kind}`);
     }
     try {
@@ -198,7 +211,18 @@ export class OpenmpsServer {
       session.markFault(detail);
       conn.channel.notice('NOTICE_ERROR', { result: fault.result, message: detail });
     }
-    if (affected.length === 0) void this.#recover(ordinal);
+    const entry = this.#devices.get(ordinal);
+    if (entry) this.#maybeRecover(entry);
+  }
+
+  /** A faulted device is recovered once no session is on it or still draining from it. */
+  #maybeRecover(entry: DeviceEntry): void {
+    const ordinal = entry.device.info.ordinal;
+    if (!this.#faulted.has(ordinal) || entry.recovering || entry.ending > 0 || this.#sessionsOn(entry.device).length > 0) return;
+    entry.recovering = true;
+    void this.#recover(ordinal).finally(() => {
+      entry.recovering = false;
+    });
   }
 
   /**
@@ -228,7 +252,9 @@ export class OpenmpsServer {
   /** Placement counts only shares, not partitions (those the daemon keeps disjoint). */
   #releaseGroups(session: Session): void {
     const groups = session.limits.smGroups;
-    if (groups && session.limits.smPartition === '') this.#devices.get(session.device.info.ordinal)?.placement.release(groups);
+    if (!groups || session.limits.smPartition !== '' || this.#groupsReleased.has(session)) return;
+    this.#groupsReleased.add(session);
+    this.#devices.get(session.device.info.ordinal)?.placement.release(groups);
   }
 
   // -- provisioning (the daemon's set_* / get_* commands) -----------------------------------------
@@ -272,16 +298,24 @@ export class OpenmpsServer {
     let changed = 0;
     for (const c of this.#connections) {
       const s = c.session;
-      if (c.pid !== pid || !s) continue;
+      if (c.pid !== pid || s?.state !== 'ACTIVE' || s.device.fault) continue;
       if (s.limits.smPartition !== '') throw new CudaError('CUDA_ERROR_INVALID_RESOURCE_CONFIGURATION', call, 'the client runs in a static partition');
       const entry = this.#devices.get(s.device.info.ordinal);
       if (!entry) continue;
       const info = s.device.info;
       const sms = smCountForPercentage(info.smCount, percentage);
-      this.#releaseGroups(s);
       const count = sms >= info.smCount ? 0 : groupsForSmCount(info, sms);
+      // New groups first, old ones back only once the change took: a failure leaves counts right.
+      const previous = s.limits.smGroups;
       const smGroups = count > 0 ? entry.placement.take(count) : undefined;
-      const granted = s.setLimits({ ...s.limits, activeThreadPercentage: percentage, smCount: count > 0 ? count * info.smGroupSize : info.smCount, smGroups });
+      let granted: SessionLimits;
+      try {
+        granted = s.setLimits({ ...s.limits, activeThreadPercentage: percentage, smCount: count > 0 ? count * info.smGroupSize : info.smCount, smGroups });
+      } catch (err) {
+        if (smGroups) entry.placement.release(smGroups);
+        throw err;
+      }
+      if (previous) entry.placement.release(previous);
       this.#log.log(`Client {PID: ${pid}, Context ID: ${s.identity.clientId}}: active thread percentage ${percentage.toFixed(1)} (${granted.smCount} SMs)`);
       c.channel.notice('NOTICE_LIMITS', { limits: limitsToWire(granted) });
       changed++;
@@ -316,8 +350,12 @@ export class OpenmpsServer {
       const s = c.session;
       if (!s) continue;
       this.#log.log(`Terminating client {PID: ${pid}, Context ID: ${s.identity.clientId}}`);
-      await s.terminate('terminated by the operator (terminate_client)');
+      // Told at once; then its work is dropped and everything it held goes back, whether or not
+      // the client ever closes its connection.
       c.channel.notice('NOTICE_ERROR', { result: 810, message: 'terminated by the operator (terminate_client)' });
+      this.#releaseGroups(s);
+      await s.terminate('terminated by the operator (terminate_client)');
+      this.#releaseStaging(c, s.device);
     }
     return hits.length;
   }
@@ -366,7 +404,7 @@ export class OpenmpsServer {
       return;
     }
     const channel = new FramedSocket(socket);
-    const conn: Connection = { channel, pid: creds.pid, uid: creds.uid, session: undefined, staging: undefined, connectedAt: Date.now() };
+    const conn: Connection = { channel, pid: creds.pid, uid: creds.uid, session: undefined, staging: undefined, connectedAt: Date.now(), ending: undefined };
     this.#connections.add(conn);
     const target: DispatchTarget = {
       get session(): Session {
@@ -385,7 +423,10 @@ export class OpenmpsServer {
       },
       closeSession: async () => {
         await this.#endSession(conn, 'closed by the client');
-        channel.close();
+        // After the reply: it is written when this handler's promise resolves, before this runs.
+        setImmediate(() => {
+          channel.close();
+        });
       },
     };
     channel.onRequest((name, payload, frame) => {
@@ -433,7 +474,7 @@ export class OpenmpsServer {
         ? new CudaError('CUDA_ERROR_INVALID_RESOURCE_CONFIGURATION', call, `partition ${partition.id} is on a device this server does not have`)
         : new CudaError('CUDA_ERROR_INVALID_DEVICE', call, `device ${req.device} does not exist (the server sees ${this.#devices.size})`);
     }
-    const onDevice = [...this.#connections].filter((c) => c.session?.device === entry.device).length;
+    const onDevice = [...this.#connections].filter((c) => c.session?.device === entry.device && c.session.state === 'ACTIVE').length;
     if (onDevice >= this.config.maxClientsPerDevice) {
       throw new CudaError('CUDA_ERROR_MPS_MAX_CLIENTS_REACHED', call, `device ${req.device} already has ${onDevice} clients (the limit)`);
     }
@@ -487,6 +528,8 @@ export class OpenmpsServer {
     if (!Number.isSafeInteger(bytes) || bytes <= 0 || bytes > 4 * 1024 ** 3) {
       throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `a staging region of ${bytes} bytes is not allowed`);
     }
+    // One per session: replacing it could unmap memory that queued copies still use.
+    if (conn.staging) throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, 'a staging region is already attached to this client');
     let region: SharedRegion;
     try {
       region = SharedRegion.open(name, bytes);
@@ -499,7 +542,6 @@ export class OpenmpsServer {
       region.close();
       throw toCudaError(err, call);
     }
-    if (conn.staging) this.#releaseStaging(conn, session.device);
     conn.staging = region;
   }
 
@@ -516,10 +558,17 @@ export class OpenmpsServer {
     region.close();
   }
 
-  async #endSession(conn: Connection, reason: string): Promise<void> {
+  #endSession(conn: Connection, reason: string): Promise<void> {
+    conn.ending ??= this.#finishSession(conn, reason);
+    return conn.ending;
+  }
+
+  async #finishSession(conn: Connection, reason: string): Promise<void> {
     const session = conn.session;
     if (!session) return;
+    const entry = this.#devices.get(session.device.info.ordinal);
     conn.session = undefined;
+    if (entry) entry.ending++;
     this.#releaseGroups(session);
     try {
       await session.close();
@@ -528,8 +577,10 @@ export class OpenmpsServer {
       this.#releaseStaging(conn, session.device);
       this.#log.log(`Client {PID: ${conn.pid}, Context ID: ${session.identity.clientId}} disconnected (${reason})`);
       this.#emit({ type: 'client-disconnected', clientId: session.identity.clientId, pid: conn.pid, reason });
-      const ordinal = session.device.info.ordinal;
-      if (this.#faulted.has(ordinal) && this.#sessionsOn(session.device).length === 0) void this.#recover(ordinal);
+      if (entry) {
+        entry.ending--;
+        this.#maybeRecover(entry);
+      }
     }
   }
 
@@ -537,15 +588,13 @@ export class OpenmpsServer {
     try {
       await this.#endSession(conn, 'connection closed');
     } finally {
-      // A region attached without a session (refused open) was never registered.
-      if (conn.staging) conn.staging.close();
-      conn.staging = undefined;
       this.#connections.delete(conn);
       if (this.#connections.size === 0) {
         for (const l of this.#drainedListeners.splice(0)) l();
       }
     }
   }
+
 }
 
 export function deviceRecord(info: DeviceInfo): DeviceRecord {

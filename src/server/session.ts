@@ -143,14 +143,15 @@ export class Session {
         replacement.waitEvent(handover);
         this.#streams.set(id, replacement);
         // The old stream drains its earlier work; nothing new reaches it.
-        old.destroy().then(
-          () => {
-            handover.destroy();
-          },
-          () => {
-            handover.destroy();
-          },
-        );
+        // Nothing here may reject unhandled: on a faulted device both releases throw.
+        void old
+          .destroy()
+          .catch(() => undefined)
+          .finally(() => {
+            attempt(() => {
+              handover.destroy();
+            });
+          });
         if (id === 0) this.#limits = { ...next, smCount: replacement.smCount };
       }
     }

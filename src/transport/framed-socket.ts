@@ -37,6 +37,13 @@ export type NoticeHandler = (name: MessageName, payload: Record<string, unknown>
 
 const CALL_NAMES: Partial<Record<MessageName, string>> = {};
 
+/** Longest error detail sent back (a compile log fits; a 16 MiB echo of bad input does not). */
+const MAX_ERROR_DETAIL = 64 * 1024;
+
+function clip(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max)}... (${text.length - max} more characters)`;
+}
+
 /** The CUDA driver call a message stands for, used in error messages (cuMemAlloc_v2 ...). */
 export function callNameOf(name: MessageName): string {
   return CALL_NAMES[name] ?? `openmps.${name}`;
@@ -99,7 +106,12 @@ export class FramedSocket {
     }
     const id = this.#allocateId();
     const spec = MESSAGES[name];
-    const body = encodeFields(spec.request, payload);
+    let frame: Uint8Array;
+    try {
+      frame = encodeFrame(spec.opcode, 0, id, 0, encodeFields(spec.request, payload));
+    } catch (err) {
+      return Promise.reject(new CudaError('CUDA_ERROR_INVALID_VALUE', callNameOf(name), `the request cannot be sent: ${(err as Error).message}`));
+    }
     return new Promise<ReplyOf<N>>((resolve, reject) => {
       this.#pending.set(id, {
         name,
@@ -112,7 +124,7 @@ export class FramedSocket {
         },
         reject,
       });
-      this.#write(encodeFrame(spec.opcode, 0, id, 0, body));
+      this.#write(frame);
     });
   }
 
@@ -120,7 +132,13 @@ export class FramedSocket {
   send<N extends MessageName>(name: N, payload: RequestOf<N>): void {
     if (this.#closed) throw this.#closeReason ?? new CudaError('CUDA_ERROR_MPS_RPC_FAILURE', callNameOf(name), 'connection is closed');
     const spec = MESSAGES[name];
-    this.#write(encodeFrame(spec.opcode, FLAG_NO_REPLY, this.#allocateId(), 0, encodeFields(spec.request, payload)));
+    let frame: Uint8Array;
+    try {
+      frame = encodeFrame(spec.opcode, FLAG_NO_REPLY, this.#allocateId(), 0, encodeFields(spec.request, payload));
+    } catch (err) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', callNameOf(name), `the request cannot be sent: ${(err as Error).message}`);
+    }
+    this.#write(frame);
   }
 
   /** Server to client: an unsolicited notice. */
@@ -274,19 +292,21 @@ export class FramedSocket {
 
   #replyOk(frame: Frame, name: MessageName, value: unknown): void {
     if (this.#closed) return;
-    let body: Uint8Array;
+    let reply: Uint8Array;
     try {
-      body = encodeFields(MESSAGES[name].reply, (value ?? {}) as never);
+      reply = encodeFrame(frame.opcode, FLAG_REPLY, frame.requestId, 0, encodeFields(MESSAGES[name].reply, (value ?? {}) as never));
     } catch (err) {
-      this.#replyError(frame.opcode, frame.requestId, new CudaError('CUDA_ERROR_UNKNOWN', callNameOf(name), `reply did not encode: ${(err as Error).message}`));
+      // Too big for a frame (a huge compile log) or a bug: the client gets an error, never silence.
+      this.#replyError(frame.opcode, frame.requestId, new CudaError('CUDA_ERROR_MPS_RPC_FAILURE', callNameOf(name), `the reply could not be sent: ${(err as Error).message}`));
       return;
     }
-    this.#write(encodeFrame(frame.opcode, FLAG_REPLY, frame.requestId, 0, body));
+    this.#write(reply);
   }
 
   #replyError(opcode: number, requestId: number, err: CudaError): void {
     if (this.#closed || this.socket.destroyed) return;
-    const body = encodeFields(ERROR_FIELDS, { call: err.call, message: err.detail });
+    // Error details may quote what the client sent: bounded, so an error reply always fits a frame.
+    const body = encodeFields(ERROR_FIELDS, { call: clip(err.call, 256), message: clip(err.detail, MAX_ERROR_DETAIL) });
     this.#write(encodeFrame(opcode, FLAG_REPLY, requestId, err.result, body));
   }
 }

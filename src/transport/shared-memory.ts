@@ -4,7 +4,7 @@
 // it are DMA at pinned speed, with no pass through the socket. Once both sides have mapped it the
 // client unlinks the name: the memory lives exactly as long as the two mappings, so a client that
 // dies leaves no file behind.
-import { closeSync, constants, ftruncateSync, openSync, unlinkSync } from 'node:fs';
+import { closeSync, constants, fstatSync, ftruncateSync, openSync, unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { mapShared, type Mapping } from '../native/bindings.js';
 
@@ -53,6 +53,11 @@ export class SharedRegion {
     if (!isValidRegionName(name)) throw new Error(`"${name}" is not an openmps shared-memory region name`);
     const fd = openSync(`${SHM_DIRECTORY}/${name}`, constants.O_RDWR | constants.O_NOFOLLOW);
     try {
+      // Touching a mapping past the end of its file is SIGBUS: map no more than the file holds.
+      // (A client that shrinks its file afterwards can still do that to the server; a sealed
+      // memfd would close that hole: see docs/protocol.md, "Bulk data".)
+      const size = fstatSync(fd).size;
+      if (size < bytes) throw new Error(`the region holds ${size} bytes, not ${bytes}`);
       return new SharedRegion(name, mapShared(fd, bytes), true);
     } finally {
       closeSync(fd);

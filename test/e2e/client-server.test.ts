@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect as netConnect, type Socket } from 'node:net';
-import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { arg, connect, openmpsKernelsPtx, type Context } from '../../src/index.js';
@@ -263,4 +263,30 @@ test('the daemon answers unknown commands and garbage on its control socket, and
   assert.equal(ctx.mode, 'mps');
   const list = await daemon.command('get_server_list');
   assert.match(list.stdout, /^\d+$/m);
+});
+
+test('hostile requests found in review: a second staging region, a region larger than its file, a reply too big to echo', async (t) => {
+  const daemon = await daemonFor(t);
+  const ctx = await client(t, daemon, { stagingBytes: 1024 * 1024 });
+  // A staged copy attaches the client's region; a second one is refused (it could unmap memory
+  // that queued copies still use).
+  const p = await ctx.memAlloc(512 * 1024);
+  await ctx.memcpyHtoD(p, new Uint8Array(512 * 1024));
+  await assert.rejects(ctx.channel.call('SHM_ATTACH', { name: 'openmps-other', bytes: 4096n }), { code: 'CUDA_ERROR_INVALID_VALUE' });
+  // A region claimed larger than its file is refused before mapping (touching it would be SIGBUS).
+  const other = await client(t, daemon);
+  const name = `openmps-${process.pid}-small`;
+  writeFileSync(`/dev/shm/${name}`, new Uint8Array(4096));
+  t.after(() => {
+    rmSync(`/dev/shm/${name}`, { force: true });
+  });
+  await assert.rejects(other.channel.call('SHM_ATTACH', { name, bytes: 1n << 30n }), { code: 'CUDA_ERROR_INVALID_VALUE' });
+  // An error that would quote a near-16 MiB argument back still fits a reply; the server lives on.
+  await assert.rejects(other.channel.call('MODULE_LOAD', { kind: 'x'.repeat(16 * 1024 * 1024 - 200), image: new Uint8Array(0), name: '', options: [] }), {
+    code: 'CUDA_ERROR_INVALID_VALUE',
+  });
+  assert.equal((await other.memGetInfo()).total > 0n, true);
+  // SESSION_CLOSE is answered before the connection closes.
+  await other.channel.call('SESSION_CLOSE', {});
+  await ctx.memFree(p);
 });

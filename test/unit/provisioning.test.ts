@@ -49,7 +49,8 @@ test('memory caps: the tighter of the server default and the client variable; pr
   assert.equal(requestLimits(H200, d, req({ pinnedMemLimit: '0=512M' }), undefined).limits.memoryLimit, 512n * 1024n ** 2n);
   assert.equal(requestLimits(H200, d, req({ pinnedMemLimit: `${H200.uuid}=2G` }), undefined).limits.memoryLimit, 1024n ** 3n);
   assert.equal(requestLimits(H200, d, req(), undefined).limits.priority, 1);
-  assert.equal(requestLimits(H200, d, req({ priority: 0 }), undefined).limits.priority, 0);
+  assert.equal(requestLimits(H200, d, req({ priority: 0 }), undefined).limits.priority, 1, 'a client cannot raise its priority past the default');
+  assert.equal(requestLimits(H200, defaults(), req({ priority: 1 }), undefined).limits.priority, 1, 'but may lower it');
   assert.throws(() => requestLimits(H200, d, req({ pinnedMemLimit: '0=1Q' }), undefined), { code: 'CUDA_ERROR_INVALID_VALUE' });
 });
 
