@@ -51,6 +51,8 @@ export function parseServerConfig(text: string | undefined): ServerConfig {
     defaultClientPriority: r.defaultClientPriority === 1 ? 1 : 0,
     staticPartitioning: r.staticPartitioning === true,
     partitions: Array.isArray(r.partitions) ? r.partitions.map(parsePartition).filter((p) => p !== undefined) : [],
+    gpuTiming: r.gpuTiming !== false,
+    logFormat: r.logFormat === 'json' ? 'json' : 'mps',
   };
 }
 
@@ -69,6 +71,8 @@ async function answer(server: OpenmpsServer, req: DaemonRequest): Promise<unknow
   switch (req.op) {
     case 'clients':
       return server.clients();
+    case 'stats':
+      return server.stats();
     case 'terminate-client':
       return server.terminateClient(req.pid);
     case 'shutdown':
@@ -105,10 +109,16 @@ async function main(): Promise<void> {
   // Forked by the daemon: lines go to it over IPC (this server may run as a user who cannot write
   // the daemon's log directory). Run by hand: straight to the file.
   const log = process.send
-    ? new Logger('Server', undefined, 'server.log', (line) => {
-        send({ type: 'log', line });
-      })
-    : new Logger('Server', config.logDirectory, 'server.log');
+    ? new Logger(
+        'Server',
+        undefined,
+        'server.log',
+        (line) => {
+          send({ type: 'log', line });
+        },
+        config.logFormat,
+      )
+    : new Logger('Server', config.logDirectory, 'server.log', undefined, config.logFormat);
   log.log(`Server ${process.pid} starting for user ${config.uid} (device: ${config.device})`);
   const selection = await openPlatform(config.device);
   if (selection.fallbackReason !== undefined) {

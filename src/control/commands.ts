@@ -32,7 +32,9 @@ export type ControlCommand =
   | { readonly name: 'shutdown_server'; readonly pid: number; readonly force: boolean }
   | { readonly name: 'get_client_list'; readonly pid: number }
   | { readonly name: 'get_device_client_list'; readonly pid: number | undefined }
-  | { readonly name: 'ps'; readonly pid: number | undefined }
+  | { readonly name: 'ps'; readonly pid: number | undefined; readonly mpsOnly: boolean }
+  /** openmps's own: the state snapshot as one line of JSON (src/telemetry/state.ts). */
+  | { readonly name: 'state'; readonly history: boolean }
   | { readonly name: 'device_query'; readonly pid: number | undefined; readonly csv: boolean }
   | { readonly name: 'terminate_client'; readonly serverPid: number; readonly clientPid: number }
   | { readonly name: 'get_default_active_thread_percentage' }
@@ -64,7 +66,8 @@ export const USAGE: Readonly<Record<CommandName, string>> = {
   shutdown_server: 'shutdown_server <PID> [-f]',
   get_client_list: 'get_client_list <PID>',
   get_device_client_list: 'get_device_client_list [<PID>]',
-  ps: 'ps [-p <PID>]',
+  ps: 'ps [-p <PID>] [--mps]',
+  state: 'state [--history]',
   device_query: 'device_query [<PID>] [--csv]',
   terminate_client: 'terminate_client <server PID> <client PID>',
   get_default_active_thread_percentage: 'get_default_active_thread_percentage',
@@ -253,11 +256,20 @@ function parseArguments(name: CommandName, args: readonly string[]): ControlComm
       return { name, pid };
     }
     case 'ps': {
-      if (args.length === 0) return { name, pid: undefined };
-      if (args[0] !== '-p') throw new UsageError(`unexpected argument "${args[0] ?? ''}"`);
-      const pid = parsePid(args[1]);
-      noArguments(args.slice(2));
-      return { name, pid };
+      const mpsOnly = args.includes('--mps');
+      if (args.filter((a) => a === '--mps').length > 1) throw new UsageError('--mps given twice');
+      const rest = args.filter((a) => a !== '--mps');
+      if (rest.length === 0) return { name, pid: undefined, mpsOnly };
+      if (rest[0] !== '-p') throw new UsageError(`unexpected argument "${rest[0] ?? ''}"`);
+      const pid = parsePid(rest[1]);
+      noArguments(rest.slice(2));
+      return { name, pid, mpsOnly };
+    }
+    case 'state': {
+      if (args.length === 0) return { name, history: false };
+      if (args[0] !== '--history') throw new UsageError(`unexpected argument "${args[0] ?? ''}"`);
+      noArguments(args.slice(1));
+      return { name, history: true };
     }
     case 'device_query': {
       let csv = false;

@@ -11,13 +11,15 @@ import { CudaError } from '../cuda/cuda-error.js';
 import type { DeviceKind } from '../devices/device.js';
 import { peerCredentials, type PeerCredentials } from '../native/bindings.js';
 import { PROTOCOL_VERSION, type MessageName } from '../protocol/index.js';
-import type { ClientRecord, DaemonRequest, DeviceRecord } from '../server/ipc.js';
+import type { ClientRecord, DaemonRequest, DeviceRecord, LogFormat } from '../server/ipc.js';
 import { formatMemorySize, limitForDevice } from '../server/limits.js';
 import { Logger } from '../telemetry/log.js';
+import { StateSampler } from '../telemetry/sampler.js';
+import type { StateSnapshot } from '../telemetry/state.js';
 import { FramedSocket } from '../transport/framed-socket.js';
 import { parseCommand, type ControlCommand, type DeviceSpec, type PartitionSpec, type UuidSpec } from './commands.js';
 import { deviceKey, memLimitKey, resolveDevice, resolveUuid } from './devices.js';
-import { formatDeviceClientList, formatDeviceQuery, formatLines, formatLspart, formatMemoryLimit, formatPercentage, formatPs, type DeviceQuerySection, type PsRow } from './format.js';
+import { formatDeviceClientList, formatDeviceQuery, formatLines, formatLspart, formatMemoryLimit, formatPercentage, formatPs, type DeviceQuerySection, type PsAccounting, type PsRow } from './format.js';
 import { addPartition, formatChunkRanges, NO_PARTITIONS, partitionId, removePartition, type PartitionState } from './partitions.js';
 import { CONTROL_LOG_NAME, controlSocketPath, pidFilePath, socketPathProblem } from './paths.js';
 import type { BackoffPolicy } from './backoff.js';
@@ -51,6 +53,8 @@ export interface ControlDaemonOptions {
   readonly version?: string;
   /** The environment servers inherit; process.env by default. */
   readonly env?: Readonly<Record<string, string | undefined>>;
+  /** control.log and server.log: MPS's line format or JSON (`--log-format`). */
+  readonly logFormat?: LogFormat;
 }
 
 export type DaemonStartErrorCode = 'ALREADY_RUNNING' | 'SOCKET_PATH_TOO_LONG' | 'SETUP_FAILED';
@@ -188,6 +192,8 @@ export class ControlDaemon {
   #partitions: PartitionState = NO_PARTITIONS;
   /** sm_partition commands run one at a time: each reads the clients, then changes the table. */
   #partitionQueue: Promise<unknown> = Promise.resolve();
+  readonly #sampler: StateSampler;
+  readonly #startedAt = Date.now();
 
   constructor(options: ControlDaemonOptions) {
     this.#options = options;
@@ -195,7 +201,7 @@ export class ControlDaemon {
     this.logDirectory = options.logDirectory;
     this.socketPath = controlSocketPath(options.pipeDirectory);
     this.pidFile = pidFilePath(options.pipeDirectory);
-    this.log = new Logger('Control', options.logDirectory, CONTROL_LOG_NAME, options.echo);
+    this.log = new Logger('Control', options.logDirectory, CONTROL_LOG_NAME, options.echo, options.logFormat);
     this.closed = new Promise<void>((resolve) => {
       this.#resolveClosed = resolve;
     });
@@ -215,7 +221,32 @@ export class ControlDaemon {
       ...(options.queueTimeoutMs !== undefined ? { queueTimeoutMs: options.queueTimeoutMs } : {}),
       ...(options.reservationMs !== undefined ? { reservationMs: options.reservationMs } : {}),
       ...(options.env !== undefined ? { env: options.env } : {}),
+      ...(options.logFormat !== undefined ? { logFormat: options.logFormat } : {}),
     });
+    this.#sampler = new StateSampler({
+      servers: () => this.#servers.list(),
+      partitions: () => this.#partitions.partitions,
+      daemon: () => ({
+        pid: process.pid,
+        version: options.version ?? 'unknown',
+        pipeDirectory: this.pipeDirectory,
+        logDirectory: this.logDirectory,
+        device: options.device,
+        multiUser: this.#servers.multiUser,
+        staticPartitioning: this.#servers.staticPartitioning,
+        startedAt: this.#startedAt,
+        defaultActiveThreadPercentage: this.#servers.defaultActiveThreadPercentage,
+      }),
+    });
+  }
+
+  /**
+   * Everything the daemon can tell: servers, devices, clients with their accounting, partitions,
+   * and with `history` the rates of the last five minutes (src/telemetry/state.ts). The `state`
+   * command prints it; `--http` serves it.
+   */
+  state(options: { history: boolean }): Promise<StateSnapshot> {
+    return this.#sampler.snapshot(options);
   }
 
   get servers(): ServerSupervisor {
@@ -244,6 +275,7 @@ export class ControlDaemon {
       this.#releaseFiles();
       throw new DaemonStartError('SETUP_FAILED', `cannot listen on ${this.socketPath}: ${errorMessage(err)}`);
     }
+    this.#sampler.start();
     this.log.log(`Starting control daemon using socket ${this.socketPath}`);
     this.log.log(`To connect CUDA applications to this daemon, set env OPENMPS_PIPE_DIRECTORY=${this.pipeDirectory}`);
     this.log.log(`openmps control daemon version ${this.#options.version ?? 'unknown'}, device ${this.#options.device}, protocol ${PROTOCOL_VERSION}`);
@@ -363,13 +395,23 @@ export class ControlDaemon {
     if (!caller) throw new CudaError('CUDA_ERROR_MPS_CONNECTION_FAILED', call, 'the control daemon cannot read the credentials of this connection (SO_PEERCRED)');
     if (this.#quitting) throw new CudaError('CUDA_ERROR_MPS_SERVER_NOT_READY', call, 'the control daemon is shutting down');
     const ready = this.#servers.readyFor(caller.uid);
-    this.log.log(`NEW CLIENT ${caller.pid} from user ${caller.uid}: ${ready ? 'Server is ready' : 'Server is not ready, push client to pending list'}`);
+    this.log.log(`NEW CLIENT ${caller.pid} from user ${caller.uid}: ${ready ? 'Server is ready' : 'Server is not ready, push client to pending list'}`, {
+      event: 'client-connect',
+      client: { pid: caller.pid, uid: caller.uid },
+    });
     let server: ManagedServer;
     try {
       server = await this.#servers.ensure(caller.uid, { clientPid: caller.pid, ...(signal ? { signal } : {}) });
     } catch (err) {
       // A delayed restart is logged where it is decided (ServerSupervisor).
-      if (!(err instanceof RestartDelayedError)) this.log.log(`Client ${caller.pid} of user ${caller.uid} refused: ${errorMessage(err)}`);
+      if (!(err instanceof RestartDelayedError)) {
+        this.log.log(`Client ${caller.pid} of user ${caller.uid} refused: ${errorMessage(err)}`, {
+          event: 'client-refused',
+          client: { pid: caller.pid, uid: caller.uid },
+          code: 'CUDA_ERROR_MPS_SERVER_NOT_READY',
+          reason: errorMessage(err),
+        });
+      }
       throw new CudaError('CUDA_ERROR_MPS_SERVER_NOT_READY', call, errorMessage(err));
     }
     if (server.state === 'FAULT') throw new CudaError('CUDA_ERROR_MPS_SERVER_NOT_READY', call, `server ${server.pid} is recovering from a fault`);
@@ -380,7 +422,7 @@ export class ControlDaemon {
   async execute(line: string, caller: PeerCredentials | undefined): Promise<CommandReply> {
     const parsed = parseCommand(line);
     if (parsed.ok && parsed.command.name === 'empty') return done();
-    this.log.log(`Cmd:${line.trim()}`);
+    this.log.log(`Cmd:${line.trim()}`, { event: 'command', ...(caller ? { client: { pid: caller.pid, uid: caller.uid } } : {}) });
     if (!parsed.ok) return fail(parsed.error);
     try {
       return await this.#run(parsed.command, caller);
@@ -467,15 +509,34 @@ export class ControlDaemon {
         return done(parts.join('\n'));
       }
       case 'ps': {
-        const rows: PsRow[] = [];
-        for (const s of this.#readyServers()) {
-          for (const c of await this.#clientsOf(s)) {
-            if (command.pid !== undefined && c.pid !== command.pid) continue;
-            rows.push({ pid: c.pid, clientId: c.clientId, serverPid: s.pid, deviceUuid: c.deviceUuid, namespace: pidNamespace(c.pid), command: c.command });
-          }
+        const snapshot = await this.state({ history: false });
+        const ready = new Set(this.#readyServers().map((s) => s.pid));
+        const rows: (PsRow & PsAccounting)[] = [];
+        for (const c of snapshot.clients) {
+          if (!ready.has(c.serverPid) || (command.pid !== undefined && c.pid !== command.pid)) continue;
+          rows.push({
+            pid: c.pid,
+            clientId: c.clientId,
+            serverPid: c.serverPid,
+            deviceUuid: c.deviceUuid,
+            namespace: pidNamespace(c.pid),
+            command: c.command,
+            gpuTimeMs: c.gpuTimeMs,
+            gpuShare: c.gpuShare,
+            smShare: c.smShare,
+            memoryInUse: c.memoryInUse,
+            memoryPeak: c.memoryPeak,
+            kernels: c.kernels,
+            bytesHtoD: c.bytesHtoD,
+            bytesDtoH: c.bytesDtoH,
+            errors: c.errors,
+            state: c.state,
+          });
         }
-        return done(formatPs(rows));
+        return done(formatPs(rows, command.mpsOnly));
       }
+      case 'state':
+        return done(JSON.stringify(await this.state({ history: command.history })));
       case 'device_query':
         return this.#deviceQuery(command.pid, command.csv, caller);
       case 'terminate_client': {
@@ -769,6 +830,7 @@ export class ControlDaemon {
   }
 
   async #quit(timeoutSeconds: number | undefined): Promise<void> {
+    this.#sampler.stop();
     this.log.log(timeoutSeconds === undefined ? 'Shutting down all servers' : `Shutting down all servers, forcing after ${timeoutSeconds} s`);
     try {
       await this.#servers.shutdownAll(timeoutSeconds);

@@ -83,11 +83,91 @@ export interface PsRow {
 
 export const PS_HEADER = ['PID', 'ID', 'SERVER', 'DEVICE', 'NAMESPACE', 'COMMAND'] as const;
 
-/** MPS's `ps`: `PID ID SERVER DEVICE NAMESPACE COMMAND`, one row per client context. */
-export function formatPs(rows: readonly PsRow[]): string {
+/** What openmps adds to ps, after MPS's columns (docs/commands.md, "ps"). */
+export interface PsAccounting {
+  /** GPU time of the client's completed work, ms. */
+  readonly gpuTimeMs: number;
+  /** GPU time per wall time over the last sampling interval (0.5 = 50%). */
+  readonly gpuShare: number;
+  /** The client's SMs over the device's, 0..1. */
+  readonly smShare: number;
+  readonly memoryInUse: string;
+  readonly memoryPeak: string;
+  readonly kernels: number;
+  readonly bytesHtoD: string;
+  readonly bytesDtoH: string;
+  readonly errors: number;
+  readonly state: string;
+}
+
+export const PS_ACCOUNTING_HEADER = ['GPU_TIME', 'GPU%', 'SM%', 'MEM', 'PEAK', 'KERNELS', 'HTOD', 'DTOH', 'ERRORS', 'STATE'] as const;
+
+/** Bytes for a table cell: at most 4 significant characters and a binary unit (`1.5G`, `256M`, `0`). */
+export function formatBytesShort(bytes: string | bigint | number): string {
+  const n = Number(bytes);
+  if (!(n > 0)) return '0';
+  const units = ['', 'K', 'M', 'G', 'T', 'P'] as const;
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  const text = i === 0 || v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2);
+  const trimmed = text.includes('.') ? text.replace(/0+$/, '').replace(/\.$/, '') : text;
+  return `${trimmed}${units[i] ?? ''}`;
+}
+
+/** Seconds with millisecond resolution: `12.345`. */
+export function formatGpuTime(ms: number): string {
+  return (ms / 1000).toFixed(3);
+}
+
+function percent(fraction: number): string {
+  return (fraction * 100).toFixed(1);
+}
+
+function accountingCells(a: PsAccounting): string[] {
+  return [
+    formatGpuTime(a.gpuTimeMs),
+    percent(a.gpuShare),
+    percent(a.smShare),
+    formatBytesShort(a.memoryInUse),
+    formatBytesShort(a.memoryPeak),
+    String(a.kernels),
+    formatBytesShort(a.bytesHtoD),
+    formatBytesShort(a.bytesDtoH),
+    String(a.errors),
+    a.state,
+  ];
+}
+
+/**
+ * `ps`: MPS's `PID ID SERVER DEVICE NAMESPACE COMMAND`, one row per client context, then (unless
+ * `mpsOnly`, `ps --mps`) openmps's accounting columns. COMMAND is padded to its widest so the
+ * columns after it line up.
+ */
+export function formatPs(rows: readonly (PsRow & Partial<PsAccounting>)[], mpsOnly = true): string {
+  const header = mpsOnly ? [...PS_HEADER] : [...PS_HEADER, ...PS_ACCOUNTING_HEADER];
   return formatTable(
-    PS_HEADER,
-    rows.map((r) => [String(r.pid), String(r.clientId), String(r.serverPid), r.deviceUuid, r.namespace, r.command]),
+    header,
+    rows.map((r) => {
+      const mps = [String(r.pid), String(r.clientId), String(r.serverPid), r.deviceUuid, r.namespace, r.command];
+      if (mpsOnly) return mps;
+      const a: PsAccounting = {
+        gpuTimeMs: r.gpuTimeMs ?? 0,
+        gpuShare: r.gpuShare ?? 0,
+        smShare: r.smShare ?? 0,
+        memoryInUse: r.memoryInUse ?? '0',
+        memoryPeak: r.memoryPeak ?? '0',
+        kernels: r.kernels ?? 0,
+        bytesHtoD: r.bytesHtoD ?? '0',
+        bytesDtoH: r.bytesDtoH ?? '0',
+        errors: r.errors ?? 0,
+        state: r.state ?? '',
+      };
+      return [...mps, ...accountingCells(a)];
+    }),
   );
 }
 

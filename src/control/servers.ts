@@ -13,7 +13,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, lstatSync, mkdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { DeviceKind } from '../devices/device.js';
-import { parseServerMessage, type ClientRecord, type DaemonRequest, type DeviceRecord, type PartitionRecord, type ServerConfig, type ServerMessage, type ServerState } from '../server/ipc.js';
+import { parseServerMessage, type ClientRecord, type DaemonRequest, type DeviceRecord, type DeviceUsage, type LogFormat, type PartitionRecord, type ServerConfig, type ServerMessage, type ServerState, type ServerStats } from '../server/ipc.js';
 import { parsePercentage } from '../server/limits.js';
 import { Logger, timestamp } from '../telemetry/log.js';
 import { classifyExit, RestartBackoff, type BackoffDecision, type BackoffPolicy, type BackoffWait } from './backoff.js';
@@ -76,6 +76,16 @@ function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/** A counter a server reports, 0 when absent (an older server, a fake one in tests). */
+function number(x: unknown): number {
+  return typeof x === 'number' && Number.isFinite(x) ? x : 0;
+}
+
+/** A byte count a server reports as a decimal string, '0' when absent or malformed. */
+function decimal(x: unknown): string {
+  return typeof x === 'string' && /^[0-9]+$/.test(x) ? x : '0';
+}
+
 /**
  * A ClientRecord from a server's answer, or undefined when a field the daemon prints is missing.
  * smPartition and priority came later: a server that omits them reports '' and 0, so a client is
@@ -89,7 +99,37 @@ export function parseClientRecord(v: unknown): ClientRecord | undefined {
   for (const k of strings) if (typeof v[k] !== 'string') return undefined;
   if (v.state !== 'ACTIVE' && v.state !== 'INACTIVE') return undefined;
   const record = v as unknown as ClientRecord;
-  return { ...record, smPartition: typeof v.smPartition === 'string' ? v.smPartition : '', priority: typeof v.priority === 'number' ? v.priority : 0 };
+  return {
+    ...record,
+    smPartition: typeof v.smPartition === 'string' ? v.smPartition : '',
+    priority: typeof v.priority === 'number' ? v.priority : 0,
+    smGroups: Array.isArray(v.smGroups) ? v.smGroups.filter((g): g is number => typeof g === 'number') : [],
+    gpuTimeMs: number(v.gpuTimeMs),
+    kernels: number(v.kernels),
+    bytesHtoD: decimal(v.bytesHtoD),
+    bytesDtoH: decimal(v.bytesDtoH),
+    memoryPeak: decimal(v.memoryPeak),
+    errors: number(v.errors),
+  };
+}
+
+/** A `stats` answer; clients that do not parse are left out, as in ps. */
+export function parseServerStats(v: unknown): ServerStats | undefined {
+  if (!isRecord(v) || !Array.isArray(v.clients) || !Array.isArray(v.devices)) return undefined;
+  const devices: DeviceUsage[] = [];
+  for (const d of v.devices) {
+    if (!isRecord(d) || typeof d.ordinal !== 'number') continue;
+    devices.push({
+      ordinal: d.ordinal,
+      memoryUsed: decimal(d.memoryUsed),
+      fault: typeof d.fault === 'string' ? d.fault : '',
+      lifetimeGpuTimeMs: number(d.lifetimeGpuTimeMs),
+      lifetimeKernels: number(d.lifetimeKernels),
+      lifetimeBytesHtoD: decimal(d.lifetimeBytesHtoD),
+      lifetimeBytesDtoH: decimal(d.lifetimeBytesDtoH),
+    });
+  }
+  return { clients: v.clients.map(parseClientRecord).filter((c) => c !== undefined), devices };
 }
 
 export function parseDeviceRecord(v: unknown): DeviceRecord | undefined {
@@ -231,6 +271,11 @@ export class ManagedServer {
     return this.#devices;
   }
 
+  /** Why the server is in its state, as it last reported (a FAULT's cause and suspects). */
+  get stateReason(): string {
+    return this.#stateReason;
+  }
+
   get deviceKind(): DeviceKind | undefined {
     return this.#deviceKind;
   }
@@ -302,6 +347,14 @@ export class ManagedServer {
         reject(err);
       });
     });
+  }
+
+  /** Clients with their accounting and the devices' usage, as the server reports them now. */
+  async stats(): Promise<ServerStats> {
+    const result = await this.request({ op: 'stats' });
+    const stats = parseServerStats(result);
+    if (!stats) throw new Error(`server ${this.pid} answered stats with something else`);
+    return stats;
   }
 
   /** The server's clients, as it reports them now. */
@@ -391,6 +444,8 @@ export interface SupervisorOptions {
   readonly reservationMs?: number;
   /** The environment servers start with (OPENMPS_SERVER_CONFIG is added); process.env by default. */
   readonly env?: Readonly<Record<string, string | undefined>>;
+  /** server.log's format (`--log-format`); MPS's by default. */
+  readonly logFormat?: LogFormat;
 }
 
 /** What a demand for a server brings along (ServerSupervisor.ensure). */
@@ -471,7 +526,7 @@ export class ServerSupervisor {
   constructor(options: SupervisorOptions) {
     this.#options = options;
     this.#log = options.logger;
-    this.#serverLog = new Logger('Server', options.logDirectory, 'server.log');
+    this.#serverLog = new Logger('Server', options.logDirectory, 'server.log', undefined, options.logFormat);
     this.#serverMain = options.serverMain ?? fileURLToPath(new URL('../cli/openmps-server.js', import.meta.url));
     this.#defaultActiveThreadPercentage = options.defaultActiveThreadPercentage ?? 100;
     this.#defaultClientPriority = options.defaultClientPriority ?? 0;
@@ -785,6 +840,9 @@ export class ServerSupervisor {
       // Built and forked in one synchronous step: a partition added later is pushed to this
       // server too, since it is listed from the fork on (ControlDaemon's partition commands).
       partitions: this.#partitions,
+      // OPENMPS_GPU_TIMING=0 turns per-client GPU timing off: the benchmark's way to measure its cost.
+      gpuTiming: (this.#options.env ?? process.env).OPENMPS_GPU_TIMING !== '0',
+      logFormat: this.#options.logFormat ?? 'mps',
     };
     let child: ChildProcess;
     try {
@@ -811,7 +869,7 @@ export class ServerSupervisor {
     child.on('error', (err) => {
       this.#log.log(`Server ${pid}: ${err.message}`);
     });
-    this.#log.log(`Starting new server ${pid} for user ${uid}`, pid);
+    this.#log.log(`Starting new server ${pid} for user ${uid}`, { event: 'server-start', serverPid: pid, uid }, pid);
     const server = new ManagedServer(child, uid, pid, socketPath, this.#options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS, (s, m) => {
       this.#onMessage(s, m);
     });
@@ -843,13 +901,29 @@ export class ServerSupervisor {
         this.#log.log(`Server ${server.pid} devices: ${server.devices.map((d) => `${d.ordinal} ${d.name} (${d.kind})`).join(', ') || 'none'}; ${server.driver || 'driver unknown'}`);
         break;
       case 'state':
-        this.#log.log(`Server ${server.pid} state ${message.state}${message.reason ? `: ${message.reason}` : ''}`);
+        this.#log.log(`Server ${server.pid} state ${message.state}${message.reason ? `: ${message.reason}` : ''}`, {
+          event: 'server-state',
+          serverPid: server.pid,
+          uid: server.uid,
+          to: message.state,
+          reason: message.reason,
+        });
         break;
-      case 'client-connected':
-        this.#log.log(`Server ${server.pid}: Client {PID: ${message.client.pid}, Context ID: ${message.client.clientId}} connected`);
+      case 'client-connected': {
+        const c = message.client;
+        this.#log.log(`Server ${server.pid}: Client {PID: ${c.pid}, Context ID: ${c.clientId}} connected`, {
+          event: 'client-connected',
+          client: { pid: c.pid, clientId: c.clientId, uid: c.uid, command: c.command, device: c.device, serverPid: server.pid },
+          to: 'ACTIVE',
+        });
         break;
+      }
       case 'client-disconnected':
-        this.#log.log(`Server ${server.pid}: Client {PID: ${message.pid}, Context ID: ${message.clientId}} disconnected${message.reason ? ` (${message.reason})` : ''}`);
+        this.#log.log(`Server ${server.pid}: Client {PID: ${message.pid}, Context ID: ${message.clientId}} disconnected${message.reason ? ` (${message.reason})` : ''}`, {
+          event: 'client-disconnected',
+          client: { pid: message.pid, clientId: message.clientId, serverPid: server.pid },
+          reason: message.reason,
+        });
         break;
       case 'response':
         return;
@@ -859,8 +933,9 @@ export class ServerSupervisor {
 
   #onExit(server: ManagedServer, exit: ServerExit): void {
     if (this.#byUid.get(server.uid) === server) this.#byUid.delete(server.uid);
-    if (exit.signal !== null) this.#log.log(`Server ${server.pid} exited by signal ${exit.signal}`);
-    else this.#log.log(`Server ${server.pid} exited with status ${exit.code ?? 'unknown'}`);
+    const exitFields = { event: 'server-exit', serverPid: server.pid, uid: server.uid, from: server.state, to: 'EXITED' };
+    if (exit.signal !== null) this.#log.log(`Server ${server.pid} exited by signal ${exit.signal}`, { ...exitFields, reason: `signal ${exit.signal}` });
+    else this.#log.log(`Server ${server.pid} exited with status ${exit.code ?? 'unknown'}`, { ...exitFields, reason: `status ${exit.code ?? 'unknown'}` });
     const now = Date.now();
     const lifetime = now - server.startedAt;
     const end = classifyExit(exit, server.wasReady, server.stopRequested);

@@ -27,7 +27,13 @@ export interface ServerConfig {
   /** `openmps-control -S`: clients must name a partition; thread percentages are ignored. */
   readonly staticPartitioning: boolean;
   readonly partitions: readonly PartitionRecord[];
+  /** Per-client GPU time from device events (OPENMPS_GPU_TIMING=0 turns it off, to measure its cost). */
+  readonly gpuTiming: boolean;
+  /** server.log lines: MPS's format or JSON (`--log-format`). */
+  readonly logFormat: LogFormat;
 }
+
+export type LogFormat = 'mps' | 'json';
 
 /** A static SM partition (`sm_partition add`): whole chunks of SMs of one device, disjoint. */
 export interface PartitionRecord {
@@ -55,6 +61,35 @@ export interface ClientRecord {
   readonly smPartition: string;
   readonly priority: number;
   readonly connectedAt: number;
+  /** The SM groups the client's work is confined to; empty: the whole device. */
+  readonly smGroups: readonly number[];
+  // Accounting (src/server/gpu-timer.ts, SessionCounters): bigints as decimal strings.
+  readonly gpuTimeMs: number;
+  readonly kernels: number;
+  readonly bytesHtoD: string;
+  readonly bytesDtoH: string;
+  readonly memoryPeak: string;
+  readonly errors: number;
+}
+
+/** One device of a server, as `stats` reports it. */
+export interface DeviceUsage {
+  readonly ordinal: number;
+  /** total - free, as cuMemGetInfo says: everyone's memory, the server's own included. */
+  readonly memoryUsed: string;
+  /** The sticky fault's code name, '' when none. */
+  readonly fault: string;
+  /** Since the server started, clients that have left included: what rates are computed from. */
+  readonly lifetimeGpuTimeMs: number;
+  readonly lifetimeKernels: number;
+  readonly lifetimeBytesHtoD: string;
+  readonly lifetimeBytesDtoH: string;
+}
+
+/** The answer to `stats`. */
+export interface ServerStats {
+  readonly clients: readonly ClientRecord[];
+  readonly devices: readonly DeviceUsage[];
 }
 
 export interface DeviceRecord {
@@ -75,6 +110,8 @@ export interface DeviceRecord {
 /** Daemon -> server requests. */
 export type DaemonRequest =
   | { readonly op: 'clients' }
+  /** Result: ServerStats. */
+  | { readonly op: 'stats' }
   | { readonly op: 'shutdown'; readonly force: boolean }
   | { readonly op: 'terminate-client'; readonly pid: number }
   /** Per server, for clients that connect afterwards (MPS semantics). Result: null. */
@@ -125,7 +162,8 @@ export function parseDaemonMessage(v: unknown): DaemonMessage | undefined {
   if (!isRecord(v) || v.type !== 'request' || typeof v.id !== 'number') return undefined;
   switch (v.op) {
     case 'clients':
-      return { type: 'request', id: v.id, op: 'clients' };
+    case 'stats':
+      return { type: 'request', id: v.id, op: v.op };
     case 'shutdown':
       return typeof v.force === 'boolean' ? { type: 'request', id: v.id, op: 'shutdown', force: v.force } : undefined;
     case 'terminate-client':

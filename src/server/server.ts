@@ -12,9 +12,9 @@ import { PROTOCOL_VERSION, type LimitsWire, type RequestOf, type ReplyOf, type D
 import { FLAG_NO_REPLY } from '../protocol/frame.js';
 import { FramedSocket, setCallNames } from '../transport/framed-socket.js';
 import { SharedRegion } from '../transport/shared-memory.js';
-import type { Logger } from '../telemetry/log.js';
+import type { LogClient, Logger } from '../telemetry/log.js';
 import { CALL_NAMES, dispatch, isSessionMessage, SOCKET_INLINE_LIMIT, type DispatchTarget } from './dispatcher.js';
-import type { ClientRecord, DeviceRecord, PartitionRecord, ServerConfig, ServerMessage, ServerState } from './ipc.js';
+import type { ClientRecord, DeviceRecord, DeviceUsage, PartitionRecord, ServerConfig, ServerMessage, ServerState, ServerStats } from './ipc.js';
 import { formatMemorySize, limitForDevice, parseMemorySize, smCountForPercentage } from './limits.js';
 import { groupsForSmCount, partitionFor, requestLimits, SmPlacement, type ProvisioningDefaults } from './provisioning.js';
 import { DeviceOwnership, Session, type SessionLimits } from './session.js';
@@ -79,6 +79,15 @@ interface DeviceEntry {
   /** Sessions of this device still draining: recovery after a fault waits for them too. */
   ending: number;
   recovering: boolean;
+  /** What the sessions that have ended on this device did, so device totals never go backwards. */
+  readonly retired: RetiredTotals;
+}
+
+interface RetiredTotals {
+  gpuTimeMs: number;
+  kernels: number;
+  bytesHtoD: number;
+  bytesDtoH: number;
 }
 
 export class OpenmpsServer {
@@ -137,7 +146,14 @@ export class OpenmpsServer {
   async start(): Promise<void> {
     for (const info of this.platform.devices) {
       const device = await this.platform.open(info.ordinal);
-      this.#devices.set(info.ordinal, { device, ownership: new DeviceOwnership(), placement: new SmPlacement(info.smGroupCount), ending: 0, recovering: false });
+      this.#devices.set(info.ordinal, {
+        device,
+        ownership: new DeviceOwnership(),
+        placement: new SmPlacement(info.smGroupCount),
+        ending: 0,
+        recovering: false,
+        retired: { gpuTimeMs: 0, kernels: 0, bytesHtoD: 0, bytesDtoH: 0 },
+      });
       this.#log.log(`Device ${info.ordinal}: ${info.name} (${info.uuid}, ${info.smCount} SMs, ${formatMemorySize(info.totalMemory)}) on ${this.platform.kind}`);
     }
     try {
@@ -176,6 +192,37 @@ export class OpenmpsServer {
     return out;
   }
 
+  /** Clients with their accounting, and each device's usage and lifetime totals (the daemon's sampler asks every second). */
+  stats(): ServerStats {
+    const clients = this.clients();
+    const devices: DeviceUsage[] = [];
+    for (const entry of this.#devices.values()) {
+      const ordinal = entry.device.info.ordinal;
+      const mine = clients.filter((c) => c.device === ordinal);
+      let memoryUsed = '0';
+      const fault = entry.device.fault ?? this.#faulted.get(ordinal);
+      if (!fault) {
+        try {
+          const m = entry.device.memGetInfo();
+          memoryUsed = String(m.total - m.free);
+        } catch {
+          // Faulted between the check and the call: reported as a fault next time.
+        }
+      }
+      const r = entry.retired;
+      devices.push({
+        ordinal,
+        memoryUsed,
+        fault: fault?.code ?? '',
+        lifetimeGpuTimeMs: r.gpuTimeMs + mine.reduce((a, c) => a + c.gpuTimeMs, 0),
+        lifetimeKernels: r.kernels + mine.reduce((a, c) => a + c.kernels, 0),
+        lifetimeBytesHtoD: String(r.bytesHtoD + mine.reduce((a, c) => a + Number(c.bytesHtoD), 0)),
+        lifetimeBytesDtoH: String(r.bytesDtoH + mine.reduce((a, c) => a + Number(c.bytesDtoH), 0)),
+      });
+    }
+    return { clients, devices };
+  }
+
   // -- faults --------------------------------------------------------------------------------------
 
   #sessionsOn(device: Device): { conn: Connection; session: Session }[] {
@@ -184,10 +231,12 @@ export class OpenmpsServer {
     return out;
   }
 
-  /** A request failed: if its device has faulted, the whole device goes to FAULT. */
-  #noticeFault(conn: Connection): void {
-    const device = conn.session?.device;
-    if (device?.fault) this.#deviceFaulted(device);
+  /** A request failed: counted against the client; if its device has faulted, the whole device goes to FAULT. */
+  #failed(conn: Connection): void {
+    const session = conn.session;
+    if (!session) return;
+    session.counters.errors++;
+    if (session.device.fault) this.#deviceFaulted(session.device);
   }
 
   /**
@@ -205,7 +254,11 @@ export class OpenmpsServer {
     const suspects = affected.filter((a) => a.session.workInFlight).map((a) => `{PID: ${a.session.identity.pid}, Context ID: ${a.session.identity.clientId}}`);
     const named = suspects.length > 0 ? suspects.join(', ') : 'none known';
     const detail = `${fault.detail} [device ${ordinal} fault; clients with work in flight: ${named}]`;
-    this.#log.log(`Device ${ordinal} FAULT: ${fault.code}; clients with work in flight: ${named}; ${affected.length} client(s) affected`);
+    this.#log.log(`Device ${ordinal} FAULT: ${fault.code}; clients with work in flight: ${named}; ${affected.length} client(s) affected`, {
+      event: 'device-fault',
+      code: fault.code,
+      reason: `clients with work in flight: ${named}`,
+    });
     this.#setState('FAULT', `device ${ordinal}: ${fault.code}; suspects: ${named}`);
     for (const { conn, session } of affected) {
       session.markFault(detail);
@@ -238,14 +291,14 @@ export class OpenmpsServer {
       await entry.device.reset();
     } catch (err) {
       const reason = `device ${ordinal} cannot be recovered in this process (${(err as Error).message})`;
-      this.#log.log(`${reason}: the server exits once its clients have left, for the daemon to start a new one`);
+      this.#log.log(`${reason}: the server exits once its clients have left, for the daemon to start a new one`, { event: 'server-relaunch', reason });
       this.#relaunch(reason);
       return;
     }
     entry.ownership = new DeviceOwnership();
     entry.placement = new SmPlacement(entry.device.info.smGroupCount);
     this.#faulted.delete(ordinal);
-    this.#log.log(`Device ${ordinal} recovered: context recreated`);
+    this.#log.log(`Device ${ordinal} recovered: context recreated`, { event: 'device-recovered' });
     if (this.#faulted.size === 0 && this.#state === 'FAULT') this.#setState('ACTIVE', `device ${ordinal} recovered`);
   }
 
@@ -316,7 +369,11 @@ export class OpenmpsServer {
         throw err;
       }
       if (previous) entry.placement.release(previous);
-      this.#log.log(`Client {PID: ${pid}, Context ID: ${s.identity.clientId}}: active thread percentage ${percentage.toFixed(1)} (${granted.smCount} SMs)`);
+      this.#log.log(`Client {PID: ${pid}, Context ID: ${s.identity.clientId}}: active thread percentage ${percentage.toFixed(1)} (${granted.smCount} SMs)`, {
+        event: 'client-limits',
+        client: clientOf(s),
+        reason: 'set_client_active_thread_percentage',
+      });
       c.channel.notice('NOTICE_LIMITS', { limits: limitsToWire(granted) });
       changed++;
     }
@@ -331,7 +388,11 @@ export class OpenmpsServer {
       const s = c.session;
       if (c.pid !== pid || s?.device !== target) continue;
       const granted = s.setLimits({ ...s.limits, memoryLimit: bytes });
-      this.#log.log(`Client {PID: ${pid}, Context ID: ${s.identity.clientId}}: pinned memory limit ${formatMemorySize(bytes)} (${s.memoryInUse} bytes in use)`);
+      this.#log.log(`Client {PID: ${pid}, Context ID: ${s.identity.clientId}}: pinned memory limit ${formatMemorySize(bytes)} (${s.memoryInUse} bytes in use)`, {
+        event: 'client-limits',
+        client: clientOf(s),
+        reason: 'set_client_device_mem_limit',
+      });
       c.channel.notice('NOTICE_LIMITS', { limits: limitsToWire(granted) });
       changed++;
     }
@@ -349,7 +410,7 @@ export class OpenmpsServer {
     for (const c of hits) {
       const s = c.session;
       if (!s) continue;
-      this.#log.log(`Terminating client {PID: ${pid}, Context ID: ${s.identity.clientId}}`);
+      this.#log.log(`Terminating client {PID: ${pid}, Context ID: ${s.identity.clientId}}`, { event: 'client-terminated', client: clientOf(s), from: s.state, to: 'INACTIVE', reason: 'terminate_client' });
       // Told at once; then its work is dropped and everything it held goes back, whether or not
       // the client ever closes its connection.
       c.channel.notice('NOTICE_ERROR', { result: 810, message: 'terminated by the operator (terminate_client)' });
@@ -389,6 +450,7 @@ export class OpenmpsServer {
   }
 
   #setState(state: ServerState, reason: string): void {
+    if (state !== this.#state) this.#log.log(`Server state ${this.#state} -> ${state}: ${reason}`, { event: 'server-state', from: this.#state, to: state, reason });
     this.#state = state;
     this.#emit({ type: 'state', state, reason });
   }
@@ -438,12 +500,12 @@ export class OpenmpsServer {
       try {
         result = dispatch(target, name, payload, (frame.flags & FLAG_NO_REPLY) !== 0);
       } catch (err) {
-        this.#noticeFault(conn);
+        this.#failed(conn);
         throw err;
       }
       if (result instanceof Promise) {
         return result.catch((err: unknown) => {
-          this.#noticeFault(conn);
+          this.#failed(conn);
           throw err;
         });
       }
@@ -490,14 +552,20 @@ export class OpenmpsServer {
     const clientId = this.#nextClientId++;
     let session: Session;
     try {
-      session = new Session(entry.device, { clientId, pid: conn.pid, uid: conn.uid, command: commandOf(conn.pid, req.command) }, limits, entry.ownership);
+      session = new Session(entry.device, { clientId, pid: conn.pid, uid: conn.uid, command: commandOf(conn.pid, req.command) }, limits, entry.ownership, {
+        gpuTiming: this.config.gpuTiming,
+      });
     } catch (err) {
       if (smGroups && !partition) entry.placement.release(smGroups);
       throw err;
     }
     conn.session = session;
     conn.connectedAt = Date.now();
-    this.#log.log(`Client {PID: ${conn.pid}, Context ID: ${clientId}} connected to device ${info.ordinal} (${session.limits.smCount} SMs)`);
+    this.#log.log(`Client {PID: ${conn.pid}, Context ID: ${clientId}} connected to device ${info.ordinal} (${session.limits.smCount} SMs)`, {
+      event: 'client-connected',
+      client: clientOf(session),
+      to: 'ACTIVE',
+    });
     this.#emit({ type: 'client-connected', client: this.#recordOf(session, conn) });
     return { clientId, serverPid: process.pid, device: deviceInfoToWire(info), limits: limitsToWire(session.limits) };
   }
@@ -518,6 +586,13 @@ export class OpenmpsServer {
       smPartition: s.limits.smPartition,
       priority: s.limits.priority,
       connectedAt: c.connectedAt,
+      smGroups: s.limits.smGroups ?? [],
+      gpuTimeMs: s.gpuTimeMs,
+      kernels: s.counters.kernelsLaunched,
+      bytesHtoD: String(s.counters.bytesHtoD),
+      bytesDtoH: String(s.counters.bytesDtoH),
+      memoryPeak: String(s.counters.peakMemory),
+      errors: s.counters.errors,
     };
   }
 
@@ -573,9 +648,20 @@ export class OpenmpsServer {
     try {
       await session.close();
     } finally {
+      if (entry) {
+        const r = entry.retired;
+        r.gpuTimeMs += session.gpuTimeMs;
+        r.kernels += session.counters.kernelsLaunched;
+        r.bytesHtoD += session.counters.bytesHtoD;
+        r.bytesDtoH += session.counters.bytesDtoH;
+      }
       // Unmap only after the session's work has drained: no copy may still read the region.
       this.#releaseStaging(conn, session.device);
-      this.#log.log(`Client {PID: ${conn.pid}, Context ID: ${session.identity.clientId}} disconnected (${reason})`);
+      this.#log.log(`Client {PID: ${conn.pid}, Context ID: ${session.identity.clientId}} disconnected (${reason})`, {
+        event: 'client-disconnected',
+        client: clientOf(session),
+        reason,
+      });
       this.#emit({ type: 'client-disconnected', clientId: session.identity.clientId, pid: conn.pid, reason });
       if (entry) {
         entry.ending--;
@@ -595,6 +681,11 @@ export class OpenmpsServer {
     }
   }
 
+}
+
+/** A session's identity for structured log lines. */
+function clientOf(s: Session): LogClient {
+  return { pid: s.identity.pid, clientId: s.identity.clientId, uid: s.identity.uid, command: s.identity.command, device: s.device.info.ordinal };
 }
 
 export function deviceRecord(info: DeviceInfo): DeviceRecord {

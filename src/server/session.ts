@@ -17,6 +17,7 @@ import type {
   StreamOptions,
 } from '../devices/device.js';
 import { AllocationTable } from './allocation-table.js';
+import { GpuTimer } from './gpu-timer.js';
 
 export interface SessionIdentity {
   readonly clientId: number;
@@ -72,7 +73,16 @@ export interface SessionCounters {
   bytesHtoD: number;
   bytesDtoH: number;
   peakMemory: bigint;
+  /** Failed calls (counted by whoever answers them) and failed fire-and-forget work. */
   errors: number;
+}
+
+export interface SessionOptions {
+  /**
+   * Time the client's work on the GPU with device events (src/server/gpu-timer.ts). The server does
+   * unless OPENMPS_GPU_TIMING=0; bypass mode does not (nobody there to read it).
+   */
+  readonly gpuTiming?: boolean;
 }
 
 /** Stream priority for an MPS client priority: below-normal clients get the lowest priority (0). */
@@ -109,9 +119,11 @@ export class Session {
   #inFlight = false;
   #terminated: CudaError | undefined;
   #closed = false;
+  readonly #timer: GpuTimer | undefined;
 
-  constructor(device: Device, identity: SessionIdentity, limits: SessionLimits, ownership: DeviceOwnership) {
+  constructor(device: Device, identity: SessionIdentity, limits: SessionLimits, ownership: DeviceOwnership, options: SessionOptions = {}) {
     this.device = device;
+    this.#timer = options.gpuTiming === true ? new GpuTimer(device) : undefined;
     this.identity = identity;
     this.#limits = limits;
     this.#ownership = ownership;
@@ -135,6 +147,8 @@ export class Session {
     const smChanged = next.smCount !== this.#limits.smCount || String(next.smGroups) !== String(this.#limits.smGroups);
     this.#limits = next;
     if (smChanged) {
+      // Spans end on the stream that ran their work.
+      this.#timer?.closeSpans();
       for (const [id, old] of [...this.#streams]) {
         const priority = this.#priorities.get(id) ?? 0;
         const replacement = this.device.createStream(this.#streamOptions(priority));
@@ -164,6 +178,11 @@ export class Session {
 
   get state(): SessionState {
     return this.#terminated || this.#closed ? 'INACTIVE' : 'ACTIVE';
+  }
+
+  /** GPU time of the client's completed work (ms); 0 without GPU timing. */
+  get gpuTimeMs(): number {
+    return this.#timer?.totalMs ?? 0;
   }
 
   get memoryInUse(): bigint {
@@ -264,6 +283,7 @@ export class Session {
     const stream = this.#stream(streamId, call);
     this.checkRange(dst, BigInt(src.length), call);
     if (src.length === 0) return Promise.resolve();
+    this.#timer?.beforeWork(stream);
     stream.memcpyHtoD(dst, src);
     this.counters.bytesHtoD += src.length;
     return this.#await(stream.synchronize());
@@ -274,6 +294,7 @@ export class Session {
     const stream = this.#stream(streamId, call);
     this.checkRange(src, BigInt(dst.length), call);
     if (dst.length === 0) return Promise.resolve();
+    this.#timer?.beforeWork(stream);
     stream.memcpyDtoH(dst, src);
     this.counters.bytesDtoH += dst.length;
     return this.#await(stream.synchronize());
@@ -285,6 +306,7 @@ export class Session {
     this.checkRange(src, bytes, call);
     this.checkRange(dst, bytes, call);
     if (bytes === 0n) return Promise.resolve();
+    this.#timer?.beforeWork(stream);
     stream.memcpyDtoD(dst, src, Number(bytes));
     return this.#await(stream.synchronize());
   }
@@ -300,6 +322,7 @@ export class Session {
     }
     this.checkRange(dst, count * BigInt(elementBytes), call);
     if (count === 0n) return Promise.resolve();
+    this.#timer?.beforeWork(stream);
     stream.memset(dst, value, elementBytes, Number(count));
     return this.#await(stream.synchronize());
   }
@@ -345,6 +368,7 @@ export class Session {
       throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `${fn.name} takes ${fn.paramBytes} bytes of parameters, got ${params.length}`);
     }
     this.#checkPointerParams(fn, params, call);
+    this.#timer?.beforeWork(stream);
     stream.launch(fn, config, params);
     this.#inFlight = true;
     this.counters.kernelsLaunched++;
@@ -383,6 +407,7 @@ export class Session {
     const call = 'cuStreamDestroy_v2';
     if (id === 0) throw new CudaError('CUDA_ERROR_INVALID_HANDLE', call, 'the default stream cannot be destroyed');
     const stream = this.#stream(id, call);
+    this.#timer?.closeSpans();
     this.#streams.delete(id);
     this.#priorities.delete(id);
     await stream.destroy();
@@ -463,10 +488,13 @@ export class Session {
   }
 
   async #release(): Promise<void> {
+    this.#timer?.closeSpans();
     const streams = [...this.#streams.values()];
     this.#streams.clear();
     this.#priorities.clear();
     await Promise.allSettled(streams.map((s) => s.destroy()));
+    // Drained: every span that will ever complete has; count them and let the events go.
+    this.#timer?.close();
     // Each release is on its own: on a faulted device they throw the fault, and a session must
     // still be let go of whole (its context is recreated, or its process relaunched, anyway).
     for (const e of this.#events.values()) attempt(() => { e.destroy(); });

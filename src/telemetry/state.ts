@@ -71,6 +71,11 @@ export interface DeviceSnapshot {
   readonly bytesHtoD: string;
   readonly bytesDtoH: string;
   readonly errors: number;
+  // -- since the server started, clients that have left included (monotonic: Prometheus counters)
+  readonly lifetimeGpuTimeMs: number;
+  readonly lifetimeKernels: number;
+  readonly lifetimeBytesHtoD: string;
+  readonly lifetimeBytesDtoH: string;
   // -- rates over the last interval (clients that left during it count too) --------------------
   /** GPU time of all clients per wall time; above 1 when clients' work runs side by side. */
   readonly gpuTimePerSecond: number;

@@ -23,7 +23,8 @@ test('every command against a real server and client: output shapes and control.
   const server = Number(list.stdout);
   assert.equal((await daemon.command(`get_server_status ${server}`)).stdout, 'ACTIVE\n');
   assert.equal((await daemon.command(`get_client_list ${server}`)).stdout, '');
-  assert.equal((await daemon.command('ps')).stdout, 'PID ID SERVER DEVICE NAMESPACE COMMAND\n');
+  assert.equal((await daemon.command('ps --mps')).stdout, 'PID ID SERVER DEVICE NAMESPACE COMMAND\n');
+  assert.equal((await daemon.command('ps')).stdout, 'PID ID SERVER DEVICE NAMESPACE COMMAND GPU_TIME GPU% SM% MEM PEAK KERNELS HTOD DTOH ERRORS STATE\n');
 
   const ctx = await connect({ pipeDirectory: daemon.pipeDirectory, mode: 'mps' });
   t.after(() => ctx.close());
@@ -37,8 +38,12 @@ test('every command against a real server and client: output shapes and control.
   assert.equal(ps.length, 3);
   const namespace = /\[([0-9]+)\]/.exec(readlinkSync('/proc/self/ns/pid'))?.[1] ?? '-';
   assert.ok(collapse(ps[1] ?? '').startsWith(`${process.pid} ${ctx.clientId} ${server} ${ctx.device.uuid} ${namespace} `), ps[1]);
+  // openmps's columns follow MPS's: nothing run yet, the whole device, ACTIVE.
+  assert.match(collapse(ps[1] ?? ''), / 0\.000 0\.0 100\.0 0 0 0 0 0 0 ACTIVE$/, ps[1]);
+  const mpsOnly = (await daemon.command('ps --mps')).stdout.split('\n');
+  assert.equal(collapse(mpsOnly[1] ?? ''), collapse(ps[1] ?? '').replace(/ [0-9.]+ [0-9.]+ [0-9.]+ 0 0 0 0 0 0 ACTIVE$/, ''));
   assert.equal((await daemon.command(`ps -p ${process.pid}`)).stdout.split('\n').length, 3);
-  assert.equal((await daemon.command('ps -p 1')).stdout, 'PID ID SERVER DEVICE NAMESPACE COMMAND\n');
+  assert.equal((await daemon.command('ps --mps -p 1')).stdout, 'PID ID SERVER DEVICE NAMESPACE COMMAND\n');
 
   const query = (await daemon.command('device_query')).stdout;
   const row = `0 ${ctx.device.pciBusId.toLowerCase().replace(/^([0-9a-f]+):([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])$/, (_m, d: string, b: string, s: string, f: string) => `${d.slice(-4)}:${b}.${s}.0${f}`)} ${ctx.device.uuid} ${ctx.device.name}${ATTRIBUTES}`;

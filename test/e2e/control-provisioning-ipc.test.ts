@@ -34,6 +34,13 @@ function fakeClient(pid: number, smPartition = ''): ClientRecord {
     smPartition,
     priority: 0,
     connectedAt: 0,
+    smGroups: [],
+    gpuTimeMs: 0,
+    kernels: 0,
+    bytesHtoD: '0',
+    bytesDtoH: '0',
+    memoryPeak: '0',
+    errors: 0,
   };
 }
 

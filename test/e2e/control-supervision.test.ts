@@ -35,6 +35,13 @@ function fakeClient(pid: number, clientId: number, command = 'app'): ClientRecor
     smPartition: '',
     priority: 0,
     connectedAt: 0,
+    smGroups: [],
+    gpuTimeMs: 0,
+    kernels: 0,
+    bytesHtoD: '0',
+    bytesDtoH: '0',
+    memoryPeak: '0',
+    errors: 0,
   };
 }
 
@@ -124,8 +131,12 @@ test('client listings: get_client_list, get_device_client_list, ps', async (t) =
   const devices = await run(daemon, 'get_device_client_list');
   assert.equal(devices.output, `[0] 00:00.0, openmps software GPU\n${process.pid}.1\n${process.pid}.2\n1.3`);
   assert.equal((await run(daemon, `get_device_client_list ${pid}`)).output, devices.output);
-  const ps = (await run(daemon, 'ps')).output.split('\n').map((l) => l.split(/ +/));
+  const ps = (await run(daemon, 'ps --mps')).output.split('\n').map((l) => l.split(/ +/));
   assert.deepEqual(ps[0], ['PID', 'ID', 'SERVER', 'DEVICE', 'NAMESPACE', 'COMMAND']);
+  // Without --mps, openmps's accounting columns follow (a fake server reports none: zeros).
+  const full = (await run(daemon, 'ps')).output.split('\n').map((l) => l.split(/ +/));
+  assert.deepEqual(full[0]?.slice(6), ['GPU_TIME', 'GPU%', 'SM%', 'MEM', 'PEAK', 'KERNELS', 'HTOD', 'DTOH', 'ERRORS', 'STATE']);
+  assert.deepEqual(full[1]?.slice(-10), ['0.000', '0.0', '100.0', '0', '0', '0', '0', '0', '0', 'ACTIVE']);
   assert.equal(ps.length, 4);
   const row = ps[1] ?? [];
   assert.deepEqual(row.slice(0, 4), [String(process.pid), '1', String(pid), 'GPU-00000000-0000-4000-8000-000000000000']);

@@ -43,6 +43,13 @@ function fakeClient(pid: number, clientId: number): ClientRecord {
     smPartition: '',
     priority: 0,
     connectedAt: 0,
+    smGroups: [],
+    gpuTimeMs: 0,
+    kernels: 0,
+    bytesHtoD: '0',
+    bytesDtoH: '0',
+    memoryPeak: '0',
+    errors: 0,
   };
 }
 

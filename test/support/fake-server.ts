@@ -68,10 +68,14 @@ process.on('disconnect', () => process.exit(0));
 process.on('message', (raw: unknown) => {
   const message = parseDaemonMessage(raw);
   if (!message) return;
-  if (record !== undefined) appendFileSync(record, `${JSON.stringify(message)}\n`);
+  // The daemon's sampler asks for stats every second: not a request any test stages or counts.
+  if (record !== undefined && message.op !== 'stats') appendFileSync(record, `${JSON.stringify(message)}\n`);
   switch (message.op) {
     case 'clients':
       send({ type: 'response', id: message.id, ok: true, result: clients });
+      break;
+    case 'stats':
+      send({ type: 'response', id: message.id, ok: true, result: { clients, devices: [] } });
       break;
     case 'terminate-client': {
       const before = clients.length;

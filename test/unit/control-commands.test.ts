@@ -88,13 +88,24 @@ test('get_device_client_list [<PID>]', () => {
   assert.match(error('get_device_client_list 1 2'), /unexpected argument "2"/);
 });
 
-test('ps [-p <PID>]', () => {
-  assert.deepEqual(ok('ps'), { name: 'ps', pid: undefined });
-  assert.deepEqual(ok('ps -p 31'), { name: 'ps', pid: 31 });
-  assert.equal(error('ps -p'), 'ps: missing PID\nUsage: ps [-p <PID>]');
+test('ps [-p <PID>] [--mps]', () => {
+  assert.deepEqual(ok('ps'), { name: 'ps', pid: undefined, mpsOnly: false });
+  assert.deepEqual(ok('ps -p 31'), { name: 'ps', pid: 31, mpsOnly: false });
+  assert.deepEqual(ok('ps --mps'), { name: 'ps', pid: undefined, mpsOnly: true });
+  assert.deepEqual(ok('ps -p 31 --mps'), { name: 'ps', pid: 31, mpsOnly: true });
+  assert.deepEqual(ok('ps --mps -p 31'), { name: 'ps', pid: 31, mpsOnly: true });
+  assert.match(error('ps --mps --mps'), /--mps given twice/);
+  assert.equal(error('ps -p'), 'ps: missing PID\nUsage: ps [-p <PID>] [--mps]');
   assert.match(error('ps 31'), /unexpected argument "31"/);
   assert.match(error('ps -p x'), /invalid PID "x"/);
   assert.match(error('ps -p 1 2'), /unexpected argument "2"/);
+});
+
+test('state [--history]', () => {
+  assert.deepEqual(ok('state'), { name: 'state', history: false });
+  assert.deepEqual(ok('state --history'), { name: 'state', history: true });
+  assert.match(error('state --now'), /unexpected argument "--now"/);
+  assert.match(error('state --history 1'), /unexpected argument "1"/);
 });
 
 test('device_query [<PID>] [--csv]', () => {

@@ -1,7 +1,7 @@
 // The output shapes of the command language, from fixed records.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { csvField, formatDeviceClientList, formatDeviceQuery, formatLines, formatPercentage, formatPs, formatTable, pciQueryId, pciShortId } from '../../src/control/format.js';
+import { csvField, formatBytesShort, formatDeviceClientList, formatDeviceQuery, formatLines, formatPercentage, formatPs, formatTable, pciQueryId, pciShortId } from '../../src/control/format.js';
 import { controlSocketPath, directoriesFromEnv, MAX_SOCKET_PATH_BYTES, pidFilePath, serverSocketPath, socketPathProblem } from '../../src/control/paths.js';
 import { parseActiveThreadPercentage, parseClientPriority, parseClientRecord, primaryGid } from '../../src/control/servers.js';
 import type { ClientRecord, DeviceRecord } from '../../src/server/ipc.js';
@@ -38,6 +38,13 @@ function client(pid: number, clientId: number, device: number, command: string):
     smPartition: '',
     priority: 0,
     connectedAt: 0,
+    smGroups: [],
+    gpuTimeMs: 0,
+    kernels: 0,
+    bytesHtoD: '0',
+    bytesDtoH: '0',
+    memoryPeak: '0',
+    errors: 0,
   };
 }
 
@@ -50,6 +57,38 @@ test('lists: one item a line, nothing for none', () => {
 test('tables: columns padded to the widest cell, one space apart, no trailing blanks', () => {
   assert.equal(formatTable(['A', 'BB', 'C'], [['xxx', 'y', '']]), 'A   BB C\nxxx y');
   assert.equal(formatTable(['A', 'B'], []), 'A B');
+});
+
+test('ps: openmps accounting columns after MPS\'s, COMMAND padded so they line up', () => {
+  const out = formatPs(
+    [
+      {
+        pid: 9741, clientId: 0, serverPid: 6472, deviceUuid: 'GPU-cb', namespace: '-', command: './nbody',
+        gpuTimeMs: 12345.6789, gpuShare: 0.5, smShare: 0.25, memoryInUse: String(1536 * 1024 ** 2), memoryPeak: String(2 * 1024 ** 3),
+        kernels: 400, bytesHtoD: String(256 * 1024 ** 2), bytesDtoH: '1000', errors: 1, state: 'ACTIVE',
+      },
+      { pid: 9743, clientId: 1, serverPid: 6472, deviceUuid: 'GPU-cb', namespace: '-', command: './matrixMul -wA=320' },
+    ],
+    false,
+  );
+  assert.equal(
+    out,
+    [
+      'PID  ID SERVER DEVICE NAMESPACE COMMAND             GPU_TIME GPU% SM%  MEM  PEAK KERNELS HTOD DTOH ERRORS STATE',
+      '9741 0  6472   GPU-cb -         ./nbody             12.346   50.0 25.0 1.5G 2G   400     256M 1000 1      ACTIVE',
+      '9743 1  6472   GPU-cb -         ./matrixMul -wA=320 0.000    0.0  0.0  0    0    0       0    0    0',
+    ].join('\n'),
+  );
+});
+
+test('byte cells: binary units, at most four significant characters', () => {
+  assert.equal(formatBytesShort('0'), '0');
+  assert.equal(formatBytesShort(1023), '1023');
+  assert.equal(formatBytesShort(1024), '1K');
+  assert.equal(formatBytesShort(1536), '1.5K');
+  assert.equal(formatBytesShort(10.5 * 1024 ** 2), '10.5M');
+  assert.equal(formatBytesShort(123.4 * 1024 ** 3), '123G');
+  assert.equal(formatBytesShort(`${2n ** 60n}`), '1024P');
 });
 
 test('ps: header and rows as MPS prints them', () => {

@@ -1,0 +1,141 @@
+// Per-client GPU time from device events: what nvidia-smi and DCGM cannot say under MPS, where
+// every client's work is the server's. A client's work on one stream is bracketed by two events:
+// `start` recorded before the first work enqueued after the stream's last span closed, `end` after
+// the last work enqueued in the same event-loop turn (a microtask, so one socket read's worth of
+// launches is one span). The GPU stamps an event when the stream reaches it, so `end - start`
+// (cuEventElapsedTime) is the time the stream was running this client's work:
+//   - a start recorded behind earlier work of the same stream is stamped when that work ends, so
+//     spans of one stream never overlap and queueing behind one's own work is not counted twice;
+//   - the end is recorded microseconds after the last launch, while its kernels still run, so idle
+//     time after the work is not counted (a kernel shorter than that gap is over-counted by it).
+// Time spent waiting for SMs held by other clients' kernels is counted, as a client's own events
+// count it: the figure is the client's wall time on the GPU, which is what it sees and pays for.
+//
+// Cost: two event records per stream per event-loop turn with work, and one elapsed-time read per
+// span when it is collected; events are pooled. bench/NOTES.md has the measured overhead.
+import type { Device, DeviceEvent, DeviceStream } from '../devices/device.js';
+
+interface Span {
+  readonly start: DeviceEvent;
+  readonly end: DeviceEvent;
+}
+
+/** Completed spans are collected when this many are pending, even if nobody asks. */
+const COLLECT_AT = 64;
+/** Events kept for reuse beyond those in flight. */
+const POOL_MAX = 32;
+
+export class GpuTimer {
+  readonly #device: Device;
+  /** Streams with an open span: its start event. */
+  readonly #open = new Map<DeviceStream, DeviceEvent>();
+  #pending: Span[] = [];
+  readonly #pool: DeviceEvent[] = [];
+  #closeQueued = false;
+  #totalMs = 0;
+  #closed = false;
+
+  constructor(device: Device) {
+    this.#device = device;
+  }
+
+  /** Called before work is enqueued on `stream`: opens a span unless one is open. */
+  beforeWork(stream: DeviceStream): void {
+    if (this.#closed || this.#open.has(stream)) return;
+    const start = this.#event();
+    stream.recordEvent(start);
+    this.#open.set(stream, start);
+    if (!this.#closeQueued) {
+      this.#closeQueued = true;
+      queueMicrotask(this.#closeOpen);
+    }
+  }
+
+  /**
+   * Closes every open span now: at the end of the turn, and before a stream is replaced or
+   * destroyed (its end must be recorded on the stream that ran the work).
+   */
+  closeSpans(): void {
+    for (const [stream, start] of this.#open) {
+      let end: DeviceEvent | undefined;
+      try {
+        end = this.#event();
+        stream.recordEvent(end);
+        this.#pending.push({ start, end });
+      } catch {
+        // A faulted device or a destroyed stream: that span is lost, the rest is still counted.
+        this.#discard(start);
+        if (end) this.#discard(end);
+      }
+    }
+    this.#open.clear();
+    if (this.#pending.length >= COLLECT_AT) this.collect();
+  }
+
+  readonly #closeOpen = (): void => {
+    this.#closeQueued = false;
+    this.closeSpans();
+  };
+
+  /** Adds up every span whose end has been reached; the others stay pending. */
+  collect(): void {
+    if (this.#pending.length === 0) return;
+    const still: Span[] = [];
+    for (const span of this.#pending) {
+      try {
+        if (!span.end.query()) {
+          still.push(span);
+          continue;
+        }
+        this.#totalMs += span.end.elapsedSince(span.start);
+      } catch {
+        // The device faulted: the span's time cannot be known any more.
+      }
+      this.#release(span.start);
+      this.#release(span.end);
+    }
+    this.#pending = still;
+  }
+
+  /** GPU time of the completed spans, in milliseconds. */
+  get totalMs(): number {
+    this.collect();
+    return this.#totalMs;
+  }
+
+  /** Spans whose work has not been seen to complete (0 once the client's streams are idle and collected). */
+  get pendingSpans(): number {
+    return this.#pending.length + this.#open.size;
+  }
+
+  /** The session ends: what completed is counted, every event is released. Call after its streams drained. */
+  close(): void {
+    if (this.#closed) return;
+    this.closeSpans();
+    this.collect();
+    this.#closed = true;
+    for (const span of this.#pending) {
+      this.#discard(span.start);
+      this.#discard(span.end);
+    }
+    this.#pending = [];
+    for (const e of this.#pool.splice(0)) this.#discard(e);
+  }
+
+  #event(): DeviceEvent {
+    return this.#pool.pop() ?? this.#device.createEvent();
+  }
+
+  #release(event: DeviceEvent): void {
+    if (this.#closed || this.#pool.length >= POOL_MAX) this.#discard(event);
+    else this.#pool.push(event);
+  }
+
+  #discard(event: DeviceEvent): void {
+    try {
+      event.destroy();
+    } catch {
+      // Best effort on a faulted device: the context goes with it.
+    }
+  }
+}
