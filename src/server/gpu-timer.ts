@@ -12,12 +12,22 @@
 // count it: the figure is the client's wall time on the GPU, which is what it sees and pays for.
 //
 // Cost: two event records per stream per event-loop turn with work, and one elapsed-time read per
-// span when it is collected; events are pooled. bench/NOTES.md has the measured overhead.
+// span when it is collected; events are pooled. A synchronize of a stream with an open span waits
+// on the span's end event instead of recording a fence of its own (syncOn), so where clients
+// synchronize every few launches the timing adds one record and one read per synchronize.
+// bench/NOTES.md has the measured overhead.
+import { CudaError } from '../cuda/cuda-error.js';
 import type { Device, DeviceEvent, DeviceStream } from '../devices/device.js';
+
+function isNotReady(err: unknown): boolean {
+  return err instanceof CudaError && err.code === 'CUDA_ERROR_NOT_READY';
+}
 
 interface Span {
   readonly start: DeviceEvent;
   readonly end: DeviceEvent;
+  /** Synchronizes waiting on `end`: it may not go back to the pool (and be recorded again) before they are done. */
+  waits: number;
 }
 
 /** Completed spans are collected when this many are pending, even if nobody asks. */
@@ -56,20 +66,42 @@ export class GpuTimer {
    * destroyed (its end must be recorded on the stream that ran the work).
    */
   closeSpans(): void {
-    for (const [stream, start] of this.#open) {
-      let end: DeviceEvent | undefined;
-      try {
-        end = this.#event();
-        stream.recordEvent(end);
-        this.#pending.push({ start, end });
-      } catch {
-        // A faulted device or a destroyed stream: that span is lost, the rest is still counted.
-        this.#discard(start);
-        if (end) this.#discard(end);
-      }
-    }
+    for (const [stream, start] of this.#open) this.#close(stream, start);
     this.#open.clear();
     if (this.#pending.length >= COLLECT_AT) this.collect();
+  }
+
+  #close(stream: DeviceStream, start: DeviceEvent): Span | undefined {
+    let end: DeviceEvent | undefined;
+    try {
+      end = this.#event();
+      stream.recordEvent(end);
+      const span: Span = { start, end, waits: 0 };
+      this.#pending.push(span);
+      return span;
+    } catch {
+      // A faulted device or a destroyed stream: that span is lost, the rest is still counted.
+      this.#discard(start);
+      if (end) this.#discard(end);
+      return undefined;
+    }
+  }
+
+  /**
+   * Everything enqueued on `stream` so far has completed: when a span is open there, it is closed
+   * and its end event is waited on (it marks exactly that point of the stream). Undefined when no
+   * span is open: the caller synchronizes the stream itself.
+   */
+  syncOn(stream: DeviceStream): Promise<void> | undefined {
+    const start = this.#open.get(stream);
+    if (start === undefined) return undefined;
+    this.#open.delete(stream);
+    const span = this.#close(stream, start);
+    if (!span) return undefined;
+    span.waits++;
+    return span.end.synchronize().finally(() => {
+      span.waits--;
+    });
   }
 
   readonly #closeOpen = (): void => {
@@ -82,13 +114,18 @@ export class GpuTimer {
     if (this.#pending.length === 0) return;
     const still: Span[] = [];
     for (const span of this.#pending) {
+      if (span.waits > 0) {
+        still.push(span);
+        continue;
+      }
       try {
-        if (!span.end.query()) {
+        // One call, no query first: the elapsed time of a span not yet complete is NOT_READY.
+        this.#totalMs += span.end.elapsedSince(span.start);
+      } catch (err) {
+        if (isNotReady(err)) {
           still.push(span);
           continue;
         }
-        this.#totalMs += span.end.elapsedSince(span.start);
-      } catch {
         // The device faulted: the span's time cannot be known any more.
       }
       this.#release(span.start);

@@ -286,7 +286,7 @@ export class Session {
     this.#timer?.beforeWork(stream);
     stream.memcpyHtoD(dst, src);
     this.counters.bytesHtoD += src.length;
-    return this.#await(stream.synchronize());
+    return this.#await(this.#syncStream(stream));
   }
 
   memcpyDtoH(streamId: number, dst: Uint8Array, src: bigint): Promise<void> {
@@ -297,7 +297,7 @@ export class Session {
     this.#timer?.beforeWork(stream);
     stream.memcpyDtoH(dst, src);
     this.counters.bytesDtoH += dst.length;
-    return this.#await(stream.synchronize());
+    return this.#await(this.#syncStream(stream));
   }
 
   memcpyDtoD(streamId: number, dst: bigint, src: bigint, bytes: bigint): Promise<void> {
@@ -308,7 +308,7 @@ export class Session {
     if (bytes === 0n) return Promise.resolve();
     this.#timer?.beforeWork(stream);
     stream.memcpyDtoD(dst, src, Number(bytes));
-    return this.#await(stream.synchronize());
+    return this.#await(this.#syncStream(stream));
   }
 
   memset(streamId: number, dst: bigint, value: number, elementBytes: number, count: bigint): Promise<void> {
@@ -324,7 +324,7 @@ export class Session {
     if (count === 0n) return Promise.resolve();
     this.#timer?.beforeWork(stream);
     stream.memset(dst, value, elementBytes, Number(count));
-    return this.#await(stream.synchronize());
+    return this.#await(this.#syncStream(stream));
   }
 
   // -- modules and launches ------------------------------------------------------------------------
@@ -414,7 +414,12 @@ export class Session {
   }
 
   streamSynchronize(id: number): Promise<void> {
-    return this.#await(this.#stream(id, 'cuStreamSynchronize').synchronize());
+    return this.#await(this.#syncStream(this.#stream(id, 'cuStreamSynchronize')));
+  }
+
+  /** Waits for what `stream` has: on the end of its open GPU-time span if it has one, which marks that very point. */
+  #syncStream(stream: DeviceStream): Promise<void> {
+    return this.#timer?.syncOn(stream) ?? stream.synchronize();
   }
 
   streamQuery(id: number): boolean {
@@ -423,7 +428,7 @@ export class Session {
 
   async synchronize(): Promise<void> {
     this.check('cuCtxSynchronize');
-    await Promise.all([...this.#streams.values()].map((s) => s.synchronize()));
+    await Promise.all([...this.#streams.values()].map((s) => this.#syncStream(s)));
     this.#inFlight = false;
   }
 
