@@ -73,7 +73,11 @@ export class MetricsExporter {
   readonly #clientState = this.#gauge('openmps_client_state', 'The client\'s state: one series per state, 1 for the current one.', [...CLIENT_LABELS, 'state']);
 
   // -- devices --------------------------------------------------------------------------------
-  readonly #deviceGpuSeconds = this.#gauge('openmps_device_gpu_seconds', 'GPU time of the clients connected now (seconds); drops when a client leaves, so not a counter.', DEVICE_LABELS);
+  // Since the server started, clients that have left included: monotonic, so counters (the sums
+  // over the clients connected now drop when one leaves, and rate() would read that as a reset).
+  readonly #deviceGpuSeconds = this.#counter('openmps_device_gpu_seconds_total', 'GPU time of all clients\' completed work since the server started, clients that have left included (seconds).', DEVICE_LABELS);
+  readonly #deviceKernels = this.#counter('openmps_device_kernels_total', 'Kernels completed on the device since the server started.', DEVICE_LABELS);
+  readonly #deviceCopied = this.#counter('openmps_device_copied_bytes_total', 'Bytes copied to and from the device since the server started, by direction (htod, dtoh).', [...DEVICE_LABELS, 'direction']);
   readonly #deviceGpuTimePerSecond = this.#gauge('openmps_device_gpu_time_per_second', 'GPU time of all clients per wall time over the last sampling interval; above 1 when clients run side by side.', DEVICE_LABELS);
   readonly #deviceKernelsPerSecond = this.#gauge('openmps_device_kernels_per_second', 'Kernels completed on the device per second over the last sampling interval.', DEVICE_LABELS);
   readonly #deviceMemoryUsed = this.#gauge('openmps_device_memory_used_bytes', 'Device memory in use by anyone, total - free as cuMemGetInfo says (bytes).', DEVICE_LABELS);
@@ -126,7 +130,7 @@ export class MetricsExporter {
       this.#clientGpuSeconds, this.#clientKernels, this.#clientCopied, this.#clientErrors,
       this.#clientMemoryInUse, this.#clientMemoryPeak, this.#clientMemoryLimit, this.#clientSmCount,
       this.#clientSmShare, this.#clientThreadPercentage, this.#clientGpuShare, this.#clientKernelsPerSecond,
-      this.#clientState, this.#deviceGpuSeconds, this.#deviceGpuTimePerSecond, this.#deviceKernelsPerSecond,
+      this.#clientState, this.#deviceGpuSeconds, this.#deviceKernels, this.#deviceCopied, this.#deviceGpuTimePerSecond, this.#deviceKernelsPerSecond,
       this.#deviceMemoryUsed, this.#deviceMemoryTotal, this.#deviceClients, this.#deviceSmCount,
       this.#deviceFault, this.#serverState, this.#serverStart, this.#serverInfo, this.#partitionSmGroups,
       this.#daemonInfo, this.#daemonStart, this.#daemonDefaultThreadPercentage, this.#servers, this.#clients,
@@ -156,7 +160,10 @@ export class MetricsExporter {
 
     for (const d of s.devices) {
       const labels = deviceLabels(d);
-      this.#deviceGpuSeconds.set(labels, seconds(d.gpuTimeMs));
+      this.#deviceGpuSeconds.inc(labels, seconds(d.lifetimeGpuTimeMs));
+      this.#deviceKernels.inc(labels, d.lifetimeKernels);
+      this.#deviceCopied.inc({ ...labels, direction: 'htod' }, bytes(d.lifetimeBytesHtoD) ?? 0);
+      this.#deviceCopied.inc({ ...labels, direction: 'dtoh' }, bytes(d.lifetimeBytesDtoH) ?? 0);
       this.#deviceGpuTimePerSecond.set(labels, d.gpuTimePerSecond);
       this.#deviceKernelsPerSecond.set(labels, d.kernelsPerSecond);
       this.#deviceMemoryUsed.set(labels, bytes(d.memoryUsed) ?? 0);

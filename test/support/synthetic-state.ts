@@ -87,6 +87,11 @@ export function syntheticSnapshot(options: { history?: boolean } = {}): StateSna
       bytesHtoD: '2097152',
       bytesDtoH: '8192',
       errors: 3,
+      // More than the connected clients' sums: clients that have left counted too.
+      lifetimeGpuTimeMs: 9000,
+      lifetimeKernels: 900,
+      lifetimeBytesHtoD: '3145728',
+      lifetimeBytesDtoH: '12288',
       gpuTimePerSecond: 0.5,
       kernelsPerSecond: 45,
     }],

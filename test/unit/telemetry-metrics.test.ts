@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { MetricsExporter } from '../../src/telemetry/metrics.js';
@@ -44,7 +45,10 @@ test('metrics: every client, device, server and daemon metric from one snapshot'
   assert.equal(valueWith(text, 'openmps_client_active_thread_percentage', 'pid="5002"'), 25);
 
   const dev = ['server_pid="4242"', 'device="0"', 'kind="sim"', 'name="openmps software GPU"'];
-  assert.equal(valueWith(text, 'openmps_device_gpu_seconds', ...dev), 1.75);
+  assert.equal(valueWith(text, 'openmps_device_gpu_seconds_total', ...dev), 9);
+  assert.equal(valueWith(text, 'openmps_device_kernels_total', ...dev), 900);
+  assert.equal(valueWith(text, 'openmps_device_copied_bytes_total', ...dev, 'direction="htod"'), 3145728);
+  assert.equal(valueWith(text, 'openmps_device_copied_bytes_total', ...dev, 'direction="dtoh"'), 12288);
   assert.equal(valueWith(text, 'openmps_device_gpu_time_per_second', ...dev), 0.5);
   assert.equal(valueWith(text, 'openmps_device_kernels_per_second', ...dev), 45);
   assert.equal(valueWith(text, 'openmps_device_memory_used_bytes', ...dev), 5242880);
@@ -88,4 +92,14 @@ test('metrics: a device fault sets its gauge with the code', async () => {
   assert.ok(device);
   const text = await new MetricsExporter({ defaultMetrics: false }).render({ ...snapshot, devices: [{ ...device, fault: 'CUDA_ERROR_ILLEGAL_ADDRESS' }] });
   assert.equal(valueWith(text, 'openmps_device_fault', 'error="CUDA_ERROR_ILLEGAL_ADDRESS"'), 1);
+});
+
+test('metrics: every openmps_* metric is documented in docs/telemetry.md, and every documented one exists', async () => {
+  const text = await new MetricsExporter({ defaultMetrics: false }).render(syntheticSnapshot());
+  const exported = new Set([...text.matchAll(/^# TYPE (openmps_[a-z_]+) /gm)].map((m) => m[1]));
+  const doc = readFileSync(new URL('../../../docs/telemetry.md', import.meta.url), 'utf8');
+  const documented = new Set([...doc.matchAll(/^\| `(openmps_[a-z_]+)` \|/gm)].map((m) => m[1]));
+  assert.ok(exported.size > 20);
+  assert.deepEqual([...exported].filter((n) => !documented.has(n)), [], 'exported but not documented');
+  assert.deepEqual([...documented].filter((n) => !exported.has(n)), [], 'documented but not exported');
 });
