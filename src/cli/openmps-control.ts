@@ -14,9 +14,12 @@ import { controlSocketPath, directoriesFromEnv } from '../control/paths.js';
 import { MAX_CLIENTS_PER_DEVICE_LIMIT, parseActiveThreadPercentage, parseClientPriority, parseMaxClientsPerDevice } from '../control/servers.js';
 import { cudaUnavailableReason } from '../devices/index.js';
 import type { DeviceKind } from '../devices/device.js';
+import type { LogFormat } from '../server/ipc.js';
+import { formatHttpAddress, parseHttpAddress, startHttpServer, type HttpAddress, type HttpHandle } from '../telemetry/http.js';
 import { FramedSocket } from '../transport/framed-socket.js';
 
-const USAGE = `Usage: openmps-control [-d | -f] [-S] [-M] [--device auto|cuda|sim]
+const USAGE = `Usage: openmps-control [-d | -f] [-S] [-M] [--device auto|cuda|sim] [--http HOST:PORT]
+                      [--log-format mps|json]
        openmps-control            (operator shell: commands on stdin, one a line)
 
   -d, --daemon         start the control daemon in the background
@@ -29,11 +32,16 @@ const USAGE = `Usage: openmps-control [-d | -f] [-S] [-M] [--device auto|cuda|si
                        a time: other users' clients wait until it has no clients)
       --device KIND    auto (CUDA if a GPU is usable, else the software GPU), cuda or sim;
                        default: $OPENMPS_DEVICE, else auto
+      --http ADDRESS   serve /metrics (Prometheus), /api/state (JSON) and the dashboard (/)
+                       on HOST:PORT, :PORT or PORT (host 127.0.0.1) or [IPV6]:PORT; off
+                       unless given (docs/telemetry.md)
+      --log-format F   control.log and server.log lines: mps (MPS's format) or json (one
+                       object a line); default: $OPENMPS_LOG_FORMAT, else mps
   -h, --help           print this help
   -v, --version        print the version
 
 Environment: OPENMPS_PIPE_DIRECTORY (default /tmp/openmps), OPENMPS_LOG_DIRECTORY (default
-/tmp/openmps-log), OPENMPS_DEVICE, and for the daemon's defaults: OPENMPS_ACTIVE_THREAD_PERCENTAGE
+/tmp/openmps-log), OPENMPS_DEVICE, OPENMPS_LOG_FORMAT, and for the daemon's defaults: OPENMPS_ACTIVE_THREAD_PERCENTAGE
 (above 0, at most 100), OPENMPS_CLIENT_PRIORITY (0 or 1), OPENMPS_MAX_CLIENTS_PER_DEVICE (1 to
 65535, default 60). CUDA_VISIBLE_DEVICES passes to the servers.
 Commands: get_server_list, get_server_status, start_server, shutdown_server, get_client_list,
@@ -67,12 +75,20 @@ function parseDevice(value: string, source: string): DeviceKind | 'auto' {
   return usageError(`invalid ${source} "${value}": expected auto, cuda or sim`);
 }
 
+function parseLogFormat(value: string, source: string): LogFormat {
+  if (value === 'mps' || value === 'json') return value;
+  return usageError(`invalid ${source} "${value}": expected mps or json`);
+}
+
 interface Options {
   readonly daemon: boolean;
   readonly foreground: boolean;
   readonly staticPartitioning: boolean;
   readonly multiUser: boolean;
   readonly device: DeviceKind | 'auto';
+  /** `--http`: where to serve metrics, state and the dashboard; undefined: no HTTP. */
+  readonly http: HttpAddress | undefined;
+  readonly logFormat: LogFormat;
   /** The daemon's defaults from its environment; undefined when unset. */
   readonly activeThreadPercentage: number | undefined;
   readonly clientPriority: 0 | 1 | undefined;
@@ -95,6 +111,8 @@ function parseOptions(argv: readonly string[]): Options {
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
         device: { type: 'string' },
+        http: { type: 'string' },
+        'log-format': { type: 'string' },
         'ready-fd': { type: 'string' },
       },
       strict: true,
@@ -119,6 +137,21 @@ function parseOptions(argv: readonly string[]): Options {
       : envDevice !== undefined && envDevice !== ''
         ? parseDevice(envDevice, 'OPENMPS_DEVICE')
         : 'auto';
+  const envLogFormat = process.env.OPENMPS_LOG_FORMAT;
+  const logFormat =
+    values['log-format'] !== undefined
+      ? parseLogFormat(values['log-format'], '--log-format')
+      : envLogFormat !== undefined && envLogFormat !== ''
+        ? parseLogFormat(envLogFormat, 'OPENMPS_LOG_FORMAT')
+        : 'mps';
+  let http: HttpAddress | undefined;
+  if (values.http !== undefined) {
+    try {
+      http = parseHttpAddress(values.http);
+    } catch (err) {
+      usageError(`--http: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
   const readyFdText = values['ready-fd'];
   let readyFd: number | undefined;
   if (readyFdText !== undefined) {
@@ -151,7 +184,7 @@ function parseOptions(argv: readonly string[]): Options {
   }
   const staticPartitioning = values['static-partitioning'] === true;
   const multiUser = values['multiuser-server'] === true;
-  return { daemon, foreground, staticPartitioning, multiUser, device, readyFd, activeThreadPercentage, clientPriority, maxClientsPerDevice };
+  return { daemon, foreground, staticPartitioning, multiUser, device, http, logFormat, readyFd, activeThreadPercentage, clientPriority, maxClientsPerDevice };
 }
 
 /**
@@ -159,10 +192,18 @@ function parseOptions(argv: readonly string[]): Options {
  * until it says `ready` there (its control socket accepts) or fails. The parent exits 0 on ready,
  * else with the child's status (1 if it had none), printing the child's error.
  */
-async function daemonize(device: DeviceKind | 'auto', staticPartitioning: boolean, multiUser: boolean): Promise<number> {
+async function daemonize(options: Options): Promise<number> {
   const script = fileURLToPath(import.meta.url);
-  const modes = [...(staticPartitioning ? ['-S'] : []), ...(multiUser ? ['-M'] : [])];
-  const child = spawn(process.execPath, [...process.execArgv, script, '-f', '--device', device, ...modes, '--ready-fd', '3'], {
+  // Everything the child must know goes on its command line, already checked here: the child
+  // would find the environment too, but a flag must not be lost on the way.
+  const modes = [
+    ...(options.staticPartitioning ? ['-S'] : []),
+    ...(options.multiUser ? ['-M'] : []),
+    ...(options.http !== undefined ? ['--http', formatHttpAddress(options.http)] : []),
+    '--log-format',
+    options.logFormat,
+  ];
+  const child = spawn(process.execPath, [...process.execArgv, script, '-f', '--device', options.device, ...modes, '--ready-fd', '3'], {
     detached: true,
     stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
   });
@@ -242,6 +283,7 @@ async function runDaemon(options: Options): Promise<number> {
       logDirectory,
       device: options.device,
       version: version(),
+      logFormat: options.logFormat,
       ...(options.activeThreadPercentage !== undefined ? { defaultActiveThreadPercentage: options.activeThreadPercentage } : {}),
       ...(options.clientPriority !== undefined ? { defaultClientPriority: options.clientPriority } : {}),
       ...(options.staticPartitioning ? { staticPartitioning: true } : {}),
@@ -264,6 +306,23 @@ async function runDaemon(options: Options): Promise<number> {
     return code;
   }
   running.daemon = daemon;
+  // Bound before `ready` is reported: an operator who asked for --http and got exit 0 must find
+  // it listening. A port that cannot be had stops the daemon that just started, and says why.
+  let http: HttpHandle | undefined;
+  if (options.http !== undefined) {
+    try {
+      http = await startHttpServer(daemon, options.http, (line) => { daemon.log.log(line, { event: 'http-error' }); });
+    } catch (err) {
+      const message = `openmps-control: ${err instanceof Error ? err.message : String(err)}`;
+      daemon.log.log(message, { event: 'http-failed', reason: message });
+      await daemon.quit();
+      await daemon.closed;
+      if (options.readyFd !== undefined) await report(options.readyFd, `error ${EXIT_FAILURE} ${message.replaceAll('\n', ' ')}`);
+      else process.stderr.write(`${message}\n`);
+      return EXIT_FAILURE;
+    }
+    daemon.log.log(`HTTP: serving /metrics, /api/state and the dashboard on ${http.url}`, { event: 'http-serving' });
+  }
   if (options.device === 'auto') {
     const reason = await cudaUnavailableReason();
     if (reason !== undefined) daemon.log.log(`WARNING: no usable GPU (${reason}): servers will run on the software GPU`);
@@ -276,6 +335,7 @@ async function runDaemon(options: Options): Promise<number> {
   });
   await report(options.readyFd, `ready ${process.pid}`);
   await daemon.closed;
+  await http?.close();
   return EXIT_OK;
 }
 
@@ -335,7 +395,7 @@ async function runShell(): Promise<number> {
 async function main(): Promise<number> {
   const options = parseOptions(process.argv.slice(2));
   if (options.daemon) {
-    const code = await daemonize(options.device, options.staticPartitioning, options.multiUser);
+    const code = await daemonize(options);
     // Said only once a daemon runs: a refused start-up has nothing to warn about.
     if (code === EXIT_OK && options.device === 'auto') {
       const reason = await cudaUnavailableReason();
