@@ -7,7 +7,7 @@ import { formatPercent } from './format.js';
 import { clientKey, type ClientView, type DeviceView, type PartitionView } from './snapshot.js';
 
 const LABEL_W = 78;
-const SHARE_W = 92;
+const SHARE_W = 104;
 const ROW_H = 16;
 const GAP = 3;
 const MAX_LANES = 12;
