@@ -1,0 +1,199 @@
+// `openmps run -n N [--share auto|<pct>] [--mem-limit <size>] [--device D] [--keep-daemon] --
+// <command> [args...]`: mpirun for one GPU. Makes sure a control daemon answers (starting one,
+// and stopping it at the end, when none does), starts N copies of the command as MPS clients with
+// their share and limit in the environment (src/cli/run-options.ts), prefixes each line of their
+// output with `[i] `, forwards signals, and exits with the worst status of the copies.
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { constants } from 'node:os';
+import type { Readable, Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { controlCommand } from '../../client/control-client.js';
+import { pidFilePath } from '../../control/paths.js';
+import { CudaError } from '../../cuda/cuda-error.js';
+import { CommandError, pipeDirectory, type Command } from '../common.js';
+import { LinePrefixer } from '../line-prefixer.js';
+import { copyEnvironment, parseDeviceChoice, parseRunArgs, shareFor, worstExitCode, type DeviceChoice, type RunOptions } from '../run-options.js';
+
+const CONTROL_BIN = fileURLToPath(new URL('../openmps-control.js', import.meta.url));
+
+/** A shell's status for a command that cannot be started. */
+const EXIT_CANNOT_START = 127;
+/** Signals passed on to the copies; Ctrl-C reaches only run (the copies have their own groups). */
+const FORWARDED: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
+function note(text: string): void {
+  process.stderr.write(`openmps run: ${text}\n`);
+}
+
+/** Whether a daemon answers in `directory`; false only for "nobody there" (805). */
+async function daemonAnswers(directory: string): Promise<boolean> {
+  try {
+    await controlCommand(directory, 'get_server_list');
+    return true;
+  } catch (err) {
+    if (err instanceof CudaError && err.code === 'CUDA_ERROR_MPS_CONNECTION_FAILED') return false;
+    throw err;
+  }
+}
+
+/** `openmps-control -d --device D`: its status and what it printed. */
+function startDaemon(device: DeviceChoice): Promise<{ code: number; output: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CONTROL_BIN, '-d', '--device', device], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (output += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (output += d));
+    child.once('error', reject);
+    child.once('close', (code) => {
+      resolve({ code: code ?? 1, output });
+    });
+  });
+}
+
+function daemonPid(directory: string): string {
+  try {
+    return readFileSync(pidFilePath(directory), 'utf8').trim();
+  } catch {
+    return '?';
+  }
+}
+
+/**
+ * Makes sure a daemon answers. Resolves true when this run started it (and must stop it), false
+ * when one was already there (or another started it at the same moment: status 3).
+ */
+async function ensureDaemon(directory: string, options: RunOptions): Promise<boolean> {
+  if (await daemonAnswers(directory)) {
+    if (options.device !== undefined) note(`a daemon already runs in ${directory} (pid ${daemonPid(directory)}); --device applies only to one run starts`);
+    return false;
+  }
+  const envDevice = process.env.OPENMPS_DEVICE;
+  const device = options.device ?? (envDevice !== undefined && envDevice !== '' ? parseDeviceChoice(envDevice, 'OPENMPS_DEVICE') : 'auto');
+  const started = await startDaemon(device);
+  if (started.code === 3) return false;
+  if (started.code !== 0) throw new CommandError(`cannot start openmps-control -d --device ${device} in ${directory} (status ${started.code}): ${started.output.trim()}`);
+  note(`started openmps-control (pid ${daemonPid(directory)}, --device ${device}) in ${directory}${options.keepDaemon ? '; --keep-daemon: it stays' : '; it stops when the run ends'}`);
+  return true;
+}
+
+/**
+ * Copies `from` to `to` through a LinePrefixer. Whole lines go out in one write each (so copies'
+ * lines never mix), and a copy that writes faster than our output drains is paused meanwhile.
+ */
+function prefixInto(from: Readable, to: Writable, prefix: string): Promise<void> {
+  const prefixer = new LinePrefixer(prefix, (text) => {
+    if (!to.write(text)) {
+      from.pause();
+      to.once('drain', () => from.resume());
+    }
+  });
+  return new Promise((resolve) => {
+    from.on('data', (chunk: Buffer) => {
+      prefixer.push(chunk);
+    });
+    from.once('close', () => {
+      prefixer.end();
+      resolve();
+    });
+  });
+}
+
+/** Runs copy `index` to its end; resolves with its status in a shell's terms. */
+function runCopy(options: RunOptions, directory: string, index: number, children: Set<number>): Promise<number> {
+  const prefix = `[${index}] `;
+  // Its own process group (detached), so the terminal's Ctrl-C reaches only run, which passes it
+  // on once, to the whole group (a wrapper script's children too), as the terminal would have.
+  const child = spawn(options.command, options.args, {
+    env: copyEnvironment(process.env, options, directory, index),
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  if (child.pid !== undefined) children.add(child.pid);
+  let spawnError: Error | undefined;
+  child.once('error', (err) => {
+    if (child.pid === undefined) spawnError = err;
+  });
+  const out = prefixInto(child.stdout, process.stdout, prefix);
+  const err = prefixInto(child.stderr, process.stderr, prefix);
+  return new Promise((resolve) => {
+    child.once('close', (code, signal) => {
+      if (child.pid !== undefined) children.delete(child.pid);
+      void Promise.all([out, err]).then(() => {
+        if (spawnError !== undefined) {
+          process.stderr.write(`${prefix}openmps run: cannot start ${options.command}: ${spawnError.message}\n`);
+          resolve(EXIT_CANNOT_START);
+        } else if (signal !== null) {
+          resolve(128 + constants.signals[signal]);
+        } else {
+          resolve(code ?? 1);
+        }
+      });
+    });
+  });
+}
+
+async function run(argv: readonly string[]): Promise<number> {
+  const options = parseRunArgs(argv);
+  const directory = pipeDirectory();
+  const owned = await ensureDaemon(directory, options);
+  const children = new Set<number>();
+  const forward = (signal: NodeJS.Signals): void => {
+    for (const pid of children) {
+      try {
+        process.kill(-pid, signal);
+      } catch {
+        // The group is gone: that copy has exited.
+      }
+    }
+  };
+  for (const s of FORWARDED) process.on(s, forward);
+  try {
+    const share = shareFor(options.share, options.copies);
+    if (options.copies > 1 || share !== undefined || options.memLimit !== undefined) {
+      note(`${options.copies} cop${options.copies === 1 ? 'y' : 'ies'}, share ${share === undefined ? 'none (the whole GPU)' : `${share}%`}${options.memLimit === undefined ? '' : `, memory limit ${options.memLimit}`}`);
+    }
+    const codes = await Promise.all(Array.from({ length: options.copies }, (_, i) => runCopy(options, directory, i, children)));
+    codes.forEach((code, i) => {
+      if (code !== 0) note(`copy ${i} exited with status ${code}`);
+    });
+    return worstExitCode(codes);
+  } finally {
+    if (owned && !options.keepDaemon) {
+      await controlCommand(directory, 'quit').catch((err: unknown) => {
+        note(`could not stop the daemon it started: ${err instanceof Error ? err.message : String(err)}`);
+      });
+    }
+    for (const s of FORWARDED) process.removeListener(s, forward);
+  }
+}
+
+export const runCommand: Command = {
+  name: 'run',
+  summary: 'run N copies of a command as MPS clients, sharing the GPU (like mpirun)',
+  help: `Usage: openmps run [-n N] [--share auto|<pct>] [--mem-limit <size>] [--device auto|cuda|sim]
+                   [--keep-daemon] [--] <command> [args...]
+
+Runs N copies of <command> as clients of the control daemon in $OPENMPS_PIPE_DIRECTORY (default
+/tmp/openmps). When no daemon answers there, starts one (openmps-control -d) and stops it when the
+copies have exited. Every line a copy writes is prefixed with "[i] " (i = 0..N-1), on stdout or
+stderr as it wrote it. Everything after "--" (or from the first word that is not an option) is the
+command and its own arguments.
+
+  -n, --copies N       copies to run, 1 to 1024 (default 1)
+      --share S        each copy's active thread percentage (OPENMPS_ACTIVE_THREAD_PERCENTAGE):
+                       auto (default) = 100/N rounded down to one decimal, at least 1 (none when
+                       N is 1), or a percentage from 1 to 100 given to every copy
+      --mem-limit L    each copy's pinned device memory limit (OPENMPS_PINNED_DEVICE_MEM_LIMIT):
+                       a size for device 0 (1G, 512M) or <ordinal|GPU-uuid>=<size>[,...]
+      --device D       auto, cuda or sim, for a daemon run starts (default: $OPENMPS_DEVICE,
+                       else auto)
+      --keep-daemon    leave a daemon that run started running
+
+Each copy also gets OPENMPS_RUN_INDEX (0..N-1) and OPENMPS_RUN_COUNT (N); stdin is /dev/null.
+SIGINT, SIGTERM and SIGHUP are passed on to every copy's process group.
+
+Exit status: the worst of the copies' (the highest; a copy killed by signal n counts 128+n, one
+that cannot be started 127); 1 when no daemon can be started; 2 for bad arguments.`,
+  run,
+};
