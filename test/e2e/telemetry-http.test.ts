@@ -80,11 +80,18 @@ test('--http on a port in use: -d exits 1 saying so, and leaves no daemon behind
 
 test('--http and --log-format refuse bad values with status 2', async (t) => {
   const env = tempDirectories(t);
-  for (const args of [['-d', '--http', 'localhost'], ['-d', '--http', '::1:80'], ['-f', '--http', '70000'], ['-d', '--log-format', 'xml']]) {
-    const result = await runControl(args, { env });
-    assert.equal(result.code, 2, `${args.join(' ')}: ${result.stderr}`);
-  }
-  assert.equal((await runControl(['-d'], { env: { ...env, OPENMPS_LOG_FORMAT: 'yaml' } })).code, 2);
+  // Refused while parsing, before any daemon starts, so they can run side by side.
+  const cases: [string[], Record<string, string>][] = [
+    [['-d', '--http', 'localhost'], env],
+    [['-d', '--http', '::1:80'], env],
+    [['-f', '--http', '70000'], env],
+    [['-d', '--log-format', 'xml'], env],
+    [['-d'], { ...env, OPENMPS_LOG_FORMAT: 'yaml' }],
+  ];
+  const results = await Promise.all(cases.map(([args, e]) => runControl(args, { env: e })));
+  results.forEach((result, i) => {
+    assert.equal(result.code, 2, `${cases[i]?.[0].join(' ') ?? ''}: ${result.stderr}`);
+  });
 });
 
 test('--log-format json reaches the detached daemon: control.log is JSON lines', async (t) => {
