@@ -41,15 +41,15 @@ const USAGE = `Usage: openmps-control [-d | -f] [-S] [-M] [--device auto|cuda|si
   -v, --version        print the version
 
 Environment: OPENMPS_PIPE_DIRECTORY (default /tmp/openmps), OPENMPS_LOG_DIRECTORY (default
-/tmp/openmps-log), OPENMPS_DEVICE, OPENMPS_LOG_FORMAT, and for the daemon's defaults: OPENMPS_ACTIVE_THREAD_PERCENTAGE
-(above 0, at most 100), OPENMPS_CLIENT_PRIORITY (0 or 1), OPENMPS_MAX_CLIENTS_PER_DEVICE (1 to
-65535, default 60). CUDA_VISIBLE_DEVICES passes to the servers.
+/tmp/openmps-log), OPENMPS_DEVICE, OPENMPS_LOG_FORMAT, and for the daemon's defaults:
+OPENMPS_ACTIVE_THREAD_PERCENTAGE (above 0, at most 100), OPENMPS_CLIENT_PRIORITY (0 or 1),
+OPENMPS_MAX_CLIENTS_PER_DEVICE (1 to 65535, default 60). CUDA_VISIBLE_DEVICES passes to the servers.
 Commands: get_server_list, get_server_status, start_server, shutdown_server, get_client_list,
 get_device_client_list, ps, device_query, terminate_client, get/set_default_active_thread_percentage,
 get/set_active_thread_percentage, get/set_default_device_pinned_mem_limit,
 get/set_device_pinned_mem_limit, get/set_default_client_priority,
-set_client_active_thread_percentage, set_client_device_mem_limit, sm_partition, lspart, quit
-(docs/commands.md).`;
+set_client_active_thread_percentage, set_client_device_mem_limit, sm_partition, lspart, state,
+quit (docs/commands.md).`;
 
 const EXIT_OK = 0;
 const EXIT_FAILURE = 1;
@@ -137,7 +137,8 @@ function parseOptions(argv: readonly string[]): Options {
       : envDevice !== undefined && envDevice !== ''
         ? parseDevice(envDevice, 'OPENMPS_DEVICE')
         : 'auto';
-  const envLogFormat = process.env.OPENMPS_LOG_FORMAT;
+  // The variable is the daemon's: the operator shell must not refuse to run over a bad one.
+  const envLogFormat = values.daemon === true || values.foreground === true ? process.env.OPENMPS_LOG_FORMAT : undefined;
   const logFormat =
     values['log-format'] !== undefined
       ? parseLogFormat(values['log-format'], '--log-format')

@@ -92,6 +92,10 @@ test('--http and --log-format refuse bad values with status 2', async (t) => {
   results.forEach((result, i) => {
     assert.equal(result.code, 2, `${cases[i]?.[0].join(' ') ?? ''}: ${result.stderr}`);
   });
+  // The variable belongs to the daemon: the operator shell runs (and finds no daemon: 1).
+  const shell = await runControl([], { env: { ...env, OPENMPS_LOG_FORMAT: 'yaml' }, input: 'get_server_list\n' });
+  assert.equal(shell.code, 1, shell.stderr);
+  assert.match(shell.stderr, /Cannot find openmps control daemon/);
 });
 
 test('--log-format json reaches the detached daemon: control.log is JSON lines', async (t) => {
