@@ -40,7 +40,8 @@ const COLLECT_AT = 64;
 const POOL_MAX = 2 * COLLECT_AT + 8;
 
 export class GpuTimer {
-  readonly #device: Device;
+  /** Only events are made through it. */
+  readonly #device: Pick<Device, 'createEvent'>;
   /** Streams with an open span: its start event. */
   readonly #open = new Map<DeviceStream, DeviceEvent>();
   #pending: Span[] = [];
@@ -49,7 +50,7 @@ export class GpuTimer {
   #totalMs = 0;
   #closed = false;
 
-  constructor(device: Device) {
+  constructor(device: Pick<Device, 'createEvent'>) {
     this.#device = device;
   }
 
