@@ -1,5 +1,5 @@
 // `openmps bench [bench/run.ts options]`: runs the benchmark suite (dist/bench/run.js) with a
-// progress bar. The suite's stdout (BENCH lines, the result tables) passes through untouched; its
+// progress bar. The suite's stdout (BENCH lines, the result tables) passes through unchanged; its
 // stderr is read line by line: step lines move the bar (redrawn in place on a terminal, one plain
 // line per step otherwise), every other line is printed as it is.
 import { spawn } from 'node:child_process';
@@ -9,6 +9,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { BenchProgress } from '../bench-progress.js';
 import { CommandError, terminalWidth, type Command } from '../common.js';
+import { LinePrefixer } from '../line-prefixer.js';
 
 /** dist/bench/run.js, from dist/src/cli/commands/. */
 const BENCH_RUN = fileURLToPath(new URL('../../../bench/run.js', import.meta.url));
@@ -22,7 +23,8 @@ async function bench(argv: readonly string[]): Promise<number> {
   const progress = new BenchProgress();
   const started = performance.now();
   let barShown = false;
-  const width = (): number => (tty ? process.stderr.columns : terminalWidth());
+  // The bar is drawn on stderr, so it is stderr's width that matters on a terminal.
+  const width = (): number => (tty && process.stderr.columns > 0 ? process.stderr.columns : terminalWidth());
   const clearBar = (): void => {
     if (barShown) process.stderr.write('\r\x1b[K');
     barShown = false;
@@ -34,7 +36,21 @@ async function bench(argv: readonly string[]): Promise<number> {
   };
   // Its own process group, so Ctrl-C reaches it once, from us: the suite stops the daemon it
   // started on SIGINT and a second signal would cut that short.
-  const child = spawn(process.execPath, [BENCH_RUN, ...argv], { stdio: ['ignore', 'inherit', 'pipe'], detached: true });
+  const child = spawn(process.execPath, [BENCH_RUN, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  // The suite's stdout passes through whole lines at a time, so that when stdout and stderr are
+  // the same terminal a result line never lands after the bar on the bar's line.
+  const results = new LinePrefixer('', (text) => {
+    if (process.stdout.isTTY) clearBar();
+    process.stdout.write(text);
+    if (process.stdout.isTTY) drawBar();
+  });
+  child.stdout.on('data', (chunk: Buffer) => {
+    results.push(chunk);
+  });
+  const stdoutClosed = new Promise<void>((resolve) => child.stdout.once('close', () => {
+    results.end();
+    resolve();
+  }));
   const forward = (signal: NodeJS.Signals): void => {
     if (child.exitCode === null && child.signalCode === null) child.kill(signal);
   };
@@ -56,6 +72,7 @@ async function bench(argv: readonly string[]): Promise<number> {
         resolve([c, s]);
       });
     });
+    await stdoutClosed;
     clearBar();
     if (signal !== null) return 128 + constants.signals[signal];
     return code ?? 1;
