@@ -422,7 +422,11 @@ export class ControlDaemon {
   async execute(line: string, caller: PeerCredentials | undefined): Promise<CommandReply> {
     const parsed = parseCommand(line);
     if (parsed.ok && parsed.command.name === 'empty') return done();
-    this.log.log(`Cmd:${line.trim()}`, { event: 'command', ...(caller ? { client: { pid: caller.pid, uid: caller.uid } } : {}) });
+    // `state` is what openmps top and scripts poll every second: read-only, and one log line a
+    // second would bury the commands that change something.
+    if (!(parsed.ok && parsed.command.name === 'state')) {
+      this.log.log(`Cmd:${line.trim()}`, { event: 'command', ...(caller ? { client: { pid: caller.pid, uid: caller.uid } } : {}) });
+    }
     if (!parsed.ok) return fail(parsed.error);
     try {
       return await this.#run(parsed.command, caller);
