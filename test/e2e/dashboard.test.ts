@@ -3,12 +3,12 @@
 // list the clients by pid, draw their SM lanes, and keep adding points to its charts.
 //
 // Without /usr/bin/chromium the test is skipped, except under CI (env CI), where .ci/run installs
-// it and its absence is a failure. OPENMPS_SCREENSHOT=<path> saves a 1280x800 screenshot once
+// it and its absence is a failure. playwright-core is a development dependency, imported when the
+// test runs: the GPU machine gets production dependencies only, and has no browser either. OPENMPS_SCREENSHOT=<path> saves a 1280x800 screenshot once
 // the charts hold OPENMPS_SCREENSHOT_POINTS points (default 5): how docs/dashboard.png is made.
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { test } from 'node:test';
-import { chromium } from 'playwright-core';
 import { startHttpDaemon } from '../support/http-daemon.js';
 import { startWorker, type Worker } from '../support/worker.js';
 
@@ -26,6 +26,7 @@ const skip = skipReason();
 
 test('the dashboard lists live clients by pid and its charts keep growing', { skip: skip ?? false }, async (t) => {
   assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: under CI the browser test must run (.ci/run installs chromium)`);
+  const { chromium } = await import('playwright-core');
   // The browser starts while the daemon and its clients do: each takes a second or so.
   const launching = chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
   t.after(async () => { await (await launching).close(); });
