@@ -3,6 +3,8 @@
 // ServerConfig as JSON) and an IPC channel; it opens the devices, reports `ready`, serves clients,
 // and answers the daemon's requests. If the daemon goes away the server stops taking new clients
 // and exits once its clients have left: it never outlives its supervisor with nobody to stop it.
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { CudaError } from '../cuda/cuda-error.js';
 import { openPlatform, parseDeviceChoice } from '../devices/index.js';
 import { parseMemorySize } from '../server/limits.js';
@@ -98,6 +100,31 @@ async function answer(server: OpenmpsServer, req: DaemonRequest): Promise<unknow
   }
 }
 
+/**
+ * OPENMPS_SERVER_CPU_PROFILE_DIR=<dir>: the server profiles its own CPU time (V8's sampling
+ * profiler through node:inspector) and writes `server-<pid>.cpuprofile` there when it shuts down,
+ * for bench/NOTES.md's "where the time goes". --cpu-prof cannot be used: servers are forked by
+ * the daemon, and NODE_OPTIONS refuses it. Returns what writes the profile (a no-op when off).
+ */
+async function startCpuProfile(dir: string | undefined, log: Logger): Promise<() => Promise<void>> {
+  if (dir === undefined || dir === '') return () => Promise.resolve();
+  const inspector = await import('node:inspector/promises');
+  const session = new inspector.Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.setSamplingInterval', { interval: 100 });
+  await session.post('Profiler.start');
+  log.log(`CPU profile on: written to ${dir} at shutdown`);
+  return async () => {
+    try {
+      const { profile } = await session.post('Profiler.stop');
+      writeFileSync(join(dir, `server-${process.pid}.cpuprofile`), JSON.stringify(profile));
+    } catch (err) {
+      log.log(`CPU profile not written: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  };
+}
+
 async function main(): Promise<void> {
   let config: ServerConfig;
   try {
@@ -125,14 +152,18 @@ async function main(): Promise<void> {
     log.log(`No usable GPU (${selection.fallbackReason}): using the software GPU`);
   }
   log.log(`Platform: ${selection.platform.kind}, ${selection.platform.version}, ${selection.platform.devices.length} device(s)`);
+  const profile = await startCpuProfile(process.env.OPENMPS_SERVER_CPU_PROFILE_DIR, log);
   let exiting = false;
   const exitAfterShutdown = (force: boolean, code = 0): void => {
     if (exiting) return;
     exiting = true;
-    server.shutdown(force).then(
-      () => process.exit(code),
-      () => process.exit(1),
-    );
+    server
+      .shutdown(force)
+      .then(profile)
+      .then(
+        () => process.exit(code),
+        () => process.exit(1),
+      );
   };
   // A device that faulted beyond in-process recovery: leave once the clients have, with status 3
   // (logged by the daemon), and the daemon starts a fresh server on the next demand.
