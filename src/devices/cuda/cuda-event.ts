@@ -68,7 +68,7 @@ export class CudaEvent implements DeviceEvent {
     if (this.#last === undefined) return;
     this.#waits += 1;
     try {
-      await this.#core.waitEvent(this.#last, this);
+      await this.#core.waitEvent(this.#last);
     } finally {
       this.#waits -= 1;
       if (this.#destroyed && this.#waits === 0) {

@@ -76,24 +76,7 @@ interface Waiter {
   readonly poll: () => boolean;
   readonly resolve: () => void;
   readonly reject: (err: CudaError) => void;
-  /** What the wait is on (a stream, a user event), whose past waits predict this one's length. */
-  readonly key: object | undefined;
-  readonly since: number;
-  /** Not polled before this (performance.now() ms): see #dueAt. */
-  readonly due: number;
 }
-
-/**
- * A wait is first polled after this share of the last waits on the same stream or event took.
- * Polls before the work can have finished are wasted driver calls: with 16 clients each waiting on
- * a stream, every event-loop turn queried all 16 (bench/NOTES.md). Past waits overstate the work by
- * the polling delay, so a share under 1 keeps the first poll before the likely completion.
- */
-const DUE_SHARE = 0.6;
-/** How much each completed wait moves the estimate (an exponential moving average). */
-const ESTIMATE_WEIGHT = 0.25;
-/** Estimates above this are not trusted to delay a first poll (a one-off long kernel). */
-const MAX_DELAY_MS = 2;
 
 interface Completion {
   readonly exec: ExecContext;
@@ -164,8 +147,6 @@ export class DeviceCore {
   readonly #registrations = new Map<ArrayBufferLike, Registration[]>();
 
   #waiters: Waiter[] = [];
-  /** How long waits on each stream or user event took lately (ms), for Waiter.due. */
-  readonly #estimates = new WeakMap<object, number>();
   #completions: Completion[] = [];
   #scheduled = false;
   #lastQueued = 0;
@@ -342,37 +323,16 @@ export class DeviceCore {
   // -------------------------------------------------------------------------------------------
   // Waiting: the poller
 
-  /**
-   * Resolves when `event` has completed (cuEventQuery from the event loop). `key` (the event's
-   * owner) lets the poller learn how long waits on it take.
-   */
-  waitEvent(event: NativePointer, key?: object): Promise<void> {
+  /** Resolves when `event` has completed (cuEventQuery from the event loop). */
+  waitEvent(event: NativePointer): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      const since = performance.now();
       this.#waiters.push({
         poll: () => this.#queryEvent(event, 'cuEventQuery'),
         resolve,
         reject,
-        key,
-        since,
-        due: this.#dueAt(key, since),
       });
       this.#queued();
     });
-  }
-
-  /** When a wait on `key` begun at `since` is first worth polling. */
-  #dueAt(key: object | undefined, since: number): number {
-    const estimate = key === undefined ? undefined : this.#estimates.get(key);
-    return estimate === undefined ? since : since + Math.min(estimate * DUE_SHARE, MAX_DELAY_MS);
-  }
-
-  /** A wait on `key` was seen complete at `now`. */
-  #learn(key: object | undefined, since: number, now: number): void {
-    if (key === undefined) return;
-    const sample = now - since;
-    const previous = this.#estimates.get(key);
-    this.#estimates.set(key, previous === undefined ? sample : previous + ESTIMATE_WEIGHT * (sample - previous));
   }
 
   /** Resolves when everything enqueued on `stream` so far has completed. */
@@ -386,7 +346,6 @@ export class DeviceCore {
         this.check(rc, 'cuEventRecord');
       }
       return new Promise<void>((resolve, reject) => {
-        const since = performance.now();
         this.#waiters.push({
           poll: () => this.#queryEvent(event, 'cuEventQuery'),
           resolve: () => {
@@ -394,9 +353,6 @@ export class DeviceCore {
             resolve();
           },
           reject,
-          key: stream,
-          since,
-          due: this.#dueAt(stream, since),
         });
         this.#queued();
       });
@@ -497,19 +453,10 @@ export class DeviceCore {
       this.drainCompletions();
       const waiting: Waiter[] = [];
       const done: Waiter[] = [];
-      const now = performance.now();
       for (const waiter of this.#waiters) {
-        if (now < waiter.due) {
-          waiting.push(waiter);
-          continue;
-        }
         try {
-          if (waiter.poll()) {
-            done.push(waiter);
-            this.#learn(waiter.key, waiter.since, now);
-          } else {
-            waiting.push(waiter);
-          }
+          if (waiter.poll()) done.push(waiter);
+          else waiting.push(waiter);
         } catch (err) {
           if (this.#fault) throw err;
           waiter.reject(toCudaError(err, 'cuEventQuery'));
