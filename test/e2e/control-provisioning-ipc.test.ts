@@ -10,6 +10,7 @@ import type { ControlDaemon } from '../../src/control/daemon.js';
 import type { PeerCredentials } from '../../src/native/bindings.js';
 import type { ClientRecord, ServerConfig } from '../../src/server/ipc.js';
 import { startFakeDaemon, type FakeDaemonOptions } from '../support/daemon.js';
+import { NO_ACCOUNTING } from '../support/records.js';
 
 const UID = process.getuid?.() ?? 0;
 const ME: PeerCredentials = { pid: process.pid, uid: UID, gid: process.getgid?.() ?? 0 };
@@ -34,13 +35,7 @@ function fakeClient(pid: number, smPartition = ''): ClientRecord {
     smPartition,
     priority: 0,
     connectedAt: 0,
-    smGroups: [],
-    gpuTimeMs: 0,
-    kernels: 0,
-    bytesHtoD: '0',
-    bytesDtoH: '0',
-    memoryPeak: '0',
-    errors: 0,
+    ...NO_ACCOUNTING,
   };
 }
 

@@ -14,6 +14,7 @@ import { PROTOCOL_VERSION } from '../../src/protocol/index.js';
 import type { ClientRecord } from '../../src/server/ipc.js';
 import { FramedSocket } from '../../src/transport/framed-socket.js';
 import { startFakeDaemon as startFake } from '../support/daemon.js';
+import { NO_ACCOUNTING } from '../support/records.js';
 
 const UID = process.getuid?.() ?? 0;
 const ME: PeerCredentials = { pid: process.pid, uid: UID, gid: process.getgid?.() ?? 0 };
@@ -35,13 +36,7 @@ function fakeClient(pid: number, clientId: number, command = 'app'): ClientRecor
     smPartition: '',
     priority: 0,
     connectedAt: 0,
-    smGroups: [],
-    gpuTimeMs: 0,
-    kernels: 0,
-    bytesHtoD: '0',
-    bytesDtoH: '0',
-    memoryPeak: '0',
-    errors: 0,
+    ...NO_ACCOUNTING,
   };
 }
 

@@ -17,6 +17,7 @@ import type { PeerCredentials } from '../../src/native/bindings.js';
 import { PROTOCOL_VERSION } from '../../src/protocol/index.js';
 import type { ClientRecord } from '../../src/server/ipc.js';
 import { alive, startDaemon, startFakeDaemon, waitUntil, type CleanupContext, type DaemonHandle } from '../support/daemon.js';
+import { NO_ACCOUNTING } from '../support/records.js';
 
 const UID = process.getuid?.() ?? 0;
 const ME: PeerCredentials = { pid: process.pid, uid: UID, gid: process.getgid?.() ?? 0 };
@@ -43,13 +44,7 @@ function fakeClient(pid: number, clientId: number): ClientRecord {
     smPartition: '',
     priority: 0,
     connectedAt: 0,
-    smGroups: [],
-    gpuTimeMs: 0,
-    kernels: 0,
-    bytesHtoD: '0',
-    bytesDtoH: '0',
-    memoryPeak: '0',
-    errors: 0,
+    ...NO_ACCOUNTING,
   };
 }
 

@@ -5,6 +5,7 @@ import { csvField, formatBytesShort, formatDeviceClientList, formatDeviceQuery, 
 import { controlSocketPath, directoriesFromEnv, MAX_SOCKET_PATH_BYTES, pidFilePath, serverSocketPath, socketPathProblem } from '../../src/control/paths.js';
 import { parseActiveThreadPercentage, parseClientPriority, parseClientRecord, primaryGid } from '../../src/control/servers.js';
 import type { ClientRecord, DeviceRecord } from '../../src/server/ipc.js';
+import { NO_ACCOUNTING } from '../support/records.js';
 
 const H200: DeviceRecord = {
   ordinal: 0,
@@ -38,13 +39,7 @@ function client(pid: number, clientId: number, device: number, command: string):
     smPartition: '',
     priority: 0,
     connectedAt: 0,
-    smGroups: [],
-    gpuTimeMs: 0,
-    kernels: 0,
-    bytesHtoD: '0',
-    bytesDtoH: '0',
-    memoryPeak: '0',
-    errors: 0,
+    ...NO_ACCOUNTING,
   };
 }
 
