@@ -5,15 +5,9 @@
 /** What ends a cell or a line that had to be cut: one column wide, so widths stay exact. */
 export const ELLIPSIS = '…';
 
-/**
- * `text` with every control character (C0, DEL, C1) as `?`. Commands, names and reasons come from
- * other processes: a client's argv may hold a newline, or an escape sequence that would move the
- * cursor or retitle the operator's terminal; nothing of theirs reaches the terminal raw.
- */
-export function printable(text: string): string {
-  // eslint-disable-next-line no-control-regex -- matching control characters is the point
-  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
-}
+import { printable } from '../control/format.js';
+
+export { printable };
 
 /** Cuts `text` to at most `width` characters, ending in an ellipsis when something was cut. */
 export function truncate(text: string, width: number): string {

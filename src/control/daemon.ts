@@ -245,7 +245,7 @@ export class ControlDaemon {
    * and with `history` the rates of the last five minutes (src/telemetry/state.ts). The `state`
    * command prints it; `--http` serves it.
    */
-  state(options: { history: boolean }): Promise<StateSnapshot> {
+  state(options: { history: boolean; fresh?: boolean }): Promise<StateSnapshot> {
     return this.#sampler.snapshot(options);
   }
 
@@ -513,7 +513,7 @@ export class ControlDaemon {
         return done(parts.join('\n'));
       }
       case 'ps': {
-        const snapshot = await this.state({ history: false });
+        const snapshot = await this.state({ history: false, fresh: true });
         const ready = new Set(this.#readyServers().map((s) => s.pid));
         const rows: (PsRow & PsAccounting)[] = [];
         for (const c of snapshot.clients) {
@@ -540,7 +540,7 @@ export class ControlDaemon {
         return done(formatPs(rows, command.mpsOnly));
       }
       case 'state':
-        return done(JSON.stringify(await this.state({ history: command.history })));
+        return done(JSON.stringify(await this.state({ history: command.history, fresh: true })));
       case 'device_query':
         return this.#deviceQuery(command.pid, command.csv, caller);
       case 'terminate_client': {

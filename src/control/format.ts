@@ -5,6 +5,15 @@ import type { ClientRecord, DeviceRecord, PartitionRecord } from '../server/ipc.
 import { formatMemorySize } from '../server/limits.js';
 import { chunkLayoutProblem, formatChunkRanges, freeChunks, partitionNumber } from './partitions.js';
 
+/**
+ * `text` with control characters shown as `?`: a client's command line (its argv, which it
+ * chooses) must not send escape sequences to an operator's terminal or break a table's lines.
+ */
+export function printable(text: string): string {
+  // eslint-disable-next-line no-control-regex -- matching control characters is the point
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
+}
+
 /** One item a line; nothing at all for an empty list (as MPS prints an empty server list). */
 export function formatLines(items: readonly (string | number)[]): string {
   return items.map(String).join('\n');
@@ -152,7 +161,7 @@ export function formatPs(rows: readonly (PsRow & Partial<PsAccounting>)[], mpsOn
   return formatTable(
     header,
     rows.map((r) => {
-      const mps = [String(r.pid), String(r.clientId), String(r.serverPid), r.deviceUuid, r.namespace, r.command];
+      const mps = [String(r.pid), String(r.clientId), String(r.serverPid), r.deviceUuid, r.namespace, printable(r.command)];
       if (mpsOnly) return mps;
       const a: PsAccounting = {
         gpuTimeMs: r.gpuTimeMs ?? 0,

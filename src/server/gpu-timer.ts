@@ -24,6 +24,7 @@ function isNotReady(err: unknown): boolean {
 }
 
 interface Span {
+  readonly stream: DeviceStream;
   readonly start: DeviceEvent;
   readonly end: DeviceEvent;
   /** Synchronizes waiting on `end`: it may not go back to the pool (and be recorded again) before they are done. */
@@ -38,6 +39,12 @@ const COLLECT_AT = 64;
  * cuEventDestroy cost about 30% of throughput at N=16).
  */
 const POOL_MAX = 2 * COLLECT_AT + 8;
+/**
+ * Past this many spans not yet complete (a client submitting faster than the GPU drains it, turn
+ * after turn), a turn's end leaves its stream's span open: the next turns' work joins it, so the
+ * events held and the cost of collecting stay bounded.
+ */
+const MAX_PENDING = 256;
 
 export class GpuTimer {
   /** Only events are made through it. */
@@ -54,11 +61,20 @@ export class GpuTimer {
     this.#device = device;
   }
 
-  /** Called before work is enqueued on `stream`: opens a span unless one is open. */
+  /**
+   * Called before work is enqueued on `stream`: opens a span unless one is open. Never throws:
+   * accounting must not fail the client's work (a span that cannot be opened goes uncounted).
+   */
   beforeWork(stream: DeviceStream): void {
     if (this.#closed || this.#open.has(stream)) return;
-    const start = this.#event();
-    stream.recordEvent(start);
+    let start: DeviceEvent | undefined;
+    try {
+      start = this.#event();
+      stream.recordEvent(start);
+    } catch {
+      if (start) this.#discard(start);
+      return;
+    }
     this.#open.set(stream, start);
     if (!this.#closeQueued) {
       this.#closeQueued = true;
@@ -67,8 +83,8 @@ export class GpuTimer {
   }
 
   /**
-   * Closes every open span now: at the end of the turn, and before a stream is replaced or
-   * destroyed (its end must be recorded on the stream that ran the work).
+   * Closes every open span now: before a stream is replaced or destroyed (its end must be recorded
+   * on the stream that ran the work) and when the session ends.
    */
   closeSpans(): void {
     for (const [stream, start] of this.#open) this.#close(stream, start);
@@ -81,7 +97,7 @@ export class GpuTimer {
     try {
       end = this.#event();
       stream.recordEvent(end);
-      const span: Span = { start, end, waits: 0 };
+      const span: Span = { stream, start, end, waits: 0 };
       this.#pending.push(span);
       return span;
     } catch {
@@ -111,18 +127,26 @@ export class GpuTimer {
     });
   }
 
+  /** The end of a turn with work: its spans close, unless too many are still running (MAX_PENDING). */
   readonly #closeOpen = (): void => {
     this.#closeQueued = false;
+    if (this.#pending.length >= MAX_PENDING) this.collect();
+    if (this.#pending.length >= MAX_PENDING) return;
     this.closeSpans();
   };
 
-  /** Adds up every span whose end has been reached; the others stay pending. */
+  /**
+   * Adds up every span whose end has been reached; the others stay pending. Spans of one stream
+   * complete in order, so after the first that is not done the stream's later ones are not asked.
+   */
   collect(): void {
     if (this.#pending.length === 0) return;
     const still: Span[] = [];
+    const running = new Set<DeviceStream>();
     for (const span of this.#pending) {
-      if (span.waits > 0) {
+      if (span.waits > 0 || running.has(span.stream)) {
         still.push(span);
+        running.add(span.stream);
         continue;
       }
       try {
@@ -131,6 +155,7 @@ export class GpuTimer {
       } catch (err) {
         if (isNotReady(err)) {
           still.push(span);
+          running.add(span.stream);
           continue;
         }
         // The device faulted: the span's time cannot be known any more.

@@ -81,6 +81,8 @@ interface DeviceEntry {
   recovering: boolean;
   /** What the sessions that have ended on this device did, so device totals never go backwards. */
   readonly retired: RetiredTotals;
+  /** Sessions that have left the client list but still drain: their counts are in neither, else. */
+  readonly draining: Set<Session>;
 }
 
 interface RetiredTotals {
@@ -153,6 +155,7 @@ export class OpenmpsServer {
         ending: 0,
         recovering: false,
         retired: { gpuTimeMs: 0, kernels: 0, bytesHtoD: 0, bytesDtoH: 0 },
+        draining: new Set(),
       });
       this.#log.log(`Device ${info.ordinal}: ${info.name} (${info.uuid}, ${info.smCount} SMs, ${formatMemorySize(info.totalMemory)}) on ${this.platform.kind}`);
     }
@@ -209,7 +212,9 @@ export class OpenmpsServer {
           // Faulted between the check and the call: reported as a fault next time.
         }
       }
-      const r = entry.retired;
+      // Monotonic (Prometheus counters): ended sessions, draining ones, and the clients of now.
+      const r = { ...entry.retired };
+      for (const d of entry.draining) addTotals(r, d);
       devices.push({
         ordinal,
         memoryUsed,
@@ -232,10 +237,11 @@ export class OpenmpsServer {
   }
 
   /** A request failed: counted against the client; if its device has faulted, the whole device goes to FAULT. */
-  #failed(conn: Connection): void {
+  #failed(conn: Connection, err: unknown): void {
     const session = conn.session;
     if (!session) return;
-    session.counters.errors++;
+    // A deferred failure was counted when it happened; this call only reports it.
+    if (!session.isDeferred(err)) session.counters.errors++;
     if (session.device.fault) this.#deviceFaulted(session.device);
   }
 
@@ -500,12 +506,12 @@ export class OpenmpsServer {
       try {
         result = dispatch(target, name, payload, (frame.flags & FLAG_NO_REPLY) !== 0);
       } catch (err) {
-        this.#failed(conn);
+        this.#failed(conn, err);
         throw err;
       }
       if (result instanceof Promise) {
         return result.catch((err: unknown) => {
-          this.#failed(conn);
+          this.#failed(conn, err);
           throw err;
         });
       }
@@ -643,17 +649,17 @@ export class OpenmpsServer {
     if (!session) return;
     const entry = this.#devices.get(session.device.info.ordinal);
     conn.session = undefined;
-    if (entry) entry.ending++;
+    if (entry) {
+      entry.ending++;
+      entry.draining.add(session);
+    }
     this.#releaseGroups(session);
     try {
       await session.close();
     } finally {
       if (entry) {
-        const r = entry.retired;
-        r.gpuTimeMs += session.gpuTimeMs;
-        r.kernels += session.counters.kernelsLaunched;
-        r.bytesHtoD += session.counters.bytesHtoD;
-        r.bytesDtoH += session.counters.bytesDtoH;
+        entry.draining.delete(session);
+        addTotals(entry.retired, session);
       }
       // Unmap only after the session's work has drained: no copy may still read the region.
       this.#releaseStaging(conn, session.device);
@@ -681,6 +687,13 @@ export class OpenmpsServer {
     }
   }
 
+}
+
+function addTotals(into: RetiredTotals, s: Session): void {
+  into.gpuTimeMs += s.gpuTimeMs;
+  into.kernels += s.counters.kernelsLaunched;
+  into.bytesHtoD += s.counters.bytesHtoD;
+  into.bytesDtoH += s.counters.bytesDtoH;
 }
 
 /** A session's identity for structured log lines. */

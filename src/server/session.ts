@@ -113,6 +113,8 @@ export class Session {
   readonly #functions = new Map<number, DeviceFunction>();
   #nextHandle = 1;
   #deferred: CudaError | undefined;
+  /** The deferred failure last reported to the client (takeDeferred), so it is not counted twice. */
+  #reported: CudaError | undefined;
   /** Set by the server when the device faulted: the fault, naming the clients suspected of it. */
   #faultDetail: string | undefined;
   /** Work launched since the client last saw all its work complete: makes it a fault suspect. */
@@ -212,7 +214,13 @@ export class Session {
   takeDeferred(): CudaError | undefined {
     const err = this.#deferred;
     this.#deferred = undefined;
+    this.#reported = err;
     return err;
+  }
+
+  /** Whether `err` is the deferred failure the last takeDeferred() handed out: counted once, when deferred. */
+  isDeferred(err: unknown): boolean {
+    return err !== undefined && err === this.#reported;
   }
 
   // -- memory -------------------------------------------------------------------------------------

@@ -105,6 +105,19 @@ const CONTENT_TYPES: Readonly<Record<string, string>> = {
 // files, so no request can reach anything else on the machine.
 const ASSET_NAME = /^[a-z0-9][a-z0-9._-]*\.(html|css|js|map|svg)$/;
 
+/** Whether `host` (an address or name, IPv6 without brackets) is this machine's loopback. */
+function isLoopbackName(host: string): boolean {
+  const h = host.toLowerCase();
+  return h === 'localhost' || h.endsWith('.localhost') || h === '::1' || /^127\.[0-9]+\.[0-9]+\.[0-9]+$/.test(h);
+}
+
+/** The host name of a Host header (`127.0.0.1:9400`, `[::1]:9400`, `localhost`). */
+function hostOfHeader(header: string): string {
+  if (header.startsWith('[')) return header.slice(1, Math.max(1, header.indexOf(']')));
+  const colon = header.lastIndexOf(':');
+  return colon === -1 ? header : header.slice(0, colon);
+}
+
 function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
@@ -114,11 +127,14 @@ class TelemetryServer {
   readonly #log: ((line: string) => void) | undefined;
   readonly #metrics = new MetricsExporter();
   readonly #dashboardDirectory: string;
+  /** Listening on loopback: requests must name a loopback host too (see handle). */
+  readonly #loopback: boolean;
 
-  constructor(source: StateSource, log: ((line: string) => void) | undefined, dashboardDirectory: string) {
+  constructor(source: StateSource, log: ((line: string) => void) | undefined, dashboardDirectory: string, loopback: boolean) {
     this.#source = source;
     this.#log = log;
     this.#dashboardDirectory = dashboardDirectory;
+    this.#loopback = loopback;
   }
 
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -128,7 +144,15 @@ class TelemetryServer {
       this.#json(res, 405, { error: `method ${method} not allowed: this server is read-only (GET, HEAD)` });
       return;
     }
-    // The host part is irrelevant (and untrusted); only path and query matter.
+    // DNS rebinding: a web page the operator opens can point its own name at 127.0.0.1 and read
+    // /api/state (every client's command line) through the browser. Its requests carry its own
+    // name in Host; a daemon listening on loopback answers only loopback names.
+    const hostHeader = req.headers.host;
+    if (this.#loopback && hostHeader !== undefined && !isLoopbackName(hostOfHeader(hostHeader))) {
+      this.#json(res, 421, { error: `host "${hostHeader}" is not this loopback address: use localhost, 127.0.0.1 or [::1]` });
+      return;
+    }
+    // Only path and query matter from here on.
     const url = new URL(req.url ?? '/', 'http://localhost');
     const path = url.pathname;
     if (path === '/metrics') {
@@ -201,7 +225,8 @@ export interface HttpServerOptions {
  */
 export async function startHttpServer(source: StateSource, address: HttpAddress, log?: (line: string) => void, options: HttpServerOptions = {}): Promise<HttpHandle> {
   const directory = options.dashboardDirectory ?? DASHBOARD_DIRECTORY;
-  const app = new TelemetryServer(source, log, directory.endsWith('/') ? directory : `${directory}/`);
+  const host = address.host === '' ? DEFAULT_HTTP_HOST : address.host;
+  const app = new TelemetryServer(source, log, directory.endsWith('/') ? directory : `${directory}/`, isLoopbackName(host));
   const server = createServer((req, res) => {
     app.handle(req, res).catch((err: unknown) => {
       // A bug in a handler must cost one request, never the daemon.
@@ -218,7 +243,6 @@ export async function startHttpServer(source: StateSource, address: HttpAddress,
   // Requests are small and answered at once; a client that stalls is not worth a socket.
   server.requestTimeout = 10_000;
   server.headersTimeout = 10_000;
-  const host = address.host === '' ? DEFAULT_HTTP_HOST : address.host;
   await new Promise<void>((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {
       const code = err.code ?? 'UNKNOWN';

@@ -59,7 +59,7 @@ export class MetricsExporter {
 
   // -- clients --------------------------------------------------------------------------------
   readonly #clientGpuSeconds = this.#counter('openmps_client_gpu_seconds_total', 'GPU time of the client\'s completed work, from device events (seconds).', CLIENT_LABELS);
-  readonly #clientKernels = this.#counter('openmps_client_kernels_total', 'Kernels the client has launched that completed.', CLIENT_LABELS);
+  readonly #clientKernels = this.#counter('openmps_client_kernels_total', 'Kernels the client has launched.', CLIENT_LABELS);
   readonly #clientCopied = this.#counter('openmps_client_copied_bytes_total', 'Bytes the client has copied, by direction (htod: host to device, dtoh: device to host).', [...CLIENT_LABELS, 'direction']);
   readonly #clientErrors = this.#counter('openmps_client_errors_total', 'Failed calls and failed fire-and-forget work of the client.', CLIENT_LABELS);
   readonly #clientMemoryInUse = this.#gauge('openmps_client_memory_in_use_bytes', 'Device memory the client holds now (bytes).', CLIENT_LABELS);
@@ -69,17 +69,17 @@ export class MetricsExporter {
   readonly #clientSmShare = this.#gauge('openmps_client_sm_share', 'The client\'s SMs as a fraction of the device\'s (0..1).', CLIENT_LABELS);
   readonly #clientThreadPercentage = this.#gauge('openmps_client_active_thread_percentage', 'The client\'s active thread percentage (MPS\'s provisioning knob).', CLIENT_LABELS);
   readonly #clientGpuShare = this.#gauge('openmps_client_gpu_share', 'GPU time of the client per wall time over the last sampling interval.', CLIENT_LABELS);
-  readonly #clientKernelsPerSecond = this.#gauge('openmps_client_kernels_per_second', 'Kernels of the client completed per second over the last sampling interval.', CLIENT_LABELS);
+  readonly #clientKernelsPerSecond = this.#gauge('openmps_client_kernels_per_second', 'Kernels the client launched per second over the last sampling interval.', CLIENT_LABELS);
   readonly #clientState = this.#gauge('openmps_client_state', 'The client\'s state: one series per state, 1 for the current one.', [...CLIENT_LABELS, 'state']);
 
   // -- devices --------------------------------------------------------------------------------
   // Since the server started, clients that have left included: monotonic, so counters (the sums
   // over the clients connected now drop when one leaves, and rate() would read that as a reset).
   readonly #deviceGpuSeconds = this.#counter('openmps_device_gpu_seconds_total', 'GPU time of all clients\' completed work since the server started, clients that have left included (seconds).', DEVICE_LABELS);
-  readonly #deviceKernels = this.#counter('openmps_device_kernels_total', 'Kernels completed on the device since the server started.', DEVICE_LABELS);
+  readonly #deviceKernels = this.#counter('openmps_device_kernels_total', 'Kernels launched on the device since the server started, by clients that have left too.', DEVICE_LABELS);
   readonly #deviceCopied = this.#counter('openmps_device_copied_bytes_total', 'Bytes copied to and from the device since the server started, by direction (htod, dtoh).', [...DEVICE_LABELS, 'direction']);
   readonly #deviceGpuTimePerSecond = this.#gauge('openmps_device_gpu_time_per_second', 'GPU time of all clients per wall time over the last sampling interval; above 1 when clients run side by side.', DEVICE_LABELS);
-  readonly #deviceKernelsPerSecond = this.#gauge('openmps_device_kernels_per_second', 'Kernels completed on the device per second over the last sampling interval.', DEVICE_LABELS);
+  readonly #deviceKernelsPerSecond = this.#gauge('openmps_device_kernels_per_second', 'Kernels launched on the device per second over the last sampling interval.', DEVICE_LABELS);
   readonly #deviceMemoryUsed = this.#gauge('openmps_device_memory_used_bytes', 'Device memory in use by anyone, total - free as cuMemGetInfo says (bytes).', DEVICE_LABELS);
   readonly #deviceMemoryTotal = this.#gauge('openmps_device_memory_total_bytes', 'The device\'s memory (bytes).', DEVICE_LABELS);
   readonly #deviceClients = this.#gauge('openmps_device_clients', 'Clients connected to the device.', DEVICE_LABELS);

@@ -19,6 +19,8 @@ import {
 export const SAMPLE_INTERVAL_MS = 1000;
 /** Five minutes at one sample a second. */
 export const WINDOW = 300;
+/** How old a snapshot's totals may be (ms). */
+const FRESH_MS = 200;
 
 /** What the sampler needs of a server the daemon supervises (ManagedServer has it). */
 export interface SampledServer {
@@ -137,6 +139,9 @@ export function buildSnapshot(daemon: DaemonSnapshot, partitions: readonly Parti
     });
     for (const d of server.devices) {
       const u = usage.find((x) => x.ordinal === d.ordinal);
+      // A server that did not answer: its devices are left out rather than shown with totals of 0,
+      // which /metrics would turn into counter resets.
+      if (!u) continue;
       const mine = records.filter((c) => c.device === d.ordinal);
       const r = rates.devices.get(deviceSeriesKey(server.pid, d.ordinal));
       devices.push({
@@ -149,18 +154,18 @@ export function buildSnapshot(daemon: DaemonSnapshot, partitions: readonly Parti
         smGroupSize: d.smGroupSize,
         smGroupCount: d.smGroupCount,
         totalMemory: d.totalMemory,
-        memoryUsed: u?.memoryUsed ?? '0',
-        fault: u?.fault ?? '',
+        memoryUsed: u.memoryUsed,
+        fault: u.fault,
         clients: mine.length,
         gpuTimeMs: mine.reduce((a, c) => a + c.gpuTimeMs, 0),
         kernels: mine.reduce((a, c) => a + c.kernels, 0),
         bytesHtoD: sumDecimal(mine.map((c) => c.bytesHtoD)),
         bytesDtoH: sumDecimal(mine.map((c) => c.bytesDtoH)),
         errors: mine.reduce((a, c) => a + c.errors, 0),
-        lifetimeGpuTimeMs: u?.lifetimeGpuTimeMs ?? 0,
-        lifetimeKernels: u?.lifetimeKernels ?? 0,
-        lifetimeBytesHtoD: u?.lifetimeBytesHtoD ?? '0',
-        lifetimeBytesDtoH: u?.lifetimeBytesDtoH ?? '0',
+        lifetimeGpuTimeMs: u.lifetimeGpuTimeMs,
+        lifetimeKernels: u.lifetimeKernels,
+        lifetimeBytesHtoD: u.lifetimeBytesHtoD,
+        lifetimeBytesDtoH: u.lifetimeBytesDtoH,
         gpuTimePerSecond: r?.gpuTimePerSecond ?? 0,
         kernelsPerSecond: r?.kernelsPerSecond ?? 0,
       });
@@ -207,8 +212,10 @@ export class StateSampler {
   #samples: Sample[] = [];
   #history: HistoryPoint[] = [];
   #timer: NodeJS.Timeout | undefined;
-  /** The sample being taken, so a snapshot asked for meanwhile waits for it instead of asking twice. */
+  /** The periodic sample being taken, so a second call shares it. */
   #taking: Promise<Sample> | undefined;
+  /** The last ask made for a snapshot's totals, and when (see #current). */
+  #fresh: { readonly at: number; readonly sample: Promise<Sample> } | undefined;
 
   constructor(source: SamplerSource, intervalMs = SAMPLE_INTERVAL_MS) {
     this.#source = source;
@@ -240,6 +247,22 @@ export class StateSampler {
     return this.#taking;
   }
 
+  /**
+   * Totals at most FRESH_MS old: a dashboard, a Prometheus scrape and `openmps top` asking at once
+   * cost the servers one `stats` each, not one per asker.
+   */
+  #current(): Promise<Sample> {
+    const now = Date.now();
+    if (this.#fresh && now - this.#fresh.at < FRESH_MS) return this.#fresh.sample;
+    const sample = this.#take();
+    this.#fresh = { at: now, sample };
+    // A failed ask is not reused.
+    sample.catch(() => {
+      if (this.#fresh?.sample === sample) this.#fresh = undefined;
+    });
+    return sample;
+  }
+
   #keep(sample: Sample): void {
     const previous = this.#samples.at(-1);
     this.#samples.push(sample);
@@ -265,12 +288,13 @@ export class StateSampler {
   }
 
   /**
-   * The state now: totals from a fresh ask of every server (ps must show the client that just
-   * connected), rates from the last two periodic samples (an interval of about a second, whoever
-   * asks and however often). A fresh ask is not kept: the periodic samples stay evenly spaced.
+   * The state now: totals from an ask of every server at most FRESH_MS old, or made now with
+   * `fresh` (ps and the state command must show the client that just connected); rates from the
+   * last two periodic samples (an interval of about a second, whoever asks and however often).
+   * An ask for a snapshot is not kept: the periodic samples stay evenly spaced.
    */
-  async snapshot(options: { history: boolean }): Promise<StateSnapshot> {
-    const latest = await this.#take();
+  async snapshot(options: { history: boolean; fresh?: boolean }): Promise<StateSnapshot> {
+    const latest = await (options.fresh === true ? this.#take() : this.#current());
     const last = this.#samples.at(-1);
     const rates = last ? ratesBetween(this.#samples.at(-2), last) : ratesBetween(undefined, latest);
     const snapshot = buildSnapshot(this.#source.daemon(), this.#source.partitions(), latest, rates);

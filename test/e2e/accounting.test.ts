@@ -80,11 +80,20 @@ test('per-client GPU time agrees with the client\'s own event timing within 5%; 
   t.diagnostic(`GPU time: server ${c.gpuTimeMs.toFixed(3)} ms, client's own events ${otherMs.toFixed(3)} ms, difference ${((c.gpuTimeMs / otherMs - 1) * 100).toFixed(2)}%`);
   assert.ok(Math.abs(c.gpuTimeMs - otherMs) <= otherMs * 0.05, `server ${c.gpuTimeMs} ms vs client ${otherMs} ms`);
 
+  // A launch refused on the server (another client's memory) fails fire-and-forget, and the next
+  // call reports it: one failure, counted once.
+  const theirs = await ctx.memAlloc(1024);
+  const fill = await (await other.loadModule({ ptx: openmpsKernelsPtx() })).getFunction('fill');
+  other.launch(fill, { grid: 1, block: 32 }, [theirs, arg.f32(1), arg.u32(32)]);
+  await assert.rejects(other.synchronize(), { code: 'CUDA_ERROR_INVALID_VALUE' });
+  assert.equal(mine(await state(daemon), other).errors, 1);
+  await ctx.memFree(theirs);
+
   // ps shows the same figures after MPS's columns.
   const ps = (await daemon.command(`ps -p ${process.pid}`)).stdout.split('\n').filter((l) => l !== '');
   assert.equal(ps.length, 3);
   assert.match(ps[0] ?? '', /COMMAND +GPU_TIME GPU% SM% +MEM +PEAK +KERNELS HTOD +DTOH +ERRORS STATE$/);
-  for (const row of ps.slice(1)) assert.match(row, / 48 +[0-9.KM]+ +[0-9.KM]+ +[01] +ACTIVE$/);
+  for (const row of ps.slice(1)) assert.match(row, / 48 +[0-9.KM]+ +[0-9.KM]+ +1 +ACTIVE$/);
 
   // A device's lifetime totals keep what a client did after it leaves.
   const before = (await state(daemon)).devices[0];

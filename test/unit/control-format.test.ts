@@ -76,6 +76,13 @@ test('ps: openmps accounting columns after MPS\'s, COMMAND padded so they line u
   );
 });
 
+test('ps: a command line\'s control characters are shown as ?, so they neither reach the terminal nor break the table', () => {
+  const out = formatPs([{ pid: 1, clientId: 1, serverPid: 2, deviceUuid: 'GPU-cb', namespace: '-', command: 'evil\u001b]0;pwned\u0007\nnext' }], false);
+  assert.equal(out.split('\n').length, 2);
+  assert.match(out, /evil\?\]0;pwned\?\?next/);
+  assert.ok(!out.includes('\u001b'));
+});
+
 test('byte cells: binary units, at most four significant characters', () => {
   assert.equal(formatBytesShort('0'), '0');
   assert.equal(formatBytesShort(1023), '1023');

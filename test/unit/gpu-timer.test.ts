@@ -103,3 +103,21 @@ test('steady state makes no new events: spans reuse pooled ones', async (t) => {
   assert.ok(created() <= 4, `${created()} events made for 200 spans`);
   timer.close();
 });
+
+test('a client that keeps submitting faster than the GPU drains holds a bounded number of spans', async (t) => {
+  const { device, module, events, created } = await setup(t);
+  const timer = new GpuTimer(events);
+  const stream = device.createStream();
+  // 400 turns of work, never synchronized: without a bound, 400 spans and 800 events.
+  for (let i = 0; i < 400; i++) {
+    timer.beforeWork(stream);
+    spin(device, module, stream, 0.5);
+    await turn();
+  }
+  assert.ok(timer.pendingSpans <= 257, `${timer.pendingSpans} spans pending`);
+  assert.ok(created() <= 2 * 257 + 2, `${created()} events made`);
+  await stream.synchronize();
+  // Nothing is lost: every turn's work is inside some span.
+  assert.ok(timer.totalMs >= 400 * 0.5 * 0.95, `${timer.totalMs} ms counted of ${400 * 0.5}`);
+  timer.close();
+});

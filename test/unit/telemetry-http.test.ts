@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { formatHttpAddress, parseHttpAddress, startHttpServer, type StateSource } from '../../src/telemetry/http.js';
 import type { StateSnapshot } from '../../src/telemetry/state.js';
 import { syntheticSnapshot } from '../support/synthetic-state.js';
+import { get as httpGet } from 'node:http';
 
 test('parseHttpAddress: host:port, :port, port, [ipv6]:port', () => {
   assert.deepEqual(parseHttpAddress('127.0.0.1:9400'), { host: '127.0.0.1', port: 9400 });
@@ -106,6 +107,28 @@ test('HTTP routes against a stand-in source: metrics, state, dashboard, 404, 405
   // Still serving after the failures.
   source.failing = false;
   assert.equal((await fetch(`${http.url}/api/state?history=0`)).status, 200);
+});
+
+/** GET `path` with a Host header of our choosing (fetch will not send one). */
+function getWithHost(port: number, path: string, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = httpGet({ host: '127.0.0.1', port, path, headers: { host } }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('error', reject);
+  });
+}
+
+test('HTTP on loopback answers loopback names only (DNS rebinding)', async (t) => {
+  const http = await startHttpServer(fakeSource(), { host: '127.0.0.1', port: 0 });
+  t.after(() => http.close());
+  for (const host of [`127.0.0.1:${http.port}`, `localhost:${http.port}`, 'LOCALHOST', `[::1]:${http.port}`, `dash.localhost:${http.port}`]) {
+    assert.equal(await getWithHost(http.port, '/api/state?history=0', host), 200, host);
+  }
+  for (const host of [`evil.example:${http.port}`, 'evil.example', `10.0.0.1:${http.port}`, `127.0.0.1.evil.example:${http.port}`]) {
+    assert.equal(await getWithHost(http.port, '/api/state?history=0', host), 421, host);
+  }
 });
 
 test('HTTP: no dashboard built gives a 404 that says so', async (t) => {

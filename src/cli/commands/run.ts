@@ -83,9 +83,17 @@ async function ensureDaemon(directory: string, options: RunOptions): Promise<boo
  */
 function prefixInto(from: Readable, to: Writable, prefix: string): Promise<void> {
   const prefixer = new LinePrefixer(prefix, (text) => {
+    // Our output went away (`openmps run ... | head`): the copies run on, their lines dropped.
+    if (to.destroyed) return;
     if (!to.write(text)) {
       from.pause();
-      to.once('drain', () => from.resume());
+      const resume = (): void => {
+        to.off('drain', resume);
+        to.off('close', resume);
+        from.resume();
+      };
+      to.once('drain', resume);
+      to.once('close', resume);
     }
   });
   return new Promise((resolve) => {
@@ -133,12 +141,25 @@ function runCopy(options: RunOptions, directory: string, index: number, children
   });
 }
 
+/** The pid in the daemon's pid file, or undefined. */
+function daemonPidNumber(directory: string): number | undefined {
+  const text = daemonPid(directory);
+  return /^[0-9]+$/.test(text) ? Number(text) : undefined;
+}
+
 async function run(argv: readonly string[]): Promise<number> {
   const options = parseRunArgs(argv);
   const directory = pipeDirectory();
-  const owned = await ensureDaemon(directory, options);
+  // EPIPE on our output (a reader that quit) must not kill run: its copies and its daemon would
+  // be left behind. prefixInto drops their lines from then on.
+  const ignore = (): void => undefined;
+  process.stdout.on('error', ignore);
+  process.stderr.on('error', ignore);
   const children = new Set<number>();
+  let interrupted: NodeJS.Signals | undefined;
+  // Installed before the daemon starts: a Ctrl-C then must still stop it.
   const forward = (signal: NodeJS.Signals): void => {
+    interrupted ??= signal;
     for (const pid of children) {
       try {
         process.kill(-pid, signal);
@@ -148,7 +169,22 @@ async function run(argv: readonly string[]): Promise<number> {
     }
   };
   for (const s of FORWARDED) process.on(s, forward);
+  let owned = false;
+  // A way out that skips `finally` (an uncaught exception) still stops the daemon run started:
+  // SIGTERM is quit to it.
+  const stopOwnedOnExit = (): void => {
+    const pid = owned && !options.keepDaemon ? daemonPidNumber(directory) : undefined;
+    if (pid === undefined) return;
+    try {
+      process.kill(pid, 'SIGTERM');
+    } catch {
+      // Already gone.
+    }
+  };
+  process.once('exit', stopOwnedOnExit);
   try {
+    owned = await ensureDaemon(directory, options);
+    if (interrupted !== undefined) return 128 + constants.signals[interrupted];
     const share = shareFor(options.share, options.copies);
     if (options.copies > 1 || share !== undefined || options.memLimit !== undefined) {
       note(`${options.copies} cop${options.copies === 1 ? 'y' : 'ies'}, share ${share === undefined ? 'none (the whole GPU)' : `${share}%`}${options.memLimit === undefined ? '' : `, memory limit ${options.memLimit}`}`);
@@ -164,7 +200,11 @@ async function run(argv: readonly string[]): Promise<number> {
         note(`could not stop the daemon it started: ${err instanceof Error ? err.message : String(err)}`);
       });
     }
+    owned = false;
+    process.removeListener('exit', stopOwnedOnExit);
     for (const s of FORWARDED) process.removeListener(s, forward);
+    process.stdout.removeListener('error', ignore);
+    process.stderr.removeListener('error', ignore);
   }
 }
 
