@@ -73,6 +73,12 @@ class Dashboard {
     if (state.history) {
       this.#history = state.history.slice(-MAX_POINTS);
       this.#needHistory = false;
+      // Clients that left before the page opened are named by the pid their points carry.
+      for (const point of this.#history) {
+        for (const [key, c] of Object.entries(point.clients)) {
+          if (c.pid !== undefined && !this.#clients.has(key)) this.#clients.set(key, { pid: c.pid, command: '' });
+        }
+      }
     } else {
       const last = this.#history.at(-1);
       if (last && state.time - last.time > GAP_MS) this.#needHistory = true;

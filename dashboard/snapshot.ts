@@ -87,6 +87,8 @@ export interface DevicePoint {
 }
 
 export interface ClientPoint {
+  /** Absent in points the page makes itself (it knows those clients). */
+  readonly pid?: number;
   readonly gpuShare: number;
   readonly kernelsPerSecond: number;
   readonly memoryInUse: number;

@@ -99,7 +99,7 @@ export function ratesBetween(previous: Sample | undefined, latest: Sample): Rate
 
 function historyPoint(sample: Sample, rates: Rates): HistoryPoint {
   const devices: Record<string, { gpuTimePerSecond: number; kernelsPerSecond: number; memoryUsed: number }> = {};
-  const clients: Record<string, { gpuShare: number; kernelsPerSecond: number; memoryInUse: number }> = {};
+  const clients: Record<string, { pid: number; gpuShare: number; kernelsPerSecond: number; memoryInUse: number }> = {};
   for (const s of sample.servers) {
     for (const d of s.devices) {
       const key = deviceSeriesKey(s.server.pid, d.ordinal);
@@ -109,7 +109,7 @@ function historyPoint(sample: Sample, rates: Rates): HistoryPoint {
     for (const c of s.clients) {
       const key = clientSeriesKey(s.server.pid, c.clientId);
       const r = rates.clients.get(key);
-      clients[key] = { gpuShare: r?.gpuShare ?? 0, kernelsPerSecond: r?.kernelsPerSecond ?? 0, memoryInUse: Number(c.memoryInUse) };
+      clients[key] = { pid: c.pid, gpuShare: r?.gpuShare ?? 0, kernelsPerSecond: r?.kernelsPerSecond ?? 0, memoryInUse: Number(c.memoryInUse) };
     }
   }
   return { time: sample.time, devices, clients };

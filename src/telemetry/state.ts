@@ -110,8 +110,11 @@ export interface HistoryPoint {
   readonly time: number;
   /** Per device (`<serverPid>/<ordinal>`): gpuTimePerSecond, kernelsPerSecond, memory used (bytes). */
   readonly devices: Readonly<Record<string, { readonly gpuTimePerSecond: number; readonly kernelsPerSecond: number; readonly memoryUsed: number }>>;
-  /** Per client (`<serverPid>/<clientId>`): gpuShare, kernelsPerSecond, memory in use (bytes). */
-  readonly clients: Readonly<Record<string, { readonly gpuShare: number; readonly kernelsPerSecond: number; readonly memoryInUse: number }>>;
+  /**
+   * Per client (`<serverPid>/<clientId>`): its pid (so a client that has left is still named),
+   * gpuShare, kernelsPerSecond, memory in use (bytes).
+   */
+  readonly clients: Readonly<Record<string, { readonly pid: number; readonly gpuShare: number; readonly kernelsPerSecond: number; readonly memoryInUse: number }>>;
 }
 
 export interface StateSnapshot {

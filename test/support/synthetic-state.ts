@@ -103,7 +103,7 @@ export function syntheticSnapshot(options: { history?: boolean } = {}): StateSna
   const history = [0, 1, 2].map((i) => ({
     time: base.time - (2 - i) * 1000,
     devices: { [device]: { gpuTimePerSecond: 0.1 * i, kernelsPerSecond: 10 * i, memoryUsed: 5242880 } },
-    clients: Object.fromEntries(clients.map((c) => [clientSeriesKey(c.serverPid, c.clientId), { gpuShare: 0.05 * i, kernelsPerSecond: 5 * i, memoryInUse: 2097152 }])),
+    clients: Object.fromEntries(clients.map((c) => [clientSeriesKey(c.serverPid, c.clientId), { pid: c.pid, gpuShare: 0.05 * i, kernelsPerSecond: 5 * i, memoryInUse: 2097152 }])),
   }));
   return { ...base, history };
 }

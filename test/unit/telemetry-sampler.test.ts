@@ -95,6 +95,8 @@ test('rates: GPU time and kernels per second between the last two periodic sampl
   const point = s.history[1];
   assert.ok(point);
   assert.deepEqual(Object.keys(point.clients), ['77/1']);
+  // The pid travels with the point: a client that has left is still named.
+  assert.equal(point.clients['77/1']?.pid, 1001);
   assert.equal(point.devices['77/0']?.memoryUsed, 4096);
   // A counter that went backwards (a restarted server, a reused id) gives no rate, not a negative one.
   server.clients = [client(1, 10, 1)];
