@@ -131,6 +131,8 @@ export interface CudaDriver {
   cuMemFreeHost(pointer: NativePointer): Status;
   cuMemHostRegister_v2(pointer: NativePointer, bytes: number, flags: number): Status;
   cuMemHostUnregister(pointer: NativePointer): Status;
+  /** Flags must be 0 (cuda.h); the memory must come from cuMemHostAlloc with CU_MEMHOSTALLOC_DEVICEMAP. */
+  cuMemHostGetDevicePointer_v2(devicePointer: BigUint64Array, host: NativePointer, flags: number): Status;
   cuMemcpyHtoDAsync_v2(dst: bigint, src: NativePointer | Uint8Array, bytes: number, stream: NativePointer): Status;
   cuMemcpyDtoHAsync_v2(dst: NativePointer, src: bigint, bytes: number, stream: NativePointer): Status;
   cuMemcpyDtoDAsync_v2(dst: bigint, src: bigint, bytes: number, stream: NativePointer): Status;
@@ -140,6 +142,13 @@ export interface CudaDriver {
   cuStreamCreateWithPriority(stream: BigUint64Array, flags: number, priority: number): Status;
   cuStreamDestroy_v2(stream: NativePointer): Status;
   cuStreamQuery(stream: NativePointer): Status;
+  /**
+   * A stream memory operation (CUDA Driver API, Stream Memory Operations): once the stream reaches
+   * it, the GPU writes `value` (a uint32) to `address` (a device address). Undefined when libcuda
+   * does not export the symbol (the v2 memory operations came with CUDA 11.7): the device then
+   * fences with events.
+   */
+  readonly cuStreamWriteValue32_v2: ((stream: NativePointer, address: bigint, value: number, flags: number) => Status) | undefined;
   /**
    * cuStreamSynchronize on a libuv worker thread (it needs no current context: verified on an
    * H200), for the one wait that must be a real synchronization point: see CudaDevice.memFree.
@@ -208,6 +217,14 @@ export function loadCuda(): CudaDriver {
   if (cuda) return cuda;
   const lib = koffi.load('libcuda.so.1');
   const f = (proto: string): KoffiFunction => lib.func(proto);
+  /** A symbol openmps can do without: undefined when this libcuda does not export it. */
+  const optional = (proto: string): KoffiFunction | undefined => {
+    try {
+      return lib.func(proto);
+    } catch {
+      return undefined;
+    }
+  };
   const getErrorName = f('int cuGetErrorName(int error, _Out_ void **str)');
   const getErrorString = f('int cuGetErrorString(int error, _Out_ void **str)');
   const libraryLoadData = f(
@@ -246,6 +263,7 @@ export function loadCuda(): CudaDriver {
     cuMemFreeHost: f('int cuMemFreeHost(void *p)') as CudaDriver['cuMemFreeHost'],
     cuMemHostRegister_v2: f('int cuMemHostRegister_v2(void *p, size_t bytesize, unsigned int Flags)') as CudaDriver['cuMemHostRegister_v2'],
     cuMemHostUnregister: f('int cuMemHostUnregister(void *p)') as CudaDriver['cuMemHostUnregister'],
+    cuMemHostGetDevicePointer_v2: f('int cuMemHostGetDevicePointer_v2(_Out_ uint64_t *pdptr, void *p, unsigned int Flags)') as CudaDriver['cuMemHostGetDevicePointer_v2'],
     cuMemcpyHtoDAsync_v2: f('int cuMemcpyHtoDAsync_v2(uint64_t dstDevice, const void *srcHost, size_t ByteCount, void *hStream)') as CudaDriver['cuMemcpyHtoDAsync_v2'],
     cuMemcpyDtoHAsync_v2: f('int cuMemcpyDtoHAsync_v2(void *dstHost, uint64_t srcDevice, size_t ByteCount, void *hStream)') as CudaDriver['cuMemcpyDtoHAsync_v2'],
     cuMemcpyDtoDAsync_v2: f('int cuMemcpyDtoDAsync_v2(uint64_t dstDevice, uint64_t srcDevice, size_t ByteCount, void *hStream)') as CudaDriver['cuMemcpyDtoDAsync_v2'],
@@ -255,6 +273,9 @@ export function loadCuda(): CudaDriver {
     cuStreamCreateWithPriority: f('int cuStreamCreateWithPriority(_Out_ void **phStream, unsigned int flags, int priority)') as CudaDriver['cuStreamCreateWithPriority'],
     cuStreamDestroy_v2: f('int cuStreamDestroy_v2(void *hStream)') as CudaDriver['cuStreamDestroy_v2'],
     cuStreamQuery: f('int cuStreamQuery(void *hStream)') as CudaDriver['cuStreamQuery'],
+    // cuda.h 13.0: `#define cuStreamWriteValue32 __CUDA_API_PTSZ(cuStreamWriteValue32_v2)`; the
+    // plain name is the v1 ABI (CU_DEVICE_ATTRIBUTE_CAN_USE_STREAM_MEM_OPS_V1, deprecated).
+    cuStreamWriteValue32_v2: optional('int cuStreamWriteValue32_v2(void *stream, uint64_t addr, uint32_t value, unsigned int flags)') as CudaDriver['cuStreamWriteValue32_v2'],
     // No _v2: cuda.h maps cuStreamWaitEvent only to the _ptsz variant, for per-thread default streams.
     cuStreamWaitEvent: f('int cuStreamWaitEvent(void *hStream, void *hEvent, unsigned int Flags)') as CudaDriver['cuStreamWaitEvent'],
     cuEventCreate: f('int cuEventCreate(_Out_ void **phEvent, unsigned int Flags)') as CudaDriver['cuEventCreate'],
