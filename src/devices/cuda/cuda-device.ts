@@ -31,10 +31,13 @@ export class CudaDevice implements Device {
     return this.#core.fault;
   }
 
-  /** Counters for telemetry and tests: which copy and free paths ran. */
+  /** Counters for telemetry and tests: which copy, free and fence paths ran. */
   stats(): CudaDeviceStats {
     const core = this.#core;
-    return { ...core.counters, pinnedCachedBytes: core.pinned.cachedBytes, pendingWaits: core.pendingWaits, lastReset: core.lastReset };
+    return {
+      ...core.counters, pinnedCachedBytes: core.pinned.cachedBytes, pendingWaits: core.pendingWaits,
+      fenceMode: core.fenceMode, fenceModeReason: core.fenceModeReason, lastReset: core.lastReset,
+    };
   }
 
   /** The device's SM resource as green contexts see it (count, minimum partition, alignment). */

@@ -202,7 +202,7 @@ export class CudaStream implements DeviceStream, StreamRef {
     const rc = this.#core.driver.cuStreamQuery(this.nativeHandle);
     if (rc === CUDA_ERROR_NOT_READY) return false;
     this.#core.check(rc, 'cuStreamQuery');
-    this.#core.drainCompletions();
+    this.#core.streamIdle(this);
     return true;
   }
 

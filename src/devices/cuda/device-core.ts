@@ -1,14 +1,26 @@
 // The state one CUDA device shares between its streams, events and modules: the retained primary
-// context, the sticky fault, the completion poller, per-context event pools, host registrations,
-// the pinned staging pool and the launch parameter block. CudaDevice is the public face; this class
+// context, the sticky fault, the completion poller, the fence words, per-context event pools, host
+// registrations, the pinned staging pool and the launch parameter block. CudaDevice is the public face; this class
 // is module-internal (src/devices/cuda/ only).
 //
 // Waiting without blocking the event loop (the synchronization strategy):
 //   Every wait (stream/event synchronize, the fences behind memFree and module unload, the
-//   copy-outs of staged device-to-host copies) is an event recorded on a stream plus an entry in
-//   this poller, which calls cuEventQuery from the event loop: setImmediate while something was
-//   queued in the last HOT_POLL_MS (a kernel of tens of microseconds is seen within microseconds),
-//   then a 1 ms timer. Each query costs about a microsecond and the loop stays free for sockets.
+//   copy-outs of staged device-to-host copies) is a mark enqueued on a stream plus an entry in this
+//   poller, which runs from the event loop: setImmediate while something was queued in the last
+//   HOT_POLL_MS (a kernel of tens of microseconds is seen within microseconds), then a 1 ms timer.
+//   The loop stays free for sockets.
+//   The mark of a stream fence or copy-out is a stream memory operation (fence-words.ts): the GPU
+//   writes the stream's next sequence number into the stream's word of pinned host memory, and the
+//   poller reads the word, with no driver call. A word that is never written (a sticky fault stops
+//   the stream before it) must still fail its wait, so every FAULT_CHECK_MS the poller calls
+//   cuStreamQuery once for each stream that has had a mark pending that long: success means the
+//   stream passed its marks, NOT_READY that it is still busy, and any other status goes through
+//   check() like every status (a sticky one becomes the fault and fails every wait). The block of
+//   words belongs to the context: allocated again after a reset, freed on close, left as it is
+//   once abandoned. Event synchronize, a stream without a word (all taken, or the driver refused a
+//   write on it), and every wait when the device cannot write words (`fenceMode` 'event':
+//   OPENMPS_CUDA_FENCES=event, no cuStreamWriteValue32_v2, the first write refused or not seen)
+//   record or poll an event with cuEventQuery instead, one call per pending wait per turn.
 //   The alternative, cuStreamSynchronize/cuEventSynchronize through koffi `.async`, parks one libuv
 //   worker thread per waiting client: the pool has 4 threads by default (UV_THREADPOOL_SIZE), shared
 //   with fs, dns and zlib, so with dozens of clients waiting the fifth wait would queue behind a
@@ -18,8 +30,10 @@
 import { CudaError, toCudaError } from '../../cuda/cuda-error.js';
 import { allocNative, viewNative, type CudaDriver, type NativeMemory, type NativePointer } from '../../native/bindings.js';
 import {
-  CUDA_ERROR_NOT_READY, CUDA_SUCCESS, check as checkStatus, cudaError, isSticky, warnStatus,
+  CUDA_ERROR_INVALID_VALUE, CUDA_ERROR_NOT_READY, CUDA_ERROR_NOT_SUPPORTED, CUDA_SUCCESS, check as checkStatus, cudaError,
+  isSticky, warnStatus,
 } from './check.js';
+import { FENCE_BYTES, FENCE_SLOTS, FenceWords } from './fence-words.js';
 import { GreenContextCache, type GreenContext } from './green-contexts.js';
 import { PinnedPool, type PinnedBuffer } from './pinned-pool.js';
 
@@ -31,6 +45,18 @@ export const CU_EVENT_DISABLE_TIMING = 0x2;
 /** cuda.h: "The memory returned by this call will be considered as pinned memory by all CUDA contexts". */
 const CU_MEMHOSTREGISTER_PORTABLE = 0x01;
 const CU_MEMHOSTALLOC_PORTABLE = 0x01;
+/** cuda.h: "Maps the allocation into the CUDA address space" (the fence words are written by the GPU). */
+const CU_MEMHOSTALLOC_DEVICEMAP = 0x02;
+/** cuda.h CUstreamWriteValue_flags: the write comes after a memory fence over the stream's earlier work. */
+const CU_STREAM_WRITE_VALUE_DEFAULT = 0x0;
+/**
+ * cuda.h 13.0: "Deprecated, along with v1 MemOps API". The v1 operations needed the driver's
+ * NVreg_EnableStreamMemOPs=1; "the V2 APIs are available by default on all platforms" (CUDA 11.8
+ * Driver API, Stream Memory Operations), and cuda.h 13.0 has no attribute for them. So this is only
+ * reported (fenceModeReason); whether the device writes words is decided by the first write.
+ */
+const CU_DEVICE_ATTRIBUTE_CAN_USE_STREAM_MEM_OPS_V1 = 92;
+const WRITE_VALUE = 'cuStreamWriteValue32_v2';
 /** cuda.h CU_LAUNCH_PARAM_END / _BUFFER_POINTER / _BUFFER_SIZE (the `extra` array of cuLaunchKernel). */
 const CU_LAUNCH_PARAM_END = 0n;
 const CU_LAUNCH_PARAM_BUFFER_POINTER = 1n;
@@ -39,6 +65,8 @@ const CU_LAUNCH_PARAM_BUFFER_SIZE = 2n;
 export const MAX_PARAM_BYTES = 32764;
 /** How long after the last new wait the poller keeps spinning on setImmediate before 1 ms timers. */
 export const HOT_POLL_MS = 4;
+/** How often the poller asks cuStreamQuery about streams whose fence words are late (faults). */
+export const FAULT_CHECK_MS = 1;
 /** What cuda.h says of every sticky error (STICKY_RESULTS), quoted in the errors that follow one. */
 const RELAUNCH = 'cuda.h: the process must be terminated and relaunched';
 
@@ -76,16 +104,38 @@ interface Waiter {
   readonly poll: () => boolean;
   readonly resolve: () => void;
   readonly reject: (err: CudaError) => void;
+  /** For a fence word: the stream the fault check asks about once the wait is old; undefined for an event. */
+  readonly stream: StreamRef | undefined;
+  /** performance.now() when it was queued. */
+  readonly since: number;
 }
 
-interface Completion {
-  readonly exec: ExecContext;
-  readonly event: NativePointer;
-  /** The stream passed the event: finish the host side (copy out, return a staging buffer). */
+interface CompletionBase {
+  /** The stream passed the mark: finish the host side (copy out, return a staging buffer). */
   readonly done: () => void;
   /** The work will never complete (fault, reset): give back what `done` would have. */
   readonly drop: () => void;
 }
+
+interface EventCompletion extends CompletionBase {
+  readonly kind: 'event';
+  readonly exec: ExecContext;
+  readonly event: NativePointer;
+}
+
+interface WordCompletion extends CompletionBase {
+  readonly kind: 'word';
+  readonly words: FenceWords;
+  readonly stream: StreamRef;
+  readonly slot: number;
+  readonly seq: number;
+  readonly since: number;
+}
+
+type Completion = EventCompletion | WordCompletion;
+
+/** How waits learn that a stream passed a point: fence words written by the GPU, or events. */
+export type FenceMode = 'memop' | 'event';
 
 interface Registration {
   readonly view: Uint8Array;
@@ -106,6 +156,18 @@ export interface CudaDeviceStats {
   readonly syncFrees: number;
   readonly pinnedCachedBytes: number;
   readonly pendingWaits: number;
+  /** How stream fences and copy-outs are waited for (see device-core.ts, the synchronization strategy). */
+  readonly fenceMode: FenceMode;
+  /** Why that mode, with what the driver said (the v1 attribute, a refused write). */
+  readonly fenceModeReason: string;
+  /** Fences and copy-outs marked with a fence word since the device opened. */
+  readonly memopFences: number;
+  /** Fences and copy-outs marked with an event. */
+  readonly eventFences: number;
+  /** Streams that could not have a fence word (all taken, or a write refused) and use events. */
+  readonly fenceFallbacks: number;
+  /** cuStreamQuery calls of the fault check (streams whose words were late). */
+  readonly faultChecks: number;
   /** `call=status` for each driver call of the last reset() (teardown failures first). */
   readonly lastReset: readonly string[];
 }
@@ -115,7 +177,10 @@ export class DeviceCore {
   readonly device: number;
   readonly greens: GreenContextCache;
   readonly pinned: PinnedPool;
-  counters = { launches: 0, stagedCopies: 0, registeredCopies: 0, pageableCopies: 0, asyncFrees: 0, syncFrees: 0 };
+  counters = {
+    launches: 0, stagedCopies: 0, registeredCopies: 0, pageableCopies: 0, asyncFrees: 0, syncFrees: 0,
+    memopFences: 0, eventFences: 0, fenceFallbacks: 0, faultChecks: 0,
+  };
 
   #context: NativePointer;
   #primary: ExecContext;
@@ -150,6 +215,16 @@ export class DeviceCore {
   #completions: Completion[] = [];
   #scheduled = false;
   #lastQueued = 0;
+  #lastFaultCheck = 0;
+
+  /** The fence words of the current context; undefined in event mode and once torn down. */
+  #words: FenceWords | undefined;
+  /** Each live stream's slot in #words (streams without one fence with events). */
+  readonly #slots = new Map<StreamRef, number>();
+  /** Whether fences may use words in any context, and why (fixed at construction). */
+  readonly #memops: { readonly usable: boolean; readonly reason: string };
+  #fenceModeReason = '';
+  #warnedFallback = false;
   #lastReset: readonly string[] = [];
   /** Whether this process holds its reference on the primary context (a failed reset can drop it). */
   #retained = true;
@@ -177,7 +252,10 @@ export class DeviceCore {
       free: (buffer) => this.driver.cuMemFreeHost(buffer.address),
     });
     this.#priorityRange = this.#readPriorityRange();
+    this.#memops = this.#checkMemops();
+    this.#words = this.#allocateWords();
     this.#internalStream = this.#createInternalStream();
+    this.#probeWords();
 
     this.#launchBlock = allocNative(64 + MAX_PARAM_BYTES);
     const words = new BigUint64Array(this.#launchBlock.bytes.buffer, this.#launchBlock.bytes.byteOffset, 8);
@@ -326,26 +404,34 @@ export class DeviceCore {
   /** Resolves when `event` has completed (cuEventQuery from the event loop). */
   waitEvent(event: NativePointer): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      this.#waiters.push({
-        poll: () => this.#queryEvent(event, 'cuEventQuery'),
-        resolve,
-        reject,
-      });
-      this.#queued();
+      const since = performance.now();
+      this.#waiters.push({ poll: () => this.#queryEvent(event, 'cuEventQuery'), resolve, reject, stream: undefined, since });
+      this.#queued(since);
     });
   }
 
-  /** Resolves when everything enqueued on `stream` so far has completed. */
+  /**
+   * Resolves when everything enqueued on `stream` so far has completed: a fence word when the
+   * stream has one (one cuStreamWriteValue32_v2 now, memory reads after), else an event.
+   */
   fence(stream: StreamRef): Promise<void> {
+    const words = this.#words;
+    const slot = words === undefined ? undefined : this.#slots.get(stream);
     try {
-      this.assertUsable('cuEventRecord');
-      const event = this.#acquireEvent(stream.exec);
-      const rc = this.driver.cuEventRecord(event, stream.nativeHandle);
-      if (rc !== CUDA_SUCCESS) {
-        this.#releaseEvent(stream.exec, event);
-        this.check(rc, 'cuEventRecord');
+      this.assertUsable(slot === undefined ? 'cuEventRecord' : WRITE_VALUE);
+      if (words !== undefined && slot !== undefined) {
+        const seq = this.#markWord(stream, words, slot);
+        if (seq !== undefined) {
+          const since = performance.now();
+          return new Promise<void>((resolve, reject) => {
+            this.#waiters.push({ poll: () => words.reached(slot, seq), resolve, reject, stream, since });
+            this.#queued(since);
+          });
+        }
       }
+      const event = this.#markEvent(stream);
       return new Promise<void>((resolve, reject) => {
+        const since = performance.now();
         this.#waiters.push({
           poll: () => this.#queryEvent(event, 'cuEventQuery'),
           resolve: () => {
@@ -353,11 +439,13 @@ export class DeviceCore {
             resolve();
           },
           reject,
+          stream: undefined,
+          since,
         });
-        this.#queued();
+        this.#queued(since);
       });
     } catch (err) {
-      return Promise.reject(toCudaError(err, 'cuEventRecord'));
+      return Promise.reject(toCudaError(err, slot === undefined ? 'cuEventRecord' : WRITE_VALUE));
     }
   }
 
@@ -370,18 +458,67 @@ export class DeviceCore {
 
   /**
    * Runs `done` on the event loop once `stream` has passed everything enqueued so far (the host
-   * half of a staged copy). A failure to record leaves the work enqueued, so `drop` is not called:
-   * whatever the copy uses must outlive it.
+   * half of a staged copy), marked like a fence: a fence word, else an event. Copy-outs and
+   * fences of one stream share its word and its sequence, so a fence that passed implies every
+   * copy-out before it did, by a comparison in JavaScript. A failure to mark leaves the work
+   * enqueued, so `drop` is not called: whatever the copy uses must outlive it.
    */
   afterStream(stream: StreamRef, done: () => void, drop: () => void): void {
+    const words = this.#words;
+    const slot = words === undefined ? undefined : this.#slots.get(stream);
+    if (words !== undefined && slot !== undefined) {
+      const seq = this.#markWord(stream, words, slot);
+      if (seq !== undefined) {
+        const since = performance.now();
+        this.#completions.push({ kind: 'word', words, stream, slot, seq, since, done, drop });
+        this.#queued(since);
+        return;
+      }
+    }
+    const event = this.#markEvent(stream);
+    this.#completions.push({ kind: 'event', exec: stream.exec, event, done, drop });
+    this.#queued(performance.now());
+  }
+
+  /**
+   * Enqueues the write of the slot's next sequence number on `stream` and returns that number;
+   * undefined when the driver refuses memory operations on this stream (it fences with events from
+   * then on). Other failures throw through check().
+   */
+  #markWord(stream: StreamRef, words: FenceWords, slot: number): number | undefined {
+    const seq = words.next(slot);
+    const rc = this.#writeWord(stream, words, slot, seq);
+    if (rc === CUDA_SUCCESS) {
+      this.counters.memopFences += 1;
+      return seq;
+    }
+    if (rc !== CUDA_ERROR_NOT_SUPPORTED && rc !== CUDA_ERROR_INVALID_VALUE) throw this.error(rc, WRITE_VALUE);
+    // Nothing was enqueued. The write worked on the internal stream (#probeWords), so this is
+    // one kind of stream (a green context's, say) the driver will not write from.
+    this.#releaseSlot(stream);
+    this.#fellBack(`${WRITE_VALUE} on a stream returned ${cudaError(this.driver, rc, WRITE_VALUE).message}`);
+    return undefined;
+  }
+
+  /** cuStreamWriteValue32_v2 of `seq` into the slot's word, committed to the slot when it succeeds. */
+  #writeWord(stream: StreamRef, words: FenceWords, slot: number, seq: number): number {
+    const write = this.driver.cuStreamWriteValue32_v2;
+    if (write === undefined) return CUDA_ERROR_NOT_SUPPORTED;
+    const rc = write(stream.nativeHandle, words.deviceAddress(slot), seq >>> 0, CU_STREAM_WRITE_VALUE_DEFAULT);
+    if (rc === CUDA_SUCCESS) words.commit(slot, seq);
+    return rc;
+  }
+
+  /** Records a pooled event on `stream` and returns it. */
+  #markEvent(stream: StreamRef): NativePointer {
     const event = this.#acquireEvent(stream.exec);
     const rc = this.driver.cuEventRecord(event, stream.nativeHandle);
     if (rc !== CUDA_SUCCESS) {
       this.#releaseEvent(stream.exec, event);
       this.check(rc, 'cuEventRecord');
     }
-    this.#completions.push({ exec: stream.exec, event, done, drop });
-    this.#queued();
+    this.counters.eventFences += 1;
+    return event;
   }
 
   /** True when `event` completed, false while pending; throws (recording sticky faults) otherwise. */
@@ -410,6 +547,11 @@ export class DeviceCore {
         pending.push(completion);
         continue;
       }
+      if (completion.kind === 'word') {
+        if (completion.words.reached(completion.slot, completion.seq)) this.#deliver(completion);
+        else pending.push(completion);
+        continue;
+      }
       const rc = this.driver.cuEventQuery(completion.event);
       if (rc === CUDA_ERROR_NOT_READY) {
         pending.push(completion);
@@ -424,19 +566,23 @@ export class DeviceCore {
         failed = rc;
         continue;
       }
-      try {
-        completion.done();
-      } catch (err) {
-        // The caller broke the contract (a destination array detached while its copy was in flight).
-        process.emitWarning(`a device-to-host copy could not be delivered: ${String(err)}`, { type: 'CudaWarning' });
-      }
+      this.#deliver(completion);
     }
     this.#completions = pending;
     if (failed !== undefined) throw this.error(failed, 'cuEventQuery');
   }
 
-  #queued(): void {
-    this.#lastQueued = performance.now();
+  #deliver(completion: Completion): void {
+    try {
+      completion.done();
+    } catch (err) {
+      // The caller broke the contract (a destination array detached while its copy was in flight).
+      process.emitWarning(`a device-to-host copy could not be delivered: ${String(err)}`, { type: 'CudaWarning' });
+    }
+  }
+
+  #queued(now: number): void {
+    this.#lastQueued = now;
     this.#schedule();
   }
 
@@ -450,6 +596,7 @@ export class DeviceCore {
   readonly #tick = (): void => {
     this.#scheduled = false;
     try {
+      this.#checkLateWords(performance.now());
       this.drainCompletions();
       const waiting: Waiter[] = [];
       const done: Waiter[] = [];
@@ -463,7 +610,7 @@ export class DeviceCore {
         }
       }
       this.#waiters = waiting;
-      // A waiter that completed may stand behind copies whose events the first drain saw pending.
+      // A waiter that completed may stand behind copies whose marks the first drain saw pending.
       if (done.length > 0) this.drainCompletions();
       for (const waiter of done) waiter.resolve();
     } catch (err) {
@@ -471,6 +618,62 @@ export class DeviceCore {
     }
     this.#schedule();
   };
+
+  /**
+   * The fault check of fence words (at most every FAULT_CHECK_MS): one cuStreamQuery per stream
+   * that has had a word pending for FAULT_CHECK_MS or longer. A stream that is idle has passed
+   * every mark issued to it (its slot is settled, whether or not the word shows it yet); a busy one
+   * is left alone; any other status goes through error(): a sticky one becomes the fault and fails
+   * every wait (thrown on to the tick), another fails that stream's waits and copies.
+   * A stream destroyed since its mark was issued is not asked (its handle is gone); its queue
+   * holds nothing but word writes by then (destroy awaited a fence first), which cannot fault.
+   */
+  #checkLateWords(now: number): void {
+    if (now - this.#lastFaultCheck < FAULT_CHECK_MS) return;
+    this.#lastFaultCheck = now;
+    const late = now - FAULT_CHECK_MS;
+    let streams: Set<StreamRef> | undefined;
+    for (const waiter of this.#waiters) {
+      if (waiter.stream !== undefined && waiter.since <= late) (streams ??= new Set()).add(waiter.stream);
+    }
+    for (const completion of this.#completions) {
+      if (completion.kind === 'word' && completion.since <= late) (streams ??= new Set()).add(completion.stream);
+    }
+    if (streams === undefined) return;
+    for (const stream of streams) {
+      const words = this.#words;
+      const slot = this.#slots.get(stream);
+      if (words === undefined || slot === undefined) continue;
+      this.counters.faultChecks += 1;
+      const rc = this.driver.cuStreamQuery(stream.nativeHandle);
+      if (rc === CUDA_SUCCESS) words.settle(slot);
+      else if (rc !== CUDA_ERROR_NOT_READY) {
+        const err = this.error(rc, 'cuStreamQuery');
+        if (this.#fault) throw err;
+        this.#failStream(stream, err);
+      }
+    }
+  }
+
+  /**
+   * cuStreamQuery returned CUDA_SUCCESS for `stream` (CudaStream.query): every mark issued to it
+   * has passed, so its copy-outs are delivered now even if the word does not show it yet.
+   */
+  streamIdle(stream: StreamRef): void {
+    const slot = this.#slots.get(stream);
+    if (slot !== undefined) this.#words?.settle(slot);
+    this.drainCompletions();
+  }
+
+  /** Rejects the word waits of one stream and drops its word copy-outs (a non-sticky query error). */
+  #failStream(stream: StreamRef, err: CudaError): void {
+    const waiters = this.#waiters.filter((w) => w.stream === stream);
+    const completions = this.#completions.filter((c) => c.kind === 'word' && c.stream === stream);
+    this.#waiters = this.#waiters.filter((w) => w.stream !== stream);
+    this.#completions = this.#completions.filter((c) => c.kind !== 'word' || c.stream !== stream);
+    for (const completion of completions) completion.drop();
+    for (const waiter of waiters) waiter.reject(err);
+  }
 
   /** Rejects every pending wait and drops every pending copy-out. */
   #failWaits(err: CudaError): void {
@@ -484,6 +687,133 @@ export class DeviceCore {
 
   get pendingWaits(): number {
     return this.#waiters.length + this.#completions.length;
+  }
+
+  get fenceMode(): FenceMode {
+    return this.#words === undefined ? 'event' : 'memop';
+  }
+
+  get fenceModeReason(): string {
+    return this.#fenceModeReason;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Fence words (fence-words.ts)
+
+  /**
+   * Whether this process may fence with words in any context: not with OPENMPS_CUDA_FENCES=event
+   * (the benchmark's way to compare the two), nor with a libcuda that lacks cuStreamWriteValue32_v2.
+   * The reason notes the v1 attribute, which does not decide (see its constant).
+   */
+  #checkMemops(): { usable: boolean; reason: string } {
+    const setting = process.env.OPENMPS_CUDA_FENCES;
+    if (setting === 'event') return { usable: false, reason: 'OPENMPS_CUDA_FENCES=event' };
+    if (setting !== undefined && setting !== '' && setting !== 'memop') {
+      process.emitWarning(`OPENMPS_CUDA_FENCES=${setting} is neither memop nor event: using memop where the device allows`, { type: 'CudaWarning' });
+    }
+    if (this.driver.cuStreamWriteValue32_v2 === undefined) {
+      return { usable: false, reason: `${this.driver.library} does not export ${WRITE_VALUE}` };
+    }
+    const v1 = new Int32Array(1);
+    const rc = this.driver.cuDeviceGetAttribute(v1, CU_DEVICE_ATTRIBUTE_CAN_USE_STREAM_MEM_OPS_V1, this.device);
+    const attribute = rc === CUDA_SUCCESS ? String(v1[0] ?? 0) : `unreadable (${rc})`;
+    return { usable: true, reason: `${WRITE_VALUE} into pinned host words (CAN_USE_STREAM_MEM_OPS_V1, of the v1 API only: ${attribute})` };
+  }
+
+  /**
+   * The fence-word block of the current context: cuMemHostAlloc (PORTABLE, so green contexts see
+   * it pinned too; DEVICEMAP, so the GPU can write it) and its device address from
+   * cuMemHostGetDevicePointer_v2 (with unified addressing the host address, but the driver says).
+   * Undefined, with the reason kept and a warning, when either fails short of a sticky error.
+   */
+  #allocateWords(): FenceWords | undefined {
+    this.#fenceModeReason = this.#memops.reason;
+    if (!this.#memops.usable) return undefined;
+    this.enter();
+    const host = new BigUint64Array(1);
+    let rc = this.driver.cuMemHostAlloc(host, FENCE_BYTES, CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP);
+    if (rc !== CUDA_SUCCESS) {
+      this.#noWords(rc, 'cuMemHostAlloc');
+      return undefined;
+    }
+    const hostAddress = host[0] ?? 0n;
+    const device = new BigUint64Array(1);
+    rc = this.driver.cuMemHostGetDevicePointer_v2(device, hostAddress, 0);
+    if (rc !== CUDA_SUCCESS) {
+      warnStatus(this.driver, this.driver.cuMemFreeHost(hostAddress), 'cuMemFreeHost', 'freeing the fence words');
+      this.#noWords(rc, 'cuMemHostGetDevicePointer_v2');
+      return undefined;
+    }
+    const bytes = viewNative(hostAddress, FENCE_BYTES);
+    return new FenceWords(hostAddress, device[0] ?? 0n, new Int32Array(bytes.buffer, bytes.byteOffset, FENCE_SLOTS));
+  }
+
+  /** Records why the device fences with events (a sticky status is thrown as the fault instead). */
+  #noWords(rc: number, call: string): void {
+    if (isSticky(rc)) throw this.error(rc, call);
+    const err = cudaError(this.driver, rc, call);
+    this.#fenceModeReason = `fence words unavailable: ${err.message}`;
+    process.emitWarning(`${this.#fenceModeReason}; streams fence with events`, { code: err.code, type: 'CudaWarning' });
+  }
+
+  /**
+   * Proves the words before anything waits on one: a write into the internal stream's word, a
+   * cuCtxSynchronize (the context is new and has no other work: at construction and after a reset,
+   * which synchronizes it too), and a read that must see the value. A driver that refuses memory
+   * operations (NOT_SUPPORTED) or the address (INVALID_VALUE), or a write that does not show in
+   * host memory, leaves the device fencing with events; a sticky status is the fault.
+   */
+  #probeWords(): void {
+    const words = this.#words;
+    const internal = this.#internalStream;
+    const slot = internal === undefined ? undefined : this.#slots.get(internal);
+    if (words === undefined || internal === undefined || slot === undefined) return;
+    const seq = words.next(slot);
+    let call = WRITE_VALUE;
+    let rc = this.#writeWord(internal, words, slot, seq);
+    if (rc === CUDA_SUCCESS) {
+      call = 'cuCtxSynchronize';
+      rc = this.driver.cuCtxSynchronize();
+    }
+    if (rc === CUDA_SUCCESS && words.reached(slot, seq)) return;
+    if (isSticky(rc)) throw this.error(rc, call);
+    const why = rc === CUDA_SUCCESS
+      ? `the probe's ${WRITE_VALUE} of ${seq} was not in host memory after cuCtxSynchronize`
+      : `the probe's ${cudaError(this.driver, rc, call).message}`;
+    this.#words = undefined;
+    this.#slots.clear();
+    words.detach();
+    // Freed only when nothing can still write it: the write was refused, or the context is idle.
+    // After a failed synchronize the write may be pending: 64 KiB are left to the context.
+    if (rc === CUDA_SUCCESS || call === WRITE_VALUE) {
+      warnStatus(this.driver, this.driver.cuMemFreeHost(words.hostAddress), 'cuMemFreeHost', 'freeing the fence words');
+    }
+    this.#fenceModeReason = `fence words unavailable: ${why}`;
+    process.emitWarning(`${this.#fenceModeReason}; streams fence with events`, { type: 'CudaWarning' });
+  }
+
+  /** Gives `stream` a fence word; without one (all taken) it fences with events. */
+  #claimSlot(stream: StreamRef): void {
+    const words = this.#words;
+    if (words === undefined) return;
+    const slot = words.claim();
+    if (slot !== undefined) this.#slots.set(stream, slot);
+    else this.#fellBack(`all ${FENCE_SLOTS} fence words are in use`);
+  }
+
+  #releaseSlot(stream: StreamRef): void {
+    const slot = this.#slots.get(stream);
+    if (slot === undefined) return;
+    this.#slots.delete(stream);
+    this.#words?.release(slot);
+  }
+
+  /** A stream fences with events although the device writes words: counted, and warned once. */
+  #fellBack(why: string): void {
+    this.counters.fenceFallbacks += 1;
+    if (this.#warnedFallback) return;
+    this.#warnedFallback = true;
+    process.emitWarning(`${why}: that stream fences with events (fenceFallbacks counts them)`, { type: 'CudaWarning' });
   }
 
   // -------------------------------------------------------------------------------------------
@@ -505,11 +835,14 @@ export class DeviceCore {
 
   addStream(stream: StreamRef): void {
     this.#streams.add(stream);
+    this.#claimSlot(stream);
   }
 
   /** Destroys a stream whose work has finished (its owner awaited a fence first). */
   destroyStream(stream: StreamRef): void {
-    if (!this.#streams.delete(stream) || this.#abandoned) return;
+    if (!this.#streams.delete(stream)) return;
+    this.#releaseSlot(stream);
+    if (this.#abandoned) return;
     this.check(this.driver.cuStreamDestroy_v2(stream.nativeHandle), 'cuStreamDestroy_v2');
   }
 
@@ -636,7 +969,9 @@ export class DeviceCore {
     this.enter();
     const out = new BigUint64Array(1);
     this.check(this.driver.cuStreamCreateWithPriority(out, CU_STREAM_NON_BLOCKING, 0), 'cuStreamCreateWithPriority');
-    return { nativeHandle: out[0] ?? 0n, exec: this.#primary };
+    const stream: StreamRef = { nativeHandle: out[0] ?? 0n, exec: this.#primary };
+    this.#claimSlot(stream);
+    return stream;
   }
 
   /**
@@ -698,6 +1033,14 @@ export class DeviceCore {
     }
     if (this.#abandoned) this.pinned.abandon();
     else for (const rc of this.pinned.clear()) note(rc, 'cuMemFreeHost');
+    // The waits that read the words failed above; nothing reads the block once it is detached.
+    const words = this.#words;
+    this.#words = undefined;
+    this.#slots.clear();
+    if (words) {
+      words.detach();
+      if (!this.#abandoned) note(d.cuMemFreeHost(words.hostAddress), 'cuMemFreeHost');
+    }
     for (const list of this.#registrations.values()) {
       for (const r of list) {
         if (!this.#abandoned) note(d.cuMemHostUnregister(r.address), 'cuMemHostUnregister');
@@ -732,6 +1075,10 @@ export class DeviceCore {
     this.greens.abandon();
     this.#libraries.clear();
     this.pinned.abandon();
+    // Left allocated, like the staging buffers: only JavaScript stops reading it.
+    this.#words?.detach();
+    this.#words = undefined;
+    this.#slots.clear();
     this.#registrations.clear();
     this.#allocations.clear();
   }
@@ -825,7 +1172,10 @@ export class DeviceCore {
     this.#context = context;
     this.#fault = undefined;
     this.#primary = new ExecContext(this.#context, undefined);
+    // The old block went with the old context (teardown freed it): a new one, slots from scratch.
+    this.#words = this.#allocateWords();
     this.#internalStream = this.#createInternalStream();
+    this.#probeWords();
     const registrations = [...this.#registrations.values()].flat();
     this.#registrations.clear();
     for (const r of registrations) {
