@@ -66,8 +66,8 @@ function isCode(code: string): (err: unknown) => boolean {
   };
 }
 
-type ChildMode = 'fault' | 'fault-green' | 'reset';
-const CHILD_MODES: readonly ChildMode[] = ['fault', 'fault-green', 'reset'];
+type ChildMode = 'fault' | 'fault-green' | 'reset' | 'event-fences';
+const CHILD_MODES: readonly ChildMode[] = ['fault', 'fault-green', 'reset', 'event-fences'];
 const ONE = { grid: [1, 1, 1] as const, block: [1, 1, 1] as const, sharedMemBytes: 0 };
 const FILL = { grid: [4, 1, 1] as const, block: [256, 1, 1] as const, sharedMemBytes: 0 };
 
@@ -241,6 +241,8 @@ async function resetChild(result: Record<string, unknown>): Promise<void> {
   s.recordEvent(event);
   await Promise.all([s.synchronize(), green.synchronize(), grouped.synchronize(), event.synchronize()]);
 
+  const fencesBefore = d.stats();
+  result.fenceModeBefore = fencesBefore.fenceMode;
   const r0 = performance.now();
   await d.reset();
   result.resetMs = Number((performance.now() - r0).toFixed(1));
@@ -272,6 +274,14 @@ async function resetChild(result: Record<string, unknown>): Promise<void> {
   assert.ok(staged.every((v) => v === 2.5));
   assert.ok(new Float32Array(mapping.buffer, 0, 1024).every((v) => v === 2.5));
   assert.equal(d.stats().registeredCopies - registered, 1, 'the mapping was registered again');
+  // The fence words were allocated again in the new context and the new streams got words.
+  const fencesAfter = d.stats();
+  result.fenceModeAfter = fencesAfter.fenceMode;
+  assert.equal(fencesAfter.fenceMode, fencesBefore.fenceMode, fencesAfter.fenceModeReason);
+  if (fencesAfter.fenceMode === 'memop') {
+    assert.ok(fencesAfter.memopFences > fencesBefore.memopFences, 'fences after the reset used words');
+    assert.equal(fencesAfter.fenceFallbacks, fencesBefore.fenceFallbacks);
+  }
   g2.launch(fill, FILL, pack(fill, { ptr: p2 }, { f32: 1 }, { u32: 1024 }));
   g2.memcpyDtoH(bytesOf(staged), p2);
   await g2.synchronize();
@@ -296,6 +306,39 @@ async function resetChild(result: Record<string, unknown>): Promise<void> {
 }
 
 /**
+ * Child mode `event-fences` (run with OPENMPS_CUDA_FENCES=event): the event path still works, and
+ * launch + synchronize latency on it, to compare with the suite's own (fence words).
+ */
+async function eventFencesChild(result: Record<string, unknown>): Promise<void> {
+  assert.ok(platform);
+  const opened = await platform.open(0);
+  assert.ok(opened instanceof CudaDevice);
+  const d = opened;
+  const stats = d.stats();
+  result.fenceMode = stats.fenceMode;
+  assert.equal(stats.fenceMode, 'event');
+  assert.equal(stats.fenceModeReason, 'OPENMPS_CUDA_FENCES=event');
+  const m = await d.loadModule({ kind: 'ptx', data: PTX, name: 'openmps.ptx', options: [] });
+  const noop = m.getFunction('noop');
+  const s = d.createStream();
+  const latencies: number[] = [];
+  for (let i = 0; i < 200; i++) {
+    const t0 = performance.now();
+    s.launch(noop, ONE, new Uint8Array(0));
+    await s.synchronize();
+    latencies.push((performance.now() - t0) * 1000);
+  }
+  latencies.sort((p, q) => p - q);
+  result.p50us = Number(latencies[100]?.toFixed(1));
+  result.p99us = Number(latencies[198]?.toFixed(1));
+  assert.equal(d.stats().memopFences, 0);
+  assert.ok(d.stats().eventFences >= 200);
+  await s.destroy();
+  m.unload();
+  await d.close();
+}
+
+/**
  * Child-process mode (OPENMPS_CUDA_CHILD): runs one scenario and prints `CHILD {json}`. A faulted
  * CUDA process must be relaunched (cuda.h), which is also how the server handles faults, so every
  * case that faults the GPU runs here and the suite's own process stays healthy. Exit code 1 when
@@ -307,6 +350,7 @@ async function childMain(mode: ChildMode): Promise<void> {
   const result: Record<string, unknown> = { mode };
   try {
     if (mode === 'reset') await resetChild(result);
+    else if (mode === 'event-fences') await eventFencesChild(result);
     else await faultChild(mode === 'fault-green', result);
   } catch (err) {
     result.error = err instanceof Error ? err.message : String(err);
@@ -325,8 +369,8 @@ interface ChildRun {
 }
 
 /** Runs this file in child mode `mode` with a fresh process and CUDA context. */
-function runChild(mode: ChildMode): Promise<ChildRun> {
-  const env: NodeJS.ProcessEnv = { ...process.env, OPENMPS_CUDA_CHILD: mode };
+function runChild(mode: ChildMode, extraEnv: NodeJS.ProcessEnv = {}): Promise<ChildRun> {
+  const env: NodeJS.ProcessEnv = { ...process.env, ...extraEnv, OPENMPS_CUDA_CHILD: mode };
   delete env.NODE_TEST_CONTEXT;
   return new Promise<ChildRun>((resolve, reject) => {
     const child = spawn(process.execPath, [fileURLToPath(import.meta.url)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -957,6 +1001,87 @@ function defineSuite(): void {
       await device.memFree(scratch);
     });
 
+    void test('fences are words the GPU writes (fenceMode memop on Hopper)', () => {
+      const stats = device.stats();
+      say(`fence mode ${stats.fenceMode}: ${stats.fenceModeReason}`);
+      if (device.info.computeMajor >= 9) assert.equal(stats.fenceMode, 'memop', stats.fenceModeReason);
+    });
+
+    void test('a fence after a kernel resolves only once the kernel is done, with a word and no event', async () => {
+      const spin = module.getFunction('spin');
+      const fill = module.getFunction('fill');
+      const n = 1024;
+      const ptr = device.memAlloc(n * 4);
+      const other = device.createStream();
+      const seen = new Float32Array(n);
+      stream.memset(ptr, 0, 4, n);
+      await stream.synchronize();
+      const before = device.stats();
+      const t0 = performance.now();
+      stream.launch(spin, ONE, pack(spin, { s64: BigInt(Math.round(cyclesPerMs * 50)) }));
+      stream.launch(fill, FILL, pack(fill, { ptr }, { f32: 7.5 }, { u32: n }));
+      await stream.synchronize();
+      const waited = performance.now() - t0;
+      const after = device.stats();
+      // Read on another stream, which is not ordered after the first: only the fence says the fill is done.
+      other.memcpyDtoH(bytesOf(seen), ptr);
+      await other.synchronize();
+      say(`fence after a 50 ms spin + fill: resolved after ${waited.toFixed(1)} ms, ` +
+        `memop fences +${after.memopFences - before.memopFences}, event fences +${after.eventFences - before.eventFences}, fault checks +${after.faultChecks - before.faultChecks}`);
+      assert.ok(waited >= 40, `the fence resolved after ${waited} ms, before the 50 ms kernel could end`);
+      assert.ok(seen.every((v) => v === 7.5), `the fill was not done when its fence resolved: read ${seen[0]}`);
+      if (after.fenceMode === 'memop') {
+        assert.equal(after.memopFences - before.memopFences, 1);
+        assert.equal(after.eventFences, before.eventFences);
+      }
+      await other.destroy();
+      await device.memFree(ptr);
+    });
+
+    void test('many fences at once on primary, green-context and SM-group streams all resolve, in order per stream', async () => {
+      const spin = module.getFunction('spin');
+      const fill = module.getFunction('fill');
+      const n = 1024;
+      const streams = [
+        device.createStream(), device.createStream(), device.createStream({ priority: -1000 }), device.createStream(),
+        device.createStream({ smCount: 16 }), device.createStream({ smGroups: [0, 1] }), device.createStream({ smGroups: [2] }),
+        device.createStream({ smCount: 16 }),
+      ];
+      const ptrs = streams.map(() => device.memAlloc(n * 4));
+      const before = device.stats();
+      const rounds = 50;
+      const order: number[][] = streams.map(() => []);
+      const fences: Promise<void>[] = [];
+      const t0 = performance.now();
+      for (let round = 0; round < rounds; round++) {
+        streams.forEach((s, i) => {
+          s.launch(spin, ONE, pack(spin, { s64: BigInt(Math.round(cyclesPerMs * 0.05 * ((round + i) % 4))) }));
+          s.launch(fill, FILL, pack(fill, { ptr: ptrs[i] ?? 0n }, { f32: round * 100 + i }, { u32: n }));
+          fences.push(s.synchronize().then(() => { order[i]?.push(round); }));
+        });
+      }
+      await Promise.all(fences);
+      const ms = performance.now() - t0;
+      const after = device.stats();
+      say(`${fences.length} fences on ${streams.length} streams: all resolved in ${ms.toFixed(1)} ms; memop +${after.memopFences - before.memopFences}, ` +
+        `event +${after.eventFences - before.eventFences}, fallbacks +${after.fenceFallbacks - before.fenceFallbacks}, fault checks +${after.faultChecks - before.faultChecks}`);
+      for (const [i, resolved] of order.entries()) assert.deepEqual(resolved, Array.from({ length: rounds }, (_, r) => r), `stream ${i} resolved out of order`);
+      const out = new Float32Array(n);
+      for (const [i, ptr] of ptrs.entries()) {
+        stream.memcpyDtoH(bytesOf(out), ptr);
+        await stream.synchronize();
+        assert.ok(out.every((v) => v === (rounds - 1) * 100 + i), `stream ${i}: read ${out[0]}`);
+      }
+      if (after.fenceMode === 'memop') {
+        assert.equal(after.fenceFallbacks, before.fenceFallbacks, 'a stream (green or SM-group?) was refused cuStreamWriteValue32_v2');
+        assert.equal(after.eventFences, before.eventFences);
+        assert.equal(after.memopFences - before.memopFences, fences.length);
+      }
+      assert.equal(device.stats().pendingWaits, 0);
+      for (const s of streams) await s.destroy();
+      for (const ptr of ptrs) await device.memFree(ptr);
+    });
+
     void test('probe (informational): raw cuMemFree_v2 behind a running kernel; primary-context event on a green stream', async () => {
       const driver = loadCuda();
       const spin = module.getFunction('spin');
@@ -1005,6 +1130,13 @@ function defineSuite(): void {
     say(`reset child: status ${run.status}, signal ${run.signal ?? 'none'}; ${JSON.stringify(run.result)}`);
     const result = assertCleanChild(run);
     assert.match(String(result.after), /fill ok/);
+  });
+
+  void test('OPENMPS_CUDA_FENCES=event keeps the event path; its synchronize latency, for comparison (child process)', async () => {
+    const run = await runChild('event-fences', { OPENMPS_CUDA_FENCES: 'event' });
+    say(`event-fence child: status ${run.status}, signal ${run.signal ?? 'none'}; ${JSON.stringify(run.result)}`);
+    const result = assertCleanChild(run);
+    assert.equal(result.fenceMode, 'event');
   });
 });
 }
