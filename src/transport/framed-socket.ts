@@ -63,6 +63,9 @@ export class FramedSocket {
   #onRequest: RequestHandler | undefined;
   #onNotice: NoticeHandler | undefined;
   #onClose: ((reason: CudaError | undefined) => void)[] = [];
+  /** Request frames written / taken, wrapping at 32 bits: the command ring's stamps (command-ring.ts). */
+  #requestsSent = 0;
+  #requestsReceived = 0;
 
   constructor(socket: Socket) {
     this.socket = socket;
@@ -80,6 +83,16 @@ export class FramedSocket {
 
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /** Request frames (replied or not) this end has sent so far, as a wrapping 32-bit count. */
+  get requestsSent(): number {
+    return this.#requestsSent;
+  }
+
+  /** Request frames (replied or not, well-formed or not) this end has taken so far. */
+  get requestsReceived(): number {
+    return this.#requestsReceived;
   }
 
   get pendingRequests(): number {
@@ -124,6 +137,7 @@ export class FramedSocket {
         },
         reject,
       });
+      this.#requestsSent = (this.#requestsSent + 1) | 0;
       this.#write(frame);
     });
   }
@@ -138,6 +152,7 @@ export class FramedSocket {
     } catch (err) {
       throw new CudaError('CUDA_ERROR_INVALID_VALUE', callNameOf(name), `the request cannot be sent: ${(err as Error).message}`);
     }
+    this.#requestsSent = (this.#requestsSent + 1) | 0;
     this.#write(frame);
   }
 
@@ -243,6 +258,7 @@ export class FramedSocket {
       }
       return;
     }
+    this.#requestsReceived = (this.#requestsReceived + 1) | 0;
     const noReply = (frame.flags & FLAG_NO_REPLY) !== 0;
     if (!name) {
       this.#failRequest(frame, noReply, new CudaError('CUDA_ERROR_MPS_RPC_FAILURE', 'frame', `unknown opcode 0x${frame.opcode.toString(16).padStart(4, '0')}`));
