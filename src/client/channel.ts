@@ -9,6 +9,10 @@ export interface Channel {
   call<N extends SessionMessage>(name: N, req: RequestOf<N>): Promise<ReplyOf<N>>;
   /** Fire-and-forget: failures come back on a later call. */
   post<N extends SessionMessage>(name: N, req: RequestOf<N>): void;
+  /** Enqueues a kernel: fire-and-forget, through the command ring when there is one. */
+  launch(req: RequestOf<'LAUNCH'>): void;
+  /** Waits for `stream`'s work, or all of the context's when undefined; throws deferred failures. */
+  synchronize(stream: number | undefined): Promise<void>;
   /** Whether large copies should go through a shared-memory region (false in-process). */
   readonly wantsStaging: boolean;
   /** Set when the channel is dead: why (806 when the server vanished, 810 when terminated). */

@@ -37,6 +37,11 @@ export interface ConnectOptions {
   readonly deviceKind?: DeviceChoice;
   /** Bytes of the shared-memory staging region for large copies (default 32 MiB). */
   readonly stagingBytes?: number;
+  /**
+   * Launches and synchronizes through a shared-memory command ring (default), or over the socket
+   * like every other call (false; OPENMPS_COMMAND_RING=0). MPS mode only.
+   */
+  readonly commandRing?: boolean;
   /** Environment to read the OPENMPS_ variables from (default process.env). */
   readonly env?: NodeJS.ProcessEnv;
 }
@@ -95,7 +100,12 @@ export async function connect(options: ConnectOptions = {}): Promise<Context> {
         throw new CudaError('CUDA_ERROR_MPS_CONNECTION_FAILED', 'cuInit', `Cannot find openmps control daemon process in ${pipeDirectory} (${(err as Error).message})`);
       }
     }
-    if (control) return connectToServer(control, settings, options.stagingBytes);
+    const ringSetting = env.OPENMPS_COMMAND_RING;
+    if (ringSetting !== undefined && ringSetting !== '' && ringSetting !== '0' && ringSetting !== '1') {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', 'cuInit', `OPENMPS_COMMAND_RING="${ringSetting}" is not 0 or 1`);
+    }
+    const commandRing = options.commandRing ?? ringSetting !== '0';
+    if (control) return connectToServer(control, settings, options.stagingBytes, commandRing);
   }
 
   // Bypass mode: this process owns a device context of its own.
@@ -122,6 +132,7 @@ async function connectToServer(
   control: Socket,
   settings: { version: number; pid: number; command: string; device: number; activeThreadPercentage: number; pinnedMemLimit: string; priority: number; smPartition: string },
   stagingBytes: number | undefined,
+  commandRing: boolean,
 ): Promise<Context> {
   const controlChannel = new FramedSocket(control);
   let server: { serverPid: number; socketPath: string };
@@ -144,9 +155,12 @@ async function connectToServer(
     channel.close();
     throw err;
   }
+  const remote = new RemoteChannel(channel);
+  // Without a ring (an older server, no /dev/shm) every call takes the socket: slower, the same.
+  if (commandRing) await remote.attachRing();
   return new Context({
     mode: 'mps',
-    channel: new RemoteChannel(channel),
+    channel: remote,
     clientId: opened.clientId,
     serverPid: opened.serverPid,
     device: opened.device,

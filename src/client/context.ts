@@ -88,7 +88,7 @@ export class Stream {
     this.handle = handle;
   }
   async synchronize(): Promise<void> {
-    await this.context.channel.call('STREAM_SYNCHRONIZE', { stream: this.handle });
+    await this.context.channel.synchronize(this.handle);
   }
   async query(): Promise<boolean> {
     return (await this.context.channel.call('STREAM_QUERY', { stream: this.handle })).done;
@@ -306,7 +306,7 @@ export class Context extends EventEmitter {
     if (!Number.isInteger(sharedMemBytes) || sharedMemBytes < 0) {
       throw new CudaError('CUDA_ERROR_INVALID_VALUE', 'cuLaunchKernel', `sharedMemBytes ${sharedMemBytes} is not a non-negative integer`);
     }
-    this.channel.post('LAUNCH', {
+    this.channel.launch({
       function: fn.handle,
       stream: options.stream?.handle ?? 0,
       gridX,
@@ -335,7 +335,7 @@ export class Context extends EventEmitter {
 
   /** Waits for all of this client's work (cuCtxSynchronize); throws its deferred errors. */
   async synchronize(): Promise<void> {
-    await this.channel.call('CTX_SYNCHRONIZE', {});
+    await this.channel.synchronize(undefined);
   }
 
   /** Ends the session: the server drains this client's work and frees its memory. */

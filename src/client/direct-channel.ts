@@ -24,6 +24,10 @@ export class DirectChannel implements Channel {
       attachStaging: () => {
         throw new CudaError('CUDA_ERROR_NOT_SUPPORTED', 'cuMemHostRegister_v2', 'bypass mode copies directly and needs no staging region');
       },
+      attachRing: () => {
+        throw new CudaError('CUDA_ERROR_NOT_SUPPORTED', 'openmps.ringAttach', 'bypass mode runs launches in-process and has no command ring');
+      },
+      ringDoorbell: () => undefined,
       closeSession: () => session.close(),
     };
   }
@@ -46,6 +50,15 @@ export class DirectChannel implements Channel {
 
   post<N extends SessionMessage>(name: N, req: RequestOf<N>): void {
     dispatch(this.#target, name, req, true);
+  }
+
+  launch(req: RequestOf<'LAUNCH'>): void {
+    this.post('LAUNCH', req);
+  }
+
+  async synchronize(stream: number | undefined): Promise<void> {
+    if (stream === undefined) await this.call('CTX_SYNCHRONIZE', {});
+    else await this.call('STREAM_SYNCHRONIZE', { stream });
   }
 
   async close(): Promise<void> {

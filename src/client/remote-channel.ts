@@ -1,27 +1,68 @@
-// MPS mode: the Context's messages go to the server over its Unix socket. The socket is unref'd
-// while no reply is awaited, so a client that forgets close() does not keep Node alive.
+// MPS mode: the Context's messages go to the server over its Unix socket, and its launches and
+// synchronizes through the command ring (src/transport/command-ring.ts) once one is attached. The
+// socket is unref'd while no reply is awaited, so a client that forgets close() does not keep Node
+// alive.
+//
+// Waiting for a ring synchronize: the client first spins on its completion word, as the CUDA
+// driver spins before it yields (a launch + synchronize of a small kernel completes within tens of
+// microseconds, less than one wake-up of a blocked process costs). It spins for up to SPIN_MS, and
+// only when its last wait was that short: a client whose waits are long would burn a core for
+// nothing. Then it asks the server for a NOTICE_WAKE and blocks on the socket.
 import { CudaError } from '../cuda/cuda-error.js';
 import type { ReplyOf, RequestOf } from '../protocol/messages.js';
 import type { SessionMessage } from '../server/dispatcher.js';
+import { RingProducer, SYNC_CONTEXT, type RingFailure } from '../transport/command-ring.js';
 import type { FramedSocket } from '../transport/framed-socket.js';
 import type { Channel } from './channel.js';
+
+/** Longest spin on a completion word before blocking (ms). */
+export const SPIN_MS = 0.1;
+/** Spin this long when the last wait outlasted SPIN_MS (ms). */
+const SHORT_SPIN_MS = 0.005;
+/** A blocked wait looks at its word this often even without a NOTICE_WAKE (ms): belt and braces. */
+const BLOCKED_RECHECK_MS = 10;
+
+interface BlockedWait {
+  readonly seq: number;
+  resolve(): void;
+  reject(err: CudaError): void;
+}
+
+function ringError(failure: RingFailure, fallbackCall: string): CudaError {
+  const newline = failure.text.indexOf('\n');
+  const call = newline > 0 ? failure.text.slice(0, newline) : fallbackCall;
+  const detail = newline >= 0 ? failure.text.slice(newline + 1) : failure.text;
+  return CudaError.fromResult(failure.result, call, detail);
+}
 
 export class RemoteChannel implements Channel {
   readonly wantsStaging = true;
   readonly #socket: FramedSocket;
   #failure: CudaError | undefined;
   #waiting = 0;
+  #ring: RingProducer | undefined;
+  #doorbellRung = false;
+  #lastWaitMs = 0;
+  #blocked: BlockedWait[] = [];
+  #recheck: NodeJS.Timeout | undefined;
+  readonly #retiredRings: RingProducer[] = [];
 
   constructor(socket: FramedSocket) {
     this.#socket = socket;
     socket.socket.unref();
     socket.onClose((reason) => {
       this.#failure ??= reason ?? new CudaError('CUDA_ERROR_MPS_RPC_FAILURE', 'socket', 'the server closed the connection');
+      this.#failBlocked(this.#failure);
     });
     socket.onNotice((name, payload) => {
+      if (name === 'NOTICE_WAKE') {
+        this.#checkBlocked();
+        return;
+      }
       if (name === 'NOTICE_ERROR') {
         const p = payload as RequestOf<'NOTICE_ERROR'>;
         this.#failure = CudaError.fromResult(p.result, 'openmps.notice', p.message);
+        this.#failBlocked(this.#failure);
       }
       if (name === 'NOTICE_ERROR' || name === 'NOTICE_LIMITS') {
         for (const l of this.#listeners) l(name, payload);
@@ -35,8 +76,38 @@ export class RemoteChannel implements Channel {
     return this.#failure;
   }
 
+  /** Whether launches and synchronizes go through a command ring. */
+  get hasRing(): boolean {
+    return this.#ring !== undefined;
+  }
+
   onNotice(listener: (name: 'NOTICE_ERROR' | 'NOTICE_LIMITS', payload: unknown) => void): void {
     this.#listeners.push(listener);
+  }
+
+  /**
+   * Creates a command ring and has the server map it. False (and the socket path stays) when the
+   * server refuses it: an older server, or no /dev/shm.
+   */
+  async attachRing(capacity?: number): Promise<boolean> {
+    if (this.#ring) return true;
+    let ring: RingProducer;
+    try {
+      ring = RingProducer.create(capacity);
+    } catch {
+      return false;
+    }
+    try {
+      await this.call('RING_ATTACH', { name: ring.region.name, bytes: BigInt(ring.region.bytes) });
+    } catch {
+      ring.close();
+      return false;
+    } finally {
+      // Both sides have it mapped (or the attach failed): the name is no longer needed.
+      ring.region.unlink();
+    }
+    this.#ring = ring;
+    return true;
   }
 
   async call<N extends SessionMessage>(name: N, req: RequestOf<N>): Promise<ReplyOf<N>> {
@@ -52,13 +123,145 @@ export class RemoteChannel implements Channel {
     this.#socket.send(name, req);
   }
 
-  async close(): Promise<void> {
-    if (this.#socket.closed) return;
-    try {
-      await this.call('SESSION_CLOSE', {});
-    } catch {
-      // Closing a dead or terminated session: nothing left to release on our side.
+  launch(req: RequestOf<'LAUNCH'>): void {
+    const ring = this.#ring;
+    if (ring && this.#failure === undefined && ring.pushLaunch(this.#socket.requestsSent, req)) {
+      this.#ringDoorbell(ring);
+      return;
     }
-    this.#socket.close();
+    // No ring, or no room in it: the frame still runs after every record written before it.
+    this.post('LAUNCH', req);
+  }
+
+  async synchronize(stream: number | undefined): Promise<void> {
+    const ring = this.#ring;
+    const seq = ring && this.#failure === undefined ? ring.pushSync(this.#socket.requestsSent, stream ?? SYNC_CONTEXT) : undefined;
+    if (!ring || seq === undefined) {
+      if (stream === undefined) await this.call('CTX_SYNCHRONIZE', {});
+      else await this.call('STREAM_SYNCHRONIZE', { stream });
+      return;
+    }
+    this.#ringDoorbell(ring);
+    const call = stream === undefined ? 'cuCtxSynchronize' : 'cuStreamSynchronize';
+    const started = performance.now();
+    const spinUntil = started + (this.#lastWaitMs <= SPIN_MS ? SPIN_MS : SHORT_SPIN_MS);
+    let now = started;
+    for (;;) {
+      if (this.#settled(ring, seq, call)) {
+        this.#lastWaitMs = performance.now() - started;
+        return;
+      }
+      if (now > spinUntil) break;
+      now = performance.now();
+    }
+    await new Promise<void>((resolve, reject) => {
+      this.#block({ seq, resolve, reject });
+    });
+    this.#lastWaitMs = performance.now() - started;
+    this.#settled(ring, seq, call);
+  }
+
+  /**
+   * True when synchronize `seq` has finished; throws its failure (or the channel's, or the dead
+   * ring's). False while it runs.
+   */
+  #settled(ring: RingProducer, seq: number, call: string): boolean {
+    if (this.#failure) throw new CudaError(this.#failure.code, call, this.#failure.detail);
+    if (ring.completed(seq)) {
+      const failure = ring.failureOf(seq);
+      if (failure) throw ringError(failure, call);
+      return true;
+    }
+    const dead = ring.dead;
+    if (dead !== 0) {
+      // The server refused a record: its reason ends this wait; later work takes the socket. The
+      // mapping stays until close(): another wait may still read it.
+      if (this.#ring === ring) {
+        this.#ring = undefined;
+        this.#retiredRings.push(ring);
+      }
+      throw ringError({ result: dead, text: ring.errorText }, call);
+    }
+    return false;
+  }
+
+  #ringDoorbell(ring: RingProducer): void {
+    if (this.#doorbellRung || ring.serverAwake) return;
+    this.#doorbellRung = true;
+    process.nextTick(() => {
+      this.#doorbellRung = false;
+    });
+    this.post('RING_DOORBELL', {});
+  }
+
+  #block(wait: BlockedWait): void {
+    const ring = this.#ring;
+    if (!ring) {
+      wait.resolve();
+      return;
+    }
+    this.#blocked.push(wait);
+    if (this.#waiting++ === 0) this.#socket.socket.ref();
+    this.#recheck ??= setInterval(() => {
+      this.#checkBlocked();
+    }, BLOCKED_RECHECK_MS);
+    this.#armWake();
+    // Completed between the last spin and the request: no NOTICE_WAKE will come for it.
+    this.#checkBlocked();
+  }
+
+  /** Asks for a wake at the oldest blocked sequence. */
+  #armWake(): void {
+    const first = this.#blocked[0];
+    if (first && this.#ring) this.#ring.requestWake(first.seq);
+  }
+
+  /** Settles the blocked waits whose synchronize finished (their caller reads the outcome). */
+  #checkBlocked(): void {
+    const ring = this.#ring;
+    const still: BlockedWait[] = [];
+    const ready: BlockedWait[] = [];
+    for (const w of this.#blocked) {
+      if (!ring || ring.completed(w.seq) || ring.dead !== 0) ready.push(w);
+      else still.push(w);
+    }
+    if (ready.length === 0) return;
+    this.#blocked = still;
+    this.#armWake();
+    for (const w of ready) this.#unblock(w).resolve();
+    // The next wait's sequence may have completed before its wake request was armed: look again.
+    const next = still[0];
+    if (next && ring?.completed(next.seq)) this.#checkBlocked();
+  }
+
+  #unblock(w: BlockedWait): BlockedWait {
+    if (--this.#waiting === 0) this.#socket.socket.unref();
+    if (this.#blocked.length === 0 && this.#recheck) {
+      clearInterval(this.#recheck);
+      this.#recheck = undefined;
+    }
+    return w;
+  }
+
+  #failBlocked(err: CudaError): void {
+    const blocked = this.#blocked;
+    this.#blocked = [];
+    for (const w of blocked) this.#unblock(w).reject(err);
+  }
+
+  async close(): Promise<void> {
+    if (!this.#socket.closed) {
+      try {
+        await this.call('SESSION_CLOSE', {});
+      } catch {
+        // Closing a dead or terminated session: nothing left to release on our side.
+      }
+      this.#socket.close();
+    }
+    this.#failBlocked(new CudaError('CUDA_ERROR_CONTEXT_IS_DESTROYED', 'cuCtxSynchronize', 'the context was closed while a synchronize waited'));
+    for (const ring of this.#retiredRings) ring.close();
+    this.#retiredRings.length = 0;
+    this.#ring?.close();
+    this.#ring = undefined;
   }
 }

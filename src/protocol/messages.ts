@@ -65,6 +65,10 @@ export const MESSAGES = {
   SESSION_CLOSE: { opcode: 0x0101, request: {}, reply: {} },
   MEM_GET_INFO: { opcode: 0x0102, request: {}, reply: { free: 'u64', total: 'u64' } },
   SHM_ATTACH: { opcode: 0x0103, request: { name: 'str', bytes: 'u64' }, reply: {} },
+  /** Maps the client's command ring (src/transport/command-ring.ts); `bytes` is the whole region. */
+  RING_ATTACH: { opcode: 0x0104, request: { name: 'str', bytes: 'u64' }, reply: {} },
+  /** No reply: wakes the server's ring poller (records before it run before it, as for any frame). */
+  RING_DOORBELL: { opcode: 0x0105, request: {}, reply: {} },
 
   // Server: memory.
   MEM_ALLOC: { opcode: 0x0110, request: { bytes: 'u64' }, reply: { ptr: 'u64' } },
@@ -131,6 +135,8 @@ export const MESSAGES = {
   // Server notices (FLAG_NOTICE; no reply).
   NOTICE_ERROR: { opcode: 0x0200, request: { result: 'u32', message: 'str' }, reply: {} },
   NOTICE_LIMITS: { opcode: 0x0201, request: { limits: LIMITS }, reply: {} },
+  /** A ring synchronize the client asked to be woken for (its wake-wanted word) has completed. */
+  NOTICE_WAKE: { opcode: 0x0202, request: {}, reply: {} },
 } as const satisfies Record<string, { opcode: number; request: Fields; reply: Fields }>;
 
 export type MessageName = keyof typeof MESSAGES;

@@ -15,7 +15,7 @@ import type { Session } from './session.js';
 /** The messages a session answers (everything a client sends after SESSION_OPEN). */
 export type SessionMessage = Exclude<
   MessageName,
-  'CONTROL_COMMAND' | 'CONTROL_CONNECT' | 'SESSION_OPEN' | 'NOTICE_ERROR' | 'NOTICE_LIMITS'
+  'CONTROL_COMMAND' | 'CONTROL_CONNECT' | 'SESSION_OPEN' | 'NOTICE_ERROR' | 'NOTICE_LIMITS' | 'NOTICE_WAKE'
 >;
 
 export interface DispatchTarget {
@@ -26,6 +26,10 @@ export interface DispatchTarget {
   readonly inlineLimit: number;
   /** Maps a client's staging region (server side) or refuses (bypass mode needs none). */
   attachStaging(name: string, bytes: number): void;
+  /** Maps a client's command ring (server side) or refuses (bypass mode has no server). */
+  attachRing(name: string, bytes: number): void;
+  /** RING_DOORBELL: the client published ring records while the server's ring poller slept. */
+  ringDoorbell(): void;
   /** SESSION_CLOSE: end the session and, for a server, the connection. */
   closeSession(): Promise<void>;
 }
@@ -54,6 +58,14 @@ const HANDLERS: Handlers = {
   MEM_GET_INFO: (t) => t.session.memGetInfo(),
   SHM_ATTACH: (t, req) => {
     t.attachStaging(req.name, Number(req.bytes));
+    return {};
+  },
+  RING_ATTACH: (t, req) => {
+    t.attachRing(req.name, Number(req.bytes));
+    return {};
+  },
+  RING_DOORBELL: (t) => {
+    t.ringDoorbell();
     return {};
   },
   MEM_ALLOC: (t, req) => ({ ptr: t.session.memAlloc(req.bytes) }),
@@ -157,6 +169,8 @@ export const CALL_NAMES: Readonly<Partial<Record<MessageName, string>>> = {
   SESSION_CLOSE: 'cuCtxDestroy_v2',
   MEM_GET_INFO: 'cuMemGetInfo_v2',
   SHM_ATTACH: 'cuMemHostRegister_v2',
+  RING_ATTACH: 'openmps.ringAttach',
+  RING_DOORBELL: 'openmps.ringDoorbell',
   MEM_ALLOC: 'cuMemAlloc_v2',
   MEM_FREE: 'cuMemFree_v2',
   MEMCPY_HTOD: 'cuMemcpyHtoD_v2',

@@ -12,11 +12,13 @@ import { PROTOCOL_VERSION, type LimitsWire, type RequestOf, type ReplyOf, type D
 import { FLAG_NO_REPLY } from '../protocol/frame.js';
 import { FramedSocket, setCallNames } from '../transport/framed-socket.js';
 import { SharedRegion } from '../transport/shared-memory.js';
+import { RING_HEADER_BYTES, MAX_RING_CAPACITY, RingConsumer } from '../transport/command-ring.js';
 import type { LogClient, Logger } from '../telemetry/log.js';
 import { CALL_NAMES, dispatch, isSessionMessage, SOCKET_INLINE_LIMIT, type DispatchTarget } from './dispatcher.js';
 import type { ClientRecord, DeviceRecord, DeviceUsage, PartitionRecord, ServerConfig, ServerMessage, ServerState, ServerStats } from './ipc.js';
 import { formatMemorySize, limitForDevice, parseMemorySize, smCountForPercentage } from './limits.js';
 import { groupsForSmCount, partitionFor, requestLimits, SmPlacement, type ProvisioningDefaults } from './provisioning.js';
+import { RingPoller, type ServedRing } from './ring-poller.js';
 import { DeviceOwnership, Session, type SessionLimits } from './session.js';
 
 setCallNames(CALL_NAMES);
@@ -67,6 +69,8 @@ interface Connection {
   readonly uid: number;
   session: Session | undefined;
   staging: SharedRegion | undefined;
+  /** The client's command ring, once attached. */
+  ring: ServedRing | undefined;
   connectedAt: number;
   /** The session's ending, once begun: a close and a disconnect both wait for the same one. */
   ending: Promise<void> | undefined;
@@ -103,6 +107,7 @@ export class OpenmpsServer {
   readonly #defaults: ProvisioningDefaults;
   #partitions: readonly PartitionRecord[];
   readonly #connections = new Set<Connection>();
+  readonly #rings = new RingPoller();
   #listener: NetServer | undefined;
   #state: ServerState = 'INITIALIZING';
   #nextClientId = 1;
@@ -421,6 +426,7 @@ export class OpenmpsServer {
       // the client ever closes its connection.
       c.channel.notice('NOTICE_ERROR', { result: 810, message: 'terminated by the operator (terminate_client)' });
       this.#releaseGroups(s);
+      this.#releaseRing(c);
       await s.terminate('terminated by the operator (terminate_client)');
       this.#releaseStaging(c, s.device);
     }
@@ -472,7 +478,7 @@ export class OpenmpsServer {
       return;
     }
     const channel = new FramedSocket(socket);
-    const conn: Connection = { channel, pid: creds.pid, uid: creds.uid, session: undefined, staging: undefined, connectedAt: Date.now(), ending: undefined };
+    const conn: Connection = { channel, pid: creds.pid, uid: creds.uid, session: undefined, staging: undefined, ring: undefined, connectedAt: Date.now(), ending: undefined };
     this.#connections.add(conn);
     const target: DispatchTarget = {
       get session(): Session {
@@ -489,6 +495,12 @@ export class OpenmpsServer {
       attachStaging: (name, bytes) => {
         this.#attachStaging(conn, name, bytes);
       },
+      attachRing: (name, bytes) => {
+        this.#attachRing(conn, name, bytes);
+      },
+      ringDoorbell: () => {
+        this.#rings.wake();
+      },
       closeSession: async () => {
         await this.#endSession(conn, 'closed by the client');
         // After the reply: it is written when this handler's promise resolves, before this runs.
@@ -498,6 +510,8 @@ export class OpenmpsServer {
       },
     };
     channel.onRequest((name, payload, frame) => {
+      // Ring records the client wrote before it sent this frame run first (command-ring.ts).
+      if (conn.ring) this.#rings.drain(conn.ring, (channel.requestsReceived - 1) | 0);
       if (name === 'SESSION_OPEN') return this.#open(conn, payload as RequestOf<'SESSION_OPEN'>);
       if (!isSessionMessage(name)) {
         throw new CudaError('CUDA_ERROR_NOT_SUPPORTED', name, `${name} is not a server request`);
@@ -626,6 +640,43 @@ export class OpenmpsServer {
     conn.staging = region;
   }
 
+  #attachRing(conn: Connection, name: string, bytes: number): void {
+    const call = 'openmps.ringAttach';
+    const session = conn.session;
+    if (!session) throw new CudaError('CUDA_ERROR_NOT_INITIALIZED', call, 'no session: send SESSION_OPEN first');
+    if (conn.ring) throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, 'a command ring is already attached to this client');
+    if (!Number.isSafeInteger(bytes) || bytes <= RING_HEADER_BYTES || bytes > RING_HEADER_BYTES + MAX_RING_CAPACITY) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `a command ring of ${bytes} bytes is not allowed`);
+    }
+    let region: SharedRegion;
+    try {
+      region = SharedRegion.open(name, bytes);
+    } catch (err) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `cannot map shared region ${name}: ${(err as Error).message}`);
+    }
+    let consumer: RingConsumer;
+    try {
+      consumer = new RingConsumer(region);
+    } catch (err) {
+      region.close();
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, (err as Error).message);
+    }
+    conn.ring = this.#rings.attach(consumer, {
+      session,
+      channel: conn.channel,
+      failed: (err) => {
+        this.#failed(conn, err);
+      },
+    });
+  }
+
+  #releaseRing(conn: Connection): void {
+    const ring = conn.ring;
+    if (!ring) return;
+    conn.ring = undefined;
+    this.#rings.detach(ring);
+  }
+
   /** Unregisters and unmaps a connection's staging region; `device` is the one it was registered with. */
   #releaseStaging(conn: Connection, device: Device | undefined): void {
     const region = conn.staging;
@@ -654,6 +705,9 @@ export class OpenmpsServer {
       entry.draining.add(session);
     }
     this.#releaseGroups(session);
+    // Records not run by now never will be: the client closed (after its ring was drained by the
+    // SESSION_CLOSE frame) or is gone.
+    this.#releaseRing(conn);
     try {
       await session.close();
     } finally {
