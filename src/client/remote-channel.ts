@@ -3,11 +3,13 @@
 // socket is unref'd while no reply is awaited, so a client that forgets close() does not keep Node
 // alive.
 //
-// Waiting for a ring synchronize: the client first spins on its completion word, as the CUDA
-// driver spins before it yields (a launch + synchronize of a small kernel completes within tens of
-// microseconds, less than one wake-up of a blocked process costs). It spins for up to SPIN_MS, and
-// only when its last wait was that short: a client whose waits are long would burn a core for
-// nothing. Then it asks the server for a NOTICE_WAKE and blocks on the socket.
+// Waiting for a ring synchronize: as the CUDA driver does by default (cudaDeviceScheduleAuto:
+// spin while there are no more contexts than logical processors, else yield), the client spins
+// on its completion word while the server's clients, plus the server's own polling core, fit the
+// machine's cores: up to SPIN_MS, which covers a launch + synchronize of small kernels and the
+// batches of a few kernels that small jobs run. With more clients than cores, or past SPIN_MS, it
+// asks the server for a NOTICE_WAKE and blocks on the socket, leaving the core to others.
+import { availableParallelism } from 'node:os';
 import { CudaError } from '../cuda/cuda-error.js';
 import type { ReplyOf, RequestOf } from '../protocol/messages.js';
 import type { SessionMessage } from '../server/dispatcher.js';
@@ -15,10 +17,11 @@ import { RingProducer, SYNC_CONTEXT, type RingFailure } from '../transport/comma
 import type { FramedSocket } from '../transport/framed-socket.js';
 import type { Channel } from './channel.js';
 
-/** Longest spin on a completion word before blocking (ms). */
-export const SPIN_MS = 0.1;
-/** Spin this long when the last wait outlasted SPIN_MS (ms). */
+/** Longest spin on a completion word before blocking, while cores are left for it (ms). */
+export const SPIN_MS = 2;
+/** Spin this long when the clients outnumber the cores (ms): a completion already on its way. */
 const SHORT_SPIN_MS = 0.005;
+const CORES = availableParallelism();
 /** A blocked wait looks at its word this often even without a NOTICE_WAKE (ms): belt and braces. */
 const BLOCKED_RECHECK_MS = 10;
 
@@ -42,7 +45,6 @@ export class RemoteChannel implements Channel {
   #waiting = 0;
   #ring: RingProducer | undefined;
   #doorbellRung = false;
-  #lastWaitMs = 0;
   #blocked: BlockedWait[] = [];
   #recheck: NodeJS.Timeout | undefined;
   readonly #retiredRings: RingProducer[] = [];
@@ -144,20 +146,16 @@ export class RemoteChannel implements Channel {
     this.#ringDoorbell(ring);
     const call = stream === undefined ? 'cuCtxSynchronize' : 'cuStreamSynchronize';
     const started = performance.now();
-    const spinUntil = started + (this.#lastWaitMs <= SPIN_MS ? SPIN_MS : SHORT_SPIN_MS);
+    const spinUntil = started + (ring.serverClients + 1 <= CORES ? SPIN_MS : SHORT_SPIN_MS);
     let now = started;
     for (;;) {
-      if (this.#settled(ring, seq, call)) {
-        this.#lastWaitMs = performance.now() - started;
-        return;
-      }
+      if (this.#settled(ring, seq, call)) return;
       if (now > spinUntil) break;
       now = performance.now();
     }
     await new Promise<void>((resolve, reject) => {
       this.#block({ seq, resolve, reject });
     });
-    this.#lastWaitMs = performance.now() - started;
     this.#settled(ring, seq, call);
   }
 

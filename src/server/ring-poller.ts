@@ -70,14 +70,21 @@ export class RingPoller {
     const ring = new ServedRing(consumer, owner);
     this.#rings.add(ring);
     consumer.setServerAwake(this.#awake);
+    this.#tellClients();
     this.wake();
     return ring;
+  }
+
+  /** Every ring learns how many clients share the server (their spin policy, remote-channel.ts). */
+  #tellClients(): void {
+    for (const r of this.#rings) r.consumer.setClients(this.#rings.size);
   }
 
   /** Stops serving a ring and unmaps it. Records not yet run are dropped (the client left). */
   detach(ring: ServedRing): void {
     this.#rings.delete(ring);
     ring.consumer.close();
+    this.#tellClients();
   }
 
   /** Something happened (a doorbell, a completion): poll hot for the next RING_HOT_MS. */

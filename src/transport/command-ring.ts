@@ -15,10 +15,11 @@
 //   header, 4 KiB: magic, capacity, tail (client), head (server), server-awake flag (server),
 //     completed sequence (server), wake-wanted sequence (client, cleared by the server), the
 //     sequence an error belongs to and its CUresult, a dead code (server: the ring is unusable),
-//     and from byte 256 the error's text (u32 length + UTF-8).
+//     how many clients the server serves rings for (server: the client's spin policy), and from
+//     byte 256 the error's text (u32 length + UTF-8).
 //   data: `capacity` bytes (a power of two) of records. A record never straddles the end: a PAD
 //     record fills what is left before the data wraps.
-// Records (8-byte aligned; words): [size, type, stamp, ...]
+// Records (8-byte aligned; words): [size, type, stamp, ...]; a PAD is [size, 0] and may be 8 bytes.
 //   LAUNCH: [size, 1, stamp, function, stream, gridX, gridY, gridZ, blockX, blockY, blockZ,
 //            sharedMemBytes, paramBytes, 0] then the packed parameters.
 //   SYNC:   [size, 2, stamp, sequence, stream (-1: the whole context), 0]
@@ -41,6 +42,7 @@ const H_WAKE_WANTED = 6;
 const H_ERROR_SEQ = 7;
 const H_ERROR_RESULT = 8;
 const H_DEAD = 9;
+const H_CLIENTS = 10;
 const ERROR_TEXT_OFFSET = 256;
 const ERROR_TEXT_MAX = RING_HEADER_BYTES - ERROR_TEXT_OFFSET - 4;
 
@@ -147,7 +149,7 @@ export class RingProducer {
    * Reserves `size` contiguous bytes (size a multiple of 8) and returns their offset in the data,
    * or -1 when the ring has no room now (the caller falls back to the socket).
    */
-  #reserve(size: number, stamp: number): number {
+  #reserve(size: number): number {
     if (this.#closed) return -1;
     const cap = this.capacity;
     const head = Atomics.load(this.#words, H_HEAD);
@@ -157,10 +159,10 @@ export class RingProducer {
     const pad = toEnd < size ? toEnd : 0;
     if (used + pad + size > cap) return -1;
     if (pad > 0) {
+      // Records are multiples of 8 bytes, so what is left is at least 8: room for size and type.
       const w = offset >>> 2;
       this.#dataWords[w] = pad;
       this.#dataWords[w + 1] = RECORD_PAD;
-      this.#dataWords[w + 2] = stamp;
       this.#tail = (this.#tail + pad) | 0;
       offset = 0;
     }
@@ -178,7 +180,7 @@ export class RingProducer {
     const paramBytes = r.params.byteLength;
     const size = LAUNCH_HEADER_BYTES + align8(paramBytes);
     if (size > this.capacity / 2) return false;
-    const offset = this.#reserve(size, stamp);
+    const offset = this.#reserve(size);
     if (offset < 0) return false;
     const d = this.#dataWords;
     const w = offset >>> 2;
@@ -203,7 +205,7 @@ export class RingProducer {
 
   /** Appends a synchronize of `stream` (SYNC_CONTEXT: all); its sequence, or undefined when full. */
   pushSync(stamp: number, stream: number): number | undefined {
-    const offset = this.#reserve(SYNC_RECORD_BYTES, stamp);
+    const offset = this.#reserve(SYNC_RECORD_BYTES);
     if (offset < 0) return undefined;
     const seq = this.#nextSeq;
     this.#nextSeq = (this.#nextSeq + 1) | 0 || 1;
@@ -217,6 +219,11 @@ export class RingProducer {
     d[w + 5] = 0;
     this.#publish(SYNC_RECORD_BYTES);
     return seq;
+  }
+
+  /** How many clients' rings the server serves (this one included); 0 before it says. */
+  get serverClients(): number {
+    return this.#closed ? 0 : Atomics.load(this.#words, H_CLIENTS);
   }
 
   /** Whether synchronize `seq` has finished. */
@@ -328,16 +335,18 @@ export class RingConsumer {
       const w = offset >>> 2;
       const d = this.#dataWords;
       const size = d[w] ?? 0;
-      if (size < 16 || (size & 7) !== 0 || size > available || size > cap - offset) {
+      if (size < 8 || (size & 7) !== 0 || size > available || size > cap - offset) {
         throw new RingFormatError(`a record of ${size} bytes at offset ${offset} does not fit the ring`);
       }
       const type = d[w + 1] ?? -1;
-      const stamp = d[w + 2] ?? 0;
-      if (!reached(maxStamp, stamp)) return false;
       if (type === RECORD_PAD) {
+        // The rest of the data before it wraps: no stamp (it may be only 8 bytes), nothing to run.
         this.#take(size);
         continue;
       }
+      if (size < 16) throw new RingFormatError(`a record of ${size} bytes at offset ${offset} is too short`);
+      const stamp = d[w + 2] ?? 0;
+      if (!reached(maxStamp, stamp)) return false;
       const r = this.record;
       r.type = type;
       r.stamp = stamp;
@@ -373,6 +382,11 @@ export class RingConsumer {
   #take(size: number): void {
     this.#head = (this.#head + size) | 0;
     Atomics.store(this.#words, H_HEAD, this.#head);
+  }
+
+  /** Tells the client how many clients share the server (it spins only while cores are left). */
+  setClients(count: number): void {
+    if (!this.#closed) Atomics.store(this.#words, H_CLIENTS, count);
   }
 
   setServerAwake(awake: boolean): void {

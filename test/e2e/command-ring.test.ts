@@ -144,6 +144,7 @@ test('a ring of garbage is refused with CUDA_ERROR_INVALID_VALUE; its session an
   const seq = ring.pushSync(0, SYNC_CONTEXT) ?? 0;
   ctx.channel.post('RING_DOORBELL', {});
   await waitUntil(() => ring.completed(seq), 'the raw synchronize completes');
+  assert.equal(ring.serverClients, 2, 'the bystander\'s ring and this one');
   // ...then a record that claims more than the ring holds kills it.
   const words = new Int32Array(ring.region.view.buffer, ring.region.view.byteOffset, ring.region.bytes / 4);
   const tail = Atomics.load(words, 2);

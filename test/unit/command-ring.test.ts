@@ -91,6 +91,20 @@ test('records wrap with a PAD, a full ring refuses, and consumed space is reused
   assert.equal(producer.pushLaunch(0, launch(1, new Uint8Array(MIN_RING_CAPACITY / 2))), false);
 });
 
+test('a PAD of only 8 bytes before the end (no room for a stamp) is skipped', (t) => {
+  const { producer, consumer, close } = pair(MIN_RING_CAPACITY);
+  t.after(close);
+  // 5 syncs of 24 bytes and 62 launches of 64 bytes leave exactly 8 bytes before the end.
+  for (let i = 0; i < 5; i++) assert.notEqual(producer.pushSync(0, 0), undefined);
+  for (let i = 0; i < 62; i++) assert.equal(producer.pushLaunch(0, launch(i, new Uint8Array(8))), true);
+  while (consumer.next(0));
+  assert.equal(producer.pushLaunch(0, launch(77, new Uint8Array(8))), true);
+  assert.equal(consumer.next(0), true);
+  assert.equal(consumer.record.function, 77);
+  // The 4 bytes after the data were not written: the header of the data's first record is intact.
+  assert.equal(consumer.next(0), false);
+});
+
 test('completions, failures and wake requests', (t) => {
   const { producer, consumer, close } = pair();
   t.after(close);
