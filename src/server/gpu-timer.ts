@@ -12,9 +12,11 @@
 // count it: the figure is the client's wall time on the GPU, which is what it sees and pays for.
 //
 // Cost: two event records per stream per event-loop turn with work, and one elapsed-time read per
-// span when it is collected; events are pooled. A synchronize of a stream with an open span waits
-// on the span's end event instead of recording a fence of its own (syncOn), so where clients
-// synchronize every few launches the timing adds one record and one read per synchronize.
+// span when it is collected; events are pooled. A synchronize of a stream with an open span closes
+// it first and then waits with the stream's own fence, which the GPU passes right after the end
+// event (syncOn): on CUDA that fence is a word the GPU writes, so the wait costs no event query per
+// poll. Where clients synchronize every few launches the timing adds two records and one read per
+// synchronize.
 // bench/NOTES.md has the measured overhead.
 import { CudaError } from '../cuda/cuda-error.js';
 import type { Device, DeviceEvent, DeviceStream } from '../devices/device.js';
@@ -110,8 +112,9 @@ export class GpuTimer {
 
   /**
    * Everything enqueued on `stream` so far has completed: when a span is open there, it is closed
-   * and its end event is waited on (it marks exactly that point of the stream). Undefined when no
-   * span is open: the caller synchronizes the stream itself.
+   * and the stream's fence is waited on (right behind the end event, so the span is complete and
+   * its time is read at once). Undefined when no span is open: the caller synchronizes the stream
+   * itself.
    */
   syncOn(stream: DeviceStream): Promise<void> | undefined {
     const start = this.#open.get(stream);
@@ -120,7 +123,7 @@ export class GpuTimer {
     const span = this.#close(stream, start);
     if (!span) return undefined;
     span.waits++;
-    return span.end.synchronize().finally(() => {
+    return stream.synchronize().finally(() => {
       span.waits--;
       // Complete now: its time is read and its events go back to the pool at once.
       this.collect();
