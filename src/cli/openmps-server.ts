@@ -125,6 +125,9 @@ async function startCpuProfile(dir: string | undefined, log: Logger): Promise<()
   };
 }
 
+/** Hardware work queues the server asks for: the most the driver allows. */
+const SERVER_DEVICE_CONNECTIONS = 32;
+
 async function main(): Promise<void> {
   let config: ServerConfig;
   try {
@@ -147,6 +150,13 @@ async function main(): Promise<void> {
       )
     : new Logger('Server', config.logDirectory, 'server.log', undefined, config.logFormat);
   log.log(`Server ${process.pid} starting for user ${config.uid} (device: ${config.device})`);
+  // Every client's streams live in this one context. The driver maps streams onto this many
+  // hardware work queues (CUDA_DEVICE_MAX_CONNECTIONS, 8 by default, 32 at most); with more
+  // streams than queues, unrelated clients' kernels share a queue and wait on each other (false
+  // dependencies), which NVIDIA MPS clients, each with its own context, never do. Read at context
+  // creation, so set before the platform opens; an operator's own value wins.
+  process.env.CUDA_DEVICE_MAX_CONNECTIONS ??= String(SERVER_DEVICE_CONNECTIONS);
+  log.log(`CUDA_DEVICE_MAX_CONNECTIONS=${process.env.CUDA_DEVICE_MAX_CONNECTIONS}`);
   const selection = await openPlatform(config.device);
   if (selection.fallbackReason !== undefined) {
     log.log(`No usable GPU (${selection.fallbackReason}): using the software GPU`);
