@@ -37,6 +37,9 @@ export type NoticeHandler = (name: MessageName, payload: Record<string, unknown>
 
 const CALL_NAMES: Partial<Record<MessageName, string>> = {};
 
+/** Encoded notices without fields, by opcode (never mutated: written as they are). */
+const EMPTY_NOTICES = new Map<number, Uint8Array>();
+
 /** Longest error detail sent back (a compile log fits; a 16 MiB echo of bad input does not). */
 const MAX_ERROR_DETAIL = 64 * 1024;
 
@@ -160,6 +163,17 @@ export class FramedSocket {
   notice<N extends MessageName>(name: N, payload: RequestOf<N>): void {
     if (this.#closed) return;
     const spec = MESSAGES[name];
+    // A notice without fields (NOTICE_WAKE, one per blocked ring synchronize) is the same bytes
+    // every time: encoded once.
+    if (Object.keys(spec.request).length === 0) {
+      let frame = EMPTY_NOTICES.get(spec.opcode);
+      if (!frame) {
+        frame = encodeFrame(spec.opcode, FLAG_NOTICE, 0, 0, new Uint8Array(0));
+        EMPTY_NOTICES.set(spec.opcode, frame);
+      }
+      this.#write(frame);
+      return;
+    }
     this.#write(encodeFrame(spec.opcode, FLAG_NOTICE, 0, 0, encodeFields(spec.request, payload)));
   }
 
