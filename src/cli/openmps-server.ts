@@ -125,8 +125,8 @@ async function startCpuProfile(dir: string | undefined, log: Logger): Promise<()
   };
 }
 
-/** Hardware work queues the server asks for: the most the driver allows. */
-const SERVER_DEVICE_CONNECTIONS = 32;
+/** Hardware work queues the server asks for (8, 16 and 32 measured on an H200: bench/NOTES.md). */
+const SERVER_DEVICE_CONNECTIONS = 16;
 
 async function main(): Promise<void> {
   let config: ServerConfig;
@@ -153,7 +153,8 @@ async function main(): Promise<void> {
   // Every client's streams live in this one context. The driver maps streams onto this many
   // hardware work queues (CUDA_DEVICE_MAX_CONNECTIONS, 8 by default, 32 at most); with more
   // streams than queues, unrelated clients' kernels share a queue and wait on each other (false
-  // dependencies), which NVIDIA MPS clients, each with its own context, never do. Read at context
+  // dependencies), which NVIDIA MPS clients, each with its own context, never do. More queues
+  // also cost the driver more per launch: 16 measured best (bench/NOTES.md). Read at context
   // creation, so set before the platform opens; an operator's own value wins.
   process.env.CUDA_DEVICE_MAX_CONNECTIONS ??= String(SERVER_DEVICE_CONNECTIONS);
   log.log(`CUDA_DEVICE_MAX_CONNECTIONS=${process.env.CUDA_DEVICE_MAX_CONNECTIONS}`);
