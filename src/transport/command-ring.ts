@@ -285,6 +285,9 @@ export class RingConsumer {
   readonly #data: Uint8Array;
   readonly #dataWords: Int32Array;
   readonly #paramScratch = new Uint8Array(MAX_RING_PARAM_BYTES);
+  readonly #paramWords = new Int32Array(this.#paramScratch.buffer);
+  /** Views of the scratch by length, made once each (a function's parameters have one length). */
+  readonly #paramViews = new Map<number, Uint8Array>();
   readonly record: ConsumedRecord = {
     type: 0, stamp: 0, seq: 0, function: 0, stream: 0, gridX: 0, gridY: 0, gridZ: 0,
     blockX: 0, blockY: 0, blockZ: 0, sharedMemBytes: 0, params: new Uint8Array(0),
@@ -368,15 +371,27 @@ export class RingConsumer {
         r.blockY = (d[w + 9] ?? 0) >>> 0;
         r.blockZ = (d[w + 10] ?? 0) >>> 0;
         r.sharedMemBytes = (d[w + 11] ?? 0) >>> 0;
-        const start = offset + LAUNCH_HEADER_BYTES;
-        this.#paramScratch.set(this.#data.subarray(start, start + paramBytes));
-        r.params = this.#paramScratch.subarray(0, paramBytes);
+        // Word by word (the record is 8-byte aligned and padded): no view is made per launch.
+        const scratch = this.#paramWords;
+        const from = w + LAUNCH_HEADER_BYTES / 4;
+        const words = (paramBytes + 3) >>> 2;
+        for (let i = 0; i < words; i++) scratch[i] = d[from + i] ?? 0;
+        r.params = this.#paramsOfLength(paramBytes);
       } else {
         throw new RingFormatError(`unknown record type ${type}`);
       }
       this.#take(size);
       return true;
     }
+  }
+
+  #paramsOfLength(length: number): Uint8Array {
+    let view = this.#paramViews.get(length);
+    if (!view) {
+      view = this.#paramScratch.subarray(0, length);
+      this.#paramViews.set(length, view);
+    }
+    return view;
   }
 
   #take(size: number): void {
