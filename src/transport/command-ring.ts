@@ -282,7 +282,6 @@ export class RingConsumer {
   readonly capacity: number;
   readonly #words: Int32Array;
   readonly #bytes: Uint8Array;
-  readonly #data: Uint8Array;
   readonly #dataWords: Int32Array;
   readonly #paramScratch = new Uint8Array(MAX_RING_PARAM_BYTES);
   readonly #paramWords = new Int32Array(this.#paramScratch.buffer);
@@ -308,7 +307,6 @@ export class RingConsumer {
     }
     this.capacity = capacity;
     this.#bytes = region.view;
-    this.#data = region.view.subarray(RING_HEADER_BYTES, RING_HEADER_BYTES + capacity);
     this.#dataWords = new Int32Array(region.view.buffer, region.view.byteOffset + RING_HEADER_BYTES, capacity / 4);
     this.#head = Atomics.load(this.#words, H_HEAD);
   }
