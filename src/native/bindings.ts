@@ -10,11 +10,16 @@ import koffi from 'koffi';
 const PROT_READ = 0x1;
 const PROT_WRITE = 0x2;
 const MAP_SHARED = 0x01;
+const MAP_PRIVATE = 0x02;
+const MAP_FIXED = 0x10;
+const MAP_ANONYMOUS = 0x20;
+const MAP_NORESERVE = 0x4000;
+const MAP_FAILED = 0xffffffffffffffffn;
 const SOL_SOCKET = 1;
 const SO_PEERCRED = 17;
 
 interface LibC {
-  mmap: (addr: null, length: number, prot: number, flags: number, fd: number, offset: number) => unknown;
+  mmap: (addr: unknown, length: number, prot: number, flags: number, fd: number, offset: number) => unknown;
   munmap: (addr: unknown, length: number) => number;
   getsockopt: (fd: number, level: number, name: number, value: Uint8Array, length: Uint32Array) => number;
 }
@@ -39,14 +44,34 @@ export interface Mapping {
   readonly buffer: ArrayBuffer;
   readonly bytes: number;
   unmap(): void;
+  /**
+   * Lets the shared pages go while views of `buffer` may still be held (memory handed to users):
+   * the range is replaced by private zero pages, so a stale view reads zeros instead of faulting,
+   * and is unmapped once `buffer` has been garbage collected.
+   */
+  retire(): void;
 }
+
+/** Unmaps retired ranges once nothing can reach their buffer. */
+const retiredRanges = new FinalizationRegistry<{ ptr: unknown; bytes: number }>(({ ptr, bytes }) => {
+  loadLibc().munmap(ptr, bytes);
+});
+
+/**
+ * The largest mapping an ArrayBuffer can view here: koffi.view past 4 GiB aborts the process
+ * (Node 20's external ArrayBuffers; measured), so larger sizes are refused before mapping.
+ */
+export const MAX_MAPPING_BYTES = 2 ** 32;
 
 /** Maps `bytes` of an open file (under /dev/shm) shared and read-write. */
 export function mapShared(fd: number, bytes: number): Mapping {
+  if (!Number.isSafeInteger(bytes) || bytes <= 0 || bytes > MAX_MAPPING_BYTES) {
+    throw new Error(`a mapping of ${bytes} bytes is not possible (1 to ${MAX_MAPPING_BYTES})`);
+  }
   const c = loadLibc();
   const ptr = c.mmap(null, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   const address = koffi.address(ptr);
-  if (address === 0xffffffffffffffffn || address === 0n) {
+  if (address === MAP_FAILED || address === 0n) {
     throw new Error(`mmap of ${bytes} bytes failed`);
   }
   const buffer = koffi.view(ptr, bytes);
@@ -59,6 +84,16 @@ export function mapShared(fd: number, bytes: number): Mapping {
       if (!mapped) return;
       mapped = false;
       c.munmap(ptr, bytes);
+    },
+    retire(): void {
+      if (!mapped) return;
+      mapped = false;
+      // MAP_FIXED swaps the mapping in one step (mmap(2)): no moment where the range is unmapped.
+      // NORESERVE: zero pages a stale view may read cost no commit charge.
+      const zero = c.mmap(ptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+      // On failure the shared mapping stays until the buffer goes: a leak until then, never a fault.
+      if (koffi.address(zero) !== address) process.emitWarning(`retiring a ${bytes}-byte shared mapping failed; it stays mapped until collected`);
+      retiredRanges.register(buffer, { ptr, bytes });
     },
   };
 }

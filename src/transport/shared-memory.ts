@@ -3,7 +3,8 @@
 // server maps the same file and registers it with the driver (cuMemHostRegister) so copies through
 // it are DMA at pinned speed, with no pass through the socket. Once both sides have mapped it the
 // client unlinks the name: the memory lives exactly as long as the two mappings, so a client that
-// dies leaves no file behind.
+// dies leaves no file behind. The same mechanism carries the page-locked host memory of
+// ctx.memAllocHost (HOST_REGISTER), which the client hands to its user as a Uint8Array.
 import { closeSync, constants, fstatSync, ftruncateSync, openSync, unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { mapShared, type Mapping } from '../native/bindings.js';
@@ -79,6 +80,15 @@ export class SharedRegion {
   close(): void {
     this.unlink();
     this.#mapping.unmap();
+  }
+
+  /**
+   * Lets the shared memory go where views of it may outlive the region (host memory handed to a
+   * user, ctx.memAllocHost): those views read zeros from then on instead of faulting.
+   */
+  retire(): void {
+    this.unlink();
+    this.#mapping.retire();
   }
 
   /** A bounds-checked window of the region. */
