@@ -89,6 +89,25 @@ export const MESSAGES = {
     request: { stream: 'u32', dst: 'u64', value: 'u32', elementBytes: 'u8', count: 'u64' },
     reply: {},
   },
+  /**
+   * Page-locked host memory (ctx.memAllocHost): the server maps the client's shared-memory region
+   * and registers it with the device (cuMemHostRegister); `handle` names it in this session.
+   */
+  HOST_REGISTER: { opcode: 0x0116, request: { name: 'str', bytes: 'u64' }, reply: { handle: 'u32' } },
+  /** Waits for copies still using the region, then unregisters and unmaps it (cuMemFreeHost). */
+  HOST_UNREGISTER: { opcode: 0x0117, request: { handle: 'u32' }, reply: {} },
+  /** A copy straight from `bytes` at `offset` of registered host memory `host`: no staging. */
+  MEMCPY_HTOD_HOST: {
+    opcode: 0x0118,
+    request: { stream: 'u32', dst: 'u64', host: 'u32', offset: 'u64', bytes: 'u64' },
+    reply: {},
+  },
+  /** A copy straight into `bytes` at `offset` of registered host memory `host`. */
+  MEMCPY_DTOH_HOST: {
+    opcode: 0x0119,
+    request: { stream: 'u32', src: 'u64', host: 'u32', offset: 'u64', bytes: 'u64' },
+    reply: {},
+  },
 
   // Server: modules and launches.
   MODULE_LOAD: {

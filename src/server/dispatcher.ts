@@ -9,7 +9,7 @@ import { CudaError, toCudaError } from '../cuda/cuda-error.js';
 import { MODULE_KINDS, type ModuleKind } from '../devices/device.js';
 import type { MessageName, ReplyOf, RequestOf } from '../protocol/messages.js';
 import { MAX_PAYLOAD } from '../protocol/frame.js';
-import type { SharedRegion } from '../transport/shared-memory.js';
+import { SharedRegion } from '../transport/shared-memory.js';
 import type { Session } from './session.js';
 
 /** The messages a session answers (everything a client sends after SESSION_OPEN). */
@@ -44,6 +44,28 @@ function stagingWindow(t: DispatchTarget, offset: bigint, bytes: bigint, call: s
   const view = t.staging.slice(Number(offset), Number(bytes));
   if (!view) throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `[${offset}, +${bytes}) is outside the ${t.staging.bytes}-byte shared region`);
   return view;
+}
+
+/**
+ * HOST_REGISTER: maps the client's region (its own name check and size check against the file, as
+ * for SHM_ATTACH) and registers it with the session's device. The same in bypass mode, where the
+ * session's mapping is a second one of the client's pages: copies through either see the same bytes.
+ */
+function registerHostRegion(session: Session, name: string, bytes: bigint): number {
+  const call = 'cuMemHostRegister_v2';
+  session.checkHostRoom(bytes, call);
+  let region: SharedRegion;
+  try {
+    region = SharedRegion.open(name, Number(bytes));
+  } catch (err) {
+    throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `cannot map shared region ${name}: ${(err as Error).message}`);
+  }
+  try {
+    return session.registerHost(region);
+  } catch (err) {
+    region.close();
+    throw toCudaError(err, call);
+  }
 }
 
 function isModuleKind(kind: string): kind is ModuleKind {
@@ -99,6 +121,19 @@ const HANDLERS: Handlers = {
     const dst = new Uint8Array(Number(req.bytes));
     await t.session.memcpyDtoH(req.stream, dst, req.src);
     return { inline: dst };
+  },
+  HOST_REGISTER: (t, req) => ({ handle: registerHostRegion(t.session, req.name, req.bytes) }),
+  HOST_UNREGISTER: async (t, req) => {
+    await t.session.unregisterHost(req.handle);
+    return {};
+  },
+  MEMCPY_HTOD_HOST: async (t, req) => {
+    await t.session.memcpyHtoDHost(req.stream, req.dst, req.host, req.offset, req.bytes);
+    return {};
+  },
+  MEMCPY_DTOH_HOST: async (t, req) => {
+    await t.session.memcpyDtoHHost(req.stream, req.src, req.host, req.offset, req.bytes);
+    return {};
   },
   MEMCPY_DTOD: async (t, req) => {
     await t.session.memcpyDtoD(req.stream, req.dst, req.src, req.bytes);
@@ -175,6 +210,10 @@ export const CALL_NAMES: Readonly<Partial<Record<MessageName, string>>> = {
   MEM_FREE: 'cuMemFree_v2',
   MEMCPY_HTOD: 'cuMemcpyHtoD_v2',
   MEMCPY_DTOH: 'cuMemcpyDtoH_v2',
+  HOST_REGISTER: 'cuMemHostRegister_v2',
+  HOST_UNREGISTER: 'cuMemHostUnregister',
+  MEMCPY_HTOD_HOST: 'cuMemcpyHtoD_v2',
+  MEMCPY_DTOH_HOST: 'cuMemcpyDtoH_v2',
   MEMCPY_DTOD: 'cuMemcpyDtoD_v2',
   MEMSET: 'cuMemsetD8_v2',
   MODULE_LOAD: 'cuModuleLoadDataEx',

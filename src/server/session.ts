@@ -2,7 +2,8 @@
 // with the client's SM share and priority), its allocation table and memory cap, its modules,
 // functions and events. Every handle a client names is a small integer that only means something
 // inside its own session, and every device pointer it names is checked against its own table, so
-// clients stay apart at the API even though their kernels share one context.
+// clients stay apart at the API even though their kernels share one context. Host memory a client
+// registers (HOST_REGISTER) is held the same way: a handle per region, every window bounds-checked.
 // The server keeps one Session per connected client; a client in bypass mode keeps one itself.
 import { CudaError } from '../cuda/cuda-error.js';
 import type {
@@ -41,6 +42,26 @@ export interface SessionLimits {
 }
 
 export type SessionState = 'ACTIVE' | 'INACTIVE';
+
+/**
+ * Page-locked host memory a client registered (HOST_REGISTER): a mapping of the client's
+ * shared-memory region, its native address, and how to let the mapping go. A SharedRegion is one.
+ */
+export interface HostRegion {
+  readonly view: Uint8Array;
+  readonly address: bigint;
+  close(): void;
+}
+
+/** Page-locked host memory one client may hold registered: bytes, and regions (each is a mapping). */
+export const HOST_MEMORY_LIMIT = 4n * 1024n ** 3n;
+export const HOST_REGION_LIMIT = 256;
+
+interface HostRegistration {
+  readonly region: HostRegion;
+  /** Copies from or to it not yet complete: an unregister waits for them before unmapping. */
+  readonly copies: Set<Promise<void>>;
+}
 
 /**
  * Which session owns each allocation of a device, so a kernel argument that points into another
@@ -111,6 +132,10 @@ export class Session {
   readonly #events = new Map<number, DeviceEvent>();
   readonly #modules = new Map<number, { module: DeviceModule; functions: number[] }>();
   readonly #functions = new Map<number, DeviceFunction>();
+  readonly #hostMemory = new Map<number, HostRegistration>();
+  /** Bytes of host memory registered, including regions still being unregistered. */
+  #hostBytes = 0n;
+  #hostRegions = 0;
   #nextHandle = 1;
   #deferred: CudaError | undefined;
   /** The deferred failure last reported to the client (takeDeferred), so it is not counted twice. */
@@ -335,6 +360,101 @@ export class Session {
     return this.#await(this.#syncStream(stream));
   }
 
+  // -- page-locked host memory (HOST_REGISTER; docs/protocol.md, "Bulk data") ---------------------
+
+  /**
+   * Throws unless this client may register `bytes` more of host memory: CUDA_ERROR_INVALID_VALUE
+   * for an empty or absurd size, CUDA_ERROR_OUT_OF_MEMORY past HOST_MEMORY_LIMIT or
+   * HOST_REGION_LIMIT. Asked before the region is mapped; registerHost asks again.
+   */
+  checkHostRoom(bytes: bigint, call: string): void {
+    this.check(call);
+    if (bytes <= 0n || bytes > BigInt(Number.MAX_SAFE_INTEGER)) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `cannot register ${bytes} bytes of host memory`);
+    }
+    if (this.#hostBytes + bytes > HOST_MEMORY_LIMIT || this.#hostRegions >= HOST_REGION_LIMIT) {
+      throw new CudaError(
+        'CUDA_ERROR_OUT_OF_MEMORY',
+        call,
+        `${bytes} bytes would pass this client's page-locked host memory limit (${HOST_MEMORY_LIMIT} bytes in at most ${HOST_REGION_LIMIT} regions; ${this.#hostBytes} bytes in ${this.#hostRegions} held)`,
+      );
+    }
+  }
+
+  /** Registers a mapped region with the device; the session owns it from here (unmapped at unregister or close). */
+  registerHost(region: HostRegion): number {
+    const call = 'cuMemHostRegister_v2';
+    const bytes = BigInt(region.view.byteLength);
+    this.checkHostRoom(bytes, call);
+    this.device.registerHostMemory(region.view, region.address);
+    const handle = this.#handle();
+    this.#hostMemory.set(handle, { region, copies: new Set() });
+    this.#hostBytes += bytes;
+    this.#hostRegions++;
+    return handle;
+  }
+
+  /** Forgets `handle` at once (later copies naming it fail), then waits for its copies and lets it go. */
+  async unregisterHost(handle: number): Promise<void> {
+    const call = 'cuMemHostUnregister';
+    this.check(call);
+    const registration = this.#hostMemory.get(handle);
+    if (!registration) throw new CudaError('CUDA_ERROR_INVALID_HANDLE', call, `no host memory ${handle} in this client`);
+    this.#hostMemory.delete(handle);
+    await this.#releaseHost(registration);
+  }
+
+  /** Bytes of page-locked host memory this client holds registered. */
+  get hostMemoryInUse(): bigint {
+    return this.#hostBytes;
+  }
+
+  memcpyHtoDHost(streamId: number, dst: bigint, handle: number, offset: bigint, bytes: bigint): Promise<void> {
+    const { registration, view } = this.#hostWindow(handle, offset, bytes, 'cuMemcpyHtoD_v2');
+    return this.#tracked(registration, this.memcpyHtoD(streamId, dst, view));
+  }
+
+  memcpyDtoHHost(streamId: number, src: bigint, handle: number, offset: bigint, bytes: bigint): Promise<void> {
+    const { registration, view } = this.#hostWindow(handle, offset, bytes, 'cuMemcpyDtoH_v2');
+    return this.#tracked(registration, this.memcpyDtoH(streamId, view, src));
+  }
+
+  #hostWindow(handle: number, offset: bigint, bytes: bigint, call: string): { registration: HostRegistration; view: Uint8Array } {
+    this.check(call);
+    const registration = this.#hostMemory.get(handle);
+    if (!registration) throw new CudaError('CUDA_ERROR_INVALID_HANDLE', call, `no host memory ${handle} in this client`);
+    const size = BigInt(registration.region.view.byteLength);
+    if (offset < 0n || bytes < 0n || offset + bytes > size) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `[${offset}, +${bytes}) is outside host memory ${handle} of ${size} bytes`);
+    }
+    return { registration, view: registration.region.view.subarray(Number(offset), Number(offset + bytes)) };
+  }
+
+  #tracked(registration: HostRegistration, copy: Promise<void>): Promise<void> {
+    registration.copies.add(copy);
+    const done = (): void => {
+      registration.copies.delete(copy);
+    };
+    copy.then(done, done);
+    return copy;
+  }
+
+  async #releaseHost(registration: HostRegistration): Promise<void> {
+    await Promise.allSettled([...registration.copies]);
+    this.#dropHost(registration);
+  }
+
+  #dropHost(registration: HostRegistration): void {
+    const { region } = registration;
+    this.#hostBytes -= BigInt(region.view.byteLength);
+    this.#hostRegions--;
+    // On a faulted device the unregister throws; the mapping goes all the same.
+    attempt(() => {
+      this.device.unregisterHostMemory(region.view);
+    });
+    region.close();
+  }
+
   // -- modules and launches ------------------------------------------------------------------------
 
   async loadModule(image: ModuleImage): Promise<{ module: number; log: string }> {
@@ -519,6 +639,10 @@ export class Session {
     this.#allocations.clear();
     for (const a of allocations) this.#ownership.remove(a.base);
     if (!this.device.fault) await Promise.allSettled(allocations.map((a) => this.device.memFree(a.base)));
+    // After the streams were destroyed, which waits for their work: no copy can still be reading
+    // or writing these regions (a region being unregistered meanwhile waits for its own copies).
+    for (const h of this.#hostMemory.values()) this.#dropHost(h);
+    this.#hostMemory.clear();
   }
 
   #streamOptions(priority: number): StreamOptions {
