@@ -5,7 +5,9 @@
 // Launches and event records are fire-and-forget: they cost one buffered socket write and no round
 // trip, and their failures surface on the next call that waits (as CUDA reports async errors).
 // Copies above a small size go through a shared-memory region the server maps and pins, in two
-// halves so filling one overlaps the DMA of the other.
+// halves so filling one overlaps the DMA of the other. Copies from or into memory got from
+// memAllocHost (page-locked, registered with the device by the session) go straight between the
+// device and that memory: no staging, no copy in this process.
 import { EventEmitter } from 'node:events';
 import { CudaError } from '../cuda/cuda-error.js';
 import type { DeviceInfo, DeviceKind, KernelParam, ModuleKind } from '../devices/device.js';
@@ -17,6 +19,14 @@ import { packKernelArgs, paramBytesOf, type KernelArg } from './kernel-args.js';
 /** Copies up to this size travel inside the frame; larger ones through shared memory. */
 export const INLINE_COPY_LIMIT = 64 * 1024;
 const DEFAULT_STAGING_BYTES = 32 * 1024 * 1024;
+/** Host allocations are whole pages: what mmap and cuMemHostRegister deal in. */
+const PAGE_BYTES = 4096;
+
+/** One memAllocHost allocation: this process's mapping, and the session's handle for its own. */
+interface HostAllocation {
+  readonly region: SharedRegion;
+  readonly handle: number;
+}
 
 export interface ClientLimits {
   readonly activeThreadPercentage: number;
@@ -166,6 +176,8 @@ export class Context extends EventEmitter {
   #staging: SharedRegion | undefined;
   readonly #stagingBytes: number;
   #stagingLock: Promise<unknown> = Promise.resolve();
+  /** memAllocHost allocations by the ArrayBuffer over their mapping (what any view of them carries). */
+  readonly #host = new Map<ArrayBufferLike, HostAllocation>();
   #closed = false;
 
   constructor(init: ContextInit) {
@@ -209,10 +221,66 @@ export class Context extends EventEmitter {
     await this.channel.call('MEM_FREE', { ptr });
   }
 
+  /**
+   * `bytes` of page-locked host memory (cuMemAllocHost): copies from and into it (or any subarray
+   * of it) are DMA between the device and this memory, with no staging and no copy in this
+   * process. Free it with memFreeHost; close() frees what is left. A view used after the free reads
+   * zeros. At most 4 GiB in 256 allocations per context (CUDA_ERROR_OUT_OF_MEMORY past that).
+   */
+  async memAllocHost(bytes: number): Promise<Uint8Array> {
+    const call = 'cuMemAllocHost_v2';
+    if (this.#closed) throw new CudaError('CUDA_ERROR_CONTEXT_IS_DESTROYED', call, 'the context is closed');
+    if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `cannot allocate ${bytes} bytes`);
+    let region: SharedRegion;
+    try {
+      region = SharedRegion.create(Math.ceil(bytes / PAGE_BYTES) * PAGE_BYTES);
+    } catch (err) {
+      throw new CudaError('CUDA_ERROR_OUT_OF_MEMORY', call, `cannot create ${bytes} bytes of shared memory: ${(err as Error).message}`);
+    }
+    let handle: number;
+    try {
+      handle = (await this.channel.call('HOST_REGISTER', { name: region.name, bytes: BigInt(region.bytes) })).handle;
+    } catch (err) {
+      region.close();
+      throw err;
+    } finally {
+      // Both sides have it mapped (or the register failed): the name is no longer needed.
+      region.unlink();
+    }
+    this.#host.set(region.view.buffer, { region, handle });
+    return region.view.subarray(0, bytes);
+  }
+
+  /** Frees memory from memAllocHost (cuMemFreeHost), once copies still using it have completed. */
+  async memFreeHost(array: ArrayBufferView): Promise<void> {
+    const call = 'cuMemFreeHost';
+    const allocation = this.#host.get(array.buffer);
+    if (!allocation || array.byteOffset !== 0) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, 'not the start of memory from memAllocHost of this context (or freed already)');
+    }
+    this.#host.delete(array.buffer);
+    try {
+      await this.channel.call('HOST_UNREGISTER', { handle: allocation.handle });
+    } finally {
+      // Whatever the answer (a dead session lets its regions go by itself), this mapping goes.
+      allocation.region.retire();
+    }
+  }
+
+  /** The host allocation `view` lies in, if it is memory from memAllocHost. */
+  #hostOf(view: Uint8Array): HostAllocation | undefined {
+    return this.#host.size === 0 ? undefined : this.#host.get(view.buffer);
+  }
+
   /** Copies `src` to device memory at `dst`; resolves when the copy has completed. */
   async memcpyHtoD(dst: bigint, src: ArrayBufferView, stream?: Stream): Promise<void> {
     const data = bytesOf(src);
     const streamId = stream?.handle ?? 0;
+    const host = this.#hostOf(data);
+    if (host) {
+      await this.channel.call('MEMCPY_HTOD_HOST', { stream: streamId, dst, host: host.handle, offset: BigInt(data.byteOffset), bytes: BigInt(data.length) });
+      return;
+    }
     if (!this.channel.wantsStaging || data.length <= INLINE_COPY_LIMIT) {
       await this.channel.call('MEMCPY_HTOD', { stream: streamId, dst, bytes: BigInt(data.length), shmOffset: 0n, inline: data });
       return;
@@ -229,11 +297,16 @@ export class Context extends EventEmitter {
     });
   }
 
-  /** Copies `bytes` from device memory at `src` into a new array (or into `into`). */
+  /** Copies `bytes` from device memory at `src` into a new array (or into `into`, straight when it is memAllocHost memory). */
   async memcpyDtoH(src: bigint, bytes: number, stream?: Stream, into?: ArrayBufferView): Promise<Uint8Array> {
     const out = into ? bytesOf(into) : new Uint8Array(bytes);
     if (out.length < bytes) throw new CudaError('CUDA_ERROR_INVALID_VALUE', 'cuMemcpyDtoH_v2', `destination holds ${out.length} bytes, copy is ${bytes}`);
     const streamId = stream?.handle ?? 0;
+    const host = into ? this.#hostOf(out) : undefined;
+    if (host) {
+      await this.channel.call('MEMCPY_DTOH_HOST', { stream: streamId, src, host: host.handle, offset: BigInt(out.byteOffset), bytes: BigInt(bytes) });
+      return out.subarray(0, bytes);
+    }
     if (!this.channel.wantsStaging || bytes <= INLINE_COPY_LIMIT) {
       const r = await this.channel.call('MEMCPY_DTOH', { stream: streamId, src, bytes: BigInt(bytes), shmOffset: 0n, viaShm: false });
       out.set(r.inline.subarray(0, bytes));
@@ -347,6 +420,9 @@ export class Context extends EventEmitter {
     await this.#stagingLock;
     this.#staging?.close();
     this.#staging = undefined;
+    // The session let its mappings go when it ended; the user may still hold views of these.
+    for (const allocation of this.#host.values()) allocation.region.retire();
+    this.#host.clear();
   }
 
   // -- staging -------------------------------------------------------------------------------------
