@@ -77,24 +77,33 @@ function latencyStep(b: BenchEnv): Step {
   };
 }
 
+/** Copy results by variant, and the field of the client's report each comes from. */
+const COPY_VARIANTS = [
+  ['htod', 'htod'],
+  ['dtoh', 'dtoh'],
+  ['htod-pinned', 'htodPinned'],
+  ['dtoh-pinned', 'dtohPinned'],
+] as const;
+
 function copyStep(b: BenchEnv): Step {
   const { copyBytes, copyReps } = b.sizes;
   return {
     bench: 'copy',
     n: 1,
-    label: `copies of ${copyBytes / MIB} MiB each way`,
+    label: `copies of ${copyBytes / MIB} MiB each way, pageable and pinned`,
     run: () =>
       withClients(1, ['copy', '--bytes', String(copyBytes), '--reps', String(copyReps)], b.service().env, async (procs) => {
         const [r] = await runTogether(procs);
         if (!r) return;
-        for (const variant of ['htod', 'dtoh'] as const) {
-          const samples = nums(r, `${variant}Samples`);
+        // Pageable (a plain Uint8Array) and pinned (ctx.memAllocHost) memory, each way.
+        for (const [variant, key] of COPY_VARIANTS) {
+          const samples = nums(r, `${key}Samples`);
           b.emit({
             bench: 'copy',
             mode: b.mode,
             n: 1,
             variant,
-            value: num(r, variant),
+            value: num(r, key),
             unit: 'GB/s',
             detail: { bytes: copyBytes, reps: copyReps, min: Math.min(...samples), max: Math.max(...samples) },
           });

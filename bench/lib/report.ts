@@ -91,13 +91,18 @@ export function markdown(report: Report): string {
   }
   if (has('copy')) {
     out.push('', '## 3. Copies', '');
-    out.push(`One process: ${sizes.copyBytes / (1024 * 1024)} MiB from and to a plain Uint8Array (pageable client memory), GB/s, median of ${sizes.copyReps} after a warm-up.`, '');
+    out.push(
+      `One process: ${sizes.copyBytes / (1024 * 1024)} MiB from and to a plain Uint8Array (pageable client memory), then from and to page-locked memory got from \`ctx.memAllocHost\` (pinned: registered with the device by the openmps server, or in the process in bypass and nvidia-mps mode, so the copy is DMA to and from it directly), GB/s, median of ${sizes.copyReps} after a warm-up.`,
+      '',
+    );
     out.push(
       table(
         'copy',
         [
-          { label: 'host -> device (GB/s)', pick: (m) => get('copy', m, 1, 'htod')?.value },
-          { label: 'device -> host (GB/s)', pick: (m) => get('copy', m, 1, 'dtoh')?.value },
+          { label: 'host -> device, pageable (GB/s)', pick: (m) => get('copy', m, 1, 'htod')?.value },
+          { label: 'device -> host, pageable (GB/s)', pick: (m) => get('copy', m, 1, 'dtoh')?.value },
+          { label: 'host -> device, pinned (GB/s)', pick: (m) => get('copy', m, 1, 'htod-pinned')?.value },
+          { label: 'device -> host, pinned (GB/s)', pick: (m) => get('copy', m, 1, 'dtoh-pinned')?.value },
         ],
         modes,
         2,

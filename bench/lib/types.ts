@@ -23,7 +23,7 @@ export interface Result {
   readonly mode: Mode;
   /** Client processes running the workload at once. */
   readonly n: number;
-  /** Which case of the benchmark (copy: htod/dtoh; neighbour: alone/beside/beside-50). */
+  /** Which case of the benchmark (copy: htod/dtoh, htod-pinned/dtoh-pinned; neighbour: alone/beside/beside-50). */
   readonly variant?: string;
   readonly value: number;
   readonly unit: string;

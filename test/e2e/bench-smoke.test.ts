@@ -42,13 +42,19 @@ test('bench --device sim --quick runs every benchmark in both modes and writes r
   assert.equal(typeof doc.gpu, 'string');
   assert.deepEqual(doc.failures, []);
   assert.ok(Array.isArray(doc.results));
-  const results = doc.results as { bench?: unknown; mode?: unknown; value?: unknown }[];
+  const results = doc.results as { bench?: unknown; mode?: unknown; variant?: unknown; value?: unknown }[];
   for (const bench of BENCHES) {
     for (const mode of ['openmps', 'bypass']) {
       assert.ok(
         results.some((r) => r.bench === bench && r.mode === mode && typeof r.value === 'number'),
         `results.json has ${bench} in ${mode} mode`,
       );
+    }
+  }
+  for (const variant of ['htod', 'dtoh', 'htod-pinned', 'dtoh-pinned']) {
+    for (const mode of ['openmps', 'bypass']) {
+      const r = results.find((x) => x.bench === 'copy' && x.mode === mode && x.variant === variant);
+      assert.ok(typeof r?.value === 'number' && r.value > 0, `results.json has the ${variant} copy in ${mode} mode`);
     }
   }
   const lines = stdout.split('\n').filter((l) => l.startsWith('BENCH '));
@@ -58,6 +64,9 @@ test('bench --device sim --quick runs every benchmark in both modes and writes r
   assert.match(md, /figures mean nothing/);
   for (const heading of ['Throughput', 'Latency', 'Copies', 'Small inference', 'heavy neighbour', 'Footprint']) assert.match(md, new RegExp(`## \\d\\. .*${heading}`));
   assert.match(md, /\| openmps \/ bypass \| openmps \/ nvidia-mps \|/);
+  for (const row of ['host -> device, pageable', 'device -> host, pageable', 'host -> device, pinned', 'device -> host, pinned']) {
+    assert.match(md, new RegExp(`^\\| ${row} \\(GB/s\\) \\| [0-9.,]+ \\| [0-9.,]+ \\| -?[0-9.x]+ \\|`, 'm'), `results.md has the ${row} row with its ratio`);
+  }
 
   const svg = readFileSync(join(out, 'throughput.svg'), 'utf8');
   assert.match(svg, /<svg[\s>]/);
