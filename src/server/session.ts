@@ -70,15 +70,36 @@ interface HostRegistration {
 export class DeviceOwnership {
   readonly #table = new AllocationTable();
   readonly #owner = new Map<bigint, number>();
+  /** [low, high): the span all allocations lie in, as numbers: most kernel arguments fall outside. */
+  #low = 0;
+  #high = 0;
 
   add(base: bigint, bytes: bigint, clientId: number): void {
     this.#table.add(base, bytes);
     this.#owner.set(base, clientId);
+    this.#bounds();
   }
 
   remove(base: bigint): void {
     this.#table.remove(base);
     this.#owner.delete(base);
+    this.#bounds();
+  }
+
+  #bounds(): void {
+    const all = this.#table.entries();
+    this.#low = all.length === 0 ? 0 : Number(all[0]?.base ?? 0n);
+    let high = 0;
+    for (const a of all) high = Math.max(high, Number(a.base + a.bytes));
+    this.#high = high;
+  }
+
+  /**
+   * False when `ptr` cannot lie in any allocation (a cheap test in numbers before the exact one).
+   * Numbers round above 2^53, so the span is widened by one ulp's worth either way.
+   */
+  mayHold(ptr: number): boolean {
+    return ptr >= this.#low - 4096 && ptr < this.#high + 4096;
   }
 
   /** The client owning the allocation that holds `ptr`, if any. */
@@ -508,11 +529,16 @@ export class Session {
    * so an integer argument colliding with one is not a practical concern.
    */
   #checkPointerParams(fn: DeviceFunction, params: Uint8Array, call: string): void {
-    const view = new DataView(params.buffer, params.byteOffset, params.byteLength);
     for (const p of fn.params) {
       if (p.size !== 8) continue;
-      const value = view.getBigUint64(p.offset, true);
-      if (value === 0n) continue;
+      // The hot path of every launch: the value as a number first (no BigInt, no view), and the
+      // exact lookup only when it falls where some client's allocations are.
+      const o = p.offset;
+      const lo = ((params[o] ?? 0) | ((params[o + 1] ?? 0) << 8) | ((params[o + 2] ?? 0) << 16) | ((params[o + 3] ?? 0) << 24)) >>> 0;
+      const hi = ((params[o + 4] ?? 0) | ((params[o + 5] ?? 0) << 8) | ((params[o + 6] ?? 0) << 16) | ((params[o + 7] ?? 0) << 24)) >>> 0;
+      if (lo === 0 && hi === 0) continue;
+      if (!this.#ownership.mayHold(hi * 4294967296 + lo)) continue;
+      const value = (BigInt(hi) << 32n) | BigInt(lo);
       const owner = this.#ownership.ownerOf(value);
       if (owner !== undefined && owner !== this.identity.clientId) {
         throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `${fn.name}: parameter at offset ${p.offset} points into memory of another client`);
