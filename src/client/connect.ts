@@ -12,7 +12,7 @@ import { DeviceOwnership, Session } from '../server/session.js';
 import { FramedSocket, setCallNames } from '../transport/framed-socket.js';
 import { Context } from './context.js';
 import { DirectChannel } from './direct-channel.js';
-import { RemoteChannel } from './remote-channel.js';
+import { RemoteChannel, SYNC_WAITS, type SyncWait } from './remote-channel.js';
 
 setCallNames(CALL_NAMES);
 
@@ -42,6 +42,11 @@ export interface ConnectOptions {
    * like every other call (false; OPENMPS_COMMAND_RING=0). MPS mode only.
    */
   readonly commandRing?: boolean;
+  /**
+   * How a synchronize through the command ring waits (OPENMPS_SYNC_WAIT): `auto` (default), `spin`,
+   * `yield` or `block`; see src/client/remote-channel.ts.
+   */
+  readonly syncWait?: SyncWait;
   /** Environment to read the OPENMPS_ variables from (default process.env). */
   readonly env?: NodeJS.ProcessEnv;
 }
@@ -65,6 +70,13 @@ function envNumber(env: NodeJS.ProcessEnv, name: string): number | undefined {
   return n;
 }
 
+function parseSyncWait(value: string | undefined): SyncWait {
+  if (value === undefined || value === '') return 'auto';
+  const found = SYNC_WAITS.find((w) => w === value);
+  if (!found) throw new CudaError('CUDA_ERROR_INVALID_VALUE', 'cuInit', `OPENMPS_SYNC_WAIT="${value}" is not one of ${SYNC_WAITS.join(', ')}`);
+  return found;
+}
+
 function commandLine(): string {
   return process.argv.slice(1).join(' ') || process.argv0;
 }
@@ -85,6 +97,12 @@ export async function connect(options: ConnectOptions = {}): Promise<Context> {
   };
 
   if (mode !== 'direct') {
+    const ringSetting = env.OPENMPS_COMMAND_RING;
+    if (ringSetting !== undefined && ringSetting !== '' && ringSetting !== '0' && ringSetting !== '1') {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', 'cuInit', `OPENMPS_COMMAND_RING="${ringSetting}" is not 0 or 1`);
+    }
+    const commandRing = options.commandRing ?? ringSetting !== '0';
+    const syncWait = options.syncWait ?? parseSyncWait(env.OPENMPS_SYNC_WAIT);
     let control: Socket | undefined;
     const controlPath = join(pipeDirectory, 'control');
     try {
@@ -100,12 +118,7 @@ export async function connect(options: ConnectOptions = {}): Promise<Context> {
         throw new CudaError('CUDA_ERROR_MPS_CONNECTION_FAILED', 'cuInit', `Cannot find openmps control daemon process in ${pipeDirectory} (${(err as Error).message})`);
       }
     }
-    const ringSetting = env.OPENMPS_COMMAND_RING;
-    if (ringSetting !== undefined && ringSetting !== '' && ringSetting !== '0' && ringSetting !== '1') {
-      throw new CudaError('CUDA_ERROR_INVALID_VALUE', 'cuInit', `OPENMPS_COMMAND_RING="${ringSetting}" is not 0 or 1`);
-    }
-    const commandRing = options.commandRing ?? ringSetting !== '0';
-    if (control) return connectToServer(control, settings, options.stagingBytes, commandRing);
+    if (control) return connectToServer(control, settings, options.stagingBytes, commandRing, syncWait);
   }
 
   // Bypass mode: this process owns a device context of its own.
@@ -133,6 +146,7 @@ async function connectToServer(
   settings: { version: number; pid: number; command: string; device: number; activeThreadPercentage: number; pinnedMemLimit: string; priority: number; smPartition: string },
   stagingBytes: number | undefined,
   commandRing: boolean,
+  syncWait: SyncWait,
 ): Promise<Context> {
   const controlChannel = new FramedSocket(control);
   let server: { serverPid: number; socketPath: string };
@@ -155,7 +169,7 @@ async function connectToServer(
     channel.close();
     throw err;
   }
-  const remote = new RemoteChannel(channel);
+  const remote = new RemoteChannel(channel, syncWait);
   // Without a ring (an older server, no /dev/shm) every call takes the socket: slower, the same.
   if (commandRing) await remote.attachRing();
   return new Context({

@@ -3,25 +3,33 @@
 // socket is unref'd while no reply is awaited, so a client that forgets close() does not keep Node
 // alive.
 //
-// Waiting for a ring synchronize: as the CUDA driver does by default (cudaDeviceScheduleAuto:
-// spin while there are no more contexts than logical processors, else yield), the client spins
-// on its completion word while the server's clients, plus the server's own polling core, fit the
-// machine's cores: up to SPIN_MS, which covers a launch + synchronize of small kernels and the
-// batches of a few kernels that small jobs run. With more clients than cores, or past SPIN_MS, it
-// asks the server for a NOTICE_WAKE and blocks on the socket, leaving the core to others.
+// Waiting for a ring synchronize (OPENMPS_SYNC_WAIT, after CUDA's cudaDeviceSchedule* flags):
+//   spin   spin on the completion word for up to SPIN_MS, which covers a launch + synchronize of
+//          small kernels and the batches of a few kernels small jobs run, then block;
+//   yield  the same, giving the core away (sched_yield) between looks, so spinning clients that
+//          outnumber the cores do not starve the server's thread;
+//   block  block at once: the client asks the server for a NOTICE_WAKE and sleeps on the socket;
+//   auto   (default) spin while the server's clients plus its polling core fit the machine's
+//          logical processors, as CUDA's default does with contexts; else AUTO_CROWDED.
 import { availableParallelism } from 'node:os';
 import { CudaError } from '../cuda/cuda-error.js';
 import type { ReplyOf, RequestOf } from '../protocol/messages.js';
 import type { SessionMessage } from '../server/dispatcher.js';
 import { RingProducer, SYNC_CONTEXT, type RingFailure } from '../transport/command-ring.js';
 import type { FramedSocket } from '../transport/framed-socket.js';
+import { yieldProcessor } from '../native/bindings.js';
 import type { Channel } from './channel.js';
 
-/** Longest spin on a completion word before blocking, while cores are left for it (ms). */
+/** Longest spin on a completion word before blocking (ms). */
 export const SPIN_MS = 2;
-/** Spin this long when the clients outnumber the cores (ms): a completion already on its way. */
+/** How long `block` still looks before it sleeps (ms): a completion already on its way. */
 const SHORT_SPIN_MS = 0.005;
 const CORES = availableParallelism();
+
+export type SyncWait = 'auto' | 'spin' | 'yield' | 'block';
+export const SYNC_WAITS: readonly SyncWait[] = ['auto', 'spin', 'yield', 'block'];
+/** What `auto` does when the clients outnumber the cores. */
+const AUTO_CROWDED: SyncWait = 'block';
 /** A blocked wait looks at its word this often even without a NOTICE_WAKE (ms): belt and braces. */
 const BLOCKED_RECHECK_MS = 10;
 
@@ -49,8 +57,11 @@ export class RemoteChannel implements Channel {
   #recheck: NodeJS.Timeout | undefined;
   readonly #retiredRings: RingProducer[] = [];
 
-  constructor(socket: FramedSocket) {
+  readonly #syncWait: SyncWait;
+
+  constructor(socket: FramedSocket, syncWait: SyncWait = 'auto') {
     this.#socket = socket;
+    this.#syncWait = syncWait;
     socket.socket.unref();
     socket.onClose((reason) => {
       this.#failure ??= reason ?? new CudaError('CUDA_ERROR_MPS_RPC_FAILURE', 'socket', 'the server closed the connection');
@@ -145,12 +156,16 @@ export class RemoteChannel implements Channel {
     }
     this.#ringDoorbell(ring);
     const call = stream === undefined ? 'cuCtxSynchronize' : 'cuStreamSynchronize';
+    let policy = this.#syncWait;
+    if (policy === 'auto') policy = ring.serverClients + 1 <= CORES ? 'spin' : AUTO_CROWDED;
     const started = performance.now();
-    const spinUntil = started + (ring.serverClients + 1 <= CORES ? SPIN_MS : SHORT_SPIN_MS);
+    const spinUntil = started + (policy === 'block' ? SHORT_SPIN_MS : SPIN_MS);
+    const yieldEach = policy === 'yield';
     let now = started;
     for (;;) {
       if (this.#settled(ring, seq, call)) return;
       if (now > spinUntil) break;
+      if (yieldEach) yieldProcessor();
       now = performance.now();
     }
     await new Promise<void>((resolve, reject) => {

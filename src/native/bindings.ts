@@ -1,5 +1,6 @@
 // The one file that owns koffi. Everything openmps calls in native code is declared here:
-//   libc: mmap/munmap for shared-memory staging buffers, getsockopt(SO_PEERCRED) for peer identity.
+//   libc: mmap/munmap for shared-memory staging buffers, getsockopt(SO_PEERCRED) for peer identity,
+//         sched_yield for a client that waits on its command ring's completion word.
 //   libcuda / libnvrtc: the CUDA driver API (loaded lazily: machines without a GPU never load it).
 // Other modules import typed wrappers from here, never koffi itself.
 import koffi from 'koffi';
@@ -22,6 +23,7 @@ interface LibC {
   mmap: (addr: unknown, length: number, prot: number, flags: number, fd: number, offset: number) => unknown;
   munmap: (addr: unknown, length: number) => number;
   getsockopt: (fd: number, level: number, name: number, value: Uint8Array, length: Uint32Array) => number;
+  sched_yield: () => number;
 }
 
 let libc: LibC | undefined;
@@ -33,8 +35,14 @@ function loadLibc(): LibC {
     mmap: lib.func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, long offset)') as LibC['mmap'],
     munmap: lib.func('int munmap(void *addr, size_t length)') as LibC['munmap'],
     getsockopt: lib.func('int getsockopt(int fd, int level, int name, _Inout_ uint8_t *value, _Inout_ uint32_t *length)') as LibC['getsockopt'],
+    sched_yield: lib.func('int sched_yield(void)') as LibC['sched_yield'],
   };
   return libc;
+}
+
+/** Gives this thread's core to any other runnable thread (CUDA's cudaDeviceScheduleYield). */
+export function yieldProcessor(): void {
+  loadLibc().sched_yield();
 }
 
 export interface Mapping {

@@ -182,6 +182,23 @@ test('OPENMPS_COMMAND_RING=0 keeps every call on the socket, with the same resul
   );
 });
 
+test('every OPENMPS_SYNC_WAIT policy completes short and long waits; a bad one is refused', async (t) => {
+  const daemon = await daemonFor(t);
+  for (const syncWait of ['spin', 'yield', 'block', 'auto'] as const) {
+    const ctx = await connect({ pipeDirectory: daemon.pipeDirectory, mode: 'mps', syncWait });
+    t.after(() => ctx.close());
+    const spin = await (await ctx.loadModule({ ptx: openmpsKernelsPtx() })).getFunction('spin');
+    for (const cycles of [100n, 10_000_000n, 100n]) {
+      ctx.launch(spin, { grid: 1, block: 32 }, [arg.i64(cycles)]);
+      await ctx.synchronize();
+    }
+  }
+  await assert.rejects(
+    connect({ pipeDirectory: daemon.pipeDirectory, mode: 'mps', env: { ...process.env, OPENMPS_SYNC_WAIT: 'sometimes' } }),
+    { code: 'CUDA_ERROR_INVALID_VALUE' },
+  );
+});
+
 test('terminate_client while a ring synchronize sleeps: it fails with 810, and so does what follows', async (t) => {
   const daemon = await daemonFor(t);
   const ctx = await client(t, daemon);
