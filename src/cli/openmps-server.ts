@@ -54,6 +54,7 @@ export function parseServerConfig(text: string | undefined): ServerConfig {
     staticPartitioning: r.staticPartitioning === true,
     partitions: Array.isArray(r.partitions) ? r.partitions.map(parsePartition).filter((p) => p !== undefined) : [],
     gpuTiming: r.gpuTiming !== false,
+    warmUp: r.warmUp !== false,
     logFormat: r.logFormat === 'json' ? 'json' : 'mps',
   };
 }

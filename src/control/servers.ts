@@ -842,6 +842,8 @@ export class ServerSupervisor {
       partitions: this.#partitions,
       // OPENMPS_GPU_TIMING=0 turns per-client GPU timing off: the benchmark's way to measure its cost.
       gpuTiming: (this.#options.env ?? process.env).OPENMPS_GPU_TIMING !== '0',
+      // OPENMPS_SERVER_WARMUP=0: no warm-up of the launch path (to measure what it buys).
+      warmUp: (this.#options.env ?? process.env).OPENMPS_SERVER_WARMUP !== '0',
       logFormat: this.#options.logFormat ?? 'mps',
     };
     let child: ChildProcess;

@@ -29,6 +29,8 @@ export interface ServerConfig {
   readonly partitions: readonly PartitionRecord[];
   /** Per-client GPU time from device events (OPENMPS_GPU_TIMING=0 turns it off, to measure its cost). */
   readonly gpuTiming: boolean;
+  /** Run the launch path before taking clients (src/server/warm-up.ts; OPENMPS_SERVER_WARMUP=0: no). */
+  readonly warmUp: boolean;
   /** server.log lines: MPS's format or JSON (`--log-format`). */
   readonly logFormat: LogFormat;
 }

@@ -21,9 +21,17 @@ import type { Session } from './session.js';
 export const RING_HOT_MS = 4;
 const RECORDS_PER_TURN = 64;
 
+/** What the poller needs of a client's connection (a FramedSocket; the warm-up's stand-in). */
+export interface RingChannel {
+  /** Request frames taken so far: records stamped up to this may run. */
+  readonly requestsReceived: number;
+  readonly closed: boolean;
+  notice(name: 'NOTICE_WAKE', payload: Record<string, never>): void;
+}
+
 export interface RingOwner {
   readonly session: Session;
-  readonly channel: FramedSocket;
+  readonly channel: RingChannel | FramedSocket;
   /** A synchronize failed (counted and checked for a device fault, as a failed frame is). */
   failed(err: unknown): void;
 }

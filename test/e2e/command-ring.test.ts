@@ -2,6 +2,8 @@
 // ring, waits that block and are woken, launch failures at the synchronize, hostile records, and
 // the socket-only path. Runs on the software GPU in CI and on CUDA with OPENMPS_TEST_DEVICE=cuda.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { arg, connect, openmpsKernelsPtx, type Context } from '../../src/index.js';
 import { Stream } from '../../src/client/context.js';
@@ -34,6 +36,8 @@ test('launches through the ring run in order with copies, events and frees over 
   const daemon = await daemonFor(t);
   const ctx = await client(t, daemon);
   assert.equal(hasRing(ctx), true);
+  // The server ran its own launch path through a ring before it took this client (warm-up.ts).
+  assert.match(readFileSync(join(daemon.logDirectory, 'server.log'), 'utf8'), /Device 0: launch path warmed up \(\d+ launches in [\d.]+ ms\)/);
   const mod = await ctx.loadModule({ ptx: openmpsKernelsPtx() });
   const fill = await mod.getFunction('fill');
   const saxpy = await mod.getFunction('saxpy');
@@ -166,7 +170,8 @@ test('a ring of garbage is refused with CUDA_ERROR_INVALID_VALUE; its session an
 });
 
 test('OPENMPS_COMMAND_RING=0 keeps every call on the socket, with the same results', async (t) => {
-  const daemon = await daemonFor(t);
+  // And OPENMPS_SERVER_WARMUP=0 starts a server without the warm-up.
+  const daemon = await startDaemon(t, { env: { OPENMPS_DEVICE: testDevice(), OPENMPS_SERVER_WARMUP: '0' } });
   const ctx = await connect({ pipeDirectory: daemon.pipeDirectory, mode: 'mps', env: { ...process.env, OPENMPS_COMMAND_RING: '0' } });
   t.after(() => ctx.close());
   assert.equal(hasRing(ctx), false);
@@ -180,6 +185,7 @@ test('OPENMPS_COMMAND_RING=0 keeps every call on the socket, with the same resul
     connect({ pipeDirectory: daemon.pipeDirectory, mode: 'mps', env: { ...process.env, OPENMPS_COMMAND_RING: 'yes' } }),
     { code: 'CUDA_ERROR_INVALID_VALUE' },
   );
+  assert.doesNotMatch(readFileSync(join(daemon.logDirectory, 'server.log'), 'utf8'), /warmed up/);
 });
 
 test('every OPENMPS_SYNC_WAIT policy completes short and long waits; a bad one is refused', async (t) => {
