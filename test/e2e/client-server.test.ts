@@ -6,21 +6,14 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { arg, connect, openmpsKernelsPtx, type Context } from '../../src/index.js';
+import { arg, connect, openmpsKernelsPtx } from '../../src/index.js';
 import { encodeFields, encodeFrame, FrameDecoder, HEADER_BYTES, MESSAGES, PROTOCOL_VERSION, type Frame } from '../../src/protocol/index.js';
 import { FramedSocket } from '../../src/transport/framed-socket.js';
-import { startDaemon, waitUntil, type CleanupContext, type DaemonHandle } from '../support/daemon.js';
+import { daemonFor, mpsClient } from '../support/clients.js';
+import { waitUntil, type CleanupContext, type DaemonHandle } from '../support/daemon.js';
 import { startWorker, testDevice } from '../support/worker.js';
 
-async function daemonFor(t: CleanupContext): Promise<DaemonHandle> {
-  return startDaemon(t, { env: { OPENMPS_DEVICE: testDevice() } });
-}
-
-async function client(t: CleanupContext, daemon: DaemonHandle, options: { stagingBytes?: number } = {}): Promise<Context> {
-  const ctx = await connect({ pipeDirectory: daemon.pipeDirectory, mode: 'mps', ...options });
-  t.after(() => ctx.close());
-  return ctx;
-}
+const client = mpsClient;
 
 function f32(bytes: Uint8Array): Float32Array {
   return new Float32Array(bytes.slice().buffer);

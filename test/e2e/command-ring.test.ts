@@ -9,17 +9,12 @@ import { arg, connect, openmpsKernelsPtx, type Context } from '../../src/index.j
 import { Stream } from '../../src/client/context.js';
 import { RemoteChannel } from '../../src/client/remote-channel.js';
 import { RING_HEADER_BYTES, RingProducer, SYNC_CONTEXT } from '../../src/transport/command-ring.js';
+import { daemonFor, mpsClient } from '../support/clients.js';
 import { startDaemon, waitUntil, type CleanupContext, type DaemonHandle } from '../support/daemon.js';
 import { testDevice } from '../support/worker.js';
 
-async function daemonFor(t: CleanupContext): Promise<DaemonHandle> {
-  return startDaemon(t, { env: { OPENMPS_DEVICE: testDevice() } });
-}
-
 async function client(t: CleanupContext, daemon: DaemonHandle, commandRing = true): Promise<Context> {
-  const ctx = await connect({ pipeDirectory: daemon.pipeDirectory, mode: 'mps', commandRing });
-  t.after(() => ctx.close());
-  return ctx;
+  return mpsClient(t, daemon, { commandRing });
 }
 
 function hasRing(ctx: Context): boolean {

@@ -8,20 +8,13 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { arg, connect, openmpsKernelsPtx, type Context } from '../../src/index.js';
 import { HOST_MEMORY_LIMIT, HOST_REGION_LIMIT } from '../../src/server/session.js';
 import { SharedRegion } from '../../src/transport/shared-memory.js';
-import { startDaemon, waitUntil, type CleanupContext, type DaemonHandle } from '../support/daemon.js';
+import { daemonFor, mpsClient } from '../support/clients.js';
+import { waitUntil } from '../support/daemon.js';
 import { startWorker, testDevice } from '../support/worker.js';
 
 const MIB = 1024 * 1024;
 
-async function daemonFor(t: CleanupContext): Promise<DaemonHandle> {
-  return startDaemon(t, { env: { OPENMPS_DEVICE: testDevice() } });
-}
-
-async function client(t: CleanupContext, daemon: DaemonHandle, options: { stagingBytes?: number } = {}): Promise<Context> {
-  const ctx = await connect({ pipeDirectory: daemon.pipeDirectory, mode: 'mps', ...options });
-  t.after(() => ctx.close());
-  return ctx;
-}
+const client = mpsClient;
 
 /** Shared-memory regions of `owner` that process `pid` has mapped: name -> bytes mapped. */
 function regionsMapped(pid: number, owner: number): Map<string, number> {
