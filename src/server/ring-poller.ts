@@ -107,12 +107,14 @@ export class RingPoller {
 
   /**
    * Runs up to `limit` of the ring's records stamped at most `maxStamp` (the server calls it with
-   * f - 1 before dispatching the client's request frame f). Returns how many ran.
+   * f - 1 before dispatching the client's request frame f), among those published when it began.
+   * Returns how many ran.
    */
   drain(ring: ServedRing, maxStamp: number, limit = Number.POSITIVE_INFINITY): number {
     let n = 0;
+    const until = ring.consumer.publishedTail();
     try {
-      while (n < limit && ring.consumer.next(maxStamp)) {
+      while (n < limit && ring.consumer.next(maxStamp, until)) {
         n++;
         this.#run(ring, ring.consumer.record);
       }
@@ -212,7 +214,7 @@ export class RingPoller {
     for (const ring of this.#rings) ring.consumer.setServerAwake(false);
     // Seq-cst: a client that published before it could see the flag cleared is seen here.
     for (const ring of this.#rings) {
-      if (ring.consumer.hasWork) {
+      if (ring.consumer.hasRunnable(ring.owner.channel.requestsReceived)) {
         this.wake();
         return;
       }

@@ -525,7 +525,12 @@ export class OpenmpsServer {
     };
     channel.onRequest((name, payload, frame) => {
       // Ring records the client wrote before it sent this frame run first (command-ring.ts).
-      if (conn.ring) this.#rings.drain(conn.ring, (channel.requestsReceived - 1) | 0);
+      if (conn.ring) {
+        this.#rings.drain(conn.ring, (channel.requestsReceived - 1) | 0);
+        // Records stamped with this frame's number may run once it is taken: the poller may be
+        // parked (it does not spin for records that wait on a frame).
+        if (conn.ring.consumer.hasWork) this.#rings.wake();
+      }
       if (name === 'SESSION_OPEN') return this.#open(conn, payload as RequestOf<'SESSION_OPEN'>);
       if (!isSessionMessage(name)) {
         throw new CudaError('CUDA_ERROR_NOT_SUPPORTED', name, `${name} is not a server request`);

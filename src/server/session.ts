@@ -167,6 +167,7 @@ export class Session {
   #inFlight = false;
   #terminated: CudaError | undefined;
   #closed = false;
+  #releasing: Promise<void> | undefined;
   readonly #timer: GpuTimer | undefined;
 
   constructor(device: Device, identity: SessionIdentity, limits: SessionLimits, ownership: DeviceOwnership, options: SessionOptions = {}) {
@@ -646,7 +647,17 @@ export class Session {
     await this.#release();
   }
 
-  async #release(): Promise<void> {
+  /**
+   * Runs the release once: a terminate followed by the client's close (or the reverse) must not
+   * start a second one, which would find the streams already gone and unmap host memory that the
+   * first is still draining copies into (a SIGSEGV in the server, found in review).
+   */
+  #release(): Promise<void> {
+    this.#releasing ??= this.#releaseOnce();
+    return this.#releasing;
+  }
+
+  async #releaseOnce(): Promise<void> {
     this.#timer?.closeSpans();
     const streams = [...this.#streams.values()];
     this.#streams.clear();

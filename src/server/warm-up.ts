@@ -13,6 +13,9 @@ import { SharedRegion } from '../transport/shared-memory.js';
 import { RingPoller, type RingChannel } from './ring-poller.js';
 import { DeviceOwnership, Session } from './session.js';
 
+/** A warm-up that has not finished by then gives up (the server serves all the same). */
+const WARM_UP_TIMEOUT_MS = 10_000;
+
 export interface WarmUpResult {
   readonly launches: number;
   readonly ms: number;
@@ -22,17 +25,19 @@ export interface WarmUpResult {
 export async function warmUpLaunchPath(device: Device, rounds: number, perRound: number, gpuTiming: boolean): Promise<WarmUpResult> {
   const started = performance.now();
   const info = device.info;
-  const session = new Session(
-    device,
-    { clientId: 0, pid: process.pid, uid: process.getuid?.() ?? 0, command: 'openmps-server warm-up' },
-    { activeThreadPercentage: 100, smCount: info.smCount, memoryLimit: undefined, priority: 0, smPartition: '', smGroups: undefined },
-    new DeviceOwnership(),
-    { gpuTiming },
-  );
-  const producer = RingProducer.create();
+  let session: Session | undefined;
+  let producer: RingProducer | undefined;
   const poller = new RingPoller();
   let launches = 0;
   try {
+    session = new Session(
+      device,
+      { clientId: 0, pid: process.pid, uid: process.getuid?.() ?? 0, command: 'openmps-server warm-up' },
+      { activeThreadPercentage: 100, smCount: info.smCount, memoryLimit: undefined, priority: 0, smPartition: '', smGroups: undefined },
+      new DeviceOwnership(),
+      { gpuTiming },
+    );
+    producer = RingProducer.create();
     const { module } = await session.loadModule({ kind: 'ptx', data: new TextEncoder().encode(openmpsKernelsPtx()), name: '', options: [] });
     const { function: noop } = session.getFunction(module, 'noop');
     // Nobody to notify and no frames: every record may run at once.
@@ -47,13 +52,17 @@ export async function warmUpLaunchPath(device: Device, rounds: number, perRound:
     });
     producer.region.unlink();
     const launch = { function: noop, stream: 0, gridX: 1, gridY: 1, gridZ: 1, blockX: 1, blockY: 1, blockZ: 1, sharedMemBytes: 0, params: new Uint8Array(0) };
+    const deadline = started + WARM_UP_TIMEOUT_MS;
     try {
       for (let r = 0; r < rounds; r++) {
         for (let i = 0; i < perRound && producer.pushLaunch(0, launch); i++) launches++;
         const seq = producer.pushSync(0, SYNC_CONTEXT);
         if (seq === undefined) break;
         poller.wake();
-        while (!producer.completed(seq) && producer.dead === 0) await new Promise((resolve) => setImmediate(resolve));
+        while (!producer.completed(seq) && producer.dead === 0) {
+          if (performance.now() > deadline) throw new Error(`no completion within ${WARM_UP_TIMEOUT_MS} ms`);
+          await new Promise((resolve) => setImmediate(resolve));
+        }
         const failed = producer.failureOf(seq);
         if (failed || producer.dead !== 0 || failure !== undefined) {
           throw new Error(`the warm-up's synchronize failed: ${failed?.text ?? producer.errorText}`);
@@ -63,8 +72,8 @@ export async function warmUpLaunchPath(device: Device, rounds: number, perRound:
       poller.detach(ring);
     }
   } finally {
-    producer.close();
-    await session.close();
+    producer?.close();
+    await session?.close();
   }
   return { launches, ms: performance.now() - started };
 }

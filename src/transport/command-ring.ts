@@ -13,10 +13,11 @@
 //
 // Layout (little-endian, 32-bit words; the client zero-fills, both sides map the same file):
 //   header, 4 KiB: magic, capacity, tail (client), head (server), server-awake flag (server),
-//     completed sequence (server), wake-wanted sequence (client, cleared by the server), the
-//     sequence an error belongs to and its CUresult, a dead code (server: the ring is unusable),
-//     how many clients the server serves rings for (server: the client's spin policy), and from
-//     byte 256 the error's text (u32 length + UTF-8).
+//     completed sequence (server), wake-wanted sequence (client, cleared by the server), a dead
+//     code (server: the ring is unusable), how many clients the server serves rings for (server:
+//     the client's spin policy); from byte 256, 7 failure slots of 480 bytes (a synchronize's
+//     sequence, CUresult, and text as u32 length + UTF-8; slot = sequence mod 7), then the dead
+//     code's text.
 //   data: `capacity` bytes (a power of two) of records. A record never straddles the end: a PAD
 //     record fills what is left before the data wraps.
 // Records (8-byte aligned; words): [size, type, stamp, ...]; a PAD is [size, 0] and may be 8 bytes.
@@ -39,12 +40,26 @@ const H_HEAD = 3;
 const H_SERVER_AWAKE = 4;
 const H_COMPLETED = 5;
 const H_WAKE_WANTED = 6;
-const H_ERROR_SEQ = 7;
-const H_ERROR_RESULT = 8;
+// Words 7 and 8 are unused (they held a single failure before the failure slots).
 const H_DEAD = 9;
 const H_CLIENTS = 10;
-const ERROR_TEXT_OFFSET = 256;
-const ERROR_TEXT_MAX = RING_HEADER_BYTES - ERROR_TEXT_OFFSET - 4;
+/**
+ * Failures, one slot per sequence modulo FAILURE_SLOTS, each [sequence, CUresult, length, text]:
+ * two synchronizes that fail before the client reads either keep both (up to this many in flight).
+ */
+const FAILURE_SLOTS = 7;
+const FAILURE_SLOT_BYTES = 480;
+const FAILURES_OFFSET = 256;
+const FAILURE_TEXT_MAX = FAILURE_SLOT_BYTES - 12;
+/** Why the ring is dead: [length, text]. */
+const DEAD_TEXT_OFFSET = FAILURES_OFFSET + FAILURE_SLOTS * FAILURE_SLOT_BYTES;
+const DEAD_TEXT_MAX = RING_HEADER_BYTES - DEAD_TEXT_OFFSET - 4;
+
+/** The failure slot of sequence `seq`: its first word's index. */
+function failureSlot(seq: number): number {
+  const slot = ((seq % FAILURE_SLOTS) + FAILURE_SLOTS) % FAILURE_SLOTS;
+  return (FAILURES_OFFSET + slot * FAILURE_SLOT_BYTES) / 4;
+}
 
 export const RECORD_PAD = 0;
 export const RECORD_LAUNCH = 1;
@@ -91,9 +106,16 @@ export interface LaunchRecord {
 const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder();
 
-function readText(bytes: Uint8Array, words: Int32Array): string {
-  const length = Math.min(Math.max(words[ERROR_TEXT_OFFSET / 4] ?? 0, 0), ERROR_TEXT_MAX);
-  return textDecoder.decode(bytes.subarray(ERROR_TEXT_OFFSET + 4, ERROR_TEXT_OFFSET + 4 + length));
+/** The text whose length word is words[at], the bytes right after it, at most `max`. */
+function readText(bytes: Uint8Array, words: Int32Array, at: number, max: number): string {
+  const length = Math.min(Math.max(words[at] ?? 0, 0), max);
+  return textDecoder.decode(bytes.subarray(at * 4 + 4, at * 4 + 4 + length));
+}
+
+function writeText(bytes: Uint8Array, words: Int32Array, at: number, max: number, text: string): void {
+  const encoded = textEncoder.encode(text).subarray(0, max);
+  bytes.set(encoded, at * 4 + 4);
+  words[at] = encoded.length;
 }
 
 /** The client's end: writes records, reads completions. */
@@ -142,7 +164,7 @@ export class RingProducer {
   /** The text of the ring's death or of the last failed synchronize. */
   get errorText(): string {
     if (this.#closed) return 'the context is closed';
-    return readText(this.#bytes, this.#words);
+    return readText(this.#bytes, this.#words, DEAD_TEXT_OFFSET / 4, DEAD_TEXT_MAX);
   }
 
   /**
@@ -235,10 +257,11 @@ export class RingProducer {
   /** The failure synchronize `seq` finished with, if any (call once completed(seq)). */
   failureOf(seq: number): RingFailure | undefined {
     if (this.#closed) return undefined;
-    if (Atomics.load(this.#words, H_ERROR_SEQ) !== seq) return undefined;
-    const result = Atomics.load(this.#words, H_ERROR_RESULT);
+    const at = failureSlot(seq);
+    if (Atomics.load(this.#words, at) !== seq) return undefined;
+    const result = Atomics.load(this.#words, at + 1);
     if (result === 0) return undefined;
-    return { result, text: readText(this.#bytes, this.#words) };
+    return { result, text: readText(this.#bytes, this.#words, at + 2, FAILURE_TEXT_MAX) };
   }
 
   /** Asks the server for a NOTICE_WAKE once `seq` completes (the client is about to block). */
@@ -320,15 +343,36 @@ export class RingConsumer {
     return !this.#closed && !this.#dead && Atomics.load(this.#words, H_TAIL) !== this.#head;
   }
 
+  /** The tail the client has published now (a drain's end, for next()'s `until`). */
+  publishedTail(): number {
+    return Atomics.load(this.#words, H_TAIL);
+  }
+
+  /**
+   * Whether the next record could run now: published, and stamped at most `maxStamp`. A record
+   * stamped ahead waits for a frame, and the frame's arrival runs it; polling for it would not.
+   */
+  hasRunnable(maxStamp: number): boolean {
+    if (!this.hasWork) return false;
+    const offset = this.#head & (this.capacity - 1);
+    const w = offset >>> 2;
+    const type = this.#dataWords[w + 1];
+    // A PAD (or a malformed record, which next() refuses) is something to do.
+    if (type === RECORD_PAD || (this.#dataWords[w] ?? 0) < 16) return true;
+    return reached(maxStamp, this.#dataWords[w + 2] ?? 0);
+  }
+
   /**
    * Reads the next record into `record` and takes it, when one is published and its stamp is at
    * most `maxStamp`. Returns false when there is none (yet). PAD records are skipped.
    */
-  next(maxStamp: number): boolean {
+  next(maxStamp: number, until?: number): boolean {
     if (this.#closed || this.#dead) return false;
     const cap = this.capacity;
     for (;;) {
-      const tail = Atomics.load(this.#words, H_TAIL);
+      // Up to the tail as it was when the caller began (`until`): a client that keeps publishing
+      // cannot keep the server inside one drain.
+      const tail = until ?? Atomics.load(this.#words, H_TAIL);
       const available = (tail - this.#head) >>> 0;
       if (available === 0) return false;
       if (available > cap || (available & 7) !== 0) throw new RingFormatError(`the ring's tail is ${available} bytes past its head`);
@@ -413,9 +457,11 @@ export class RingConsumer {
   complete(seq: number, failure?: RingFailure): boolean {
     if (this.#closed) return false;
     if (failure) {
-      this.#writeText(failure.text);
-      Atomics.store(this.#words, H_ERROR_RESULT, failure.result);
-      Atomics.store(this.#words, H_ERROR_SEQ, seq);
+      const at = failureSlot(seq);
+      writeText(this.#bytes, this.#words, at + 2, FAILURE_TEXT_MAX, failure.text);
+      Atomics.store(this.#words, at + 1, failure.result);
+      // Last: a client that finds its sequence here finds its result and text written.
+      Atomics.store(this.#words, at, seq);
     }
     Atomics.store(this.#words, H_COMPLETED, seq);
     const wanted = Atomics.load(this.#words, H_WAKE_WANTED);
@@ -428,15 +474,10 @@ export class RingConsumer {
   kill(failure: RingFailure): void {
     if (this.#closed || this.#dead) return;
     this.#dead = true;
-    this.#writeText(failure.text);
+    writeText(this.#bytes, this.#words, DEAD_TEXT_OFFSET / 4, DEAD_TEXT_MAX, failure.text);
     Atomics.store(this.#words, H_DEAD, failure.result);
   }
 
-  #writeText(text: string): void {
-    const encoded = textEncoder.encode(text).subarray(0, ERROR_TEXT_MAX);
-    this.#bytes.set(encoded, ERROR_TEXT_OFFSET + 4);
-    this.#words[ERROR_TEXT_OFFSET / 4] = encoded.length;
-  }
 
   /** Unmaps: nothing touches the region afterwards. */
   close(): void {

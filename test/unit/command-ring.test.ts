@@ -119,6 +119,14 @@ test('completions, failures and wake requests', (t) => {
   assert.deepEqual(producer.failureOf(b), { result: 700, text: 'cuCtxSynchronize\nan illegal address' });
   assert.equal(producer.failureOf(a), undefined);
   assert.equal(consumer.complete(b), false, 'the wake request was used up');
+  // Failures have a slot each: two written before the client reads either are both kept.
+  const c = producer.pushSync(0, 0) ?? 0;
+  const d = producer.pushSync(0, 0) ?? 0;
+  consumer.complete(c, { result: 400, text: 'cuStreamSynchronize\nno stream 9991' });
+  consumer.complete(d, { result: 400, text: 'cuStreamSynchronize\nno stream 9992' });
+  assert.match(producer.failureOf(c)?.text ?? '', /9991/);
+  assert.match(producer.failureOf(d)?.text ?? '', /9992/);
+  assert.deepEqual(producer.failureOf(b), { result: 700, text: 'cuCtxSynchronize\nan illegal address' }, 'an older one in its own slot');
 });
 
 test('bad records and headers are refused with RingFormatError; a killed ring reads as dead', (t) => {

@@ -1,0 +1,112 @@
+// Regressions found by a review of the command ring and page-locked memory: each of these failed
+// before its fix (the server died by SIGSEGV, stalled every client for seconds, spun a core for a
+// record it could not run, or reported a failed synchronize as a success).
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Worker } from 'node:worker_threads';
+import { arg, openmpsKernelsPtx } from '../../src/index.js';
+import { Stream } from '../../src/client/context.js';
+import { RemoteChannel } from '../../src/client/remote-channel.js';
+import { RingProducer, SYNC_CONTEXT } from '../../src/transport/command-ring.js';
+import { daemonFor, mpsClient } from '../support/clients.js';
+import { alive, waitUntil } from '../support/daemon.js';
+
+test('terminate_client and then close, with a copy into pinned memory queued: the server lives and serves', async (t) => {
+  const daemon = await daemonFor(t);
+  const ctx = await mpsClient(t, daemon);
+  const spin = await (await ctx.loadModule({ ptx: openmpsKernelsPtx() })).getFunction('spin');
+  const n = 1 << 20;
+  const src = await ctx.memAlloc(n);
+  const host = await ctx.memAllocHost(n);
+  // About a second of kernel, a copy behind it into the pinned pages, and the source freed.
+  ctx.launch(spin, { grid: 4, block: 128 }, [arg.i64(2_000_000_000n)]);
+  ctx.memcpyDtoH(src, n, undefined, host).catch(() => undefined);
+  ctx.memFree(src).catch(() => undefined);
+  await sleep(20);
+  const server = Number((await daemon.command('get_server_list')).stdout.trim());
+  const terminating = daemon.command(`terminate_client ${server} ${process.pid}`);
+  await waitUntil(() => ctx.channel.failure !== undefined, 'the 810 notice');
+  // The client closes while the termination still drains: a second release must not start.
+  await ctx.channel.close();
+  await terminating;
+  await waitUntil(async () => !(await daemon.command('ps')).stdout.includes(String(process.pid)), 'the client gone from ps');
+  assert.equal(alive(server), true, 'the server survived');
+  const next = await mpsClient(t, daemon);
+  assert.equal(next.serverPid, server);
+  await next.synchronize();
+});
+
+const HOSTILE_PUBLISHER = `
+const { parentPort, workerData } = require('node:worker_threads');
+import(workerData.ring).then(({ RingProducer }) => {
+  const ring = RingProducer.create();
+  parentPort.postMessage(ring.region.name + ' ' + ring.region.bytes);
+  parentPort.once('message', () => {
+    const launch = { function: workerData.fn, stream: 0, gridX: 1, gridY: 1, gridZ: 1, blockX: 1, blockY: 1, blockZ: 1, sharedMemBytes: 0, params: new Uint8Array(0) };
+    const until = Date.now() + workerData.ms;
+    while (Date.now() < until) ring.pushLaunch(0, launch);
+    parentPort.postMessage('done');
+  });
+});
+`;
+
+test('a client that keeps publishing records does not hold the server inside one drain', async (t) => {
+  const daemon = await daemonFor(t);
+  const hostile = await mpsClient(t, daemon, { commandRing: false });
+  const bystander = await mpsClient(t, daemon, { commandRing: false });
+  const noop = await (await hostile.loadModule({ ptx: openmpsKernelsPtx() })).getFunction('noop');
+  const ringUrl = new URL('../../src/transport/command-ring.js', import.meta.url).href;
+  const worker = new Worker(HOSTILE_PUBLISHER, { eval: true, workerData: { ring: ringUrl, fn: noop.handle, ms: 4000 } });
+  t.after(() => worker.terminate());
+  const [name = '', bytes = '0'] = (await new Promise<string>((r) => worker.once('message', r))).split(' ');
+  await hostile.channel.call('RING_ATTACH', { name, bytes: BigInt(bytes) });
+  worker.postMessage('go');
+  await sleep(50);
+  // A frame of the hostile client makes the server run its ring's records first.
+  hostile.channel.call('MEM_GET_INFO', {}).catch(() => undefined);
+  await sleep(20);
+  // While the worker publishes for 4 s, the bystander is answered.
+  const answered = await Promise.race([bystander.memGetInfo().then(() => true), sleep(2000).then(() => false)]);
+  assert.equal(answered, true, 'the bystander was answered while the hostile ring kept publishing');
+});
+
+function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+test('a record stamped for a frame not yet sent does not keep the server polling', async (t) => {
+  const daemon = await daemonFor(t);
+  const ctx = await mpsClient(t, daemon, { commandRing: false });
+  const ring = RingProducer.create();
+  t.after(() => {
+    ring.close();
+  });
+  await ctx.channel.call('RING_ATTACH', { name: ring.region.name, bytes: BigInt(ring.region.bytes) });
+  ring.region.unlink();
+  ring.pushSync(1_000_000, SYNC_CONTEXT);
+  ctx.channel.post('RING_DOORBELL', {});
+  await sleep(200);
+  const before = cpuMs(ctx.serverPid);
+  await sleep(1000);
+  const used = cpuMs(ctx.serverPid) - before;
+  // Spinning for it took about 900 ms of CPU a second; parked, the server uses next to none.
+  assert.ok(used < 400, `the server used ${used} ms of CPU in a second with only an unrunnable record`);
+});
+
+test('two synchronizes that fail before the client reads either both fail, each with its own error', async (t) => {
+  const daemon = await daemonFor(t);
+  const ctx = await mpsClient(t, daemon, { syncWait: 'block' });
+  assert.ok(ctx.channel instanceof RemoteChannel && ctx.channel.hasRing);
+  await sleep(30);
+  const results = await Promise.allSettled([new Stream(ctx, 9991).synchronize(), new Stream(ctx, 9992).synchronize()]);
+  for (const [i, r] of results.entries()) {
+    assert.equal(r.status, 'rejected', `synchronize ${i} of an unknown stream`);
+    assert.match(String(r.reason), new RegExp(`no stream ${i === 0 ? 9991 : 9992}`));
+  }
+  // And the session goes on.
+  await ctx.synchronize();
+});
