@@ -141,7 +141,7 @@ export class RemoteChannel implements Channel {
   launch(req: RequestOf<'LAUNCH'>): void {
     const ring = this.#ring;
     if (ring && this.#failure === undefined && ring.pushLaunch(this.#socket.requestsSent, req)) {
-      this.#ringDoorbell(ring);
+      this.#ringDoorbell(ring, false);
       return;
     }
     // No ring, or no room in it: the frame still runs after every record written before it.
@@ -156,7 +156,7 @@ export class RemoteChannel implements Channel {
       else await this.call('STREAM_SYNCHRONIZE', { stream });
       return;
     }
-    this.#ringDoorbell(ring);
+    this.#ringDoorbell(ring, true);
     const call = stream === undefined ? 'cuCtxSynchronize' : 'cuStreamSynchronize';
     let policy = this.#syncWait;
     if (policy === 'auto') policy = ring.serverClients + 1 <= CORES ? 'spin' : AUTO_CROWDED;
@@ -201,18 +201,21 @@ export class RemoteChannel implements Channel {
   }
 
   /**
-   * Wakes a parked server. The frame goes out at once, not at the next tick: a synchronize about
-   * to spin would otherwise spin its whole budget before the doorbell left (found in review). One
-   * doorbell per DOORBELL_REPEAT_MS: a server it wakes stays awake RING_HOT_MS (longer) after its
-   * last work, so it sees every record published meanwhile.
+   * Wakes a parked server. One doorbell per DOORBELL_REPEAT_MS: a server it wakes stays awake
+   * RING_HOT_MS (longer) after its last work, so it sees every record published meanwhile.
+   * After a launch the frame leaves with the rest of the tick's frames, so a burst of launches and
+   * the frames around it (an event record before, a copy after) reach the server together and run
+   * back to back. Before a synchronize spins (`flush`) it leaves at once: the spin would otherwise
+   * use up its budget with the doorbell still corked (found in review).
    */
-  #ringDoorbell(ring: RingProducer): void {
+  #ringDoorbell(ring: RingProducer, flush: boolean): void {
     if (ring.serverAwake) return;
     const now = performance.now();
-    if (now - this.#doorbellAt < DOORBELL_REPEAT_MS) return;
-    this.#doorbellAt = now;
-    this.post('RING_DOORBELL', {});
-    this.#socket.flush();
+    if (now - this.#doorbellAt >= DOORBELL_REPEAT_MS) {
+      this.#doorbellAt = now;
+      this.post('RING_DOORBELL', {});
+    }
+    if (flush) this.#socket.flush();
   }
 
   #block(wait: BlockedWait): void {

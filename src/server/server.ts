@@ -8,8 +8,8 @@ import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import { CudaError, toCudaError } from '../cuda/cuda-error.js';
 import type { Device, DeviceInfo, Platform } from '../devices/device.js';
 import { peerCredentials } from '../native/bindings.js';
-import { PROTOCOL_VERSION, type LimitsWire, type RequestOf, type ReplyOf, type DeviceInfoWire } from '../protocol/messages.js';
-import { FLAG_NO_REPLY } from '../protocol/frame.js';
+import { PROTOCOL_VERSION, type LimitsWire, type MessageName, type RequestOf, type ReplyOf, type DeviceInfoWire } from '../protocol/messages.js';
+import { FLAG_NO_REPLY, type Frame } from '../protocol/frame.js';
 import { FramedSocket, setCallNames } from '../transport/framed-socket.js';
 import { SharedRegion } from '../transport/shared-memory.js';
 import { RING_HEADER_BYTES, MAX_RING_CAPACITY, RingConsumer } from '../transport/command-ring.js';
@@ -525,34 +525,46 @@ export class OpenmpsServer {
     };
     channel.onRequest((name, payload, frame) => {
       // Ring records the client wrote before it sent this frame run first (command-ring.ts).
-      if (conn.ring) {
-        this.#rings.drain(conn.ring, (channel.requestsReceived - 1) | 0);
-        // Records stamped with this frame's number may run once it is taken: the poller may be
-        // parked (it does not spin for records that wait on a frame).
-        if (conn.ring.consumer.hasWork) this.#rings.wake();
-      }
-      if (name === 'SESSION_OPEN') return this.#open(conn, payload as RequestOf<'SESSION_OPEN'>);
-      if (!isSessionMessage(name)) {
-        throw new CudaError('CUDA_ERROR_NOT_SUPPORTED', name, `${name} is not a server request`);
-      }
-      let result: unknown;
+      if (conn.ring) this.#rings.drain(conn.ring, (channel.requestsReceived - 1) | 0);
       try {
-        result = dispatch(target, name, payload, (frame.flags & FLAG_NO_REPLY) !== 0);
-      } catch (err) {
-        this.#failed(conn, err);
-        throw err;
+        return this.#request(conn, target, name, payload, frame);
+      } finally {
+        // And those it wrote right after (stamped with this frame's number) run now, in the same
+        // turn, not a poller turn later: an event recorded by a frame and the launches after it
+        // leave no idle gap on the stream between them.
+        const ring = conn.ring;
+        if (ring) {
+          this.#rings.drain(ring, channel.requestsReceived);
+          // Later ones may wait on frames still to come; the poller may be parked meanwhile.
+          if (ring.consumer.hasWork) this.#rings.wake();
+        }
       }
-      if (result instanceof Promise) {
-        return result.catch((err: unknown) => {
-          this.#failed(conn, err);
-          throw err;
-        });
-      }
-      return result;
     });
     channel.onClose(() => {
       void this.#disconnect(conn);
     });
+  }
+
+  /** One request frame of a client: its session's handler through the dispatcher. */
+  #request(conn: Connection, target: DispatchTarget, name: MessageName, payload: Record<string, unknown>, frame: Frame): unknown {
+    if (name === 'SESSION_OPEN') return this.#open(conn, payload as RequestOf<'SESSION_OPEN'>);
+    if (!isSessionMessage(name)) {
+      throw new CudaError('CUDA_ERROR_NOT_SUPPORTED', name, `${name} is not a server request`);
+    }
+    let result: unknown;
+    try {
+      result = dispatch(target, name, payload, (frame.flags & FLAG_NO_REPLY) !== 0);
+    } catch (err) {
+      this.#failed(conn, err);
+      throw err;
+    }
+    if (result instanceof Promise) {
+      return result.catch((err: unknown) => {
+        this.#failed(conn, err);
+        throw err;
+      });
+    }
+    return result;
   }
 
   #open(conn: Connection, req: RequestOf<'SESSION_OPEN'>): ReplyOf<'SESSION_OPEN'> {
