@@ -11,7 +11,6 @@
 // loop after RECORDS_PER_TURN records, so one client's backlog of thousands of launches does not
 // hold the others' submissions (or the sockets) for milliseconds.
 import { CudaError, toCudaError } from '../cuda/cuda-error.js';
-import type { FramedSocket } from '../transport/framed-socket.js';
 import {
   RECORD_LAUNCH, RingFormatError, SYNC_CONTEXT, type ConsumedRecord, type RingConsumer, type RingFailure,
 } from '../transport/command-ring.js';
@@ -21,7 +20,7 @@ import type { Session } from './session.js';
 export const RING_HOT_MS = 4;
 const RECORDS_PER_TURN = 64;
 
-/** What the poller needs of a client's connection (a FramedSocket; the warm-up's stand-in). */
+/** What the poller needs of a client's connection: a FramedSocket has it (the warm-up passes a stand-in). */
 export interface RingChannel {
   /** Request frames taken so far: records stamped up to this may run. */
   readonly requestsReceived: number;
@@ -31,7 +30,7 @@ export interface RingChannel {
 
 export interface RingOwner {
   readonly session: Session;
-  readonly channel: RingChannel | FramedSocket;
+  readonly channel: RingChannel;
   /** A synchronize failed (counted and checked for a device fault, as a failed frame is). */
   failed(err: unknown): void;
 }
