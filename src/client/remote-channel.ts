@@ -7,7 +7,8 @@
 //   spin   spin on the completion word for up to SPIN_MS, which covers a launch + synchronize of
 //          small kernels and the batches of a few kernels small jobs run, then block;
 //   yield  the same, giving the core away (sched_yield) between looks, so spinning clients that
-//          outnumber the cores do not starve the server's thread;
+//          outnumber the cores do not starve the server's thread (on an H200 host at 16 clients
+//          it was slower than block: bench/NOTES.md);
 //   block  block at once: the client asks the server for a NOTICE_WAKE and sleeps on the socket;
 //   auto   (default) spin while the server's clients plus its polling core fit the machine's
 //          logical processors, as CUDA's default does with contexts; else AUTO_CROWDED.
