@@ -170,7 +170,8 @@ async function connectToServer(
     throw err;
   }
   const remote = new RemoteChannel(channel, syncWait);
-  // Without a ring (an older server, no /dev/shm) every call takes the socket: slower, the same.
+  // Without a ring (an older server, a server that cannot open our descriptors) every call takes
+  // the socket: slower, the same.
   if (commandRing) await remote.attachRing();
   return new Context({
     mode: 'mps',

@@ -233,19 +233,19 @@ export class Context extends EventEmitter {
     if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `cannot allocate ${bytes} bytes`);
     let region: SharedRegion;
     try {
-      region = SharedRegion.create(Math.ceil(bytes / PAGE_BYTES) * PAGE_BYTES);
+      region = SharedRegion.create(Math.ceil(bytes / PAGE_BYTES) * PAGE_BYTES, 'host');
     } catch (err) {
       throw new CudaError('CUDA_ERROR_OUT_OF_MEMORY', call, `cannot create ${bytes} bytes of shared memory: ${(err as Error).message}`);
     }
     let handle: number;
     try {
-      handle = (await this.channel.call('HOST_REGISTER', { name: region.name, bytes: BigInt(region.bytes) })).handle;
+      handle = (await this.channel.call('HOST_REGISTER', { fd: region.fd, bytes: BigInt(region.bytes) })).handle;
     } catch (err) {
       region.close();
       throw err;
     } finally {
-      // Both sides have it mapped (or the register failed): the name is no longer needed.
-      region.unlink();
+      // Both sides have it mapped (or the register failed): the descriptor is no longer needed.
+      region.closeDescriptor();
     }
     this.#host.set(region.view.buffer, { region, handle });
     return region.view.subarray(0, bytes);
@@ -455,15 +455,15 @@ export class Context extends EventEmitter {
 
   async #ensureStaging(): Promise<SharedRegion> {
     if (this.#staging) return this.#staging;
-    const region = SharedRegion.create(this.#stagingBytes);
+    const region = SharedRegion.create(this.#stagingBytes, 'staging');
     try {
-      await this.channel.call('SHM_ATTACH', { name: region.name, bytes: BigInt(region.bytes) });
+      await this.channel.call('SHM_ATTACH', { fd: region.fd, bytes: BigInt(region.bytes) });
     } catch (err) {
       region.close();
       throw err;
     } finally {
-      // Both sides have it mapped (or the attach failed): the name is no longer needed.
-      region.unlink();
+      // Both sides have it mapped (or the attach failed): the descriptor is no longer needed.
+      region.closeDescriptor();
     }
     this.#staging = region;
     return region;

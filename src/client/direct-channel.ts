@@ -21,6 +21,8 @@ export class DirectChannel implements Channel {
       staging: undefined,
       // In-process there is no frame to bound a copy.
       inlineLimit: Number.MAX_SAFE_INTEGER,
+      // In-process the regions are this process's own descriptors.
+      peerPid: process.pid,
       attachStaging: () => {
         throw new CudaError('CUDA_ERROR_NOT_SUPPORTED', 'cuMemHostRegister_v2', 'bypass mode copies directly and needs no staging region');
       },

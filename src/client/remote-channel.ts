@@ -103,7 +103,7 @@ export class RemoteChannel implements Channel {
 
   /**
    * Creates a command ring and has the server map it. False (and the socket path stays) when the
-   * server refuses it: an older server, or no /dev/shm.
+   * server refuses it: an older server, or a server that cannot open this process's descriptors.
    */
   async attachRing(capacity?: number): Promise<boolean> {
     if (this.#ring) return true;
@@ -114,13 +114,13 @@ export class RemoteChannel implements Channel {
       return false;
     }
     try {
-      await this.call('RING_ATTACH', { name: ring.region.name, bytes: BigInt(ring.region.bytes) });
+      await this.call('RING_ATTACH', { fd: ring.region.fd, bytes: BigInt(ring.region.bytes) });
     } catch {
       ring.close();
       return false;
     } finally {
-      // Both sides have it mapped (or the attach failed): the name is no longer needed.
-      ring.region.unlink();
+      // Both sides have it mapped (or the attach failed): the descriptor is no longer needed.
+      ring.region.closeDescriptor();
     }
     this.#ring = ring;
     return true;

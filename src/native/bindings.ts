@@ -1,6 +1,7 @@
 // The one file that owns koffi. Everything openmps calls in native code is declared here:
-//   libc: mmap/munmap for shared-memory staging buffers, getsockopt(SO_PEERCRED) for peer identity,
-//         sched_yield for a client that waits on its command ring's completion word.
+//   libc: memfd_create/fcntl (sealed memfds) and mmap/munmap for shared-memory regions,
+//         getsockopt(SO_PEERCRED) for peer identity, sched_yield for a client that waits on its
+//         command ring's completion word.
 //   libcuda / libnvrtc: the CUDA driver API (loaded lazily: machines without a GPU never load it).
 // Other modules import typed wrappers from here, never koffi itself.
 import koffi from 'koffi';
@@ -18,12 +19,24 @@ const MAP_NORESERVE = 0x4000;
 const MAP_FAILED = 0xffffffffffffffffn;
 const SOL_SOCKET = 1;
 const SO_PEERCRED = 17;
+// memfd_create(2) and the file-sealing fcntls (fcntl(2), "File Sealing"), from <linux/memfd.h>
+// and <linux/fcntl.h>.
+const MFD_CLOEXEC = 0x1;
+const MFD_ALLOW_SEALING = 0x2;
+const F_ADD_SEALS = 1033;
+const F_GET_SEALS = 1034;
+export const F_SEAL_SEAL = 0x1;
+export const F_SEAL_SHRINK = 0x2;
+export const F_SEAL_GROW = 0x4;
 
 interface LibC {
   mmap: (addr: unknown, length: number, prot: number, flags: number, fd: number, offset: number) => unknown;
   munmap: (addr: unknown, length: number) => number;
   getsockopt: (fd: number, level: number, name: number, value: Uint8Array, length: Uint32Array) => number;
   sched_yield: () => number;
+  memfd_create: (name: string, flags: number) => number;
+  fcntl: (fd: number, cmd: number, ...typedArgs: unknown[]) => number;
+  malloc_trim: (pad: number) => number;
 }
 
 let libc: LibC | undefined;
@@ -36,6 +49,9 @@ function loadLibc(): LibC {
     munmap: lib.func('int munmap(void *addr, size_t length)') as LibC['munmap'],
     getsockopt: lib.func('int getsockopt(int fd, int level, int name, _Inout_ uint8_t *value, _Inout_ uint32_t *length)') as LibC['getsockopt'],
     sched_yield: lib.func('int sched_yield(void)') as LibC['sched_yield'],
+    memfd_create: lib.func('int memfd_create(const char *name, unsigned int flags)') as LibC['memfd_create'],
+    fcntl: lib.func('int fcntl(int fd, int cmd, ...)') as LibC['fcntl'],
+    malloc_trim: lib.func('int malloc_trim(size_t pad)') as LibC['malloc_trim'],
   };
   return libc;
 }
@@ -71,7 +87,25 @@ const retiredRanges = new FinalizationRegistry<{ ptr: unknown; bytes: number }>(
  */
 export const MAX_MAPPING_BYTES = 2 ** 32;
 
-/** Maps `bytes` of an open file (under /dev/shm) shared and read-write. */
+/** An anonymous shared-memory file (memfd_create, close-on-exec, sealable); throws on failure. */
+export function createMemfd(name: string): number {
+  const fd = loadLibc().memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) throw new Error(`memfd_create failed (errno ${koffi.errno()})`);
+  return fd;
+}
+
+/** Adds seals to a memfd (F_ADD_SEALS); seals can be added, never removed. Throws on failure. */
+export function addSeals(fd: number, seals: number): void {
+  if (loadLibc().fcntl(fd, F_ADD_SEALS, 'int', seals) !== 0) throw new Error(`F_ADD_SEALS failed (errno ${koffi.errno()})`);
+}
+
+/** The seals of a file (F_GET_SEALS), or undefined for a file that cannot carry seals. */
+export function getSeals(fd: number): number | undefined {
+  const seals = loadLibc().fcntl(fd, F_GET_SEALS);
+  return seals < 0 ? undefined : seals;
+}
+
+/** Maps `bytes` of an open shared-memory file shared and read-write. */
 export function mapShared(fd: number, bytes: number): Mapping {
   if (!Number.isSafeInteger(bytes) || bytes <= 0 || bytes > MAX_MAPPING_BYTES) {
     throw new Error(`a mapping of ${bytes} bytes is not possible (1 to ${MAX_MAPPING_BYTES})`);

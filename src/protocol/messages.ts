@@ -4,7 +4,11 @@
 // Opcodes and field orders are permanent once released: add messages, never renumber them.
 import type { Fields, ObjectOf } from './codec.js';
 
-export const PROTOCOL_VERSION = 1;
+/**
+ * 2: shared-memory regions are sealed memfds named by the client's descriptor number (SHM_ATTACH,
+ * RING_ATTACH, HOST_REGISTER carry `fd`), no longer files under /dev/shm named by path.
+ */
+export const PROTOCOL_VERSION = 2;
 
 const DEVICE_INFO = {
   struct: {
@@ -64,9 +68,13 @@ export const MESSAGES = {
   },
   SESSION_CLOSE: { opcode: 0x0101, request: {}, reply: {} },
   MEM_GET_INFO: { opcode: 0x0102, request: {}, reply: { free: 'u64', total: 'u64' } },
-  SHM_ATTACH: { opcode: 0x0103, request: { name: 'str', bytes: 'u64' }, reply: {} },
+  /**
+   * Maps the client's staging region: `fd` is the client's descriptor of a sealed memfd
+   * (src/transport/shared-memory.ts), which the server opens through /proc/<peer pid>/fd/<fd>.
+   */
+  SHM_ATTACH: { opcode: 0x0103, request: { fd: 'u32', bytes: 'u64' }, reply: {} },
   /** Maps the client's command ring (src/transport/command-ring.ts); `bytes` is the whole region. */
-  RING_ATTACH: { opcode: 0x0104, request: { name: 'str', bytes: 'u64' }, reply: {} },
+  RING_ATTACH: { opcode: 0x0104, request: { fd: 'u32', bytes: 'u64' }, reply: {} },
   /** No reply: wakes the server's ring poller (records before it run before it, as for any frame). */
   RING_DOORBELL: { opcode: 0x0105, request: {}, reply: {} },
 
@@ -93,7 +101,7 @@ export const MESSAGES = {
    * Page-locked host memory (ctx.memAllocHost): the server maps the client's shared-memory region
    * and registers it with the device (cuMemHostRegister); `handle` names it in this session.
    */
-  HOST_REGISTER: { opcode: 0x0116, request: { name: 'str', bytes: 'u64' }, reply: { handle: 'u32' } },
+  HOST_REGISTER: { opcode: 0x0116, request: { fd: 'u32', bytes: 'u64' }, reply: { handle: 'u32' } },
   /** Waits for copies still using the region, then unregisters and unmaps it (cuMemFreeHost). */
   HOST_UNREGISTER: { opcode: 0x0117, request: { handle: 'u32' }, reply: {} },
   /** A copy straight from `bytes` at `offset` of registered host memory `host`: no staging. */

@@ -24,10 +24,15 @@ export interface DispatchTarget {
   staging: SharedRegion | undefined;
   /** Largest copy a reply may carry inline: a frame's bound on a socket, none in-process. */
   readonly inlineLimit: number;
+  /**
+   * The client's pid as the kernel reported it (SO_PEERCRED; this process in bypass mode): the
+   * process whose descriptors name its shared-memory regions.
+   */
+  readonly peerPid: number;
   /** Maps a client's staging region (server side) or refuses (bypass mode needs none). */
-  attachStaging(name: string, bytes: number): void;
+  attachStaging(fd: number, bytes: number): void;
   /** Maps a client's command ring (server side) or refuses (bypass mode has no server). */
-  attachRing(name: string, bytes: number): void;
+  attachRing(fd: number, bytes: number): void;
   /** RING_DOORBELL: the client published ring records while the server's ring poller slept. */
   ringDoorbell(): void;
   /** SESSION_CLOSE: end the session and, for a server, the connection. */
@@ -47,18 +52,18 @@ function stagingWindow(t: DispatchTarget, offset: bigint, bytes: bigint, call: s
 }
 
 /**
- * HOST_REGISTER: maps the client's region (its own name check and size check against the file, as
- * for SHM_ATTACH) and registers it with the session's device. The same in bypass mode, where the
+ * HOST_REGISTER: maps the client's sealed region (the checks of SharedRegion.open, as for
+ * SHM_ATTACH) and registers it with the session's device. The same in bypass mode, where the
  * session's mapping is a second one of the client's pages: copies through either see the same bytes.
  */
-function registerHostRegion(session: Session, name: string, bytes: bigint): number {
+function registerHostRegion(session: Session, peerPid: number, fd: number, bytes: bigint): number {
   const call = 'cuMemHostRegister_v2';
   session.checkHostRoom(bytes, call);
   let region: SharedRegion;
   try {
-    region = SharedRegion.open(name, Number(bytes));
+    region = SharedRegion.open(peerPid, fd, Number(bytes));
   } catch (err) {
-    throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `cannot map shared region ${name}: ${(err as Error).message}`);
+    throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `cannot map the client's shared region (descriptor ${fd}): ${(err as Error).message}`);
   }
   try {
     return session.registerHost(region);
@@ -79,11 +84,11 @@ const HANDLERS: Handlers = {
   },
   MEM_GET_INFO: (t) => t.session.memGetInfo(),
   SHM_ATTACH: (t, req) => {
-    t.attachStaging(req.name, Number(req.bytes));
+    t.attachStaging(req.fd, Number(req.bytes));
     return {};
   },
   RING_ATTACH: (t, req) => {
-    t.attachRing(req.name, Number(req.bytes));
+    t.attachRing(req.fd, Number(req.bytes));
     return {};
   },
   RING_DOORBELL: (t) => {
@@ -122,7 +127,7 @@ const HANDLERS: Handlers = {
     await t.session.memcpyDtoH(req.stream, dst, req.src);
     return { inline: dst };
   },
-  HOST_REGISTER: (t, req) => ({ handle: registerHostRegion(t.session, req.name, req.bytes) }),
+  HOST_REGISTER: (t, req) => ({ handle: registerHostRegion(t.session, t.peerPid, req.fd, req.bytes) }),
   HOST_UNREGISTER: async (t, req) => {
     await t.session.unregisterHost(req.handle);
     return {};

@@ -506,11 +506,12 @@ export class OpenmpsServer {
         conn.staging = region;
       },
       inlineLimit: SOCKET_INLINE_LIMIT,
-      attachStaging: (name, bytes) => {
-        this.#attachStaging(conn, name, bytes);
+      peerPid: creds.pid,
+      attachStaging: (fd, bytes) => {
+        this.#attachStaging(conn, fd, bytes);
       },
-      attachRing: (name, bytes) => {
-        this.#attachRing(conn, name, bytes);
+      attachRing: (fd, bytes) => {
+        this.#attachRing(conn, fd, bytes);
       },
       ringDoorbell: () => {
         this.#rings.wake();
@@ -647,7 +648,7 @@ export class OpenmpsServer {
     };
   }
 
-  #attachStaging(conn: Connection, name: string, bytes: number): void {
+  #attachStaging(conn: Connection, fd: number, bytes: number): void {
     const call = 'cuMemHostRegister_v2';
     const session = conn.session;
     if (!session) throw new CudaError('CUDA_ERROR_NOT_INITIALIZED', call, 'no session: send SESSION_OPEN first');
@@ -658,9 +659,9 @@ export class OpenmpsServer {
     if (conn.staging) throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, 'a staging region is already attached to this client');
     let region: SharedRegion;
     try {
-      region = SharedRegion.open(name, bytes);
+      region = SharedRegion.open(conn.pid, fd, bytes);
     } catch (err) {
-      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `cannot map shared region ${name}: ${(err as Error).message}`);
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `cannot map the client's shared region (descriptor ${fd}): ${(err as Error).message}`);
     }
     try {
       session.device.registerHostMemory(region.view, region.address);
@@ -671,7 +672,7 @@ export class OpenmpsServer {
     conn.staging = region;
   }
 
-  #attachRing(conn: Connection, name: string, bytes: number): void {
+  #attachRing(conn: Connection, fd: number, bytes: number): void {
     const call = 'openmps.ringAttach';
     const session = conn.session;
     if (!session) throw new CudaError('CUDA_ERROR_NOT_INITIALIZED', call, 'no session: send SESSION_OPEN first');
@@ -681,9 +682,9 @@ export class OpenmpsServer {
     }
     let region: SharedRegion;
     try {
-      region = SharedRegion.open(name, bytes);
+      region = SharedRegion.open(conn.pid, fd, bytes);
     } catch (err) {
-      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `cannot map shared region ${name}: ${(err as Error).message}`);
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `cannot map the client's shared region (descriptor ${fd}): ${(err as Error).message}`);
     }
     let consumer: RingConsumer;
     try {

@@ -43,14 +43,14 @@ export async function warmUpLaunchPath(device: Device, rounds: number, perRound:
     // Nobody to notify and no frames: every record may run at once.
     const channel: RingChannel = { requestsReceived: 0, closed: false, notice: () => undefined };
     let failure: unknown;
-    const ring = poller.attach(new RingConsumer(SharedRegion.open(producer.region.name, producer.region.bytes)), {
+    const ring = poller.attach(new RingConsumer(SharedRegion.open(process.pid, producer.region.fd, producer.region.bytes)), {
       session,
       channel,
       failed: (err) => {
         failure ??= err;
       },
     });
-    producer.region.unlink();
+    producer.region.closeDescriptor();
     const launch = { function: noop, stream: 0, gridX: 1, gridY: 1, gridZ: 1, blockX: 1, blockY: 1, blockZ: 1, sharedMemBytes: 0, params: new Uint8Array(0) };
     const deadline = started + WARM_UP_TIMEOUT_MS;
     try {

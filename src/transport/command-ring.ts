@@ -144,7 +144,7 @@ export class RingProducer {
     if (!isPowerOfTwo(capacity) || capacity < MIN_RING_CAPACITY || capacity > MAX_RING_CAPACITY) {
       throw new RangeError(`ring capacity ${capacity} is not a power of two in [${MIN_RING_CAPACITY}, ${MAX_RING_CAPACITY}]`);
     }
-    const ring = new RingProducer(SharedRegion.create(RING_HEADER_BYTES + capacity), capacity);
+    const ring = new RingProducer(SharedRegion.create(RING_HEADER_BYTES + capacity, 'ring'), capacity);
     ring.#words[H_CAPACITY] = capacity;
     Atomics.store(ring.#words, H_MAGIC, RING_MAGIC);
     return ring;

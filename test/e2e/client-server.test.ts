@@ -3,14 +3,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect as netConnect, type Socket } from 'node:net';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { arg, connect, openmpsKernelsPtx } from '../../src/index.js';
 import { encodeFields, encodeFrame, FrameDecoder, HEADER_BYTES, MESSAGES, PROTOCOL_VERSION, type Frame } from '../../src/protocol/index.js';
 import { FramedSocket } from '../../src/transport/framed-socket.js';
+import { SharedRegion } from '../../src/transport/shared-memory.js';
 import { daemonFor, mpsClient } from '../support/clients.js';
 import { waitUntil, type CleanupContext, type DaemonHandle } from '../support/daemon.js';
+import { regionDescriptors } from '../support/regions.js';
 import { startWorker, testDevice } from '../support/worker.js';
 
 const client = mpsClient;
@@ -83,7 +85,7 @@ test('the client API through the server: memory, copies through shared memory, k
   await ctx.memcpyHtoD(d, big);
   const back = await ctx.memcpyDtoH(d, n);
   assert.ok(Buffer.from(back).equals(Buffer.from(big)), 'bytes survive the round trip');
-  assert.deepEqual(readdirSync('/dev/shm').filter((f) => f.startsWith(`openmps-${process.pid}-`)), [], 'the staging file is unlinked once mapped');
+  assert.equal(regionDescriptors(process.pid), 0, 'the client closes the staging region\'s descriptor once the server has it mapped');
 
   // memset, device-to-device copy, offsets inside an allocation.
   const e = await ctx.memAlloc(4096);
@@ -265,15 +267,14 @@ test('hostile requests found in review: a second staging region, a region larger
   // that queued copies still use).
   const p = await ctx.memAlloc(512 * 1024);
   await ctx.memcpyHtoD(p, new Uint8Array(512 * 1024));
-  await assert.rejects(ctx.channel.call('SHM_ATTACH', { name: 'openmps-other', bytes: 4096n }), { code: 'CUDA_ERROR_INVALID_VALUE' });
+  const spare = SharedRegion.create(4096);
+  t.after(() => {
+    spare.close();
+  });
+  await assert.rejects(ctx.channel.call('SHM_ATTACH', { fd: spare.fd, bytes: 4096n }), { code: 'CUDA_ERROR_INVALID_VALUE' });
   // A region claimed larger than its file is refused before mapping (touching it would be SIGBUS).
   const other = await client(t, daemon);
-  const name = `openmps-${process.pid}-small`;
-  writeFileSync(`/dev/shm/${name}`, new Uint8Array(4096));
-  t.after(() => {
-    rmSync(`/dev/shm/${name}`, { force: true });
-  });
-  await assert.rejects(other.channel.call('SHM_ATTACH', { name, bytes: 1n << 30n }), { code: 'CUDA_ERROR_INVALID_VALUE' });
+  await assert.rejects(other.channel.call('SHM_ATTACH', { fd: spare.fd, bytes: 1n << 30n }), { code: 'CUDA_ERROR_INVALID_VALUE' });
   // An error that would quote a near-16 MiB argument back still fits a reply; the server lives on.
   await assert.rejects(other.channel.call('MODULE_LOAD', { kind: 'x'.repeat(16 * 1024 * 1024 - 200), image: new Uint8Array(0), name: '', options: [] }), {
     code: 'CUDA_ERROR_INVALID_VALUE',

@@ -131,14 +131,14 @@ test('a ring of garbage is refused with CUDA_ERROR_INVALID_VALUE; its session an
   t.after(() => {
     ring.close();
   });
-  await ctx.channel.call('RING_ATTACH', { name: ring.region.name, bytes: BigInt(ring.region.bytes) });
-  ring.region.unlink();
+  await ctx.channel.call('RING_ATTACH', { fd: ring.region.fd, bytes: BigInt(ring.region.bytes) });
+  ring.region.closeDescriptor();
   // A second ring is refused.
   const second = RingProducer.create();
   t.after(() => {
     second.close();
   });
-  await assert.rejects(ctx.channel.call('RING_ATTACH', { name: second.region.name, bytes: BigInt(second.region.bytes) }), { code: 'CUDA_ERROR_INVALID_VALUE' });
+  await assert.rejects(ctx.channel.call('RING_ATTACH', { fd: second.region.fd, bytes: BigInt(second.region.bytes) }), { code: 'CUDA_ERROR_INVALID_VALUE' });
   // A valid synchronize through the raw ring completes...
   const seq = ring.pushSync(0, SYNC_CONTEXT) ?? 0;
   ctx.channel.post('RING_DOORBELL', {});

@@ -4,29 +4,19 @@
 // its own device). Runs on the software GPU in CI and on CUDA with OPENMPS_TEST_DEVICE=cuda.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, readdirSync } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { arg, connect, openmpsKernelsPtx, type Context } from '../../src/index.js';
 import { HOST_MEMORY_LIMIT, HOST_REGION_LIMIT } from '../../src/server/session.js';
 import { SharedRegion } from '../../src/transport/shared-memory.js';
 import { daemonFor, mpsClient } from '../support/clients.js';
 import { waitUntil } from '../support/daemon.js';
+import { regionDescriptors, regionsMapped, unsealedMemfd } from '../support/regions.js';
 import { startWorker, testDevice } from '../support/worker.js';
 
 const MIB = 1024 * 1024;
 
 const client = mpsClient;
-
-/** Shared-memory regions of `owner` that process `pid` has mapped: name -> bytes mapped. */
-function regionsMapped(pid: number, owner: number): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
-    const m = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s+\/dev\/shm\/(openmps-(\d+)-\S+)/.exec(line);
-    if (!m || Number(m[4]) !== owner) continue;
-    const name = m[3] ?? '';
-    out.set(name, (out.get(name) ?? 0) + Number(BigInt(`0x${m[2] ?? '0'}`) - BigInt(`0x${m[1] ?? '0'}`)));
-  }
-  return out;
-}
 
 function pattern(n: number, seed: number): Uint8Array {
   const out = new Uint8Array(n);
@@ -51,7 +41,7 @@ test('page-locked host memory through the server: round trips into pinned and pl
   assert.equal(a.length, n);
   assert.equal(b[n - 1], 0, 'new host memory is zeroed');
   assert.equal(regionsMapped(ctx.serverPid, process.pid).size, mappedBefore + 2, 'the server maps each allocation');
-  assert.deepEqual(readdirSync('/dev/shm').filter((f) => f.startsWith(`openmps-${process.pid}-`)), [], 'the files are unlinked once mapped');
+  assert.equal(regionDescriptors(process.pid), 0, 'the client closes each region\'s descriptor once the server has it mapped');
   a.set(pattern(n, 7));
   const d = await ctx.memAlloc(n);
   await ctx.memcpyHtoD(d, a);
@@ -114,8 +104,8 @@ test('hostile host-memory requests: windows out of bounds, freed and foreign han
   t.after(() => {
     region.close();
   });
-  const { handle } = await ctx.channel.call('HOST_REGISTER', { name: region.name, bytes: 8192n });
-  region.unlink();
+  const { handle } = await ctx.channel.call('HOST_REGISTER', { fd: region.fd, bytes: 8192n });
+  region.closeDescriptor();
   const d = await ctx.memAlloc(8192);
   const copy = (c: Context, host: number, offset: bigint, bytes: bigint, dst = d): Promise<unknown> =>
     c.channel.call('MEMCPY_HTOD_HOST', { stream: 0, dst, host, offset, bytes });
@@ -143,22 +133,30 @@ test('hostile host-memory requests: windows out of bounds, freed and foreign han
   await assert.rejects(copy(ctx, handle, 0n, 16n), { code: 'CUDA_ERROR_INVALID_HANDLE' });
   await assert.rejects(back(ctx, handle, 0n, 16n), { code: 'CUDA_ERROR_INVALID_HANDLE' });
 
-  // Names and sizes, refused before anything is mapped.
+  // Descriptors and sizes, refused before anything is mapped: not a descriptor, not a region
+  // (a plain file, a pipe, a socket), an unsealed memfd, a size the file does not hold.
   const file = SharedRegion.create(4096);
   t.after(() => {
     file.close();
   });
-  for (const [name, bytes] of [
-    ['../../etc/passwd', 4096n],
-    ['openmps-../x', 4096n],
-    ['/dev/shm/x', 4096n],
-    [`openmps-${process.pid}-no-such-region`, 4096n],
-    [file.name, 0n],
-    [file.name, 8192n],
+  const unsealed = unsealedMemfd(4096);
+  const plain = openSync(fileURLToPath(import.meta.url), 'r');
+  t.after(() => {
+    closeSync(unsealed);
+    closeSync(plain);
+  });
+  for (const [what, fd, bytes] of [
+    ['a descriptor this process does not have', 1_000_000, 4096n],
+    ['a descriptor past any limit', 0xffffffff, 4096n],
+    ['standard input', 0, 4096n],
+    ['a plain file', plain, 4096n],
+    ['a memfd not sealed against shrinking', unsealed, 4096n],
+    ['a sealed region of 4096 bytes announced as 0', file.fd, 0n],
+    ['a sealed region of 4096 bytes announced as 8192', file.fd, 8192n],
   ] as const) {
-    await assert.rejects(ctx.channel.call('HOST_REGISTER', { name, bytes }), { code: 'CUDA_ERROR_INVALID_VALUE' }, `${name}, ${bytes} bytes`);
+    await assert.rejects(ctx.channel.call('HOST_REGISTER', { fd, bytes }), { code: 'CUDA_ERROR_INVALID_VALUE' }, what);
   }
-  await assert.rejects(ctx.channel.call('HOST_REGISTER', { name: file.name, bytes: HOST_MEMORY_LIMIT + 1n }), { code: 'CUDA_ERROR_OUT_OF_MEMORY' });
+  await assert.rejects(ctx.channel.call('HOST_REGISTER', { fd: file.fd, bytes: HOST_MEMORY_LIMIT + 1n }), { code: 'CUDA_ERROR_OUT_OF_MEMORY' });
   await assert.rejects(ctx.memAllocHost(Number(HOST_MEMORY_LIMIT) + 1), { code: 'CUDA_ERROR_OUT_OF_MEMORY' });
   await assert.rejects(ctx.memAllocHost(0), { code: 'CUDA_ERROR_INVALID_VALUE' });
   await assert.rejects(ctx.memAllocHost(1.5), { code: 'CUDA_ERROR_INVALID_VALUE' });
@@ -167,7 +165,7 @@ test('hostile host-memory requests: windows out of bounds, freed and foreign han
   const held: Uint8Array[] = [];
   for (let i = 0; i < HOST_REGION_LIMIT; i++) held.push(await ctx.memAllocHost(4096));
   await assert.rejects(ctx.memAllocHost(4096), { code: 'CUDA_ERROR_OUT_OF_MEMORY' });
-  assert.deepEqual(readdirSync('/dev/shm').filter((f) => f.startsWith(`openmps-${process.pid}-`) && f !== file.name), [], 'refused allocations leave no file');
+  assert.equal(regionDescriptors(process.pid), 2, 'refused allocations leave no descriptor (those left are `file` and `unsealed`)');
   const last = held.pop();
   if (last) await ctx.memFreeHost(last);
   held.push(await ctx.memAllocHost(4096));
@@ -186,7 +184,6 @@ test('a client SIGKILLed mid-copy leaves no host memory mapped or registered in 
   assert.ok(regionsMapped(observer.serverPid, victim.pid).size >= 2, 'the server maps the victim\'s host memory');
   victim.child.kill('SIGKILL');
   await waitUntil(() => regionsMapped(observer.serverPid, victim.pid).size === 0, 'the server to unmap the killed client\'s regions');
-  assert.deepEqual(readdirSync('/dev/shm').filter((f) => f.startsWith(`openmps-${victim.pid}-`)), [], 'no file left behind');
   // The server and its other clients go on, pinned copies included.
   const h = await observer.memAllocHost(MIB);
   h.set(pattern(MIB, 3));

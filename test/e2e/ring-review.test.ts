@@ -42,7 +42,7 @@ const HOSTILE_PUBLISHER = `
 const { parentPort, workerData } = require('node:worker_threads');
 import(workerData.ring).then(({ RingProducer }) => {
   const ring = RingProducer.create();
-  parentPort.postMessage(ring.region.name + ' ' + ring.region.bytes);
+  parentPort.postMessage(ring.region.fd + ' ' + ring.region.bytes);
   parentPort.once('message', () => {
     const launch = { function: workerData.fn, stream: 0, gridX: 1, gridY: 1, gridZ: 1, blockX: 1, blockY: 1, blockZ: 1, sharedMemBytes: 0, params: new Uint8Array(0) };
     const until = Date.now() + workerData.ms;
@@ -60,8 +60,9 @@ test('a client that keeps publishing records does not hold the server inside one
   const ringUrl = new URL('../../src/transport/command-ring.js', import.meta.url).href;
   const worker = new Worker(HOSTILE_PUBLISHER, { eval: true, workerData: { ring: ringUrl, fn: noop.handle, ms: 4000 } });
   t.after(() => worker.terminate());
-  const [name = '', bytes = '0'] = (await new Promise<string>((r) => worker.once('message', r))).split(' ');
-  await hostile.channel.call('RING_ATTACH', { name, bytes: BigInt(bytes) });
+  // A worker thread shares this process's descriptors: the ring's fd names it to the server.
+  const [fd = '-1', bytes = '0'] = (await new Promise<string>((r) => worker.once('message', r))).split(' ');
+  await hostile.channel.call('RING_ATTACH', { fd: Number(fd), bytes: BigInt(bytes) });
   worker.postMessage('go');
   await sleep(50);
   // A frame of the hostile client makes the server run its ring's records first.
@@ -85,8 +86,8 @@ test('a record stamped for a frame not yet sent does not keep the server polling
   t.after(() => {
     ring.close();
   });
-  await ctx.channel.call('RING_ATTACH', { name: ring.region.name, bytes: BigInt(ring.region.bytes) });
-  ring.region.unlink();
+  await ctx.channel.call('RING_ATTACH', { fd: ring.region.fd, bytes: BigInt(ring.region.bytes) });
+  ring.region.closeDescriptor();
   ring.pushSync(1_000_000, SYNC_CONTEXT);
   ctx.channel.post('RING_DOORBELL', {});
   await sleep(200);

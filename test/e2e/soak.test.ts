@@ -22,5 +22,5 @@ test('a short soak: connects, work, kills and terminations leak no session, memo
   assert.equal(report.leakedSessions, 0);
   assert.equal(report.leakedBytes, '0');
   assert.equal(report.leakedFds, 0);
-  assert.equal(report.leakedShmFiles, 0);
+  assert.equal(report.leakedRegions, 0);
 });

@@ -16,7 +16,7 @@ try {
     memoryDrift: values.device === 'sim' ? 0n : 256n * 1024n * 1024n,
     log: (line) => process.stdout.write(`${line}\n`),
   });
-  failed = r.wrong > 0 || r.leakedSessions > 0 || r.leakedBytes !== '0' || r.leakedFds > 0 || r.leakedShmFiles > 0;
+  failed = r.wrong > 0 || r.leakedSessions > 0 || r.leakedBytes !== '0' || r.leakedFds > 0 || r.leakedRegions > 0;
 } finally {
   for (const fn of cleanups.reverse()) await fn();
 }

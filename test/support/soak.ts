@@ -4,6 +4,7 @@
 import { readdirSync } from 'node:fs';
 import { connect } from '../../src/index.js';
 import { waitUntil, type CleanupContext, type DaemonHandle } from './daemon.js';
+import { allRegionsMapped } from './regions.js';
 import { startWorker, type Worker } from './worker.js';
 
 export interface SoakOptions {
@@ -25,7 +26,8 @@ export interface SoakReport {
   readonly leakedSessions: number;
   readonly leakedBytes: string;
   readonly leakedFds: number;
-  readonly leakedShmFiles: number;
+  /** Shared-memory regions the server still maps past the baseline once every soak client has gone. */
+  readonly leakedRegions: number;
 }
 
 function fdCount(pid: number): number {
@@ -36,9 +38,6 @@ function fdCount(pid: number): number {
   }
 }
 
-function shmFiles(): number {
-  return readdirSync('/dev/shm').filter((f) => f.startsWith('openmps-')).length;
-}
 
 /** Lines of `ps` output that are clients (the header dropped). */
 async function psClients(daemon: DaemonHandle): Promise<string[]> {
@@ -50,8 +49,8 @@ export async function runSoak(t: CleanupContext, daemon: DaemonHandle, options: 
   const observer = await connect({ pipeDirectory: daemon.pipeDirectory, mode: 'mps' });
   t.after(() => observer.close());
   const server = Number((await daemon.command('get_server_list')).stdout.trim().split('\n')[0]);
-  const baseline = { free: (await observer.memGetInfo()).free, fds: fdCount(server), shm: shmFiles() };
-  log(`baseline: server ${server}, ${baseline.fds} fds, ${baseline.free} bytes free, ${baseline.shm} shm files`);
+  const baseline = { free: (await observer.memGetInfo()).free, fds: fdCount(server), regions: allRegionsMapped(server) };
+  log(`baseline: server ${server}, ${baseline.fds} fds, ${baseline.free} bytes free, ${baseline.regions} regions mapped`);
   const deadline = Date.now() + options.seconds * 1000;
   const live = new Set<Promise<void>>();
   const counts = { clients: 0, completed: 0, wrong: 0, killed: 0, terminated: 0 };
@@ -100,6 +99,7 @@ export async function runSoak(t: CleanupContext, daemon: DaemonHandle, options: 
   await waitUntil(async () => (await psClients(daemon)).length <= 1, 'ps to list only the observer', 30_000, 100).catch(() => undefined);
   await waitUntil(async () => (await observer.memGetInfo()).free + options.memoryDrift >= baseline.free, 'memory back to baseline', 30_000, 100).catch(() => undefined);
   await waitUntil(() => fdCount(server) <= baseline.fds, 'server descriptors back to baseline', 10_000, 100).catch(() => undefined);
+  await waitUntil(() => allRegionsMapped(server) <= baseline.regions, 'server regions back to baseline', 10_000, 100).catch(() => undefined);
   const free = (await observer.memGetInfo()).free;
   const leakedBytes = baseline.free > free + options.memoryDrift ? baseline.free - free : 0n;
   const report: SoakReport = {
@@ -108,7 +108,7 @@ export async function runSoak(t: CleanupContext, daemon: DaemonHandle, options: 
     leakedSessions: Math.max(0, (await psClients(daemon)).length - 1),
     leakedBytes: String(leakedBytes),
     leakedFds: Math.max(0, fdCount(server) - baseline.fds),
-    leakedShmFiles: Math.max(0, shmFiles() - baseline.shm),
+    leakedRegions: Math.max(0, allRegionsMapped(server) - baseline.regions),
   };
   log(`SOAK ${JSON.stringify(report)}`);
   return report;

@@ -10,8 +10,8 @@ import { SharedRegion } from '../../src/transport/shared-memory.js';
 
 function pair(capacity = MIN_RING_CAPACITY): { producer: RingProducer; consumer: RingConsumer; close: () => void } {
   const producer = RingProducer.create(capacity);
-  const consumer = new RingConsumer(SharedRegion.open(producer.region.name, producer.region.bytes));
-  producer.region.unlink();
+  const consumer = new RingConsumer(SharedRegion.open(process.pid, producer.region.fd, producer.region.bytes));
+  producer.region.closeDescriptor();
   return {
     producer,
     consumer,
@@ -154,7 +154,7 @@ test('bad records and headers are refused with RingFormatError; a killed ring re
   t.after(() => {
     plain.close();
   });
-  assert.throws(() => new RingConsumer(SharedRegion.open(plain.name, plain.bytes)), RingFormatError);
+  assert.throws(() => new RingConsumer(SharedRegion.open(process.pid, plain.fd, plain.bytes)), RingFormatError);
 });
 
 test('a closed producer is inert: nothing touches the unmapped memory', () => {
