@@ -159,6 +159,21 @@ function decodeBody(fields, v) {
   return lines;
 }
 
+// ---- signatures: a field list in one character per type, for code that walks any message ----
+
+const SIGNATURE = { u8: 'B', u16: 'H', u32: 'I', i32: 'i', u64: 'Q', i64: 'q', f64: 'd', bool: '?', str: 's', bytes: 'y' };
+
+function signatureOf(type) {
+  if (typeof type === 'string') return SIGNATURE[type];
+  if ('list' in type) return `[${signatureOf(type.list)}`;
+  return `{${signature(type.struct)}}`;
+}
+
+/** Each field's letter in order; `[` + element for a list, `{...}` for a struct. */
+function signature(fields) {
+  return Object.values(fields).map(signatureOf).join('');
+}
+
 // ---- the sources' private constants ----
 
 const frameSource = readFileSync(join(root, 'src', 'protocol', 'frame.ts'), 'utf8');
@@ -275,8 +290,12 @@ header.push('typedef omps_wire_status_t (*omps_decode_fn)(const uint8_t *payload
 header.push('typedef struct omps_message_desc {');
 header.push('  const char *name;', '  uint16_t opcode;', '  size_t request_size;', '  size_t reply_size;');
 header.push('  omps_encode_fn encode_request;', '  omps_decode_fn decode_request;', '  omps_encode_fn encode_reply;', '  omps_decode_fn decode_reply;');
+header.push('  /* The fields in order, one letter each: B u8, H u16, I u32, i i32, Q u64, q i64, d f64, ? bool,');
+header.push('   * s str, y bytes; [X a list of X, {...} a struct. */');
+header.push('  const char *request_signature;', '  const char *reply_signature;');
 header.push('} omps_message_desc_t;');
 header.push('extern const omps_message_desc_t omps_messages[OMPS_MESSAGE_COUNT];');
+header.push(`#define OMPS_ERROR_FIELDS_SIGNATURE "${signature(messages.ERROR_FIELDS)}"`);
 header.push('/* NULL for an opcode no message has. */');
 header.push('const omps_message_desc_t *omps_message_by_opcode(uint16_t opcode);', '');
 
@@ -373,7 +392,8 @@ for (const [name] of entries) {
   const base = `omps_${name.toLowerCase()}`;
   source.push(
     `  {"${name}", OMPS_OP_${name}, sizeof(${base}_req_t), sizeof(${base}_rep_t), erased_omps_encode_${name.toLowerCase()}_req,`,
-    `   erased_omps_decode_${name.toLowerCase()}_req, erased_omps_encode_${name.toLowerCase()}_rep, erased_omps_decode_${name.toLowerCase()}_rep},`,
+    `   erased_omps_decode_${name.toLowerCase()}_req, erased_omps_encode_${name.toLowerCase()}_rep, erased_omps_decode_${name.toLowerCase()}_rep,`,
+    `   "${signature(messages.MESSAGES[name].request)}", "${signature(messages.MESSAGES[name].reply)}"},`,
   );
 }
 source.push('};', '');

@@ -685,8 +685,13 @@ typedef struct omps_message_desc {
   omps_decode_fn decode_request;
   omps_encode_fn encode_reply;
   omps_decode_fn decode_reply;
+  /* The fields in order, one letter each: B u8, H u16, I u32, i i32, Q u64, q i64, d f64, ? bool,
+   * s str, y bytes; [X a list of X, {...} a struct. */
+  const char *request_signature;
+  const char *reply_signature;
 } omps_message_desc_t;
 extern const omps_message_desc_t omps_messages[OMPS_MESSAGE_COUNT];
+#define OMPS_ERROR_FIELDS_SIGNATURE "ss"
 /* NULL for an opcode no message has. */
 const omps_message_desc_t *omps_message_by_opcode(uint16_t opcode);
 

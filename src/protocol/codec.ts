@@ -36,7 +36,9 @@ export class DecodeError extends Error {
 }
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a string that begins with U+FEFF keeps it (by default TextDecoder drops it, so such a
+// string would not round-trip, and the C codec, which keeps every byte, would disagree).
+const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 export class Writer {
   #buf: Uint8Array;

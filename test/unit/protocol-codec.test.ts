@@ -145,3 +145,10 @@ test('an oversize length or unknown flags is a fatal FrameError carrying the req
   assert.throws(() => new FrameDecoder().push(flags), (err: unknown) => err instanceof FrameError && err.requestId === 9);
   assert.throws(() => encodeFrame(1, 0, 1, 0, new Uint8Array(MAX_PAYLOAD + 1)), RangeError);
 });
+
+test('a string that begins with U+FEFF (a byte-order mark) round-trips', () => {
+  const fields = { line: 'str' } as const;
+  for (const line of ['\ufeff', '\ufeffabc', 'a\ufeff', '\ufeff\ufeff']) {
+    assert.equal(decodeFields(fields, encodeFields(fields, { line })).line, line);
+  }
+});
