@@ -17,6 +17,7 @@ import { allocNative, type NativeMemory, type NativePointer } from '../../native
 import { CUDA_ERROR_INVALID_VALUE, CUDA_SUCCESS, warnStatus } from './check.js';
 import type { DeviceCore } from './device-core.js';
 import { compileCudaSource } from './nvrtc.js';
+import { parseFatbin } from '../../fatbin/fatbin.js';
 
 /** cuda.h CUjit_option values for the logs. */
 const CU_JIT_INFO_LOG_BUFFER = 3;
@@ -227,6 +228,10 @@ export async function loadModule(core: DeviceCore, image: ModuleImage, major: nu
     compileLog = compiled.log;
   } else {
     if (image.kind === 'ptx') assertLooksLikePtx(image.data);
+    // The driver reads a fatbin through a bare pointer, as far as its header says: a header that
+    // claims more than the bytes sent would make it read past them. Lazy loading would also accept
+    // a malformed image here and fail at first use; refuse it now, as the software GPU does.
+    if (image.kind === 'fatbin') parseFatbin(image.data, 'cuLibraryLoadData');
     code = image.kind === 'ptx' ? nulTerminated(image.data) : image.data;
   }
   if (code.length === 0) throw new CudaError('CUDA_ERROR_INVALID_IMAGE', 'cuLibraryLoadData', 'the module image is empty');

@@ -6,6 +6,7 @@ import {
   MODULE_KINDS, type Device, type DeviceEvent, type DeviceInfo, type DeviceModule, type DevicePointer,
   type DeviceStream, type MemoryInfo, type ModuleImage, type StreamOptions,
 } from '../device.js';
+import { fatbinPtx } from '../../fatbin/fatbin.js';
 import { parsePtx } from './ptx.js';
 import { SimContext } from './sim-context.js';
 import { SimModule } from './sim-module.js';
@@ -76,16 +77,21 @@ export class SimDevice implements Device {
     if (!MODULE_KINDS.includes(image.kind)) {
       throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `unknown module kind ${image.kind}`);
     }
-    if (image.kind !== 'ptx') {
+    if (image.kind !== 'ptx' && image.kind !== 'fatbin') {
       throw new CudaError('CUDA_ERROR_NOT_SUPPORTED', call,
-        `the software GPU runs PTX of the project's own kernels only, not ${image.kind} images`);
+        `the software GPU runs PTX of the project's own kernels only (as PTX or inside a fatbin), not ${image.kind} images`);
     }
     if (!(image.data instanceof Uint8Array)) throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, 'data must be a Uint8Array');
     let text: string;
-    try {
-      text = ptxDecoder.decode(image.data);
-    } catch {
-      throw new CudaError('CUDA_ERROR_INVALID_PTX', call, 'the PTX is not valid UTF-8');
+    if (image.kind === 'fatbin') {
+      // The PTX the driver would JIT for this device's compute capability; cubins cannot run here.
+      text = fatbinPtx(image.data, this.info.computeMajor * 10 + this.info.computeMinor, call).text;
+    } else {
+      try {
+        text = ptxDecoder.decode(image.data);
+      } catch {
+        throw new CudaError('CUDA_ERROR_INVALID_PTX', call, 'the PTX is not valid UTF-8');
+      }
     }
     // cuModuleLoadData takes NUL-terminated PTX: whatever follows the terminator is not part of it.
     const nul = text.indexOf('\0');
