@@ -1,0 +1,97 @@
+/* openmps's libcuda.so.1: what its parts share (internal; nothing here is exported).
+ *
+ * The library decides its mode once, at the first call of any entry point (libcuda.c):
+ *   MPS     the openmps daemon answers at <pipe>/control: calls become openmps protocol
+ *           messages to the user's server; those that need no server answer here
+ *   BYPASS  no daemon, but a real driver was found past this library's own directory: every
+ *           call (cuGetProcAddress and cuGetExportTable included) goes to the real driver
+ *   NONE    neither: every call fails with CUDA_ERROR_MPS_CONNECTION_FAILED, except the few
+ *           that need no device (version, error names, cuGetProcAddress, cuGetExportTable),
+ *           so that a program reaches cuInit and reports the 805 from there
+ * docs/transparency.md describes the modes for users. */
+#ifndef OPENMPS_LIBCUDA_H
+#define OPENMPS_LIBCUDA_H
+
+#include "cuda-decls.h"
+#include "symbols.h"
+
+#include <stdint.h>
+#include <stddef.h>
+
+typedef void (*omlc_fn)(void);
+
+/* How a symbol is served in MPS mode (entry-points.c, generated from the IMPLEMENTED list of
+ * scripts/gen-cuda-decls.mjs). */
+enum { OMLC_IMPL_NONE = 0, OMLC_IMPL_LOCAL = 1, OMLC_IMPL_MPS = 2 };
+
+typedef struct {
+  const char *name; /* the exported symbol, e.g. cuMemAlloc_v2 */
+  omlc_fn fn;       /* our function of that name */
+  unsigned char impl;
+} omlc_symbol;
+
+typedef struct {
+  const char *name;   /* what cuGetProcAddress is asked for, e.g. cuMemAlloc */
+  int version;        /* the cudaVersion from which this entry applies */
+  unsigned char ptds; /* 1: the per-thread-default-stream variant (_ptds / _ptsz) */
+  unsigned short symbol; /* index into omlc_symbols */
+} omlc_entry;
+
+typedef struct {
+  int code;
+  const char *name;
+  const char *description;
+} omlc_result;
+
+extern const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT];
+extern const omlc_entry omlc_entries[OMLC_ENTRY_COUNT];
+extern const omlc_result omlc_results[];
+extern const unsigned omlc_result_count;
+
+typedef enum { OMLC_MODE_MPS = 1, OMLC_MODE_BYPASS = 2, OMLC_MODE_NONE = 3 } omlc_mode_t;
+
+/* The mode, decided on the first call (thread-safe, once per process). */
+omlc_mode_t omlc_mode(void);
+
+/* Bypass mode: the real driver's function for symbol i, or NULL when it has none. */
+omlc_fn omlc_real(unsigned i);
+/* Answer for a symbol the real driver lacks: CUDA_ERROR_NOT_FOUND, logged once. */
+CUresult omlc_bypass_missing(unsigned i);
+/* Answer for a symbol in the table that openmps does not implement in MPS mode:
+ * CUDA_ERROR_NOT_SUPPORTED, and one log line naming it the first time. */
+CUresult omlc_not_supported(unsigned i);
+/* Answer of every call that needs a device in NONE mode. */
+CUresult omlc_no_service(void);
+
+/* One line to the log chosen by OPENMPS_LIBCUDA_LOG (unset: nowhere; "1" or "stderr": standard
+ * error; anything else: a file path, appended to). Never fails the caller. */
+void omlc_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* cuGetProcAddress's search, shared by both of its ABIs (proc-address.c). */
+CUresult omlc_proc_address(const char *symbol, void **pfn, int cuda_version, cuuint64_t flags,
+                           CUdriverProcAddressQueryResult *status);
+
+/* The export tables (export-tables.c). */
+CUresult omlc_export_table(const void **table, const CUuuid *id);
+
+/* The version cuDriverGetVersion reports in MPS and NONE modes, and the integrity check hashes. */
+int omlc_driver_version(void);
+
+/* The devices the integrity check hashes, as cudart itself sees them through this library
+ * (count, UUID and PCI location of each). Returns CUDA_SUCCESS or the error of the query. */
+typedef struct {
+  CUuuid uuid;
+  int32_t pci_domain;
+  int32_t pci_bus;
+  int32_t pci_device;
+} omlc_device_hash_info;
+CUresult omlc_device_hash_infos(omlc_device_hash_info *out, int max, int *count);
+
+/* The integrity check's hash (integrity.c): HMAC-MD2 over the process, the tables' addresses
+ * and the devices, as cudart computes it on its side. */
+void omlc_integrity_hash(uint32_t version, uint64_t unix_seconds, uint32_t driver_version,
+                         uint32_t process, uint32_t thread, const void *cudart_table,
+                         const void *integrity_table, const void *fn_address,
+                         const omlc_device_hash_info *devices, int device_count, uint64_t out[2]);
+
+#endif

@@ -1,0 +1,438 @@
+/* C tests of openmps's libcuda.so.1, built with ASan + UBSan (native/libcuda/libcuda.mk).
+ *
+ *   libcuda-check <library> hash              MD2 and the integrity hash's steps (no library)
+ *   libcuda-check <library> none              no daemon, no real driver (sets its environment)
+ *   libcuda-check <library> mps <log file>    a daemon's control socket answers (this program
+ *                                             listens on one in a fresh pipe directory)
+ *   libcuda-check <library> bypass <marker>   the environment (LD_LIBRARY_PATH) leads to a fake
+ *                                             real driver whose cuDriverGetVersion answers marker
+ * The mode is decided once per process, so each mode is its own run (test/unit/libcuda.test.ts).
+ * Prints "ok <what>" per check; the first failure prints "FAIL <what>" and exits 1. */
+#include "cuda-decls.h"
+#include "md2.h"
+
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static int failures;
+#define CHECK(cond, what)                                     \
+  do {                                                        \
+    if (cond) printf("ok %s\n", what);                        \
+    else {                                                    \
+      printf("FAIL %s (%s:%d)\n", what, __FILE__, __LINE__);  \
+      failures++;                                             \
+    }                                                         \
+  } while (0)
+
+static void *lib;
+
+static void *sym(const char *name) {
+  void *p = dlsym(lib, name);
+  if (p == NULL) {
+    printf("FAIL dlsym %s\n", name);
+    exit(1);
+  }
+  return p;
+}
+
+typedef CUresult (*get_proc_v2_t)(const char *, void **, int, cuuint64_t, CUdriverProcAddressQueryResult *);
+typedef CUresult (*get_proc_v1_t)(const char *, void **, int, cuuint64_t);
+typedef CUresult (*export_table_t)(const void **, const CUuuid *);
+typedef CUresult (*version_t)(int *);
+
+static get_proc_v2_t get_proc;
+
+/* cuGetProcAddress_v2(name, version, flags) must answer with the library's own symbol `expect`. */
+static void expect_proc(const char *name, int version, cuuint64_t flags, const char *expect) {
+  char what[256];
+  void *fn = (void *)1;
+  CUdriverProcAddressQueryResult st = (CUdriverProcAddressQueryResult)-1;
+  CUresult rc = get_proc(name, &fn, version, flags, &st);
+  snprintf(what, sizeof what, "cuGetProcAddress(%s, %d, %llu) is %s", name, version,
+           (unsigned long long)flags, expect);
+  CHECK(rc == CUDA_SUCCESS && st == CU_GET_PROC_ADDRESS_SUCCESS && fn == sym(expect), what);
+}
+
+static void expect_not_found(const char *name, int version, CUdriverProcAddressQueryResult want) {
+  char what[256];
+  void *fn = (void *)1;
+  CUdriverProcAddressQueryResult st = CU_GET_PROC_ADDRESS_SUCCESS;
+  CUresult rc = get_proc(name, &fn, version, 0, &st);
+  snprintf(what, sizeof what, "cuGetProcAddress(%s, %d) is NOT_FOUND with status %d", name, version, (int)want);
+  CHECK(rc == CUDA_ERROR_NOT_FOUND && st == want && fn == NULL, what);
+}
+
+static CUuuid uuid_of(const unsigned char b[16]) {
+  CUuuid u;
+  memcpy(u.bytes, b, 16);
+  return u;
+}
+
+static const unsigned char U_CUDART[16] = {0x6b, 0xd5, 0xfb, 0x6c, 0x5b, 0xf4, 0xe7, 0x4a,
+                                           0x89, 0x87, 0xd9, 0x39, 0x12, 0xfd, 0x9d, 0xf9};
+static const unsigned char U_HOOKS[16] = {0xa0, 0x94, 0x79, 0x8c, 0x2e, 0x74, 0x2e, 0x74,
+                                          0x93, 0xf2, 0x08, 0x00, 0x20, 0x0c, 0x0a, 0x66};
+static const unsigned char U_TLS[16] = {0x42, 0xd8, 0x5a, 0x81, 0x23, 0xf6, 0xcb, 0x47,
+                                        0x82, 0x98, 0xf6, 0xe7, 0x8a, 0x3a, 0xec, 0xdc};
+static const unsigned char U_CLS[16] = {0xc6, 0x93, 0x33, 0x6e, 0x11, 0x21, 0xdf, 0x11,
+                                        0xa8, 0xc3, 0x68, 0xf3, 0x55, 0xd8, 0x95, 0x93};
+static const unsigned char U_CHECKS[16] = {0x26, 0x3e, 0x88, 0x60, 0x7c, 0xd2, 0x61, 0x43,
+                                           0x92, 0xf6, 0xbb, 0xd5, 0x00, 0x6d, 0xfa, 0x7e};
+static const unsigned char U_INTEGRITY[16] = {0xd4, 0x08, 0x20, 0x55, 0xbd, 0xe6, 0x70, 0x4b,
+                                              0x8d, 0x34, 0xba, 0x12, 0x3c, 0x66, 0xe1, 0xf2};
+static const unsigned char U_F8CF[16] = {0xf8, 0xcf, 0xf9, 0x51, 0x21, 0x46, 0x8b, 0x4e,
+                                         0xb9, 0xe2, 0xfb, 0x46, 0x9e, 0x7c, 0x0d, 0xd9};
+
+static const void *const *table(const unsigned char u[16]) {
+  export_table_t get = (export_table_t)sym("cuGetExportTable");
+  const void *t = NULL;
+  CUuuid id = uuid_of(u);
+  if (get(&t, &id) != CUDA_SUCCESS) return NULL;
+  return (const void *const *)t;
+}
+
+static size_t size_word(const void *const *t) { return t ? (size_t)(uintptr_t)t[0] : 0; }
+
+/* The checks that hold in MPS and NONE modes alike: everything answered without a server. */
+static void local_checks(void) {
+  get_proc = (get_proc_v2_t)sym("cuGetProcAddress_v2");
+
+  /* cudart asks for cuGetProcAddress itself first and calls through what it gets. */
+  expect_proc("cuGetProcAddress", 11030, 0, "cuGetProcAddress");
+  expect_proc("cuGetProcAddress", 12000, 0, "cuGetProcAddress_v2");
+  expect_proc("cuGetProcAddress", 13000, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM, "cuGetProcAddress_v2");
+  {
+    void *fn = NULL;
+    get_proc("cuGetProcAddress", &fn, 12000, 0, NULL);
+    get_proc_v2_t again = (get_proc_v2_t)fn;
+    void *init = NULL;
+    CUdriverProcAddressQueryResult st = CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
+    CHECK(again != NULL && again("cuInit", &init, 13000, 0, &st) == CUDA_SUCCESS && init == sym("cuInit") &&
+              st == CU_GET_PROC_ADDRESS_SUCCESS,
+          "the cuGetProcAddress it returns answers with our cuInit");
+    get_proc_v1_t v1 = (get_proc_v1_t)sym("cuGetProcAddress");
+    void *alloc = NULL;
+    CHECK(v1("cuMemAlloc", &alloc, 12000, 0) == CUDA_SUCCESS && alloc == sym("cuMemAlloc_v2"),
+          "cuGetProcAddress (the 4-argument ABI) answers too");
+  }
+  /* Versions: the newest entry not above the cudaVersion asked for. */
+  expect_proc("cuMemAlloc", 12000, 0, "cuMemAlloc_v2");
+  expect_proc("cuMemAlloc", 3020, 0, "cuMemAlloc_v2");
+  expect_proc("cuMemAlloc", 3010, 0, "cuMemAlloc");
+  expect_proc("cuCtxSynchronize", 13000, 0, "cuCtxSynchronize_v2");
+  expect_proc("cuCtxSynchronize", 12080, 0, "cuCtxSynchronize");
+  expect_proc("cuCtxCreate", 12050, 0, "cuCtxCreate_v4");
+  expect_proc("cuCtxCreate", 12000, 0, "cuCtxCreate_v3");
+  expect_proc("cuDevicePrimaryCtxRelease", 12000, 0, "cuDevicePrimaryCtxRelease_v2");
+  expect_proc("cuDeviceGetUuid", 13000, 0, "cuDeviceGetUuid_v2");
+  expect_proc("cuStreamGetCaptureInfo", 12030, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM,
+              "cuStreamGetCaptureInfo_v3_ptsz");
+  /* Per-thread default stream: _ptsz / _ptds where the name has them, the plain one otherwise. */
+  expect_proc("cuMemcpyHtoDAsync", 12000, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM, "cuMemcpyHtoDAsync_v2_ptsz");
+  expect_proc("cuMemcpyHtoDAsync", 12000, CU_GET_PROC_ADDRESS_LEGACY_STREAM, "cuMemcpyHtoDAsync_v2");
+  expect_proc("cuMemcpyHtoDAsync", 12000, CU_GET_PROC_ADDRESS_DEFAULT, "cuMemcpyHtoDAsync_v2");
+  expect_proc("cuMemcpyHtoD", 12000, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM, "cuMemcpyHtoD_v2_ptds");
+  expect_proc("cuStreamSynchronize", 12000, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM, "cuStreamSynchronize_ptsz");
+  expect_proc("cuLaunchKernel", 12000, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM, "cuLaunchKernel_ptsz");
+  expect_proc("cuLaunchKernel", 12000, 0, "cuLaunchKernel");
+  expect_proc("cuMemAlloc", 12000, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM, "cuMemAlloc_v2");
+  /* Unknown names and versions older than a name's first. */
+  expect_not_found("cuNoSuchEntryPoint", 13000, CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND);
+  expect_not_found("cuGLGetDevices", 13000, CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND);
+  expect_not_found("", 13000, CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND);
+  expect_not_found("cuLibraryLoadData", 11080, CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT);
+  {
+    void *fn = NULL;
+    CHECK(get_proc("cuInit", &fn, 13000, 3, NULL) == CUDA_ERROR_INVALID_VALUE, "both stream flags: INVALID_VALUE");
+    CHECK(get_proc(NULL, &fn, 13000, 0, NULL) == CUDA_ERROR_INVALID_VALUE, "NULL symbol: INVALID_VALUE");
+    CHECK(get_proc("cuInit", NULL, 13000, 0, NULL) == CUDA_ERROR_INVALID_VALUE, "NULL pfn: INVALID_VALUE");
+  }
+
+  /* Driver version and error names answer locally. */
+  {
+    int v = 0;
+    CHECK(((version_t)sym("cuDriverGetVersion"))(&v) == CUDA_SUCCESS && v == 13000, "cuDriverGetVersion is 13000");
+    typedef CUresult (*err_t)(CUresult, const char **);
+    const char *s = NULL;
+    CHECK(((err_t)sym("cuGetErrorName"))(CUDA_ERROR_MPS_CONNECTION_FAILED, &s) == CUDA_SUCCESS && s &&
+              strcmp(s, "CUDA_ERROR_MPS_CONNECTION_FAILED") == 0,
+          "cuGetErrorName(805)");
+    s = NULL;
+    CHECK(((err_t)sym("cuGetErrorString"))(CUDA_ERROR_OUT_OF_MEMORY, &s) == CUDA_SUCCESS && s && strlen(s) > 0,
+          "cuGetErrorString(2)");
+    s = "x";
+    CHECK(((err_t)sym("cuGetErrorName"))((CUresult)123456, &s) == CUDA_ERROR_INVALID_VALUE && s == NULL,
+          "cuGetErrorName of an unknown code: INVALID_VALUE, NULL");
+  }
+
+  /* Export tables: the size words measured from the real driver. */
+  CHECK(size_word(table(U_CUDART)) == 104, "CUDART_INTERFACE is 104 bytes");
+  CHECK(size_word(table(U_HOOKS)) == 56, "TOOLS_RUNTIME_CALLBACK_HOOKS is 56 bytes");
+  CHECK(size_word(table(U_TLS)) == 24, "TOOLS_TLS is 24 bytes");
+  CHECK(size_word(table(U_CHECKS)) == 120, "CONTEXT_CHECKS is 120 bytes");
+  CHECK(size_word(table(U_INTEGRITY)) == 24, "INTEGRITY_CHECK is 24 bytes");
+  {
+    const void *const *cls = table(U_CLS);
+    CHECK(cls != NULL && cls[0] != NULL && cls[1] != NULL && cls[2] != NULL, "CONTEXT_LOCAL_STORAGE has put, delete, get");
+    typedef CUresult (*put_t)(CUcontext, void *, void *, void (*)(CUcontext, void *, void *));
+    typedef CUresult (*del_t)(CUcontext, void *);
+    typedef CUresult (*get_t)(void **, CUcontext, void *);
+    CUcontext ctx = (CUcontext)(uintptr_t)0x1000;
+    int key;
+    void *value = NULL;
+    CHECK(((get_t)cls[2])(&value, ctx, &key) == CUDA_ERROR_INVALID_HANDLE, "CLS get before put: INVALID_HANDLE");
+    CHECK(((put_t)cls[0])(ctx, &key, (void *)0x42, NULL) == CUDA_SUCCESS, "CLS put");
+    CHECK(((get_t)cls[2])(&value, ctx, &key) == CUDA_SUCCESS && value == (void *)0x42, "CLS get returns the value put");
+    CHECK(((get_t)cls[2])(&value, (CUcontext)(uintptr_t)0x2000, &key) == CUDA_ERROR_INVALID_HANDLE,
+          "CLS values are per context");
+    CHECK(((del_t)cls[1])(ctx, &key) == CUDA_SUCCESS, "CLS delete");
+    CHECK(((get_t)cls[2])(&value, ctx, &key) == CUDA_ERROR_INVALID_HANDLE, "CLS get after delete: INVALID_HANDLE");
+  }
+  {
+    const void *const *hooks = table(U_HOOKS);
+    void *buf = NULL;
+    size_t n = 0;
+    ((void (*)(void **, size_t *))hooks[2])(&buf, &n);
+    CHECK(buf != NULL && n == 1024, "TOOLS_RUNTIME_CALLBACK_HOOKS[2] gives a buffer of 1024 words");
+    memset(buf, 0xab, n * 4); /* cudart writes into it: ASan checks it is that large */
+    ((void (*)(void **, size_t *))hooks[6])(&buf, &n);
+    CHECK(buf != NULL && n == 14, "TOOLS_RUNTIME_CALLBACK_HOOKS[6] gives a buffer of 14 words");
+    memset(buf, 0xab, n * 4);
+    const void *const *checks = table(U_CHECKS);
+    uint32_t r1 = 7;
+    const void *r2 = NULL;
+    CHECK(((CUresult(*)(CUcontext, uint32_t *, const void **))checks[2])(NULL, &r1, &r2) == CUDA_SUCCESS && r1 == 0,
+          "CONTEXT_CHECKS[2] says the context is usable");
+    CHECK(((CUresult(*)(void))checks[5])() == CUDA_ERROR_NOT_SUPPORTED, "a slot of unknown meaning answers NOT_SUPPORTED");
+    const void *const *integrity = table(U_INTEGRITY);
+    typedef CUresult (*ic_t)(uint32_t, uint64_t, uint64_t *);
+    uint64_t h[2] = {0, 0};
+    CHECK(((ic_t)integrity[1])(13000, 1700000000, h) == CUDA_SUCCESS && h[0] == 0x3341181C03CB675CULL &&
+              h[1] == 0x8ED383AA1F4CD1E8ULL,
+          "INTEGRITY_CHECK[1] version 13000");
+    CHECK(((ic_t)integrity[1])(13001, 1700000000, h) == CUDA_SUCCESS && h[0] == 0x1841181C03CB675CULL &&
+              h[1] == 0x8ED383AA1F4CD1E8ULL,
+          "INTEGRITY_CHECK[1] version 13001");
+  }
+  {
+    export_table_t get = (export_table_t)sym("cuGetExportTable");
+    const void *t = (const void *)1;
+    CUuuid id = uuid_of(U_F8CF);
+    CHECK(get(&t, &id) == CUDA_ERROR_INVALID_VALUE && t == NULL, "f8cff951... is refused with INVALID_VALUE");
+    memset(id.bytes, 0x5a, 16);
+    t = (const void *)1;
+    CHECK(get(&t, &id) == CUDA_ERROR_INVALID_VALUE && t == NULL, "an unknown UUID: INVALID_VALUE at once");
+    CHECK(get(NULL, &id) == CUDA_ERROR_INVALID_VALUE, "cuGetExportTable(NULL, ...) : INVALID_VALUE");
+  }
+}
+
+static const uint8_t hmac_ipad_state[66] = {
+    0x8b, 0x21, 0x9a, 0x49, 0xe8, 0x6d, 0x1a, 0xee, 0xf2, 0x37, 0xf9, 0xb5, 0x4a, 0x8c, 0x3c, 0x75, 0xc7,
+    0x1e, 0xee, 0x21, 0xcf, 0x29, 0x8a, 0xe5, 0x13, 0x83, 0xf4, 0xec, 0x33, 0x04, 0xe2, 0xfd, 0xb0, 0x2f,
+    0x09, 0x01, 0x4f, 0xf7, 0x68, 0x6d, 0x69, 0x46, 0x43, 0x7e, 0xb6, 0x2b, 0x21, 0xed, 0x57, 0xa1, 0x10,
+    0x86, 0x0e, 0x60, 0x44, 0x1e, 0x70, 0x5f, 0x67, 0xd1, 0xeb, 0x67, 0xa1, 0x3d, 0x00, 0x3d,
+};
+
+static int state_is(const omlc_md2_ctx *m, const uint8_t s[66]) {
+  return memcmp(m->x, s, 48) == 0 && memcmp(m->c, s + 48, 16) == 0 && m->n == s[64] && m->l == s[65];
+}
+static void state_set(omlc_md2_ctx *m, const uint8_t s[66]) {
+  memcpy(m->x, s, 48);
+  memcpy(m->c, s + 48, 16);
+  m->n = s[64];
+  m->l = s[65];
+}
+
+static int md2_hex(const char *msg, const char *hex) {
+  omlc_md2_ctx m;
+  uint8_t d[16];
+  char got[33];
+  omlc_md2_init(&m);
+  omlc_md2_update(&m, msg, strlen(msg));
+  omlc_md2_final(&m, d);
+  for (int i = 0; i < 16; i++) snprintf(got + 2 * i, 3, "%02x", d[i]);
+  return strcmp(got, hex) == 0;
+}
+
+/* MD2 against RFC 1319's test suite, and the hash's steps against the states ZLUDA recorded from
+ * cudart (dark_api/src/lib.rs tests): they pin the state layout and the message layout. */
+static void hash_checks(void) {
+  CHECK(md2_hex("", "8350e5a3e24c153df2275c9f80692773"), "MD2(\"\")");
+  CHECK(md2_hex("a", "32ec01ec4a6dac72c0ab96fb34c0b5d1"), "MD2(\"a\")");
+  CHECK(md2_hex("abc", "da853b0d3f88d99b30283a69e6ded6bb"), "MD2(\"abc\")");
+  CHECK(md2_hex("message digest", "ab4f496bfb2a530b219ff33031fe06b0"), "MD2(\"message digest\")");
+  CHECK(md2_hex("abcdefghijklmnopqrstuvwxyz", "4e8ddff3650292ab5a4108c3aa47940b"), "MD2(a..z)");
+  CHECK(md2_hex("12345678901234567890123456789012345678901234567890123456789012345678901234567890",
+                "d5976f79d83d3a0dc9806c3c66f3efd8"),
+        "MD2(1234567890 x 8)");
+
+  static const uint8_t key[16] = {0x14, 0x6A, 0xDD, 0xAE, 0x53, 0xA9, 0xA7, 0x52,
+                                  0xAA, 0x08, 0x41, 0x36, 0x0B, 0xF5, 0x5A, 0x9F};
+  omlc_md2_ctx m;
+  omlc_md2_init(&m);
+  uint8_t pad[16];
+  for (int i = 0; i < 16; i++) pad[i] = key[i] ^ 0x36;
+  omlc_md2_update(&m, pad, 16);
+  CHECK(state_is(&m, hmac_ipad_state), "HMAC inner pad state (ZLUDA pass2)");
+
+  static const uint8_t after_message[66] = {
+      0x0a, 0xfd, 0xab, 0xc9, 0xff, 0x9b, 0xa0, 0xbe, 0x4d, 0x30, 0x32, 0x82, 0x74, 0x4f, 0xa7, 0x48, 0x9d,
+      0x23, 0x82, 0xa3, 0x87, 0xfa, 0x6c, 0xdb, 0x92, 0x49, 0xd9, 0xb5, 0x4b, 0x2b, 0x5e, 0x51, 0x6e, 0xf7,
+      0xf9, 0x4d, 0x28, 0x8a, 0x64, 0x06, 0x19, 0xb3, 0xe6, 0xbe, 0xa4, 0xec, 0x7e, 0x54, 0x64, 0x28, 0xd9,
+      0xe1, 0xd4, 0x34, 0xc0, 0xa9, 0x49, 0x88, 0xc9, 0x61, 0x58, 0xdd, 0x66, 0x74, 0x00, 0x74,
+  };
+  uint8_t msg[64];
+  size_t n = omlc_integrity_message(msg, 12082, 0x682b9cee, 0x2f30, 0x002fa423, 0xf79c1000,
+                                    (const void *)(uintptr_t)0x00007ffff6958240ULL,
+                                    (const void *)(uintptr_t)0x00007ffff6958220ULL,
+                                    (const void *)(uintptr_t)0x00007ffff2aaf4a0ULL);
+  CHECK(n == 48, "the message is 48 bytes");
+  omlc_md2_update(&m, msg, n);
+  CHECK(state_is(&m, after_message), "state after the message (ZLUDA pass3)");
+
+  static const uint8_t before_device[66] = {
+      0x84, 0xfd, 0x93, 0x10, 0xc6, 0xdb, 0xb3, 0xbc, 0x49, 0xc2, 0x25, 0xe7, 0xda, 0x6e, 0x22, 0x6f, 0x9b,
+      0xbd, 0x81, 0x59, 0xc3, 0x01, 0x9a, 0x7a, 0x26, 0x34, 0x39, 0x0f, 0x2a, 0x56, 0x13, 0xb1, 0xf6, 0xbc,
+      0x7f, 0xa1, 0x8f, 0x04, 0xa5, 0x4d, 0x0d, 0x78, 0xab, 0x20, 0xf8, 0x23, 0x20, 0xa5, 0x3f, 0x67, 0x36,
+      0xe2, 0xde, 0x8a, 0xe5, 0xdf, 0xe1, 0xf2, 0x03, 0x94, 0xad, 0xdc, 0x9a, 0xda, 0x00, 0xda,
+  };
+  static const uint8_t after_device[66] = {
+      0x1f, 0xd8, 0x25, 0xd2, 0xdf, 0xfa, 0x64, 0xc7, 0xb6, 0x1a, 0xaf, 0x22, 0xb8, 0x79, 0xfb, 0x96, 0x00,
+      0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x7c, 0x9d, 0x46, 0xd2, 0x1f, 0xd8,
+      0x25, 0xd2, 0xdd, 0xfa, 0x64, 0xc7, 0xb6, 0x1a, 0xaf, 0x22, 0xe6, 0x17, 0xbd, 0x3a, 0xd7, 0xdd, 0x5f,
+      0x82, 0x8c, 0x87, 0xce, 0x86, 0x66, 0xaf, 0xa0, 0x50, 0x7a, 0x7d, 0xbb, 0xbc, 0x0c, 0x50,
+  };
+  state_set(&m, before_device);
+  uint32_t uuid_words[4] = {0x8a2bfe9au, 0x382d25acu, 0xc5ae37eau, 0x5f32716du};
+  uint8_t dev[28];
+  int32_t pci[3] = {0, 2, 0};
+  memcpy(dev, uuid_words, 16);
+  memcpy(dev + 16, pci, 12);
+  omlc_md2_update(&m, dev, sizeof dev);
+  CHECK(state_is(&m, after_device), "state after one device (ZLUDA pass4)");
+
+  static const uint8_t before_final[66] = {
+      0x3e, 0x4b, 0xf2, 0x95, 0x71, 0xf5, 0x6b, 0x51, 0x07, 0xbf, 0x4b, 0xf1, 0x04, 0x0e, 0x8e, 0x0b, 0x5f,
+      0x4d, 0x30, 0x0c, 0x0f, 0x0c, 0xae, 0xfb, 0x48, 0xaf, 0x23, 0xb5, 0xea, 0x4c, 0xc2, 0xdb, 0xd7, 0xdf,
+      0x88, 0x74, 0x39, 0x58, 0x16, 0x3a, 0x1f, 0x7c, 0x9b, 0x20, 0x7e, 0x7e, 0x94, 0xc8, 0x8b, 0xc6, 0xb2,
+      0x38, 0x0d, 0x07, 0x7d, 0xbd, 0x90, 0xd5, 0x39, 0x63, 0xeb, 0x1d, 0x4f, 0x40, 0x00, 0x40,
+  };
+  static const uint8_t final_digest[16] = {0x00, 0x23, 0x53, 0x06, 0x5e, 0x96, 0xf6, 0x9c,
+                                           0x61, 0xaa, 0x96, 0x2d, 0x2e, 0xcd, 0xa8, 0x58};
+  state_set(&m, before_final);
+  uint8_t d[16];
+  omlc_md2_final(&m, d);
+  CHECK(memcmp(d, final_digest, 16) == 0, "final digest (ZLUDA pass5)");
+}
+
+/* A listening control socket in a fresh pipe directory: the daemon "answers". */
+static void listen_control(void) {
+  char dir[] = "/tmp/openmps-libcuda-check-XXXXXX";
+  if (mkdtemp(dir) == NULL) {
+    perror("mkdtemp");
+    exit(1);
+  }
+  struct sockaddr_un addr;
+  memset(&addr, 0, sizeof addr);
+  addr.sun_family = AF_UNIX;
+  snprintf(addr.sun_path, sizeof addr.sun_path, "%s/control", dir);
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(fd, 4) != 0) {
+    perror("control socket");
+    exit(1);
+  }
+  setenv("OPENMPS_PIPE_DIRECTORY", dir, 1);
+  printf("# pipe directory %s\n", dir);
+}
+
+static int count_lines_with(const char *path, const char *needle) {
+  FILE *f = fopen(path, "r");
+  if (f == NULL) return -1;
+  char line[1024];
+  int n = 0;
+  while (fgets(line, sizeof line, f) != NULL) n += strstr(line, needle) != NULL;
+  fclose(f);
+  return n;
+}
+
+int main(int argc, char **argv) {
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  if (argc < 3) {
+    fprintf(stderr, "usage: %s <libcuda.so.1> hash|none|mps <log>|bypass <marker>\n", argv[0]);
+    return 2;
+  }
+  const char *mode = argv[2];
+  if (strcmp(mode, "hash") == 0) {
+    hash_checks();
+    return failures ? 1 : 0;
+  }
+  if (strcmp(mode, "none") == 0) {
+    char dir[] = "/tmp/openmps-libcuda-check-XXXXXX";
+    if (mkdtemp(dir) == NULL) return 2;
+    setenv("OPENMPS_PIPE_DIRECTORY", dir, 1); /* empty: no daemon */
+    setenv("OPENMPS_REAL_LIBCUDA", "none", 1);
+    rmdir(dir);
+  } else if (strcmp(mode, "mps") == 0) {
+    if (argc < 4) return 2;
+    listen_control();
+    setenv("OPENMPS_LIBCUDA_LOG", argv[3], 1);
+  } else if (strcmp(mode, "bypass") != 0) {
+    return 2;
+  }
+  lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+  if (lib == NULL) {
+    printf("FAIL dlopen %s: %s\n", argv[1], dlerror());
+    return 1;
+  }
+  typedef CUresult (*init_t)(unsigned);
+  typedef CUresult (*alloc_t)(CUdeviceptr *, size_t);
+  if (strcmp(mode, "none") == 0) {
+    local_checks();
+    CHECK(((init_t)sym("cuInit"))(0) == CUDA_ERROR_MPS_CONNECTION_FAILED, "cuInit: MPS_CONNECTION_FAILED");
+    CUdeviceptr p = 0;
+    CHECK(((alloc_t)sym("cuMemAlloc_v2"))(&p, 64) == CUDA_ERROR_MPS_CONNECTION_FAILED,
+          "cuMemAlloc_v2: MPS_CONNECTION_FAILED");
+    const void *const *integrity = table(U_INTEGRITY);
+    uint64_t h[2];
+    CHECK(((CUresult(*)(uint32_t, uint64_t, uint64_t *))integrity[1])(13002, 1, h) == CUDA_ERROR_MPS_CONNECTION_FAILED,
+          "INTEGRITY_CHECK[1] 13002 needs the devices: MPS_CONNECTION_FAILED");
+  } else if (strcmp(mode, "mps") == 0) {
+    local_checks();
+    CHECK(((init_t)sym("cuInit"))(1) == CUDA_ERROR_INVALID_VALUE, "cuInit(1): INVALID_VALUE");
+    CUdeviceptr p = 0;
+    alloc_t alloc = (alloc_t)sym("cuMemAlloc_v2");
+    CHECK(alloc(&p, 64) == CUDA_ERROR_NOT_SUPPORTED, "cuMemAlloc_v2 (not implemented): NOT_SUPPORTED");
+    CHECK(alloc(&p, 64) == CUDA_ERROR_NOT_SUPPORTED, "cuMemAlloc_v2 again: NOT_SUPPORTED");
+    typedef CUresult (*memcpy_t)(CUdeviceptr, CUdeviceptr, size_t);
+    CHECK(((memcpy_t)sym("cuMemcpy"))(0, 0, 0) == CUDA_ERROR_NOT_SUPPORTED, "cuMemcpy: NOT_SUPPORTED");
+    CHECK(count_lines_with(argv[3], "cuMemAlloc_v2: not implemented") == 1, "cuMemAlloc_v2 is logged once");
+    CHECK(count_lines_with(argv[3], "cuMemcpy: not implemented") == 1, "cuMemcpy is logged once");
+    CHECK(count_lines_with(argv[3], "MPS mode") == 1, "the mode is logged");
+  } else {
+    if (argc < 4) return 2;
+    int marker = atoi(argv[3]);
+    int v = 0;
+    CHECK(((version_t)sym("cuDriverGetVersion"))(&v) == CUDA_SUCCESS && v == marker,
+          "cuDriverGetVersion answers the real driver's marker");
+    /* cuGetProcAddress is forwarded: the pointers are the real driver's, not ours. */
+    get_proc_v2_t gp = (get_proc_v2_t)sym("cuGetProcAddress_v2");
+    void *fn = NULL;
+    CHECK(gp("cuDriverGetVersion", &fn, 13000, 0, NULL) == CUDA_SUCCESS && fn != NULL &&
+              fn != sym("cuDriverGetVersion") && ((version_t)fn)(&v) == CUDA_SUCCESS && v == marker,
+          "cuGetProcAddress is forwarded to the real driver");
+    export_table_t get = (export_table_t)sym("cuGetExportTable");
+    const void *t = NULL;
+    CUuuid id = uuid_of(U_CUDART);
+    CHECK(get(&t, &id) == CUDA_SUCCESS && t != NULL && size_word((const void *const *)t) == (size_t)marker,
+          "cuGetExportTable is forwarded to the real driver");
+    CUdeviceptr p = 0;
+    CHECK(((alloc_t)sym("cuMemAlloc_v2"))(&p, 64) == CUDA_ERROR_NOT_FOUND,
+          "a function the real driver lacks: NOT_FOUND, no crash");
+  }
+  return failures ? 1 : 0;
+}
