@@ -14,6 +14,21 @@ import type { DeviceInfo, DeviceKind, KernelParam, ModuleKind } from '../devices
 import type { DeviceInfoWire, LimitsWire, RequestOf } from '../protocol/messages.js';
 import { SharedRegion } from '../transport/shared-memory.js';
 import type { Channel } from './channel.js';
+import {
+  countArg,
+  dimArg,
+  hostArg,
+  integerArg,
+  invalid,
+  lengthArg,
+  memsetValueArg,
+  nameArg,
+  optionsArg,
+  pointerArg,
+  priorityArg,
+  shown,
+  stringListArg,
+} from './arguments.js';
 import { packKernelArgs, paramBytesOf, type KernelArg } from './kernel-args.js';
 
 /** Copies up to this size travel inside the frame; larger ones through shared memory. */
@@ -61,14 +76,16 @@ export interface KernelFunction {
   readonly context: Context;
 }
 
-function dim3(d: Dim, what: string): [number, number, number] {
-  const v = typeof d === 'number' ? [d, 1, 1] : [d[0], d[1] ?? 1, d[2] ?? 1];
-  for (const x of v) {
-    if (!Number.isInteger(x) || x < 1 || x > 0x7fffffff) {
-      throw new CudaError('CUDA_ERROR_INVALID_VALUE', 'cuLaunchKernel', `${what} dimension ${String(x)} is not a positive integer`);
-    }
-  }
-  return [v[0] ?? 1, v[1] ?? 1, v[2] ?? 1];
+/**
+ * The handle of `stream`: a Stream of `context`, or the default stream for undefined or null (as
+ * CUDA's NULL stream). Arguments are checked here, not trusted to their declared types: see
+ * src/client/arguments.ts.
+ */
+function streamIdOf(context: Context, call: string, stream: unknown): number {
+  if (stream === undefined || stream === null) return 0;
+  if (!(stream instanceof Stream)) throw invalid(call, `stream must be a Stream from createStream (or undefined for the default stream), got ${shown(stream)}`);
+  if (stream.context !== context) throw new CudaError('CUDA_ERROR_INVALID_HANDLE', call, 'the stream belongs to another context');
+  return stream.handle;
 }
 
 function bytesOf(data: ArrayBufferView): Uint8Array {
@@ -117,7 +134,7 @@ export class Event {
   }
   /** Records the event at the current end of `stream` (the default stream when omitted). */
   record(stream?: Stream): void {
-    this.context.channel.post('EVENT_RECORD', { event: this.handle, stream: stream?.handle ?? 0 });
+    this.context.channel.post('EVENT_RECORD', { event: this.handle, stream: streamIdOf(this.context, 'cuEventRecord', stream) });
   }
   async synchronize(): Promise<void> {
     await this.context.channel.call('EVENT_SYNCHRONIZE', { event: this.handle });
@@ -127,6 +144,9 @@ export class Event {
   }
   /** Milliseconds from `start` to this event (cuEventElapsedTime). */
   async elapsedSince(start: Event): Promise<number> {
+    const call = 'cuEventElapsedTime_v2';
+    if (!(start instanceof Event)) throw invalid(call, `start must be an Event from createEvent, got ${shown(start)}`);
+    if (start.context !== this.context) throw new CudaError('CUDA_ERROR_INVALID_HANDLE', call, 'the start event belongs to another context');
     return (await this.context.channel.call('EVENT_ELAPSED_TIME', { start: start.handle, end: this.handle })).milliseconds;
   }
   async destroy(): Promise<void> {
@@ -145,6 +165,7 @@ export class Module {
     this.log = log;
   }
   async getFunction(name: string): Promise<KernelFunction> {
+    nameArg('cuModuleGetFunction', 'the kernel name', name);
     const r = await this.context.channel.call('MODULE_GET_FUNCTION', { module: this.handle, name });
     return { name, params: r.params, paramBytes: paramBytesOf(r.params), handle: r.function, context: this.context };
   }
@@ -214,11 +235,11 @@ export class Context extends EventEmitter {
   }
 
   async memAlloc(bytes: number | bigint): Promise<bigint> {
-    return (await this.channel.call('MEM_ALLOC', { bytes: BigInt(bytes) })).ptr;
+    return (await this.channel.call('MEM_ALLOC', { bytes: countArg('cuMemAlloc_v2', 'bytes', bytes, 1) })).ptr;
   }
 
   async memFree(ptr: bigint): Promise<void> {
-    await this.channel.call('MEM_FREE', { ptr });
+    await this.channel.call('MEM_FREE', { ptr: pointerArg('cuMemFree_v2', 'ptr', ptr) });
   }
 
   /**
@@ -254,6 +275,7 @@ export class Context extends EventEmitter {
   /** Frees memory from memAllocHost (cuMemFreeHost), once copies still using it have completed. */
   async memFreeHost(array: ArrayBufferView): Promise<void> {
     const call = 'cuMemFreeHost';
+    hostArg(call, 'the host memory', array);
     const allocation = this.#host.get(array.buffer);
     if (!allocation || array.byteOffset !== 0) {
       throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, 'not the start of memory from memAllocHost of this context (or freed already)');
@@ -274,8 +296,10 @@ export class Context extends EventEmitter {
 
   /** Copies `src` to device memory at `dst`; resolves when the copy has completed. */
   async memcpyHtoD(dst: bigint, src: ArrayBufferView, stream?: Stream): Promise<void> {
-    const data = bytesOf(src);
-    const streamId = stream?.handle ?? 0;
+    const call = 'cuMemcpyHtoD_v2';
+    pointerArg(call, 'dst', dst);
+    const data = bytesOf(hostArg(call, 'src', src));
+    const streamId = streamIdOf(this, call, stream);
     const host = this.#hostOf(data);
     if (host) {
       await this.channel.call('MEMCPY_HTOD_HOST', { stream: streamId, dst, host: host.handle, offset: BigInt(data.byteOffset), bytes: BigInt(data.length) });
@@ -299,9 +323,12 @@ export class Context extends EventEmitter {
 
   /** Copies `bytes` from device memory at `src` into a new array (or into `into`, straight when it is memAllocHost memory). */
   async memcpyDtoH(src: bigint, bytes: number, stream?: Stream, into?: ArrayBufferView): Promise<Uint8Array> {
-    const out = into ? bytesOf(into) : new Uint8Array(bytes);
-    if (out.length < bytes) throw new CudaError('CUDA_ERROR_INVALID_VALUE', 'cuMemcpyDtoH_v2', `destination holds ${out.length} bytes, copy is ${bytes}`);
-    const streamId = stream?.handle ?? 0;
+    const call = 'cuMemcpyDtoH_v2';
+    pointerArg(call, 'src', src);
+    bytes = lengthArg(call, 'bytes', bytes);
+    const streamId = streamIdOf(this, call, stream);
+    const out = into !== undefined ? bytesOf(hostArg(call, 'into', into)) : new Uint8Array(bytes);
+    if (out.length < bytes) throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `destination holds ${out.length} bytes, copy is ${bytes}`);
     const host = into ? this.#hostOf(out) : undefined;
     if (host) {
       await this.channel.call('MEMCPY_DTOH_HOST', { stream: streamId, src, host: host.handle, offset: BigInt(out.byteOffset), bytes: BigInt(bytes) });
@@ -326,62 +353,89 @@ export class Context extends EventEmitter {
   }
 
   async memcpyDtoD(dst: bigint, src: bigint, bytes: number | bigint, stream?: Stream): Promise<void> {
-    await this.channel.call('MEMCPY_DTOD', { stream: stream?.handle ?? 0, dst, src, bytes: BigInt(bytes) });
+    const call = 'cuMemcpyDtoD_v2';
+    await this.channel.call('MEMCPY_DTOD', {
+      stream: streamIdOf(this, call, stream),
+      dst: pointerArg(call, 'dst', dst),
+      src: pointerArg(call, 'src', src),
+      bytes: countArg(call, 'bytes', bytes),
+    });
   }
 
   async memsetD8(dst: bigint, value: number, count: number | bigint, stream?: Stream): Promise<void> {
-    await this.channel.call('MEMSET', { stream: stream?.handle ?? 0, dst, value, elementBytes: 1, count: BigInt(count) });
+    await this.#memset('cuMemsetD8_v2', 1, dst, value, count, stream);
   }
 
   async memsetD16(dst: bigint, value: number, count: number | bigint, stream?: Stream): Promise<void> {
-    await this.channel.call('MEMSET', { stream: stream?.handle ?? 0, dst, value, elementBytes: 2, count: BigInt(count) });
+    await this.#memset('cuMemsetD16_v2', 2, dst, value, count, stream);
   }
 
   async memsetD32(dst: bigint, value: number, count: number | bigint, stream?: Stream): Promise<void> {
-    await this.channel.call('MEMSET', { stream: stream?.handle ?? 0, dst, value, elementBytes: 4, count: BigInt(count) });
+    await this.#memset('cuMemsetD32_v2', 4, dst, value, count, stream);
+  }
+
+  async #memset(call: string, elementBytes: 1 | 2 | 4, dst: unknown, value: unknown, count: unknown, stream: unknown): Promise<void> {
+    await this.channel.call('MEMSET', {
+      stream: streamIdOf(this, call, stream),
+      dst: pointerArg(call, 'dst', dst),
+      value: memsetValueArg(call, elementBytes === 1 ? 8 : elementBytes === 2 ? 16 : 32, value),
+      elementBytes,
+      count: countArg(call, 'count', count),
+    });
   }
 
   // -- modules and launches ------------------------------------------------------------------------
 
   /** Loads PTX, a cubin or fatbin, or CUDA C source (compiled by NVRTC on a real GPU). */
   async loadModule(source: ModuleSource): Promise<Module> {
-    let kind: ModuleKind;
+    const call = 'cuModuleLoadDataEx';
+    const s = optionsArg(call, 'the module source', source);
+    const given = (['ptx', 'cubin', 'fatbin', 'cuda'] as const).filter((k) => s[k] !== undefined);
+    const only = given.length === 1 ? given[0] : undefined;
+    if (only === undefined) {
+      throw invalid(call, `the module source must have exactly one of ptx, cubin, fatbin or cuda, got ${given.length === 0 ? 'none' : given.join(' and ')}`);
+    }
     let image: Uint8Array;
     let name = '';
-    let options: readonly string[] = [];
-    if ('ptx' in source) {
-      kind = 'ptx';
-      image = new TextEncoder().encode(source.ptx);
-    } else if ('cubin' in source) {
-      kind = 'cubin';
-      image = source.cubin;
-    } else if ('fatbin' in source) {
-      kind = 'fatbin';
-      image = source.fatbin;
+    let options: string[] = [];
+    const text = (v: unknown): Uint8Array => {
+      if (typeof v !== 'string') throw invalid(call, `${only} must be a string of source text, got ${shown(v)}`);
+      return new TextEncoder().encode(v);
+    };
+    if (only === 'ptx') {
+      image = text(s.ptx);
+    } else if (only === 'cuda') {
+      image = text(s.cuda);
+      name = s.name === undefined ? 'kernel.cu' : nameArg(call, 'name', s.name);
+      options = s.options === undefined ? [] : stringListArg(call, 'options', s.options);
     } else {
-      kind = 'cuda';
-      image = new TextEncoder().encode(source.cuda);
-      name = source.name ?? 'kernel.cu';
-      options = source.options ?? [];
+      const v = s[only];
+      if (!(v instanceof Uint8Array)) throw invalid(call, `${only} must be a Uint8Array of the image's bytes, got ${shown(v)}`);
+      image = v;
     }
-    const r = await this.channel.call('MODULE_LOAD', { kind, image, name, options: [...options] });
+    const kind: ModuleKind = only;
+    const r = await this.channel.call('MODULE_LOAD', { kind, image, name, options });
     return new Module(this, r.module, r.log);
   }
 
   /** Enqueues a kernel (cuLaunchKernel). Returns at once; errors surface on the next waiting call. */
   launch(fn: KernelFunction, options: LaunchOptions, args: readonly KernelArg[]): void {
-    if (fn.context !== this) throw new CudaError('CUDA_ERROR_INVALID_HANDLE', 'cuLaunchKernel', `${fn.name} belongs to another context`);
-    const failure = this.channel.failure;
-    if (failure) throw new CudaError(failure.code, 'cuLaunchKernel', failure.detail);
-    const [gridX, gridY, gridZ] = dim3(options.grid, 'grid');
-    const [blockX, blockY, blockZ] = dim3(options.block, 'block');
-    const sharedMemBytes = options.sharedMemBytes ?? 0;
-    if (!Number.isInteger(sharedMemBytes) || sharedMemBytes < 0) {
-      throw new CudaError('CUDA_ERROR_INVALID_VALUE', 'cuLaunchKernel', `sharedMemBytes ${sharedMemBytes} is not a non-negative integer`);
+    const call = 'cuLaunchKernel';
+    if (typeof fn !== 'object' || (fn as unknown) === null || typeof fn.handle !== 'number') {
+      throw invalid(call, `the kernel must be a function from module.getFunction(), got ${shown(fn)}`);
     }
+    if (fn.context !== this) throw new CudaError('CUDA_ERROR_INVALID_HANDLE', call, `${fn.name} belongs to another context`);
+    const failure = this.channel.failure;
+    if (failure) throw new CudaError(failure.code, call, failure.detail);
+    if ((options as unknown) === undefined) throw invalid(call, 'the launch options ({ grid, block }) are missing');
+    const o = optionsArg(call, 'the launch options', options);
+    const [gridX, gridY, gridZ] = dimArg(call, 'grid', o.grid);
+    const [blockX, blockY, blockZ] = dimArg(call, 'block', o.block);
+    const sharedMemBytes = o.sharedMemBytes === undefined ? 0 : integerArg(call, 'sharedMemBytes', o.sharedMemBytes, 0, 0xffffffff);
+    const stream = streamIdOf(this, call, o.stream);
     this.channel.launch({
       function: fn.handle,
-      stream: options.stream?.handle ?? 0,
+      stream,
       gridX,
       gridY,
       gridZ,
@@ -397,7 +451,9 @@ export class Context extends EventEmitter {
 
   /** A new stream; lower priority numbers run first (cuCtxGetStreamPriorityRange). */
   async createStream(options: { priority?: number } = {}): Promise<Stream> {
-    const r = await this.channel.call('STREAM_CREATE', { priority: options.priority ?? 0 });
+    const call = 'cuStreamCreateWithPriority';
+    const o = optionsArg(call, 'the stream options', options);
+    const r = await this.channel.call('STREAM_CREATE', { priority: o.priority === undefined ? 0 : priorityArg(call, o.priority) });
     return new Stream(this, r.stream);
   }
 

@@ -4,6 +4,7 @@
 // CUDA_ERROR_INVALID_VALUE instead of reaching the GPU as garbage.
 import { CudaError } from '../cuda/cuda-error.js';
 import type { KernelParam } from '../devices/device.js';
+import { shown } from './arguments.js';
 
 export type ScalarArgType = 'u8' | 'i8' | 'u16' | 'i16' | 'u32' | 'i32' | 'f32' | 'u64' | 'i64' | 'f64';
 
@@ -38,13 +39,38 @@ function sizeOf(a: KernelArg): number {
   return SIZES[a.type];
 }
 
-function writeScalar(view: DataView, offset: number, a: ScalarArg, call: string, index: number): void {
-  const bad = (): never => {
-    throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `argument ${index}: ${String(a.value)} is not a valid ${a.type}`);
+function isScalarArg(a: unknown): a is ScalarArg {
+  return typeof a === 'object' && a !== null && typeof (a as { type?: unknown }).type === 'string' && Object.hasOwn(SIZES, (a as { type: string }).type);
+}
+
+/** What a plain number given for a parameter of `size` bytes should have been wrapped in. */
+function wrappersFor(size: number): string {
+  switch (size) {
+    case 1:
+      return 'arg.u8(x) or arg.i8(x)';
+    case 2:
+      return 'arg.u16(x) or arg.i16(x)';
+    case 4:
+      return 'arg.f32(x), arg.u32(x) or arg.i32(x)';
+    case 8:
+      return 'arg.f64(x), arg.u64(BigInt(x)), arg.i64(BigInt(x)) or a bigint device pointer';
+    default:
+      return `arg.f32(x), arg.u32(x), ... (or a Uint8Array of its ${size} bytes)`;
+  }
+}
+
+/** Argument `n` (counted from 1, as a user counts them) of kernel `name`. */
+function argumentName(name: string, n: number): string {
+  return `kernel argument ${n} of ${name}`;
+}
+
+function writeScalar(view: DataView, offset: number, a: ScalarArg, call: string, what: string): void {
+  const bad = (hint = ''): never => {
+    throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `${what}: ${shown(a.value)} is not a valid ${a.type}${hint}`);
   };
   if (a.type === 'u64' || a.type === 'i64') {
-    if (typeof a.value !== 'bigint') bad();
-    const v = a.value as bigint;
+    if (typeof a.value !== 'bigint') return bad(`: arg.${a.type} takes a bigint (arg.${a.type}(BigInt(x)))`);
+    const v = a.value;
     if (a.type === 'u64') {
       if (v < 0n || v > 0xffffffffffffffffn) bad();
       view.setBigUint64(offset, v, true);
@@ -54,12 +80,10 @@ function writeScalar(view: DataView, offset: number, a: ScalarArg, call: string,
     }
     return;
   }
-  if (typeof a.value !== 'number' || Number.isNaN(a.value)) {
-    if (!(a.type === 'f32' || a.type === 'f64') || typeof a.value !== 'number') bad();
-  }
-  const v = a.value as number;
+  if (typeof a.value !== 'number') return bad(`: arg.${a.type} takes a number`);
+  const v = a.value;
   const integerIn = (lo: number, hi: number): void => {
-    if (!Number.isInteger(v) || v < lo || v > hi) bad();
+    if (!Number.isInteger(v) || v < lo || v > hi) bad(` (a whole number from ${lo} to ${hi})`);
   };
   switch (a.type) {
     case 'u8':
@@ -87,6 +111,7 @@ function writeScalar(view: DataView, offset: number, a: ScalarArg, call: string,
       view.setInt32(offset, v, true);
       return;
     case 'f32':
+      // Any number, NaN and the infinities included: a float parameter may be given them.
       view.setFloat32(offset, v, true);
       return;
     case 'f64':
@@ -95,25 +120,47 @@ function writeScalar(view: DataView, offset: number, a: ScalarArg, call: string,
   }
 }
 
-/** Packs `args` for a kernel whose parameters are `params` (of `name`). */
+/**
+ * Packs `args` for a kernel whose parameters are `params` (of `name`). The arguments come from
+ * JavaScript as often as from TypeScript: each is checked for what it is before its size, so a
+ * plain number (whose type the kernel cannot be told) is refused with the wrappers it needed.
+ */
 export function packKernelArgs(name: string, params: readonly KernelParam[], paramBytes: number, args: readonly KernelArg[]): Uint8Array {
   const call = 'cuLaunchKernel';
-  if (args.length !== params.length) {
-    throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `${name} takes ${params.length} arguments, got ${args.length}`);
+  if (!Array.isArray(args)) {
+    throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `the arguments of ${name} must be an array (arg.f32(x), a bigint pointer, ...), got ${shown(args)}`);
+  }
+  const list = args as readonly unknown[];
+  if (list.length !== params.length) {
+    throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `${name} takes ${params.length} arguments, got ${list.length}`);
   }
   const out = new Uint8Array(paramBytes);
   const view = new DataView(out.buffer);
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i];
+  for (let i = 0; i < list.length; i++) {
+    const a = list[i];
     const p = params[i];
-    if (a === undefined || p === undefined) continue;
+    if (p === undefined) continue;
+    if (typeof a === 'number') {
+      throw new CudaError(
+        'CUDA_ERROR_INVALID_VALUE',
+        call,
+        `${argumentName(name, i + 1)} is a plain number (${shown(a)}): wrap it as ${wrappersFor(p.size)} to give its type; the parameter takes ${p.size} bytes`,
+      );
+    }
+    if (typeof a !== 'bigint' && !(a instanceof Uint8Array) && !isScalarArg(a)) {
+      throw new CudaError(
+        'CUDA_ERROR_INVALID_VALUE',
+        call,
+        `${argumentName(name, i + 1)} is ${shown(a)}: pass arg.f32(x), arg.u32(x), ..., a bigint device pointer, or a Uint8Array of the parameter's ${p.size} bytes`,
+      );
+    }
     const size = sizeOf(a);
     if (size !== p.size) {
-      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `argument ${i} of ${name} is ${size} bytes; the parameter takes ${p.size}`);
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `${argumentName(name, i + 1)} is ${size} bytes; the parameter takes ${p.size}`);
     }
-    if (typeof a === 'bigint') writeScalar(view, p.offset, { type: 'u64', value: a }, call, i);
+    if (typeof a === 'bigint') writeScalar(view, p.offset, { type: 'u64', value: a }, call, argumentName(name, i + 1));
     else if (a instanceof Uint8Array) out.set(a, p.offset);
-    else writeScalar(view, p.offset, a, call, i);
+    else writeScalar(view, p.offset, a, call, argumentName(name, i + 1));
   }
   return out;
 }
