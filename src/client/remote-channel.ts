@@ -171,9 +171,16 @@ export class RemoteChannel implements Channel {
       if (yieldEach) yieldProcessor();
       now = performance.now();
     }
-    await new Promise<void>((resolve, reject) => {
-      this.#block({ seq, resolve, reject });
-    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.#block({ seq, resolve, reject });
+      });
+    } catch (err) {
+      // The channel died (or was closed) while this waited: the error names this wait's call,
+      // not the socket that told us.
+      if (err instanceof CudaError) throw new CudaError(err.code, call, err.detail);
+      throw err;
+    }
     this.#settled(ring, seq, call);
   }
 

@@ -117,9 +117,7 @@ export class FramedSocket {
 
   /** Send a request and wait for its reply. Rejects with CudaError (the peer's, or 806). */
   request<N extends MessageName>(name: N, payload: RequestOf<N>): Promise<ReplyOf<N>> {
-    if (this.#closed) {
-      return Promise.reject(this.#closeReason ?? new CudaError('CUDA_ERROR_MPS_RPC_FAILURE', callNameOf(name), 'connection is closed'));
-    }
+    if (this.#closed) return Promise.reject(this.#closedError(name));
     const id = this.#allocateId();
     const spec = MESSAGES[name];
     let frame: Uint8Array;
@@ -147,7 +145,7 @@ export class FramedSocket {
 
   /** Fire-and-forget: the peer answers nothing; a failure surfaces on a later reply. */
   send<N extends MessageName>(name: N, payload: RequestOf<N>): void {
-    if (this.#closed) throw this.#closeReason ?? new CudaError('CUDA_ERROR_MPS_RPC_FAILURE', callNameOf(name), 'connection is closed');
+    if (this.#closed) throw this.#closedError(name);
     const spec = MESSAGES[name];
     let frame: Uint8Array;
     try {
@@ -200,6 +198,15 @@ export class FramedSocket {
     if (reason) this.#closeReason = reason;
     this.socket.destroy();
     this.#shutdown(reason ?? new CudaError('CUDA_ERROR_MPS_RPC_FAILURE', 'socket', 'connection destroyed'));
+  }
+
+  /**
+   * Why a request on the closed channel fails: the close reason's code and detail, under the call
+   * the request stands for (cuStreamSynchronize after the server died), never 'socket'.
+   */
+  #closedError(name: MessageName): CudaError {
+    const reason = this.#closeReason;
+    return new CudaError(reason?.code ?? 'CUDA_ERROR_MPS_RPC_FAILURE', callNameOf(name), reason?.detail ?? 'connection is closed');
   }
 
   #allocateId(): number {

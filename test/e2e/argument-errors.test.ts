@@ -1,15 +1,16 @@
 // Bad arguments and a dead server, end to end (issue 12, item 4). Every public client call checks
 // its arguments before anything reaches the wire or the device: a bad one is CUDA_ERROR_INVALID_VALUE
 // naming the driver call, the same in MPS mode and in bypass mode, and in MPS mode the server never
-// sees it (its error count for the client stays 0). Runs on the software GPU in CI and on CUDA with
-// OPENMPS_TEST_DEVICE=cuda.
+// sees it (its error count for the client stays 0). A synchronize that fails because the server was
+// killed names its own CUDA call, on the socket and on the command ring. Runs on the software GPU
+// in CI and on CUDA with OPENMPS_TEST_DEVICE=cuda.
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
 import { arg, connect, openmpsKernelsPtx, type Context, type KernelArg, type KernelFunction } from '../../src/index.js';
 import type { Event, Stream } from '../../src/client/context.js';
 import type { ClientSnapshot, StateSnapshot } from '../../src/telemetry/state.js';
 import { daemonFor, mpsClient } from '../support/clients.js';
-import type { DaemonHandle } from '../support/daemon.js';
+import { alive, waitUntil, type DaemonHandle } from '../support/daemon.js';
 import { testDevice } from '../support/worker.js';
 
 type Mode = 'mps' | 'direct';
@@ -201,3 +202,66 @@ test('good arguments of every shape still work: bigint sizes, [x, y, z] dimensio
   assert.equal(typeof (await k.event.elapsedSince(k.event)), 'number');
   await k.ctx.memFree(p);
 });
+
+// -- a synchronize whose server dies ------------------------------------------------------------
+
+interface Waiter {
+  readonly ctx: Context;
+  readonly stream: Stream;
+  readonly event: Event;
+}
+
+const WAITS = [
+  { name: 'ctx.synchronize', call: 'cuCtxSynchronize', run: (w: Waiter) => w.ctx.synchronize() },
+  { name: 'stream.synchronize', call: 'cuStreamSynchronize', run: (w: Waiter) => w.stream.synchronize() },
+  { name: 'event.synchronize', call: 'cuEventSynchronize', run: (w: Waiter) => w.event.synchronize() },
+] as const;
+
+for (const path of [
+  { what: 'the command ring, blocked', options: { syncWait: 'block' } },
+  { what: 'the command ring, spinning first', options: { syncWait: 'spin' } },
+  { what: 'the socket', options: { commandRing: false } },
+] as const) {
+  test(`SIGKILL of the server during a synchronize through ${path.what}: the error names the CUDA call`, async (t) => {
+    const daemon = await daemonFor(t);
+    const ctx = await mpsClient(t, daemon, path.options);
+    const spin = await (await ctx.loadModule({ ptx: openmpsKernelsPtx() })).getFunction('spin');
+    const stream = await ctx.createStream();
+    const event = await ctx.createEvent();
+    // About a second on either device: far longer than the kill takes to land.
+    ctx.launch(spin, { grid: 4, block: 128 }, [arg.i64(2_000_000_000n)]);
+    ctx.launch(spin, { grid: 4, block: 128, stream }, [arg.i64(2_000_000_000n)]);
+    event.record(stream);
+    const waiting = WAITS.map((w) => {
+      const p = w.run({ ctx, stream, event });
+      const state = { settled: false, promise: p };
+      p.then(
+        () => (state.settled = true),
+        () => (state.settled = true),
+      );
+      return state;
+    });
+    // Every wait is out (its request written or its ring record published) and none has returned.
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(waiting.map((w) => w.settled), [false, false, false]);
+    process.kill(ctx.serverPid, 'SIGKILL');
+    for (const [i, w] of WAITS.entries()) {
+      await assert.rejects(waiting[i]?.promise ?? Promise.resolve(), (err: unknown) => {
+        assert.deepEqual({ code: (err as { code?: unknown }).code, call: (err as { call?: unknown }).call }, { code: 'CUDA_ERROR_MPS_RPC_FAILURE', call: w.call }, w.name);
+        return true;
+      });
+    }
+    await waitUntil(() => !alive(ctx.serverPid), 'the killed server to be gone');
+    // And each call made after the death names itself too.
+    for (const w of WAITS) {
+      await assert.rejects(w.run({ ctx, stream, event }), { code: 'CUDA_ERROR_MPS_RPC_FAILURE', call: w.call }, `${w.name} after the death`);
+    }
+    await assert.rejects(ctx.memAlloc(4), { code: 'CUDA_ERROR_MPS_RPC_FAILURE', call: 'cuMemAlloc_v2' });
+    assert.throws(() => {
+      event.record();
+    }, { code: 'CUDA_ERROR_MPS_RPC_FAILURE', call: 'cuEventRecord' });
+    assert.throws(() => {
+      ctx.launch(spin, { grid: 1, block: 1 }, [arg.i64(1n)]);
+    }, { code: 'CUDA_ERROR_MPS_RPC_FAILURE', call: 'cuLaunchKernel' });
+  });
+}
