@@ -547,12 +547,16 @@ export class ControlDaemon {
         const server = this.#serverOr(command.serverPid);
         if ('ok' in server) return server;
         if (server.uid !== caller?.uid && !this.#privileged(caller)) return this.#denied("terminate_client on another user's server", caller);
+        let terminated: unknown;
         try {
-          await server.request({ op: 'terminate-client', pid: command.clientPid });
+          terminated = await server.request({ op: 'terminate-client', pid: command.clientPid });
         } catch (err) {
           return fail(`Cannot terminate client ${command.clientPid} of server ${server.pid}: ${errorMessage(err)}`);
         }
-        return done('0');
+        // The server answers how many sessions it terminated: none means no such client, which
+        // must not read as success ('0').
+        if (typeof terminated !== 'number') return this.#strangeAnswer(server, 'terminate-client', terminated);
+        return terminated === 0 ? fail(`No client with PID ${command.clientPid} on server ${server.pid}`) : done('0');
       }
       case 'get_default_active_thread_percentage':
         return done(formatPercentage(this.#servers.defaultActiveThreadPercentage));

@@ -115,6 +115,7 @@ export type DaemonRequest =
   /** Result: ServerStats. */
   | { readonly op: 'stats' }
   | { readonly op: 'shutdown'; readonly force: boolean }
+  /** Result: number of sessions of that pid terminated (0: no such client). */
   | { readonly op: 'terminate-client'; readonly pid: number }
   /** Per server, for clients that connect afterwards (MPS semantics). Result: null. */
   | { readonly op: 'set-active-thread-percentage'; readonly percentage: number }

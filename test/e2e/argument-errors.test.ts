@@ -2,8 +2,9 @@
 // its arguments before anything reaches the wire or the device: a bad one is CUDA_ERROR_INVALID_VALUE
 // naming the driver call, the same in MPS mode and in bypass mode, and in MPS mode the server never
 // sees it (its error count for the client stays 0). A synchronize that fails because the server was
-// killed names its own CUDA call, on the socket and on the command ring. Runs on the software GPU
-// in CI and on CUDA with OPENMPS_TEST_DEVICE=cuda.
+// killed names its own CUDA call, on the socket and on the command ring. terminate_client of a pid
+// that is no client is an error. Runs on the software GPU in CI and on CUDA with
+// OPENMPS_TEST_DEVICE=cuda.
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
 import { arg, connect, openmpsKernelsPtx, type Context, type KernelArg, type KernelFunction } from '../../src/index.js';
@@ -265,3 +266,18 @@ for (const path of [
     }, { code: 'CUDA_ERROR_MPS_RPC_FAILURE', call: 'cuLaunchKernel' });
   });
 }
+
+// -- terminate_client of a pid that is no client ------------------------------------------------
+
+test('terminate_client of a pid that is no client of the server: an error, not 0', async (t) => {
+  const daemon = await daemonFor(t);
+  const ctx = await mpsClient(t, daemon);
+  const server = ctx.serverPid;
+  // A pid no process of this test is: the daemon's own, which is never a client.
+  const reply = await daemon.command(`terminate_client ${server} ${daemon.pid}`);
+  assert.equal(reply.stdout.trim(), `No client with PID ${daemon.pid} on server ${server}`);
+  // The real client is terminated with 0 and its next call fails with 810.
+  const done = await daemon.command(`terminate_client ${server} ${process.pid}`);
+  assert.equal(done.stdout.trim(), '0');
+  await assert.rejects(ctx.memAlloc(4), { code: 'CUDA_ERROR_MPS_CLIENT_TERMINATED' });
+});

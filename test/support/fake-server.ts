@@ -5,7 +5,7 @@
 //                        each start, so a test can turn a crash loop into a healthy server
 //   FAKE_SERVER_EXIT_CODE  the status it exits with on SIGUSR2 (default 4; 3 asks for a relaunch)
 //   FAKE_SERVER_CLIENTS  JSON list of ClientRecord to report, those of the server's own uid
-//                        (terminate-client removes one and reports it disconnected)
+//                        (terminate-client removes that pid's and reports it disconnected)
 //   FAKE_SERVER_LATE_CLIENTS  JSON list of ClientRecord that join when the Nth 'partitions'
 //                        request arrives (N = FAKE_SERVER_LATE_AFTER, default 1): a client
 //                        connecting while the daemon changes the table
@@ -78,14 +78,11 @@ process.on('message', (raw: unknown) => {
       send({ type: 'response', id: message.id, ok: true, result: { clients, devices: [] } });
       break;
     case 'terminate-client': {
+      // As the real server: the number of that pid's sessions terminated, 0 for no such client.
       const before = clients.length;
       clients = clients.filter((c) => c.pid !== message.pid);
-      if (clients.length === before) {
-        send({ type: 'response', id: message.id, ok: false, error: `no client ${message.pid}`, code: 'CUDA_ERROR_INVALID_VALUE' });
-      } else {
-        send({ type: 'response', id: message.id, ok: true, result: null });
-        send({ type: 'client-disconnected', clientId: 0, pid: message.pid, reason: 'terminated' });
-      }
+      send({ type: 'response', id: message.id, ok: true, result: before - clients.length });
+      if (clients.length !== before) send({ type: 'client-disconnected', clientId: 0, pid: message.pid, reason: 'terminated' });
       break;
     }
     case 'set-active-thread-percentage':
