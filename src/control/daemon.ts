@@ -21,7 +21,7 @@ import { parseCommand, type ControlCommand, type DeviceSpec, type PartitionSpec,
 import { deviceKey, memLimitKey, resolveDevice, resolveUuid } from './devices.js';
 import { formatDeviceClientList, formatDeviceQuery, formatLines, formatLspart, formatMemoryLimit, formatPercentage, formatPs, type DeviceQuerySection, type PsAccounting, type PsRow } from './format.js';
 import { addPartition, formatChunkRanges, NO_PARTITIONS, partitionId, removePartition, type PartitionState } from './partitions.js';
-import { CONTROL_LOG_NAME, controlSocketPath, pidFilePath, socketPathProblem } from './paths.js';
+import { CONTROL_LOG_NAME, controlSocketPath, pidFilePath, preparePipeDirectory, socketPathProblem } from './paths.js';
 import type { BackoffPolicy } from './backoff.js';
 import { RestartDelayedError, ServerSupervisor, type ManagedServer } from './servers.js';
 
@@ -261,9 +261,8 @@ export class ControlDaemon {
     const tooLong = socketPathProblem(this.socketPath);
     if (tooLong !== undefined) throw new DaemonStartError('SOCKET_PATH_TOO_LONG', tooLong);
     try {
-      // 0755: everyone must reach the sockets inside; only the daemon's user may add files.
-      const created = mkdirSync(this.pipeDirectory, { recursive: true, mode: 0o755 });
-      if (created !== undefined) chmodSync(this.pipeDirectory, 0o755);
+      // 0755 and the daemon's own, or refused: src/control/paths.ts says why.
+      preparePipeDirectory(this.pipeDirectory);
       mkdirSync(this.logDirectory, { recursive: true, mode: 0o755 });
     } catch (err) {
       throw new DaemonStartError('SETUP_FAILED', `cannot create ${this.pipeDirectory} or ${this.logDirectory}: ${errorMessage(err)}`);

@@ -3,15 +3,18 @@
 // naming the driver call, the same in MPS mode and in bypass mode, and in MPS mode the server never
 // sees it (its error count for the client stays 0). A synchronize that fails because the server was
 // killed names its own CUDA call, on the socket and on the command ring. terminate_client of a pid
-// that is no client is an error. Runs on the software GPU in CI and on CUDA with
-// OPENMPS_TEST_DEVICE=cuda.
+// that is no client is an error. The pipe directory's files are writable by nobody else but the
+// control socket. Runs on the software GPU in CI and on CUDA with OPENMPS_TEST_DEVICE=cuda.
 import assert from 'node:assert/strict';
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { arg, connect, openmpsKernelsPtx, type Context, type KernelArg, type KernelFunction } from '../../src/index.js';
 import type { Event, Stream } from '../../src/client/context.js';
 import type { ClientSnapshot, StateSnapshot } from '../../src/telemetry/state.js';
 import { daemonFor, mpsClient } from '../support/clients.js';
-import { alive, waitUntil, type DaemonHandle } from '../support/daemon.js';
+import { alive, runControl, waitUntil, type DaemonHandle } from '../support/daemon.js';
 import { testDevice } from '../support/worker.js';
 
 type Mode = 'mps' | 'direct';
@@ -280,4 +283,50 @@ test('terminate_client of a pid that is no client of the server: an error, not 0
   const done = await daemon.command(`terminate_client ${server} ${process.pid}`);
   assert.equal(done.stdout.trim(), '0');
   await assert.rejects(ctx.memAlloc(4), { code: 'CUDA_ERROR_MPS_CLIENT_TERMINATED' });
+});
+
+// -- the pipe directory's modes -----------------------------------------------------------------
+
+test('the pipe directory is 0755 and nothing in it is writable by others but the control socket', async (t) => {
+  const daemon = await daemonFor(t);
+  // A server runs, so its user directory and socket are there too.
+  await mpsClient(t, daemon);
+  const uid = process.getuid?.() ?? 0;
+  const modes = new Map<string, { mode: number; kind: string }>();
+  const walk = (dir: string, rel: string): void => {
+    for (const name of readdirSync(dir)) {
+      const path = join(dir, name);
+      const st = lstatSync(path);
+      const kind = st.isDirectory() ? 'directory' : st.isSocket() ? 'socket' : st.isSymbolicLink() ? 'link' : 'file';
+      modes.set(`${rel}${name}`, { mode: st.mode & 0o7777, kind });
+      if (st.isDirectory()) walk(path, `${rel}${name}/`);
+    }
+  };
+  walk(daemon.pipeDirectory, '');
+  assert.equal(lstatSync(daemon.pipeDirectory).mode & 0o7777, 0o755);
+  assert.deepEqual(modes.get('control'), { mode: 0o666, kind: 'socket' });
+  assert.deepEqual(modes.get(`user-${uid}`), { mode: 0o700, kind: 'directory' });
+  assert.deepEqual(modes.get(`user-${uid}/server`), { mode: 0o600, kind: 'socket' });
+  assert.equal(modes.get('openmps-control.pid')?.kind, 'file');
+  for (const [name, { mode, kind }] of modes) {
+    assert.notEqual(kind, 'link', `${name} is a link`);
+    if (name !== 'control') assert.equal(mode & 0o022, 0, `${name} (${kind}, mode 0${mode.toString(8)}) is writable by its group or others`);
+  }
+});
+
+test('the daemon refuses an existing pipe directory that others can write to, and leaves nothing in it', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'openmps-'));
+  const pipe = join(root, 'pipe');
+  t.after(() => {
+    // Were it to start after all, it must not outlive the test.
+    const pidFile = join(pipe, 'openmps-control.pid');
+    if (existsSync(pidFile)) process.kill(Number(readFileSync(pidFile, 'utf8').trim()), 'SIGKILL');
+    rmSync(root, { recursive: true, force: true });
+  });
+  // As /tmp/openmps would be if another user had made it first (sticky and world-writable, like /tmp).
+  mkdirSync(pipe);
+  chmodSync(pipe, 0o1777);
+  const r = await runControl(['-d'], { env: { OPENMPS_DEVICE: 'sim', OPENMPS_PIPE_DIRECTORY: pipe, OPENMPS_LOG_DIRECTORY: join(root, 'log') } });
+  assert.equal(r.code, 1, r.stderr);
+  assert.deepEqual(readdirSync(pipe), []);
 });
