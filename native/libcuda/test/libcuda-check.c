@@ -12,6 +12,7 @@
 #include "md2.h"
 
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -360,6 +361,26 @@ static int count_lines_with(const char *path, const char *needle) {
   return n;
 }
 
+/* The first calls of a process, from several threads at once: the mode is decided once and each
+ * not-implemented name is still logged once. */
+typedef CUresult (*alloc_fn)(CUdeviceptr *, size_t);
+static void *first_call(void *arg) {
+  CUdeviceptr p = 0;
+  return (void *)(uintptr_t)((alloc_fn)arg)(&p, 64);
+}
+static void concurrent_first_calls(void) {
+  pthread_t threads[8];
+  alloc_fn alloc = (alloc_fn)sym("cuMemAlloc_v2");
+  for (int i = 0; i < 8; i++) pthread_create(&threads[i], NULL, first_call, (void *)alloc);
+  int all = 1;
+  for (int i = 0; i < 8; i++) {
+    void *rc = NULL;
+    pthread_join(threads[i], &rc);
+    all &= (uintptr_t)rc == CUDA_ERROR_NOT_SUPPORTED;
+  }
+  CHECK(all, "8 threads' first calls all answer NOT_SUPPORTED");
+}
+
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   if (argc < 3) {
@@ -402,6 +423,7 @@ int main(int argc, char **argv) {
     CHECK(((CUresult(*)(uint32_t, uint64_t, uint64_t *))integrity[1])(13002, 1, h) == CUDA_ERROR_MPS_CONNECTION_FAILED,
           "INTEGRITY_CHECK[1] 13002 needs the devices: MPS_CONNECTION_FAILED");
   } else if (strcmp(mode, "mps") == 0) {
+    concurrent_first_calls();
     local_checks();
     CHECK(((init_t)sym("cuInit"))(1) == CUDA_ERROR_INVALID_VALUE, "cuInit(1): INVALID_VALUE");
     CUdeviceptr p = 0;
