@@ -13,7 +13,7 @@ $(TEST_OUT)/%: $(NATIVE)/test/%.c $(TEST_SUPPORT) $(TEST_SUPPORT_HDRS) $(COMMON_
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -I$(NATIVE)/test $(CFLAGS) $(SAN_CFLAGS) $< $(TEST_SUPPORT) $(COMMON_SAN_LIB) $(COMMON_LDLIBS) -o $@
 
-TEST_PROGRAMS += $(TEST_OUT)/wire-echo $(TEST_OUT)/wire-fuzz
+TEST_PROGRAMS += $(TEST_OUT)/wire-echo $(TEST_OUT)/wire-fuzz $(TEST_OUT)/transport-client
 
 .PHONY: run-wire-fuzz
 run-wire-fuzz: $(TEST_OUT)/wire-fuzz
@@ -27,3 +27,11 @@ $(OUT)/fuzz/fuzz-wire: $(FUZZ_SRCS) $(TEST_SUPPORT_HDRS) $(COMMON_HDRS)
 	@mkdir -p $(dir $@)
 	$(CLANG) $(CPPFLAGS) -I$(NATIVE)/test $(FUZZ_FLAGS) $(FUZZ_SRCS) $(COMMON_LDLIBS) -o $@
 fuzz: $(OUT)/fuzz/fuzz-wire
+
+# The transport's locking under ThreadSanitizer (it cannot share a build with ASan): the same
+# client, built from the sources with -fsanitize=thread, run by test/e2e/native-transport.test.ts.
+TSAN_CFLAGS := -fsanitize=thread -fno-omit-frame-pointer
+$(TEST_OUT)/tsan/transport-client: $(NATIVE)/test/transport-client.c $(COMMON_SRCS) $(COMMON_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(TSAN_CFLAGS) $< $(COMMON_SRCS) $(COMMON_LDLIBS) -o $@
+TEST_PROGRAMS += $(TEST_OUT)/tsan/transport-client
