@@ -93,3 +93,38 @@ test('bypass mode: every call goes to the real driver found past ours, never to 
   const notice = (await readFile(log, 'utf8')).split('\n').find((l) => l.includes('bypass mode'));
   assert.ok(notice?.includes(join(dir, 'fake', 'libcuda.so.1')), `notice: ${String(notice)}`);
 });
+
+// The names PyTorch 2.11 (91) and CuPy 14.2 (5 more) bind with dlsym or through the PLT, measured on
+// the H200 (docs/transparency.md): each must be an exported symbol, or the program fails to load.
+const DIRECT_BOUND = [
+  'cuCtxDisablePeerAccess', 'cuCtxEnablePeerAccess', 'cuCtxGetCurrent', 'cuCtxSetCurrent', 'cuCtxGetDevice',
+  'cuCtxGetLimit', 'cuCtxPopCurrent', 'cuCtxPushCurrent', 'cuCtxPopCurrent_v2', 'cuCtxPushCurrent_v2',
+  'cuCtxSynchronize', 'cuDeviceCanAccessPeer', 'cuDeviceGet', 'cuDeviceGetAttribute', 'cuDeviceGetName',
+  'cuDevicePrimaryCtxGetState', 'cuDevicePrimaryCtxRelease', 'cuDevicePrimaryCtxReset',
+  'cuDevicePrimaryCtxRetain', 'cuDeviceTotalMem_v2', 'cuDriverGetVersion', 'cuEventCreate',
+  'cuEventDestroy_v2', 'cuEventElapsedTime', 'cuEventQuery', 'cuEventRecord', 'cuEventSynchronize',
+  'cuFuncGetAttribute', 'cuFuncSetAttribute', 'cuFuncSetCacheConfig', 'cuGetErrorName', 'cuGetErrorString',
+  'cuGetExportTable', 'cuGetProcAddress_v2', 'cuGraphDestroy', 'cuGraphExecDestroy',
+  'cuGraphExecKernelNodeSetParams', 'cuGraphGetNodes', 'cuGraphInstantiate', 'cuGraphKernelNodeGetParams',
+  'cuGraphLaunch', 'cuGraphNodeGetType', 'cuInit', 'cuKernelGetAttribute', 'cuKernelGetFunction',
+  'cuKernelGetLibrary', 'cuKernelSetAttribute', 'cuLaunchKernel', 'cuLaunchKernelEx', 'cuLibraryGetKernel',
+  'cuLibraryLoadData', 'cuLibraryUnload', 'cuLinkAddData_v2', 'cuLinkAddFile_v2', 'cuLinkComplete',
+  'cuLinkCreate_v2', 'cuLinkDestroy', 'cuMemAlloc_v2', 'cuMemcpy', 'cuMemcpy2DAsync_v2', 'cuMemcpyAsync',
+  'cuMemcpyDtoDAsync_v2', 'cuMemcpyDtoH_v2', 'cuMemcpyHtoD_v2', 'cuMemFree_v2', 'cuMemGetInfo_v2',
+  'cuMemPrefetchAsync', 'cuMemsetD8_v2', 'cuModuleGetFunction', 'cuModuleGetGlobal_v2', 'cuModuleLoadData',
+  'cuModuleLoadDataEx', 'cuModuleLoadFatBinary', 'cuModuleUnload',
+  'cuOccupancyMaxActiveBlocksPerMultiprocessor', 'cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags',
+  'cuPointerGetAttribute', 'cuPointerGetAttributes', 'cuStreamBatchMemOp', 'cuStreamBeginCapture_v2',
+  'cuStreamEndCapture', 'cuStreamGetCaptureInfo_v2', 'cuStreamIsCapturing', 'cuStreamCreate',
+  'cuStreamDestroy_v2', 'cuStreamGetCtx', 'cuStreamSynchronize', 'cuStreamWaitEvent', 'cuStreamWaitValue32',
+  'cuTensorMapEncodeTiled', 'cuThreadExchangeStreamCaptureMode', 'cuCtxCreate_v2', 'cuCtxDestroy_v2',
+  'cuLaunchCooperativeKernel', 'cuModuleLoad', 'cuOccupancyMaxPotentialBlockSize',
+];
+
+test('exports: every name PyTorch and CuPy bind directly, and nothing but CUDA names', async () => {
+  const { stdout } = await promisify(execFile)('nm', ['-D', '--defined-only', join(REPO_ROOT, 'dist', 'native', 'libcuda', 'libcuda.so.1')]);
+  const exported = new Set(stdout.split('\n').map((l) => l.trim().split(/\s+/)[2]).filter((n): n is string => n !== undefined && n !== ''));
+  assert.deepEqual(DIRECT_BOUND.filter((n) => !exported.has(n)), []);
+  assert.deepEqual([...exported].filter((n) => !/^cu[A-Z]/.test(n)), []);
+  assert.ok(exported.size >= 600, `only ${exported.size} symbols exported`);
+});
