@@ -1,16 +1,23 @@
 #!/usr/bin/env node
 // Entry point of a server process (src/server/ holds the server itself). The control daemon forks it with OPENMPS_SERVER_CONFIG (a
 // ServerConfig as JSON) and an IPC channel; it opens the devices, reports `ready`, serves clients,
-// and answers the daemon's requests. If the daemon goes away the server stops taking new clients
-// and exits once its clients have left: it never outlives its supervisor with nobody to stop it.
+// and answers the daemon's requests. It also listens on its supervision channel
+// (src/server/supervision.ts), where a daemon that did not fork it can adopt it.
+// If its daemon goes away the server serves on, unsupervised: its clients are not disturbed, and
+// the next daemon started in the pipe directory adopts it (one server per user, listed and
+// supervised by that daemon). An unsupervised server exits once it has had no clients for the
+// orphan grace period (ServerConfig.orphanGraceMs): it never outlives its supervisor for long with
+// nobody to stop it.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CudaError } from '../cuda/cuda-error.js';
 import { openPlatform, parseDeviceChoice } from '../devices/index.js';
 import { parseMemorySize } from '../server/limits.js';
 import { Logger } from '../telemetry/log.js';
-import { EXIT_RELAUNCH, parseDaemonMessage, parsePartition, type DaemonRequest, type ServerConfig, type ServerMessage } from '../server/ipc.js';
-import { OpenmpsServer } from '../server/server.js';
+import { DEFAULT_ORPHAN_GRACE_MS, EXIT_RELAUNCH, parseDaemonMessage, parsePartition, type AdoptionRecord, type DaemonMessage, type DaemonRequest, type ServerConfig, type ServerMessage } from '../server/ipc.js';
+import { OpenmpsServer, deviceRecord } from '../server/server.js';
+import { SupervisionEndpoint, type SupervisionPeer } from '../server/supervision.js';
+import type { JsonLines } from '../transport/json-lines.js';
 
 function fail(message: string): never {
   process.stderr.write(`openmps server: ${message}\n`);
@@ -56,6 +63,7 @@ export function parseServerConfig(text: string | undefined): ServerConfig {
     gpuTiming: r.gpuTiming !== false,
     warmUp: r.warmUp !== false,
     logFormat: r.logFormat === 'json' ? 'json' : 'mps',
+    orphanGraceMs: typeof r.orphanGraceMs === 'number' && Number.isFinite(r.orphanGraceMs) && r.orphanGraceMs >= 0 ? r.orphanGraceMs : DEFAULT_ORPHAN_GRACE_MS,
   };
 }
 
@@ -66,8 +74,25 @@ function bytesOf(text: string): bigint {
   return v;
 }
 
+/** Log lines kept while no daemon supervises this server, for the one that adopts it. */
+const ORPHAN_LOG_LINES = 1000;
+
+/**
+ * Who supervises this server now: the daemon that forked it (IPC), a daemon that adopted it (its
+ * supervision connection), or nobody (its daemon was killed and no other has come yet).
+ */
+const supervisor: { adopter: JsonLines | undefined; orphanLog: ServerMessage[] } = { adopter: undefined, orphanLog: [] };
+
 function send(message: ServerMessage): void {
-  if (process.send && process.connected) process.send(message);
+  if (supervisor.adopter) {
+    supervisor.adopter.send(message);
+  } else if (process.send && process.connected) {
+    // With a callback a channel that broke under us (the daemon was just killed) is no 'error'.
+    process.send(message, undefined, {}, () => undefined);
+  } else if (message.type === 'log') {
+    supervisor.orphanLog.push(message);
+    if (supervisor.orphanLog.length > ORPHAN_LOG_LINES) supervisor.orphanLog.shift();
+  }
 }
 
 async function answer(server: OpenmpsServer, req: DaemonRequest): Promise<unknown> {
@@ -98,6 +123,9 @@ async function answer(server: OpenmpsServer, req: DaemonRequest): Promise<unknow
     case 'partitions':
       server.setPartitions(req.partitions);
       return null;
+    case 'adopt':
+      // Answered by the supervision channel itself (main), never here.
+      throw new CudaError('CUDA_ERROR_NOT_SUPPORTED', 'openmps-server', 'adopt is asked on the supervision channel');
   }
 }
 
@@ -165,41 +193,186 @@ async function main(): Promise<void> {
   }
   log.log(`Platform: ${selection.platform.kind}, ${selection.platform.version}, ${selection.platform.devices.length} device(s)`);
   const profile = await startCpuProfile(process.env.OPENMPS_SERVER_CPU_PROFILE_DIR, log);
+  const startedAt = Date.now();
+  // The daemon that forked us: while it lives, nobody else may adopt this server.
+  const parentPid = process.ppid;
+  const graceMs = config.orphanGraceMs ?? DEFAULT_ORPHAN_GRACE_MS;
+  /** The partition table as the daemon last sent it (an adopter takes it over). */
+  let partitions = config.partitions;
+  // Opened once the server is ready (at the end of main); a peer is handled by onPeer below.
+  const endpoint = new SupervisionEndpoint(
+    config.socketPath,
+    (peer) => {
+      onPeer(peer);
+    },
+    (why) => {
+      log.log(`Supervision channel: refused ${why}`);
+    },
+  );
+  let orphanTimer: NodeJS.Timeout | undefined;
   let exiting = false;
+
+  /** Told to an adopter, which cannot read a non-child's exit status, just before the exit. */
+  const exit = (code: number): void => {
+    endpoint.close();
+    const adopter = supervisor.adopter;
+    if (!adopter) process.exit(code);
+    // The status line leaves before the process does; a stuck peer does not hold the exit.
+    setTimeout(() => process.exit(code), 1000).unref();
+    adopter.send({ type: 'exiting', code }, () => process.exit(code));
+  };
   const exitAfterShutdown = (force: boolean, code = 0): void => {
     if (exiting) return;
     exiting = true;
+    clearTimeout(orphanTimer);
     server
       .shutdown(force)
       .then(profile)
       .then(
-        () => process.exit(code),
-        () => process.exit(1),
+        () => {
+          exit(code);
+        },
+        () => {
+          exit(1);
+        },
       );
   };
   // A device that faulted beyond in-process recovery: leave once the clients have, with status 3
   // (logged by the daemon), and the daemon starts a fresh server on the next demand.
-  const server: OpenmpsServer = new OpenmpsServer(config, selection.platform, log, send, () => {
-    exitAfterShutdown(false, EXIT_RELAUNCH);
-  });
+  const server: OpenmpsServer = new OpenmpsServer(
+    config,
+    selection.platform,
+    log,
+    (message) => {
+      send(message);
+      // Clients coming and going decide whether an unsupervised server waits to be adopted.
+      if (message.type === 'client-connected' || message.type === 'client-disconnected') reviewOrphan();
+    },
+    () => {
+      exitAfterShutdown(false, EXIT_RELAUNCH);
+    },
+  );
 
-  process.on('message', (raw: unknown) => {
-    const msg = parseDaemonMessage(raw);
-    if (!msg) return;
+  /** Nobody supervises this server: not the daemon that forked it, not an adopter. */
+  const unsupervised = (): boolean => supervisor.adopter === undefined && !(process.send !== undefined && process.connected && process.ppid === parentPid);
+  /**
+   * An unsupervised server with no clients exits after the grace period unless a daemon adopts it
+   * first; with clients it serves on (they are never cut off because a daemon died).
+   */
+  function reviewOrphan(): void {
+    if (exiting || !unsupervised() || server.clientCount > 0 || process.send === undefined) {
+      clearTimeout(orphanTimer);
+      orphanTimer = undefined;
+      return;
+    }
+    if (orphanTimer !== undefined) return;
+    orphanTimer = setTimeout(() => {
+      orphanTimer = undefined;
+      if (!unsupervised() || server.clientCount > 0) return;
+      log.log(`No control daemon adopted this server within ${(graceMs / 1000).toFixed(1)} s while it had no clients: exiting`, { event: 'server-orphan-exit' });
+      exitAfterShutdown(false);
+    }, graceMs);
+  }
+
+  /** Runs one request of the supervising daemon and answers it on `reply`. */
+  const handle = (msg: DaemonMessage, reply: (m: ServerMessage) => void): void => {
     answer(server, msg).then(
       (result) => {
-        send({ type: 'response', id: msg.id, ok: true, result });
+        if (msg.op === 'partitions') partitions = msg.partitions;
+        reply({ type: 'response', id: msg.id, ok: true, result });
         if (msg.op === 'shutdown') exitAfterShutdown(msg.force);
       },
       (err: unknown) => {
         const code = err instanceof CudaError ? err.code : 'CUDA_ERROR_UNKNOWN';
-        send({ type: 'response', id: msg.id, ok: false, error: (err as Error).message, code });
+        reply({ type: 'response', id: msg.id, ok: false, error: (err as Error).message, code });
       },
     );
+  };
+
+  /** Why `adopt` is refused now, or undefined when this server may be adopted. */
+  const adoptionRefusal = (): string | undefined => {
+    if (exiting) return 'the server is exiting';
+    if (supervisor.adopter !== undefined) return 'another control daemon has adopted this server';
+    // A parent that died has not always been noticed yet (the channel's end arrives as an
+    // event); the parent pid changing is the kernel's word that it is gone.
+    if (process.send !== undefined && process.connected && process.ppid === parentPid) return `the control daemon that started this server (pid ${parentPid}) still supervises it`;
+    if (server.state === 'INITIALIZING') return 'the server is not ready yet';
+    return undefined;
+  };
+
+  /** A peer on the supervision channel: it may ask nothing but `adopt` until it has adopted. */
+  const onPeer = (peer: SupervisionPeer): void => {
+    const { lines, credentials } = peer;
+    const reply = (m: ServerMessage): void => {
+      lines.send(m);
+    };
+    lines.onMessage((raw) => {
+      const msg = parseDaemonMessage(raw);
+      if (!msg) {
+        lines.destroy('a message that is not a daemon request');
+        return;
+      }
+      if (supervisor.adopter === lines) {
+        handle(msg, reply);
+        return;
+      }
+      if (msg.op !== 'adopt') {
+        reply({ type: 'response', id: msg.id, ok: false, error: 'adopt this server first', code: 'CUDA_ERROR_NOT_PERMITTED' });
+        return;
+      }
+      const refusal = adoptionRefusal();
+      if (refusal !== undefined) {
+        reply({ type: 'response', id: msg.id, ok: false, error: refusal, code: 'CUDA_ERROR_NOT_PERMITTED' });
+        return;
+      }
+      supervisor.adopter = lines;
+      clearTimeout(orphanTimer);
+      orphanTimer = undefined;
+      const record: AdoptionRecord = {
+        pid: process.pid,
+        uid: config.uid,
+        socketPath: config.socketPath,
+        startedAt,
+        devices: selection.platform.devices.map(deviceRecord),
+        deviceKind: selection.platform.kind,
+        driver: selection.platform.version,
+        state: server.state,
+        stateReason: '',
+        staticPartitioning: config.staticPartitioning,
+        partitions,
+      };
+      reply({ type: 'response', id: msg.id, ok: true, result: record });
+      // What was logged while nobody listened goes to the adopter's server.log now, in order.
+      for (const line of supervisor.orphanLog.splice(0)) lines.send(line);
+      log.log(`Adopted by the control daemon pid ${credentials.pid} (uid ${credentials.uid}); ${server.clientCount} client(s)`, { event: 'server-adopted' });
+      lines.onClose((reason) => {
+        if (supervisor.adopter !== lines) return;
+        supervisor.adopter = undefined;
+        if (exiting) return;
+        log.log(`The control daemon that adopted this server went away (${reason}): serving on until another adopts it`);
+        reviewOrphan();
+      });
+    });
+  };
+
+  process.on('message', (raw: unknown) => {
+    const msg = parseDaemonMessage(raw);
+    if (!msg) return;
+    handle(msg, send);
   });
   process.on('disconnect', () => {
-    log.log('Control daemon went away: finishing current clients, then exiting');
-    exitAfterShutdown(false);
+    if (server.state === 'INITIALIZING') {
+      // Not ready, so never found by another daemon: nothing to hand over, nothing to finish.
+      log.log('Control daemon went away before this server was ready: exiting');
+      process.exit(0);
+    }
+    if (supervisor.adopter !== undefined) return;
+    log.log(
+      `Control daemon went away: serving on; a control daemon started in ${config.pipeDirectory} adopts this server, ` +
+        `else it exits once it has had no clients for ${(graceMs / 1000).toFixed(1)} s`,
+      { event: 'server-orphaned' },
+    );
+    reviewOrphan();
   });
   // A bug must not pass silently, nor die unlogged: the daemon's stdout may go nowhere.
   const fatal = (err: unknown): void => {
@@ -213,6 +386,10 @@ async function main(): Promise<void> {
   });
 
   await server.start();
+  // Found by a later daemon only once ready, and only after the socket it would hand out is ours.
+  await endpoint.open();
+  // The daemon may have gone while we started (its disconnect came before there was anything to adopt).
+  reviewOrphan();
 }
 
 main().catch((err: unknown) => {

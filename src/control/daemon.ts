@@ -4,7 +4,7 @@
 //   - clients, with CONTROL_CONNECT: the daemon finds or starts the server of the peer's user and
 //     says where it listens.
 // The peer's identity always comes from the kernel (SO_PEERCRED), never from what it claims.
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, unlinkSync, writeSync, chmodSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, writeSync, chmodSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { CudaError } from '../cuda/cuda-error.js';
@@ -20,7 +20,9 @@ import { FramedSocket } from '../transport/framed-socket.js';
 import { parseCommand, type ControlCommand, type DeviceSpec, type PartitionSpec, type UuidSpec } from './commands.js';
 import { deviceKey, memLimitKey, resolveDevice, resolveUuid } from './devices.js';
 import { formatDeviceClientList, formatDeviceQuery, formatLines, formatLspart, formatMemoryLimit, formatPercentage, formatPs, type DeviceQuerySection, type PsAccounting, type PsRow } from './format.js';
-import { addPartition, formatChunkRanges, NO_PARTITIONS, partitionId, removePartition, type PartitionState } from './partitions.js';
+import { addPartition, formatChunkRanges, NO_PARTITIONS, partitionId, partitionStateOf, removePartition, type PartitionState } from './partitions.js';
+import { fileIdOf, listenOwned, socketIsLive, unlinkIfOwned, type FileId } from '../transport/owned-path.js';
+import { supervisionSocketPath } from '../server/ipc.js';
 import { CONTROL_LOG_NAME, controlSocketPath, pidFilePath, preparePipeDirectory, socketPathProblem } from './paths.js';
 import type { BackoffPolicy } from './backoff.js';
 import { RestartDelayedError, ServerSupervisor, type ManagedServer } from './servers.js';
@@ -187,6 +189,9 @@ export class ControlDaemon {
   readonly #daemonUid = process.getuid?.() ?? 0;
   #server: Server | undefined;
   #ownsPidFile = false;
+  /** (dev, ino) of the control socket and pid file this daemon made: the only ones it removes. */
+  #socketId: FileId | undefined;
+  #pidFileId: FileId | undefined;
   #quitting: Promise<void> | undefined;
   #resolveClosed!: () => void;
   #partitions: PartitionState = NO_PARTITIONS;
@@ -268,6 +273,9 @@ export class ControlDaemon {
       throw new DaemonStartError('SETUP_FAILED', `cannot create ${this.pipeDirectory} or ${this.logDirectory}: ${errorMessage(err)}`);
     }
     await this.#takePipeDirectory();
+    // Before any client can ask: a server a killed predecessor left running is ours, not a
+    // reason to start a second one for its user.
+    this.#adoptedPartitions(await this.#servers.adoptOrphans());
     try {
       await this.#listen();
     } catch (err) {
@@ -318,30 +326,22 @@ export class ControlDaemon {
       closeSync(fd);
     }
     this.#ownsPidFile = true;
+    this.#pidFileId = fileIdOf(this.pidFile);
   }
 
-  #listen(): Promise<void> {
+  async #listen(): Promise<void> {
     const server = createServer((socket) => {
       this.#accept(socket);
     });
     this.#server = server;
-    return new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.socketPath, () => {
-        server.off('error', reject);
-        server.on('error', (err) => {
-          this.log.log(`Control socket error: ${err.message}`);
-        });
-        try {
-          // Every user's clients connect here; who they are comes from SO_PEERCRED.
-          chmodSync(this.socketPath, 0o666);
-        } catch (err) {
-          reject(err instanceof Error ? err : new Error(String(err)));
-          return;
-        }
-        resolve();
-      });
+    // Bound under another name and renamed (owned-path.ts): closing it on quit then removes
+    // nothing but that name, never a control socket another daemon made at this path since.
+    this.#socketId = await listenOwned(server, this.socketPath);
+    server.on('error', (err) => {
+      this.log.log(`Control socket error: ${err.message}`);
     });
+    // Every user's clients connect here; who they are comes from SO_PEERCRED.
+    chmodSync(this.socketPath, 0o666);
   }
 
   #accept(socket: Socket): void {
@@ -848,7 +848,7 @@ export class ControlDaemon {
     // No new connection from here on; the files go before the reply so whoever sent `quit`
     // finds them gone when it returns.
     this.#server?.close();
-    this.#removeUserDirectories();
+    await this.#removeUserDirectories();
     this.#releaseFiles();
     this.log.log('Exit');
     // The `quit` reply is written on the next tick; the connections close after it (check phase).
@@ -879,8 +879,11 @@ export class ControlDaemon {
     this.#resolveClosed();
   }
 
-  /** The servers' directories (<pipe>/user-<uid>/), once every server has stopped. */
-  #removeUserDirectories(): void {
+  /**
+   * The servers' directories (<pipe>/user-<uid>/), once every server has stopped; a directory where
+   * a server still answers (one this daemon could not adopt) is its, and stays.
+   */
+  async #removeUserDirectories(): Promise<void> {
     if (!this.#ownsPidFile) return;
     let names: string[];
     try {
@@ -890,6 +893,11 @@ export class ControlDaemon {
     }
     for (const name of names) {
       if (!/^user-[0-9]+$/.test(name)) continue;
+      const socket = join(this.pipeDirectory, name, 'server');
+      if ((await socketIsLive(socket)) || (await socketIsLive(supervisionSocketPath(socket)))) {
+        this.log.log(`Left ${join(this.pipeDirectory, name)} in place: a server this daemon does not supervise still listens there`);
+        continue;
+      }
       try {
         // Holds at most a socket a killed server left behind; links are removed, never followed.
         rmSync(join(this.pipeDirectory, name), { recursive: true, force: true });
@@ -899,15 +907,31 @@ export class ControlDaemon {
     }
   }
 
+  /** Our socket and pid file, only while the paths still name what we made (owned-path.ts). */
+  /** Our socket and pid file, only while the paths still name what we made (owned-path.ts). */
   #releaseFiles(): void {
     if (!this.#ownsPidFile) return;
     this.#ownsPidFile = false;
-    for (const path of [this.socketPath, this.pidFile]) {
-      try {
-        unlinkSync(path);
-      } catch {
-        // Already gone (an operator cleaned up): nothing to do.
+    unlinkIfOwned(this.socketPath, this.#socketId);
+    unlinkIfOwned(this.pidFile, this.#pidFileId);
+  }
+
+  /**
+   * With -S, the partition table of adopted servers becomes the daemon's (its predecessor's table
+   * died with it; their clients still run in those partitions).
+   */
+  #adoptedPartitions(adopted: readonly ManagedServer[]): void {
+    for (const s of adopted) {
+      const a = s.adoption;
+      if (a && a.staticPartitioning !== this.#servers.staticPartitioning) {
+        this.log.log(`Adopted server ${s.pid} runs ${a.staticPartitioning ? 'with' : 'without'} static partitioning, unlike this daemon: it keeps its own mode until it exits`);
       }
     }
+    if (!this.#servers.staticPartitioning) return;
+    const records = adopted.flatMap((s) => (s.adoption?.staticPartitioning === true ? s.adoption.partitions : []));
+    if (records.length === 0) return;
+    this.#partitions = partitionStateOf(records);
+    this.#servers.partitions = this.#partitions.partitions;
+    this.log.log(`SM partitions taken over from adopted servers: ${this.#partitions.partitions.map((p) => p.id).join(', ')}`);
   }
 }

@@ -21,6 +21,29 @@ export interface PartitionState {
 
 export const NO_PARTITIONS: PartitionState = { partitions: [], nextNumber: new Map() };
 
+/**
+ * The state behind a table a server already has (one adopted from a killed daemon, whose own
+ * state died with it): those partitions, oldest first as given, and numbering that goes on past
+ * the highest number of each device, so no id is handed out twice. A partition whose chunks
+ * overlap one kept before it is dropped (the table stays disjoint).
+ */
+export function partitionStateOf(records: readonly PartitionRecord[]): PartitionState {
+  const partitions: PartitionRecord[] = [];
+  const nextNumber = new Map<string, number>();
+  const taken = new Map<string, Set<number>>();
+  for (const p of records) {
+    if (partitions.some((q) => q.id === p.id)) continue;
+    const used = taken.get(p.deviceUuid) ?? new Set<number>();
+    if (p.chunks.some((c) => used.has(c))) continue;
+    for (const c of p.chunks) used.add(c);
+    taken.set(p.deviceUuid, used);
+    partitions.push(p);
+    const n = Number(partitionNumber(p.id));
+    if (Number.isSafeInteger(n) && n >= FIRST_PARTITION_NUMBER) nextNumber.set(p.deviceUuid, Math.max(nextNumber.get(p.deviceUuid) ?? FIRST_PARTITION_NUMBER, n + 1));
+  }
+  return { partitions, nextNumber };
+}
+
 export type PartitionResult =
   | { readonly ok: true; readonly state: PartitionState; readonly partition: PartitionRecord }
   | { readonly ok: false; readonly error: string };

@@ -6,6 +6,9 @@
 //   <pipe>/user-<uid>/            that user's directory (mode 0700, owned by the user), so a
 //                                 server running as the user can create its socket there
 //   <pipe>/user-<uid>/server      the socket of that user's server
+//   <pipe>/user-<uid>/server.control  that server's supervision channel, where a daemon that
+//                                 did not start it adopts it (src/server/supervision.ts)
+//   <pipe>/user-<uid>/server.pid  that server's pid
 // Log directory: control.log (the daemon) and server.log (the servers).
 //
 // The pipe directory is 0755, owned by the daemon's user. Every user's clients must traverse it to

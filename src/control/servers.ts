@@ -10,14 +10,16 @@
 // server runs at a time, as in MPS: another user's demands queue (ensure waits, bounded) until the
 // running server has no clients, which is then shut down to make way. With -M they run side by side.
 import { fork, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, lstatSync, mkdirSync, readFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { DeviceKind } from '../devices/device.js';
-import { parseServerMessage, type ClientRecord, type DaemonRequest, type DeviceRecord, type DeviceUsage, type LogFormat, type PartitionRecord, type ServerConfig, type ServerMessage, type ServerState, type ServerStats } from '../server/ipc.js';
+import { DEFAULT_ORPHAN_GRACE_MS, parsePartition, parseServerMessage, serverPidFilePath, supervisionSocketPath, type AdoptionRecord, type ClientRecord, type DaemonRequest, type DeviceRecord, type DeviceUsage, type LogFormat, type PartitionRecord, type ServerConfig, type ServerMessage, type ServerState, type ServerStats } from '../server/ipc.js';
 import { parsePercentage } from '../server/limits.js';
 import { Logger, timestamp } from '../telemetry/log.js';
 import { classifyExit, RestartBackoff, type BackoffDecision, type BackoffPolicy, type BackoffWait } from './backoff.js';
 import { serverSocketPath, socketPathProblem, userDirectory } from './paths.js';
+import { adoptServer, ChildLink, type ServerLink } from './server-link.js';
+import { socketIsLive } from '../transport/owned-path.js';
 
 /** How long a server may take from fork to `ready` before the daemon gives up on it. */
 export const DEFAULT_READY_TIMEOUT_MS = 30_000;
@@ -139,6 +141,42 @@ export function parseDeviceRecord(v: unknown): DeviceRecord | undefined {
   return v as unknown as DeviceRecord;
 }
 
+const SERVER_STATES: readonly string[] = ['INITIALIZING', 'ACTIVE', 'FAULT', 'SHUTTING_DOWN'];
+
+/** An `adopt` answer (ipc.ts AdoptionRecord), or undefined when a field the daemon needs is wrong. */
+export function parseAdoptionRecord(v: unknown): AdoptionRecord | undefined {
+  if (!isRecord(v)) return undefined;
+  if (typeof v.pid !== 'number' || typeof v.uid !== 'number' || typeof v.socketPath !== 'string' || typeof v.startedAt !== 'number') return undefined;
+  if (!Array.isArray(v.devices) || (v.deviceKind !== 'cuda' && v.deviceKind !== 'sim') || typeof v.state !== 'string' || !SERVER_STATES.includes(v.state)) return undefined;
+  const partitions = Array.isArray(v.partitions) ? v.partitions.map(parsePartition) : [];
+  if (!partitions.every((p) => p !== undefined)) return undefined;
+  return {
+    pid: v.pid,
+    uid: v.uid,
+    socketPath: v.socketPath,
+    startedAt: v.startedAt,
+    devices: v.devices.map(parseDeviceRecord).filter((d) => d !== undefined),
+    deviceKind: v.deviceKind,
+    driver: typeof v.driver === 'string' ? v.driver : '',
+    state: v.state as ServerState,
+    stateReason: typeof v.stateReason === 'string' ? v.stateReason : '',
+    staticPartitioning: v.staticPartitioning === true,
+    partitions,
+  };
+}
+
+/** How long the daemon waits for a found server to answer `adopt`. */
+export const ADOPT_TIMEOUT_MS = 5_000;
+
+/** A small file's trimmed text, '' when it cannot be read. */
+function readFileSyncOr(path: string): string {
+  try {
+    return readFileSync(path, 'utf8').trim().slice(0, 32);
+  } catch {
+    return '';
+  }
+}
+
 /** Resolves after `ms`; unref'd so a pending wait never keeps a stopping daemon alive. */
 function delay(ms: number): Promise<false> {
   return new Promise<false>((resolve) => {
@@ -180,7 +218,12 @@ export class ManagedServer {
   readonly uid: number;
   readonly pid: number;
   readonly socketPath: string;
-  readonly startedAt = Date.now();
+  readonly startedAt: number;
+  /**
+   * What the server said when this daemon adopted it (it was started by a daemon that was
+   * killed); undefined for a server this daemon forked.
+   */
+  readonly adoption: AdoptionRecord | undefined;
   /** Resolves once the process has exited (never rejects). */
   readonly exited: Promise<ServerExit>;
   /** Resolves at `ready`; rejects with ServerStartError when the server dies or times out first. */
@@ -191,7 +234,7 @@ export class ManagedServer {
   #devices: readonly DeviceRecord[] = [];
   #deviceKind: DeviceKind | undefined;
   #driver = '';
-  #child: ChildProcess;
+  readonly #link: ServerLink;
   #exit: ServerExit | undefined;
   #pending = new Map<number, Pending>();
   #nextId = 1;
@@ -201,13 +244,32 @@ export class ManagedServer {
   /** Clients handed this server's socket that have not connected yet: pid -> expiry timer. */
   readonly #reservations = new Map<number, NodeJS.Timeout>();
 
-  constructor(child: ChildProcess, uid: number, pid: number, socketPath: string, readyTimeoutMs: number, onMessage: (server: ManagedServer, message: ServerMessage) => void) {
-    this.#child = child;
+  constructor(
+    link: ServerLink,
+    uid: number,
+    pid: number,
+    socketPath: string,
+    readyTimeoutMs: number,
+    onMessage: (server: ManagedServer, message: ServerMessage) => void,
+    adoption?: AdoptionRecord,
+  ) {
+    this.#link = link;
     this.uid = uid;
     this.pid = pid;
     this.socketPath = socketPath;
+    this.adoption = adoption;
+    this.startedAt = adoption?.startedAt ?? Date.now();
+    if (adoption) {
+      // Ready long ago, for the daemon that started it: as it is now.
+      this.#devices = adoption.devices;
+      this.#deviceKind = adoption.deviceKind;
+      this.#driver = adoption.driver;
+      this.#state = adoption.state === 'INITIALIZING' ? 'ACTIVE' : adoption.state;
+      this.#stateReason = adoption.stateReason;
+      this.#wasReady = true;
+    }
     this.exited = new Promise<ServerExit>((resolve) => {
-      child.once('exit', (code, signal) => {
+      link.onExit(({ code, signal }) => {
         this.#exit = { code, signal };
         for (const timer of this.#reservations.values()) clearTimeout(timer);
         this.#reservations.clear();
@@ -224,7 +286,11 @@ export class ManagedServer {
         reject(new ServerStartError(`server ${pid} did not report ready within ${readyTimeoutMs} ms`));
         this.kill('SIGKILL');
       }, readyTimeoutMs);
-      child.on('message', (raw: unknown) => {
+      if (adoption) {
+        clearTimeout(timer);
+        resolve();
+      }
+      link.onMessage((raw: unknown) => {
         const message = parseServerMessage(raw);
         if (!message) return;
         if (message.type === 'ready') {
@@ -330,7 +396,7 @@ export class ManagedServer {
 
   /** Sends one request and waits for its response's result; rejects on error, exit or timeout. */
   request(request: DaemonRequest, timeoutMs = REQUEST_TIMEOUT_MS): Promise<unknown> {
-    if (!this.alive || !this.#child.connected) return Promise.reject(new Error(`server ${this.pid} is not connected`));
+    if (!this.alive || !this.#link.connected) return Promise.reject(new Error(`server ${this.pid} is not connected`));
     const id = this.#nextId++;
     return new Promise<unknown>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -338,7 +404,7 @@ export class ManagedServer {
         reject(new Error(`server ${this.pid} did not answer ${request.op} within ${timeoutMs} ms`));
       }, timeoutMs);
       this.#pending.set(id, { resolve, reject, timer });
-      this.#child.send({ type: 'request', id, ...request }, (err: Error | null) => {
+      this.#link.send({ type: 'request', id, ...request }, (err: Error | null) => {
         if (!err) return;
         const p = this.#pending.get(id);
         if (!p) return;
@@ -367,7 +433,7 @@ export class ManagedServer {
   kill(signal: NodeJS.Signals): void {
     if (!this.alive) return;
     try {
-      this.#child.kill(signal);
+      this.#link.kill(signal);
     } catch {
       // Already gone: the exit event follows.
     }
@@ -487,6 +553,14 @@ export function prepareUserDirectory(dir: string, uid: number, gid: number, asRo
   else if (!asRoot && st.uid !== uid) throw new ServerStartError(`${dir} belongs to uid ${st.uid}, not ${uid}`);
   // mkdir's mode passes through the umask; a leftover directory may have another mode.
   if ((st.mode & 0o777) !== 0o700) chmodSync(dir, 0o700);
+}
+
+/** Parses OPENMPS_ORPHAN_GRACE_MS: whole milliseconds, at most a day; undefined when unset or wrong. */
+export function parseOrphanGraceMs(value: string | undefined): number | undefined {
+  const v = value?.trim();
+  if (v === undefined || !/^[0-9]{1,8}$/.test(v)) return undefined;
+  const n = Number(v);
+  return n <= 86_400_000 ? n : undefined;
 }
 
 /** Parses OPENMPS_CLIENT_PRIORITY (MPS: CUDA_MPS_CLIENT_PRIORITY for the daemon): 0 or 1, else undefined. */
@@ -845,6 +919,8 @@ export class ServerSupervisor {
       // OPENMPS_SERVER_WARMUP=0: no warm-up of the launch path (to measure what it buys).
       warmUp: (this.#options.env ?? process.env).OPENMPS_SERVER_WARMUP !== '0',
       logFormat: this.#options.logFormat ?? 'mps',
+      // How long it waits to be adopted if this daemon dies while it has no clients.
+      orphanGraceMs: parseOrphanGraceMs((this.#options.env ?? process.env).OPENMPS_ORPHAN_GRACE_MS) ?? DEFAULT_ORPHAN_GRACE_MS,
     };
     let child: ChildProcess;
     try {
@@ -872,7 +948,7 @@ export class ServerSupervisor {
       this.#log.log(`Server ${pid}: ${err.message}`);
     });
     this.#log.log(`Starting new server ${pid} for user ${uid}`, { event: 'server-start', serverPid: pid, uid }, pid);
-    const server = new ManagedServer(child, uid, pid, socketPath, this.#options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS, (s, m) => {
+    const server = new ManagedServer(new ChildLink(child), uid, pid, socketPath, this.#options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS, (s, m) => {
       this.#onMessage(s, m);
     });
     this.#byUid.set(uid, server);
@@ -928,6 +1004,7 @@ export class ServerSupervisor {
         });
         break;
       case 'response':
+      case 'exiting':
         return;
     }
     this.#notify();
@@ -936,7 +1013,9 @@ export class ServerSupervisor {
   #onExit(server: ManagedServer, exit: ServerExit): void {
     if (this.#byUid.get(server.uid) === server) this.#byUid.delete(server.uid);
     const exitFields = { event: 'server-exit', serverPid: server.pid, uid: server.uid, from: server.state, to: 'EXITED' };
-    if (exit.signal !== null) this.#log.log(`Server ${server.pid} exited by signal ${exit.signal}`, { ...exitFields, reason: `signal ${exit.signal}` });
+    // An adopted server is not our child: a status it did not send first (a kill, a crash) is unknown.
+    if (exit.signal === null && exit.code === null) this.#log.log(`Server ${server.pid} exited without a status (killed or crashed)`, { ...exitFields, reason: 'no status' });
+    else if (exit.signal !== null) this.#log.log(`Server ${server.pid} exited by signal ${exit.signal}`, { ...exitFields, reason: `signal ${exit.signal}` });
     else this.#log.log(`Server ${server.pid} exited with status ${exit.code ?? 'unknown'}`, { ...exitFields, reason: `status ${exit.code ?? 'unknown'}` });
     const now = Date.now();
     const lifetime = now - server.startedAt;
@@ -964,6 +1043,64 @@ export class ServerSupervisor {
       d.delayMs === 0 ? atOnce : `new servers for user ${server.uid} wait ${seconds(d.delayMs)} s, until ${timestamp(new Date(d.retryAt))}`;
     const before = d.end === 'failed' ? ', before it was ready' : '';
     this.#log.log(`${who} died ${seconds(lifetime)} s after its start${before} (quick death ${d.quickDeaths} in a row): ${then}`);
+  }
+
+  /**
+   * At the daemon's start, before it takes connections: the servers a previous daemon of this pipe
+   * directory left running (it was killed; they serve on) become this daemon's. Each user's
+   * directory with a supervision socket is asked to `adopt`; an adopted server is listed,
+   * supervised and given new clients as if this daemon had started it. One that cannot be adopted
+   * is logged; since a server never takes a live socket's path, the user's next server cannot start
+   * while it runs (its clients get 807, saying why) and no two servers serve one user.
+   */
+  async adoptOrphans(): Promise<ManagedServer[]> {
+    let names: string[];
+    try {
+      names = readdirSync(this.#options.pipeDirectory);
+    } catch {
+      return [];
+    }
+    const adopted: ManagedServer[] = [];
+    for (const name of names.sort()) {
+      const m = /^user-([0-9]{1,10})$/.exec(name);
+      if (!m?.[1]) continue;
+      const uid = Number(m[1]);
+      const socketPath = serverSocketPath(this.#options.pipeDirectory, uid);
+      const control = supervisionSocketPath(socketPath);
+      if (!existsSync(control)) {
+        if (await socketIsLive(socketPath)) {
+          this.#log.log(`A server of a previous daemon listens on ${socketPath} and has no supervision channel: it cannot be adopted; user ${uid}'s clients get 807 until it exits`);
+        }
+        continue;
+      }
+      // A root daemon runs each user's server as that user; any other runs only its own.
+      const expected = this.#daemonUid === 0 || this.#daemonUid === undefined ? uid : this.#daemonUid;
+      try {
+        const { link, record } = await adoptServer(control, (peerUid) => peerUid === expected && peerUid === uid, parseAdoptionRecord, ADOPT_TIMEOUT_MS);
+        if (record.socketPath !== socketPath || record.uid !== uid) {
+          link.destroy('not the server of this directory');
+          throw new Error(`it says it serves uid ${record.uid} on ${record.socketPath}`);
+        }
+        const server = new ManagedServer(link, uid, record.pid, socketPath, 0, (s, msg) => {
+          this.#onMessage(s, msg);
+        }, record);
+        this.#byUid.set(uid, server);
+        void server.exited.then((exit) => {
+          this.#onExit(server, exit);
+        });
+        if (server.devices.length > 0) this.#knownDevices = server.devices;
+        adopted.push(server);
+        this.#log.log(
+          `Adopted server ${record.pid} of user ${uid}, started by a previous daemon ${seconds(Date.now() - record.startedAt)} s ago (state ${server.state})`,
+          { event: 'server-adopted', serverPid: record.pid, uid },
+          record.pid,
+        );
+      } catch (err) {
+        const pidText = readFileSyncOr(serverPidFilePath(socketPath));
+        this.#log.log(`Cannot adopt the server${pidText !== '' ? ` ${pidText}` : ''} found at ${control}: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
+    return adopted;
   }
 
   /**

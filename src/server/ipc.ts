@@ -33,6 +33,54 @@ export interface ServerConfig {
   readonly warmUp: boolean;
   /** server.log lines: MPS's format or JSON (`--log-format`). */
   readonly logFormat: LogFormat;
+  /**
+   * After its daemon is gone: how long a server with no clients waits to be adopted by a new
+   * daemon before it exits (DEFAULT_ORPHAN_GRACE_MS; OPENMPS_ORPHAN_GRACE_MS on the daemon).
+   */
+  readonly orphanGraceMs?: number;
+}
+
+/** How long a server left without a daemon and without clients waits for a new daemon to adopt it. */
+export const DEFAULT_ORPHAN_GRACE_MS = 30_000;
+
+/**
+ * The supervision channel: besides the IPC channel of the daemon that forked it, a server listens
+ * on `<its socket>.control` (mode 0600, in its user's 0700 directory; peers other than root and the
+ * server's own user are refused by SO_PEERCRED) and speaks the same DaemonMessage / ServerMessage
+ * objects there, one JSON object per line. A daemon that did not fork the server (the next one,
+ * after the first was killed) adopts it there (op `adopt`). Lines are bounded: a request line may
+ * be at most SUPERVISION_REQUEST_LINE_BYTES, a server's line SUPERVISION_REPLY_LINE_BYTES (a `stats`
+ * answer of a full server is a few hundred KiB).
+ */
+export function supervisionSocketPath(serverSocketPath: string): string {
+  return `${serverSocketPath}.control`;
+}
+
+/** The server's pid file beside its socket (`<its socket>.pid`, one line), for the next daemon. */
+export function serverPidFilePath(serverSocketPath: string): string {
+  return `${serverSocketPath}.pid`;
+}
+
+export const SUPERVISION_REQUEST_LINE_BYTES = 64 * 1024;
+export const SUPERVISION_REPLY_LINE_BYTES = 8 * 1024 * 1024;
+
+/**
+ * The answer to `adopt`: what a daemon that did not start the server needs to supervise it as its
+ * own (what `ready` told the daemon that forked it, and what has changed since).
+ */
+export interface AdoptionRecord {
+  readonly pid: number;
+  readonly uid: number;
+  readonly socketPath: string;
+  /** When the server started (epoch ms): restart backoff counts its lifetime from there. */
+  readonly startedAt: number;
+  readonly devices: readonly DeviceRecord[];
+  readonly deviceKind: DeviceKind;
+  readonly driver: string;
+  readonly state: ServerState;
+  readonly stateReason: string;
+  readonly staticPartitioning: boolean;
+  readonly partitions: readonly PartitionRecord[];
 }
 
 export type LogFormat = 'mps' | 'json';
@@ -129,7 +177,13 @@ export type DaemonRequest =
   | { readonly op: 'set-client-active-thread-percentage'; readonly pid: number; readonly percentage: number }
   | { readonly op: 'set-client-device-mem-limit'; readonly pid: number; readonly device: string; readonly bytes: string }
   /** Replaces the server's partition table (static partitioning). Result: null. */
-  | { readonly op: 'partitions'; readonly partitions: readonly PartitionRecord[] };
+  | { readonly op: 'partitions'; readonly partitions: readonly PartitionRecord[] }
+  /**
+   * Supervision channel only: the sender becomes the server's supervisor. Refused while another
+   * daemon supervises it (its IPC channel is up, or another adopter's channel is open). Result:
+   * AdoptionRecord.
+   */
+  | { readonly op: 'adopt' };
 
 export type DaemonMessage = { readonly type: 'request'; readonly id: number } & DaemonRequest;
 
@@ -144,6 +198,11 @@ export type ServerMessage =
   | { readonly type: 'log'; readonly line: string }
   | { readonly type: 'client-connected'; readonly client: ClientRecord }
   | { readonly type: 'client-disconnected'; readonly clientId: number; readonly pid: number; readonly reason: string }
+  /**
+   * The server is about to exit with `code`: a daemon that adopted it is not its parent and cannot
+   * read its exit status, so it is told (a server killed by a signal says nothing).
+   */
+  | { readonly type: 'exiting'; readonly code: number }
   | { readonly type: 'response'; readonly id: number; readonly ok: true; readonly result: unknown }
   | { readonly type: 'response'; readonly id: number; readonly ok: false; readonly error: string; readonly code: string };
 
@@ -166,6 +225,7 @@ export function parseDaemonMessage(v: unknown): DaemonMessage | undefined {
   switch (v.op) {
     case 'clients':
     case 'stats':
+    case 'adopt':
       return { type: 'request', id: v.id, op: v.op };
     case 'shutdown':
       return typeof v.force === 'boolean' ? { type: 'request', id: v.id, op: 'shutdown', force: v.force } : undefined;
@@ -212,6 +272,8 @@ export function parseServerMessage(v: unknown): ServerMessage | undefined {
       return typeof v.clientId === 'number' && typeof v.pid === 'number' ? (v as ServerMessage) : undefined;
     case 'response':
       return typeof v.id === 'number' && typeof v.ok === 'boolean' ? (v as ServerMessage) : undefined;
+    case 'exiting':
+      return typeof v.code === 'number' && Number.isInteger(v.code) ? (v as ServerMessage) : undefined;
     default:
       return undefined;
   }

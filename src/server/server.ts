@@ -3,7 +3,7 @@
 // runs the client's requests through the dispatcher, and, whatever way a client leaves (a clean
 // close, a crash, SIGKILL), drains that client's work and frees its memory without touching the
 // others. The control daemon started it and talks to it over the IPC channel (src/server/ipc.ts).
-import { chmodSync, readFileSync, unlinkSync } from 'node:fs';
+import { chmodSync, readFileSync } from 'node:fs';
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import { CudaError, toCudaError } from '../cuda/cuda-error.js';
 import type { Device, DeviceInfo, Platform } from '../devices/device.js';
@@ -12,6 +12,7 @@ import { PROTOCOL_VERSION, type LimitsWire, type MessageName, type RequestOf, ty
 import { FLAG_NO_REPLY, type Frame } from '../protocol/frame.js';
 import { FramedSocket, setCallNames } from '../transport/framed-socket.js';
 import { SharedRegion } from '../transport/shared-memory.js';
+import { listenOwned, unlinkIfOwned, type FileId } from '../transport/owned-path.js';
 import { RING_HEADER_BYTES, MAX_RING_CAPACITY, RingConsumer } from '../transport/command-ring.js';
 import type { LogClient, Logger } from '../telemetry/log.js';
 import { CALL_NAMES, dispatch, isSessionMessage, SOCKET_INLINE_LIMIT, type DispatchTarget } from './dispatcher.js';
@@ -110,6 +111,8 @@ export class OpenmpsServer {
   readonly #connections = new Set<Connection>();
   readonly #rings = new RingPoller();
   #listener: NetServer | undefined;
+  /** The (dev, ino) of the socket this server bound: the only one it may remove. */
+  #socketId: FileId | undefined;
   #state: ServerState = 'INITIALIZING';
   #nextClientId = 1;
   /** Devices in FAULT (by ordinal): the sticky error, told to their clients with the suspects. */
@@ -166,22 +169,13 @@ export class OpenmpsServer {
       this.#log.log(`Device ${info.ordinal}: ${info.name} (${info.uuid}, ${info.smCount} SMs, ${formatMemorySize(info.totalMemory)}) on ${this.platform.kind}`);
       if (this.config.warmUp) await this.#warmUp(device);
     }
-    try {
-      unlinkSync(this.config.socketPath);
-    } catch {
-      // No stale socket: the usual case.
-    }
     const listener = createServer((socket) => {
       this.#accept(socket);
     });
     this.#listener = listener;
-    await new Promise<void>((resolve, reject) => {
-      listener.once('error', reject);
-      listener.listen(this.config.socketPath, () => {
-        listener.off('error', reject);
-        resolve();
-      });
-    });
+    // A live socket at our path is another server's (one a killed daemon left running): it is
+    // not ours to remove, and this server does not start (owned-path.ts).
+    this.#socketId = await listenOwned(listener, this.config.socketPath);
     // Only this user may connect; the UID check on each connection is the second lock.
     chmodSync(this.config.socketPath, 0o600);
     this.#setState('ACTIVE', 'ready');
@@ -453,11 +447,8 @@ export class OpenmpsServer {
     if (this.#connections.size > 0) {
       await new Promise<void>((resolve) => this.#drainedListeners.push(resolve));
     }
-    try {
-      unlinkSync(this.config.socketPath);
-    } catch {
-      // Already removed.
-    }
+    // Only the socket this server bound: a newer server may listen at the same path by now.
+    unlinkIfOwned(this.config.socketPath, this.#socketId);
     for (const { device } of this.#devices.values()) await device.close();
     this.#devices.clear();
     this.#log.log(`Server ${process.pid} shut down`);
