@@ -139,3 +139,42 @@ export function stringListArg(call: string, name: string, value: unknown): strin
   }
   return out;
 }
+
+/** The smallest staging region: two halves of a page each (a copy is staged half by half). */
+export const MIN_STAGING_BYTES = 2 * 4096;
+
+const MODES = ['auto', 'mps', 'direct'] as const;
+const DEVICE_KINDS = ['auto', 'cuda', 'sim'] as const;
+
+function oneOf(call: string, name: string, value: unknown, allowed: readonly string[]): void {
+  if (typeof value === 'string' && allowed.includes(value)) return;
+  throw invalid(call, `${name} must be one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${shown(value)}`);
+}
+
+/**
+ * connect()'s options, each when given: checked before any socket is opened or device is taken.
+ * The OPENMPS_ variables they stand for are checked where they are read (connect.ts).
+ */
+export function checkConnectOptions(options: unknown, syncWaits: readonly string[], maxStagingBytes: number): void {
+  const call = 'cuInit';
+  const o = optionsArg(call, 'the connect options', options);
+  if (o.mode !== undefined) oneOf(call, 'mode', o.mode, MODES);
+  if (o.pipeDirectory !== undefined) nameArg(call, 'pipeDirectory', o.pipeDirectory);
+  if (o.device !== undefined) integerArg(call, 'device', o.device, 0, I32_MAX);
+  if (o.activeThreadPercentage !== undefined) {
+    const p = o.activeThreadPercentage;
+    if (typeof p !== 'number' || !(p > 0 && p <= 100)) throw invalid(call, `activeThreadPercentage must be a number above 0 and at most 100, got ${shown(p)}`);
+  }
+  if (o.pinnedMemLimit !== undefined && typeof o.pinnedMemLimit !== 'string') {
+    throw invalid(call, `pinnedMemLimit must be a string such as '0=1G,1=512M', got ${shown(o.pinnedMemLimit)}`);
+  }
+  if (o.priority !== undefined) integerArg(call, 'priority', o.priority, 0, 1);
+  if (o.smPartition !== undefined && typeof o.smPartition !== 'string') {
+    throw invalid(call, `smPartition must be a string such as 'GPU-<uuid>/1', got ${shown(o.smPartition)}`);
+  }
+  if (o.deviceKind !== undefined) oneOf(call, 'deviceKind', o.deviceKind, DEVICE_KINDS);
+  if (o.stagingBytes !== undefined) integerArg(call, 'stagingBytes', o.stagingBytes, MIN_STAGING_BYTES, maxStagingBytes);
+  if (o.commandRing !== undefined && typeof o.commandRing !== 'boolean') throw invalid(call, `commandRing must be true or false, got ${shown(o.commandRing)}`);
+  if (o.syncWait !== undefined) oneOf(call, 'syncWait', o.syncWait, syncWaits);
+  if (o.env !== undefined && (typeof o.env !== 'object' || o.env === null)) throw invalid(call, `env must be an object of variables, got ${shown(o.env)}`);
+}

@@ -5,11 +5,13 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { CudaError } from '../cuda/cuda-error.js';
 import { openPlatform, parseDeviceChoice, type DeviceChoice } from '../devices/index.js';
+import { MAX_MAPPING_BYTES } from '../native/bindings.js';
 import { PROTOCOL_VERSION } from '../protocol/messages.js';
 import { CALL_NAMES } from '../server/dispatcher.js';
 import { deviceInfoToWire, limitsToWire } from '../server/server.js';
 import { DeviceOwnership, Session } from '../server/session.js';
 import { FramedSocket, setCallNames } from '../transport/framed-socket.js';
+import { checkConnectOptions } from './arguments.js';
 import { Context } from './context.js';
 import { DirectChannel } from './direct-channel.js';
 import { RemoteChannel, SYNC_WAITS, type SyncWait } from './remote-channel.js';
@@ -35,7 +37,7 @@ export interface ConnectOptions {
   readonly smPartition?: string;
   /** Bypass mode's device implementation (OPENMPS_DEVICE: auto, cuda, sim). */
   readonly deviceKind?: DeviceChoice;
-  /** Bytes of the shared-memory staging region for large copies (default 32 MiB). */
+  /** Bytes of the shared-memory staging region for large copies (default 32 MiB; 8 KiB to 4 GiB). */
   readonly stagingBytes?: number;
   /**
    * Launches and synchronizes through a shared-memory command ring (default), or over the socket
@@ -82,6 +84,7 @@ function commandLine(): string {
 }
 
 export async function connect(options: ConnectOptions = {}): Promise<Context> {
+  checkConnectOptions(options, SYNC_WAITS, MAX_MAPPING_BYTES);
   const env = options.env ?? process.env;
   const pipeDirectory = options.pipeDirectory ?? env.OPENMPS_PIPE_DIRECTORY ?? DEFAULT_PIPE_DIRECTORY;
   const mode = options.mode ?? 'auto';

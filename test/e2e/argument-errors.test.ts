@@ -207,6 +207,42 @@ test('good arguments of every shape still work: bigint sizes, [x, y, z] dimensio
   await k.ctx.memFree(p);
 });
 
+test('connect() options of the wrong kind or range are CUDA_ERROR_INVALID_VALUE (cuInit), before any socket or device', async (t) => {
+  const daemon = await daemonFor(t);
+  const bads: readonly [string, unknown][] = [
+    ['options 5', 5],
+    ["mode 'fast'", { mode: 'fast' }],
+    ['pipeDirectory 5', { pipeDirectory: 5 }],
+    ['device 1.5', { device: 1.5 }],
+    ['device -1', { device: -1 }],
+    ['activeThreadPercentage 150', { activeThreadPercentage: 150 }],
+    ['activeThreadPercentage 0', { activeThreadPercentage: 0 }],
+    ['activeThreadPercentage NaN', { activeThreadPercentage: NaN }],
+    ['pinnedMemLimit 5', { pinnedMemLimit: 5 }],
+    ['priority 2', { priority: 2 }],
+    ['smPartition 1', { smPartition: 1 }],
+    ["deviceKind 'gpu'", { deviceKind: 'gpu' }],
+    // One byte: each half of the staging region would hold nothing, and a large copy never ended.
+    ['stagingBytes 1', { stagingBytes: 1 }],
+    ['stagingBytes 1.5', { stagingBytes: 1.5 }],
+    ['stagingBytes 2^33', { stagingBytes: 2 ** 33 }],
+    ["commandRing 'yes'", { commandRing: 'yes' }],
+    ["syncWait 'fast'", { syncWait: 'fast' }],
+    ['env null', { env: null }],
+  ];
+  for (const mode of ['mps', 'direct'] as const) {
+    for (const [what, options] of bads) {
+      const given = typeof options === 'object' && options !== null ? { pipeDirectory: daemon.pipeDirectory, mode, ...options } : options;
+      await assert.rejects(connect(bad(given)), { name: 'CudaError', code: 'CUDA_ERROR_INVALID_VALUE', call: 'cuInit' }, `${what} (${mode})`);
+    }
+  }
+  // None of them reached the daemon: it logs every CONTROL_CONNECT it takes as a NEW CLIENT.
+  assert.deepEqual(daemon.controlLog().filter((l) => l.includes(`NEW CLIENT ${process.pid} `)), []);
+  // And a good connect after them is logged, so the check above could have seen one.
+  await mpsClient(t, daemon);
+  assert.equal(daemon.controlLog().filter((l) => l.includes(`NEW CLIENT ${process.pid} `)).length, 1);
+});
+
 // -- a synchronize whose server dies ------------------------------------------------------------
 
 interface Waiter {
