@@ -1,18 +1,20 @@
 #!/usr/bin/env node
 // `openmps`: the user's command, one subcommand per file under src/cli/commands/: status and top
 // render the daemon's `state` (src/cli/status-view.ts, src/cli/top-view.ts), run starts N copies
-// of a program as clients, bench wraps the benchmark suite, demo is the quick start. This file
+// of a program as clients, exec one unmodified CUDA program through openmps's libcuda, bench wraps the benchmark suite, demo is the quick start. This file
 // only dispatches, prints help, and turns errors into exit statuses (docs/openmps.md):
-//   0 ok; 1 failure (no daemon, a refused or malformed reply); 2 bad usage; run: its copies' worst.
+//   0 ok; 1 failure (no daemon, a refused or malformed reply); 2 bad usage; run: its copies' worst;
+//   exec: its command's.
 import { benchCommand } from './commands/bench.js';
 import { demoCommand } from './commands/demo.js';
+import { execCommand } from './commands/exec.js';
 import { runCommand } from './commands/run.js';
 import { statusCommand } from './commands/status.js';
 import { topCommand } from './commands/top.js';
 import { CommandError, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, packageVersion, UsageError, type Command } from './common.js';
 import { splitCommand } from './run-options.js';
 
-const COMMANDS: readonly Command[] = [statusCommand, topCommand, runCommand, benchCommand, demoCommand];
+const COMMANDS: readonly Command[] = [statusCommand, topCommand, runCommand, execCommand, benchCommand, demoCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length), 'version'.length);
@@ -32,9 +34,9 @@ function find(name: string): Command | undefined {
   return COMMANDS.find((c) => c.name === name);
 }
 
-/** `--help` or `-h` among a command's own options (run's command may take a --help of its own). */
+/** `--help` or `-h` among a command's own options (run's and exec's command may take a --help of its own). */
 function asksForHelp(command: Command, argv: readonly string[]): boolean {
-  const own = command.name === 'run' ? splitCommand(argv).options : argv.slice(0, argv.includes('--') ? argv.indexOf('--') : argv.length);
+  const own = command.name === 'run' || command.name === 'exec' ? splitCommand(argv).options : argv.slice(0, argv.includes('--') ? argv.indexOf('--') : argv.length);
   return own.includes('--help') || own.includes('-h');
 }
 

@@ -1,6 +1,7 @@
 // `openmps run`'s arguments and the environment each copy gets: pure functions, so the rules
 // (share rounding, memory limit forms, where the command starts) are tested without processes.
 import { parseMemorySize, parsePercentage, parsePinnedMemLimit } from '../server/limits.js';
+import { withLibraryFirst } from './client-library.js';
 import { parseOptions, UsageError } from './common.js';
 
 /** The most copies one run starts. A server takes OPENMPS_MAX_CLIENTS_PER_DEVICE (60) per device. */
@@ -17,6 +18,8 @@ export interface RunOptions {
   /** For a daemon that run starts; undefined: $OPENMPS_DEVICE, else auto. */
   readonly device: DeviceChoice | undefined;
   readonly keepDaemon: boolean;
+  /** Put openmps's libcuda.so.1 first on the copies' LD_LIBRARY_PATH (off with --no-library). */
+  readonly library: boolean;
   readonly command: string;
   readonly args: readonly string[];
 }
@@ -97,6 +100,7 @@ export function parseRunArgs(argv: readonly string[]): RunOptions {
       'mem-limit': { type: 'string' },
       device: { type: 'string' },
       'keep-daemon': { type: 'boolean', default: false },
+      'no-library': { type: 'boolean', default: false },
     },
     strict: true,
     allowPositionals: false,
@@ -112,21 +116,39 @@ export function parseRunArgs(argv: readonly string[]): RunOptions {
     memLimit: values['mem-limit'] === undefined ? undefined : parseMemLimit(values['mem-limit']),
     device: values.device === undefined ? undefined : parseDeviceChoice(values.device, '--device'),
     keepDaemon: values['keep-daemon'],
+    library: !values['no-library'],
     command,
     args,
   };
 }
 
-/** The environment of copy `index`: the caller's, pointed at the daemon, with its share and limits. */
+/**
+ * The environment of one client command: the caller's, pointed at the daemon, with openmps's
+ * libcuda.so.1 directory first on LD_LIBRARY_PATH when `libraryDirectory` is given.
+ */
+export function clientEnvironment(
+  base: Readonly<Record<string, string | undefined>>,
+  pipeDirectory: string,
+  libraryDirectory: string | undefined,
+): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(base)) if (v !== undefined) env[k] = v;
+  env.OPENMPS_PIPE_DIRECTORY = pipeDirectory;
+  if (libraryDirectory !== undefined) env.LD_LIBRARY_PATH = withLibraryFirst(base.LD_LIBRARY_PATH, libraryDirectory);
+  return env;
+}
+
+/**
+ * The environment of copy `index`: clientEnvironment's, with the copy's index, its share and limits.
+ */
 export function copyEnvironment(
   base: Readonly<Record<string, string | undefined>>,
   options: Pick<RunOptions, 'copies' | 'share' | 'memLimit'>,
   pipeDirectory: string,
   index: number,
+  libraryDirectory?: string,
 ): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(base)) if (v !== undefined) env[k] = v;
-  env.OPENMPS_PIPE_DIRECTORY = pipeDirectory;
+  const env = clientEnvironment(base, pipeDirectory, libraryDirectory);
   env.OPENMPS_RUN_INDEX = String(index);
   env.OPENMPS_RUN_COUNT = String(options.copies);
   const share = shareFor(options.share, options.copies);

@@ -48,9 +48,9 @@ test('--mem-limit: a bare size is device 0, the MPS form passes through; bad one
 });
 
 test('run arguments parse, and every mistake is a usage error', () => {
-  const o = parseRunArgs(['-n', '3', '--share', '20', '--mem-limit', '1G', '--device', 'sim', '--keep-daemon', '--', 'node', 'x.js', '--flag']);
-  assert.deepEqual(o, { copies: 3, share: 20, memLimit: '0=1G', device: 'sim', keepDaemon: true, command: 'node', args: ['x.js', '--flag'] });
-  assert.deepEqual(parseRunArgs(['echo', 'hi']), { copies: 1, share: 'auto', memLimit: undefined, device: undefined, keepDaemon: false, command: 'echo', args: ['hi'] });
+  const o = parseRunArgs(['-n', '3', '--share', '20', '--mem-limit', '1G', '--device', 'sim', '--keep-daemon', '--no-library', '--', 'node', 'x.js', '--flag']);
+  assert.deepEqual(o, { copies: 3, share: 20, memLimit: '0=1G', device: 'sim', keepDaemon: true, library: false, command: 'node', args: ['x.js', '--flag'] });
+  assert.deepEqual(parseRunArgs(['echo', 'hi']), { copies: 1, share: 'auto', memLimit: undefined, device: undefined, keepDaemon: false, library: true, command: 'echo', args: ['hi'] });
   assert.equal(parseRunArgs(['--copies=4', 'x']).copies, 4);
   for (const bad of [
     ['-n', '0', 'x'],
@@ -83,6 +83,9 @@ test('each copy gets the pipe directory, its index and count, its share and limi
   const single = copyEnvironment(base, { copies: 1, share: 'auto', memLimit: undefined }, '/tmp/p', 0);
   assert.equal(single.OPENMPS_ACTIVE_THREAD_PERCENTAGE, '80');
   assert.equal(single.OPENMPS_PINNED_DEVICE_MEM_LIMIT, undefined);
+  assert.equal(single.LD_LIBRARY_PATH, undefined, 'no library directory given: LD_LIBRARY_PATH untouched');
+  const withLibrary = copyEnvironment({ ...base, LD_LIBRARY_PATH: '/usr/lib/x' }, { copies: 1, share: 'auto', memLimit: undefined }, '/tmp/p', 0, '/opt/openmps/lib');
+  assert.equal(withLibrary.LD_LIBRARY_PATH, '/opt/openmps/lib:/usr/lib/x');
 });
 
 test('the run exits with the worst status of its copies', () => {

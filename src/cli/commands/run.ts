@@ -1,21 +1,18 @@
-// `openmps run -n N [--share auto|<pct>] [--mem-limit <size>] [--device D] [--keep-daemon] --
-// <command> [args...]`: mpirun for one GPU. Makes sure a control daemon answers (starting one,
-// and stopping it at the end, when none does), starts N copies of the command as MPS clients with
-// their share and limit in the environment (src/cli/run-options.ts), prefixes each line of their
-// output with `[i] `, forwards signals, and exits with the worst status of the copies.
+// `openmps run -n N [--share auto|<pct>] [--mem-limit <size>] [--device D] [--keep-daemon]
+// [--no-library] -- <command> [args...]`: mpirun for one GPU. Makes sure a control daemon answers
+// (src/cli/daemon-lease.ts: starting one, and stopping it at the end, when none does), starts N
+// copies of the command as MPS clients with their share and limit in the environment and
+// openmps's libcuda.so.1 first on LD_LIBRARY_PATH (src/cli/run-options.ts, client-library.ts),
+// prefixes each line of their output with `[i] `, forwards signals, and exits with the worst
+// status of the copies.
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import type { Readable, Writable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
-import { controlCommand } from '../../client/control-client.js';
-import { pidFilePath } from '../../control/paths.js';
-import { CudaError } from '../../cuda/cuda-error.js';
-import { CommandError, pipeDirectory, type Command } from '../common.js';
+import { findClientLibrary } from '../client-library.js';
+import { pipeDirectory, type Command } from '../common.js';
+import { DaemonLease } from '../daemon-lease.js';
 import { LinePrefixer } from '../line-prefixer.js';
-import { copyEnvironment, parseDeviceChoice, parseRunArgs, shareFor, worstExitCode, type DeviceChoice, type RunOptions } from '../run-options.js';
-
-const CONTROL_BIN = fileURLToPath(new URL('../openmps-control.js', import.meta.url));
+import { copyEnvironment, parseRunArgs, shareFor, worstExitCode, type RunOptions } from '../run-options.js';
 
 /** A shell's status for a command that cannot be started. */
 const EXIT_CANNOT_START = 127;
@@ -24,57 +21,6 @@ const FORWARDED: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
 function note(text: string): void {
   process.stderr.write(`openmps run: ${text}\n`);
-}
-
-/** Whether a daemon answers in `directory`; false only for "nobody there" (805). */
-async function daemonAnswers(directory: string): Promise<boolean> {
-  try {
-    await controlCommand(directory, 'get_server_list');
-    return true;
-  } catch (err) {
-    if (err instanceof CudaError && err.code === 'CUDA_ERROR_MPS_CONNECTION_FAILED') return false;
-    throw err;
-  }
-}
-
-/** `openmps-control -d --device D`: its status and what it printed. */
-function startDaemon(device: DeviceChoice): Promise<{ code: number; output: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CONTROL_BIN, '-d', '--device', device], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (output += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (output += d));
-    child.once('error', reject);
-    child.once('close', (code) => {
-      resolve({ code: code ?? 1, output });
-    });
-  });
-}
-
-function daemonPid(directory: string): string {
-  try {
-    return readFileSync(pidFilePath(directory), 'utf8').trim();
-  } catch {
-    return '?';
-  }
-}
-
-/**
- * Makes sure a daemon answers. Resolves true when this run started it (and must stop it), false
- * when one was already there (or another started it at the same moment: status 3).
- */
-async function ensureDaemon(directory: string, options: RunOptions): Promise<boolean> {
-  if (await daemonAnswers(directory)) {
-    if (options.device !== undefined) note(`a daemon already runs in ${directory} (pid ${daemonPid(directory)}); --device applies only to one run starts`);
-    return false;
-  }
-  const envDevice = process.env.OPENMPS_DEVICE;
-  const device = options.device ?? (envDevice !== undefined && envDevice !== '' ? parseDeviceChoice(envDevice, 'OPENMPS_DEVICE') : 'auto');
-  const started = await startDaemon(device);
-  if (started.code === 3) return false;
-  if (started.code !== 0) throw new CommandError(`cannot start openmps-control -d --device ${device} in ${directory} (status ${started.code}): ${started.output.trim()}`);
-  note(`started openmps-control (pid ${daemonPid(directory)}, --device ${device}) in ${directory}${options.keepDaemon ? '; --keep-daemon: it stays' : '; it stops when the run ends'}`);
-  return true;
 }
 
 /**
@@ -108,12 +54,12 @@ function prefixInto(from: Readable, to: Writable, prefix: string): Promise<void>
 }
 
 /** Runs copy `index` to its end; resolves with its status in a shell's terms. */
-function runCopy(options: RunOptions, directory: string, index: number, children: Set<number>): Promise<number> {
+function runCopy(options: RunOptions, directory: string, library: string | undefined, index: number, children: Set<number>): Promise<number> {
   const prefix = `[${index}] `;
   // Its own process group (detached), so the terminal's Ctrl-C reaches only run, which passes it
   // on once, to the whole group (a wrapper script's children too), as the terminal would have.
   const child = spawn(options.command, options.args, {
-    env: copyEnvironment(process.env, options, directory, index),
+    env: copyEnvironment(process.env, options, directory, index, library),
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });
@@ -141,10 +87,17 @@ function runCopy(options: RunOptions, directory: string, index: number, children
   });
 }
 
-/** The pid in the daemon's pid file, or undefined. */
-function daemonPidNumber(directory: string): number | undefined {
-  const text = daemonPid(directory);
-  return /^[0-9]+$/.test(text) ? Number(text) : undefined;
+/**
+ * The directory of openmps's libcuda.so.1 to put first on the copies' LD_LIBRARY_PATH, so CUDA
+ * programs become clients; undefined with --no-library, or when it has not been built (said once:
+ * JavaScript clients do not need it, a CUDA program then runs on the real driver, outside MPS).
+ */
+function libraryFor(options: RunOptions): string | undefined {
+  if (!options.library) return undefined;
+  const lookup = findClientLibrary();
+  if (lookup.found) return lookup.directory;
+  note(`${lookup.reason}; the copies run without it (JavaScript clients do not need it: --no-library leaves it out on purpose)`);
+  return undefined;
 }
 
 async function run(argv: readonly string[]): Promise<number> {
@@ -169,39 +122,22 @@ async function run(argv: readonly string[]): Promise<number> {
     }
   };
   for (const s of FORWARDED) process.on(s, forward);
-  let owned = false;
-  // A way out that skips `finally` (an uncaught exception) still stops the daemon run started:
-  // SIGTERM is quit to it.
-  const stopOwnedOnExit = (): void => {
-    const pid = owned && !options.keepDaemon ? daemonPidNumber(directory) : undefined;
-    if (pid === undefined) return;
-    try {
-      process.kill(pid, 'SIGTERM');
-    } catch {
-      // Already gone.
-    }
-  };
-  process.once('exit', stopOwnedOnExit);
+  const daemon = new DaemonLease(directory, { device: options.device, keepDaemon: options.keepDaemon, note, until: 'the run ends' });
   try {
-    owned = await ensureDaemon(directory, options);
+    await daemon.acquire();
     if (interrupted !== undefined) return 128 + constants.signals[interrupted];
+    const library = libraryFor(options);
     const share = shareFor(options.share, options.copies);
     if (options.copies > 1 || share !== undefined || options.memLimit !== undefined) {
       note(`${options.copies} cop${options.copies === 1 ? 'y' : 'ies'}, share ${share === undefined ? 'none (the whole GPU)' : `${share}%`}${options.memLimit === undefined ? '' : `, memory limit ${options.memLimit}`}`);
     }
-    const codes = await Promise.all(Array.from({ length: options.copies }, (_, i) => runCopy(options, directory, i, children)));
+    const codes = await Promise.all(Array.from({ length: options.copies }, (_, i) => runCopy(options, directory, library, i, children)));
     codes.forEach((code, i) => {
       if (code !== 0) note(`copy ${i} exited with status ${code}`);
     });
     return worstExitCode(codes);
   } finally {
-    if (owned && !options.keepDaemon) {
-      await controlCommand(directory, 'quit').catch((err: unknown) => {
-        note(`could not stop the daemon it started: ${err instanceof Error ? err.message : String(err)}`);
-      });
-    }
-    owned = false;
-    process.removeListener('exit', stopOwnedOnExit);
+    await daemon.release();
     for (const s of FORWARDED) process.removeListener(s, forward);
     process.stdout.removeListener('error', ignore);
     process.stderr.removeListener('error', ignore);
@@ -212,7 +148,7 @@ export const runCommand: Command = {
   name: 'run',
   summary: 'run N copies of a command as MPS clients, sharing the GPU (like mpirun)',
   help: `Usage: openmps run [-n N] [--share auto|<pct>] [--mem-limit <size>] [--device auto|cuda|sim]
-                   [--keep-daemon] [--] <command> [args...]
+                   [--keep-daemon] [--no-library] [--] <command> [args...]
 
 Runs N copies of <command> as clients of the control daemon in $OPENMPS_PIPE_DIRECTORY (default
 /tmp/openmps). When no daemon answers there, starts one (openmps-control -d) and stops it when the
@@ -229,8 +165,12 @@ command and its own arguments.
       --device D       auto, cuda or sim, for a daemon run starts (default: $OPENMPS_DEVICE,
                        else auto)
       --keep-daemon    leave a daemon that run started running
+      --no-library     leave LD_LIBRARY_PATH as it is (by default the directory of openmps's
+                       libcuda.so.1 comes first, so CUDA programs, PyTorch and CuPy become clients;
+                       JavaScript clients do not need it)
 
 Each copy also gets OPENMPS_RUN_INDEX (0..N-1) and OPENMPS_RUN_COUNT (N); stdin is /dev/null.
+When openmps's libcuda.so.1 has not been built, run says so and the copies run without it.
 SIGINT, SIGTERM and SIGHUP are passed on to every copy's process group.
 
 Exit status: the worst of the copies' (the highest; a copy killed by signal n counts 128+n, one
