@@ -40,6 +40,15 @@ const IMPLEMENTED = {
   cuGetProcAddress_v2: 'local',
   cuGetExportTable: 'local',
   cuInit: 'mps',
+  cuDeviceGetCount: 'mps',
+  cuDeviceGet: 'mps',
+  cuDeviceGetName: 'mps',
+  cuDeviceTotalMem_v2: 'mps',
+  cuDeviceGetUuid: 'mps',
+  cuDeviceGetUuid_v2: 'mps',
+  cuDeviceComputeCapability: 'mps',
+  cuDeviceGetAttribute: 'mps',
+  cuModuleGetLoadingMode: 'mps',
 };
 
 const cudaH = join(incDir, 'cuda.h');

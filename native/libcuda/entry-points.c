@@ -13,6 +13,15 @@ CUresult omlc_local_cuGetProcAddress(const char *symbol, void **pfn, int driverV
 CUresult omlc_local_cuGetProcAddress_v2(const char *symbol, void **pfn, int driverVersion, cuuint64_t flags, CUdriverProcAddressQueryResult *symbolFound);
 CUresult omlc_local_cuGetExportTable(const void **ppExportTable, const CUuuid *pExportTableId);
 CUresult omlc_mps_cuInit(unsigned int Flags);
+CUresult omlc_mps_cuDeviceGetCount(int *count);
+CUresult omlc_mps_cuDeviceGet(CUdevice_v1 *device, int ordinal);
+CUresult omlc_mps_cuDeviceGetName(char *name, int len, CUdevice_v1 dev);
+CUresult omlc_mps_cuDeviceTotalMem_v2(size_t *bytes, CUdevice_v1 dev);
+CUresult omlc_mps_cuDeviceGetUuid(CUuuid *uuid, CUdevice_v1 dev);
+CUresult omlc_mps_cuDeviceGetUuid_v2(CUuuid *uuid, CUdevice_v1 dev);
+CUresult omlc_mps_cuDeviceComputeCapability(int *major, int *minor, CUdevice_v1 dev);
+CUresult omlc_mps_cuDeviceGetAttribute(int *pi, CUdevice_attribute attrib, CUdevice_v1 dev);
+CUresult omlc_mps_cuModuleGetLoadingMode(CUmoduleLoadingMode *mode);
 
 CUresult CUDAAPI cuArray3DCreate(CUarray *pHandle, const CUDA_ARRAY3D_DESCRIPTOR_v1 *pAllocateArray) {
   switch (omlc_mode()) {
@@ -914,9 +923,7 @@ CUresult CUDAAPI cuDeviceComputeCapability(int *major, int *minor, CUdevice_v1 d
     omlc_fn real = omlc_real(OMLC_SYM_cuDeviceComputeCapability);
     return real ? ((CUresult (CUDAAPI *)(int *major, int *minor, CUdevice_v1 dev))real)(major, minor, dev) : omlc_bypass_missing(OMLC_SYM_cuDeviceComputeCapability);
   }
-  case OMLC_MODE_MPS:
-    (void)major; (void)minor; (void)dev;
-    return omlc_not_supported(OMLC_SYM_cuDeviceComputeCapability);
+  case OMLC_MODE_MPS: return omlc_mps_cuDeviceComputeCapability(major, minor, dev);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -928,9 +935,7 @@ CUresult CUDAAPI cuDeviceGet(CUdevice_v1 *device, int ordinal) {
     omlc_fn real = omlc_real(OMLC_SYM_cuDeviceGet);
     return real ? ((CUresult (CUDAAPI *)(CUdevice_v1 *device, int ordinal))real)(device, ordinal) : omlc_bypass_missing(OMLC_SYM_cuDeviceGet);
   }
-  case OMLC_MODE_MPS:
-    (void)device; (void)ordinal;
-    return omlc_not_supported(OMLC_SYM_cuDeviceGet);
+  case OMLC_MODE_MPS: return omlc_mps_cuDeviceGet(device, ordinal);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -942,9 +947,7 @@ CUresult CUDAAPI cuDeviceGetAttribute(int *pi, CUdevice_attribute attrib, CUdevi
     omlc_fn real = omlc_real(OMLC_SYM_cuDeviceGetAttribute);
     return real ? ((CUresult (CUDAAPI *)(int *pi, CUdevice_attribute attrib, CUdevice_v1 dev))real)(pi, attrib, dev) : omlc_bypass_missing(OMLC_SYM_cuDeviceGetAttribute);
   }
-  case OMLC_MODE_MPS:
-    (void)pi; (void)attrib; (void)dev;
-    return omlc_not_supported(OMLC_SYM_cuDeviceGetAttribute);
+  case OMLC_MODE_MPS: return omlc_mps_cuDeviceGetAttribute(pi, attrib, dev);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -970,9 +973,7 @@ CUresult CUDAAPI cuDeviceGetCount(int *count) {
     omlc_fn real = omlc_real(OMLC_SYM_cuDeviceGetCount);
     return real ? ((CUresult (CUDAAPI *)(int *count))real)(count) : omlc_bypass_missing(OMLC_SYM_cuDeviceGetCount);
   }
-  case OMLC_MODE_MPS:
-    (void)count;
-    return omlc_not_supported(OMLC_SYM_cuDeviceGetCount);
+  case OMLC_MODE_MPS: return omlc_mps_cuDeviceGetCount(count);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1082,9 +1083,7 @@ CUresult CUDAAPI cuDeviceGetName(char *name, int len, CUdevice_v1 dev) {
     omlc_fn real = omlc_real(OMLC_SYM_cuDeviceGetName);
     return real ? ((CUresult (CUDAAPI *)(char *name, int len, CUdevice_v1 dev))real)(name, len, dev) : omlc_bypass_missing(OMLC_SYM_cuDeviceGetName);
   }
-  case OMLC_MODE_MPS:
-    (void)name; (void)len; (void)dev;
-    return omlc_not_supported(OMLC_SYM_cuDeviceGetName);
+  case OMLC_MODE_MPS: return omlc_mps_cuDeviceGetName(name, len, dev);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1180,9 +1179,7 @@ CUresult CUDAAPI cuDeviceGetUuid(CUuuid *uuid, CUdevice_v1 dev) {
     omlc_fn real = omlc_real(OMLC_SYM_cuDeviceGetUuid);
     return real ? ((CUresult (CUDAAPI *)(CUuuid *uuid, CUdevice_v1 dev))real)(uuid, dev) : omlc_bypass_missing(OMLC_SYM_cuDeviceGetUuid);
   }
-  case OMLC_MODE_MPS:
-    (void)uuid; (void)dev;
-    return omlc_not_supported(OMLC_SYM_cuDeviceGetUuid);
+  case OMLC_MODE_MPS: return omlc_mps_cuDeviceGetUuid(uuid, dev);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1194,9 +1191,7 @@ CUresult CUDAAPI cuDeviceGetUuid_v2(CUuuid *uuid, CUdevice_v1 dev) {
     omlc_fn real = omlc_real(OMLC_SYM_cuDeviceGetUuid_v2);
     return real ? ((CUresult (CUDAAPI *)(CUuuid *uuid, CUdevice_v1 dev))real)(uuid, dev) : omlc_bypass_missing(OMLC_SYM_cuDeviceGetUuid_v2);
   }
-  case OMLC_MODE_MPS:
-    (void)uuid; (void)dev;
-    return omlc_not_supported(OMLC_SYM_cuDeviceGetUuid_v2);
+  case OMLC_MODE_MPS: return omlc_mps_cuDeviceGetUuid_v2(uuid, dev);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1390,9 +1385,7 @@ CUresult CUDAAPI cuDeviceTotalMem_v2(size_t *bytes, CUdevice_v1 dev) {
     omlc_fn real = omlc_real(OMLC_SYM_cuDeviceTotalMem_v2);
     return real ? ((CUresult (CUDAAPI *)(size_t *bytes, CUdevice_v1 dev))real)(bytes, dev) : omlc_bypass_missing(OMLC_SYM_cuDeviceTotalMem_v2);
   }
-  case OMLC_MODE_MPS:
-    (void)bytes; (void)dev;
-    return omlc_not_supported(OMLC_SYM_cuDeviceTotalMem_v2);
+  case OMLC_MODE_MPS: return omlc_mps_cuDeviceTotalMem_v2(bytes, dev);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6704,9 +6697,7 @@ CUresult CUDAAPI cuModuleGetLoadingMode(CUmoduleLoadingMode *mode) {
     omlc_fn real = omlc_real(OMLC_SYM_cuModuleGetLoadingMode);
     return real ? ((CUresult (CUDAAPI *)(CUmoduleLoadingMode *mode))real)(mode) : omlc_bypass_missing(OMLC_SYM_cuModuleGetLoadingMode);
   }
-  case OMLC_MODE_MPS:
-    (void)mode;
-    return omlc_not_supported(OMLC_SYM_cuModuleGetLoadingMode);
+  case OMLC_MODE_MPS: return omlc_mps_cuModuleGetLoadingMode(mode);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8974,11 +8965,11 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuDevResourceGenerateDesc", (omlc_fn)cuDevResourceGenerateDesc, OMLC_IMPL_NONE },
   { "cuDevSmResourceSplitByCount", (omlc_fn)cuDevSmResourceSplitByCount, OMLC_IMPL_NONE },
   { "cuDeviceCanAccessPeer", (omlc_fn)cuDeviceCanAccessPeer, OMLC_IMPL_NONE },
-  { "cuDeviceComputeCapability", (omlc_fn)cuDeviceComputeCapability, OMLC_IMPL_NONE },
-  { "cuDeviceGet", (omlc_fn)cuDeviceGet, OMLC_IMPL_NONE },
-  { "cuDeviceGetAttribute", (omlc_fn)cuDeviceGetAttribute, OMLC_IMPL_NONE },
+  { "cuDeviceComputeCapability", (omlc_fn)cuDeviceComputeCapability, OMLC_IMPL_MPS },
+  { "cuDeviceGet", (omlc_fn)cuDeviceGet, OMLC_IMPL_MPS },
+  { "cuDeviceGetAttribute", (omlc_fn)cuDeviceGetAttribute, OMLC_IMPL_MPS },
   { "cuDeviceGetByPCIBusId", (omlc_fn)cuDeviceGetByPCIBusId, OMLC_IMPL_NONE },
-  { "cuDeviceGetCount", (omlc_fn)cuDeviceGetCount, OMLC_IMPL_NONE },
+  { "cuDeviceGetCount", (omlc_fn)cuDeviceGetCount, OMLC_IMPL_MPS },
   { "cuDeviceGetDefaultMemPool", (omlc_fn)cuDeviceGetDefaultMemPool, OMLC_IMPL_NONE },
   { "cuDeviceGetDevResource", (omlc_fn)cuDeviceGetDevResource, OMLC_IMPL_NONE },
   { "cuDeviceGetExecAffinitySupport", (omlc_fn)cuDeviceGetExecAffinitySupport, OMLC_IMPL_NONE },
@@ -8986,15 +8977,15 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuDeviceGetHostAtomicCapabilities", (omlc_fn)cuDeviceGetHostAtomicCapabilities, OMLC_IMPL_NONE },
   { "cuDeviceGetLuid", (omlc_fn)cuDeviceGetLuid, OMLC_IMPL_NONE },
   { "cuDeviceGetMemPool", (omlc_fn)cuDeviceGetMemPool, OMLC_IMPL_NONE },
-  { "cuDeviceGetName", (omlc_fn)cuDeviceGetName, OMLC_IMPL_NONE },
+  { "cuDeviceGetName", (omlc_fn)cuDeviceGetName, OMLC_IMPL_MPS },
   { "cuDeviceGetNvSciSyncAttributes", (omlc_fn)cuDeviceGetNvSciSyncAttributes, OMLC_IMPL_NONE },
   { "cuDeviceGetP2PAtomicCapabilities", (omlc_fn)cuDeviceGetP2PAtomicCapabilities, OMLC_IMPL_NONE },
   { "cuDeviceGetP2PAttribute", (omlc_fn)cuDeviceGetP2PAttribute, OMLC_IMPL_NONE },
   { "cuDeviceGetPCIBusId", (omlc_fn)cuDeviceGetPCIBusId, OMLC_IMPL_NONE },
   { "cuDeviceGetProperties", (omlc_fn)cuDeviceGetProperties, OMLC_IMPL_NONE },
   { "cuDeviceGetTexture1DLinearMaxWidth", (omlc_fn)cuDeviceGetTexture1DLinearMaxWidth, OMLC_IMPL_NONE },
-  { "cuDeviceGetUuid", (omlc_fn)cuDeviceGetUuid, OMLC_IMPL_NONE },
-  { "cuDeviceGetUuid_v2", (omlc_fn)cuDeviceGetUuid_v2, OMLC_IMPL_NONE },
+  { "cuDeviceGetUuid", (omlc_fn)cuDeviceGetUuid, OMLC_IMPL_MPS },
+  { "cuDeviceGetUuid_v2", (omlc_fn)cuDeviceGetUuid_v2, OMLC_IMPL_MPS },
   { "cuDeviceGraphMemTrim", (omlc_fn)cuDeviceGraphMemTrim, OMLC_IMPL_NONE },
   { "cuDevicePrimaryCtxGetState", (omlc_fn)cuDevicePrimaryCtxGetState, OMLC_IMPL_NONE },
   { "cuDevicePrimaryCtxRelease", (omlc_fn)cuDevicePrimaryCtxRelease, OMLC_IMPL_NONE },
@@ -9008,7 +8999,7 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuDeviceSetGraphMemAttribute", (omlc_fn)cuDeviceSetGraphMemAttribute, OMLC_IMPL_NONE },
   { "cuDeviceSetMemPool", (omlc_fn)cuDeviceSetMemPool, OMLC_IMPL_NONE },
   { "cuDeviceTotalMem", (omlc_fn)cuDeviceTotalMem, OMLC_IMPL_NONE },
-  { "cuDeviceTotalMem_v2", (omlc_fn)cuDeviceTotalMem_v2, OMLC_IMPL_NONE },
+  { "cuDeviceTotalMem_v2", (omlc_fn)cuDeviceTotalMem_v2, OMLC_IMPL_MPS },
   { "cuDeviceUnregisterAsyncNotification", (omlc_fn)cuDeviceUnregisterAsyncNotification, OMLC_IMPL_NONE },
   { "cuDriverGetVersion", (omlc_fn)cuDriverGetVersion, OMLC_IMPL_LOCAL },
   { "cuEventCreate", (omlc_fn)cuEventCreate, OMLC_IMPL_NONE },
@@ -9389,7 +9380,7 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuModuleGetFunctionCount", (omlc_fn)cuModuleGetFunctionCount, OMLC_IMPL_NONE },
   { "cuModuleGetGlobal", (omlc_fn)cuModuleGetGlobal, OMLC_IMPL_NONE },
   { "cuModuleGetGlobal_v2", (omlc_fn)cuModuleGetGlobal_v2, OMLC_IMPL_NONE },
-  { "cuModuleGetLoadingMode", (omlc_fn)cuModuleGetLoadingMode, OMLC_IMPL_NONE },
+  { "cuModuleGetLoadingMode", (omlc_fn)cuModuleGetLoadingMode, OMLC_IMPL_MPS },
   { "cuModuleGetSurfRef", (omlc_fn)cuModuleGetSurfRef, OMLC_IMPL_NONE },
   { "cuModuleGetTexRef", (omlc_fn)cuModuleGetTexRef, OMLC_IMPL_NONE },
   { "cuModuleLoad", (omlc_fn)cuModuleLoad, OMLC_IMPL_NONE },

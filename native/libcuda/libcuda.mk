@@ -16,13 +16,15 @@ LIBCUDA_HDRS := $(wildcard $(LIBCUDA_DIR)/*.h) $(LIBCUDA_DIR)/libcuda.map
 LIBCUDA_LDFLAGS := -shared -Wl,-soname,libcuda.so.1 -Wl,--version-script=$(LIBCUDA_DIR)/libcuda.map -Wl,-z,defs
 LIBCUDA_LDLIBS := -ldl -lpthread
 
-$(OUT)/libcuda/libcuda.so.1: $(LIBCUDA_SRCS) $(LIBCUDA_HDRS)
+# The client transport (native/common, COMMON_LIB) is linked in; the version script keeps its
+# names local too.
+$(OUT)/libcuda/libcuda.so.1: $(LIBCUDA_SRCS) $(LIBCUDA_HDRS) $(COMMON_LIB) $(COMMON_HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -fvisibility=hidden $(LIBCUDA_LDFLAGS) $(LIBCUDA_SRCS) $(LIBCUDA_LDLIBS) -o $@
+	$(CC) $(CPPFLAGS) $(CFLAGS) -fvisibility=hidden $(LIBCUDA_LDFLAGS) $(LIBCUDA_SRCS) $(COMMON_LIB) $(LIBCUDA_LDLIBS) $(COMMON_LDLIBS) -o $@
 
-$(OUT)/san/libcuda/libcuda.so.1: $(LIBCUDA_SRCS) $(LIBCUDA_HDRS)
+$(OUT)/san/libcuda/libcuda.so.1: $(LIBCUDA_SRCS) $(LIBCUDA_HDRS) $(COMMON_SAN_LIB) $(COMMON_HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(SAN_CFLAGS) -fvisibility=hidden $(LIBCUDA_LDFLAGS) $(LIBCUDA_SRCS) $(LIBCUDA_LDLIBS) -o $@
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(SAN_CFLAGS) -fvisibility=hidden $(LIBCUDA_LDFLAGS) $(LIBCUDA_SRCS) $(COMMON_SAN_LIB) $(LIBCUDA_LDLIBS) $(COMMON_LDLIBS) -o $@
 
 $(OUT)/test/libcuda-check: $(LIBCUDA_DIR)/test/libcuda-check.c $(LIBCUDA_DIR)/integrity.c $(LIBCUDA_HDRS)
 	@mkdir -p $(dir $@)

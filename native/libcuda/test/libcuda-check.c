@@ -6,6 +6,9 @@
  *                                             listens on one in a fresh pipe directory)
  *   libcuda-check <library> bypass <marker>   the environment (LD_LIBRARY_PATH) leads to a fake
  *                                             real driver whose cuDriverGetVersion answers marker
+ *   libcuda-check <library> session           the environment names a running openmps daemon:
+ *                                             cuInit opens a session, the device queries answer
+ *                                             from it (prints "device ..." for the test to compare)
  * The mode is decided once per process, so each mode is its own run (test/unit/libcuda.test.ts).
  * Prints "ok <what>" per check; the first failure prints "FAIL <what>" and exits 1. */
 #include "cuda-decls.h"
@@ -381,6 +384,58 @@ static void concurrent_first_calls(void) {
   CHECK(all, "8 threads' first calls all answer NOT_SUPPORTED");
 }
 
+static void session_checks(void) {
+  typedef CUresult (*init_t)(unsigned);
+  typedef CUresult (*count_t)(int *);
+  typedef CUresult (*get_t)(CUdevice *, int);
+  typedef CUresult (*name_t)(char *, int, CUdevice);
+  typedef CUresult (*total_t)(size_t *, CUdevice);
+  typedef CUresult (*uuid_t)(CUuuid *, CUdevice);
+  typedef CUresult (*attr_t)(int *, CUdevice_attribute, CUdevice);
+  int count = -1;
+  CHECK(((count_t)sym("cuDeviceGetCount"))(&count) == CUDA_ERROR_NOT_INITIALIZED, "cuDeviceGetCount before cuInit: NOT_INITIALIZED");
+  CUresult rc = ((init_t)sym("cuInit"))(0);
+  printf("# cuInit %d\n", (int)rc);
+  CHECK(rc == CUDA_SUCCESS, "cuInit opens the session");
+  CHECK(((init_t)sym("cuInit"))(0) == CUDA_SUCCESS, "a second cuInit answers the same");
+  CHECK(((count_t)sym("cuDeviceGetCount"))(&count) == CUDA_SUCCESS && count == 1, "one device");
+  CUdevice dev = -1;
+  CHECK(((get_t)sym("cuDeviceGet"))(&dev, 0) == CUDA_SUCCESS && dev == 0, "cuDeviceGet(0)");
+  CHECK(((get_t)sym("cuDeviceGet"))(&dev, 1) == CUDA_ERROR_INVALID_DEVICE, "cuDeviceGet(1): INVALID_DEVICE");
+  char name[256];
+  size_t total = 0;
+  CUuuid uuid;
+  int major = -1, minor = -1, sms = -1, domain = -1, bus = -1, pcidev = -1;
+  attr_t attr = (attr_t)sym("cuDeviceGetAttribute");
+  CHECK(((name_t)sym("cuDeviceGetName"))(name, sizeof name, 0) == CUDA_SUCCESS && name[0] != '\0', "cuDeviceGetName");
+  char small[4];
+  CHECK(((name_t)sym("cuDeviceGetName"))(small, sizeof small, 0) == CUDA_SUCCESS && strlen(small) <= 3, "cuDeviceGetName clips to len");
+  CHECK(((total_t)sym("cuDeviceTotalMem_v2"))(&total, 0) == CUDA_SUCCESS && total > 0, "cuDeviceTotalMem_v2");
+  CHECK(((uuid_t)sym("cuDeviceGetUuid_v2"))(&uuid, 0) == CUDA_SUCCESS, "cuDeviceGetUuid_v2");
+  CHECK(attr(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, 0) == CUDA_SUCCESS &&
+            attr(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, 0) == CUDA_SUCCESS,
+        "compute capability attributes");
+  CHECK(attr(&sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, 0) == CUDA_SUCCESS && sms > 0, "SM count attribute");
+  CHECK(attr(&domain, CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID, 0) == CUDA_SUCCESS &&
+            attr(&bus, CU_DEVICE_ATTRIBUTE_PCI_BUS_ID, 0) == CUDA_SUCCESS &&
+            attr(&pcidev, CU_DEVICE_ATTRIBUTE_PCI_DEVICE_ID, 0) == CUDA_SUCCESS,
+        "PCI attributes");
+  int v = 0;
+  CHECK(attr(&v, CU_DEVICE_ATTRIBUTE_MAX_PITCH, 0) == CUDA_ERROR_NOT_SUPPORTED, "an attribute the server does not describe: NOT_SUPPORTED");
+  CHECK(attr(&v, CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK, 1) == CUDA_ERROR_INVALID_DEVICE, "attribute of device 1: INVALID_DEVICE");
+  printf("device %s|%zu|%d.%d|%d|", name, total, major, minor, sms);
+  for (int i = 0; i < 16; i++) printf("%02x", (unsigned char)uuid.bytes[i]);
+  printf("|%04x:%02x:%02x\n", domain, bus, pcidev);
+  const void *const *integrity = table(U_INTEGRITY);
+  uint64_t h[2] = {0, 0};
+  CHECK(((CUresult(*)(uint32_t, uint64_t, uint64_t *))integrity[1])(13002, 1700000000, h) == CUDA_SUCCESS &&
+            (h[0] | h[1]) != 0,
+        "INTEGRITY_CHECK[1] 13002 hashes the session's device");
+  CUdeviceptr p = 0;
+  CHECK(((CUresult(*)(CUdeviceptr *, size_t))sym("cuMemAlloc_v2"))(&p, 64) == CUDA_ERROR_NOT_SUPPORTED,
+        "cuMemAlloc_v2 (not implemented yet): NOT_SUPPORTED");
+}
+
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   if (argc < 3) {
@@ -402,7 +457,7 @@ int main(int argc, char **argv) {
     if (argc < 4) return 2;
     listen_control();
     setenv("OPENMPS_LIBCUDA_LOG", argv[3], 1);
-  } else if (strcmp(mode, "bypass") != 0) {
+  } else if (strcmp(mode, "bypass") != 0 && strcmp(mode, "session") != 0) {
     return 2;
   }
   lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
@@ -435,6 +490,8 @@ int main(int argc, char **argv) {
     CHECK(count_lines_with(argv[3], "cuMemAlloc_v2: not implemented") == 1, "cuMemAlloc_v2 is logged once");
     CHECK(count_lines_with(argv[3], "cuMemcpy: not implemented") == 1, "cuMemcpy is logged once");
     CHECK(count_lines_with(argv[3], "MPS mode") == 1, "the mode is logged");
+  } else if (strcmp(mode, "session") == 0) {
+    session_checks();
   } else {
     if (argc < 4) return 2;
     int marker = atoi(argv[3]);

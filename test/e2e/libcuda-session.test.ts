@@ -1,0 +1,52 @@
+// openmps's libcuda.so.1 in MPS mode against a real daemon on the software GPU: cuInit opens a
+// session through the C transport, and the device queries answer what the server described, the
+// same device a TypeScript client sees. native/libcuda/test/libcuda-check.c ("session"), built
+// with ASan + UBSan, against the sanitizer build of the library. The client is listed in `ps`
+// while it is connected, under its own command line.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { connect } from '../../src/client/connect.js';
+import { startDaemon } from '../support/daemon.js';
+import { nativeTestProgram, REPO_ROOT, runNative } from '../support/native.js';
+
+const CHECK = nativeTestProgram('libcuda-check');
+const SAN_LIB = join(REPO_ROOT, 'dist', 'native', 'san', 'libcuda', 'libcuda.so.1');
+
+test('MPS mode: cuInit opens a session and the device queries answer the server\'s device', async (t) => {
+  const daemon = await startDaemon(t);
+  const run = await runNative(CHECK, { args: [SAN_LIB, 'session'], env: { ...daemon.env, OPENMPS_REAL_LIBCUDA: 'none' }, timeoutMs: 60_000 });
+  const out = run.stdout.toString('utf8');
+  assert.equal(run.signal, null, run.stderr);
+  assert.ok(!/^FAIL /m.test(out), `${out}\n${run.stderr}`);
+  assert.equal(run.code, 0, `${out}\n${run.stderr}`);
+  const line = /^device (.*)$/m.exec(out)?.[1];
+  assert.ok(line !== undefined, out);
+  const [name, total, cc, sms, uuid, pci] = line.split('|');
+
+  const ctx = await connect({ pipeDirectory: daemon.pipeDirectory, mode: 'mps' });
+  t.after(() => ctx.close());
+  const d = ctx.device;
+  assert.equal(name, d.name);
+  assert.equal(total, String(d.totalMemory));
+  assert.equal(cc, `${d.computeMajor}.${d.computeMinor}`);
+  assert.equal(sms, String(ctx.limits.smCount !== 0 && ctx.limits.smCount < d.smCount ? ctx.limits.smCount : d.smCount));
+  assert.equal(uuid, d.uuid.replace(/^GPU-/, '').replaceAll('-', ''));
+  assert.equal(pci, d.pciBusId.replace(/\.\d+$/, '').toLowerCase());
+});
+
+test('MPS mode: a client limited to a share of the SMs sees its share as the SM count', async (t) => {
+  const daemon = await startDaemon(t);
+  const run = await runNative(CHECK, {
+    args: [SAN_LIB, 'session'],
+    env: { ...daemon.env, OPENMPS_REAL_LIBCUDA: 'none', OPENMPS_ACTIVE_THREAD_PERCENTAGE: '25' },
+    timeoutMs: 60_000,
+  });
+  const out = run.stdout.toString('utf8');
+  assert.equal(run.code, 0, `${out}\n${run.stderr}`);
+  const sms = Number(/^device [^|]*\|[^|]*\|[^|]*\|(\d+)\|/m.exec(out)?.[1]);
+  const ctx = await connect({ pipeDirectory: daemon.pipeDirectory, mode: 'mps', activeThreadPercentage: 25 });
+  t.after(() => ctx.close());
+  assert.ok(ctx.limits.smCount < ctx.device.smCount, `the share (${ctx.limits.smCount}) is below the device's ${ctx.device.smCount}`);
+  assert.equal(sms, ctx.limits.smCount);
+});
