@@ -2,7 +2,9 @@
 // hand-built ones for each malformation, and the zstd decoder against the zstd tool's output.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { CudaError } from '../../src/cuda/cuda-error.js';
 import { CorruptInput } from '../../src/fatbin/bits.js';
@@ -11,7 +13,7 @@ import { lz4DecompressBlock } from '../../src/fatbin/lz4.js';
 import { LL_DEFAULT, ML_DEFAULT, OF_DEFAULT, zstdDecompress } from '../../src/fatbin/zstd.js';
 import { parsePtx } from '../../src/devices/sim/ptx.js';
 import { buildFatbin } from '../support/fatbin-builder.js';
-import { nvccFatbins } from '../support/fatbins.js';
+import { findNvcc, KERNELS_CU, nvccFatbins } from '../support/fatbins.js';
 import { rng } from '../support/rng.js';
 
 const PTX = new Uint8Array(readFileSync(new URL('../../../kernels/openmps.ptx', import.meta.url)));
@@ -196,4 +198,25 @@ test('the zstd decoder agrees with the zstd tool across levels, sizes and data',
   }
   console.log(`# zstd: ${cases} streams decoded equal to their input`);
   assert.throws(() => zstdDecompress(new Uint8Array(execFileSync(zstd, ['-q', '-c'], { input: new Uint8Array(1000) })), 999), CorruptInput, 'the output limit holds');
+});
+
+test('the fatbin nvcc embeds in an object file (.nv_fatbin, what cudart hands the driver) reads the same', async (t) => {
+  const nvcc = findNvcc();
+  const objcopy = toolPath('objcopy');
+  if (nvcc === undefined || objcopy === undefined) {
+    t.skip(nvcc === undefined ? 'nvcc is not installed' : 'objcopy is not installed');
+    return;
+  }
+  const fatbins = await nvccFatbins();
+  assert.ok(typeof fatbins !== 'string');
+  const dir = mkdtempSync(join(tmpdir(), 'openmps-nvfatbin-'));
+  t.after(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+  execFileSync(nvcc, ['-c', '-arch=sm_90', '-o', join(dir, 'k.o'), KERNELS_CU]);
+  execFileSync(objcopy, ['-O', 'binary', '--only-section=.nv_fatbin', join(dir, 'k.o'), join(dir, 'section')]);
+  const section = new Uint8Array(readFileSync(join(dir, 'section')));
+  const entries = (image: Uint8Array): string[] => parseFatbin(image, CALL).entries.map((e) => `${e.kind}:${e.arch}:${e.compression}`);
+  assert.deepEqual(entries(section), entries(fatbins.default), 'the same entries as `nvcc -fatbin` writes');
+  assert.equal(fatbinPtx(section, 90, CALL).text, fatbinPtx(fatbins.none, 90, CALL).text);
 });
