@@ -32,14 +32,15 @@ export function partitionStateOf(records: readonly PartitionRecord[]): Partition
   const nextNumber = new Map<string, number>();
   const taken = new Map<string, Set<number>>();
   for (const p of records) {
+    // Every number seen is spent, a dropped partition's too: a server may still know that id.
+    const n = Number(partitionNumber(p.id));
+    if (Number.isSafeInteger(n) && n >= FIRST_PARTITION_NUMBER) nextNumber.set(p.deviceUuid, Math.max(nextNumber.get(p.deviceUuid) ?? FIRST_PARTITION_NUMBER, n + 1));
     if (partitions.some((q) => q.id === p.id)) continue;
     const used = taken.get(p.deviceUuid) ?? new Set<number>();
     if (p.chunks.some((c) => used.has(c))) continue;
     for (const c of p.chunks) used.add(c);
     taken.set(p.deviceUuid, used);
     partitions.push(p);
-    const n = Number(partitionNumber(p.id));
-    if (Number.isSafeInteger(n) && n >= FIRST_PARTITION_NUMBER) nextNumber.set(p.deviceUuid, Math.max(nextNumber.get(p.deviceUuid) ?? FIRST_PARTITION_NUMBER, n + 1));
   }
   return { partitions, nextNumber };
 }

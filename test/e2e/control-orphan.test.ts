@@ -4,6 +4,7 @@
 // does not own. Real daemons and servers on the software GPU; clients in this process.
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { connect as netConnect, createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
@@ -12,6 +13,18 @@ import { socketIsLive } from '../../src/transport/owned-path.js';
 import { alive, startDaemon, waitUntil, type DaemonHandle } from '../support/daemon.js';
 
 const UID = process.getuid?.() ?? 0;
+const NOBODY = 65534;
+/** The software GPU's device (src/devices/sim). */
+const SIM_UUID = 'GPU-5e5e0000-0000-4000-8000-000000000000';
+
+/** Why a server cannot run as `uid` here (not root, or the build is not readable by it). */
+function cannotRunAs(uid: number): string | undefined {
+  if (UID !== 0) return `the tests run as uid ${UID}; serving another user needs a root daemon`;
+  const index = new URL('../../src/index.js', import.meta.url).href;
+  const probe = spawnSync(process.execPath, ['--input-type=module', '-e', `await import(${JSON.stringify(index)}); process.stdout.write('ok')`], { uid, gid: uid, encoding: 'utf8' });
+  return probe.stdout === 'ok' ? undefined : `uid ${uid} cannot load the build: ${probe.error?.message ?? probe.stderr.trim()}`;
+}
+const CANNOT_RUN_AS_NOBODY = cannotRunAs(NOBODY);
 
 async function client(t: TestContext, daemon: DaemonHandle): Promise<Context> {
   const ctx = await connect({ pipeDirectory: daemon.pipeDirectory, mode: 'mps' });
@@ -36,8 +49,8 @@ async function killDaemon(daemon: DaemonHandle): Promise<void> {
 }
 
 /** A second daemon in the first one's pipe and log directories. */
-function successor(t: TestContext, first: DaemonHandle, env: Readonly<Record<string, string>> = {}): Promise<DaemonHandle> {
-  return startDaemon(t, { pipeDirectory: first.pipeDirectory, logDirectory: first.logDirectory, env });
+function successor(t: TestContext, first: DaemonHandle, args: readonly string[] = []): Promise<DaemonHandle> {
+  return startDaemon(t, { pipeDirectory: first.pipeDirectory, logDirectory: first.logDirectory, args });
 }
 
 function serverLog(daemon: DaemonHandle): string {
@@ -263,4 +276,41 @@ test('the supervision channel: 0600 beside a pid file, adopt refused while the f
   // Nobody else noticed.
   await roundTrip(c, 9);
   assert.deepEqual(await serverList(daemon), [serverPid]);
+});
+
+test('-M: the next daemon adopts every user\'s server, each checked to run as its directory\'s user', { skip: CANNOT_RUN_AS_NOBODY }, async (t) => {
+  const first = await startDaemon(t, { args: ['-M'], openToAll: true });
+  assert.equal((await first.command(`start_server -uid ${UID}`)).code, 0);
+  assert.equal((await first.command(`start_server -uid ${NOBODY}`)).code, 0);
+  const servers = await serverList(first);
+  assert.equal(servers.length, 2);
+  const control = join(first.pipeDirectory, `user-${NOBODY}`, 'server.control');
+  assert.equal(statSync(control).uid, NOBODY);
+  await killDaemon(first);
+  const second = await successor(t, first, ['-M']);
+  assert.deepEqual(await serverList(second), servers);
+  for (const pid of servers) assert.equal((await second.command(`get_server_status ${pid}`)).stdout, 'ACTIVE\n');
+  assert.ok(second.controlLog().some((l) => l.includes(`of user ${NOBODY}, started by a previous daemon`)), second.controlLog().join('\n'));
+  assert.equal((await second.command('quit')).code, 0);
+  for (const pid of servers) await waitUntil(() => !alive(pid), `server ${pid} to exit on quit`);
+});
+
+test('-S: the adopted server\'s partitions become the new daemon\'s table; ids go on past them', async (t) => {
+  const first = await startDaemon(t, { args: ['-S'] });
+  const p1 = (await first.command(`sm_partition add ${SIM_UUID} 2`)).stdout.trim();
+  const p2 = (await first.command(`sm_partition add ${SIM_UUID} 1`)).stdout.trim();
+  assert.deepEqual([p1, p2], [`${SIM_UUID}/1`, `${SIM_UUID}/2`]);
+  const ctx = await connect({ pipeDirectory: first.pipeDirectory, mode: 'mps', smPartition: p1 });
+  t.after(() => ctx.close());
+  await roundTrip(ctx, 12);
+  await killDaemon(first);
+  const second = await successor(t, first, ['-S']);
+  assert.ok(second.controlLog().some((l) => l.endsWith(`SM partitions taken over from adopted servers: ${p1}, ${p2}`)), second.controlLog().join('\n'));
+  const rows = (await second.command('lspart')).stdout.split('\n');
+  assert.ok(rows.some((r) => new RegExp(`^${SIM_UUID} 1 .* Yes `).test(r)), rows.join('\n'));
+  assert.ok(rows.some((r) => new RegExp(`^${SIM_UUID} 2 .* No `).test(r)), rows.join('\n'));
+  // The in-use partition cannot be removed; a new one gets the next number and free chunks.
+  assert.equal((await second.command(`sm_partition rm ${p1}`)).stdout.trim(), `Partition ${p1} in use. Terminate all clients before removing.`);
+  assert.equal((await second.command(`sm_partition add ${SIM_UUID} 1`)).stdout.trim(), `${SIM_UUID}/3`);
+  await roundTrip(ctx, 13);
 });
