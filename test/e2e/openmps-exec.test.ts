@@ -82,7 +82,7 @@ test('exec uses a running daemon and leaves it; signals reach the command; its s
     run.child.kill(signal);
     const r = await run.done;
     assert.equal(r.code, status, r.stderr);
-    assert.match(r.stdout, new RegExp(`^got ${signal}$`, 'm'), 'stdin is not a terminal: exec passed it on');
+    assert.match(r.stdout, new RegExp(`^got ${signal}$`, 'm'), 'no terminal: exec passed it on');
   }
 });
 

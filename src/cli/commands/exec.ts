@@ -19,8 +19,9 @@ const EXIT_CANNOT_START = 127;
 const FORWARDED: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
 /**
  * Signals a terminal sends to its whole foreground process group, the command included: passing
- * them on again would deliver them twice. Sent to exec alone (kill), with no terminal on stdin,
- * they are passed on.
+ * them on again would deliver them twice. When exec runs on a terminal (stdin, stdout or stderr is
+ * one; a redirected stdin does not stop Ctrl-C reaching the group) they are left to it; otherwise
+ * (a kill of exec alone, under a supervisor) they are passed on.
  */
 const FROM_TERMINAL: ReadonlySet<NodeJS.Signals> = new Set(['SIGINT', 'SIGQUIT']);
 
@@ -95,7 +96,7 @@ async function exec(argv: readonly string[]): Promise<number> {
   const directory = pipeDirectory();
   let child: number | undefined;
   let interrupted: NodeJS.Signals | undefined;
-  const terminal = isatty(0);
+  const terminal = isatty(0) || isatty(1) || isatty(2);
   const forward = (signal: NodeJS.Signals): void => {
     interrupted ??= signal;
     if (child === undefined || (terminal && FROM_TERMINAL.has(signal))) return;
@@ -145,8 +146,8 @@ from the first word that is not an option) is the command and its own arguments.
       --keep-daemon    leave a daemon that exec started running
 
 SIGTERM and SIGHUP sent to exec are passed on to the command, and so are SIGINT and SIGQUIT unless
-stdin is a terminal (whose Ctrl-C and Ctrl-\\ reach the command directly: it runs in exec's process
-group).
+exec runs on a terminal (stdin, stdout or stderr is one), whose Ctrl-C and Ctrl-\\ reach the command
+directly: it runs in exec's process group.
 
 Exit status: the command's (128+n when it was killed by signal n, 127 when it cannot be started);
 1 when openmps's libcuda.so.1 has not been built or no daemon can be started; 2 for bad arguments.`,
