@@ -21,6 +21,7 @@ import {
   FLAG_NOTICE,
   FLAG_REPLY,
   FrameDecoder,
+  HEADER_BYTES as HEADER,
   MAX_PAYLOAD,
   MESSAGES,
   messageByOpcode,
@@ -30,6 +31,7 @@ import {
 } from '../../src/protocol/index.js';
 import { type CleanupContext, startDaemon } from '../support/daemon.js';
 import { nativeTestProgram, runNative } from '../support/native.js';
+import { rng } from '../support/rng.js';
 
 const CLIENT = nativeTestProgram('transport-client');
 
@@ -323,4 +325,63 @@ test('handshakes: a daemon that closes without a byte is 805, one that breaks th
   const rpc = CUDA_RESULTS.CUDA_ERROR_MPS_RPC_FAILURE;
   assert.equal((await runClient(['call'], broken))[0], `open ${rpc} no_daemon 0`);
   assert.equal(await typescriptCode(broken), rpc);
+});
+
+test('a server that answers with seeded mutations of replies and notices never crashes the C client', async (t) => {
+  // What the reader thread takes from the server is bytes from another process: this feeds it, per
+  // request, junk that leaves the stream framed (mutated notices, replies to ids nobody waits for),
+  // then the reply (valid, with a mutated payload, or an error reply with mutated fields) or
+  // something that ends the connection (a bad header, a cut frame, garbage). Every call must end
+  // with 0, the error status sent, or 806, under ASan and UBSan.
+  const rand = rng(4242);
+  const int = (n: number): number => Math.floor(rand() * n);
+  const mutate = (bytes: Uint8Array): Uint8Array => {
+    const out = Uint8Array.from(bytes);
+    for (let k = 0; k < 1 + int(3) && out.length > 0; k++) out[int(out.length)] = int(256);
+    return rand() < 0.3 ? out.subarray(0, int(out.length + 1)) : out;
+  };
+  const notices: MessageName[] = ['NOTICE_ERROR', 'NOTICE_LIMITS', 'NOTICE_WAKE'];
+  const env = await scriptedPeer(t, (socket, frame, name) => {
+    if (name !== 'MEM_ALLOC') return;
+    const parts: Uint8Array[] = [];
+    for (let k = int(4); k > 0; k--) {
+      const n = notices[int(notices.length)] ?? 'NOTICE_WAKE';
+      const value =
+        n === 'NOTICE_ERROR' ? { result: int(1000), message: 'fuzz' } : n === 'NOTICE_LIMITS' ? { limits: { ...LIMITS, smPartition: 'p' } } : {};
+      const payload = encodeFields(MESSAGES[n].request, value as never);
+      if (rand() < 0.5) parts.push(encodeFrame(MESSAGES[n].opcode, FLAG_NOTICE, 0, 0, mutate(payload)));
+      else parts.push(encodeFrame(MESSAGES.MEM_ALLOC.opcode, FLAG_REPLY, frame.requestId + 1000 + int(1000), 0, mutate(payload)));
+    }
+    const ending = int(6);
+    const good = encodeFields(MESSAGES.MEM_ALLOC.reply, { ptr: 0x1000n });
+    if (ending === 0) parts.push(encodeFrame(frame.opcode, FLAG_REPLY, frame.requestId, 0, good));
+    else if (ending === 1) parts.push(encodeFrame(frame.opcode, FLAG_REPLY, frame.requestId, 0, mutate(good)));
+    else if (ending === 2) {
+      const fields = encodeFields(ERROR_FIELDS, { call: 'cuMemAlloc_v2', message: 'fuzzed' });
+      parts.push(encodeFrame(frame.opcode, FLAG_REPLY, frame.requestId, CUDA_RESULTS.CUDA_ERROR_OUT_OF_MEMORY, rand() < 0.5 ? fields : mutate(fields)));
+    } else {
+      const header = encodeFrame(frame.opcode, FLAG_REPLY, frame.requestId, 0, good);
+      parts.push(ending === 3 ? mutate(header.subarray(0, HEADER)) : ending === 4 ? header.subarray(0, int(header.length)) : Uint8Array.from({ length: int(64) }, () => int(256)));
+      socket.end(Buffer.concat(parts));
+      return;
+    }
+    // Split at random points, so frames straddle reads.
+    const all = Buffer.concat(parts);
+    for (let at = 0; at < all.length; ) {
+      const n = 1 + int(40);
+      socket.write(all.subarray(at, at + n));
+      at += n;
+    }
+  });
+  const allowed = new Set([0, CUDA_RESULTS.CUDA_ERROR_MPS_RPC_FAILURE, CUDA_RESULTS.CUDA_ERROR_OUT_OF_MEMORY]);
+  let results = 0;
+  for (let round = 0; round < 25; round++) {
+    const lines = await runClient(['call', '3'], env);
+    for (const line of calls(lines)) {
+      const code = Number(line.split(' ')[1]);
+      assert.ok(allowed.has(code), `round ${round}: ${line}\n${lines.join('\n')}`);
+      results++;
+    }
+  }
+  assert.equal(results, 25 * 4);
 });
