@@ -39,8 +39,10 @@ function sizeOf(a: KernelArg): number {
   return SIZES[a.type];
 }
 
+const SCALAR_TYPES: ReadonlySet<unknown> = new Set(Object.keys(SIZES));
+
 function isScalarArg(a: unknown): a is ScalarArg {
-  return typeof a === 'object' && a !== null && typeof (a as { type?: unknown }).type === 'string' && Object.hasOwn(SIZES, (a as { type: string }).type);
+  return typeof a === 'object' && a !== null && SCALAR_TYPES.has((a as { type?: unknown }).type);
 }
 
 /** What a plain number given for a parameter of `size` bytes should have been wrapped in. */
@@ -64,9 +66,10 @@ function argumentName(name: string, n: number): string {
   return `kernel argument ${n} of ${name}`;
 }
 
-function writeScalar(view: DataView, offset: number, a: ScalarArg, call: string, what: string): void {
+/** Writes argument `n` of kernel `name`; its words are built only when it is refused (launch is hot). */
+function writeScalar(view: DataView, offset: number, a: ScalarArg, call: string, name: string, n: number): void {
   const bad = (hint = ''): never => {
-    throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `${what}: ${shown(a.value)} is not a valid ${a.type}${hint}`);
+    throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `${argumentName(name, n)}: ${shown(a.value)} is not a valid ${a.type}${hint}`);
   };
   if (a.type === 'u64' || a.type === 'i64') {
     if (typeof a.value !== 'bigint') return bad(`: arg.${a.type} takes a bigint (arg.${a.type}(BigInt(x)))`);
@@ -158,9 +161,11 @@ export function packKernelArgs(name: string, params: readonly KernelParam[], par
     if (size !== p.size) {
       throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `${argumentName(name, i + 1)} is ${size} bytes; the parameter takes ${p.size}`);
     }
-    if (typeof a === 'bigint') writeScalar(view, p.offset, { type: 'u64', value: a }, call, argumentName(name, i + 1));
-    else if (a instanceof Uint8Array) out.set(a, p.offset);
-    else writeScalar(view, p.offset, a, call, argumentName(name, i + 1));
+    if (typeof a === 'bigint') {
+      if (a < 0n || a > 0xffffffffffffffffn) writeScalar(view, p.offset, { type: 'u64', value: a }, call, name, i + 1);
+      else view.setBigUint64(p.offset, a, true);
+    } else if (a instanceof Uint8Array) out.set(a, p.offset);
+    else writeScalar(view, p.offset, a, call, name, i + 1);
   }
   return out;
 }
