@@ -340,6 +340,7 @@ typedef struct waiter {
 
 struct omps_transport {
   int fd;
+  pid_t pid; /* the process that opened it: a fork's child has the socket but not the session */
   pthread_mutex_t lock; /* everything below but the write side */
   pthread_mutex_t wlock; /* recursive: frames out, requests_sent */
   pthread_t reader;
@@ -572,8 +573,20 @@ static uint32_t encode_request(omps_writer_t *w, uint16_t opcode, uint16_t flags
   return 0;
 }
 
+/* A fork's child shares the parent's socket but has no reader thread: a frame it wrote would land
+ * in the parent's stream and a reply would be read by whichever process reads first. It gets an
+ * error instead, as CUDA refuses a context inherited through fork. */
+static bool forked(omps_transport_t *t, uint16_t opcode, omps_error_t *err) {
+  if (getpid() == t->pid) return false;
+  char call[64];
+  call_name(call, sizeof(call), opcode);
+  set_error(err, OMPS_CUDA_ERROR_MPS_RPC_FAILURE, call, "the connection belongs to process %d, of which this process is a fork", (int)t->pid);
+  return true;
+}
+
 uint32_t omps_transport_call(omps_transport_t *t, uint16_t opcode, omps_encode_fn encode, const void *req, omps_decode_fn decode, void *rep,
                              omps_arena_t *arena, omps_error_t *err) {
+  if (forked(t, opcode, err)) return OMPS_CUDA_ERROR_MPS_RPC_FAILURE;
   omps_writer_t out = {0};
   waiter_t w;
   memset(&w, 0, sizeof(w));
@@ -640,6 +653,7 @@ uint32_t omps_transport_call(omps_transport_t *t, uint16_t opcode, omps_encode_f
 }
 
 uint32_t omps_transport_post(omps_transport_t *t, uint16_t opcode, omps_encode_fn encode, const void *req, omps_error_t *err) {
+  if (forked(t, opcode, err)) return OMPS_CUDA_ERROR_MPS_RPC_FAILURE;
   pthread_mutex_lock(&t->lock);
   if (t->closed) {
     uint32_t rc = closed_error(t, opcode, err);
@@ -728,6 +742,7 @@ static omps_transport_t *transport_new(int fd) {
   omps_transport_t *t = calloc(1, sizeof(*t));
   if (!t) return NULL;
   t->fd = fd;
+  t->pid = getpid();
   t->next_id = 1;
   pthread_mutex_init(&t->lock, NULL);
   pthread_mutexattr_t attr;
@@ -861,6 +876,13 @@ uint32_t omps_transport_open(const omps_open_options_t *options, omps_transport_
 
 void omps_transport_close(omps_transport_t *t) {
   if (!t) return;
+  if (getpid() != t->pid) {
+    /* A fork's child: no SESSION_CLOSE and no shutdown(), which would end the parent's connection
+     * (it acts on the socket, not on this descriptor); no reader thread to join. Its memory only. */
+    t->reader_started = false;
+    transport_free(t);
+    return;
+  }
   pthread_mutex_lock(&t->lock);
   bool up = !t->closed;
   pthread_mutex_unlock(&t->lock);

@@ -9,6 +9,8 @@
  * thread, started by omps_transport_open, reads every frame and hands each reply to the thread
  * waiting for its request id, handles notices, and fails every waiter when the connection dies.
  * The reader thread blocks all signals, so the program's handlers run on its own threads.
+ * After fork() the child's calls fail with 806 and write nothing (the socket is the parent's);
+ * omps_transport_close in the child frees its memory and leaves the parent's connection alone.
  *
  * Results are CUresult numbers (0 success), with the failing call and the detail in an
  * omps_error_t, as a CudaError has them in TypeScript:

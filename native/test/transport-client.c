@@ -7,12 +7,16 @@
  *   transport-client call [N]     opens, then N threads (default 1) each make one MEM_ALLOC and
  *                                 print its result; then the sticky failure and one more call
  *   transport-client notices      opens, makes one MEM_GET_INFO, prints the sticky failure, the
- *                                 limits and the wakes the notices before the reply left */
+ *                                 limits and the wakes the notices before the reply left
+ *   transport-client fork         opens, forks: the child's call must fail with 806 and its close
+ *                                 leave the parent's session working */
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "openmps-transport.h"
 
@@ -167,6 +171,22 @@ int main(int argc, char **argv) {
     omps_transport_limits(t, &l, partition, sizeof(partition));
     printf("limits %g %u %" PRIu64 " %d %s\n", l.active_thread_percentage, l.sm_count, l.memory_limit, l.priority, l.sm_partition.data);
     printf("wakes %" PRIu64 "\n", omps_transport_wakes(t));
+  } else if (strcmp(mode, "fork") == 0) {
+    fflush(stdout);
+    pid_t child = fork();
+    CHECK(child >= 0, "fork");
+    if (child == 0) {
+      uint64_t ptr;
+      rc = mem_alloc(4096, &ptr, &err);
+      printf("child call %u\n", rc);
+      omps_transport_close(t);
+      fflush(stdout);
+      _exit(rc == OMPS_CUDA_ERROR_MPS_RPC_FAILURE ? 0 : 1);
+    }
+    int status;
+    CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child's call did not fail with 806");
+    round_trip(4096, 3);
+    printf("parent ok\n");
   } else {
     printf("unknown mode %s\n", mode);
     return 2;

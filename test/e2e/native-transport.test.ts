@@ -73,6 +73,13 @@ test('the same session under ThreadSanitizer: the locking of the transport has n
   assert.doesNotMatch(r.stderr, /ThreadSanitizer/);
 });
 
+test('after fork the child gets 806 and writes nothing; the parent session goes on', async (t) => {
+  const daemon = await startDaemon(t);
+  const lines = await runClient(['fork'], daemon.env);
+  assert.ok(lines.includes(`child call ${CUDA_RESULTS.CUDA_ERROR_MPS_RPC_FAILURE}`), lines.join('\n'));
+  assert.ok(lines.includes('parent ok') && lines.includes('closed'), lines.join('\n'));
+});
+
 test('with no daemon the C client gets 805 and is told bypass is right', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'openmps-none-'));
   t.after(() => {
