@@ -95,10 +95,14 @@ void describe('fatbins on the CUDA device', { skip }, () => {
   });
 
   void test('PTX only for a newer GPU is NO_BINARY_FOR_GPU; a malformed fatbin INVALID_IMAGE', async () => {
-    // With lazy loading the driver may accept the image and refuse the kernel: either call may fail.
+    // With lazy loading the driver may accept the image and refuse the kernel later: at
+    // getFunction, or at its first launch (surfacing at the synchronize).
     const newer = await codeOf(async () => {
       const module = await device.loadModule({ kind: 'fatbin', data: fatbins.newer, name: 'newer.fatbin', options: [] });
-      module.getFunction('saxpy');
+      const noop = module.getFunction('noop');
+      const stream = device.createStream();
+      stream.launch(noop, { grid: [1, 1, 1], block: [1, 1, 1], sharedMemBytes: 0 }, new Uint8Array(0));
+      await stream.synchronize();
     });
     say(`compute_100 PTX only: ${newer}`);
     assert.equal(newer, 'CUDA_ERROR_NO_BINARY_FOR_GPU');
