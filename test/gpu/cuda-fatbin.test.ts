@@ -95,6 +95,9 @@ void describe('fatbins on the CUDA device', { skip }, () => {
   });
 
   void test('PTX only for a newer GPU is NO_BINARY_FOR_GPU; a malformed fatbin INVALID_IMAGE', async () => {
+    // The malformed image first: a launch failing below must not be what this one reports.
+    const truncated = await codeOf(() => device.loadModule({ kind: 'fatbin', data: fatbins.default.subarray(0, 200), name: 'cut.fatbin', options: [] }));
+    assert.equal(truncated, 'CUDA_ERROR_INVALID_IMAGE');
     // With lazy loading the driver may accept the image and refuse the kernel later: at
     // getFunction, or at its first launch (surfacing at the synchronize).
     const newer = await codeOf(async () => {
@@ -106,7 +109,5 @@ void describe('fatbins on the CUDA device', { skip }, () => {
     });
     say(`compute_100 PTX only: ${newer}`);
     assert.equal(newer, 'CUDA_ERROR_NO_BINARY_FOR_GPU');
-    const truncated = await codeOf(() => device.loadModule({ kind: 'fatbin', data: fatbins.default.subarray(0, 200), name: 'cut.fatbin', options: [] }));
-    assert.equal(truncated, 'CUDA_ERROR_INVALID_IMAGE');
   });
 });
