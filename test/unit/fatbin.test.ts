@@ -196,6 +196,23 @@ test('the zstd decoder agrees with the zstd tool across levels, sizes and data',
       }
     }
   }
+  // Shapes that reach the rarer parts of the format: RLE blocks (zeros), Huffman weights stored
+  // directly (an alphabet of 8), treeless literals and repeated tables (a file repeated past 128 KiB
+  // blocks, and a mix of runs, text and noise).
+  const source = readFileSync(new URL('../../../kernels/openmps.cu', import.meta.url));
+  const shaped: Record<string, Uint8Array> = {
+    zeros: new Uint8Array(300_000),
+    'alphabet of 8': Uint8Array.from({ length: 20_000 }, () => Math.floor(rand() * rand() * 8)),
+    'repeated source': new Uint8Array(Buffer.concat(Array.from({ length: 60 }, (_, i) => Buffer.concat([source, Buffer.from(String(i * 7919))])))),
+    mixed: new Uint8Array(Buffer.concat([Buffer.alloc(100_000, 7), source, Buffer.from(Uint8Array.from({ length: 150_000 }, () => Math.floor(rand() * 256))), source])),
+  };
+  for (const [what, data] of Object.entries(shaped)) {
+    for (const level of ['-1', '-19']) {
+      const compressed: Buffer = execFileSync(zstd, [level, '-q', '-c'], { input: data, maxBuffer: 1 << 26 });
+      assert.deepEqual(zstdDecompress(new Uint8Array(compressed), data.length), data, `${what}, zstd ${level}`);
+      cases += 1;
+    }
+  }
   console.log(`# zstd: ${cases} streams decoded equal to their input`);
   assert.throws(() => zstdDecompress(new Uint8Array(execFileSync(zstd, ['-q', '-c'], { input: new Uint8Array(1000) })), 999), CorruptInput, 'the output limit holds');
 });
