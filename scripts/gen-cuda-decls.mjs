@@ -49,6 +49,21 @@ const IMPLEMENTED = {
   cuDeviceComputeCapability: 'mps',
   cuDeviceGetAttribute: 'mps',
   cuModuleGetLoadingMode: 'mps',
+  cuDevicePrimaryCtxRetain: 'mps',
+  cuDevicePrimaryCtxRelease: 'mps',
+  cuDevicePrimaryCtxRelease_v2: 'mps',
+  cuDevicePrimaryCtxGetState: 'mps',
+  cuDevicePrimaryCtxSetFlags: 'mps',
+  cuDevicePrimaryCtxSetFlags_v2: 'mps',
+  cuCtxGetCurrent: 'mps',
+  cuCtxSetCurrent: 'mps',
+  cuCtxPushCurrent: 'mps',
+  cuCtxPushCurrent_v2: 'mps',
+  cuCtxPopCurrent: 'mps',
+  cuCtxPopCurrent_v2: 'mps',
+  cuCtxGetDevice: 'mps',
+  cuCtxGetDevice_v2: 'mps',
+  cuCtxGetFlags: 'mps',
 };
 
 const cudaH = join(incDir, 'cuda.h');

@@ -22,6 +22,21 @@ CUresult omlc_mps_cuDeviceGetUuid_v2(CUuuid *uuid, CUdevice_v1 dev);
 CUresult omlc_mps_cuDeviceComputeCapability(int *major, int *minor, CUdevice_v1 dev);
 CUresult omlc_mps_cuDeviceGetAttribute(int *pi, CUdevice_attribute attrib, CUdevice_v1 dev);
 CUresult omlc_mps_cuModuleGetLoadingMode(CUmoduleLoadingMode *mode);
+CUresult omlc_mps_cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice_v1 dev);
+CUresult omlc_mps_cuDevicePrimaryCtxRelease(CUdevice_v1 dev);
+CUresult omlc_mps_cuDevicePrimaryCtxRelease_v2(CUdevice_v1 dev);
+CUresult omlc_mps_cuDevicePrimaryCtxGetState(CUdevice_v1 dev, unsigned int *flags, int *active);
+CUresult omlc_mps_cuDevicePrimaryCtxSetFlags(CUdevice_v1 dev, unsigned int flags);
+CUresult omlc_mps_cuDevicePrimaryCtxSetFlags_v2(CUdevice_v1 dev, unsigned int flags);
+CUresult omlc_mps_cuCtxGetCurrent(CUcontext *pctx);
+CUresult omlc_mps_cuCtxSetCurrent(CUcontext ctx);
+CUresult omlc_mps_cuCtxPushCurrent(CUcontext ctx);
+CUresult omlc_mps_cuCtxPushCurrent_v2(CUcontext ctx);
+CUresult omlc_mps_cuCtxPopCurrent(CUcontext *pctx);
+CUresult omlc_mps_cuCtxPopCurrent_v2(CUcontext *pctx);
+CUresult omlc_mps_cuCtxGetDevice(CUdevice_v1 *device);
+CUresult omlc_mps_cuCtxGetDevice_v2(CUdevice *device, CUcontext ctx);
+CUresult omlc_mps_cuCtxGetFlags(unsigned int *flags);
 
 CUresult CUDAAPI cuArray3DCreate(CUarray *pHandle, const CUDA_ARRAY3D_DESCRIPTOR_v1 *pAllocateArray) {
   switch (omlc_mode()) {
@@ -519,9 +534,7 @@ CUresult CUDAAPI cuCtxGetCurrent(CUcontext *pctx) {
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxGetCurrent);
     return real ? ((CUresult (CUDAAPI *)(CUcontext *pctx))real)(pctx) : omlc_bypass_missing(OMLC_SYM_cuCtxGetCurrent);
   }
-  case OMLC_MODE_MPS:
-    (void)pctx;
-    return omlc_not_supported(OMLC_SYM_cuCtxGetCurrent);
+  case OMLC_MODE_MPS: return omlc_mps_cuCtxGetCurrent(pctx);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -547,9 +560,7 @@ CUresult CUDAAPI cuCtxGetDevice(CUdevice_v1 *device) {
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxGetDevice);
     return real ? ((CUresult (CUDAAPI *)(CUdevice_v1 *device))real)(device) : omlc_bypass_missing(OMLC_SYM_cuCtxGetDevice);
   }
-  case OMLC_MODE_MPS:
-    (void)device;
-    return omlc_not_supported(OMLC_SYM_cuCtxGetDevice);
+  case OMLC_MODE_MPS: return omlc_mps_cuCtxGetDevice(device);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -561,9 +572,7 @@ CUresult CUDAAPI cuCtxGetDevice_v2(CUdevice *device, CUcontext ctx) {
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxGetDevice_v2);
     return real ? ((CUresult (CUDAAPI *)(CUdevice *device, CUcontext ctx))real)(device, ctx) : omlc_bypass_missing(OMLC_SYM_cuCtxGetDevice_v2);
   }
-  case OMLC_MODE_MPS:
-    (void)device; (void)ctx;
-    return omlc_not_supported(OMLC_SYM_cuCtxGetDevice_v2);
+  case OMLC_MODE_MPS: return omlc_mps_cuCtxGetDevice_v2(device, ctx);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -589,9 +598,7 @@ CUresult CUDAAPI cuCtxGetFlags(unsigned int *flags) {
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxGetFlags);
     return real ? ((CUresult (CUDAAPI *)(unsigned int *flags))real)(flags) : omlc_bypass_missing(OMLC_SYM_cuCtxGetFlags);
   }
-  case OMLC_MODE_MPS:
-    (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuCtxGetFlags);
+  case OMLC_MODE_MPS: return omlc_mps_cuCtxGetFlags(flags);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -659,9 +666,7 @@ CUresult CUDAAPI cuCtxPopCurrent(CUcontext *pctx) {
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxPopCurrent);
     return real ? ((CUresult (CUDAAPI *)(CUcontext *pctx))real)(pctx) : omlc_bypass_missing(OMLC_SYM_cuCtxPopCurrent);
   }
-  case OMLC_MODE_MPS:
-    (void)pctx;
-    return omlc_not_supported(OMLC_SYM_cuCtxPopCurrent);
+  case OMLC_MODE_MPS: return omlc_mps_cuCtxPopCurrent(pctx);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -673,9 +678,7 @@ CUresult CUDAAPI cuCtxPopCurrent_v2(CUcontext *pctx) {
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxPopCurrent_v2);
     return real ? ((CUresult (CUDAAPI *)(CUcontext *pctx))real)(pctx) : omlc_bypass_missing(OMLC_SYM_cuCtxPopCurrent_v2);
   }
-  case OMLC_MODE_MPS:
-    (void)pctx;
-    return omlc_not_supported(OMLC_SYM_cuCtxPopCurrent_v2);
+  case OMLC_MODE_MPS: return omlc_mps_cuCtxPopCurrent_v2(pctx);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -687,9 +690,7 @@ CUresult CUDAAPI cuCtxPushCurrent(CUcontext ctx) {
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxPushCurrent);
     return real ? ((CUresult (CUDAAPI *)(CUcontext ctx))real)(ctx) : omlc_bypass_missing(OMLC_SYM_cuCtxPushCurrent);
   }
-  case OMLC_MODE_MPS:
-    (void)ctx;
-    return omlc_not_supported(OMLC_SYM_cuCtxPushCurrent);
+  case OMLC_MODE_MPS: return omlc_mps_cuCtxPushCurrent(ctx);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -701,9 +702,7 @@ CUresult CUDAAPI cuCtxPushCurrent_v2(CUcontext ctx) {
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxPushCurrent_v2);
     return real ? ((CUresult (CUDAAPI *)(CUcontext ctx))real)(ctx) : omlc_bypass_missing(OMLC_SYM_cuCtxPushCurrent_v2);
   }
-  case OMLC_MODE_MPS:
-    (void)ctx;
-    return omlc_not_supported(OMLC_SYM_cuCtxPushCurrent_v2);
+  case OMLC_MODE_MPS: return omlc_mps_cuCtxPushCurrent_v2(ctx);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -756,9 +755,7 @@ CUresult CUDAAPI cuCtxSetCurrent(CUcontext ctx) {
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxSetCurrent);
     return real ? ((CUresult (CUDAAPI *)(CUcontext ctx))real)(ctx) : omlc_bypass_missing(OMLC_SYM_cuCtxSetCurrent);
   }
-  case OMLC_MODE_MPS:
-    (void)ctx;
-    return omlc_not_supported(OMLC_SYM_cuCtxSetCurrent);
+  case OMLC_MODE_MPS: return omlc_mps_cuCtxSetCurrent(ctx);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1217,9 +1214,7 @@ CUresult CUDAAPI cuDevicePrimaryCtxGetState(CUdevice_v1 dev, unsigned int *flags
     omlc_fn real = omlc_real(OMLC_SYM_cuDevicePrimaryCtxGetState);
     return real ? ((CUresult (CUDAAPI *)(CUdevice_v1 dev, unsigned int *flags, int *active))real)(dev, flags, active) : omlc_bypass_missing(OMLC_SYM_cuDevicePrimaryCtxGetState);
   }
-  case OMLC_MODE_MPS:
-    (void)dev; (void)flags; (void)active;
-    return omlc_not_supported(OMLC_SYM_cuDevicePrimaryCtxGetState);
+  case OMLC_MODE_MPS: return omlc_mps_cuDevicePrimaryCtxGetState(dev, flags, active);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1231,9 +1226,7 @@ CUresult CUDAAPI cuDevicePrimaryCtxRelease(CUdevice_v1 dev) {
     omlc_fn real = omlc_real(OMLC_SYM_cuDevicePrimaryCtxRelease);
     return real ? ((CUresult (CUDAAPI *)(CUdevice_v1 dev))real)(dev) : omlc_bypass_missing(OMLC_SYM_cuDevicePrimaryCtxRelease);
   }
-  case OMLC_MODE_MPS:
-    (void)dev;
-    return omlc_not_supported(OMLC_SYM_cuDevicePrimaryCtxRelease);
+  case OMLC_MODE_MPS: return omlc_mps_cuDevicePrimaryCtxRelease(dev);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1245,9 +1238,7 @@ CUresult CUDAAPI cuDevicePrimaryCtxRelease_v2(CUdevice_v1 dev) {
     omlc_fn real = omlc_real(OMLC_SYM_cuDevicePrimaryCtxRelease_v2);
     return real ? ((CUresult (CUDAAPI *)(CUdevice_v1 dev))real)(dev) : omlc_bypass_missing(OMLC_SYM_cuDevicePrimaryCtxRelease_v2);
   }
-  case OMLC_MODE_MPS:
-    (void)dev;
-    return omlc_not_supported(OMLC_SYM_cuDevicePrimaryCtxRelease_v2);
+  case OMLC_MODE_MPS: return omlc_mps_cuDevicePrimaryCtxRelease_v2(dev);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1287,9 +1278,7 @@ CUresult CUDAAPI cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice_v1 dev) {
     omlc_fn real = omlc_real(OMLC_SYM_cuDevicePrimaryCtxRetain);
     return real ? ((CUresult (CUDAAPI *)(CUcontext *pctx, CUdevice_v1 dev))real)(pctx, dev) : omlc_bypass_missing(OMLC_SYM_cuDevicePrimaryCtxRetain);
   }
-  case OMLC_MODE_MPS:
-    (void)pctx; (void)dev;
-    return omlc_not_supported(OMLC_SYM_cuDevicePrimaryCtxRetain);
+  case OMLC_MODE_MPS: return omlc_mps_cuDevicePrimaryCtxRetain(pctx, dev);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1301,9 +1290,7 @@ CUresult CUDAAPI cuDevicePrimaryCtxSetFlags(CUdevice_v1 dev, unsigned int flags)
     omlc_fn real = omlc_real(OMLC_SYM_cuDevicePrimaryCtxSetFlags);
     return real ? ((CUresult (CUDAAPI *)(CUdevice_v1 dev, unsigned int flags))real)(dev, flags) : omlc_bypass_missing(OMLC_SYM_cuDevicePrimaryCtxSetFlags);
   }
-  case OMLC_MODE_MPS:
-    (void)dev; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuDevicePrimaryCtxSetFlags);
+  case OMLC_MODE_MPS: return omlc_mps_cuDevicePrimaryCtxSetFlags(dev, flags);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1315,9 +1302,7 @@ CUresult CUDAAPI cuDevicePrimaryCtxSetFlags_v2(CUdevice_v1 dev, unsigned int fla
     omlc_fn real = omlc_real(OMLC_SYM_cuDevicePrimaryCtxSetFlags_v2);
     return real ? ((CUresult (CUDAAPI *)(CUdevice_v1 dev, unsigned int flags))real)(dev, flags) : omlc_bypass_missing(OMLC_SYM_cuDevicePrimaryCtxSetFlags_v2);
   }
-  case OMLC_MODE_MPS:
-    (void)dev; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuDevicePrimaryCtxSetFlags_v2);
+  case OMLC_MODE_MPS: return omlc_mps_cuDevicePrimaryCtxSetFlags_v2(dev, flags);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8936,24 +8921,24 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuCtxFromGreenCtx", (omlc_fn)cuCtxFromGreenCtx, OMLC_IMPL_NONE },
   { "cuCtxGetApiVersion", (omlc_fn)cuCtxGetApiVersion, OMLC_IMPL_NONE },
   { "cuCtxGetCacheConfig", (omlc_fn)cuCtxGetCacheConfig, OMLC_IMPL_NONE },
-  { "cuCtxGetCurrent", (omlc_fn)cuCtxGetCurrent, OMLC_IMPL_NONE },
+  { "cuCtxGetCurrent", (omlc_fn)cuCtxGetCurrent, OMLC_IMPL_MPS },
   { "cuCtxGetDevResource", (omlc_fn)cuCtxGetDevResource, OMLC_IMPL_NONE },
-  { "cuCtxGetDevice", (omlc_fn)cuCtxGetDevice, OMLC_IMPL_NONE },
-  { "cuCtxGetDevice_v2", (omlc_fn)cuCtxGetDevice_v2, OMLC_IMPL_NONE },
+  { "cuCtxGetDevice", (omlc_fn)cuCtxGetDevice, OMLC_IMPL_MPS },
+  { "cuCtxGetDevice_v2", (omlc_fn)cuCtxGetDevice_v2, OMLC_IMPL_MPS },
   { "cuCtxGetExecAffinity", (omlc_fn)cuCtxGetExecAffinity, OMLC_IMPL_NONE },
-  { "cuCtxGetFlags", (omlc_fn)cuCtxGetFlags, OMLC_IMPL_NONE },
+  { "cuCtxGetFlags", (omlc_fn)cuCtxGetFlags, OMLC_IMPL_MPS },
   { "cuCtxGetId", (omlc_fn)cuCtxGetId, OMLC_IMPL_NONE },
   { "cuCtxGetLimit", (omlc_fn)cuCtxGetLimit, OMLC_IMPL_NONE },
   { "cuCtxGetSharedMemConfig", (omlc_fn)cuCtxGetSharedMemConfig, OMLC_IMPL_NONE },
   { "cuCtxGetStreamPriorityRange", (omlc_fn)cuCtxGetStreamPriorityRange, OMLC_IMPL_NONE },
-  { "cuCtxPopCurrent", (omlc_fn)cuCtxPopCurrent, OMLC_IMPL_NONE },
-  { "cuCtxPopCurrent_v2", (omlc_fn)cuCtxPopCurrent_v2, OMLC_IMPL_NONE },
-  { "cuCtxPushCurrent", (omlc_fn)cuCtxPushCurrent, OMLC_IMPL_NONE },
-  { "cuCtxPushCurrent_v2", (omlc_fn)cuCtxPushCurrent_v2, OMLC_IMPL_NONE },
+  { "cuCtxPopCurrent", (omlc_fn)cuCtxPopCurrent, OMLC_IMPL_MPS },
+  { "cuCtxPopCurrent_v2", (omlc_fn)cuCtxPopCurrent_v2, OMLC_IMPL_MPS },
+  { "cuCtxPushCurrent", (omlc_fn)cuCtxPushCurrent, OMLC_IMPL_MPS },
+  { "cuCtxPushCurrent_v2", (omlc_fn)cuCtxPushCurrent_v2, OMLC_IMPL_MPS },
   { "cuCtxRecordEvent", (omlc_fn)cuCtxRecordEvent, OMLC_IMPL_NONE },
   { "cuCtxResetPersistingL2Cache", (omlc_fn)cuCtxResetPersistingL2Cache, OMLC_IMPL_NONE },
   { "cuCtxSetCacheConfig", (omlc_fn)cuCtxSetCacheConfig, OMLC_IMPL_NONE },
-  { "cuCtxSetCurrent", (omlc_fn)cuCtxSetCurrent, OMLC_IMPL_NONE },
+  { "cuCtxSetCurrent", (omlc_fn)cuCtxSetCurrent, OMLC_IMPL_MPS },
   { "cuCtxSetFlags", (omlc_fn)cuCtxSetFlags, OMLC_IMPL_NONE },
   { "cuCtxSetLimit", (omlc_fn)cuCtxSetLimit, OMLC_IMPL_NONE },
   { "cuCtxSetSharedMemConfig", (omlc_fn)cuCtxSetSharedMemConfig, OMLC_IMPL_NONE },
@@ -8987,14 +8972,14 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuDeviceGetUuid", (omlc_fn)cuDeviceGetUuid, OMLC_IMPL_MPS },
   { "cuDeviceGetUuid_v2", (omlc_fn)cuDeviceGetUuid_v2, OMLC_IMPL_MPS },
   { "cuDeviceGraphMemTrim", (omlc_fn)cuDeviceGraphMemTrim, OMLC_IMPL_NONE },
-  { "cuDevicePrimaryCtxGetState", (omlc_fn)cuDevicePrimaryCtxGetState, OMLC_IMPL_NONE },
-  { "cuDevicePrimaryCtxRelease", (omlc_fn)cuDevicePrimaryCtxRelease, OMLC_IMPL_NONE },
-  { "cuDevicePrimaryCtxRelease_v2", (omlc_fn)cuDevicePrimaryCtxRelease_v2, OMLC_IMPL_NONE },
+  { "cuDevicePrimaryCtxGetState", (omlc_fn)cuDevicePrimaryCtxGetState, OMLC_IMPL_MPS },
+  { "cuDevicePrimaryCtxRelease", (omlc_fn)cuDevicePrimaryCtxRelease, OMLC_IMPL_MPS },
+  { "cuDevicePrimaryCtxRelease_v2", (omlc_fn)cuDevicePrimaryCtxRelease_v2, OMLC_IMPL_MPS },
   { "cuDevicePrimaryCtxReset", (omlc_fn)cuDevicePrimaryCtxReset, OMLC_IMPL_NONE },
   { "cuDevicePrimaryCtxReset_v2", (omlc_fn)cuDevicePrimaryCtxReset_v2, OMLC_IMPL_NONE },
-  { "cuDevicePrimaryCtxRetain", (omlc_fn)cuDevicePrimaryCtxRetain, OMLC_IMPL_NONE },
-  { "cuDevicePrimaryCtxSetFlags", (omlc_fn)cuDevicePrimaryCtxSetFlags, OMLC_IMPL_NONE },
-  { "cuDevicePrimaryCtxSetFlags_v2", (omlc_fn)cuDevicePrimaryCtxSetFlags_v2, OMLC_IMPL_NONE },
+  { "cuDevicePrimaryCtxRetain", (omlc_fn)cuDevicePrimaryCtxRetain, OMLC_IMPL_MPS },
+  { "cuDevicePrimaryCtxSetFlags", (omlc_fn)cuDevicePrimaryCtxSetFlags, OMLC_IMPL_MPS },
+  { "cuDevicePrimaryCtxSetFlags_v2", (omlc_fn)cuDevicePrimaryCtxSetFlags_v2, OMLC_IMPL_MPS },
   { "cuDeviceRegisterAsyncNotification", (omlc_fn)cuDeviceRegisterAsyncNotification, OMLC_IMPL_NONE },
   { "cuDeviceSetGraphMemAttribute", (omlc_fn)cuDeviceSetGraphMemAttribute, OMLC_IMPL_NONE },
   { "cuDeviceSetMemPool", (omlc_fn)cuDeviceSetMemPool, OMLC_IMPL_NONE },

@@ -87,5 +87,6 @@ test('static-cudart program with a running daemon: MPS mode, a session opens, un
   const codes = new Set(got.map(([, code]) => code));
   assert.equal(codes.size, 1, out);
   assert.ok(!codes.has(0) && !codes.has(805), out);
-  assert.match(text, /: not implemented by openmps \(CUDA_ERROR_NOT_SUPPORTED\)/);
+  // The log names where it stopped: an entry point or a device attribute not provided yet.
+  assert.match(text, /(: not implemented by openmps|is not provided by the openmps server) \(CUDA_ERROR_NOT_SUPPORTED\)/);
 });

@@ -384,6 +384,65 @@ static void concurrent_first_calls(void) {
   CHECK(all, "8 threads' first calls all answer NOT_SUPPORTED");
 }
 
+static void *current_elsewhere(void *arg) {
+  CUcontext ctx = (CUcontext)(uintptr_t)1;
+  ((CUresult(*)(CUcontext *))arg)(&ctx);
+  return ctx;
+}
+
+/* The primary context and the thread's context stack (after cuInit). */
+static void context_checks(void) {
+  typedef CUresult (*retain_t)(CUcontext *, CUdevice);
+  typedef CUresult (*release_t)(CUdevice);
+  typedef CUresult (*state_t)(CUdevice, unsigned *, int *);
+  typedef CUresult (*cur_t)(CUcontext *);
+  typedef CUresult (*set_t)(CUcontext);
+  typedef CUresult (*dev_t)(CUdevice *);
+  retain_t retain = (retain_t)sym("cuDevicePrimaryCtxRetain");
+  release_t release = (release_t)sym("cuDevicePrimaryCtxRelease_v2");
+  state_t state = (state_t)sym("cuDevicePrimaryCtxGetState");
+  cur_t get_current = (cur_t)sym("cuCtxGetCurrent");
+  set_t set_current = (set_t)sym("cuCtxSetCurrent");
+  unsigned flags = 99;
+  int active = -1;
+  CHECK(state(0, &flags, &active) == CUDA_SUCCESS && active == 0, "primary context inactive before retain");
+  CUcontext ctx = NULL, again = NULL, cur = (CUcontext)(uintptr_t)1;
+  CHECK(retain(&ctx, 0) == CUDA_SUCCESS && ctx != NULL, "cuDevicePrimaryCtxRetain");
+  CHECK(retain(&again, 0) == CUDA_SUCCESS && again == ctx, "the primary context is one context");
+  CHECK(retain(&again, 1) == CUDA_ERROR_INVALID_DEVICE, "primary context of device 1: INVALID_DEVICE");
+  CHECK(state(0, &flags, &active) == CUDA_SUCCESS && active == 1, "active once retained");
+  CHECK(get_current(&cur) == CUDA_SUCCESS && cur == NULL, "no current context at first");
+  CHECK(set_current(ctx) == CUDA_SUCCESS && get_current(&cur) == CUDA_SUCCESS && cur == ctx, "cuCtxSetCurrent");
+  CUdevice d = -1;
+  CHECK(((dev_t)sym("cuCtxGetDevice"))(&d) == CUDA_SUCCESS && d == 0, "cuCtxGetDevice");
+  pthread_t th;
+  void *other = (void *)1;
+  pthread_create(&th, NULL, current_elsewhere, (void *)get_current);
+  pthread_join(th, &other);
+  CHECK(other == NULL, "the current context is per thread");
+  CHECK(set_current((CUcontext)(uintptr_t)0x1234) == CUDA_ERROR_INVALID_CONTEXT, "a context that is not ours: INVALID_CONTEXT");
+  CHECK(((set_t)sym("cuCtxPushCurrent_v2"))(ctx) == CUDA_SUCCESS, "cuCtxPushCurrent_v2");
+  CUcontext popped = NULL;
+  CHECK(((cur_t)sym("cuCtxPopCurrent_v2"))(&popped) == CUDA_SUCCESS && popped == ctx, "cuCtxPopCurrent_v2");
+  CHECK(set_current(NULL) == CUDA_SUCCESS && get_current(&cur) == CUDA_SUCCESS && cur == NULL, "cuCtxSetCurrent(NULL) pops");
+  CHECK(((cur_t)sym("cuCtxPopCurrent_v2"))(&popped) == CUDA_ERROR_INVALID_CONTEXT, "pop of an empty stack: INVALID_CONTEXT");
+  CHECK(((dev_t)sym("cuCtxGetDevice"))(&d) == CUDA_ERROR_INVALID_CONTEXT, "cuCtxGetDevice without a context: INVALID_CONTEXT");
+  /* CONTEXT_LOCAL_STORAGE with a NULL context uses the current one. */
+  const void *const *cls = table(U_CLS);
+  typedef CUresult (*put_t)(CUcontext, void *, void *, void (*)(CUcontext, void *, void *));
+  typedef CUresult (*cget_t)(void **, CUcontext, void *);
+  int key;
+  void *value = NULL;
+  set_current(ctx);
+  CHECK(((put_t)cls[0])(NULL, &key, (void *)0x77, NULL) == CUDA_SUCCESS &&
+            ((cget_t)cls[2])(&value, ctx, &key) == CUDA_SUCCESS && value == (void *)0x77,
+        "CLS with a NULL context stores under the current one");
+  set_current(NULL);
+  CHECK(release(0) == CUDA_SUCCESS && release(0) == CUDA_SUCCESS, "two releases for two retains");
+  CHECK(state(0, &flags, &active) == CUDA_SUCCESS && active == 0, "inactive once released");
+  CHECK(release(0) == CUDA_ERROR_INVALID_CONTEXT, "a release too many: INVALID_CONTEXT");
+}
+
 static void session_checks(void) {
   typedef CUresult (*init_t)(unsigned);
   typedef CUresult (*count_t)(int *);
@@ -434,6 +493,7 @@ static void session_checks(void) {
   CUdeviceptr p = 0;
   CHECK(((CUresult(*)(CUdeviceptr *, size_t))sym("cuMemAlloc_v2"))(&p, 64) == CUDA_ERROR_NOT_SUPPORTED,
         "cuMemAlloc_v2 (not implemented yet): NOT_SUPPORTED");
+  context_checks();
 }
 
 int main(int argc, char **argv) {

@@ -1,0 +1,151 @@
+/* MPS mode: contexts. The GPU context is the server's (one per device, shared by every client, as
+ * under NVIDIA MPS); what a client holds is its view of it: the primary context of its session's
+ * device, with the driver's reference count, flags and active state, and each thread's context
+ * stack (CUDA Driver API, "Primary Context Management" and "Context Management"). Nothing here
+ * talks to the server: work on a context goes through the session (mps.c). Contexts other than
+ * the primary one (cuCtxCreate) are not supported yet. */
+#include "libcuda.h"
+
+#include <pthread.h>
+#include <stdint.h>
+
+/* A context handle is the address of one of these; the magic word tells ours from garbage. */
+struct CUctx_st {
+  uint32_t magic;
+  CUdevice device;
+};
+
+#define CTX_MAGIC 0x6f6d6378u /* "omcx" */
+
+static struct CUctx_st primary = {CTX_MAGIC, 0};
+static pthread_mutex_t primary_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned primary_refs;
+static unsigned primary_flags;
+
+/* The calling thread's context stack; its top is the current context. */
+#define STACK_MAX 64
+static _Thread_local CUcontext stack[STACK_MAX];
+static _Thread_local int depth;
+
+static int valid(CUcontext ctx) { return ctx == &primary; }
+
+/* Device queries and cuInit's session: the primary context exists only for device 0 of an open
+ * session (mps.c answers NOT_INITIALIZED or INVALID_DEVICE otherwise). */
+static CUresult check_device(CUdevice dev) {
+  int count = 0;
+  CUresult rc = cuDeviceGetCount(&count);
+  if (rc != CUDA_SUCCESS) return rc;
+  return dev >= 0 && dev < count ? CUDA_SUCCESS : CUDA_ERROR_INVALID_DEVICE;
+}
+
+CUresult omlc_mps_cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice_v1 dev) {
+  if (pctx == NULL) return CUDA_ERROR_INVALID_VALUE;
+  CUresult rc = check_device(dev);
+  if (rc != CUDA_SUCCESS) return rc;
+  pthread_mutex_lock(&primary_lock);
+  primary_refs++;
+  pthread_mutex_unlock(&primary_lock);
+  *pctx = &primary;
+  return CUDA_SUCCESS;
+}
+
+static CUresult primary_release(CUdevice dev) {
+  CUresult rc = check_device(dev);
+  if (rc != CUDA_SUCCESS) return rc;
+  pthread_mutex_lock(&primary_lock);
+  if (primary_refs == 0) rc = CUDA_ERROR_INVALID_CONTEXT;
+  else primary_refs--;
+  pthread_mutex_unlock(&primary_lock);
+  return rc;
+}
+CUresult omlc_mps_cuDevicePrimaryCtxRelease(CUdevice_v1 dev) { return primary_release(dev); }
+CUresult omlc_mps_cuDevicePrimaryCtxRelease_v2(CUdevice_v1 dev) { return primary_release(dev); }
+
+CUresult omlc_mps_cuDevicePrimaryCtxGetState(CUdevice_v1 dev, unsigned int *flags, int *active) {
+  if (flags == NULL || active == NULL) return CUDA_ERROR_INVALID_VALUE;
+  CUresult rc = check_device(dev);
+  if (rc != CUDA_SUCCESS) return rc;
+  pthread_mutex_lock(&primary_lock);
+  *flags = primary_flags;
+  *active = primary_refs > 0;
+  pthread_mutex_unlock(&primary_lock);
+  return CUDA_SUCCESS;
+}
+
+/* The flags (scheduling, CU_CTX_LMEM_RESIZE_TO_MAX) are kept and reported; the server's context
+ * was made with its own. */
+static CUresult primary_set_flags(CUdevice dev, unsigned flags) {
+  CUresult rc = check_device(dev);
+  if (rc != CUDA_SUCCESS) return rc;
+  pthread_mutex_lock(&primary_lock);
+  primary_flags = flags;
+  pthread_mutex_unlock(&primary_lock);
+  return CUDA_SUCCESS;
+}
+CUresult omlc_mps_cuDevicePrimaryCtxSetFlags(CUdevice_v1 dev, unsigned int flags) { return primary_set_flags(dev, flags); }
+CUresult omlc_mps_cuDevicePrimaryCtxSetFlags_v2(CUdevice_v1 dev, unsigned int flags) {
+  return primary_set_flags(dev, flags);
+}
+
+CUresult omlc_mps_cuCtxGetCurrent(CUcontext *pctx) {
+  if (pctx == NULL) return CUDA_ERROR_INVALID_VALUE;
+  *pctx = depth > 0 ? stack[depth - 1] : NULL;
+  return CUDA_SUCCESS;
+}
+
+/* Replaces the top of the stack (pushes onto an empty one); NULL pops, as the driver does. */
+CUresult omlc_mps_cuCtxSetCurrent(CUcontext ctx) {
+  if (ctx == NULL) {
+    if (depth > 0) depth--;
+    return CUDA_SUCCESS;
+  }
+  if (!valid(ctx)) return CUDA_ERROR_INVALID_CONTEXT;
+  if (depth == 0) depth = 1;
+  stack[depth - 1] = ctx;
+  return CUDA_SUCCESS;
+}
+
+static CUresult push(CUcontext ctx) {
+  if (!valid(ctx)) return CUDA_ERROR_INVALID_CONTEXT;
+  if (depth == STACK_MAX) return CUDA_ERROR_OUT_OF_MEMORY;
+  stack[depth++] = ctx;
+  return CUDA_SUCCESS;
+}
+CUresult omlc_mps_cuCtxPushCurrent(CUcontext ctx) { return push(ctx); }
+CUresult omlc_mps_cuCtxPushCurrent_v2(CUcontext ctx) { return push(ctx); }
+
+static CUresult pop(CUcontext *pctx) {
+  if (depth == 0) return CUDA_ERROR_INVALID_CONTEXT;
+  CUcontext top = stack[--depth];
+  if (pctx != NULL) *pctx = top;
+  return CUDA_SUCCESS;
+}
+CUresult omlc_mps_cuCtxPopCurrent(CUcontext *pctx) { return pop(pctx); }
+CUresult omlc_mps_cuCtxPopCurrent_v2(CUcontext *pctx) { return pop(pctx); }
+
+static CUcontext current_or(CUcontext ctx) { return ctx != NULL ? ctx : depth > 0 ? stack[depth - 1] : NULL; }
+
+CUresult omlc_mps_cuCtxGetDevice(CUdevice_v1 *device) {
+  if (device == NULL) return CUDA_ERROR_INVALID_VALUE;
+  CUcontext ctx = current_or(NULL);
+  if (ctx == NULL) return CUDA_ERROR_INVALID_CONTEXT;
+  *device = ctx->device;
+  return CUDA_SUCCESS;
+}
+
+CUresult omlc_mps_cuCtxGetDevice_v2(CUdevice *device, CUcontext ctx) {
+  if (device == NULL) return CUDA_ERROR_INVALID_VALUE;
+  ctx = current_or(ctx);
+  if (ctx == NULL || !valid(ctx)) return CUDA_ERROR_INVALID_CONTEXT;
+  *device = ctx->device;
+  return CUDA_SUCCESS;
+}
+
+CUresult omlc_mps_cuCtxGetFlags(unsigned int *flags) {
+  if (flags == NULL) return CUDA_ERROR_INVALID_VALUE;
+  if (current_or(NULL) == NULL) return CUDA_ERROR_INVALID_CONTEXT;
+  pthread_mutex_lock(&primary_lock);
+  *flags = primary_flags;
+  pthread_mutex_unlock(&primary_lock);
+  return CUDA_SUCCESS;
+}
