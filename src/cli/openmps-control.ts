@@ -17,6 +17,7 @@ import type { DeviceKind } from '../devices/device.js';
 import type { LogFormat } from '../server/ipc.js';
 import { formatHttpAddress, parseHttpAddress, startHttpServer, type HttpAddress, type HttpHandle } from '../telemetry/http.js';
 import { FramedSocket } from '../transport/framed-socket.js';
+import { socketBoundsFromEnv } from '../transport/socket-bounds.js';
 
 const USAGE = `Usage: openmps-control [-d | -f] [-S] [-M] [--device auto|cuda|sim] [--http HOST:PORT]
                       [--log-format mps|json]
@@ -43,7 +44,9 @@ const USAGE = `Usage: openmps-control [-d | -f] [-S] [-M] [--device auto|cuda|si
 Environment: OPENMPS_PIPE_DIRECTORY (default /tmp/openmps), OPENMPS_LOG_DIRECTORY (default
 /tmp/openmps-log), OPENMPS_DEVICE, OPENMPS_LOG_FORMAT, and for the daemon's defaults:
 OPENMPS_ACTIVE_THREAD_PERCENTAGE (above 0, at most 100), OPENMPS_CLIENT_PRIORITY (0 or 1),
-OPENMPS_MAX_CLIENTS_PER_DEVICE (1 to 65535, default 60). CUDA_VISIBLE_DEVICES passes to the servers.
+OPENMPS_MAX_CLIENTS_PER_DEVICE (1 to 65535, default 60); for the sockets: OPENMPS_FRAME_DEADLINE_MS
+(default 10000), OPENMPS_MAX_CONNECTIONS (default 1024 or half the fd limit),
+OPENMPS_MAX_CONNECTIONS_PER_UID (default 128). CUDA_VISIBLE_DEVICES passes to the servers.
 Commands: get_server_list, get_server_status, start_server, shutdown_server, get_client_list,
 get_device_client_list, ps, device_query, terminate_client, get/set_default_active_thread_percentage,
 get/set_active_thread_percentage, get/set_default_device_pinned_mem_limit,
@@ -181,6 +184,12 @@ function parseOptions(argv: readonly string[]): Options {
     if (maxText !== undefined && maxText.trim() !== '') {
       maxClientsPerDevice = parseMaxClientsPerDevice(maxText);
       if (maxClientsPerDevice === undefined) usageError(`invalid OPENMPS_MAX_CLIENTS_PER_DEVICE "${maxText}": expected a whole number from 1 to ${MAX_CLIENTS_PER_DEVICE_LIMIT}`);
+    }
+    // The socket bounds (read again by the daemon and each server): checked here for the same reason.
+    try {
+      socketBoundsFromEnv(process.env);
+    } catch (err) {
+      usageError(err instanceof Error ? err.message : String(err));
     }
   }
   const staticPartitioning = values['static-partitioning'] === true;

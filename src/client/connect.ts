@@ -10,7 +10,8 @@ import { PROTOCOL_VERSION } from '../protocol/messages.js';
 import { CALL_NAMES } from '../server/dispatcher.js';
 import { deviceInfoToWire, limitsToWire } from '../server/server.js';
 import { DeviceOwnership, Session } from '../server/session.js';
-import { FramedSocket, setCallNames } from '../transport/framed-socket.js';
+import { clipUtf8, FramedSocket, handshakeError, setCallNames } from '../transport/framed-socket.js';
+import { MAX_COMMAND_BYTES } from '../transport/socket-bounds.js';
 import { checkConnectOptions } from './arguments.js';
 import { Context } from './context.js';
 import { DirectChannel } from './direct-channel.js';
@@ -79,8 +80,9 @@ function parseSyncWait(value: string | undefined): SyncWait {
   return found;
 }
 
+/** This process's command line for `ps`, clipped so the handshake fits the daemon's frame limit. */
 function commandLine(): string {
-  return process.argv.slice(1).join(' ') || process.argv0;
+  return clipUtf8(process.argv.slice(1).join(' ') || process.argv0, MAX_COMMAND_BYTES);
 }
 
 export async function connect(options: ConnectOptions = {}): Promise<Context> {
@@ -155,6 +157,8 @@ async function connectToServer(
   let server: { serverPid: number; socketPath: string };
   try {
     server = await controlChannel.request('CONTROL_CONNECT', { version: settings.version, pid: settings.pid, command: settings.command });
+  } catch (err) {
+    throw handshakeError(err, controlChannel, 'cuInit', 'the control daemon');
   } finally {
     controlChannel.close();
   }
@@ -170,7 +174,7 @@ async function connectToServer(
     opened = await channel.request('SESSION_OPEN', settings);
   } catch (err) {
     channel.close();
-    throw err;
+    throw handshakeError(err, channel, 'cuCtxCreate_v4', `server ${server.serverPid}`);
   }
   const remote = new RemoteChannel(channel, syncWait);
   // Without a ring (an older server, a server that cannot open our descriptors) every call takes

@@ -3,7 +3,7 @@
 import { connect as netConnect } from 'node:net';
 import { join } from 'node:path';
 import { CudaError } from '../cuda/cuda-error.js';
-import { FramedSocket } from '../transport/framed-socket.js';
+import { FramedSocket, handshakeError } from '../transport/framed-socket.js';
 
 export interface ControlReply {
   readonly output: string;
@@ -21,6 +21,8 @@ export async function controlCommand(pipeDirectory: string, line: string): Promi
   const channel = new FramedSocket(socket);
   try {
     return await channel.request('CONTROL_COMMAND', { line });
+  } catch (err) {
+    throw handshakeError(err, channel, 'openmps-control', 'the control daemon');
   } finally {
     channel.close();
   }

@@ -17,6 +17,7 @@ import { Logger } from '../telemetry/log.js';
 import { StateSampler } from '../telemetry/sampler.js';
 import type { StateSnapshot } from '../telemetry/state.js';
 import { FramedSocket } from '../transport/framed-socket.js';
+import { CONTROL_MAX_PAYLOAD, ConnectionCounts, socketBoundsFromEnv, type SocketBounds } from '../transport/socket-bounds.js';
 import { parseCommand, type ControlCommand, type DeviceSpec, type PartitionSpec, type UuidSpec } from './commands.js';
 import { deviceKey, memLimitKey, resolveDevice, resolveUuid } from './devices.js';
 import { formatDeviceClientList, formatDeviceQuery, formatLines, formatLspart, formatMemoryLimit, formatPercentage, formatPs, type DeviceQuerySection, type PsAccounting, type PsRow } from './format.js';
@@ -57,6 +58,11 @@ export interface ControlDaemonOptions {
   readonly env?: Readonly<Record<string, string | undefined>>;
   /** control.log and server.log: MPS's line format or JSON (`--log-format`). */
   readonly logFormat?: LogFormat;
+  /**
+   * Frame deadline and connection caps of the control socket (src/transport/socket-bounds.ts); by
+   * default from OPENMPS_FRAME_DEADLINE_MS, OPENMPS_MAX_CONNECTIONS, OPENMPS_MAX_CONNECTIONS_PER_UID.
+   */
+  readonly socketBounds?: Partial<SocketBounds>;
 }
 
 export type DaemonStartErrorCode = 'ALREADY_RUNNING' | 'SOCKET_PATH_TOO_LONG' | 'SETUP_FAILED';
@@ -172,6 +178,9 @@ function isReply(v: unknown): v is CommandReply {
   return typeof v === 'object' && v !== null && 'ok' in v && 'output' in v;
 }
 
+/** Refused control connections are logged at most once per this many ms, with their count. */
+const REFUSAL_LOG_MS = 10_000;
+
 const STATIC_PARTITIONING_OFF = 'Static partitioning is off: start the control daemon with -S (--static-partitioning) to use sm_partition and lspart';
 
 export class ControlDaemon {
@@ -186,6 +195,10 @@ export class ControlDaemon {
   readonly #servers: ServerSupervisor;
   /** Open connections, each with a promise of its socket's close. */
   readonly #connections = new Map<FramedSocket, Promise<void>>();
+  readonly #bounds: SocketBounds;
+  readonly #counts: ConnectionCounts;
+  /** Refused connections not yet logged: a flood is one line per REFUSAL_LOG_MS, not one each. */
+  readonly #refused = { count: 0, loggedAt: 0 };
   readonly #daemonUid = process.getuid?.() ?? 0;
   #server: Server | undefined;
   #ownsPidFile = false;
@@ -202,6 +215,8 @@ export class ControlDaemon {
 
   constructor(options: ControlDaemonOptions) {
     this.#options = options;
+    this.#bounds = { ...socketBoundsFromEnv(options.env ?? process.env), ...options.socketBounds };
+    this.#counts = new ConnectionCounts(this.#bounds);
     this.pipeDirectory = options.pipeDirectory;
     this.logDirectory = options.logDirectory;
     this.socketPath = controlSocketPath(options.pipeDirectory);
@@ -354,7 +369,15 @@ export class ControlDaemon {
         this.log.log(`Cannot read the credentials of a connection: ${errorMessage(err)}`);
       }
     }
-    const channel = new FramedSocket(socket);
+    // Anyone may connect here: small frames, a deadline for an incomplete one, and caps per UID
+    // and in all; past a cap the peer is told why (805) and disconnected (socket-bounds.ts).
+    const channel = new FramedSocket(socket, { maxPayload: CONTROL_MAX_PAYLOAD, frameDeadlineMs: this.#bounds.frameDeadlineMs });
+    const refusal = this.#counts.admit(caller?.uid);
+    if (refusal !== undefined) {
+      this.#logRefusal(caller, refusal);
+      channel.refuse(new CudaError('CUDA_ERROR_MPS_CONNECTION_FAILED', 'openmps.control', `connection refused: ${refusal}`));
+      return;
+    }
     // A client that goes away while its CONTROL_CONNECT is queued leaves the queue.
     const gone = new AbortController();
     this.#connections.set(
@@ -363,6 +386,7 @@ export class ControlDaemon {
         socket.once('close', () => {
           gone.abort();
           this.#connections.delete(channel);
+          this.#counts.leave(caller?.uid);
           resolve();
         });
       }),
@@ -380,6 +404,21 @@ export class ControlDaemon {
           throw new CudaError('CUDA_ERROR_NOT_SUPPORTED', `openmps.${name}`, 'the control daemon answers only CONTROL_COMMAND and CONTROL_CONNECT');
       }
     });
+  }
+
+  #logRefusal(caller: PeerCredentials | undefined, reason: string): void {
+    this.#refused.count++;
+    const now = Date.now();
+    if (now - this.#refused.loggedAt < REFUSAL_LOG_MS) return;
+    const who = caller ? `pid ${caller.pid}, uid ${caller.uid}` : 'unknown peer';
+    this.log.log(`Refused ${this.#refused.count} control connection(s) (the latest: ${who}): ${reason}`, {
+      event: 'connection-refused',
+      ...(caller ? { client: { pid: caller.pid, uid: caller.uid } } : {}),
+      code: 'CUDA_ERROR_MPS_CONNECTION_FAILED',
+      reason,
+    });
+    this.#refused.count = 0;
+    this.#refused.loggedAt = now;
   }
 
   /**

@@ -61,6 +61,15 @@ export function yieldProcessor(): void {
   loadLibc().sched_yield();
 }
 
+/**
+ * Gives the C heap's free pages back to the kernel (glibc malloc_trim(0)). free() returns only the
+ * top of the heap; pages freed between live allocations (socket buffers of peers that have left)
+ * stay resident until this. Returns whether memory was released.
+ */
+export function trimHeap(): boolean {
+  return loadLibc().malloc_trim(0) === 1;
+}
+
 export interface Mapping {
   /** The mapping's native address, for cuMemHostRegister. */
   readonly address: bigint;

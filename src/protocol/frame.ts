@@ -2,7 +2,8 @@
 // Header, 16 bytes little-endian: u32 payload length, u16 opcode, u16 flags, u32 request id,
 // u32 status (a CUresult: 0 in requests, the result in replies). The payload follows.
 // FrameDecoder is an explicit state machine over arbitrary chunking: it buffers until a header is
-// whole, rejects a length above MAX_PAYLOAD before buffering the body, and yields whole frames.
+// whole, rejects a length above its limit (MAX_PAYLOAD, or less: the control socket takes 64 KiB,
+// src/transport/socket-bounds.ts) before buffering the body, and yields whole frames.
 
 export const HEADER_BYTES = 16;
 /** Largest payload a frame may carry. Bulk data goes through shared memory, not frames. */
@@ -51,80 +52,185 @@ export function encodeFrame(opcode: number, flags: number, requestId: number, st
   return out;
 }
 
+export interface FrameDecoderOptions {
+  /** Largest payload accepted (default and at most MAX_PAYLOAD); setMaxPayload changes it later. */
+  readonly maxPayload?: number;
+  /** Called with each buffer allocated for an incomplete frame (to learn when it is collected). */
+  readonly onBuffer?: (buffer: ArrayBufferLike) => void;
+  /**
+   * Memory for an incomplete frame of `bytes` that is given back by `free()` the moment it is not
+   * needed (the frame completed, the connection closed) instead of when the garbage collector gets
+   * to it; undefined: an ordinary buffer. A frame completed in such memory is copied out first.
+   */
+  readonly allocate?: (bytes: number) => OwnedBytes | undefined;
+}
+
+/** Memory the decoder frees itself (FrameDecoderOptions.allocate). */
+export interface OwnedBytes {
+  readonly bytes: Uint8Array;
+  free(): void;
+}
+
+interface Header {
+  readonly length: number;
+  readonly opcode: number;
+  readonly flags: number;
+  readonly requestId: number;
+  readonly status: number;
+}
+
+const NO_BYTES = new Uint8Array(0);
+
+function frameOf(h: Header, payload: Uint8Array): Frame {
+  return { opcode: h.opcode, flags: h.flags, requestId: h.requestId, status: h.status, payload };
+}
+
 export class FrameDecoder {
-  #chunks: Uint8Array[] = [];
-  #buffered = 0;
+  /**
+   * The bytes of the one frame not yet whole, copied out of the chunks they came in: what an
+   * incomplete frame holds is its own bytes (at most twice what arrived, never what its header
+   * claims), not one socket chunk and its object per read, and it goes in one piece (release()).
+   */
+  #partial: Uint8Array = NO_BYTES;
+  #partialLength = 0;
+  #maxPayload: number;
   #failed = false;
+  readonly #onBuffer: ((buffer: ArrayBufferLike) => void) | undefined;
+  readonly #allocate: ((bytes: number) => OwnedBytes | undefined) | undefined;
+  /** Frees #partial when it is owned memory (never viewed outside this class). */
+  #freePartial: (() => void) | undefined;
+
+  constructor(options: FrameDecoderOptions = {}) {
+    this.#maxPayload = FrameDecoder.#checkedLimit(options.maxPayload ?? MAX_PAYLOAD);
+    this.#onBuffer = options.onBuffer;
+    this.#allocate = options.allocate;
+  }
+
+  static #checkedLimit(n: number): number {
+    if (!Number.isInteger(n) || n < 0 || n > MAX_PAYLOAD) throw new RangeError(`frame payload limit ${n} is not a whole number from 0 to ${MAX_PAYLOAD}`);
+    return n;
+  }
+
+  /** The payload limit headers are checked against from now on (a server raises it after SESSION_OPEN). */
+  get maxPayload(): number {
+    return this.#maxPayload;
+  }
+
+  setMaxPayload(n: number): void {
+    this.#maxPayload = FrameDecoder.#checkedLimit(n);
+  }
 
   /**
-   * Feed bytes; returns the frames completed by them. Throws FrameError when a header announces an
-   * oversize payload (fatal: the stream cannot be resynchronised) or carries unknown flags.
+   * Feed bytes; returns the frames completed by them. Throws FrameError when a header announces a
+   * payload above the limit (fatal: the stream cannot be resynchronised) or carries unknown flags.
+   * Frames that arrive whole in one chunk are views of it (no copy).
    */
   push(chunk: Uint8Array): Frame[] {
     if (this.#failed) throw new FrameError('decoder already failed', 0, true);
-    if (chunk.length > 0) {
-      this.#chunks.push(chunk);
-      this.#buffered += chunk.length;
-    }
     const frames: Frame[] = [];
-    while (this.#buffered >= HEADER_BYTES) {
-      const head = this.#peek(HEADER_BYTES);
-      const view = new DataView(head.buffer, head.byteOffset, HEADER_BYTES);
-      const length = view.getUint32(0, true);
-      const opcode = view.getUint16(4, true);
-      const flags = view.getUint16(6, true);
-      const requestId = view.getUint32(8, true);
-      const status = view.getUint32(12, true);
-      if (length > MAX_PAYLOAD) {
-        this.#failed = true;
-        throw new FrameError(`frame announces ${length} payload bytes, above the limit of ${MAX_PAYLOAD}`, requestId, true);
+    let at = 0;
+    if (this.#partialLength > 0) {
+      if (this.#partialLength < HEADER_BYTES) {
+        const n = Math.min(HEADER_BYTES - this.#partialLength, chunk.length);
+        this.#append(chunk.subarray(0, n), HEADER_BYTES);
+        at = n;
+        if (this.#partialLength < HEADER_BYTES) return frames;
       }
-      if ((flags & ~KNOWN_FLAGS) !== 0) {
-        this.#failed = true;
-        throw new FrameError(`frame has unknown flags 0x${flags.toString(16)}`, requestId, true);
-      }
-      if (this.#buffered < HEADER_BYTES + length) break;
-      const whole = this.#take(HEADER_BYTES + length);
-      frames.push({ opcode, flags, requestId, status, payload: whole.subarray(HEADER_BYTES) });
+      const head = this.#header(this.#partial, 0);
+      const total = HEADER_BYTES + head.length;
+      const n = Math.min(total - this.#partialLength, chunk.length - at);
+      this.#append(chunk.subarray(at, at + n), total);
+      at += n;
+      if (this.#partialLength < total) return frames;
+      // Owned memory is freed now: its frame leaves as a copy. Otherwise the payload is a view of
+      // #partial, and the next frame gets a buffer of its own.
+      const body = this.#freePartial ? this.#partial.slice(HEADER_BYTES, total) : this.#partial.subarray(HEADER_BYTES, total);
+      frames.push(frameOf(head, body));
+      this.release();
     }
+    let ceiling = HEADER_BYTES;
+    while (chunk.length - at >= HEADER_BYTES) {
+      const head = this.#header(chunk, at);
+      const total = HEADER_BYTES + head.length;
+      if (chunk.length - at < total) {
+        ceiling = total;
+        break;
+      }
+      frames.push(frameOf(head, chunk.subarray(at + HEADER_BYTES, at + total)));
+      at += total;
+    }
+    if (at < chunk.length) this.#append(chunk.subarray(at), ceiling);
     return frames;
   }
 
+  /** Bytes of an incomplete frame held now. */
   get buffered(): number {
-    return this.#buffered;
+    return this.#partialLength;
   }
 
-  #peek(n: number): Uint8Array {
-    const first = this.#chunks[0];
-    if (first && first.length >= n) return first;
-    this.#coalesce();
-    return this.#chunks[0] ?? new Uint8Array(0);
+  /** The request id of the incomplete frame, once its header is whole. */
+  get partialRequestId(): number | undefined {
+    if (this.#partialLength < HEADER_BYTES) return undefined;
+    return new DataView(this.#partial.buffer, this.#partial.byteOffset, HEADER_BYTES).getUint32(8, true);
   }
 
-  #take(n: number): Uint8Array {
-    let first = this.#chunks[0];
-    if (!first || first.length < n) {
-      this.#coalesce();
-      first = this.#chunks[0];
-    }
-    if (!first) throw new FrameError('internal: take from an empty decoder', 0, true);
-    this.#buffered -= n;
-    if (first.length === n) {
-      this.#chunks.shift();
-      return first;
-    }
-    this.#chunks[0] = first.subarray(n);
-    return first.subarray(0, n);
+  /** Drops what an incomplete frame holds (its connection is gone); returns the bytes let go. */
+  release(): number {
+    const bytes = this.#partial.length;
+    this.#freePartial?.();
+    this.#freePartial = undefined;
+    this.#partial = NO_BYTES;
+    this.#partialLength = 0;
+    return bytes;
   }
 
-  #coalesce(): void {
-    if (this.#chunks.length <= 1) return;
-    const all = new Uint8Array(this.#buffered);
-    let at = 0;
-    for (const c of this.#chunks) {
-      all.set(c, at);
-      at += c.length;
+  /** Reads and checks the header at `at` (whole there). */
+  #header(bytes: Uint8Array, at: number): Header {
+    const view = new DataView(bytes.buffer, bytes.byteOffset + at, HEADER_BYTES);
+    const length = view.getUint32(0, true);
+    const flags = view.getUint16(6, true);
+    const requestId = view.getUint32(8, true);
+    if (length > this.#maxPayload) {
+      this.#fail();
+      throw new FrameError(`frame announces ${length} payload bytes, above the limit of ${this.#maxPayload}`, requestId, true);
     }
-    this.#chunks = [all];
+    if ((flags & ~KNOWN_FLAGS) !== 0) {
+      this.#fail();
+      throw new FrameError(`frame has unknown flags 0x${flags.toString(16)}`, requestId, true);
+    }
+    return { length, opcode: view.getUint16(4, true), flags, requestId, status: view.getUint32(12, true) };
+  }
+
+  #fail(): void {
+    this.#failed = true;
+    this.release();
+  }
+
+  /**
+   * Appends to the incomplete frame. Its buffer grows by doubling up to `ceiling` (the frame's
+   * whole size when its header is known), so a frame arriving in many small reads costs amortised
+   * copies, and a header claiming 16 MiB followed by a trickle holds about what has come.
+   */
+  #append(bytes: Uint8Array, ceiling: number): void {
+    if (bytes.length === 0) return;
+    const needed = this.#partialLength + bytes.length;
+    if (needed > this.#partial.length) {
+      const size = Math.max(needed, Math.min(Math.max(2 * this.#partial.length, 256), ceiling));
+      const owned = this.#allocate?.(size);
+      const grown = owned ? owned.bytes : new Uint8Array(size);
+      grown.set(this.#partial.subarray(0, this.#partialLength));
+      const length = this.#partialLength;
+      this.release();
+      this.#partial = grown;
+      this.#partialLength = length;
+      if (owned) {
+        this.#freePartial = () => {
+          owned.free();
+        };
+      }
+      else this.#onBuffer?.(grown.buffer);
+    }
+    this.#partial.set(bytes, this.#partialLength);
+    this.#partialLength = needed;
   }
 }

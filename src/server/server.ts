@@ -9,7 +9,8 @@ import { CudaError, toCudaError } from '../cuda/cuda-error.js';
 import type { Device, DeviceInfo, Platform } from '../devices/device.js';
 import { peerCredentials } from '../native/bindings.js';
 import { PROTOCOL_VERSION, type LimitsWire, type MessageName, type RequestOf, type ReplyOf, type DeviceInfoWire } from '../protocol/messages.js';
-import { FLAG_NO_REPLY, type Frame } from '../protocol/frame.js';
+import { FLAG_NO_REPLY, MAX_PAYLOAD, type Frame } from '../protocol/frame.js';
+import { CONTROL_MAX_PAYLOAD, ConnectionCounts, socketBoundsFromEnv } from '../transport/socket-bounds.js';
 import { FramedSocket, setCallNames } from '../transport/framed-socket.js';
 import { SharedRegion } from '../transport/shared-memory.js';
 import { listenOwned, unlinkIfOwned, type FileId } from '../transport/owned-path.js';
@@ -109,6 +110,9 @@ export class OpenmpsServer {
   readonly #defaults: ProvisioningDefaults;
   #partitions: readonly PartitionRecord[];
   readonly #connections = new Set<Connection>();
+  /** Frame deadline and connection cap of the server socket (socket-bounds.ts; the daemon's env). */
+  readonly #bounds = socketBoundsFromEnv(process.env);
+  readonly #counts = new ConnectionCounts({ maxConnections: this.#bounds.maxConnections, maxConnectionsPerUid: this.#bounds.maxConnections });
   readonly #rings = new RingPoller();
   #listener: NetServer | undefined;
   /** The (dev, ino) of the socket this server bound: the only one it may remove. */
@@ -482,7 +486,18 @@ export class OpenmpsServer {
       socket.destroy();
       return;
     }
-    const channel = new FramedSocket(socket);
+    // Until SESSION_OPEN a peer is not yet a client: small frames only (#request raises the limit
+    // to MAX_PAYLOAD for module images), a deadline for incomplete frames, a cap on connections.
+    const channel = new FramedSocket(socket, { maxPayload: CONTROL_MAX_PAYLOAD, frameDeadlineMs: this.#bounds.frameDeadlineMs });
+    const refusal = this.#counts.admit(undefined);
+    if (refusal !== undefined) {
+      this.#log.log(`Refused a connection of pid ${creds.pid}: ${refusal}`);
+      channel.refuse(new CudaError('CUDA_ERROR_MPS_CONNECTION_FAILED', 'cuCtxCreate_v4', `connection refused: ${refusal}`));
+      return;
+    }
+    channel.onClose(() => {
+      this.#counts.leave(undefined);
+    });
     const conn: Connection = { channel, pid: creds.pid, uid: creds.uid, session: undefined, staging: undefined, ring: undefined, connectedAt: Date.now(), ending: undefined };
     this.#connections.add(conn);
     const target: DispatchTarget = {
@@ -539,7 +554,11 @@ export class OpenmpsServer {
 
   /** One request frame of a client: its session's handler through the dispatcher. */
   #request(conn: Connection, target: DispatchTarget, name: MessageName, payload: Record<string, unknown>, frame: Frame): unknown {
-    if (name === 'SESSION_OPEN') return this.#open(conn, payload as RequestOf<'SESSION_OPEN'>);
+    if (name === 'SESSION_OPEN') {
+      const opened = this.#open(conn, payload as RequestOf<'SESSION_OPEN'>);
+      conn.channel.setMaxPayload(MAX_PAYLOAD);
+      return opened;
+    }
     if (!isSessionMessage(name)) {
       throw new CudaError('CUDA_ERROR_NOT_SUPPORTED', name, `${name} is not a server request`);
     }

@@ -5,6 +5,8 @@
 // a burst of fire-and-forget launches costs one write. Bad input never throws out of here: a
 // payload that does not decode gets an error reply (CUDA_ERROR_MPS_RPC_FAILURE) and the channel
 // goes on; a frame whose header breaks framing gets the error and the socket is closed.
+// What a peer can make this end hold is bounded by its options (src/transport/socket-bounds.ts): the
+// largest payload it takes, and a deadline for an incomplete frame.
 import type { Socket } from 'node:net';
 import { CudaError, resultName, toCudaError } from '../cuda/cuda-error.js';
 import {
@@ -24,6 +26,7 @@ import {
   type ReplyOf,
   type RequestOf,
 } from '../protocol/index.js';
+import { ownedFrameBytes, reclaimWhenCollected } from './socket-bounds.js';
 
 interface Pending {
   readonly name: MessageName;
@@ -55,9 +58,33 @@ export function setCallNames(names: Partial<Record<MessageName, string>>): void 
   Object.assign(CALL_NAMES, names);
 }
 
+export interface FramedSocketOptions {
+  /** Largest payload taken from the peer (default MAX_PAYLOAD, 16 MiB); setMaxPayload changes it. */
+  readonly maxPayload?: number;
+  /**
+   * An incomplete frame (header or body) must complete within this many ms of its first byte, or
+   * the peer gets CUDA_ERROR_MPS_RPC_FAILURE and is disconnected. Default: no deadline (a client
+   * reading its own daemon's replies).
+   */
+  readonly frameDeadlineMs?: number;
+}
+
+/** How long a peer being disconnected (bad framing, refused) may take to read its error reply. */
+const LINGER_MS = 1000;
+/** Sockets of this process lingering so at once, at most. */
+const MAX_LINGERING = 64;
+const lingering = { count: 0 };
+/** Bytes read and dropped after close before reading stops. */
+const MAX_DISCARD = 64 * 1024;
+
 export class FramedSocket {
   readonly socket: Socket;
-  #decoder = new FrameDecoder();
+  readonly #decoder: FrameDecoder;
+  readonly #frameDeadlineMs: number | undefined;
+  #deadline: NodeJS.Timeout | undefined;
+  #bytesReceived = 0;
+  #discarded = 0;
+  #disconnecting = false;
   #pending = new Map<number, Pending>();
   #nextId = 1;
   #corked = false;
@@ -70,10 +97,21 @@ export class FramedSocket {
   #requestsSent = 0;
   #requestsReceived = 0;
 
-  constructor(socket: Socket) {
+  constructor(socket: Socket, options: FramedSocketOptions = {}) {
     this.socket = socket;
+    this.#decoder = new FrameDecoder({ ...(options.maxPayload !== undefined ? { maxPayload: options.maxPayload } : {}), onBuffer: reclaimWhenCollected, allocate: ownedFrameBytes });
+    this.#frameDeadlineMs = options.frameDeadlineMs;
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => {
+      // Data after close (a peer that goes on writing) is dropped, never buffered; past
+      // MAX_DISCARD bytes it is not even read (a refused peer sending 16 MiB costs nothing).
+      if (this.#closed) {
+        this.#discarded += chunk.length;
+        // Only a disconnected peer's socket, which #disconnect destroys after LINGER_MS: a socket
+        // closed the ordinary way must go on reading to see the peer's end.
+        if (this.#disconnecting && this.#discarded > MAX_DISCARD) socket.pause();
+        return;
+      }
       this.#receive(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
     });
     socket.on('error', (err: Error) => {
@@ -100,6 +138,25 @@ export class FramedSocket {
 
   get pendingRequests(): number {
     return this.#pending.size;
+  }
+
+  /** Bytes read from the peer so far: 0 means it never answered (closed at once, e.g. out of fds). */
+  get bytesReceived(): number {
+    return this.#bytesReceived;
+  }
+
+  /** The largest payload taken from the peer from now on (a server raises it after SESSION_OPEN). */
+  setMaxPayload(bytes: number): void {
+    this.#decoder.setMaxPayload(bytes);
+  }
+
+  /**
+   * Turns the peer away: a failed reply with request id 0 (about the connection, not one request:
+   * the peer's pending requests all fail with it), then the connection closes.
+   */
+  refuse(err: CudaError): void {
+    this.#replyError(0, 0, err);
+    this.#disconnect(err);
   }
 
   onRequest(handler: RequestHandler): void {
@@ -233,6 +290,10 @@ export class FramedSocket {
     if (this.#closed) return;
     this.#closed = true;
     this.#closeReason ??= reason;
+    // An incomplete frame of a peer that has gone is garbage now (socket-bounds.ts gives it back).
+    this.#decoder.release();
+    if (this.#deadline) clearTimeout(this.#deadline);
+    this.#deadline = undefined;
     const pending = [...this.#pending.values()];
     this.#pending.clear();
     for (const p of pending) p.reject(new CudaError(reason.code, callNameOf(p.name), reason.detail));
@@ -240,23 +301,85 @@ export class FramedSocket {
   }
 
   #receive(chunk: Uint8Array): void {
+    this.#bytesReceived += chunk.length;
     let frames: Frame[];
     try {
       frames = this.#decoder.push(chunk);
     } catch (err) {
       const fe = err instanceof FrameError ? err : new FrameError(String(err), 0, true);
-      this.#replyError(0, fe.requestId, new CudaError('CUDA_ERROR_MPS_RPC_FAILURE', 'frame', fe.message));
-      this.close(new CudaError('CUDA_ERROR_MPS_RPC_FAILURE', 'frame', fe.message));
+      const reason = new CudaError('CUDA_ERROR_MPS_RPC_FAILURE', 'frame', fe.message);
+      this.#replyError(0, fe.requestId, reason);
+      this.#disconnect(reason);
       return;
     }
+    this.#armDeadline(frames.length > 0);
     for (const frame of frames) {
       if (this.#closed) return;
       this.#dispatch(frame);
     }
   }
 
+  /**
+   * Keeps the incomplete-frame deadline: none while no frame is incomplete; restarted when a frame
+   * completed in this chunk and another began; otherwise the running one stands (a trickle does
+   * not extend it).
+   */
+  #armDeadline(completedSome: boolean): void {
+    const ms = this.#frameDeadlineMs;
+    if (ms === undefined) return;
+    if (this.#decoder.buffered === 0) {
+      if (this.#deadline) clearTimeout(this.#deadline);
+      this.#deadline = undefined;
+      return;
+    }
+    if (this.#deadline && !completedSome) return;
+    if (this.#deadline) clearTimeout(this.#deadline);
+    this.#deadline = setTimeout(() => {
+      this.#deadline = undefined;
+      const reason = new CudaError('CUDA_ERROR_MPS_RPC_FAILURE', 'frame', `frame incomplete after ${ms} ms (${this.#decoder.buffered} bytes of it arrived)`);
+      this.#replyError(0, this.#decoder.partialRequestId ?? 0, reason);
+      this.#disconnect(reason);
+    }, ms);
+    // The socket keeps the process alive while it is open; the deadline need not.
+    this.#deadline.unref();
+  }
+
+  /**
+   * Closes a connection whose peer broke the rules or is turned away. The error reply goes out and
+   * our side ends (FIN), but the socket stays open, dropping what comes, for up to LINGER_MS: a
+   * peer still writing its request would otherwise get EPIPE and never read why. Then it is
+   * destroyed, so a peer cannot keep a half-closed connection and its descriptor. Past
+   * MAX_LINGERING such sockets at once (a flood), they go as soon as the reply is written.
+   */
+  #disconnect(reason: CudaError): void {
+    this.#disconnecting = true;
+    this.close(reason);
+    const socket = this.socket;
+    if (lingering.count >= MAX_LINGERING) {
+      if (socket.writableFinished) socket.destroy();
+      else socket.once('finish', () => socket.destroy());
+      return;
+    }
+    lingering.count++;
+    const linger = setTimeout(() => socket.destroy(), LINGER_MS);
+    linger.unref();
+    socket.once('close', () => {
+      lingering.count--;
+      clearTimeout(linger);
+    });
+  }
+
   #dispatch(frame: Frame): void {
     if ((frame.flags & FLAG_REPLY) !== 0) {
+      // A failed reply with request id 0 is about the connection (a refusal, broken framing):
+      // every pending request fails with it, and the peer closes.
+      if (frame.requestId === 0 && frame.status !== 0) {
+        const err = this.#errorOf(frame, 'socket');
+        this.#closeReason = err;
+        this.#shutdown(err);
+        this.socket.destroy();
+        return;
+      }
       const p = this.#pending.get(frame.requestId);
       if (!p) return; // A reply nobody waits for (its request timed out or was abandoned).
       this.#pending.delete(frame.requestId);
@@ -264,16 +387,7 @@ export class FramedSocket {
         p.resolve(frame.payload);
         return;
       }
-      let call = callNameOf(p.name);
-      let message = 'no detail';
-      try {
-        const e = decodeFields(ERROR_FIELDS, frame.payload);
-        call = e.call || call;
-        message = e.message;
-      } catch {
-        // An error reply whose detail does not decode still carries its code.
-      }
-      p.reject(CudaError.fromResult(frame.status, call, message));
+      p.reject(this.#errorOf(frame, callNameOf(p.name)));
       return;
     }
     const name = messageByOpcode(frame.opcode);
@@ -329,6 +443,19 @@ export class FramedSocket {
     }
   }
 
+  #errorOf(frame: Frame, defaultCall: string): CudaError {
+    let call = defaultCall;
+    let message = 'no detail';
+    try {
+      const e = decodeFields(ERROR_FIELDS, frame.payload);
+      call = e.call || call;
+      message = e.message;
+    } catch {
+      // An error reply whose detail does not decode still carries its code.
+    }
+    return CudaError.fromResult(frame.status, call, message);
+  }
+
   #failRequest(frame: Frame, noReply: boolean, err: CudaError): void {
     if (noReply) return;
     this.#replyError(frame.opcode, frame.requestId, err);
@@ -353,6 +480,29 @@ export class FramedSocket {
     const body = encodeFields(ERROR_FIELDS, { call: clip(err.call, 256), message: clip(err.detail, MAX_ERROR_DETAIL) });
     this.#write(encodeFrame(opcode, FLAG_REPLY, requestId, err.result, body));
   }
+}
+
+/**
+ * What a handshake request (CONTROL_CONNECT, SESSION_OPEN, a command) failed with, as the caller
+ * should read it: a peer that closed the connection before sending a single byte never took it (a
+ * daemon or server out of file descriptors accepts and closes at once), which is "cannot connect"
+ * (805), not a call that broke midway (806).
+ */
+export function handshakeError(err: unknown, channel: FramedSocket, call: string, peer: string): unknown {
+  if (err instanceof CudaError && err.code === 'CUDA_ERROR_MPS_RPC_FAILURE' && channel.bytesReceived === 0) {
+    return new CudaError('CUDA_ERROR_MPS_CONNECTION_FAILED', call, `${peer} closed the connection without answering (it may be out of file descriptors): ${err.detail}`);
+  }
+  return err;
+}
+
+/** `text` clipped to at most `bytes` bytes of UTF-8, cut at a character boundary. */
+export function clipUtf8(text: string, bytes: number): string {
+  const encoded = Buffer.from(text, 'utf8');
+  if (encoded.length <= bytes) return text;
+  let end = bytes;
+  // Back up over continuation bytes (10xxxxxx) to the start of the character that does not fit.
+  while (end > 0 && ((encoded[end] ?? 0) & 0xc0) === 0x80) end--;
+  return encoded.subarray(0, end).toString('utf8');
 }
 
 export { resultName };
