@@ -2,7 +2,7 @@
 // hand-built ones for each malformation, and the zstd decoder against the zstd tool's output.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -13,6 +13,7 @@ import { lz4DecompressBlock } from '../../src/fatbin/lz4.js';
 import { LL_DEFAULT, ML_DEFAULT, OF_DEFAULT, zstdDecompress } from '../../src/fatbin/zstd.js';
 import { parsePtx } from '../../src/devices/sim/ptx.js';
 import { buildFatbin } from '../support/fatbin-builder.js';
+import { forEachContainer } from '../support/fatbin-section.js';
 import { findNvcc, KERNELS_CU, nvccFatbins } from '../support/fatbins.js';
 import { rng } from '../support/rng.js';
 
@@ -236,4 +237,28 @@ test('the fatbin nvcc embeds in an object file (.nv_fatbin, what cudart hands th
   const entries = (image: Uint8Array): string[] => parseFatbin(image, CALL).entries.map((e) => `${e.kind}:${e.arch}:${e.compression}`);
   assert.deepEqual(entries(section), entries(fatbins.default), 'the same entries as `nvcc -fatbin` writes');
   assert.equal(fatbinPtx(section, 90, CALL).text, fatbinPtx(fatbins.none, 90, CALL).text);
+});
+
+test('a program of two files carries one container per translation unit, each readable', (t) => {
+  const nvcc = findNvcc();
+  if (nvcc === undefined) {
+    t.skip('nvcc is not installed');
+    return;
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'openmps-nvfatbin-'));
+  t.after(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+  writeFileSync(join(dir, 'main.cu'), 'extern "C" __global__ void twice(float *p) { p[threadIdx.x] *= 2.0f; }\nint main() { return 0; }\n');
+  execFileSync(nvcc, ['-arch=sm_90', '-o', join(dir, 'two'), join(dir, 'main.cu'), KERNELS_CU]);
+  const names: string[][] = [];
+  const walk = forEachContainer(join(dir, 'two'), (container) => {
+    const fatbin = parseFatbin(container, CALL);
+    assert.equal(fatbin.byteLength, container.length);
+    const ptx = fatbin.entries.find((e) => e.kind === 'ptx');
+    if (ptx) names.push([...parsePtx(fatbinPtx(container, 90, CALL).text).entries.keys()]);
+  });
+  assert.ok(walk.containers >= 2, `${walk.containers} containers`);
+  assert.equal(walk.skipped, 0, 'containers follow each other at 8-byte boundaries');
+  assert.ok(names.some((n) => n.includes('twice')) && names.some((n) => n.includes('saxpy')), JSON.stringify(names));
 });
