@@ -64,6 +64,17 @@ const IMPLEMENTED = {
   cuCtxGetDevice: 'mps',
   cuCtxGetDevice_v2: 'mps',
   cuCtxGetFlags: 'mps',
+  cuMemAlloc_v2: 'mps',
+  cuMemFree_v2: 'mps',
+  cuMemGetInfo_v2: 'mps',
+  cuMemcpyHtoD_v2: 'mps',
+  cuMemcpyHtoD_v2_ptds: 'mps',
+  cuMemcpyDtoH_v2: 'mps',
+  cuMemcpyDtoH_v2_ptds: 'mps',
+  cuMemsetD8_v2: 'mps',
+  cuMemsetD8_v2_ptds: 'mps',
+  cuCtxSynchronize: 'mps',
+  cuCtxSynchronize_v2: 'mps',
 };
 
 const cudaH = join(incDir, 'cuda.h');

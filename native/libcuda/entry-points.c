@@ -37,6 +37,17 @@ CUresult omlc_mps_cuCtxPopCurrent_v2(CUcontext *pctx);
 CUresult omlc_mps_cuCtxGetDevice(CUdevice_v1 *device);
 CUresult omlc_mps_cuCtxGetDevice_v2(CUdevice *device, CUcontext ctx);
 CUresult omlc_mps_cuCtxGetFlags(unsigned int *flags);
+CUresult omlc_mps_cuMemAlloc_v2(CUdeviceptr_v2 *dptr, size_t bytesize);
+CUresult omlc_mps_cuMemFree_v2(CUdeviceptr_v2 dptr);
+CUresult omlc_mps_cuMemGetInfo_v2(size_t *free, size_t *total);
+CUresult omlc_mps_cuMemcpyHtoD_v2(CUdeviceptr_v2 dstDevice, const void *srcHost, size_t ByteCount);
+CUresult omlc_mps_cuMemcpyHtoD_v2_ptds(CUdeviceptr_v2 dstDevice, const void *srcHost, size_t ByteCount);
+CUresult omlc_mps_cuMemcpyDtoH_v2(void *dstHost, CUdeviceptr_v2 srcDevice, size_t ByteCount);
+CUresult omlc_mps_cuMemcpyDtoH_v2_ptds(void *dstHost, CUdeviceptr_v2 srcDevice, size_t ByteCount);
+CUresult omlc_mps_cuMemsetD8_v2(CUdeviceptr_v2 dstDevice, unsigned char uc, size_t N);
+CUresult omlc_mps_cuMemsetD8_v2_ptds(CUdeviceptr_v2 dstDevice, unsigned char uc, size_t N);
+CUresult omlc_mps_cuCtxSynchronize(void);
+CUresult omlc_mps_cuCtxSynchronize_v2(CUcontext ctx);
 
 CUresult CUDAAPI cuArray3DCreate(CUarray *pHandle, const CUDA_ARRAY3D_DESCRIPTOR_v1 *pAllocateArray) {
   switch (omlc_mode()) {
@@ -809,8 +820,7 @@ CUresult CUDAAPI cuCtxSynchronize(void) {
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxSynchronize);
     return real ? ((CUresult (CUDAAPI *)(void))real)() : omlc_bypass_missing(OMLC_SYM_cuCtxSynchronize);
   }
-  case OMLC_MODE_MPS:
-    return omlc_not_supported(OMLC_SYM_cuCtxSynchronize);
+  case OMLC_MODE_MPS: return omlc_mps_cuCtxSynchronize();
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -822,9 +832,7 @@ CUresult CUDAAPI cuCtxSynchronize_v2(CUcontext ctx) {
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxSynchronize_v2);
     return real ? ((CUresult (CUDAAPI *)(CUcontext ctx))real)(ctx) : omlc_bypass_missing(OMLC_SYM_cuCtxSynchronize_v2);
   }
-  case OMLC_MODE_MPS:
-    (void)ctx;
-    return omlc_not_supported(OMLC_SYM_cuCtxSynchronize_v2);
+  case OMLC_MODE_MPS: return omlc_mps_cuCtxSynchronize_v2(ctx);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4260,9 +4268,7 @@ CUresult CUDAAPI cuMemAlloc_v2(CUdeviceptr_v2 *dptr, size_t bytesize) {
     omlc_fn real = omlc_real(OMLC_SYM_cuMemAlloc_v2);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 *dptr, size_t bytesize))real)(dptr, bytesize) : omlc_bypass_missing(OMLC_SYM_cuMemAlloc_v2);
   }
-  case OMLC_MODE_MPS:
-    (void)dptr; (void)bytesize;
-    return omlc_not_supported(OMLC_SYM_cuMemAlloc_v2);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemAlloc_v2(dptr, bytesize);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4442,9 +4448,7 @@ CUresult CUDAAPI cuMemFree_v2(CUdeviceptr_v2 dptr) {
     omlc_fn real = omlc_real(OMLC_SYM_cuMemFree_v2);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dptr))real)(dptr) : omlc_bypass_missing(OMLC_SYM_cuMemFree_v2);
   }
-  case OMLC_MODE_MPS:
-    (void)dptr;
-    return omlc_not_supported(OMLC_SYM_cuMemFree_v2);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemFree_v2(dptr);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4568,9 +4572,7 @@ CUresult CUDAAPI cuMemGetInfo_v2(size_t *free, size_t *total) {
     omlc_fn real = omlc_real(OMLC_SYM_cuMemGetInfo_v2);
     return real ? ((CUresult (CUDAAPI *)(size_t *free, size_t *total))real)(free, total) : omlc_bypass_missing(OMLC_SYM_cuMemGetInfo_v2);
   }
-  case OMLC_MODE_MPS:
-    (void)free; (void)total;
-    return omlc_not_supported(OMLC_SYM_cuMemGetInfo_v2);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemGetInfo_v2(free, total);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5856,9 +5858,7 @@ CUresult CUDAAPI cuMemcpyDtoH_v2(void *dstHost, CUdeviceptr_v2 srcDevice, size_t
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpyDtoH_v2);
     return real ? ((CUresult (CUDAAPI *)(void *dstHost, CUdeviceptr_v2 srcDevice, size_t ByteCount))real)(dstHost, srcDevice, ByteCount) : omlc_bypass_missing(OMLC_SYM_cuMemcpyDtoH_v2);
   }
-  case OMLC_MODE_MPS:
-    (void)dstHost; (void)srcDevice; (void)ByteCount;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyDtoH_v2);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemcpyDtoH_v2(dstHost, srcDevice, ByteCount);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5870,9 +5870,7 @@ CUresult CUDAAPI cuMemcpyDtoH_v2_ptds(void *dstHost, CUdeviceptr_v2 srcDevice, s
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpyDtoH_v2_ptds);
     return real ? ((CUresult (CUDAAPI *)(void *dstHost, CUdeviceptr_v2 srcDevice, size_t ByteCount))real)(dstHost, srcDevice, ByteCount) : omlc_bypass_missing(OMLC_SYM_cuMemcpyDtoH_v2_ptds);
   }
-  case OMLC_MODE_MPS:
-    (void)dstHost; (void)srcDevice; (void)ByteCount;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyDtoH_v2_ptds);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemcpyDtoH_v2_ptds(dstHost, srcDevice, ByteCount);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6024,9 +6022,7 @@ CUresult CUDAAPI cuMemcpyHtoD_v2(CUdeviceptr_v2 dstDevice, const void *srcHost, 
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpyHtoD_v2);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, const void *srcHost, size_t ByteCount))real)(dstDevice, srcHost, ByteCount) : omlc_bypass_missing(OMLC_SYM_cuMemcpyHtoD_v2);
   }
-  case OMLC_MODE_MPS:
-    (void)dstDevice; (void)srcHost; (void)ByteCount;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyHtoD_v2);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemcpyHtoD_v2(dstDevice, srcHost, ByteCount);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6038,9 +6034,7 @@ CUresult CUDAAPI cuMemcpyHtoD_v2_ptds(CUdeviceptr_v2 dstDevice, const void *srcH
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpyHtoD_v2_ptds);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, const void *srcHost, size_t ByteCount))real)(dstDevice, srcHost, ByteCount) : omlc_bypass_missing(OMLC_SYM_cuMemcpyHtoD_v2_ptds);
   }
-  case OMLC_MODE_MPS:
-    (void)dstDevice; (void)srcHost; (void)ByteCount;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyHtoD_v2_ptds);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemcpyHtoD_v2_ptds(dstDevice, srcHost, ByteCount);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6514,9 +6508,7 @@ CUresult CUDAAPI cuMemsetD8_v2(CUdeviceptr_v2 dstDevice, unsigned char uc, size_
     omlc_fn real = omlc_real(OMLC_SYM_cuMemsetD8_v2);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, unsigned char uc, size_t N))real)(dstDevice, uc, N) : omlc_bypass_missing(OMLC_SYM_cuMemsetD8_v2);
   }
-  case OMLC_MODE_MPS:
-    (void)dstDevice; (void)uc; (void)N;
-    return omlc_not_supported(OMLC_SYM_cuMemsetD8_v2);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemsetD8_v2(dstDevice, uc, N);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6528,9 +6520,7 @@ CUresult CUDAAPI cuMemsetD8_v2_ptds(CUdeviceptr_v2 dstDevice, unsigned char uc, 
     omlc_fn real = omlc_real(OMLC_SYM_cuMemsetD8_v2_ptds);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, unsigned char uc, size_t N))real)(dstDevice, uc, N) : omlc_bypass_missing(OMLC_SYM_cuMemsetD8_v2_ptds);
   }
-  case OMLC_MODE_MPS:
-    (void)dstDevice; (void)uc; (void)N;
-    return omlc_not_supported(OMLC_SYM_cuMemsetD8_v2_ptds);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemsetD8_v2_ptds(dstDevice, uc, N);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8942,8 +8932,8 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuCtxSetFlags", (omlc_fn)cuCtxSetFlags, OMLC_IMPL_NONE },
   { "cuCtxSetLimit", (omlc_fn)cuCtxSetLimit, OMLC_IMPL_NONE },
   { "cuCtxSetSharedMemConfig", (omlc_fn)cuCtxSetSharedMemConfig, OMLC_IMPL_NONE },
-  { "cuCtxSynchronize", (omlc_fn)cuCtxSynchronize, OMLC_IMPL_NONE },
-  { "cuCtxSynchronize_v2", (omlc_fn)cuCtxSynchronize_v2, OMLC_IMPL_NONE },
+  { "cuCtxSynchronize", (omlc_fn)cuCtxSynchronize, OMLC_IMPL_MPS },
+  { "cuCtxSynchronize_v2", (omlc_fn)cuCtxSynchronize_v2, OMLC_IMPL_MPS },
   { "cuCtxWaitEvent", (omlc_fn)cuCtxWaitEvent, OMLC_IMPL_NONE },
   { "cuDestroyExternalMemory", (omlc_fn)cuDestroyExternalMemory, OMLC_IMPL_NONE },
   { "cuDestroyExternalSemaphore", (omlc_fn)cuDestroyExternalSemaphore, OMLC_IMPL_NONE },
@@ -9192,7 +9182,7 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuMemAllocManaged", (omlc_fn)cuMemAllocManaged, OMLC_IMPL_NONE },
   { "cuMemAllocPitch", (omlc_fn)cuMemAllocPitch, OMLC_IMPL_NONE },
   { "cuMemAllocPitch_v2", (omlc_fn)cuMemAllocPitch_v2, OMLC_IMPL_NONE },
-  { "cuMemAlloc_v2", (omlc_fn)cuMemAlloc_v2, OMLC_IMPL_NONE },
+  { "cuMemAlloc_v2", (omlc_fn)cuMemAlloc_v2, OMLC_IMPL_MPS },
   { "cuMemBatchDecompressAsync", (omlc_fn)cuMemBatchDecompressAsync, OMLC_IMPL_NONE },
   { "cuMemBatchDecompressAsync_ptsz", (omlc_fn)cuMemBatchDecompressAsync_ptsz, OMLC_IMPL_NONE },
   { "cuMemCreate", (omlc_fn)cuMemCreate, OMLC_IMPL_NONE },
@@ -9205,7 +9195,7 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuMemFreeAsync", (omlc_fn)cuMemFreeAsync, OMLC_IMPL_NONE },
   { "cuMemFreeAsync_ptsz", (omlc_fn)cuMemFreeAsync_ptsz, OMLC_IMPL_NONE },
   { "cuMemFreeHost", (omlc_fn)cuMemFreeHost, OMLC_IMPL_NONE },
-  { "cuMemFree_v2", (omlc_fn)cuMemFree_v2, OMLC_IMPL_NONE },
+  { "cuMemFree_v2", (omlc_fn)cuMemFree_v2, OMLC_IMPL_MPS },
   { "cuMemGetAccess", (omlc_fn)cuMemGetAccess, OMLC_IMPL_NONE },
   { "cuMemGetAddressRange", (omlc_fn)cuMemGetAddressRange, OMLC_IMPL_NONE },
   { "cuMemGetAddressRange_v2", (omlc_fn)cuMemGetAddressRange_v2, OMLC_IMPL_NONE },
@@ -9214,7 +9204,7 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuMemGetDefaultMemPool", (omlc_fn)cuMemGetDefaultMemPool, OMLC_IMPL_NONE },
   { "cuMemGetHandleForAddressRange", (omlc_fn)cuMemGetHandleForAddressRange, OMLC_IMPL_NONE },
   { "cuMemGetInfo", (omlc_fn)cuMemGetInfo, OMLC_IMPL_NONE },
-  { "cuMemGetInfo_v2", (omlc_fn)cuMemGetInfo_v2, OMLC_IMPL_NONE },
+  { "cuMemGetInfo_v2", (omlc_fn)cuMemGetInfo_v2, OMLC_IMPL_MPS },
   { "cuMemGetMemPool", (omlc_fn)cuMemGetMemPool, OMLC_IMPL_NONE },
   { "cuMemHostAlloc", (omlc_fn)cuMemHostAlloc, OMLC_IMPL_NONE },
   { "cuMemHostGetDevicePointer", (omlc_fn)cuMemHostGetDevicePointer, OMLC_IMPL_NONE },
@@ -9306,8 +9296,8 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuMemcpyDtoHAsync", (omlc_fn)cuMemcpyDtoHAsync, OMLC_IMPL_NONE },
   { "cuMemcpyDtoHAsync_v2", (omlc_fn)cuMemcpyDtoHAsync_v2, OMLC_IMPL_NONE },
   { "cuMemcpyDtoHAsync_v2_ptsz", (omlc_fn)cuMemcpyDtoHAsync_v2_ptsz, OMLC_IMPL_NONE },
-  { "cuMemcpyDtoH_v2", (omlc_fn)cuMemcpyDtoH_v2, OMLC_IMPL_NONE },
-  { "cuMemcpyDtoH_v2_ptds", (omlc_fn)cuMemcpyDtoH_v2_ptds, OMLC_IMPL_NONE },
+  { "cuMemcpyDtoH_v2", (omlc_fn)cuMemcpyDtoH_v2, OMLC_IMPL_MPS },
+  { "cuMemcpyDtoH_v2_ptds", (omlc_fn)cuMemcpyDtoH_v2_ptds, OMLC_IMPL_MPS },
   { "cuMemcpyHtoA", (omlc_fn)cuMemcpyHtoA, OMLC_IMPL_NONE },
   { "cuMemcpyHtoAAsync", (omlc_fn)cuMemcpyHtoAAsync, OMLC_IMPL_NONE },
   { "cuMemcpyHtoAAsync_v2", (omlc_fn)cuMemcpyHtoAAsync_v2, OMLC_IMPL_NONE },
@@ -9318,8 +9308,8 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuMemcpyHtoDAsync", (omlc_fn)cuMemcpyHtoDAsync, OMLC_IMPL_NONE },
   { "cuMemcpyHtoDAsync_v2", (omlc_fn)cuMemcpyHtoDAsync_v2, OMLC_IMPL_NONE },
   { "cuMemcpyHtoDAsync_v2_ptsz", (omlc_fn)cuMemcpyHtoDAsync_v2_ptsz, OMLC_IMPL_NONE },
-  { "cuMemcpyHtoD_v2", (omlc_fn)cuMemcpyHtoD_v2, OMLC_IMPL_NONE },
-  { "cuMemcpyHtoD_v2_ptds", (omlc_fn)cuMemcpyHtoD_v2_ptds, OMLC_IMPL_NONE },
+  { "cuMemcpyHtoD_v2", (omlc_fn)cuMemcpyHtoD_v2, OMLC_IMPL_MPS },
+  { "cuMemcpyHtoD_v2_ptds", (omlc_fn)cuMemcpyHtoD_v2_ptds, OMLC_IMPL_MPS },
   { "cuMemcpyPeer", (omlc_fn)cuMemcpyPeer, OMLC_IMPL_NONE },
   { "cuMemcpyPeerAsync", (omlc_fn)cuMemcpyPeerAsync, OMLC_IMPL_NONE },
   { "cuMemcpyPeerAsync_ptsz", (omlc_fn)cuMemcpyPeerAsync_ptsz, OMLC_IMPL_NONE },
@@ -9353,8 +9343,8 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuMemsetD8", (omlc_fn)cuMemsetD8, OMLC_IMPL_NONE },
   { "cuMemsetD8Async", (omlc_fn)cuMemsetD8Async, OMLC_IMPL_NONE },
   { "cuMemsetD8Async_ptsz", (omlc_fn)cuMemsetD8Async_ptsz, OMLC_IMPL_NONE },
-  { "cuMemsetD8_v2", (omlc_fn)cuMemsetD8_v2, OMLC_IMPL_NONE },
-  { "cuMemsetD8_v2_ptds", (omlc_fn)cuMemsetD8_v2_ptds, OMLC_IMPL_NONE },
+  { "cuMemsetD8_v2", (omlc_fn)cuMemsetD8_v2, OMLC_IMPL_MPS },
+  { "cuMemsetD8_v2_ptds", (omlc_fn)cuMemsetD8_v2_ptds, OMLC_IMPL_MPS },
   { "cuMipmappedArrayCreate", (omlc_fn)cuMipmappedArrayCreate, OMLC_IMPL_NONE },
   { "cuMipmappedArrayDestroy", (omlc_fn)cuMipmappedArrayDestroy, OMLC_IMPL_NONE },
   { "cuMipmappedArrayGetLevel", (omlc_fn)cuMipmappedArrayGetLevel, OMLC_IMPL_NONE },

@@ -74,6 +74,11 @@ CUresult omlc_proc_address(const char *symbol, void **pfn, int cuda_version, cuu
 /* The export tables (export-tables.c). */
 CUresult omlc_export_table(const void **table, const CUuuid *id);
 
+/* MPS mode: the session cuInit opened (mps.c), or NULL before a successful cuInit. */
+struct omps_transport *omlc_session(void);
+/* MPS mode: whether a handle is one of this library's contexts (context.c). */
+int omlc_context_valid(CUcontext ctx);
+
 /* The version cuDriverGetVersion reports in MPS and NONE modes, and the integrity check hashes. */
 int omlc_driver_version(void);
 

@@ -4,11 +4,11 @@
  * IMPLEMENTED of scripts/gen-cuda-decls.mjs, which makes its entry point call omlc_mps_<symbol>;
  * every other entry point answers CUDA_ERROR_NOT_SUPPORTED in MPS mode and logs its name once.
  *
- * Implemented so far: cuInit (opens the session) and the device queries that SESSION_OPEN's
- * reply answers (the device is described once by the server and kept by the transport). Next, in
- * this file: primary context and cuCtx*, memory (MEM_ALLOC, MEM_FREE, MEM_GET_INFO within the
- * client's limit, host memory as shared regions the server registers), copies, modules and
- * libraries (fatbins loaded by the server), launches on the command ring, streams and events. */
+ * Here: cuInit (opens the session) and the device queries that SESSION_OPEN's reply answers (the
+ * device is described once by the server and kept by the transport). context.c keeps the
+ * client's contexts, memory.c does memory and synchronous copies. Next: host memory as shared
+ * regions the server registers, the staging region for copies, modules and libraries (fatbins
+ * loaded by the server), launches on the command ring, streams and events. */
 #include "libcuda.h"
 
 #include "openmps-transport.h"
@@ -59,7 +59,7 @@ CUresult omlc_mps_cuInit(unsigned int Flags) {
 
 /* The open session, or NULL before a successful cuInit (then CUDA_ERROR_NOT_INITIALIZED, as the
  * driver answers calls made before cuInit). */
-static omps_transport_t *current_session(void) {
+omps_transport_t *omlc_session(void) {
   pthread_mutex_lock(&session_lock);
   omps_transport_t *t = session_result == CUDA_SUCCESS ? session : NULL;
   pthread_mutex_unlock(&session_lock);
@@ -71,7 +71,7 @@ static omps_transport_t *current_session(void) {
 /* A session serves one device (SESSION_OPEN's `device`), which the client sees as device 0, as a
  * CUDA_VISIBLE_DEVICES of one would show it. */
 static CUresult device_of(CUdevice dev, const omps_device_t **out) {
-  omps_transport_t *t = current_session();
+  omps_transport_t *t = omlc_session();
   if (t == NULL) return CUDA_ERROR_NOT_INITIALIZED;
   if (dev != 0) return CUDA_ERROR_INVALID_DEVICE;
   *out = omps_transport_device(t);
@@ -80,14 +80,14 @@ static CUresult device_of(CUdevice dev, const omps_device_t **out) {
 
 CUresult omlc_mps_cuDeviceGetCount(int *count) {
   if (count == NULL) return CUDA_ERROR_INVALID_VALUE;
-  if (current_session() == NULL) return CUDA_ERROR_NOT_INITIALIZED;
+  if (omlc_session() == NULL) return CUDA_ERROR_NOT_INITIALIZED;
   *count = 1;
   return CUDA_SUCCESS;
 }
 
 CUresult omlc_mps_cuDeviceGet(CUdevice_v1 *device, int ordinal) {
   if (device == NULL) return CUDA_ERROR_INVALID_VALUE;
-  if (current_session() == NULL) return CUDA_ERROR_NOT_INITIALIZED;
+  if (omlc_session() == NULL) return CUDA_ERROR_NOT_INITIALIZED;
   if (ordinal != 0) return CUDA_ERROR_INVALID_DEVICE;
   *device = 0;
   return CUDA_SUCCESS;
@@ -195,7 +195,7 @@ CUresult omlc_mps_cuDeviceGetAttribute(int *pi, CUdevice_attribute attrib, CUdev
   case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: {
     omps_limits_t limits;
     char partition[256];
-    omps_transport_limits(current_session(), &limits, partition, sizeof partition);
+    omps_transport_limits(omlc_session(), &limits, partition, sizeof partition);
     *pi = (int)(limits.sm_count != 0 && limits.sm_count < d->sm_count ? limits.sm_count : d->sm_count);
     return CUDA_SUCCESS;
   }
@@ -227,7 +227,7 @@ CUresult omlc_mps_cuDeviceGetAttribute(int *pi, CUdevice_attribute attrib, CUdev
  * modules; this answer only shapes when cudart asks. */
 CUresult omlc_mps_cuModuleGetLoadingMode(CUmoduleLoadingMode *mode) {
   if (mode == NULL) return CUDA_ERROR_INVALID_VALUE;
-  if (current_session() == NULL) return CUDA_ERROR_NOT_INITIALIZED;
+  if (omlc_session() == NULL) return CUDA_ERROR_NOT_INITIALIZED;
   const char *env = getenv("CUDA_MODULE_LOADING");
   *mode = env != NULL && strcmp(env, "EAGER") == 0 ? CU_MODULE_EAGER_LOADING : CU_MODULE_LAZY_LOADING;
   return CUDA_SUCCESS;

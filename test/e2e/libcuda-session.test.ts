@@ -1,11 +1,15 @@
 // openmps's libcuda.so.1 in MPS mode against a real daemon on the software GPU: cuInit opens a
 // session through the C transport, and the device queries answer what the server described, the
-// same device a TypeScript client sees. native/libcuda/test/libcuda-check.c ("session"), built
-// with ASan + UBSan, against the sanitizer build of the library. The client is listed in `ps`
-// while it is connected, under its own command line.
+// same device a TypeScript client sees; memory and copies go through it. native/libcuda/test/
+// libcuda-check.c ("session", "hold"), built with ASan + UBSan, against the sanitizer build of the
+// library. A C client is listed in `ps` while it is connected, with its memory, under its own
+// command line, and is gone once it exits.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { connect } from '../../src/client/connect.js';
 import { startDaemon } from '../support/daemon.js';
 import { nativeTestProgram, REPO_ROOT, runNative } from '../support/native.js';
@@ -49,4 +53,35 @@ test('MPS mode: a client limited to a share of the SMs sees its share as the SM 
   t.after(() => ctx.close());
   assert.ok(ctx.limits.smCount < ctx.device.smCount, `the share (${ctx.limits.smCount}) is below the device's ${ctx.device.smCount}`);
   assert.equal(sms, ctx.limits.smCount);
+});
+
+test('MPS mode: the program is a client in ps, with its memory, until it exits', async (t) => {
+  const daemon = await startDaemon(t);
+  const child = spawn(CHECK, [SAN_LIB, 'hold'], { env: { ...process.env, ...daemon.env, OPENMPS_REAL_LIBCUDA: 'none' }, stdio: ['pipe', 'pipe', 'inherit'] });
+  t.after(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  const lines = createInterface({ input: child.stdout });
+  for await (const line of lines) {
+    assert.ok(!line.startsWith('FAIL'), line);
+    if (line === 'held') break;
+  }
+  const pid = child.pid;
+  assert.ok(pid !== undefined);
+  const ps = await daemon.command('ps');
+  const row = ps.stdout.split('\n').find((l) => l.startsWith(`${pid} `));
+  assert.ok(row !== undefined, ps.stdout);
+  assert.match(row, /libcuda-check/);
+  assert.match(row, / 3M /);
+  const exited = once(child, 'exit');
+  child.stdin.end();
+  const [code] = (await exited) as [number | null];
+  assert.equal(code, 0);
+  // Gone from ps once its socket closed (the server notices the disconnect).
+  for (let i = 0; ; i++) {
+    const after = await daemon.command('ps');
+    if (!after.stdout.split('\n').some((l) => l.startsWith(`${pid} `))) break;
+    assert.ok(i < 200, `still listed: ${after.stdout}`);
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
 });

@@ -6,6 +6,8 @@
  *                                             listens on one in a fresh pipe directory)
  *   libcuda-check <library> bypass <marker>   the environment (LD_LIBRARY_PATH) leads to a fake
  *                                             real driver whose cuDriverGetVersion answers marker
+ *   libcuda-check <library> hold              cuInit, allocates 3 MiB, prints "held", and keeps
+ *                                             the session until its standard input ends
  *   libcuda-check <library> session           the environment names a running openmps daemon:
  *                                             cuInit opens a session, the device queries answer
  *                                             from it (prints "device ..." for the test to compare)
@@ -366,14 +368,14 @@ static int count_lines_with(const char *path, const char *needle) {
 
 /* The first calls of a process, from several threads at once: the mode is decided once and each
  * not-implemented name is still logged once. */
-typedef CUresult (*alloc_fn)(CUdeviceptr *, size_t);
+typedef CUresult (*host_alloc_fn)(void **, size_t);
 static void *first_call(void *arg) {
-  CUdeviceptr p = 0;
-  return (void *)(uintptr_t)((alloc_fn)arg)(&p, 64);
+  void *p = NULL;
+  return (void *)(uintptr_t)((host_alloc_fn)arg)(&p, 64);
 }
 static void concurrent_first_calls(void) {
   pthread_t threads[8];
-  alloc_fn alloc = (alloc_fn)sym("cuMemAlloc_v2");
+  host_alloc_fn alloc = (host_alloc_fn)sym("cuMemAllocHost_v2");
   for (int i = 0; i < 8; i++) pthread_create(&threads[i], NULL, first_call, (void *)alloc);
   int all = 1;
   for (int i = 0; i < 8; i++) {
@@ -443,6 +445,47 @@ static void context_checks(void) {
   CHECK(release(0) == CUDA_ERROR_INVALID_CONTEXT, "a release too many: INVALID_CONTEXT");
 }
 
+/* Memory and synchronous copies through the session: a pattern of 9 MiB (three frames each way)
+ * goes to the device and comes back equal; a memset; the server's errors come back as codes. */
+static void memory_checks(void) {
+  typedef CUresult (*alloc_t)(CUdeviceptr *, size_t);
+  typedef CUresult (*free_t)(CUdeviceptr);
+  typedef CUresult (*info_t)(size_t *, size_t *);
+  typedef CUresult (*htod_t)(CUdeviceptr, const void *, size_t);
+  typedef CUresult (*dtoh_t)(void *, CUdeviceptr, size_t);
+  typedef CUresult (*memset_t)(CUdeviceptr, unsigned char, size_t);
+  alloc_t alloc = (alloc_t)sym("cuMemAlloc_v2");
+  free_t release = (free_t)sym("cuMemFree_v2");
+  size_t free0 = 0, total = 0, free1 = 0;
+  CHECK(((info_t)sym("cuMemGetInfo_v2"))(&free0, &total) == CUDA_SUCCESS && total > 0 && free0 <= total, "cuMemGetInfo_v2");
+  const size_t n = (size_t)9 << 20;
+  CUdeviceptr d = 0;
+  CHECK(alloc(&d, n) == CUDA_SUCCESS && d != 0, "cuMemAlloc_v2 of 9 MiB");
+  CHECK(((info_t)sym("cuMemGetInfo_v2"))(&free1, &total) == CUDA_SUCCESS && free1 + n <= free0, "the allocation counts against free memory");
+  CHECK(alloc(&d, 0) == CUDA_ERROR_INVALID_VALUE, "cuMemAlloc_v2 of 0 bytes: INVALID_VALUE");
+  uint8_t *out = malloc(n), *back = malloc(n);
+  if (out == NULL || back == NULL) exit(2);
+  for (size_t i = 0; i < n; i++) out[i] = (uint8_t)(i * 7 + (i >> 20));
+  CHECK(((htod_t)sym("cuMemcpyHtoD_v2"))(d, out, n) == CUDA_SUCCESS, "cuMemcpyHtoD_v2 of 9 MiB");
+  memset(back, 0, n);
+  CHECK(((dtoh_t)sym("cuMemcpyDtoH_v2"))(back, d, n) == CUDA_SUCCESS && memcmp(out, back, n) == 0,
+        "cuMemcpyDtoH_v2 reads back what was written");
+  CHECK(((memset_t)sym("cuMemsetD8_v2"))(d + 5, 0xab, 100) == CUDA_SUCCESS, "cuMemsetD8_v2");
+  CHECK(((dtoh_t)sym("cuMemcpyDtoH_v2_ptds"))(back, d, 128) == CUDA_SUCCESS && back[4] == out[4] && back[5] == 0xab &&
+            back[104] == 0xab && back[105] == out[105],
+        "the memset wrote exactly its bytes");
+  CHECK(((CUresult(*)(CUcontext))sym("cuCtxSynchronize_v2"))(NULL) == CUDA_SUCCESS, "cuCtxSynchronize_v2");
+  CUresult rc = ((dtoh_t)sym("cuMemcpyDtoH_v2"))(back, d + n - 8, 64);
+  printf("# read past the end: %d\n", (int)rc);
+  CHECK(rc != CUDA_SUCCESS, "a copy past the allocation's end is refused by the server");
+  CHECK(release(d) == CUDA_SUCCESS, "cuMemFree_v2");
+  rc = release(d);
+  printf("# second free: %d\n", (int)rc);
+  CHECK(rc != CUDA_SUCCESS, "a second free is refused by the server");
+  free(out);
+  free(back);
+}
+
 static void session_checks(void) {
   typedef CUresult (*init_t)(unsigned);
   typedef CUresult (*count_t)(int *);
@@ -490,10 +533,8 @@ static void session_checks(void) {
   CHECK(((CUresult(*)(uint32_t, uint64_t, uint64_t *))integrity[1])(13002, 1700000000, h) == CUDA_SUCCESS &&
             (h[0] | h[1]) != 0,
         "INTEGRITY_CHECK[1] 13002 hashes the session's device");
-  CUdeviceptr p = 0;
-  CHECK(((CUresult(*)(CUdeviceptr *, size_t))sym("cuMemAlloc_v2"))(&p, 64) == CUDA_ERROR_NOT_SUPPORTED,
-        "cuMemAlloc_v2 (not implemented yet): NOT_SUPPORTED");
   context_checks();
+  memory_checks();
 }
 
 int main(int argc, char **argv) {
@@ -517,7 +558,7 @@ int main(int argc, char **argv) {
     if (argc < 4) return 2;
     listen_control();
     setenv("OPENMPS_LIBCUDA_LOG", argv[3], 1);
-  } else if (strcmp(mode, "bypass") != 0 && strcmp(mode, "session") != 0) {
+  } else if (strcmp(mode, "bypass") != 0 && strcmp(mode, "session") != 0 && strcmp(mode, "hold") != 0) {
     return 2;
   }
   lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
@@ -541,17 +582,28 @@ int main(int argc, char **argv) {
     concurrent_first_calls();
     local_checks();
     CHECK(((init_t)sym("cuInit"))(1) == CUDA_ERROR_INVALID_VALUE, "cuInit(1): INVALID_VALUE");
-    CUdeviceptr p = 0;
-    alloc_t alloc = (alloc_t)sym("cuMemAlloc_v2");
-    CHECK(alloc(&p, 64) == CUDA_ERROR_NOT_SUPPORTED, "cuMemAlloc_v2 (not implemented): NOT_SUPPORTED");
-    CHECK(alloc(&p, 64) == CUDA_ERROR_NOT_SUPPORTED, "cuMemAlloc_v2 again: NOT_SUPPORTED");
+    void *h = NULL;
+    host_alloc_fn alloc = (host_alloc_fn)sym("cuMemAllocHost_v2");
+    CHECK(alloc(&h, 64) == CUDA_ERROR_NOT_SUPPORTED, "cuMemAllocHost_v2 (not implemented): NOT_SUPPORTED");
+    CHECK(alloc(&h, 64) == CUDA_ERROR_NOT_SUPPORTED, "cuMemAllocHost_v2 again: NOT_SUPPORTED");
     typedef CUresult (*memcpy_t)(CUdeviceptr, CUdeviceptr, size_t);
     CHECK(((memcpy_t)sym("cuMemcpy"))(0, 0, 0) == CUDA_ERROR_NOT_SUPPORTED, "cuMemcpy: NOT_SUPPORTED");
-    CHECK(count_lines_with(argv[3], "cuMemAlloc_v2: not implemented") == 1, "cuMemAlloc_v2 is logged once");
+    CUdeviceptr p = 0;
+    CHECK(((alloc_t)sym("cuMemAlloc_v2"))(&p, 64) == CUDA_ERROR_NOT_INITIALIZED,
+          "cuMemAlloc_v2 before cuInit: NOT_INITIALIZED");
+    CHECK(count_lines_with(argv[3], "cuMemAllocHost_v2: not implemented") == 1, "cuMemAllocHost_v2 is logged once");
     CHECK(count_lines_with(argv[3], "cuMemcpy: not implemented") == 1, "cuMemcpy is logged once");
     CHECK(count_lines_with(argv[3], "MPS mode") == 1, "the mode is logged");
   } else if (strcmp(mode, "session") == 0) {
     session_checks();
+  } else if (strcmp(mode, "hold") == 0) {
+    CUdeviceptr p = 0;
+    CHECK(((init_t)sym("cuInit"))(0) == CUDA_SUCCESS && ((alloc_t)sym("cuMemAlloc_v2"))(&p, (size_t)3 << 20) == CUDA_SUCCESS,
+          "session with 3 MiB");
+    printf("held\n");
+    char buf[64];
+    while (read(0, buf, sizeof buf) > 0) {
+    }
   } else {
     if (argc < 4) return 2;
     int marker = atoi(argv[3]);

@@ -1,0 +1,123 @@
+/* MPS mode: device memory and synchronous copies, as protocol requests on the session
+ * (docs/protocol.md: MEM_ALLOC, MEM_FREE, MEM_GET_INFO, MEMCPY_HTOD, MEMCPY_DTOH, MEMSET,
+ * CTX_SYNCHRONIZE). Device pointers are the server's; the server checks each one against this
+ * client's own allocations and its memory limit, so a wrong pointer is an error reply, never
+ * another client's memory. Copies carry their bytes in the frames (inline), in pieces well below
+ * the frame limit; the shared staging region and page-locked host memory (the fast paths a
+ * TypeScript client uses) are the next step here. */
+#include "libcuda.h"
+
+#include "openmps-transport.h"
+
+#include <string.h>
+
+/* 4 MiB a frame: a quarter of the 16 MiB frame limit (src/protocol/frame.ts MAX_PAYLOAD). */
+#define COPY_PIECE ((size_t)4 << 20)
+
+static CUresult call(uint16_t opcode, const void *req, void *rep, omps_arena_t *arena) {
+  omps_transport_t *t = omlc_session();
+  if (t == NULL) return CUDA_ERROR_NOT_INITIALIZED;
+  const omps_message_desc_t *m = omps_message_by_opcode(opcode);
+  if (m == NULL) return CUDA_ERROR_UNKNOWN;
+  omps_error_t err;
+  return (CUresult)omps_transport_call(t, opcode, m->encode_request, req, m->decode_reply, rep, arena, &err);
+}
+
+CUresult omlc_mps_cuMemAlloc_v2(CUdeviceptr_v2 *dptr, size_t bytesize) {
+  if (dptr == NULL || bytesize == 0) return CUDA_ERROR_INVALID_VALUE;
+  omps_mem_alloc_req_t req = {bytesize};
+  omps_mem_alloc_rep_t rep = {0};
+  CUresult rc = call(OMPS_OP_MEM_ALLOC, &req, &rep, NULL);
+  if (rc == CUDA_SUCCESS) *dptr = rep.ptr;
+  return rc;
+}
+
+CUresult omlc_mps_cuMemFree_v2(CUdeviceptr_v2 dptr) {
+  omps_mem_free_req_t req = {dptr};
+  return call(OMPS_OP_MEM_FREE, &req, NULL, NULL);
+}
+
+/* Within the client's limit: the server answers with the client's share of the device. */
+CUresult omlc_mps_cuMemGetInfo_v2(size_t *free, size_t *total) {
+  if (free == NULL || total == NULL) return CUDA_ERROR_INVALID_VALUE;
+  omps_mem_get_info_req_t req = {0};
+  omps_mem_get_info_rep_t rep = {0, 0};
+  CUresult rc = call(OMPS_OP_MEM_GET_INFO, &req, &rep, NULL);
+  if (rc == CUDA_SUCCESS) {
+    *free = (size_t)rep.free;
+    *total = (size_t)rep.total;
+  }
+  return rc;
+}
+
+/* Synchronous copies run on the session's default stream (stream 0). */
+static CUresult htod(CUdeviceptr_v2 dst, const void *src, size_t n) {
+  if (n == 0) return CUDA_SUCCESS;
+  if (src == NULL) return CUDA_ERROR_INVALID_VALUE;
+  const uint8_t *p = src;
+  for (size_t done = 0; done < n;) {
+    size_t piece = n - done < COPY_PIECE ? n - done : COPY_PIECE;
+    omps_memcpy_htod_req_t req = {0, dst + done, piece, 0, {p + done, (uint32_t)piece}};
+    CUresult rc = call(OMPS_OP_MEMCPY_HTOD, &req, NULL, NULL);
+    if (rc != CUDA_SUCCESS) return rc;
+    done += piece;
+  }
+  return CUDA_SUCCESS;
+}
+CUresult omlc_mps_cuMemcpyHtoD_v2(CUdeviceptr_v2 dstDevice, const void *srcHost, size_t ByteCount) {
+  return htod(dstDevice, srcHost, ByteCount);
+}
+CUresult omlc_mps_cuMemcpyHtoD_v2_ptds(CUdeviceptr_v2 dstDevice, const void *srcHost, size_t ByteCount) {
+  return htod(dstDevice, srcHost, ByteCount);
+}
+
+static CUresult dtoh(void *dst, CUdeviceptr_v2 src, size_t n) {
+  if (n == 0) return CUDA_SUCCESS;
+  if (dst == NULL) return CUDA_ERROR_INVALID_VALUE;
+  uint8_t *p = dst;
+  for (size_t done = 0; done < n;) {
+    size_t piece = n - done < COPY_PIECE ? n - done : COPY_PIECE;
+    omps_memcpy_dtoh_req_t req = {0, src + done, piece, 0, false};
+    omps_memcpy_dtoh_rep_t rep;
+    memset(&rep, 0, sizeof rep);
+    omps_arena_t arena;
+    memset(&arena, 0, sizeof arena);
+    CUresult rc = call(OMPS_OP_MEMCPY_DTOH, &req, &rep, &arena);
+    /* A reply of another length than asked is a server that breaks the protocol. */
+    if (rc == CUDA_SUCCESS && rep.inline_.len != piece) rc = CUDA_ERROR_MPS_RPC_FAILURE;
+    if (rc == CUDA_SUCCESS) memcpy(p + done, rep.inline_.data, piece);
+    omps_arena_free(&arena);
+    if (rc != CUDA_SUCCESS) return rc;
+    done += piece;
+  }
+  return CUDA_SUCCESS;
+}
+CUresult omlc_mps_cuMemcpyDtoH_v2(void *dstHost, CUdeviceptr_v2 srcDevice, size_t ByteCount) {
+  return dtoh(dstHost, srcDevice, ByteCount);
+}
+CUresult omlc_mps_cuMemcpyDtoH_v2_ptds(void *dstHost, CUdeviceptr_v2 srcDevice, size_t ByteCount) {
+  return dtoh(dstHost, srcDevice, ByteCount);
+}
+
+static CUresult memset_d8(CUdeviceptr_v2 dst, unsigned char uc, size_t n) {
+  if (n == 0) return CUDA_SUCCESS;
+  omps_memset_req_t req = {0, dst, uc, 1, n};
+  return call(OMPS_OP_MEMSET, &req, NULL, NULL);
+}
+CUresult omlc_mps_cuMemsetD8_v2(CUdeviceptr_v2 dstDevice, unsigned char uc, size_t N) { return memset_d8(dstDevice, uc, N); }
+CUresult omlc_mps_cuMemsetD8_v2_ptds(CUdeviceptr_v2 dstDevice, unsigned char uc, size_t N) {
+  return memset_d8(dstDevice, uc, N);
+}
+
+/* Waits for all of this client's work on the server (its streams), and returns its sticky
+ * error if a kernel failed. */
+static CUresult ctx_synchronize(void) {
+  omps_ctx_synchronize_req_t req = {0};
+  return call(OMPS_OP_CTX_SYNCHRONIZE, &req, NULL, NULL);
+}
+CUresult omlc_mps_cuCtxSynchronize(void) { return ctx_synchronize(); }
+/* cudart 13.0 asks for cuCtxSynchronize at cudaVersion 13000 and calls it with its context. */
+CUresult omlc_mps_cuCtxSynchronize_v2(CUcontext ctx) {
+  if (ctx != NULL && !omlc_context_valid(ctx)) return CUDA_ERROR_INVALID_CONTEXT;
+  return ctx_synchronize();
+}
