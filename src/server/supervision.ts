@@ -57,6 +57,10 @@ export class SupervisionEndpoint {
       const lines = new JsonLines(socket, SUPERVISION_REQUEST_LINE_BYTES);
       onPeer({ lines, credentials });
     });
+    // An accept that fails (out of descriptors) costs that peer, not the server.
+    this.#listener.on('error', (err) => {
+      refused(`a connection: ${err.message}`);
+    });
   }
 
   /** Listens (0600) and writes the pid file; call once the server's own socket is bound. */
