@@ -48,6 +48,31 @@ CUresult omlc_mps_cuMemsetD8_v2(CUdeviceptr_v2 dstDevice, unsigned char uc, size
 CUresult omlc_mps_cuMemsetD8_v2_ptds(CUdeviceptr_v2 dstDevice, unsigned char uc, size_t N);
 CUresult omlc_mps_cuCtxSynchronize(void);
 CUresult omlc_mps_cuCtxSynchronize_v2(CUcontext ctx);
+CUresult omlc_mps_cuMemcpyHtoDAsync_v2(CUdeviceptr_v2 dstDevice, const void *srcHost, size_t ByteCount, CUstream hStream);
+CUresult omlc_mps_cuMemcpyHtoDAsync_v2_ptsz(CUdeviceptr_v2 dstDevice, const void *srcHost, size_t ByteCount, CUstream hStream);
+CUresult omlc_mps_cuMemcpyDtoHAsync_v2(void *dstHost, CUdeviceptr_v2 srcDevice, size_t ByteCount, CUstream hStream);
+CUresult omlc_mps_cuMemcpyDtoHAsync_v2_ptsz(void *dstHost, CUdeviceptr_v2 srcDevice, size_t ByteCount, CUstream hStream);
+CUresult omlc_mps_cuMemcpyDtoD_v2(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 srcDevice, size_t ByteCount);
+CUresult omlc_mps_cuMemcpyDtoD_v2_ptds(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 srcDevice, size_t ByteCount);
+CUresult omlc_mps_cuMemcpyDtoDAsync_v2(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 srcDevice, size_t ByteCount, CUstream hStream);
+CUresult omlc_mps_cuMemcpyDtoDAsync_v2_ptsz(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 srcDevice, size_t ByteCount, CUstream hStream);
+CUresult omlc_mps_cuStreamCreate(CUstream *phStream, unsigned int Flags);
+CUresult omlc_mps_cuStreamCreateWithPriority(CUstream *phStream, unsigned int flags, int priority);
+CUresult omlc_mps_cuStreamDestroy(CUstream hStream);
+CUresult omlc_mps_cuStreamDestroy_v2(CUstream hStream);
+CUresult omlc_mps_cuStreamSynchronize(CUstream hStream);
+CUresult omlc_mps_cuStreamSynchronize_ptsz(CUstream hStream);
+CUresult omlc_mps_cuStreamQuery(CUstream hStream);
+CUresult omlc_mps_cuStreamQuery_ptsz(CUstream hStream);
+CUresult omlc_mps_cuEventCreate(CUevent *phEvent, unsigned int Flags);
+CUresult omlc_mps_cuEventDestroy(CUevent hEvent);
+CUresult omlc_mps_cuEventDestroy_v2(CUevent hEvent);
+CUresult omlc_mps_cuEventRecord(CUevent hEvent, CUstream hStream);
+CUresult omlc_mps_cuEventRecord_ptsz(CUevent hEvent, CUstream hStream);
+CUresult omlc_mps_cuEventSynchronize(CUevent hEvent);
+CUresult omlc_mps_cuEventQuery(CUevent hEvent);
+CUresult omlc_mps_cuEventElapsedTime(float *pMilliseconds, CUevent hStart, CUevent hEnd);
+CUresult omlc_mps_cuEventElapsedTime_v2(float *pMilliseconds, CUevent hStart, CUevent hEnd);
 
 CUresult CUDAAPI cuArray3DCreate(CUarray *pHandle, const CUDA_ARRAY3D_DESCRIPTOR_v1 *pAllocateArray) {
   switch (omlc_mode()) {
@@ -1415,9 +1440,7 @@ CUresult CUDAAPI cuEventCreate(CUevent *phEvent, unsigned int Flags) {
     omlc_fn real = omlc_real(OMLC_SYM_cuEventCreate);
     return real ? ((CUresult (CUDAAPI *)(CUevent *phEvent, unsigned int Flags))real)(phEvent, Flags) : omlc_bypass_missing(OMLC_SYM_cuEventCreate);
   }
-  case OMLC_MODE_MPS:
-    (void)phEvent; (void)Flags;
-    return omlc_not_supported(OMLC_SYM_cuEventCreate);
+  case OMLC_MODE_MPS: return omlc_mps_cuEventCreate(phEvent, Flags);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1429,9 +1452,7 @@ CUresult CUDAAPI cuEventDestroy(CUevent hEvent) {
     omlc_fn real = omlc_real(OMLC_SYM_cuEventDestroy);
     return real ? ((CUresult (CUDAAPI *)(CUevent hEvent))real)(hEvent) : omlc_bypass_missing(OMLC_SYM_cuEventDestroy);
   }
-  case OMLC_MODE_MPS:
-    (void)hEvent;
-    return omlc_not_supported(OMLC_SYM_cuEventDestroy);
+  case OMLC_MODE_MPS: return omlc_mps_cuEventDestroy(hEvent);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1443,9 +1464,7 @@ CUresult CUDAAPI cuEventDestroy_v2(CUevent hEvent) {
     omlc_fn real = omlc_real(OMLC_SYM_cuEventDestroy_v2);
     return real ? ((CUresult (CUDAAPI *)(CUevent hEvent))real)(hEvent) : omlc_bypass_missing(OMLC_SYM_cuEventDestroy_v2);
   }
-  case OMLC_MODE_MPS:
-    (void)hEvent;
-    return omlc_not_supported(OMLC_SYM_cuEventDestroy_v2);
+  case OMLC_MODE_MPS: return omlc_mps_cuEventDestroy_v2(hEvent);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1457,9 +1476,7 @@ CUresult CUDAAPI cuEventElapsedTime(float *pMilliseconds, CUevent hStart, CUeven
     omlc_fn real = omlc_real(OMLC_SYM_cuEventElapsedTime);
     return real ? ((CUresult (CUDAAPI *)(float *pMilliseconds, CUevent hStart, CUevent hEnd))real)(pMilliseconds, hStart, hEnd) : omlc_bypass_missing(OMLC_SYM_cuEventElapsedTime);
   }
-  case OMLC_MODE_MPS:
-    (void)pMilliseconds; (void)hStart; (void)hEnd;
-    return omlc_not_supported(OMLC_SYM_cuEventElapsedTime);
+  case OMLC_MODE_MPS: return omlc_mps_cuEventElapsedTime(pMilliseconds, hStart, hEnd);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1471,9 +1488,7 @@ CUresult CUDAAPI cuEventElapsedTime_v2(float *pMilliseconds, CUevent hStart, CUe
     omlc_fn real = omlc_real(OMLC_SYM_cuEventElapsedTime_v2);
     return real ? ((CUresult (CUDAAPI *)(float *pMilliseconds, CUevent hStart, CUevent hEnd))real)(pMilliseconds, hStart, hEnd) : omlc_bypass_missing(OMLC_SYM_cuEventElapsedTime_v2);
   }
-  case OMLC_MODE_MPS:
-    (void)pMilliseconds; (void)hStart; (void)hEnd;
-    return omlc_not_supported(OMLC_SYM_cuEventElapsedTime_v2);
+  case OMLC_MODE_MPS: return omlc_mps_cuEventElapsedTime_v2(pMilliseconds, hStart, hEnd);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1485,9 +1500,7 @@ CUresult CUDAAPI cuEventQuery(CUevent hEvent) {
     omlc_fn real = omlc_real(OMLC_SYM_cuEventQuery);
     return real ? ((CUresult (CUDAAPI *)(CUevent hEvent))real)(hEvent) : omlc_bypass_missing(OMLC_SYM_cuEventQuery);
   }
-  case OMLC_MODE_MPS:
-    (void)hEvent;
-    return omlc_not_supported(OMLC_SYM_cuEventQuery);
+  case OMLC_MODE_MPS: return omlc_mps_cuEventQuery(hEvent);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1499,9 +1512,7 @@ CUresult CUDAAPI cuEventRecord(CUevent hEvent, CUstream hStream) {
     omlc_fn real = omlc_real(OMLC_SYM_cuEventRecord);
     return real ? ((CUresult (CUDAAPI *)(CUevent hEvent, CUstream hStream))real)(hEvent, hStream) : omlc_bypass_missing(OMLC_SYM_cuEventRecord);
   }
-  case OMLC_MODE_MPS:
-    (void)hEvent; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuEventRecord);
+  case OMLC_MODE_MPS: return omlc_mps_cuEventRecord(hEvent, hStream);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1541,9 +1552,7 @@ CUresult CUDAAPI cuEventRecord_ptsz(CUevent hEvent, CUstream hStream) {
     omlc_fn real = omlc_real(OMLC_SYM_cuEventRecord_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUevent hEvent, CUstream hStream))real)(hEvent, hStream) : omlc_bypass_missing(OMLC_SYM_cuEventRecord_ptsz);
   }
-  case OMLC_MODE_MPS:
-    (void)hEvent; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuEventRecord_ptsz);
+  case OMLC_MODE_MPS: return omlc_mps_cuEventRecord_ptsz(hEvent, hStream);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1555,9 +1564,7 @@ CUresult CUDAAPI cuEventSynchronize(CUevent hEvent) {
     omlc_fn real = omlc_real(OMLC_SYM_cuEventSynchronize);
     return real ? ((CUresult (CUDAAPI *)(CUevent hEvent))real)(hEvent) : omlc_bypass_missing(OMLC_SYM_cuEventSynchronize);
   }
-  case OMLC_MODE_MPS:
-    (void)hEvent;
-    return omlc_not_supported(OMLC_SYM_cuEventSynchronize);
+  case OMLC_MODE_MPS: return omlc_mps_cuEventSynchronize(hEvent);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5746,9 +5753,7 @@ CUresult CUDAAPI cuMemcpyDtoDAsync_v2(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 s
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpyDtoDAsync_v2);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 srcDevice, size_t ByteCount, CUstream hStream))real)(dstDevice, srcDevice, ByteCount, hStream) : omlc_bypass_missing(OMLC_SYM_cuMemcpyDtoDAsync_v2);
   }
-  case OMLC_MODE_MPS:
-    (void)dstDevice; (void)srcDevice; (void)ByteCount; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyDtoDAsync_v2);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemcpyDtoDAsync_v2(dstDevice, srcDevice, ByteCount, hStream);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5760,9 +5765,7 @@ CUresult CUDAAPI cuMemcpyDtoDAsync_v2_ptsz(CUdeviceptr_v2 dstDevice, CUdeviceptr
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpyDtoDAsync_v2_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 srcDevice, size_t ByteCount, CUstream hStream))real)(dstDevice, srcDevice, ByteCount, hStream) : omlc_bypass_missing(OMLC_SYM_cuMemcpyDtoDAsync_v2_ptsz);
   }
-  case OMLC_MODE_MPS:
-    (void)dstDevice; (void)srcDevice; (void)ByteCount; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyDtoDAsync_v2_ptsz);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemcpyDtoDAsync_v2_ptsz(dstDevice, srcDevice, ByteCount, hStream);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5774,9 +5777,7 @@ CUresult CUDAAPI cuMemcpyDtoD_v2(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 srcDev
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpyDtoD_v2);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 srcDevice, size_t ByteCount))real)(dstDevice, srcDevice, ByteCount) : omlc_bypass_missing(OMLC_SYM_cuMemcpyDtoD_v2);
   }
-  case OMLC_MODE_MPS:
-    (void)dstDevice; (void)srcDevice; (void)ByteCount;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyDtoD_v2);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemcpyDtoD_v2(dstDevice, srcDevice, ByteCount);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5788,9 +5789,7 @@ CUresult CUDAAPI cuMemcpyDtoD_v2_ptds(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 s
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpyDtoD_v2_ptds);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 srcDevice, size_t ByteCount))real)(dstDevice, srcDevice, ByteCount) : omlc_bypass_missing(OMLC_SYM_cuMemcpyDtoD_v2_ptds);
   }
-  case OMLC_MODE_MPS:
-    (void)dstDevice; (void)srcDevice; (void)ByteCount;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyDtoD_v2_ptds);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemcpyDtoD_v2_ptds(dstDevice, srcDevice, ByteCount);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5830,9 +5829,7 @@ CUresult CUDAAPI cuMemcpyDtoHAsync_v2(void *dstHost, CUdeviceptr_v2 srcDevice, s
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpyDtoHAsync_v2);
     return real ? ((CUresult (CUDAAPI *)(void *dstHost, CUdeviceptr_v2 srcDevice, size_t ByteCount, CUstream hStream))real)(dstHost, srcDevice, ByteCount, hStream) : omlc_bypass_missing(OMLC_SYM_cuMemcpyDtoHAsync_v2);
   }
-  case OMLC_MODE_MPS:
-    (void)dstHost; (void)srcDevice; (void)ByteCount; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyDtoHAsync_v2);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemcpyDtoHAsync_v2(dstHost, srcDevice, ByteCount, hStream);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5844,9 +5841,7 @@ CUresult CUDAAPI cuMemcpyDtoHAsync_v2_ptsz(void *dstHost, CUdeviceptr_v2 srcDevi
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpyDtoHAsync_v2_ptsz);
     return real ? ((CUresult (CUDAAPI *)(void *dstHost, CUdeviceptr_v2 srcDevice, size_t ByteCount, CUstream hStream))real)(dstHost, srcDevice, ByteCount, hStream) : omlc_bypass_missing(OMLC_SYM_cuMemcpyDtoHAsync_v2_ptsz);
   }
-  case OMLC_MODE_MPS:
-    (void)dstHost; (void)srcDevice; (void)ByteCount; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyDtoHAsync_v2_ptsz);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemcpyDtoHAsync_v2_ptsz(dstHost, srcDevice, ByteCount, hStream);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5994,9 +5989,7 @@ CUresult CUDAAPI cuMemcpyHtoDAsync_v2(CUdeviceptr_v2 dstDevice, const void *srcH
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpyHtoDAsync_v2);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, const void *srcHost, size_t ByteCount, CUstream hStream))real)(dstDevice, srcHost, ByteCount, hStream) : omlc_bypass_missing(OMLC_SYM_cuMemcpyHtoDAsync_v2);
   }
-  case OMLC_MODE_MPS:
-    (void)dstDevice; (void)srcHost; (void)ByteCount; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyHtoDAsync_v2);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemcpyHtoDAsync_v2(dstDevice, srcHost, ByteCount, hStream);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6008,9 +6001,7 @@ CUresult CUDAAPI cuMemcpyHtoDAsync_v2_ptsz(CUdeviceptr_v2 dstDevice, const void 
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpyHtoDAsync_v2_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, const void *srcHost, size_t ByteCount, CUstream hStream))real)(dstDevice, srcHost, ByteCount, hStream) : omlc_bypass_missing(OMLC_SYM_cuMemcpyHtoDAsync_v2_ptsz);
   }
-  case OMLC_MODE_MPS:
-    (void)dstDevice; (void)srcHost; (void)ByteCount; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyHtoDAsync_v2_ptsz);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemcpyHtoDAsync_v2_ptsz(dstDevice, srcHost, ByteCount, hStream);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7368,9 +7359,7 @@ CUresult CUDAAPI cuStreamCreate(CUstream *phStream, unsigned int Flags) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamCreate);
     return real ? ((CUresult (CUDAAPI *)(CUstream *phStream, unsigned int Flags))real)(phStream, Flags) : omlc_bypass_missing(OMLC_SYM_cuStreamCreate);
   }
-  case OMLC_MODE_MPS:
-    (void)phStream; (void)Flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamCreate);
+  case OMLC_MODE_MPS: return omlc_mps_cuStreamCreate(phStream, Flags);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7382,9 +7371,7 @@ CUresult CUDAAPI cuStreamCreateWithPriority(CUstream *phStream, unsigned int fla
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamCreateWithPriority);
     return real ? ((CUresult (CUDAAPI *)(CUstream *phStream, unsigned int flags, int priority))real)(phStream, flags, priority) : omlc_bypass_missing(OMLC_SYM_cuStreamCreateWithPriority);
   }
-  case OMLC_MODE_MPS:
-    (void)phStream; (void)flags; (void)priority;
-    return omlc_not_supported(OMLC_SYM_cuStreamCreateWithPriority);
+  case OMLC_MODE_MPS: return omlc_mps_cuStreamCreateWithPriority(phStream, flags, priority);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7396,9 +7383,7 @@ CUresult CUDAAPI cuStreamDestroy(CUstream hStream) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamDestroy);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream))real)(hStream) : omlc_bypass_missing(OMLC_SYM_cuStreamDestroy);
   }
-  case OMLC_MODE_MPS:
-    (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuStreamDestroy);
+  case OMLC_MODE_MPS: return omlc_mps_cuStreamDestroy(hStream);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7410,9 +7395,7 @@ CUresult CUDAAPI cuStreamDestroy_v2(CUstream hStream) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamDestroy_v2);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream))real)(hStream) : omlc_bypass_missing(OMLC_SYM_cuStreamDestroy_v2);
   }
-  case OMLC_MODE_MPS:
-    (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuStreamDestroy_v2);
+  case OMLC_MODE_MPS: return omlc_mps_cuStreamDestroy_v2(hStream);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7774,9 +7757,7 @@ CUresult CUDAAPI cuStreamQuery(CUstream hStream) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamQuery);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream))real)(hStream) : omlc_bypass_missing(OMLC_SYM_cuStreamQuery);
   }
-  case OMLC_MODE_MPS:
-    (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuStreamQuery);
+  case OMLC_MODE_MPS: return omlc_mps_cuStreamQuery(hStream);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7788,9 +7769,7 @@ CUresult CUDAAPI cuStreamQuery_ptsz(CUstream hStream) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamQuery_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream))real)(hStream) : omlc_bypass_missing(OMLC_SYM_cuStreamQuery_ptsz);
   }
-  case OMLC_MODE_MPS:
-    (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuStreamQuery_ptsz);
+  case OMLC_MODE_MPS: return omlc_mps_cuStreamQuery_ptsz(hStream);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7830,9 +7809,7 @@ CUresult CUDAAPI cuStreamSynchronize(CUstream hStream) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamSynchronize);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream))real)(hStream) : omlc_bypass_missing(OMLC_SYM_cuStreamSynchronize);
   }
-  case OMLC_MODE_MPS:
-    (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuStreamSynchronize);
+  case OMLC_MODE_MPS: return omlc_mps_cuStreamSynchronize(hStream);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7844,9 +7821,7 @@ CUresult CUDAAPI cuStreamSynchronize_ptsz(CUstream hStream) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamSynchronize_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream))real)(hStream) : omlc_bypass_missing(OMLC_SYM_cuStreamSynchronize_ptsz);
   }
-  case OMLC_MODE_MPS:
-    (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuStreamSynchronize_ptsz);
+  case OMLC_MODE_MPS: return omlc_mps_cuStreamSynchronize_ptsz(hStream);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8977,17 +8952,17 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuDeviceTotalMem_v2", (omlc_fn)cuDeviceTotalMem_v2, OMLC_IMPL_MPS },
   { "cuDeviceUnregisterAsyncNotification", (omlc_fn)cuDeviceUnregisterAsyncNotification, OMLC_IMPL_NONE },
   { "cuDriverGetVersion", (omlc_fn)cuDriverGetVersion, OMLC_IMPL_LOCAL },
-  { "cuEventCreate", (omlc_fn)cuEventCreate, OMLC_IMPL_NONE },
-  { "cuEventDestroy", (omlc_fn)cuEventDestroy, OMLC_IMPL_NONE },
-  { "cuEventDestroy_v2", (omlc_fn)cuEventDestroy_v2, OMLC_IMPL_NONE },
-  { "cuEventElapsedTime", (omlc_fn)cuEventElapsedTime, OMLC_IMPL_NONE },
-  { "cuEventElapsedTime_v2", (omlc_fn)cuEventElapsedTime_v2, OMLC_IMPL_NONE },
-  { "cuEventQuery", (omlc_fn)cuEventQuery, OMLC_IMPL_NONE },
-  { "cuEventRecord", (omlc_fn)cuEventRecord, OMLC_IMPL_NONE },
+  { "cuEventCreate", (omlc_fn)cuEventCreate, OMLC_IMPL_MPS },
+  { "cuEventDestroy", (omlc_fn)cuEventDestroy, OMLC_IMPL_MPS },
+  { "cuEventDestroy_v2", (omlc_fn)cuEventDestroy_v2, OMLC_IMPL_MPS },
+  { "cuEventElapsedTime", (omlc_fn)cuEventElapsedTime, OMLC_IMPL_MPS },
+  { "cuEventElapsedTime_v2", (omlc_fn)cuEventElapsedTime_v2, OMLC_IMPL_MPS },
+  { "cuEventQuery", (omlc_fn)cuEventQuery, OMLC_IMPL_MPS },
+  { "cuEventRecord", (omlc_fn)cuEventRecord, OMLC_IMPL_MPS },
   { "cuEventRecordWithFlags", (omlc_fn)cuEventRecordWithFlags, OMLC_IMPL_NONE },
   { "cuEventRecordWithFlags_ptsz", (omlc_fn)cuEventRecordWithFlags_ptsz, OMLC_IMPL_NONE },
-  { "cuEventRecord_ptsz", (omlc_fn)cuEventRecord_ptsz, OMLC_IMPL_NONE },
-  { "cuEventSynchronize", (omlc_fn)cuEventSynchronize, OMLC_IMPL_NONE },
+  { "cuEventRecord_ptsz", (omlc_fn)cuEventRecord_ptsz, OMLC_IMPL_MPS },
+  { "cuEventSynchronize", (omlc_fn)cuEventSynchronize, OMLC_IMPL_MPS },
   { "cuExternalMemoryGetMappedBuffer", (omlc_fn)cuExternalMemoryGetMappedBuffer, OMLC_IMPL_NONE },
   { "cuExternalMemoryGetMappedMipmappedArray", (omlc_fn)cuExternalMemoryGetMappedMipmappedArray, OMLC_IMPL_NONE },
   { "cuFlushGPUDirectRDMAWrites", (omlc_fn)cuFlushGPUDirectRDMAWrites, OMLC_IMPL_NONE },
@@ -9288,14 +9263,14 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuMemcpyDtoA_v2_ptds", (omlc_fn)cuMemcpyDtoA_v2_ptds, OMLC_IMPL_NONE },
   { "cuMemcpyDtoD", (omlc_fn)cuMemcpyDtoD, OMLC_IMPL_NONE },
   { "cuMemcpyDtoDAsync", (omlc_fn)cuMemcpyDtoDAsync, OMLC_IMPL_NONE },
-  { "cuMemcpyDtoDAsync_v2", (omlc_fn)cuMemcpyDtoDAsync_v2, OMLC_IMPL_NONE },
-  { "cuMemcpyDtoDAsync_v2_ptsz", (omlc_fn)cuMemcpyDtoDAsync_v2_ptsz, OMLC_IMPL_NONE },
-  { "cuMemcpyDtoD_v2", (omlc_fn)cuMemcpyDtoD_v2, OMLC_IMPL_NONE },
-  { "cuMemcpyDtoD_v2_ptds", (omlc_fn)cuMemcpyDtoD_v2_ptds, OMLC_IMPL_NONE },
+  { "cuMemcpyDtoDAsync_v2", (omlc_fn)cuMemcpyDtoDAsync_v2, OMLC_IMPL_MPS },
+  { "cuMemcpyDtoDAsync_v2_ptsz", (omlc_fn)cuMemcpyDtoDAsync_v2_ptsz, OMLC_IMPL_MPS },
+  { "cuMemcpyDtoD_v2", (omlc_fn)cuMemcpyDtoD_v2, OMLC_IMPL_MPS },
+  { "cuMemcpyDtoD_v2_ptds", (omlc_fn)cuMemcpyDtoD_v2_ptds, OMLC_IMPL_MPS },
   { "cuMemcpyDtoH", (omlc_fn)cuMemcpyDtoH, OMLC_IMPL_NONE },
   { "cuMemcpyDtoHAsync", (omlc_fn)cuMemcpyDtoHAsync, OMLC_IMPL_NONE },
-  { "cuMemcpyDtoHAsync_v2", (omlc_fn)cuMemcpyDtoHAsync_v2, OMLC_IMPL_NONE },
-  { "cuMemcpyDtoHAsync_v2_ptsz", (omlc_fn)cuMemcpyDtoHAsync_v2_ptsz, OMLC_IMPL_NONE },
+  { "cuMemcpyDtoHAsync_v2", (omlc_fn)cuMemcpyDtoHAsync_v2, OMLC_IMPL_MPS },
+  { "cuMemcpyDtoHAsync_v2_ptsz", (omlc_fn)cuMemcpyDtoHAsync_v2_ptsz, OMLC_IMPL_MPS },
   { "cuMemcpyDtoH_v2", (omlc_fn)cuMemcpyDtoH_v2, OMLC_IMPL_MPS },
   { "cuMemcpyDtoH_v2_ptds", (omlc_fn)cuMemcpyDtoH_v2_ptds, OMLC_IMPL_MPS },
   { "cuMemcpyHtoA", (omlc_fn)cuMemcpyHtoA, OMLC_IMPL_NONE },
@@ -9306,8 +9281,8 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuMemcpyHtoA_v2_ptds", (omlc_fn)cuMemcpyHtoA_v2_ptds, OMLC_IMPL_NONE },
   { "cuMemcpyHtoD", (omlc_fn)cuMemcpyHtoD, OMLC_IMPL_NONE },
   { "cuMemcpyHtoDAsync", (omlc_fn)cuMemcpyHtoDAsync, OMLC_IMPL_NONE },
-  { "cuMemcpyHtoDAsync_v2", (omlc_fn)cuMemcpyHtoDAsync_v2, OMLC_IMPL_NONE },
-  { "cuMemcpyHtoDAsync_v2_ptsz", (omlc_fn)cuMemcpyHtoDAsync_v2_ptsz, OMLC_IMPL_NONE },
+  { "cuMemcpyHtoDAsync_v2", (omlc_fn)cuMemcpyHtoDAsync_v2, OMLC_IMPL_MPS },
+  { "cuMemcpyHtoDAsync_v2_ptsz", (omlc_fn)cuMemcpyHtoDAsync_v2_ptsz, OMLC_IMPL_MPS },
   { "cuMemcpyHtoD_v2", (omlc_fn)cuMemcpyHtoD_v2, OMLC_IMPL_MPS },
   { "cuMemcpyHtoD_v2_ptds", (omlc_fn)cuMemcpyHtoD_v2_ptds, OMLC_IMPL_MPS },
   { "cuMemcpyPeer", (omlc_fn)cuMemcpyPeer, OMLC_IMPL_NONE },
@@ -9405,10 +9380,10 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuStreamBeginCapture_v2_ptsz", (omlc_fn)cuStreamBeginCapture_v2_ptsz, OMLC_IMPL_NONE },
   { "cuStreamCopyAttributes", (omlc_fn)cuStreamCopyAttributes, OMLC_IMPL_NONE },
   { "cuStreamCopyAttributes_ptsz", (omlc_fn)cuStreamCopyAttributes_ptsz, OMLC_IMPL_NONE },
-  { "cuStreamCreate", (omlc_fn)cuStreamCreate, OMLC_IMPL_NONE },
-  { "cuStreamCreateWithPriority", (omlc_fn)cuStreamCreateWithPriority, OMLC_IMPL_NONE },
-  { "cuStreamDestroy", (omlc_fn)cuStreamDestroy, OMLC_IMPL_NONE },
-  { "cuStreamDestroy_v2", (omlc_fn)cuStreamDestroy_v2, OMLC_IMPL_NONE },
+  { "cuStreamCreate", (omlc_fn)cuStreamCreate, OMLC_IMPL_MPS },
+  { "cuStreamCreateWithPriority", (omlc_fn)cuStreamCreateWithPriority, OMLC_IMPL_MPS },
+  { "cuStreamDestroy", (omlc_fn)cuStreamDestroy, OMLC_IMPL_MPS },
+  { "cuStreamDestroy_v2", (omlc_fn)cuStreamDestroy_v2, OMLC_IMPL_MPS },
   { "cuStreamEndCapture", (omlc_fn)cuStreamEndCapture, OMLC_IMPL_NONE },
   { "cuStreamEndCapture_ptsz", (omlc_fn)cuStreamEndCapture_ptsz, OMLC_IMPL_NONE },
   { "cuStreamGetAttribute", (omlc_fn)cuStreamGetAttribute, OMLC_IMPL_NONE },
@@ -9434,12 +9409,12 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuStreamGetPriority_ptsz", (omlc_fn)cuStreamGetPriority_ptsz, OMLC_IMPL_NONE },
   { "cuStreamIsCapturing", (omlc_fn)cuStreamIsCapturing, OMLC_IMPL_NONE },
   { "cuStreamIsCapturing_ptsz", (omlc_fn)cuStreamIsCapturing_ptsz, OMLC_IMPL_NONE },
-  { "cuStreamQuery", (omlc_fn)cuStreamQuery, OMLC_IMPL_NONE },
-  { "cuStreamQuery_ptsz", (omlc_fn)cuStreamQuery_ptsz, OMLC_IMPL_NONE },
+  { "cuStreamQuery", (omlc_fn)cuStreamQuery, OMLC_IMPL_MPS },
+  { "cuStreamQuery_ptsz", (omlc_fn)cuStreamQuery_ptsz, OMLC_IMPL_MPS },
   { "cuStreamSetAttribute", (omlc_fn)cuStreamSetAttribute, OMLC_IMPL_NONE },
   { "cuStreamSetAttribute_ptsz", (omlc_fn)cuStreamSetAttribute_ptsz, OMLC_IMPL_NONE },
-  { "cuStreamSynchronize", (omlc_fn)cuStreamSynchronize, OMLC_IMPL_NONE },
-  { "cuStreamSynchronize_ptsz", (omlc_fn)cuStreamSynchronize_ptsz, OMLC_IMPL_NONE },
+  { "cuStreamSynchronize", (omlc_fn)cuStreamSynchronize, OMLC_IMPL_MPS },
+  { "cuStreamSynchronize_ptsz", (omlc_fn)cuStreamSynchronize_ptsz, OMLC_IMPL_MPS },
   { "cuStreamUpdateCaptureDependencies", (omlc_fn)cuStreamUpdateCaptureDependencies, OMLC_IMPL_NONE },
   { "cuStreamUpdateCaptureDependencies_ptsz", (omlc_fn)cuStreamUpdateCaptureDependencies_ptsz, OMLC_IMPL_NONE },
   { "cuStreamUpdateCaptureDependencies_v2", (omlc_fn)cuStreamUpdateCaptureDependencies_v2, OMLC_IMPL_NONE },

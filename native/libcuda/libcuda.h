@@ -76,6 +76,8 @@ CUresult omlc_export_table(const void **table, const CUuuid *id);
 
 /* MPS mode: the session cuInit opened (mps.c), or NULL before a successful cuInit. */
 struct omps_transport *omlc_session(void);
+/* MPS mode: the server's id of a stream handle (streams.c); the default streams are 0. */
+CUresult omlc_stream_id(CUstream s, uint32_t *id);
 /* MPS mode: whether a handle is one of this library's contexts (context.c). */
 int omlc_context_valid(CUcontext ctx);
 

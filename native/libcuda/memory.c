@@ -1,6 +1,6 @@
 /* MPS mode: device memory and synchronous copies, as protocol requests on the session
  * (docs/protocol.md: MEM_ALLOC, MEM_FREE, MEM_GET_INFO, MEMCPY_HTOD, MEMCPY_DTOH, MEMSET,
- * CTX_SYNCHRONIZE). Device pointers are the server's; the server checks each one against this
+ * MEMCPY_DTOD, CTX_SYNCHRONIZE). Device pointers are the server's; the server checks each one against this
  * client's own allocations and its memory limit, so a wrong pointer is an error reply, never
  * another client's memory. Copies carry their bytes in the frames (inline), in pieces well below
  * the frame limit; the shared staging region and page-locked host memory (the fast paths a
@@ -50,14 +50,17 @@ CUresult omlc_mps_cuMemGetInfo_v2(size_t *free, size_t *total) {
   return rc;
 }
 
-/* Synchronous copies run on the session's default stream (stream 0). */
-static CUresult htod(CUdeviceptr_v2 dst, const void *src, size_t n) {
+/* Synchronous copies run on the session's default stream (stream 0); the Async ones on their
+ * stream, and return once the server has the bytes (HtoD) or once they are in host memory (DtoH):
+ * more synchronous than CUDA requires, never less, so a program's later synchronize finds them
+ * done. */
+static CUresult htod(uint32_t stream, CUdeviceptr_v2 dst, const void *src, size_t n) {
   if (n == 0) return CUDA_SUCCESS;
   if (src == NULL) return CUDA_ERROR_INVALID_VALUE;
   const uint8_t *p = src;
   for (size_t done = 0; done < n;) {
     size_t piece = n - done < COPY_PIECE ? n - done : COPY_PIECE;
-    omps_memcpy_htod_req_t req = {0, dst + done, piece, 0, {p + done, (uint32_t)piece}};
+    omps_memcpy_htod_req_t req = {stream, dst + done, piece, 0, {p + done, (uint32_t)piece}};
     CUresult rc = call(OMPS_OP_MEMCPY_HTOD, &req, NULL, NULL);
     if (rc != CUDA_SUCCESS) return rc;
     done += piece;
@@ -65,19 +68,19 @@ static CUresult htod(CUdeviceptr_v2 dst, const void *src, size_t n) {
   return CUDA_SUCCESS;
 }
 CUresult omlc_mps_cuMemcpyHtoD_v2(CUdeviceptr_v2 dstDevice, const void *srcHost, size_t ByteCount) {
-  return htod(dstDevice, srcHost, ByteCount);
+  return htod(0, dstDevice, srcHost, ByteCount);
 }
 CUresult omlc_mps_cuMemcpyHtoD_v2_ptds(CUdeviceptr_v2 dstDevice, const void *srcHost, size_t ByteCount) {
-  return htod(dstDevice, srcHost, ByteCount);
+  return htod(0, dstDevice, srcHost, ByteCount);
 }
 
-static CUresult dtoh(void *dst, CUdeviceptr_v2 src, size_t n) {
+static CUresult dtoh(uint32_t stream, void *dst, CUdeviceptr_v2 src, size_t n) {
   if (n == 0) return CUDA_SUCCESS;
   if (dst == NULL) return CUDA_ERROR_INVALID_VALUE;
   uint8_t *p = dst;
   for (size_t done = 0; done < n;) {
     size_t piece = n - done < COPY_PIECE ? n - done : COPY_PIECE;
-    omps_memcpy_dtoh_req_t req = {0, src + done, piece, 0, false};
+    omps_memcpy_dtoh_req_t req = {stream, src + done, piece, 0, false};
     omps_memcpy_dtoh_rep_t rep;
     memset(&rep, 0, sizeof rep);
     omps_arena_t arena;
@@ -93,10 +96,57 @@ static CUresult dtoh(void *dst, CUdeviceptr_v2 src, size_t n) {
   return CUDA_SUCCESS;
 }
 CUresult omlc_mps_cuMemcpyDtoH_v2(void *dstHost, CUdeviceptr_v2 srcDevice, size_t ByteCount) {
-  return dtoh(dstHost, srcDevice, ByteCount);
+  return dtoh(0, dstHost, srcDevice, ByteCount);
 }
 CUresult omlc_mps_cuMemcpyDtoH_v2_ptds(void *dstHost, CUdeviceptr_v2 srcDevice, size_t ByteCount) {
-  return dtoh(dstHost, srcDevice, ByteCount);
+  return dtoh(0, dstHost, srcDevice, ByteCount);
+}
+
+static CUresult htod_async(CUdeviceptr_v2 dst, const void *src, size_t n, CUstream s) {
+  uint32_t stream;
+  CUresult rc = omlc_stream_id(s, &stream);
+  return rc == CUDA_SUCCESS ? htod(stream, dst, src, n) : rc;
+}
+CUresult omlc_mps_cuMemcpyHtoDAsync_v2(CUdeviceptr_v2 dstDevice, const void *srcHost, size_t ByteCount, CUstream hStream) {
+  return htod_async(dstDevice, srcHost, ByteCount, hStream);
+}
+CUresult omlc_mps_cuMemcpyHtoDAsync_v2_ptsz(CUdeviceptr_v2 dstDevice, const void *srcHost, size_t ByteCount,
+                                            CUstream hStream) {
+  return htod_async(dstDevice, srcHost, ByteCount, hStream);
+}
+
+static CUresult dtoh_async(void *dst, CUdeviceptr_v2 src, size_t n, CUstream s) {
+  uint32_t stream;
+  CUresult rc = omlc_stream_id(s, &stream);
+  return rc == CUDA_SUCCESS ? dtoh(stream, dst, src, n) : rc;
+}
+CUresult omlc_mps_cuMemcpyDtoHAsync_v2(void *dstHost, CUdeviceptr_v2 srcDevice, size_t ByteCount, CUstream hStream) {
+  return dtoh_async(dstHost, srcDevice, ByteCount, hStream);
+}
+CUresult omlc_mps_cuMemcpyDtoHAsync_v2_ptsz(void *dstHost, CUdeviceptr_v2 srcDevice, size_t ByteCount, CUstream hStream) {
+  return dtoh_async(dstHost, srcDevice, ByteCount, hStream);
+}
+
+static CUresult dtod(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t n, CUstream s) {
+  if (n == 0) return CUDA_SUCCESS;
+  uint32_t stream;
+  CUresult rc = omlc_stream_id(s, &stream);
+  if (rc != CUDA_SUCCESS) return rc;
+  omps_memcpy_dtod_req_t req = {stream, dst, src, n};
+  return call(OMPS_OP_MEMCPY_DTOD, &req, NULL, NULL);
+}
+CUresult omlc_mps_cuMemcpyDtoD_v2(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 srcDevice, size_t ByteCount) {
+  return dtod(dstDevice, srcDevice, ByteCount, NULL);
+}
+CUresult omlc_mps_cuMemcpyDtoD_v2_ptds(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 srcDevice, size_t ByteCount) {
+  return dtod(dstDevice, srcDevice, ByteCount, NULL);
+}
+CUresult omlc_mps_cuMemcpyDtoDAsync_v2(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 srcDevice, size_t ByteCount, CUstream hStream) {
+  return dtod(dstDevice, srcDevice, ByteCount, hStream);
+}
+CUresult omlc_mps_cuMemcpyDtoDAsync_v2_ptsz(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 srcDevice, size_t ByteCount,
+                                            CUstream hStream) {
+  return dtod(dstDevice, srcDevice, ByteCount, hStream);
 }
 
 static CUresult memset_d8(CUdeviceptr_v2 dst, unsigned char uc, size_t n) {

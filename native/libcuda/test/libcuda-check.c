@@ -486,6 +486,57 @@ static void memory_checks(void) {
   free(back);
 }
 
+/* A stream, async copies and a device-to-device copy on it, events around them. */
+static void stream_checks(void) {
+  typedef CUresult (*screate_t)(CUstream *, unsigned, int);
+  typedef CUresult (*shandle_t)(CUstream);
+  typedef CUresult (*ecreate_t)(CUevent *, unsigned);
+  typedef CUresult (*ehandle_t)(CUevent);
+  typedef CUresult (*record_t)(CUevent, CUstream);
+  typedef CUresult (*elapsed_t)(float *, CUevent, CUevent);
+  typedef CUresult (*htoda_t)(CUdeviceptr, const void *, size_t, CUstream);
+  typedef CUresult (*dtoha_t)(void *, CUdeviceptr, size_t, CUstream);
+  typedef CUresult (*dtoda_t)(CUdeviceptr, CUdeviceptr, size_t, CUstream);
+  typedef CUresult (*alloc_t)(CUdeviceptr *, size_t);
+  CUstream s = NULL;
+  CHECK(((screate_t)sym("cuStreamCreateWithPriority"))(&s, 0, 0) == CUDA_SUCCESS && s != NULL, "cuStreamCreateWithPriority");
+  CUevent start = NULL, end = NULL;
+  CHECK(((ecreate_t)sym("cuEventCreate"))(&start, 0) == CUDA_SUCCESS && ((ecreate_t)sym("cuEventCreate"))(&end, 0) == CUDA_SUCCESS,
+        "cuEventCreate");
+  CUdeviceptr a = 0, b = 0;
+  alloc_t alloc = (alloc_t)sym("cuMemAlloc_v2");
+  CHECK(alloc(&a, 4096) == CUDA_SUCCESS && alloc(&b, 4096) == CUDA_SUCCESS, "two allocations");
+  uint8_t out[4096], back[4096];
+  for (int i = 0; i < 4096; i++) out[i] = (uint8_t)(i * 13 + 1);
+  memset(back, 0, sizeof back);
+  CHECK(((record_t)sym("cuEventRecord"))(start, s) == CUDA_SUCCESS, "cuEventRecord on the stream");
+  CHECK(((htoda_t)sym("cuMemcpyHtoDAsync_v2"))(a, out, sizeof out, s) == CUDA_SUCCESS, "cuMemcpyHtoDAsync_v2");
+  CHECK(((dtoda_t)sym("cuMemcpyDtoDAsync_v2"))(b, a, sizeof out, s) == CUDA_SUCCESS, "cuMemcpyDtoDAsync_v2");
+  CHECK(((dtoha_t)sym("cuMemcpyDtoHAsync_v2"))(back, b, sizeof back, s) == CUDA_SUCCESS, "cuMemcpyDtoHAsync_v2");
+  CHECK(((record_t)sym("cuEventRecord_ptsz"))(end, s) == CUDA_SUCCESS, "cuEventRecord_ptsz");
+  CHECK(((shandle_t)sym("cuStreamSynchronize"))(s) == CUDA_SUCCESS, "cuStreamSynchronize");
+  CHECK(memcmp(out, back, sizeof out) == 0, "host -> a -> b -> host on the stream is the same bytes");
+  CHECK(((shandle_t)sym("cuStreamQuery"))(s) == CUDA_SUCCESS, "cuStreamQuery after a synchronize: done");
+  CHECK(((ehandle_t)sym("cuEventSynchronize"))(end) == CUDA_SUCCESS && ((ehandle_t)sym("cuEventQuery"))(end) == CUDA_SUCCESS,
+        "the end event is done");
+  float ms = -1;
+  CHECK(((elapsed_t)sym("cuEventElapsedTime_v2"))(&ms, start, end) == CUDA_SUCCESS && ms >= 0, "cuEventElapsedTime_v2");
+  CHECK(((shandle_t)sym("cuStreamSynchronize"))(NULL) == CUDA_SUCCESS &&
+            ((shandle_t)sym("cuStreamSynchronize_ptsz"))(CU_STREAM_PER_THREAD) == CUDA_SUCCESS,
+        "the default streams synchronize");
+  struct {
+    uint32_t magic, id;
+  } not_a_stream = {0x12345678u, 1};
+  CHECK(((shandle_t)sym("cuStreamSynchronize"))((CUstream)(void *)&not_a_stream) == CUDA_ERROR_INVALID_HANDLE,
+        "a stream handle that is not ours: INVALID_HANDLE");
+  CHECK(((ehandle_t)sym("cuEventDestroy_v2"))(start) == CUDA_SUCCESS && ((ehandle_t)sym("cuEventDestroy_v2"))(end) == CUDA_SUCCESS,
+        "cuEventDestroy_v2");
+  CHECK(((shandle_t)sym("cuStreamDestroy_v2"))(s) == CUDA_SUCCESS, "cuStreamDestroy_v2");
+  CHECK(((shandle_t)sym("cuStreamDestroy_v2"))(NULL) == CUDA_ERROR_INVALID_HANDLE, "the default stream cannot be destroyed");
+  typedef CUresult (*free_t)(CUdeviceptr);
+  CHECK(((free_t)sym("cuMemFree_v2"))(a) == CUDA_SUCCESS && ((free_t)sym("cuMemFree_v2"))(b) == CUDA_SUCCESS, "frees");
+}
+
 static void session_checks(void) {
   typedef CUresult (*init_t)(unsigned);
   typedef CUresult (*count_t)(int *);
@@ -535,6 +586,7 @@ static void session_checks(void) {
         "INTEGRITY_CHECK[1] 13002 hashes the session's device");
   context_checks();
   memory_checks();
+  stream_checks();
 }
 
 int main(int argc, char **argv) {

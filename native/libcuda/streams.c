@@ -1,0 +1,199 @@
+/* MPS mode: streams and events, as requests on the session (docs/protocol.md: STREAM_*,
+ * EVENT_*). A CUstream or CUevent handle is the address of a small record holding the server's id;
+ * the legacy and per-thread default streams (NULL, CU_STREAM_LEGACY, CU_STREAM_PER_THREAD) are the
+ * session's default stream, id 0. Creation flags (CU_STREAM_NON_BLOCKING, CU_EVENT_DISABLE_TIMING,
+ * CU_EVENT_BLOCKING_SYNC) are accepted and not passed on: the server's streams do not synchronize
+ * with its default stream, and its events always time. */
+#include "libcuda.h"
+
+#include "openmps-transport.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define STREAM_MAGIC 0x6f6d7374u /* "omst" */
+#define EVENT_MAGIC 0x6f6d6576u  /* "omev" */
+
+struct CUstream_st {
+  uint32_t magic;
+  uint32_t id;
+};
+struct CUevent_st {
+  uint32_t magic;
+  uint32_t id;
+};
+
+static CUresult call(uint16_t opcode, const void *req, void *rep) {
+  omps_transport_t *t = omlc_session();
+  if (t == NULL) return CUDA_ERROR_NOT_INITIALIZED;
+  const omps_message_desc_t *m = omps_message_by_opcode(opcode);
+  if (m == NULL) return CUDA_ERROR_UNKNOWN;
+  omps_error_t err;
+  return (CUresult)omps_transport_call(t, opcode, m->encode_request, req, m->decode_reply, rep, NULL, &err);
+}
+
+CUresult omlc_stream_id(CUstream s, uint32_t *id) {
+  if (s == NULL || s == CU_STREAM_LEGACY || s == CU_STREAM_PER_THREAD) {
+    *id = 0;
+    return CUDA_SUCCESS;
+  }
+  if (s->magic != STREAM_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
+  *id = s->id;
+  return CUDA_SUCCESS;
+}
+
+static CUresult stream_create(CUstream *ph, int priority) {
+  if (ph == NULL) return CUDA_ERROR_INVALID_VALUE;
+  struct CUstream_st *s = malloc(sizeof *s);
+  if (s == NULL) return CUDA_ERROR_OUT_OF_MEMORY;
+  omps_stream_create_req_t req = {priority};
+  omps_stream_create_rep_t rep = {0};
+  CUresult rc = call(OMPS_OP_STREAM_CREATE, &req, &rep);
+  if (rc != CUDA_SUCCESS) {
+    free(s);
+    return rc;
+  }
+  s->magic = STREAM_MAGIC;
+  s->id = rep.stream;
+  *ph = s;
+  return CUDA_SUCCESS;
+}
+
+CUresult omlc_mps_cuStreamCreate(CUstream *phStream, unsigned int Flags) {
+  (void)Flags;
+  return stream_create(phStream, 0);
+}
+
+CUresult omlc_mps_cuStreamCreateWithPriority(CUstream *phStream, unsigned int flags, int priority) {
+  (void)flags;
+  return stream_create(phStream, priority);
+}
+
+static CUresult stream_destroy(CUstream s) {
+  uint32_t id;
+  if (s == NULL || s == CU_STREAM_LEGACY || s == CU_STREAM_PER_THREAD) return CUDA_ERROR_INVALID_HANDLE;
+  CUresult rc = omlc_stream_id(s, &id);
+  if (rc != CUDA_SUCCESS) return rc;
+  omps_stream_destroy_req_t req = {id};
+  rc = call(OMPS_OP_STREAM_DESTROY, &req, NULL);
+  if (rc == CUDA_SUCCESS) {
+    s->magic = 0;
+    free(s);
+  }
+  return rc;
+}
+CUresult omlc_mps_cuStreamDestroy(CUstream hStream) { return stream_destroy(hStream); }
+CUresult omlc_mps_cuStreamDestroy_v2(CUstream hStream) { return stream_destroy(hStream); }
+
+static CUresult stream_synchronize(CUstream s) {
+  uint32_t id;
+  CUresult rc = omlc_stream_id(s, &id);
+  if (rc != CUDA_SUCCESS) return rc;
+  omps_stream_synchronize_req_t req = {id};
+  return call(OMPS_OP_STREAM_SYNCHRONIZE, &req, NULL);
+}
+CUresult omlc_mps_cuStreamSynchronize(CUstream hStream) { return stream_synchronize(hStream); }
+CUresult omlc_mps_cuStreamSynchronize_ptsz(CUstream hStream) { return stream_synchronize(hStream); }
+
+static CUresult stream_query(CUstream s) {
+  uint32_t id;
+  CUresult rc = omlc_stream_id(s, &id);
+  if (rc != CUDA_SUCCESS) return rc;
+  omps_stream_query_req_t req = {id};
+  omps_stream_query_rep_t rep = {false};
+  rc = call(OMPS_OP_STREAM_QUERY, &req, &rep);
+  if (rc != CUDA_SUCCESS) return rc;
+  return rep.done ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY;
+}
+CUresult omlc_mps_cuStreamQuery(CUstream hStream) { return stream_query(hStream); }
+CUresult omlc_mps_cuStreamQuery_ptsz(CUstream hStream) { return stream_query(hStream); }
+
+/* ---- events ------------------------------------------------------------------------------------ */
+
+static CUresult event_id(CUevent e, uint32_t *id) {
+  if (e == NULL || e->magic != EVENT_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
+  *id = e->id;
+  return CUDA_SUCCESS;
+}
+
+CUresult omlc_mps_cuEventCreate(CUevent *phEvent, unsigned int Flags) {
+  (void)Flags;
+  if (phEvent == NULL) return CUDA_ERROR_INVALID_VALUE;
+  struct CUevent_st *e = malloc(sizeof *e);
+  if (e == NULL) return CUDA_ERROR_OUT_OF_MEMORY;
+  omps_event_create_req_t req = {0};
+  omps_event_create_rep_t rep = {0};
+  CUresult rc = call(OMPS_OP_EVENT_CREATE, &req, &rep);
+  if (rc != CUDA_SUCCESS) {
+    free(e);
+    return rc;
+  }
+  e->magic = EVENT_MAGIC;
+  e->id = rep.event;
+  *phEvent = e;
+  return CUDA_SUCCESS;
+}
+
+static CUresult event_destroy(CUevent e) {
+  uint32_t id;
+  CUresult rc = event_id(e, &id);
+  if (rc != CUDA_SUCCESS) return rc;
+  omps_event_destroy_req_t req = {id};
+  rc = call(OMPS_OP_EVENT_DESTROY, &req, NULL);
+  if (rc == CUDA_SUCCESS) {
+    e->magic = 0;
+    free(e);
+  }
+  return rc;
+}
+CUresult omlc_mps_cuEventDestroy(CUevent hEvent) { return event_destroy(hEvent); }
+CUresult omlc_mps_cuEventDestroy_v2(CUevent hEvent) { return event_destroy(hEvent); }
+
+static CUresult event_record(CUevent e, CUstream s) {
+  uint32_t id, stream;
+  CUresult rc = event_id(e, &id);
+  if (rc == CUDA_SUCCESS) rc = omlc_stream_id(s, &stream);
+  if (rc != CUDA_SUCCESS) return rc;
+  omps_event_record_req_t req = {id, stream};
+  return call(OMPS_OP_EVENT_RECORD, &req, NULL);
+}
+CUresult omlc_mps_cuEventRecord(CUevent hEvent, CUstream hStream) { return event_record(hEvent, hStream); }
+CUresult omlc_mps_cuEventRecord_ptsz(CUevent hEvent, CUstream hStream) { return event_record(hEvent, hStream); }
+
+CUresult omlc_mps_cuEventSynchronize(CUevent hEvent) {
+  uint32_t id;
+  CUresult rc = event_id(hEvent, &id);
+  if (rc != CUDA_SUCCESS) return rc;
+  omps_event_synchronize_req_t req = {id};
+  return call(OMPS_OP_EVENT_SYNCHRONIZE, &req, NULL);
+}
+
+CUresult omlc_mps_cuEventQuery(CUevent hEvent) {
+  uint32_t id;
+  CUresult rc = event_id(hEvent, &id);
+  if (rc != CUDA_SUCCESS) return rc;
+  omps_event_query_req_t req = {id};
+  omps_event_query_rep_t rep = {false};
+  rc = call(OMPS_OP_EVENT_QUERY, &req, &rep);
+  if (rc != CUDA_SUCCESS) return rc;
+  return rep.done ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY;
+}
+
+static CUresult elapsed(float *ms, CUevent start, CUevent end) {
+  if (ms == NULL) return CUDA_ERROR_INVALID_VALUE;
+  uint32_t a, b;
+  CUresult rc = event_id(start, &a);
+  if (rc == CUDA_SUCCESS) rc = event_id(end, &b);
+  if (rc != CUDA_SUCCESS) return rc;
+  omps_event_elapsed_time_req_t req = {a, b};
+  omps_event_elapsed_time_rep_t rep = {0};
+  rc = call(OMPS_OP_EVENT_ELAPSED_TIME, &req, &rep);
+  if (rc == CUDA_SUCCESS) *ms = (float)rep.milliseconds;
+  return rc;
+}
+CUresult omlc_mps_cuEventElapsedTime(float *pMilliseconds, CUevent hStart, CUevent hEnd) {
+  return elapsed(pMilliseconds, hStart, hEnd);
+}
+CUresult omlc_mps_cuEventElapsedTime_v2(float *pMilliseconds, CUevent hStart, CUevent hEnd) {
+  return elapsed(pMilliseconds, hStart, hEnd);
+}
