@@ -183,6 +183,17 @@ test('a server does not start on a path where another socket accepts connections
   assert.deepEqual(await serverList(daemon), []);
 });
 
+test('quit leaves a user directory where a server it does not supervise still listens', async (t) => {
+  const daemon = await startDaemon(t);
+  const dir = join(daemon.pipeDirectory, `user-${UID}`);
+  mkdirSync(dir, { mode: 0o700 });
+  await holdPath(t, join(dir, 'server'));
+  assert.equal((await daemon.command('quit')).code, 0);
+  await waitUntil(() => !alive(daemon.pid), `daemon ${daemon.pid} to exit`);
+  assert.equal(await socketIsLive(join(dir, 'server')), true);
+  assert.ok(daemon.controlLog().some((l) => l.endsWith(`Left ${dir} in place: a server this daemon does not supervise still listens there`)), daemon.controlLog().join('\n'));
+});
+
 test('an adopted server that dies is seen to exit, and the next demand starts a fresh one at the same path', async (t) => {
   const first = await startDaemon(t);
   assert.equal((await first.command(`start_server -uid ${UID}`)).code, 0);
