@@ -97,23 +97,25 @@ export class BackwardBits {
   /** The next `n` (at most 24) bits without consuming them. */
   peek(n: number): number {
     const top = this.#pos;
-    const low = top - n;
     if (top <= 0) return 0;
-    if (low < 0) return this.#bitsBelow(top, top) * 2 ** -low;
-    return this.#bitsBelow(top, n);
+    const low = top - n;
+    // Bits past the stream's start read as zeros: the bits that are there, moved up.
+    if (low < 0) return (this.#word(0) & ((1 << top) - 1)) << -low;
+    return (this.#word(low) >>> (low & 7)) & ((1 << n) - 1);
   }
 
   consume(n: number): void {
     this.#pos -= n;
   }
 
-  /** The `n` bits just below bit position `top` (n <= top, n <= 24). */
-  #bitsBelow(top: number, n: number): number {
-    const low = top - n;
-    const first = low >> 3;
-    const last = (top - 1) >> 3;
-    let value = 0;
-    for (let i = last; i >= first; i--) value = value * 256 + (this.#bytes[this.#start + i] ?? 0);
-    return Math.floor(value / 2 ** (low & 7)) % 2 ** n;
+  /**
+   * The four bytes from the one holding bit `bit`, as a 32-bit word: (bit & 7) + n <= 31 bits of
+   * it are asked for, so they are all inside. Bytes past the stream's end (above its marker) only
+   * land in bits the callers mask off; past the array they read as 0.
+   */
+  #word(bit: number): number {
+    const b = this.#bytes;
+    const i = this.#start + (bit >> 3);
+    return (b[i] ?? 0) | ((b[i + 1] ?? 0) << 8) | ((b[i + 2] ?? 0) << 16) | ((b[i + 3] ?? 0) << 24);
   }
 }

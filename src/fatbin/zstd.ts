@@ -228,16 +228,30 @@ function readHuffmanTree(bytes: Uint8Array, start: number, end: number): { table
   return { table: huffmanFromWeights(weights), used };
 }
 
-/** Decodes `count` literals of one Huffman stream bytes[start, end) into out[at...]. */
+/**
+ * Decodes `count` literals of one Huffman stream bytes[start, end) into out[at...]. The hot loop of
+ * literal-heavy data, so it reads the backward bitstream itself, with integers only: the next
+ * maxBits (<= 11) bits lie within the 3 bytes from the one holding the lowest of them.
+ */
 function huffmanStream(table: HuffmanTable, bytes: Uint8Array, start: number, end: number, out: Uint8Array, at: number, count: number): void {
-  const stream = new BackwardBits(bytes, start, end);
+  let pos = new BackwardBits(bytes, start, end).remaining;
   const { maxBits, cells } = table;
+  const mask = (1 << maxBits) - 1;
   for (let i = 0; i < count; i++) {
-    const cell = cells[stream.peek(maxBits)] ?? 0;
+    const low = pos - maxBits;
+    let index: number;
+    if (low >= 0) {
+      const k = start + (low >> 3);
+      index = (((bytes[k] ?? 0) | ((bytes[k + 1] ?? 0) << 8) | ((bytes[k + 2] ?? 0) << 16)) >>> (low & 7)) & mask;
+    } else {
+      // Past the stream's start the bits read as zeros (and pos < 0 means it ran out).
+      index = pos > 0 ? ((((bytes[start] ?? 0) | ((bytes[start + 1] ?? 0) << 8)) & ((1 << pos) - 1)) << -low) : 0;
+    }
+    const cell = cells[index] ?? 0;
     out[at + i] = cell & 0xff;
-    stream.consume(cell >> 8);
+    pos -= cell >> 8;
   }
-  if (stream.remaining !== 0) throw new CorruptInput('Huffman stream length does not match its literals');
+  if (pos !== 0) throw new CorruptInput('Huffman stream length does not match its literals');
 }
 
 /** State kept across the blocks of one frame. */
