@@ -231,18 +231,24 @@ function readHuffmanTree(bytes: Uint8Array, start: number, end: number): { table
 /**
  * Decodes `count` literals of one Huffman stream bytes[start, end) into out[at...]. The hot loop of
  * literal-heavy data, so it reads the backward bitstream itself, with integers only: the next
- * maxBits (<= 11) bits lie within the 3 bytes from the one holding the lowest of them.
+ * maxBits (<= 11) bits lie within the 3 bytes from the one holding the lowest of them, and bits
+ * above the stream's end (read from the bytes after it) are masked off.
  */
 function huffmanStream(table: HuffmanTable, bytes: Uint8Array, start: number, end: number, out: Uint8Array, at: number, count: number): void {
   let pos = new BackwardBits(bytes, start, end).remaining;
   const { maxBits, cells } = table;
   const mask = (1 << maxBits) - 1;
+  // One 32-bit read per symbol where four bytes remain (DataView reads need no undefined checks).
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const length = bytes.length;
   for (let i = 0; i < count; i++) {
     const low = pos - maxBits;
     let index: number;
     if (low >= 0) {
       const k = start + (low >> 3);
-      index = (((bytes[k] ?? 0) | ((bytes[k + 1] ?? 0) << 8) | ((bytes[k + 2] ?? 0) << 16)) >>> (low & 7)) & mask;
+      index = k + 4 <= length
+        ? (view.getUint32(k, true) >>> (low & 7)) & mask
+        : (((bytes[k] ?? 0) | ((bytes[k + 1] ?? 0) << 8) | ((bytes[k + 2] ?? 0) << 16)) >>> (low & 7)) & mask;
     } else {
       // Past the stream's start the bits read as zeros (and pos < 0 means it ran out).
       index = pos > 0 ? ((((bytes[start] ?? 0) | ((bytes[start + 1] ?? 0) << 8)) & ((1 << pos) - 1)) << -low) : 0;
