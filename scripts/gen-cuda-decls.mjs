@@ -100,6 +100,17 @@ const IMPLEMENTED = {
   cuEventQuery: 'mps',
   cuEventElapsedTime: 'mps',
   cuEventElapsedTime_v2: 'mps',
+  cuModuleLoadData: 'mps',
+  cuModuleLoadDataEx: 'mps',
+  cuModuleLoadFatBinary: 'mps',
+  cuModuleUnload: 'mps',
+  cuModuleGetFunction: 'mps',
+  cuLibraryLoadData: 'mps',
+  cuLibraryUnload: 'mps',
+  cuLibraryGetKernel: 'mps',
+  cuKernelGetFunction: 'mps',
+  cuLaunchKernel: 'mps',
+  cuLaunchKernel_ptsz: 'mps',
 };
 
 const cudaH = join(incDir, 'cuda.h');

@@ -73,6 +73,17 @@ CUresult omlc_mps_cuEventSynchronize(CUevent hEvent);
 CUresult omlc_mps_cuEventQuery(CUevent hEvent);
 CUresult omlc_mps_cuEventElapsedTime(float *pMilliseconds, CUevent hStart, CUevent hEnd);
 CUresult omlc_mps_cuEventElapsedTime_v2(float *pMilliseconds, CUevent hStart, CUevent hEnd);
+CUresult omlc_mps_cuModuleLoadData(CUmodule *module, const void *image);
+CUresult omlc_mps_cuModuleLoadDataEx(CUmodule *module, const void *image, unsigned int numOptions, CUjit_option *options, void **optionValues);
+CUresult omlc_mps_cuModuleLoadFatBinary(CUmodule *module, const void *fatCubin);
+CUresult omlc_mps_cuModuleUnload(CUmodule hmod);
+CUresult omlc_mps_cuModuleGetFunction(CUfunction *hfunc, CUmodule hmod, const char *name);
+CUresult omlc_mps_cuLibraryLoadData(CUlibrary *library, const void *code, CUjit_option *jitOptions, void **jitOptionsValues, unsigned int numJitOptions, CUlibraryOption *libraryOptions, void** libraryOptionValues, unsigned int numLibraryOptions);
+CUresult omlc_mps_cuLibraryUnload(CUlibrary library);
+CUresult omlc_mps_cuLibraryGetKernel(CUkernel *pKernel, CUlibrary library, const char *name);
+CUresult omlc_mps_cuKernelGetFunction(CUfunction *pFunc, CUkernel kernel);
+CUresult omlc_mps_cuLaunchKernel(CUfunction f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ, unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ, unsigned int sharedMemBytes, CUstream hStream, void **kernelParams, void **extra);
+CUresult omlc_mps_cuLaunchKernel_ptsz(CUfunction f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ, unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ, unsigned int sharedMemBytes, CUstream hStream, void **kernelParams, void **extra);
 
 CUresult CUDAAPI cuArray3DCreate(CUarray *pHandle, const CUDA_ARRAY3D_DESCRIPTOR_v1 *pAllocateArray) {
   switch (omlc_mode()) {
@@ -3505,9 +3516,7 @@ CUresult CUDAAPI cuKernelGetFunction(CUfunction *pFunc, CUkernel kernel) {
     omlc_fn real = omlc_real(OMLC_SYM_cuKernelGetFunction);
     return real ? ((CUresult (CUDAAPI *)(CUfunction *pFunc, CUkernel kernel))real)(pFunc, kernel) : omlc_bypass_missing(OMLC_SYM_cuKernelGetFunction);
   }
-  case OMLC_MODE_MPS:
-    (void)pFunc; (void)kernel;
-    return omlc_not_supported(OMLC_SYM_cuKernelGetFunction);
+  case OMLC_MODE_MPS: return omlc_mps_cuKernelGetFunction(pFunc, kernel);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3701,9 +3710,7 @@ CUresult CUDAAPI cuLaunchKernel(CUfunction f, unsigned int gridDimX, unsigned in
     omlc_fn real = omlc_real(OMLC_SYM_cuLaunchKernel);
     return real ? ((CUresult (CUDAAPI *)(CUfunction f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ, unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ, unsigned int sharedMemBytes, CUstream hStream, void **kernelParams, void **extra))real)(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes, hStream, kernelParams, extra) : omlc_bypass_missing(OMLC_SYM_cuLaunchKernel);
   }
-  case OMLC_MODE_MPS:
-    (void)f; (void)gridDimX; (void)gridDimY; (void)gridDimZ; (void)blockDimX; (void)blockDimY; (void)blockDimZ; (void)sharedMemBytes; (void)hStream; (void)kernelParams; (void)extra;
-    return omlc_not_supported(OMLC_SYM_cuLaunchKernel);
+  case OMLC_MODE_MPS: return omlc_mps_cuLaunchKernel(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes, hStream, kernelParams, extra);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3743,9 +3750,7 @@ CUresult CUDAAPI cuLaunchKernel_ptsz(CUfunction f, unsigned int gridDimX, unsign
     omlc_fn real = omlc_real(OMLC_SYM_cuLaunchKernel_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUfunction f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ, unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ, unsigned int sharedMemBytes, CUstream hStream, void **kernelParams, void **extra))real)(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes, hStream, kernelParams, extra) : omlc_bypass_missing(OMLC_SYM_cuLaunchKernel_ptsz);
   }
-  case OMLC_MODE_MPS:
-    (void)f; (void)gridDimX; (void)gridDimY; (void)gridDimZ; (void)blockDimX; (void)blockDimY; (void)blockDimZ; (void)sharedMemBytes; (void)hStream; (void)kernelParams; (void)extra;
-    return omlc_not_supported(OMLC_SYM_cuLaunchKernel_ptsz);
+  case OMLC_MODE_MPS: return omlc_mps_cuLaunchKernel_ptsz(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes, hStream, kernelParams, extra);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3785,9 +3790,7 @@ CUresult CUDAAPI cuLibraryGetKernel(CUkernel *pKernel, CUlibrary library, const 
     omlc_fn real = omlc_real(OMLC_SYM_cuLibraryGetKernel);
     return real ? ((CUresult (CUDAAPI *)(CUkernel *pKernel, CUlibrary library, const char *name))real)(pKernel, library, name) : omlc_bypass_missing(OMLC_SYM_cuLibraryGetKernel);
   }
-  case OMLC_MODE_MPS:
-    (void)pKernel; (void)library; (void)name;
-    return omlc_not_supported(OMLC_SYM_cuLibraryGetKernel);
+  case OMLC_MODE_MPS: return omlc_mps_cuLibraryGetKernel(pKernel, library, name);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3855,9 +3858,7 @@ CUresult CUDAAPI cuLibraryLoadData(CUlibrary *library, const void *code, CUjit_o
     omlc_fn real = omlc_real(OMLC_SYM_cuLibraryLoadData);
     return real ? ((CUresult (CUDAAPI *)(CUlibrary *library, const void *code, CUjit_option *jitOptions, void **jitOptionsValues, unsigned int numJitOptions, CUlibraryOption *libraryOptions, void** libraryOptionValues, unsigned int numLibraryOptions))real)(library, code, jitOptions, jitOptionsValues, numJitOptions, libraryOptions, libraryOptionValues, numLibraryOptions) : omlc_bypass_missing(OMLC_SYM_cuLibraryLoadData);
   }
-  case OMLC_MODE_MPS:
-    (void)library; (void)code; (void)jitOptions; (void)jitOptionsValues; (void)numJitOptions; (void)libraryOptions; (void)libraryOptionValues; (void)numLibraryOptions;
-    return omlc_not_supported(OMLC_SYM_cuLibraryLoadData);
+  case OMLC_MODE_MPS: return omlc_mps_cuLibraryLoadData(library, code, jitOptions, jitOptionsValues, numJitOptions, libraryOptions, libraryOptionValues, numLibraryOptions);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3883,9 +3884,7 @@ CUresult CUDAAPI cuLibraryUnload(CUlibrary library) {
     omlc_fn real = omlc_real(OMLC_SYM_cuLibraryUnload);
     return real ? ((CUresult (CUDAAPI *)(CUlibrary library))real)(library) : omlc_bypass_missing(OMLC_SYM_cuLibraryUnload);
   }
-  case OMLC_MODE_MPS:
-    (void)library;
-    return omlc_not_supported(OMLC_SYM_cuLibraryUnload);
+  case OMLC_MODE_MPS: return omlc_mps_cuLibraryUnload(library);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6607,9 +6606,7 @@ CUresult CUDAAPI cuModuleGetFunction(CUfunction *hfunc, CUmodule hmod, const cha
     omlc_fn real = omlc_real(OMLC_SYM_cuModuleGetFunction);
     return real ? ((CUresult (CUDAAPI *)(CUfunction *hfunc, CUmodule hmod, const char *name))real)(hfunc, hmod, name) : omlc_bypass_missing(OMLC_SYM_cuModuleGetFunction);
   }
-  case OMLC_MODE_MPS:
-    (void)hfunc; (void)hmod; (void)name;
-    return omlc_not_supported(OMLC_SYM_cuModuleGetFunction);
+  case OMLC_MODE_MPS: return omlc_mps_cuModuleGetFunction(hfunc, hmod, name);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6717,9 +6714,7 @@ CUresult CUDAAPI cuModuleLoadData(CUmodule *module, const void *image) {
     omlc_fn real = omlc_real(OMLC_SYM_cuModuleLoadData);
     return real ? ((CUresult (CUDAAPI *)(CUmodule *module, const void *image))real)(module, image) : omlc_bypass_missing(OMLC_SYM_cuModuleLoadData);
   }
-  case OMLC_MODE_MPS:
-    (void)module; (void)image;
-    return omlc_not_supported(OMLC_SYM_cuModuleLoadData);
+  case OMLC_MODE_MPS: return omlc_mps_cuModuleLoadData(module, image);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6731,9 +6726,7 @@ CUresult CUDAAPI cuModuleLoadDataEx(CUmodule *module, const void *image, unsigne
     omlc_fn real = omlc_real(OMLC_SYM_cuModuleLoadDataEx);
     return real ? ((CUresult (CUDAAPI *)(CUmodule *module, const void *image, unsigned int numOptions, CUjit_option *options, void **optionValues))real)(module, image, numOptions, options, optionValues) : omlc_bypass_missing(OMLC_SYM_cuModuleLoadDataEx);
   }
-  case OMLC_MODE_MPS:
-    (void)module; (void)image; (void)numOptions; (void)options; (void)optionValues;
-    return omlc_not_supported(OMLC_SYM_cuModuleLoadDataEx);
+  case OMLC_MODE_MPS: return omlc_mps_cuModuleLoadDataEx(module, image, numOptions, options, optionValues);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6745,9 +6738,7 @@ CUresult CUDAAPI cuModuleLoadFatBinary(CUmodule *module, const void *fatCubin) {
     omlc_fn real = omlc_real(OMLC_SYM_cuModuleLoadFatBinary);
     return real ? ((CUresult (CUDAAPI *)(CUmodule *module, const void *fatCubin))real)(module, fatCubin) : omlc_bypass_missing(OMLC_SYM_cuModuleLoadFatBinary);
   }
-  case OMLC_MODE_MPS:
-    (void)module; (void)fatCubin;
-    return omlc_not_supported(OMLC_SYM_cuModuleLoadFatBinary);
+  case OMLC_MODE_MPS: return omlc_mps_cuModuleLoadFatBinary(module, fatCubin);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6759,9 +6750,7 @@ CUresult CUDAAPI cuModuleUnload(CUmodule hmod) {
     omlc_fn real = omlc_real(OMLC_SYM_cuModuleUnload);
     return real ? ((CUresult (CUDAAPI *)(CUmodule hmod))real)(hmod) : omlc_bypass_missing(OMLC_SYM_cuModuleUnload);
   }
-  case OMLC_MODE_MPS:
-    (void)hmod;
-    return omlc_not_supported(OMLC_SYM_cuModuleUnload);
+  case OMLC_MODE_MPS: return omlc_mps_cuModuleUnload(hmod);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -9102,7 +9091,7 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuIpcOpenMemHandle", (omlc_fn)cuIpcOpenMemHandle, OMLC_IMPL_NONE },
   { "cuIpcOpenMemHandle_v2", (omlc_fn)cuIpcOpenMemHandle_v2, OMLC_IMPL_NONE },
   { "cuKernelGetAttribute", (omlc_fn)cuKernelGetAttribute, OMLC_IMPL_NONE },
-  { "cuKernelGetFunction", (omlc_fn)cuKernelGetFunction, OMLC_IMPL_NONE },
+  { "cuKernelGetFunction", (omlc_fn)cuKernelGetFunction, OMLC_IMPL_MPS },
   { "cuKernelGetLibrary", (omlc_fn)cuKernelGetLibrary, OMLC_IMPL_NONE },
   { "cuKernelGetName", (omlc_fn)cuKernelGetName, OMLC_IMPL_NONE },
   { "cuKernelGetParamInfo", (omlc_fn)cuKernelGetParamInfo, OMLC_IMPL_NONE },
@@ -9116,20 +9105,20 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuLaunchGridAsync", (omlc_fn)cuLaunchGridAsync, OMLC_IMPL_NONE },
   { "cuLaunchHostFunc", (omlc_fn)cuLaunchHostFunc, OMLC_IMPL_NONE },
   { "cuLaunchHostFunc_ptsz", (omlc_fn)cuLaunchHostFunc_ptsz, OMLC_IMPL_NONE },
-  { "cuLaunchKernel", (omlc_fn)cuLaunchKernel, OMLC_IMPL_NONE },
+  { "cuLaunchKernel", (omlc_fn)cuLaunchKernel, OMLC_IMPL_MPS },
   { "cuLaunchKernelEx", (omlc_fn)cuLaunchKernelEx, OMLC_IMPL_NONE },
   { "cuLaunchKernelEx_ptsz", (omlc_fn)cuLaunchKernelEx_ptsz, OMLC_IMPL_NONE },
-  { "cuLaunchKernel_ptsz", (omlc_fn)cuLaunchKernel_ptsz, OMLC_IMPL_NONE },
+  { "cuLaunchKernel_ptsz", (omlc_fn)cuLaunchKernel_ptsz, OMLC_IMPL_MPS },
   { "cuLibraryEnumerateKernels", (omlc_fn)cuLibraryEnumerateKernels, OMLC_IMPL_NONE },
   { "cuLibraryGetGlobal", (omlc_fn)cuLibraryGetGlobal, OMLC_IMPL_NONE },
-  { "cuLibraryGetKernel", (omlc_fn)cuLibraryGetKernel, OMLC_IMPL_NONE },
+  { "cuLibraryGetKernel", (omlc_fn)cuLibraryGetKernel, OMLC_IMPL_MPS },
   { "cuLibraryGetKernelCount", (omlc_fn)cuLibraryGetKernelCount, OMLC_IMPL_NONE },
   { "cuLibraryGetManaged", (omlc_fn)cuLibraryGetManaged, OMLC_IMPL_NONE },
   { "cuLibraryGetModule", (omlc_fn)cuLibraryGetModule, OMLC_IMPL_NONE },
   { "cuLibraryGetUnifiedFunction", (omlc_fn)cuLibraryGetUnifiedFunction, OMLC_IMPL_NONE },
-  { "cuLibraryLoadData", (omlc_fn)cuLibraryLoadData, OMLC_IMPL_NONE },
+  { "cuLibraryLoadData", (omlc_fn)cuLibraryLoadData, OMLC_IMPL_MPS },
   { "cuLibraryLoadFromFile", (omlc_fn)cuLibraryLoadFromFile, OMLC_IMPL_NONE },
-  { "cuLibraryUnload", (omlc_fn)cuLibraryUnload, OMLC_IMPL_NONE },
+  { "cuLibraryUnload", (omlc_fn)cuLibraryUnload, OMLC_IMPL_MPS },
   { "cuLinkAddData", (omlc_fn)cuLinkAddData, OMLC_IMPL_NONE },
   { "cuLinkAddData_v2", (omlc_fn)cuLinkAddData_v2, OMLC_IMPL_NONE },
   { "cuLinkAddFile", (omlc_fn)cuLinkAddFile, OMLC_IMPL_NONE },
@@ -9326,7 +9315,7 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuMipmappedArrayGetMemoryRequirements", (omlc_fn)cuMipmappedArrayGetMemoryRequirements, OMLC_IMPL_NONE },
   { "cuMipmappedArrayGetSparseProperties", (omlc_fn)cuMipmappedArrayGetSparseProperties, OMLC_IMPL_NONE },
   { "cuModuleEnumerateFunctions", (omlc_fn)cuModuleEnumerateFunctions, OMLC_IMPL_NONE },
-  { "cuModuleGetFunction", (omlc_fn)cuModuleGetFunction, OMLC_IMPL_NONE },
+  { "cuModuleGetFunction", (omlc_fn)cuModuleGetFunction, OMLC_IMPL_MPS },
   { "cuModuleGetFunctionCount", (omlc_fn)cuModuleGetFunctionCount, OMLC_IMPL_NONE },
   { "cuModuleGetGlobal", (omlc_fn)cuModuleGetGlobal, OMLC_IMPL_NONE },
   { "cuModuleGetGlobal_v2", (omlc_fn)cuModuleGetGlobal_v2, OMLC_IMPL_NONE },
@@ -9334,10 +9323,10 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuModuleGetSurfRef", (omlc_fn)cuModuleGetSurfRef, OMLC_IMPL_NONE },
   { "cuModuleGetTexRef", (omlc_fn)cuModuleGetTexRef, OMLC_IMPL_NONE },
   { "cuModuleLoad", (omlc_fn)cuModuleLoad, OMLC_IMPL_NONE },
-  { "cuModuleLoadData", (omlc_fn)cuModuleLoadData, OMLC_IMPL_NONE },
-  { "cuModuleLoadDataEx", (omlc_fn)cuModuleLoadDataEx, OMLC_IMPL_NONE },
-  { "cuModuleLoadFatBinary", (omlc_fn)cuModuleLoadFatBinary, OMLC_IMPL_NONE },
-  { "cuModuleUnload", (omlc_fn)cuModuleUnload, OMLC_IMPL_NONE },
+  { "cuModuleLoadData", (omlc_fn)cuModuleLoadData, OMLC_IMPL_MPS },
+  { "cuModuleLoadDataEx", (omlc_fn)cuModuleLoadDataEx, OMLC_IMPL_MPS },
+  { "cuModuleLoadFatBinary", (omlc_fn)cuModuleLoadFatBinary, OMLC_IMPL_MPS },
+  { "cuModuleUnload", (omlc_fn)cuModuleUnload, OMLC_IMPL_MPS },
   { "cuMulticastAddDevice", (omlc_fn)cuMulticastAddDevice, OMLC_IMPL_NONE },
   { "cuMulticastBindAddr", (omlc_fn)cuMulticastBindAddr, OMLC_IMPL_NONE },
   { "cuMulticastBindMem", (omlc_fn)cuMulticastBindMem, OMLC_IMPL_NONE },

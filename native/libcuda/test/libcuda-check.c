@@ -8,6 +8,10 @@
  *                                             real driver whose cuDriverGetVersion answers marker
  *   libcuda-check <library> hold              cuInit, allocates 3 MiB, prints "held", and keeps
  *                                             the session until its standard input ends
+ *   libcuda-check <library> launch <ptx> [<fatbin>]
+ *                                             cuInit, then saxpy from the PTX file (as a module
+ *                                             and as a library) and, when given, from the fatbin
+ *                                             (plain and in a fatbinc wrapper), checked exactly
  *   libcuda-check <library> session           the environment names a running openmps daemon:
  *                                             cuInit opens a session, the device queries answer
  *                                             from it (prints "device ..." for the test to compare)
@@ -537,6 +541,128 @@ static void stream_checks(void) {
   CHECK(((free_t)sym("cuMemFree_v2"))(a) == CUDA_SUCCESS && ((free_t)sym("cuMemFree_v2"))(b) == CUDA_SUCCESS, "frees");
 }
 
+static uint8_t *read_file(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (f == NULL) {
+    printf("FAIL cannot open %s\n", path);
+    exit(1);
+  }
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  uint8_t *buf = calloc((size_t)n + 1, 1); /* NUL-terminated: PTX is text */
+  if (buf == NULL || fread(buf, 1, (size_t)n, f) != (size_t)n) exit(2);
+  fclose(f);
+  *len = (size_t)n;
+  return buf;
+}
+
+/* saxpy (kernels/openmps.cu: y = a * x + y) through f, checked exactly against the host. */
+static void run_saxpy(CUfunction f, const char *what) {
+  typedef CUresult (*alloc_t)(CUdeviceptr *, size_t);
+  typedef CUresult (*htod_t)(CUdeviceptr, const void *, size_t);
+  typedef CUresult (*dtoh_t)(void *, CUdeviceptr, size_t);
+  typedef CUresult (*launch_t)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream,
+                               void **, void **);
+  enum { N = 5000 };
+  static float x[N], y[N], out[N];
+  for (int i = 0; i < N; i++) {
+    x[i] = (float)(i % 100) * 0.25f;
+    y[i] = (float)(i % 9) - 4.0f;
+  }
+  CUdeviceptr dx = 0, dy = 0;
+  alloc_t alloc = (alloc_t)sym("cuMemAlloc_v2");
+  char msg[160];
+  int ok = alloc(&dx, sizeof x) == CUDA_SUCCESS && alloc(&dy, sizeof y) == CUDA_SUCCESS &&
+           ((htod_t)sym("cuMemcpyHtoD_v2"))(dx, x, sizeof x) == CUDA_SUCCESS &&
+           ((htod_t)sym("cuMemcpyHtoD_v2"))(dy, y, sizeof y) == CUDA_SUCCESS;
+  float a = 2.0f;
+  unsigned n = N;
+  void *params[] = {&dy, &dx, &a, &n};
+  launch_t launch = (launch_t)sym("cuLaunchKernel");
+  CUresult rc = launch(f, (N + 127) / 128, 1, 1, 128, 1, 1, 0, NULL, params, NULL);
+  snprintf(msg, sizeof msg, "%s: cuLaunchKernel %d", what, (int)rc);
+  CHECK(ok && rc == CUDA_SUCCESS, msg);
+  rc = ((CUresult(*)(void))sym("cuCtxSynchronize"))();
+  snprintf(msg, sizeof msg, "%s: cuCtxSynchronize after the launch %d", what, (int)rc);
+  CHECK(rc == CUDA_SUCCESS, msg);
+  CHECK(((dtoh_t)sym("cuMemcpyDtoH_v2"))(out, dy, sizeof out) == CUDA_SUCCESS, "read the result back");
+  int bad = -1;
+  for (int i = 0; i < N && bad < 0; i++)
+    if (out[i] != 2.0f * x[i] + y[i]) bad = i;
+  snprintf(msg, sizeof msg, "%s: saxpy is exact (first wrong element %d)", what, bad);
+  CHECK(bad < 0, msg);
+  /* The same launch with the arguments packed by the caller (CU_LAUNCH_PARAM_BUFFER_*). */
+  struct {
+    CUdeviceptr y, x;
+    float a;
+    unsigned n;
+  } packed = {dy, dx, 0.0f, N};
+  size_t size = sizeof packed;
+  void *extra[] = {CU_LAUNCH_PARAM_BUFFER_POINTER, &packed, CU_LAUNCH_PARAM_BUFFER_SIZE, &size, CU_LAUNCH_PARAM_END};
+  CHECK(launch(f, (N + 127) / 128, 1, 1, 128, 1, 1, 0, NULL, NULL, extra) == CUDA_SUCCESS &&
+            ((CUresult(*)(void))sym("cuCtxSynchronize"))() == CUDA_SUCCESS &&
+            ((dtoh_t)sym("cuMemcpyDtoH_v2"))(out, dy, sizeof out) == CUDA_SUCCESS,
+        "launch with CU_LAUNCH_PARAM_BUFFER_POINTER");
+  bad = -1;
+  for (int i = 0; i < N && bad < 0; i++)
+    if (out[i] != 2.0f * x[i] + y[i]) bad = i; /* a = 0: y unchanged */
+  CHECK(bad < 0, "with a = 0 the result stays");
+  CHECK(launch(f, 0, 1, 1, 128, 1, 1, 0, NULL, params, NULL) == CUDA_ERROR_INVALID_VALUE, "a grid of 0: INVALID_VALUE");
+  ((CUresult(*)(CUdeviceptr))sym("cuMemFree_v2"))(dx);
+  ((CUresult(*)(CUdeviceptr))sym("cuMemFree_v2"))(dy);
+}
+
+static void launch_checks(const char *ptx_path, const char *fatbin_path) {
+  CHECK(((CUresult(*)(unsigned))sym("cuInit"))(0) == CUDA_SUCCESS, "cuInit");
+  size_t len = 0;
+  uint8_t *ptx = read_file(ptx_path, &len);
+  CUmodule mod = NULL;
+  CUfunction f = NULL;
+  CHECK(((CUresult(*)(CUmodule *, const void *))sym("cuModuleLoadData"))(&mod, ptx) == CUDA_SUCCESS, "cuModuleLoadData (PTX)");
+  typedef CUresult (*getfn_t)(CUfunction *, CUmodule, const char *);
+  CHECK(((getfn_t)sym("cuModuleGetFunction"))(&f, mod, "saxpy") == CUDA_SUCCESS, "cuModuleGetFunction saxpy");
+  run_saxpy(f, "module");
+  CUfunction none = NULL;
+  CUresult rc = ((getfn_t)sym("cuModuleGetFunction"))(&none, mod, "no_such_kernel");
+  printf("# unknown kernel: %d\n", (int)rc);
+  CHECK(rc != CUDA_SUCCESS, "an unknown kernel name is refused");
+  CHECK(((CUresult(*)(CUmodule))sym("cuModuleUnload"))(mod) == CUDA_SUCCESS, "cuModuleUnload");
+  typedef CUresult (*libload_t)(CUlibrary *, const void *, CUjit_option *, void **, unsigned, CUlibraryOption *, void **,
+                                unsigned);
+  typedef CUresult (*getkernel_t)(CUkernel *, CUlibrary, const char *);
+  CUlibrary lib = NULL;
+  CUkernel k = NULL;
+  CHECK(((libload_t)sym("cuLibraryLoadData"))(&lib, ptx, NULL, NULL, 0, NULL, NULL, 0) == CUDA_SUCCESS, "cuLibraryLoadData (PTX)");
+  CHECK(((getkernel_t)sym("cuLibraryGetKernel"))(&k, lib, "saxpy") == CUDA_SUCCESS, "cuLibraryGetKernel saxpy");
+  run_saxpy((CUfunction)(void *)k, "library kernel as a function");
+  CUfunction kf = NULL;
+  CHECK(((CUresult(*)(CUfunction *, CUkernel))sym("cuKernelGetFunction"))(&kf, k) == CUDA_SUCCESS && kf != NULL,
+        "cuKernelGetFunction");
+  CHECK(((CUresult(*)(CUlibrary))sym("cuLibraryUnload"))(lib) == CUDA_SUCCESS, "cuLibraryUnload");
+  free(ptx);
+  if (fatbin_path == NULL) return;
+  uint8_t *fatbin = read_file(fatbin_path, &len);
+  CHECK(((CUresult(*)(CUmodule *, const void *))sym("cuModuleLoadData"))(&mod, fatbin) == CUDA_SUCCESS &&
+            ((getfn_t)sym("cuModuleGetFunction"))(&f, mod, "saxpy") == CUDA_SUCCESS,
+        "cuModuleLoadData (fatbin)");
+  run_saxpy(f, "fatbin");
+  /* As nvcc registers it: a fatbinc wrapper pointing at the fatbin, through cuLibraryLoadData. */
+  struct {
+    uint32_t magic, version;
+    const void *data;
+    void *unused;
+  } wrapper = {0x466243b1u, 1, fatbin, NULL};
+  CHECK(((libload_t)sym("cuLibraryLoadData"))(&lib, &wrapper, NULL, NULL, 0, NULL, NULL, 0) == CUDA_SUCCESS &&
+            ((getkernel_t)sym("cuLibraryGetKernel"))(&k, lib, "saxpy") == CUDA_SUCCESS,
+        "cuLibraryLoadData (fatbinc wrapper)");
+  run_saxpy((CUfunction)(void *)k, "fatbinc wrapper");
+  CHECK(((CUresult(*)(CUlibrary))sym("cuLibraryUnload"))(lib) == CUDA_SUCCESS &&
+            ((CUresult(*)(CUmodule))sym("cuModuleUnload"))(mod) == CUDA_SUCCESS,
+        "unload the fatbin's module and library");
+  free(fatbin);
+}
+
 static void session_checks(void) {
   typedef CUresult (*init_t)(unsigned);
   typedef CUresult (*count_t)(int *);
@@ -610,7 +736,8 @@ int main(int argc, char **argv) {
     if (argc < 4) return 2;
     listen_control();
     setenv("OPENMPS_LIBCUDA_LOG", argv[3], 1);
-  } else if (strcmp(mode, "bypass") != 0 && strcmp(mode, "session") != 0 && strcmp(mode, "hold") != 0) {
+  } else if (strcmp(mode, "bypass") != 0 && strcmp(mode, "session") != 0 && strcmp(mode, "hold") != 0 &&
+             strcmp(mode, "launch") != 0) {
     return 2;
   }
   lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
@@ -648,6 +775,9 @@ int main(int argc, char **argv) {
     CHECK(count_lines_with(argv[3], "MPS mode") == 1, "the mode is logged");
   } else if (strcmp(mode, "session") == 0) {
     session_checks();
+  } else if (strcmp(mode, "launch") == 0) {
+    if (argc < 4) return 2;
+    launch_checks(argv[3], argc > 4 ? argv[4] : NULL);
   } else if (strcmp(mode, "hold") == 0) {
     CUdeviceptr p = 0;
     CHECK(((init_t)sym("cuInit"))(0) == CUDA_SUCCESS && ((alloc_t)sym("cuMemAlloc_v2"))(&p, (size_t)3 << 20) == CUDA_SUCCESS,

@@ -1,0 +1,342 @@
+/* MPS mode: modules, libraries, kernels and launches, as requests on the session
+ * (docs/protocol.md: MODULE_LOAD, MODULE_GET_FUNCTION, MODULE_UNLOAD, LAUNCH). The server loads
+ * every image (fatbin, cubin, PTX) into its own context and answers each function's parameter
+ * layout (offset and size of each parameter, cuFuncGetParamInfo there), so a launch's arguments
+ * can be packed here from kernelParams without knowing the kernel's C signature. A CUkernel (from
+ * cuLibraryGetKernel) and a CUfunction are the same record: cudart passes the former straight to
+ * cuLaunchKernel. Launches are fire-and-forget (no reply); their errors come back on the next call
+ * that waits, as CUDA's asynchronous errors do. */
+#include "libcuda.h"
+
+#include "openmps-transport.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MODULE_MAGIC 0x6f6d6d64u   /* "ommd" */
+#define FUNCTION_MAGIC 0x6f6d666eu /* "omfn" */
+#define LIBRARY_MAGIC 0x6f6d6c62u  /* "omlb" */
+
+typedef struct {
+  uint32_t offset;
+  uint32_t size;
+} param_t;
+/* A function lives as long as its module (CUDA has no call to free one): each module or library
+ * keeps its functions, gives the same record for the same server function, and frees them when
+ * it is unloaded. */
+struct CUfunc_st {
+  uint32_t magic;
+  uint32_t id;
+  struct CUfunc_st *next;
+  uint32_t count;
+  uint32_t bytes; /* the end of the last parameter: the size of the packed buffer */
+  param_t params[];
+};
+struct CUmod_st {
+  uint32_t magic;
+  uint32_t id;
+  pthread_mutex_t lock;
+  struct CUfunc_st *functions;
+};
+struct CUlib_st {
+  uint32_t magic;
+  uint32_t id;
+  pthread_mutex_t lock;
+  struct CUfunc_st *functions;
+};
+
+static CUresult call(uint16_t opcode, const void *req, void *rep, omps_arena_t *arena) {
+  omps_transport_t *t = omlc_session();
+  if (t == NULL) return CUDA_ERROR_NOT_INITIALIZED;
+  const omps_message_desc_t *m = omps_message_by_opcode(opcode);
+  if (m == NULL) return CUDA_ERROR_UNKNOWN;
+  omps_error_t err;
+  return (CUresult)omps_transport_call(t, opcode, m->encode_request, req, m->decode_reply, rep, arena, &err);
+}
+
+static uint32_t le32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+static uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static uint64_t le64(const uint8_t *p) { return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32; }
+
+#define FATBINC_MAGIC 0x466243b1u
+#define FATBIN_MAGIC 0xba55ed50u
+
+/* What an image pointer holds and how long it is. The driver API passes images without a size,
+ * so it is read from the image's own header, as the driver does:
+ *   a fatbinc wrapper (what nvcc registers: magic 0x466243b1, then a pointer to the fatbin)
+ *   a fatbin (magic 0xBA55ED50): its header size plus the size it gives for the rest
+ *   an ELF cubin: up to the end of its section or program header table, whichever is last
+ *   otherwise PTX text, NUL-terminated. */
+static CUresult image_of(const void *image, const char **kind, const uint8_t **data, size_t *len) {
+  if (image == NULL) return CUDA_ERROR_INVALID_VALUE;
+  const uint8_t *p = image;
+  if (le32(p) == FATBINC_MAGIC) {
+    const void *inner;
+    memcpy(&inner, p + 8, sizeof inner);
+    if (inner == NULL) return CUDA_ERROR_INVALID_IMAGE;
+    p = inner;
+    if (le32(p) != FATBIN_MAGIC) return CUDA_ERROR_INVALID_IMAGE;
+  }
+  if (le32(p) == FATBIN_MAGIC) {
+    *kind = "fatbin";
+    *data = p;
+    *len = (size_t)le16(p + 6) + (size_t)le64(p + 8);
+    return CUDA_SUCCESS;
+  }
+  if (p[0] == 0x7f && p[1] == 'E' && p[2] == 'L' && p[3] == 'F') {
+    if (p[4] != 2) return CUDA_ERROR_INVALID_IMAGE; /* 64-bit only, as the driver's cubins are */
+    uint64_t sh_end = le64(p + 40) + (uint64_t)le16(p + 58) * le16(p + 60);
+    uint64_t ph_end = le64(p + 32) + (uint64_t)le16(p + 54) * le16(p + 56);
+    *kind = "cubin";
+    *data = p;
+    *len = (size_t)(sh_end > ph_end ? sh_end : ph_end);
+    return CUDA_SUCCESS;
+  }
+  *kind = "ptx";
+  *data = p;
+  *len = strlen((const char *)p);
+  return CUDA_SUCCESS;
+}
+
+static CUresult load(const void *image, uint32_t *module) {
+  const char *kind;
+  const uint8_t *data;
+  size_t len;
+  CUresult rc = image_of(image, &kind, &data, &len);
+  if (rc != CUDA_SUCCESS) return rc;
+  if (len > UINT32_MAX) return CUDA_ERROR_INVALID_IMAGE;
+  omps_module_load_req_t req = {omps_str_from(kind), {data, (uint32_t)len}, omps_str_from(""), 0, NULL};
+  omps_module_load_rep_t rep;
+  memset(&rep, 0, sizeof rep);
+  omps_arena_t arena;
+  memset(&arena, 0, sizeof arena);
+  rc = call(OMPS_OP_MODULE_LOAD, &req, &rep, &arena);
+  if (rc == CUDA_SUCCESS) *module = rep.module;
+  else if (rep.log.len > 0) omlc_log("module load: %.*s", (int)rep.log.len, rep.log.data);
+  omps_arena_free(&arena);
+  return rc;
+}
+
+static CUresult unload(uint32_t module) {
+  omps_module_unload_req_t req = {module};
+  return call(OMPS_OP_MODULE_UNLOAD, &req, NULL, NULL);
+}
+
+static CUresult module_load_data(CUmodule *module, const void *image) {
+  if (module == NULL) return CUDA_ERROR_INVALID_VALUE;
+  struct CUmod_st *m = malloc(sizeof *m);
+  if (m == NULL) return CUDA_ERROR_OUT_OF_MEMORY;
+  CUresult rc = load(image, &m->id);
+  if (rc != CUDA_SUCCESS) {
+    free(m);
+    return rc;
+  }
+  m->magic = MODULE_MAGIC;
+  pthread_mutex_init(&m->lock, NULL);
+  m->functions = NULL;
+  *module = m;
+  return CUDA_SUCCESS;
+}
+
+static void free_functions(struct CUfunc_st *f) {
+  while (f != NULL) {
+    struct CUfunc_st *next = f->next;
+    f->magic = 0;
+    free(f);
+    f = next;
+  }
+}
+
+CUresult omlc_mps_cuModuleLoadData(CUmodule *module, const void *image) { return module_load_data(module, image); }
+CUresult omlc_mps_cuModuleLoadFatBinary(CUmodule *module, const void *fatCubin) { return module_load_data(module, fatCubin); }
+/* JIT options tune the driver's own compilation (log buffers, optimization level); the server
+ * compiles with its defaults, so they are accepted and not passed on. */
+CUresult omlc_mps_cuModuleLoadDataEx(CUmodule *module, const void *image, unsigned int numOptions, CUjit_option *options,
+                                     void **optionValues) {
+  (void)numOptions;
+  (void)options;
+  (void)optionValues;
+  return module_load_data(module, image);
+}
+
+CUresult omlc_mps_cuModuleUnload(CUmodule hmod) {
+  if (hmod == NULL || hmod->magic != MODULE_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
+  CUresult rc = unload(hmod->id);
+  if (rc == CUDA_SUCCESS) {
+    hmod->magic = 0;
+    free_functions(hmod->functions);
+    pthread_mutex_destroy(&hmod->lock);
+    free(hmod);
+  }
+  return rc;
+}
+
+static CUresult get_function(uint32_t module, pthread_mutex_t *lock, struct CUfunc_st **functions, const char *name,
+                             struct CUfunc_st **out) {
+  if (name == NULL) return CUDA_ERROR_INVALID_VALUE;
+  omps_module_get_function_req_t req = {module, omps_str_from(name)};
+  omps_module_get_function_rep_t rep;
+  memset(&rep, 0, sizeof rep);
+  omps_arena_t arena;
+  memset(&arena, 0, sizeof arena);
+  CUresult rc = call(OMPS_OP_MODULE_GET_FUNCTION, &req, &rep, &arena);
+  struct CUfunc_st *f = NULL;
+  if (rc == CUDA_SUCCESS) {
+    f = malloc(sizeof *f + (size_t)rep.params_count * sizeof f->params[0]);
+    if (f == NULL) rc = CUDA_ERROR_OUT_OF_MEMORY;
+  }
+  if (rc == CUDA_SUCCESS) {
+    f->magic = FUNCTION_MAGIC;
+    f->id = rep.function;
+    f->next = NULL;
+    f->count = rep.params_count;
+    f->bytes = 0;
+    for (uint32_t i = 0; i < rep.params_count; i++) {
+      f->params[i].offset = rep.params[i].offset;
+      f->params[i].size = rep.params[i].size;
+      uint64_t end = (uint64_t)rep.params[i].offset + rep.params[i].size;
+      /* CUDA's limit on a kernel's parameters is 32764 bytes; a layout past that is not one. */
+      if (end > 32764) rc = CUDA_ERROR_MPS_RPC_FAILURE;
+      else if (end > f->bytes) f->bytes = (uint32_t)end;
+    }
+    if (rc != CUDA_SUCCESS) {
+      free(f);
+      f = NULL;
+    }
+  }
+  omps_arena_free(&arena);
+  if (rc != CUDA_SUCCESS) return rc;
+  pthread_mutex_lock(lock);
+  struct CUfunc_st *known = *functions;
+  while (known != NULL && known->id != f->id) known = known->next;
+  if (known != NULL) {
+    free(f);
+    f = known;
+  } else {
+    f->next = *functions;
+    *functions = f;
+  }
+  pthread_mutex_unlock(lock);
+  *out = f;
+  return CUDA_SUCCESS;
+}
+
+CUresult omlc_mps_cuModuleGetFunction(CUfunction *hfunc, CUmodule hmod, const char *name) {
+  if (hfunc == NULL) return CUDA_ERROR_INVALID_VALUE;
+  if (hmod == NULL || hmod->magic != MODULE_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
+  return get_function(hmod->id, &hmod->lock, &hmod->functions, name, hfunc);
+}
+
+/* cudart loads each fatbin lazily, at its first launch, as a library (CU_LIBRARY_BINARY_IS_PRESERVED
+ * among the options: the image stays valid, which this library does not need since the server
+ * has its own copy once loaded). */
+CUresult omlc_mps_cuLibraryLoadData(CUlibrary *library, const void *code, CUjit_option *jitOptions,
+                                    void **jitOptionsValues, unsigned int numJitOptions,
+                                    CUlibraryOption *libraryOptions, void **libraryOptionValues,
+                                    unsigned int numLibraryOptions) {
+  (void)jitOptions;
+  (void)jitOptionsValues;
+  (void)numJitOptions;
+  (void)libraryOptions;
+  (void)libraryOptionValues;
+  (void)numLibraryOptions;
+  if (library == NULL) return CUDA_ERROR_INVALID_VALUE;
+  struct CUlib_st *l = malloc(sizeof *l);
+  if (l == NULL) return CUDA_ERROR_OUT_OF_MEMORY;
+  CUresult rc = load(code, &l->id);
+  if (rc != CUDA_SUCCESS) {
+    free(l);
+    return rc;
+  }
+  l->magic = LIBRARY_MAGIC;
+  pthread_mutex_init(&l->lock, NULL);
+  l->functions = NULL;
+  *library = l;
+  return CUDA_SUCCESS;
+}
+
+CUresult omlc_mps_cuLibraryUnload(CUlibrary library) {
+  if (library == NULL || library->magic != LIBRARY_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
+  CUresult rc = unload(library->id);
+  if (rc == CUDA_SUCCESS) {
+    library->magic = 0;
+    free_functions(library->functions);
+    pthread_mutex_destroy(&library->lock);
+    free(library);
+  }
+  return rc;
+}
+
+CUresult omlc_mps_cuLibraryGetKernel(CUkernel *pKernel, CUlibrary library, const char *name) {
+  if (pKernel == NULL) return CUDA_ERROR_INVALID_VALUE;
+  if (library == NULL || library->magic != LIBRARY_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
+  struct CUfunc_st *f = NULL;
+  CUresult rc = get_function(library->id, &library->lock, &library->functions, name, &f);
+  if (rc == CUDA_SUCCESS) *pKernel = (CUkernel)(void *)f;
+  return rc;
+}
+
+CUresult omlc_mps_cuKernelGetFunction(CUfunction *pFunc, CUkernel kernel) {
+  if (pFunc == NULL) return CUDA_ERROR_INVALID_VALUE;
+  CUfunction f = (CUfunction)(void *)kernel;
+  if (f == NULL || f->magic != FUNCTION_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
+  *pFunc = f;
+  return CUDA_SUCCESS;
+}
+
+/* The arguments, packed at the offsets the server gave: from kernelParams (one pointer per
+ * parameter), or from extra's CU_LAUNCH_PARAM_BUFFER_POINTER / _SIZE, already packed. */
+static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                       unsigned shared, CUstream s, void **kernelParams, void **extra) {
+  if (f == NULL || f->magic != FUNCTION_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
+  if (gx == 0 || gy == 0 || gz == 0 || bx == 0 || by == 0 || bz == 0) return CUDA_ERROR_INVALID_VALUE;
+  uint32_t stream;
+  CUresult rc = omlc_stream_id(s, &stream);
+  if (rc != CUDA_SUCCESS) return rc;
+  omps_transport_t *t = omlc_session();
+  if (t == NULL) return CUDA_ERROR_NOT_INITIALIZED;
+  uint8_t packed[32764];
+  const uint8_t *params = packed;
+  size_t bytes = f->bytes;
+  if (kernelParams != NULL) {
+    memset(packed, 0, bytes);
+    for (uint32_t i = 0; i < f->count; i++) {
+      if (kernelParams[i] == NULL) return CUDA_ERROR_INVALID_VALUE;
+      memcpy(packed + f->params[i].offset, kernelParams[i], f->params[i].size);
+    }
+  } else if (extra != NULL) {
+    const void *buffer = NULL;
+    size_t size = 0;
+    int have_size = 0;
+    for (size_t i = 0; extra[i] != CU_LAUNCH_PARAM_END; i += 2) {
+      if (extra[i] == CU_LAUNCH_PARAM_BUFFER_POINTER) buffer = extra[i + 1];
+      else if (extra[i] == CU_LAUNCH_PARAM_BUFFER_SIZE && extra[i + 1] != NULL) {
+        memcpy(&size, extra[i + 1], sizeof size);
+        have_size = 1;
+      } else return CUDA_ERROR_INVALID_VALUE;
+    }
+    if (buffer == NULL || !have_size || size < bytes) return CUDA_ERROR_INVALID_VALUE;
+    params = buffer;
+  } else if (f->count > 0) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  omps_launch_req_t req = {f->id, stream, gx, gy, gz, bx, by, bz, shared, {params, (uint32_t)bytes}};
+  const omps_message_desc_t *m = omps_message_by_opcode(OMPS_OP_LAUNCH);
+  if (m == NULL) return CUDA_ERROR_UNKNOWN;
+  omps_error_t err;
+  return (CUresult)omps_transport_post(t, OMPS_OP_LAUNCH, m->encode_request, &req, &err);
+}
+
+CUresult omlc_mps_cuLaunchKernel(CUfunction f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ,
+                                 unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ,
+                                 unsigned int sharedMemBytes, CUstream hStream, void **kernelParams, void **extra) {
+  return launch(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes, hStream, kernelParams,
+                extra);
+}
+CUresult omlc_mps_cuLaunchKernel_ptsz(CUfunction f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ,
+                                      unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ,
+                                      unsigned int sharedMemBytes, CUstream hStream, void **kernelParams, void **extra) {
+  return launch(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes, hStream, kernelParams,
+                extra);
+}
