@@ -34,6 +34,8 @@ import { nativeTestProgram, runNative } from '../support/native.js';
 import { rng } from '../support/rng.js';
 
 const CLIENT = nativeTestProgram('transport-client');
+/** Every test here is bounded: a client or peer that hangs fails its test rather than the run. */
+const BOUNDED = { timeout: 120_000 };
 
 async function runClient(args: string[], env: Record<string, string>): Promise<string[]> {
   const r = await runNative(CLIENT, { args, env, timeoutMs: 60_000 });
@@ -42,7 +44,7 @@ async function runClient(args: string[], env: Record<string, string>): Promise<s
   return lines;
 }
 
-test('a C client opens a session on the software GPU, copies both ways from 8 threads, and closes', async (t) => {
+test('a C client opens a session on the software GPU, copies both ways from 8 threads, and closes', BOUNDED, async (t) => {
   const daemon = await startDaemon(t);
   const lines = await runClient(['session'], daemon.env);
   assert.equal(lines[0], 'open 0 no_daemon 0');
@@ -60,7 +62,7 @@ test('a C client opens a session on the software GPU, copies both ways from 8 th
   assert.ok(sent >= 1 + 4 + 4 + 1 + 8 * 25 * 4, `requests sent ${sent}`);
 });
 
-test('the same session under ThreadSanitizer: the locking of the transport has no data race', async (t) => {
+test('the same session under ThreadSanitizer: the locking of the transport has no data race', BOUNDED, async (t) => {
   const daemon = await startDaemon(t);
   const r = await runNative(nativeTestProgram('tsan/transport-client'), {
     args: ['session'],
@@ -73,14 +75,14 @@ test('the same session under ThreadSanitizer: the locking of the transport has n
   assert.doesNotMatch(r.stderr, /ThreadSanitizer/);
 });
 
-test('after fork the child gets 806 and writes nothing; the parent session goes on', async (t) => {
+test('after fork the child gets 806 and writes nothing; the parent session goes on', BOUNDED, async (t) => {
   const daemon = await startDaemon(t);
   const lines = await runClient(['fork'], daemon.env);
   assert.ok(lines.includes(`child call ${CUDA_RESULTS.CUDA_ERROR_MPS_RPC_FAILURE}`), lines.join('\n'));
   assert.ok(lines.includes('parent ok') && lines.includes('closed'), lines.join('\n'));
 });
 
-test('with no daemon the C client gets 805 and is told bypass is right', async (t) => {
+test('with no daemon the C client gets 805 and is told bypass is right', BOUNDED, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'openmps-none-'));
   t.after(() => {
     rmSync(dir, { recursive: true, force: true });
@@ -89,7 +91,7 @@ test('with no daemon the C client gets 805 and is told bypass is right', async (
   assert.equal(lines[0], `open ${CUDA_RESULTS.CUDA_ERROR_MPS_CONNECTION_FAILED} no_daemon 1`);
 });
 
-test('a bad OPENMPS_ variable is CUDA_ERROR_INVALID_VALUE before anything is sent', async (t) => {
+test('a bad OPENMPS_ variable is CUDA_ERROR_INVALID_VALUE before anything is sent', BOUNDED, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'openmps-env-'));
   t.after(() => {
     rmSync(dir, { recursive: true, force: true });
@@ -216,7 +218,7 @@ function calls(lines: string[]): string[] {
   return lines.filter((l) => l.startsWith('call '));
 }
 
-test('a server that dies mid-call fails every waiting thread with 806, then every later call', async (t) => {
+test('a server that dies mid-call fails every waiting thread with 806, then every later call', BOUNDED, async (t) => {
   // Dies once all four threads wait (then once the TypeScript client's one call does).
   let dieAfter = 4;
   let waiting = 0;
@@ -241,7 +243,7 @@ for (const [what, garbage] of [
   ['random bytes, then the end', Uint8Array.from({ length: 200 }, (_, i) => (i * 97 + 13) & 0xff)],
   ['half a frame, then the end', encodeFrame(0x0110, FLAG_REPLY, 2, 0, new Uint8Array(64)).subarray(0, 40)],
 ] as const) {
-  test(`a server that sends ${what} fails the call with 806, as the TypeScript client does`, async (t) => {
+  test(`a server that sends ${what} fails the call with 806, as the TypeScript client does`, BOUNDED, async (t) => {
     const env = await scriptedPeer(t, (socket, _frame, name) => {
       if (name !== 'MEM_ALLOC') return;
       socket.end(garbage);
@@ -253,7 +255,7 @@ for (const [what, garbage] of [
   });
 }
 
-test('a malformed reply fails its call with 806 and the connection goes on; an error reply carries its code and call', async (t) => {
+test('a malformed reply fails its call with 806 and the connection goes on; an error reply carries its code and call', BOUNDED, async (t) => {
   let n = 0;
   const env = await scriptedPeer(t, (socket, frame, name) => {
     if (name !== 'MEM_ALLOC') return;
@@ -268,7 +270,7 @@ test('a malformed reply fails its call with 806 and the connection goes on; an e
   assert.equal(await typescriptCode(env), CUDA_RESULTS.CUDA_ERROR_MPS_RPC_FAILURE);
 });
 
-test('a refusal (an error reply with request id 0) fails every waiter with its code, then every call', async (t) => {
+test('a refusal (an error reply with request id 0) fails every waiter with its code, then every call', BOUNDED, async (t) => {
   const refused = CUDA_RESULTS.CUDA_ERROR_MPS_CLIENT_TERMINATED;
   // Refuses once three threads wait (then at the TypeScript client's one call).
   let refuseAt = 3;
@@ -287,7 +289,7 @@ test('a refusal (an error reply with request id 0) fails every waiter with its c
   assert.equal(await typescriptCode(env), refused);
 });
 
-test('notices: NOTICE_LIMITS replaces the limits, NOTICE_WAKE counts, NOTICE_ERROR is sticky, a bad one is dropped', async (t) => {
+test('notices: NOTICE_LIMITS replaces the limits, NOTICE_WAKE counts, NOTICE_ERROR is sticky, a bad one is dropped', BOUNDED, async (t) => {
   const env = await scriptedPeer(t, (socket, frame, name) => {
     if (name !== 'MEM_GET_INFO') return;
     const notice = (n: MessageName, value: unknown): Uint8Array => encodeFrame(MESSAGES[n].opcode, FLAG_NOTICE, 0, 0, encodeFields(MESSAGES[n].request, value as never));
@@ -305,7 +307,7 @@ test('notices: NOTICE_LIMITS replaces the limits, NOTICE_WAKE counts, NOTICE_ERR
   assert.ok(lines.includes('wakes 2'), lines.join('\n'));
 });
 
-test('handshakes: a daemon that closes without a byte is 805, one that breaks the frame is 806, as in TypeScript', async (t) => {
+test('handshakes: a daemon that closes without a byte is 805, one that breaks the frame is 806, as in TypeScript', BOUNDED, async (t) => {
   const silent = await scriptedPeer(
     t,
     () => undefined,
@@ -334,7 +336,7 @@ test('handshakes: a daemon that closes without a byte is 805, one that breaks th
   assert.equal(await typescriptCode(broken), rpc);
 });
 
-test('a server that answers with seeded mutations of replies and notices never crashes the C client', async (t) => {
+test('a server that answers with seeded mutations of replies and notices never crashes the C client', BOUNDED, async (t) => {
   // What the reader thread takes from the server is bytes from another process: this feeds it, per
   // request, junk that leaves the stream framed (mutated notices, replies to ids nobody waits for),
   // then the reply (valid, with a mutated payload, or an error reply with mutated fields) or
