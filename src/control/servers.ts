@@ -1067,9 +1067,10 @@ export class ServerSupervisor {
       const uid = Number(m[1]);
       const socketPath = serverSocketPath(this.#options.pipeDirectory, uid);
       const control = supervisionSocketPath(socketPath);
-      if (!existsSync(control)) {
+      // Nothing answers at a supervision socket a killed server left: stale, replaced by the next.
+      if (!existsSync(control) || !(await socketIsLive(control))) {
         if (await socketIsLive(socketPath)) {
-          this.#log.log(`A server of a previous daemon listens on ${socketPath} and has no supervision channel: it cannot be adopted; user ${uid}'s clients get 807 until it exits`);
+          this.#log.log(`A server of a previous daemon listens on ${socketPath} and no supervision channel answers: it cannot be adopted; user ${uid}'s clients get 807 until it exits`);
         }
         continue;
       }

@@ -3,11 +3,13 @@
 // in ps, new clients sent to it, supervised from then on), and no process removes a socket it
 // does not own. Real daemons and servers on the software GPU; clients in this process.
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { spawnSync } from 'node:child_process';
 import { connect as netConnect, createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
+import { CudaError } from '../../src/cuda/cuda-error.js';
 import { connect, type Context } from '../../src/index.js';
 import { socketIsLive } from '../../src/transport/owned-path.js';
 import { alive, startDaemon, waitUntil, type DaemonHandle } from '../support/daemon.js';
@@ -181,6 +183,32 @@ test('a server does not start on a path where another socket accepts connections
   assert.match(r.stdout, /^Cannot start a server for user [0-9]+: server [0-9]+ exited with status 1 before it was ready \(.* is in use: another process accepts connections there/);
   assert.equal(await socketIsLive(path), true);
   assert.deepEqual(await serverList(daemon), []);
+});
+
+test('a server that cannot be adopted is logged at start, and its user gets no second server while it listens', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'openmps-orphan-'));
+  t.after(() => {
+    rmSync(root, { recursive: true, force: true });
+  });
+  const pipeDirectory = join(root, 'pipe');
+  mkdirSync(pipeDirectory, { mode: 0o755 });
+  chmodSync(pipeDirectory, 0o755);
+  const dir = join(pipeDirectory, `user-${UID}`);
+  mkdirSync(dir, { mode: 0o700 });
+  // A listener with no supervision channel: a server of a build before adoption, say.
+  const path = join(dir, 'server');
+  await holdPath(t, path);
+  const daemon = await startDaemon(t, { pipeDirectory, logDirectory: join(root, 'log') });
+  assert.ok(
+    daemon.controlLog().some((l) => l.endsWith(`A server of a previous daemon listens on ${path} and no supervision channel answers: it cannot be adopted; user ${UID}'s clients get 807 until it exits`)),
+    daemon.controlLog().join('\n'),
+  );
+  await assert.rejects(
+    connect({ pipeDirectory, mode: 'mps' }),
+    (err: unknown) => err instanceof CudaError && err.code === 'CUDA_ERROR_MPS_SERVER_NOT_READY' && err.message.includes('is in use: another process accepts connections there'),
+  );
+  assert.deepEqual(await serverList(daemon), []);
+  assert.equal(await socketIsLive(path), true);
 });
 
 test('quit leaves a user directory where a server it does not supervise still listens', async (t) => {
