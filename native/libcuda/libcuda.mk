@@ -38,6 +38,9 @@ TARGETS += $(OUT)/libcuda/libcuda.so.1
 TEST_PROGRAMS += $(OUT)/san/libcuda/libcuda.so.1 $(OUT)/test/libcuda-check
 
 .PHONY: run-libcuda-check
+# The checks that need no daemon (libcuda-check.c takes a mode; test/unit/libcuda.test.ts runs
+# the others, which need a control socket or a driver of their own).
 run-libcuda-check: $(OUT)/test/libcuda-check $(OUT)/san/libcuda/libcuda.so.1
-	$(OUT)/test/libcuda-check $(OUT)/san/libcuda/libcuda.so.1
+	$(OUT)/test/libcuda-check $(OUT)/san/libcuda/libcuda.so.1 hash
+	$(OUT)/test/libcuda-check $(OUT)/san/libcuda/libcuda.so.1 none
 TEST_RUNS += run-libcuda-check
