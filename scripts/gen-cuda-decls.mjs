@@ -111,6 +111,8 @@ const IMPLEMENTED = {
   cuKernelGetFunction: 'mps',
   cuLaunchKernel: 'mps',
   cuLaunchKernel_ptsz: 'mps',
+  cuLaunchKernelEx: 'mps',
+  cuLaunchKernelEx_ptsz: 'mps',
 };
 
 const cudaH = join(incDir, 'cuda.h');

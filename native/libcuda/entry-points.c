@@ -84,6 +84,8 @@ CUresult omlc_mps_cuLibraryGetKernel(CUkernel *pKernel, CUlibrary library, const
 CUresult omlc_mps_cuKernelGetFunction(CUfunction *pFunc, CUkernel kernel);
 CUresult omlc_mps_cuLaunchKernel(CUfunction f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ, unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ, unsigned int sharedMemBytes, CUstream hStream, void **kernelParams, void **extra);
 CUresult omlc_mps_cuLaunchKernel_ptsz(CUfunction f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ, unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ, unsigned int sharedMemBytes, CUstream hStream, void **kernelParams, void **extra);
+CUresult omlc_mps_cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f, void **kernelParams, void **extra);
+CUresult omlc_mps_cuLaunchKernelEx_ptsz(const CUlaunchConfig *config, CUfunction f, void **kernelParams, void **extra);
 
 CUresult CUDAAPI cuArray3DCreate(CUarray *pHandle, const CUDA_ARRAY3D_DESCRIPTOR_v1 *pAllocateArray) {
   switch (omlc_mode()) {
@@ -3722,9 +3724,7 @@ CUresult CUDAAPI cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f, vo
     omlc_fn real = omlc_real(OMLC_SYM_cuLaunchKernelEx);
     return real ? ((CUresult (CUDAAPI *)(const CUlaunchConfig *config, CUfunction f, void **kernelParams, void **extra))real)(config, f, kernelParams, extra) : omlc_bypass_missing(OMLC_SYM_cuLaunchKernelEx);
   }
-  case OMLC_MODE_MPS:
-    (void)config; (void)f; (void)kernelParams; (void)extra;
-    return omlc_not_supported(OMLC_SYM_cuLaunchKernelEx);
+  case OMLC_MODE_MPS: return omlc_mps_cuLaunchKernelEx(config, f, kernelParams, extra);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3736,9 +3736,7 @@ CUresult CUDAAPI cuLaunchKernelEx_ptsz(const CUlaunchConfig *config, CUfunction 
     omlc_fn real = omlc_real(OMLC_SYM_cuLaunchKernelEx_ptsz);
     return real ? ((CUresult (CUDAAPI *)(const CUlaunchConfig *config, CUfunction f, void **kernelParams, void **extra))real)(config, f, kernelParams, extra) : omlc_bypass_missing(OMLC_SYM_cuLaunchKernelEx_ptsz);
   }
-  case OMLC_MODE_MPS:
-    (void)config; (void)f; (void)kernelParams; (void)extra;
-    return omlc_not_supported(OMLC_SYM_cuLaunchKernelEx_ptsz);
+  case OMLC_MODE_MPS: return omlc_mps_cuLaunchKernelEx_ptsz(config, f, kernelParams, extra);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -9106,8 +9104,8 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuLaunchHostFunc", (omlc_fn)cuLaunchHostFunc, OMLC_IMPL_NONE },
   { "cuLaunchHostFunc_ptsz", (omlc_fn)cuLaunchHostFunc_ptsz, OMLC_IMPL_NONE },
   { "cuLaunchKernel", (omlc_fn)cuLaunchKernel, OMLC_IMPL_MPS },
-  { "cuLaunchKernelEx", (omlc_fn)cuLaunchKernelEx, OMLC_IMPL_NONE },
-  { "cuLaunchKernelEx_ptsz", (omlc_fn)cuLaunchKernelEx_ptsz, OMLC_IMPL_NONE },
+  { "cuLaunchKernelEx", (omlc_fn)cuLaunchKernelEx, OMLC_IMPL_MPS },
+  { "cuLaunchKernelEx_ptsz", (omlc_fn)cuLaunchKernelEx_ptsz, OMLC_IMPL_MPS },
   { "cuLaunchKernel_ptsz", (omlc_fn)cuLaunchKernel_ptsz, OMLC_IMPL_MPS },
   { "cuLibraryEnumerateKernels", (omlc_fn)cuLibraryEnumerateKernels, OMLC_IMPL_NONE },
   { "cuLibraryGetGlobal", (omlc_fn)cuLibraryGetGlobal, OMLC_IMPL_NONE },

@@ -11,6 +11,7 @@
 #include "openmps-transport.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -339,4 +340,28 @@ CUresult omlc_mps_cuLaunchKernel_ptsz(CUfunction f, unsigned int gridDimX, unsig
                                       unsigned int sharedMemBytes, CUstream hStream, void **kernelParams, void **extra) {
   return launch(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes, hStream, kernelParams,
                 extra);
+}
+
+/* cuLaunchKernelEx: the same launch from a CUlaunchConfig. Launch attributes (clusters,
+ * cooperative launch, priorities, programmatic serialization...) change how the GPU runs the
+ * grid; none is carried by LAUNCH yet, so a launch that sets any is refused rather than run
+ * differently from what was asked (logged once). */
+static atomic_uchar launch_attrs_logged;
+static CUresult launch_ex(const CUlaunchConfig *config, CUfunction f, void **kernelParams, void **extra) {
+  if (config == NULL) return CUDA_ERROR_INVALID_VALUE;
+  if (config->numAttrs > 0) {
+    if (atomic_exchange(&launch_attrs_logged, 1) == 0) {
+      omlc_log("cuLaunchKernelEx: launch attributes are not supported yet (first: %d); CUDA_ERROR_NOT_SUPPORTED",
+               config->attrs != NULL ? (int)config->attrs[0].id : -1);
+    }
+    return CUDA_ERROR_NOT_SUPPORTED;
+  }
+  return launch(f, config->gridDimX, config->gridDimY, config->gridDimZ, config->blockDimX, config->blockDimY,
+                config->blockDimZ, config->sharedMemBytes, config->hStream, kernelParams, extra);
+}
+CUresult omlc_mps_cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f, void **kernelParams, void **extra) {
+  return launch_ex(config, f, kernelParams, extra);
+}
+CUresult omlc_mps_cuLaunchKernelEx_ptsz(const CUlaunchConfig *config, CUfunction f, void **kernelParams, void **extra) {
+  return launch_ex(config, f, kernelParams, extra);
 }

@@ -608,6 +608,33 @@ static void run_saxpy(CUfunction f, const char *what) {
   for (int i = 0; i < N && bad < 0; i++)
     if (out[i] != 2.0f * x[i] + y[i]) bad = i; /* a = 0: y unchanged */
   CHECK(bad < 0, "with a = 0 the result stays");
+  /* cuLaunchKernelEx with a = 1: y becomes x + (2x + y). */
+  typedef CUresult (*launch_ex_t)(const CUlaunchConfig *, CUfunction, void **, void **);
+  CUlaunchConfig config;
+  memset(&config, 0, sizeof config);
+  config.gridDimX = (N + 127) / 128;
+  config.gridDimY = config.gridDimZ = 1;
+  config.blockDimX = 128;
+  config.blockDimY = config.blockDimZ = 1;
+  float one = 1.0f;
+  void *params1[] = {&dy, &dx, &one, &n};
+  CHECK(((launch_ex_t)sym("cuLaunchKernelEx"))(&config, f, params1, NULL) == CUDA_SUCCESS &&
+            ((CUresult(*)(void))sym("cuCtxSynchronize"))() == CUDA_SUCCESS &&
+            ((dtoh_t)sym("cuMemcpyDtoH_v2"))(out, dy, sizeof out) == CUDA_SUCCESS,
+        "cuLaunchKernelEx");
+  bad = -1;
+  for (int i = 0; i < N && bad < 0; i++)
+    if (out[i] != x[i] + (2.0f * x[i] + y[i])) bad = i;
+  snprintf(msg, sizeof msg, "%s: cuLaunchKernelEx's saxpy is exact (first wrong element %d)", what, bad);
+  CHECK(bad < 0, msg);
+  CUlaunchAttribute attr;
+  memset(&attr, 0, sizeof attr);
+  attr.id = CU_LAUNCH_ATTRIBUTE_COOPERATIVE;
+  attr.value.cooperative = 1;
+  config.attrs = &attr;
+  config.numAttrs = 1;
+  CHECK(((launch_ex_t)sym("cuLaunchKernelEx"))(&config, f, params1, NULL) == CUDA_ERROR_NOT_SUPPORTED,
+        "cuLaunchKernelEx with a launch attribute: NOT_SUPPORTED");
   CHECK(launch(f, 0, 1, 1, 128, 1, 1, 0, NULL, params, NULL) == CUDA_ERROR_INVALID_VALUE, "a grid of 0: INVALID_VALUE");
   ((CUresult(*)(CUdeviceptr))sym("cuMemFree_v2"))(dx);
   ((CUresult(*)(CUdeviceptr))sym("cuMemFree_v2"))(dy);
