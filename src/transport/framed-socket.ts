@@ -82,6 +82,8 @@ export class FramedSocket {
   readonly #decoder: FrameDecoder;
   readonly #frameDeadlineMs: number | undefined;
   #deadline: NodeJS.Timeout | undefined;
+  /** Bumped whenever the deadline is cleared or restarted: an expiry of an older one is void. */
+  #deadlineArm = 0;
   #bytesReceived = 0;
   #discarded = 0;
   #disconnecting = false;
@@ -330,15 +332,23 @@ export class FramedSocket {
     if (this.#decoder.buffered === 0) {
       if (this.#deadline) clearTimeout(this.#deadline);
       this.#deadline = undefined;
+      this.#deadlineArm++;
       return;
     }
     if (this.#deadline && !completedSome) return;
     if (this.#deadline) clearTimeout(this.#deadline);
+    const arm = ++this.#deadlineArm;
     this.#deadline = setTimeout(() => {
-      this.#deadline = undefined;
-      const reason = new CudaError('CUDA_ERROR_MPS_RPC_FAILURE', 'frame', `frame incomplete after ${ms} ms (${this.#decoder.buffered} bytes of it arrived)`);
-      this.#replyError(0, this.#decoder.partialRequestId ?? 0, reason);
-      this.#disconnect(reason);
+      // Timers run before the event loop reads sockets: after a stall of the whole process the
+      // rest of the frame may be waiting unread. Decide after this turn's reads (setImmediate runs
+      // after them), and only if they did not complete the frame.
+      setImmediate(() => {
+        if (this.#closed || arm !== this.#deadlineArm) return;
+        this.#deadline = undefined;
+        const reason = new CudaError('CUDA_ERROR_MPS_RPC_FAILURE', 'frame', `frame incomplete after ${ms} ms (${this.#decoder.buffered} bytes of it arrived)`);
+        this.#replyError(0, this.#decoder.partialRequestId ?? 0, reason);
+        this.#disconnect(reason);
+      });
     }, ms);
     // The socket keeps the process alive while it is open; the deadline need not.
     this.#deadline.unref();

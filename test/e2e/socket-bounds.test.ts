@@ -14,7 +14,7 @@ import { test } from 'node:test';
 import { controlCommand } from '../../src/client/control-client.js';
 import { CudaError } from '../../src/cuda/cuda-error.js';
 import { connect } from '../../src/index.js';
-import { decodeFields, encodeFields, encodeFrame, ERROR_FIELDS, FLAG_REPLY, FrameDecoder, HEADER_BYTES, MESSAGES, PROTOCOL_VERSION, type Frame } from '../../src/protocol/index.js';
+import { decodeFields, encodeFields, encodeFrame, ERROR_FIELDS, FLAG_REPLY, FrameDecoder, FrameError, HEADER_BYTES, MAX_PAYLOAD, MESSAGES, PROTOCOL_VERSION, type Frame } from '../../src/protocol/index.js';
 import { clipUtf8 } from '../../src/transport/framed-socket.js';
 import { CONTROL_MAX_PAYLOAD, defaultMaxConnections } from '../../src/transport/socket-bounds.js';
 import { alive, CONTROL_BIN, startDaemon, waitUntil, type CleanupContext } from '../support/daemon.js';
@@ -288,6 +288,67 @@ test('without OPENMPS_MAX_CONNECTIONS the cap is half the fd limit: a flood is r
   const refusal = await extra.nextFrame();
   assert.equal(errorOf(refusal).code, 'CUDA_ERROR_MPS_CONNECTION_FAILED');
   assert.match(errorOf(refusal).message, /maximum of 32 connections/);
+});
+
+test('an incomplete frame holds about what has arrived, not what its header claims; large ones in memory freed at once', () => {
+  const claimed = 16 * 1024 * 1024;
+  const header = new Uint8Array(HEADER_BYTES);
+  new DataView(header.buffer).setUint32(0, claimed, true);
+  new DataView(header.buffer).setUint32(8, 77, true);
+  const d = new FrameDecoder();
+  assert.deepEqual(d.push(header), []);
+  assert.deepEqual(d.push(new Uint8Array(1000)), []);
+  assert.equal(d.buffered, HEADER_BYTES + 1000);
+  assert.equal(d.partialRequestId, 77);
+  // What it lets go of is its buffer: at most twice what came (and at least 256 bytes).
+  assert.ok(d.release() <= 2 * (HEADER_BYTES + 1000));
+  assert.equal(d.buffered, 0);
+
+  // A 3 MiB frame in 64 KiB reads: buffers of 1 MiB and more come from `allocate` and are all
+  // freed, the last when the frame completes; the frame itself is whole and correct.
+  const live = new Set<number>();
+  let allocated = 0;
+  const owned = new FrameDecoder({
+    allocate: (bytes) => {
+      if (bytes < 1024 * 1024) return undefined;
+      const id = allocated++;
+      live.add(id);
+      return {
+        bytes: new Uint8Array(bytes),
+        free: () => {
+          live.delete(id);
+        },
+      };
+    },
+  });
+  const body = new Uint8Array(3 * 1024 * 1024);
+  for (let i = 0; i < body.length; i++) body[i] = i % 251;
+  const frame = encodeFrame(MESSAGES.MODULE_LOAD.opcode, 0, 5, 0, body);
+  const out: Frame[] = [];
+  for (let at = 0; at < frame.length; at += 64 * 1024) out.push(...owned.push(frame.subarray(at, at + 64 * 1024)));
+  assert.equal(out.length, 1);
+  assert.ok(allocated >= 2, `${allocated} owned buffers`);
+  assert.equal(live.size, 0, 'every owned buffer freed');
+  assert.deepEqual(out[0]?.payload, body);
+  // And one abandoned midway is freed by release() (its connection closed).
+  owned.push(frame.subarray(0, 2 * 1024 * 1024));
+  assert.equal(live.size, 1);
+  owned.release();
+  assert.equal(live.size, 0);
+});
+
+test('the payload limit is per decoder and can be raised (a server after SESSION_OPEN)', () => {
+  const big = encodeFrame(MESSAGES.MODULE_LOAD.opcode, 0, 9, 0, new Uint8Array(CONTROL_MAX_PAYLOAD + 1));
+  assert.throws(
+    () => new FrameDecoder({ maxPayload: CONTROL_MAX_PAYLOAD }).push(big),
+    (err: unknown) => err instanceof FrameError && err.fatal && err.requestId === 9,
+  );
+  const raised = new FrameDecoder({ maxPayload: CONTROL_MAX_PAYLOAD });
+  raised.setMaxPayload(MAX_PAYLOAD);
+  assert.equal(raised.push(big).length, 1);
+  assert.throws(() => {
+    raised.setMaxPayload(MAX_PAYLOAD + 1);
+  }, RangeError);
 });
 
 test('a command line is clipped to whole UTF-8 characters', () => {
