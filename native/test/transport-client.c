@@ -8,6 +8,7 @@
  *                                 print its result; then the sticky failure and one more call
  *   transport-client notices      opens, makes one MEM_GET_INFO, prints the sticky failure, the
  *                                 limits and the wakes the notices before the reply left
+ *   transport-client settings     only omps_settings_from_env: prints its result and the values
  *   transport-client fork         opens, forks: the child's call must fail with 806 and its close
  *                                 leave the parent's session working */
 #include <inttypes.h>
@@ -136,6 +137,13 @@ static void *one_call(void *arg) {
 
 int main(int argc, char **argv) {
   const char *mode = argc > 1 ? argv[1] : "session";
+  if (strcmp(mode, "settings") == 0) {
+    omps_session_settings_t s;
+    omps_error_t serr = {0};
+    uint32_t src = omps_settings_from_env(&s, &serr);
+    printf("settings %u atp %.17g priority %d pinned [%s] partition [%s]\n", src, s.active_thread_percentage, s.priority, s.pinned_mem_limit, s.sm_partition);
+    return 0;
+  }
   omps_open_info_t info;
   omps_error_t err = {0};
   uint32_t rc = omps_transport_open(NULL, &t, &info, &err);

@@ -107,6 +107,38 @@ test('a bad OPENMPS_ variable is CUDA_ERROR_INVALID_VALUE before anything is sen
   }
 });
 
+test('the OPENMPS_ numbers are read as connect() reads them (JavaScript Number of the trimmed value)', BOUNDED, async () => {
+  const values = ['50', ' 50 ', '\t7\n', '5e1', '0x32', '0o62', '0b110010', '+50', '-5', '.5', '5.', '00012', '0.1', '1e400', 'Infinity', '-Infinity', 'NaN', '', '   ', '50%', '0x', '1_0', '-0x10', '+0x10', '1e', '.', 'e5', '0b2'];
+  for (const v of values) {
+    // connect.ts's envNumber: blank is absent (0 here), else Number(v), which must be finite.
+    const n = v.trim() === '' ? 0 : Number(v);
+    const lines = await runClient(['settings'], { OPENMPS_ACTIVE_THREAD_PERCENTAGE: v });
+    const m = /^settings (\d+) atp (\S+) /.exec(lines[0] ?? '');
+    assert.ok(m, lines.join('\n'));
+    if (Number.isFinite(n)) {
+      // %.17g round-trips a double, so the printed number is exactly the one C read.
+      assert.equal(m[1], '0', `${JSON.stringify(v)}: ${lines[0] ?? ''}`);
+      assert.equal(Number(m[2]), n, `${JSON.stringify(v)}: ${lines[0] ?? ''}`);
+    } else {
+      assert.equal(Number(m[1]), CUDA_RESULTS.CUDA_ERROR_INVALID_VALUE, `${JSON.stringify(v)}: ${lines[0] ?? ''}`);
+    }
+  }
+  for (const [v, expected] of [
+    ['1', 1],
+    ['-1', -1],
+    ['', -1],
+    ['1.5', undefined],
+    ['2147483648', undefined],
+    ['-2147483648', -2147483648],
+  ] as const) {
+    const lines = await runClient(['settings'], { OPENMPS_CLIENT_PRIORITY: v });
+    if (expected === undefined) assert.match(lines[0] ?? '', new RegExp(`^settings ${CUDA_RESULTS.CUDA_ERROR_INVALID_VALUE} `), v);
+    else assert.match(lines[0] ?? '', new RegExp(`^settings 0 atp 0 priority ${expected} `), v);
+  }
+  const lines = await runClient(['settings'], { OPENMPS_PINNED_DEVICE_MEM_LIMIT: '0=1G,1=512M', OPENMPS_SM_PARTITION: 'GPU-x/2' });
+  assert.equal(lines[0], 'settings 0 atp 0 priority -1 pinned [0=1G,1=512M] partition [GPU-x/2]');
+});
+
 // ---- scripted peers ----
 
 /** What the fake server does with each request after SESSION_OPEN. */
