@@ -113,6 +113,10 @@ const IMPLEMENTED = {
   cuLaunchKernel_ptsz: 'mps',
   cuLaunchKernelEx: 'mps',
   cuLaunchKernelEx_ptsz: 'mps',
+  cuMemcpy: 'mps',
+  cuMemcpy_ptds: 'mps',
+  cuMemcpyAsync: 'mps',
+  cuMemcpyAsync_ptsz: 'mps',
 };
 
 const cudaH = join(incDir, 'cuda.h');

@@ -86,6 +86,10 @@ CUresult omlc_mps_cuLaunchKernel(CUfunction f, unsigned int gridDimX, unsigned i
 CUresult omlc_mps_cuLaunchKernel_ptsz(CUfunction f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ, unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ, unsigned int sharedMemBytes, CUstream hStream, void **kernelParams, void **extra);
 CUresult omlc_mps_cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f, void **kernelParams, void **extra);
 CUresult omlc_mps_cuLaunchKernelEx_ptsz(const CUlaunchConfig *config, CUfunction f, void **kernelParams, void **extra);
+CUresult omlc_mps_cuMemcpy(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCount);
+CUresult omlc_mps_cuMemcpy_ptds(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCount);
+CUresult omlc_mps_cuMemcpyAsync(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCount, CUstream hStream);
+CUresult omlc_mps_cuMemcpyAsync_ptsz(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCount, CUstream hStream);
 
 CUresult CUDAAPI cuArray3DCreate(CUarray *pHandle, const CUDA_ARRAY3D_DESCRIPTOR_v1 *pAllocateArray) {
   switch (omlc_mode()) {
@@ -5092,9 +5096,7 @@ CUresult CUDAAPI cuMemcpy(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCou
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpy);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCount))real)(dst, src, ByteCount) : omlc_bypass_missing(OMLC_SYM_cuMemcpy);
   }
-  case OMLC_MODE_MPS:
-    (void)dst; (void)src; (void)ByteCount;
-    return omlc_not_supported(OMLC_SYM_cuMemcpy);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemcpy(dst, src, ByteCount);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5428,9 +5430,7 @@ CUresult CUDAAPI cuMemcpyAsync(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t By
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpyAsync);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCount, CUstream hStream))real)(dst, src, ByteCount, hStream) : omlc_bypass_missing(OMLC_SYM_cuMemcpyAsync);
   }
-  case OMLC_MODE_MPS:
-    (void)dst; (void)src; (void)ByteCount; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyAsync);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemcpyAsync(dst, src, ByteCount, hStream);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5442,9 +5442,7 @@ CUresult CUDAAPI cuMemcpyAsync_ptsz(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpyAsync_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCount, CUstream hStream))real)(dst, src, ByteCount, hStream) : omlc_bypass_missing(OMLC_SYM_cuMemcpyAsync_ptsz);
   }
-  case OMLC_MODE_MPS:
-    (void)dst; (void)src; (void)ByteCount; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyAsync_ptsz);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemcpyAsync_ptsz(dst, src, ByteCount, hStream);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6090,9 +6088,7 @@ CUresult CUDAAPI cuMemcpy_ptds(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t By
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpy_ptds);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCount))real)(dst, src, ByteCount) : omlc_bypass_missing(OMLC_SYM_cuMemcpy_ptds);
   }
-  case OMLC_MODE_MPS:
-    (void)dst; (void)src; (void)ByteCount;
-    return omlc_not_supported(OMLC_SYM_cuMemcpy_ptds);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemcpy_ptds(dst, src, ByteCount);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -9203,7 +9199,7 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuMemSetAccess", (omlc_fn)cuMemSetAccess, OMLC_IMPL_NONE },
   { "cuMemSetMemPool", (omlc_fn)cuMemSetMemPool, OMLC_IMPL_NONE },
   { "cuMemUnmap", (omlc_fn)cuMemUnmap, OMLC_IMPL_NONE },
-  { "cuMemcpy", (omlc_fn)cuMemcpy, OMLC_IMPL_NONE },
+  { "cuMemcpy", (omlc_fn)cuMemcpy, OMLC_IMPL_MPS },
   { "cuMemcpy2D", (omlc_fn)cuMemcpy2D, OMLC_IMPL_NONE },
   { "cuMemcpy2DAsync", (omlc_fn)cuMemcpy2DAsync, OMLC_IMPL_NONE },
   { "cuMemcpy2DAsync_v2", (omlc_fn)cuMemcpy2DAsync_v2, OMLC_IMPL_NONE },
@@ -9227,8 +9223,8 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuMemcpy3DPeer_ptds", (omlc_fn)cuMemcpy3DPeer_ptds, OMLC_IMPL_NONE },
   { "cuMemcpy3D_v2", (omlc_fn)cuMemcpy3D_v2, OMLC_IMPL_NONE },
   { "cuMemcpy3D_v2_ptds", (omlc_fn)cuMemcpy3D_v2_ptds, OMLC_IMPL_NONE },
-  { "cuMemcpyAsync", (omlc_fn)cuMemcpyAsync, OMLC_IMPL_NONE },
-  { "cuMemcpyAsync_ptsz", (omlc_fn)cuMemcpyAsync_ptsz, OMLC_IMPL_NONE },
+  { "cuMemcpyAsync", (omlc_fn)cuMemcpyAsync, OMLC_IMPL_MPS },
+  { "cuMemcpyAsync_ptsz", (omlc_fn)cuMemcpyAsync_ptsz, OMLC_IMPL_MPS },
   { "cuMemcpyAtoA", (omlc_fn)cuMemcpyAtoA, OMLC_IMPL_NONE },
   { "cuMemcpyAtoA_v2", (omlc_fn)cuMemcpyAtoA_v2, OMLC_IMPL_NONE },
   { "cuMemcpyAtoA_v2_ptds", (omlc_fn)cuMemcpyAtoA_v2_ptds, OMLC_IMPL_NONE },
@@ -9276,7 +9272,7 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuMemcpyPeerAsync", (omlc_fn)cuMemcpyPeerAsync, OMLC_IMPL_NONE },
   { "cuMemcpyPeerAsync_ptsz", (omlc_fn)cuMemcpyPeerAsync_ptsz, OMLC_IMPL_NONE },
   { "cuMemcpyPeer_ptds", (omlc_fn)cuMemcpyPeer_ptds, OMLC_IMPL_NONE },
-  { "cuMemcpy_ptds", (omlc_fn)cuMemcpy_ptds, OMLC_IMPL_NONE },
+  { "cuMemcpy_ptds", (omlc_fn)cuMemcpy_ptds, OMLC_IMPL_MPS },
   { "cuMemsetD16", (omlc_fn)cuMemsetD16, OMLC_IMPL_NONE },
   { "cuMemsetD16Async", (omlc_fn)cuMemsetD16Async, OMLC_IMPL_NONE },
   { "cuMemsetD16Async_ptsz", (omlc_fn)cuMemsetD16Async_ptsz, OMLC_IMPL_NONE },

@@ -78,6 +78,8 @@ CUresult omlc_export_table(const void **table, const CUuuid *id);
 struct omps_transport *omlc_session(void);
 /* MPS mode: the server's id of a stream handle (streams.c); the default streams are 0. */
 CUresult omlc_stream_id(CUstream s, uint32_t *id);
+/* MPS mode: whether ptr lies in one of this client's device allocations, and which (memory.c). */
+int omlc_device_pointer(CUdeviceptr_v2 ptr, CUdeviceptr_v2 *base, size_t *size);
 /* MPS mode: whether a handle is one of this library's contexts (context.c). */
 int omlc_context_valid(CUcontext ctx);
 

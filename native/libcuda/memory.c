@@ -9,7 +9,11 @@
 
 #include "openmps-transport.h"
 
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* 4 MiB a frame: a quarter of the 16 MiB frame limit (src/protocol/frame.ts MAX_PAYLOAD). */
 #define COPY_PIECE ((size_t)4 << 20)
@@ -23,18 +27,105 @@ static CUresult call(uint16_t opcode, const void *req, void *rep, omps_arena_t *
   return (CUresult)omps_transport_call(t, opcode, m->encode_request, req, m->decode_reply, rep, arena, &err);
 }
 
+/* ---- this client's allocations, to tell device pointers from host ones ---------------------------
+ * cuMemcpy and cuMemcpyAsync (what cudaMemcpy with cudaMemcpyDefault becomes) name no direction:
+ * the driver knows it from unified addressing. Here each device allocation is remembered, and
+ * its address range is reserved in this process (an inaccessible mapping at the same address), so
+ * that no host memory can later be placed there and a pointer inside it is a device pointer
+ * without doubt. Where host memory already occupies a range the server handed out, the range
+ * still counts as device memory for cuMemcpy, and that is logged. */
+typedef struct {
+  CUdeviceptr_v2 base;
+  size_t size;
+  int reserved;
+} allocation;
+static pthread_mutex_t allocations_lock = PTHREAD_MUTEX_INITIALIZER;
+static allocation *allocations; /* sorted by base */
+static size_t allocations_len, allocations_cap;
+
+/* The index of the first allocation whose base is above ptr. */
+static size_t upper(CUdeviceptr_v2 ptr) {
+  size_t lo = 0, hi = allocations_len;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (allocations[mid].base <= ptr) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+static void remember(CUdeviceptr_v2 base, size_t size) {
+  int reserved = 0;
+  void *want = (void *)(uintptr_t)base;
+  void *got = mmap(want, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+  if (got == want) reserved = 1;
+  else {
+    if (got != MAP_FAILED) munmap(got, size); /* a kernel without MAP_FIXED_NOREPLACE placed it elsewhere */
+    omlc_log("device allocation 0x%llx (%zu bytes) overlaps this process's host memory; cuMemcpy takes "
+             "pointers in it for device pointers",
+             (unsigned long long)base, size);
+  }
+  pthread_mutex_lock(&allocations_lock);
+  if (allocations_len == allocations_cap) {
+    size_t cap = allocations_cap ? allocations_cap * 2 : 64;
+    allocation *grown = realloc(allocations, cap * sizeof *grown);
+    if (grown == NULL) {
+      pthread_mutex_unlock(&allocations_lock);
+      if (reserved) munmap(want, size);
+      omlc_log("out of host memory for the allocation table; cuMemcpy will take 0x%llx for host memory",
+               (unsigned long long)base);
+      return;
+    }
+    allocations = grown;
+    allocations_cap = cap;
+  }
+  size_t i = upper(base);
+  memmove(&allocations[i + 1], &allocations[i], (allocations_len - i) * sizeof *allocations);
+  allocations[i] = (allocation){base, size, reserved};
+  allocations_len++;
+  pthread_mutex_unlock(&allocations_lock);
+}
+
+static void forget(CUdeviceptr_v2 base) {
+  pthread_mutex_lock(&allocations_lock);
+  size_t i = upper(base);
+  if (i > 0 && allocations[i - 1].base == base) {
+    allocation a = allocations[i - 1];
+    memmove(&allocations[i - 1], &allocations[i], (allocations_len - i) * sizeof *allocations);
+    allocations_len--;
+    if (a.reserved) munmap((void *)(uintptr_t)a.base, a.size);
+  }
+  pthread_mutex_unlock(&allocations_lock);
+}
+
+/* Whether ptr lies in one of this client's device allocations. */
+int omlc_device_pointer(CUdeviceptr_v2 ptr, CUdeviceptr_v2 *base, size_t *size) {
+  pthread_mutex_lock(&allocations_lock);
+  size_t i = upper(ptr);
+  int found = i > 0 && ptr - allocations[i - 1].base < allocations[i - 1].size;
+  if (found && base != NULL) *base = allocations[i - 1].base;
+  if (found && size != NULL) *size = allocations[i - 1].size;
+  pthread_mutex_unlock(&allocations_lock);
+  return found;
+}
+
 CUresult omlc_mps_cuMemAlloc_v2(CUdeviceptr_v2 *dptr, size_t bytesize) {
   if (dptr == NULL || bytesize == 0) return CUDA_ERROR_INVALID_VALUE;
   omps_mem_alloc_req_t req = {bytesize};
   omps_mem_alloc_rep_t rep = {0};
   CUresult rc = call(OMPS_OP_MEM_ALLOC, &req, &rep, NULL);
-  if (rc == CUDA_SUCCESS) *dptr = rep.ptr;
+  if (rc == CUDA_SUCCESS) {
+    remember(rep.ptr, bytesize);
+    *dptr = rep.ptr;
+  }
   return rc;
 }
 
 CUresult omlc_mps_cuMemFree_v2(CUdeviceptr_v2 dptr) {
   omps_mem_free_req_t req = {dptr};
-  return call(OMPS_OP_MEM_FREE, &req, NULL, NULL);
+  CUresult rc = call(OMPS_OP_MEM_FREE, &req, NULL, NULL);
+  if (rc == CUDA_SUCCESS) forget(dptr);
+  return rc;
 }
 
 /* Within the client's limit: the server answers with the client's share of the device. */
@@ -147,6 +238,34 @@ CUresult omlc_mps_cuMemcpyDtoDAsync_v2(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 
 CUresult omlc_mps_cuMemcpyDtoDAsync_v2_ptsz(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 srcDevice, size_t ByteCount,
                                             CUstream hStream) {
   return dtod(dstDevice, srcDevice, ByteCount, hStream);
+}
+
+/* cuMemcpy / cuMemcpyAsync: the direction from where each pointer lies. Host to host is a
+ * plain copy, ordered after the stream's earlier work as CUDA orders it. */
+static CUresult copy_any(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t n, CUstream s) {
+  if (n == 0) return CUDA_SUCCESS;
+  uint32_t stream;
+  CUresult rc = omlc_stream_id(s, &stream);
+  if (rc != CUDA_SUCCESS) return rc;
+  int dst_dev = omlc_device_pointer(dst, NULL, NULL), src_dev = omlc_device_pointer(src, NULL, NULL);
+  if (dst_dev && src_dev) return dtod(dst, src, n, s);
+  if (dst_dev) return htod(stream, dst, (const void *)(uintptr_t)src, n);
+  if (src_dev) return dtoh(stream, (void *)(uintptr_t)dst, src, n);
+  if (dst == 0 || src == 0) return CUDA_ERROR_INVALID_VALUE;
+  omps_stream_synchronize_req_t req = {stream};
+  rc = call(OMPS_OP_STREAM_SYNCHRONIZE, &req, NULL, NULL);
+  if (rc == CUDA_SUCCESS) memmove((void *)(uintptr_t)dst, (const void *)(uintptr_t)src, n);
+  return rc;
+}
+CUresult omlc_mps_cuMemcpy(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCount) { return copy_any(dst, src, ByteCount, NULL); }
+CUresult omlc_mps_cuMemcpy_ptds(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCount) {
+  return copy_any(dst, src, ByteCount, NULL);
+}
+CUresult omlc_mps_cuMemcpyAsync(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCount, CUstream hStream) {
+  return copy_any(dst, src, ByteCount, hStream);
+}
+CUresult omlc_mps_cuMemcpyAsync_ptsz(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCount, CUstream hStream) {
+  return copy_any(dst, src, ByteCount, hStream);
 }
 
 static CUresult memset_d8(CUdeviceptr_v2 dst, unsigned char uc, size_t n) {

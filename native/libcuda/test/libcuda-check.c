@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -479,6 +480,34 @@ static void memory_checks(void) {
             back[104] == 0xab && back[105] == out[105],
         "the memset wrote exactly its bytes");
   CHECK(((CUresult(*)(CUcontext))sym("cuCtxSynchronize_v2"))(NULL) == CUDA_SUCCESS, "cuCtxSynchronize_v2");
+  /* cuMemcpy finds the direction itself: host -> d, d -> d2 (at an offset), d2 -> host, host -> host. */
+  typedef CUresult (*copy_t)(CUdeviceptr, CUdeviceptr, size_t);
+  copy_t copy = (copy_t)sym("cuMemcpy");
+  CUdeviceptr d2 = 0;
+  CHECK(alloc(&d2, 8192) == CUDA_SUCCESS, "a second allocation");
+  uint8_t pattern[4096], got[4096], plain[4096];
+  for (int i = 0; i < 4096; i++) pattern[i] = (uint8_t)(255 - i % 251);
+  memset(got, 0, sizeof got);
+  CHECK(copy(d, (CUdeviceptr)(uintptr_t)pattern, sizeof pattern) == CUDA_SUCCESS, "cuMemcpy host to device");
+  CHECK(copy(d2 + 100, d, sizeof pattern) == CUDA_SUCCESS, "cuMemcpy device to device");
+  CHECK(copy((CUdeviceptr)(uintptr_t)got, d2 + 100, sizeof got) == CUDA_SUCCESS && memcmp(got, pattern, sizeof got) == 0,
+        "cuMemcpy device to host reads back the pattern");
+  CHECK(copy((CUdeviceptr)(uintptr_t)plain, (CUdeviceptr)(uintptr_t)pattern, sizeof plain) == CUDA_SUCCESS &&
+            memcmp(plain, pattern, sizeof plain) == 0,
+        "cuMemcpy host to host");
+  memset(got, 0, sizeof got);
+  typedef CUresult (*copy_async_t)(CUdeviceptr, CUdeviceptr, size_t, CUstream);
+  CHECK(((copy_async_t)sym("cuMemcpyAsync"))((CUdeviceptr)(uintptr_t)got, d2 + 100, 64, NULL) == CUDA_SUCCESS &&
+            memcmp(got, pattern, 64) == 0,
+        "cuMemcpyAsync device to host");
+  /* The device ranges are reserved in this process: host memory cannot be mapped over them. */
+  void *over = mmap((void *)(uintptr_t)d2, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+  CHECK(over == MAP_FAILED, "a device allocation's range is reserved against host mappings");
+  if (over != MAP_FAILED) munmap(over, 4096);
+  CHECK(release(d2) == CUDA_SUCCESS, "free the second allocation");
+  over = mmap((void *)(uintptr_t)d2, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+  CHECK(over == (void *)(uintptr_t)d2, "and released with it");
+  if (over != MAP_FAILED) munmap(over, 4096);
   CUresult rc = ((dtoh_t)sym("cuMemcpyDtoH_v2"))(back, d + n - 8, 64);
   printf("# read past the end: %d\n", (int)rc);
   CHECK(rc != CUDA_SUCCESS, "a copy past the allocation's end is refused by the server");
@@ -792,13 +821,13 @@ int main(int argc, char **argv) {
     host_alloc_fn alloc = (host_alloc_fn)sym("cuMemAllocHost_v2");
     CHECK(alloc(&h, 64) == CUDA_ERROR_NOT_SUPPORTED, "cuMemAllocHost_v2 (not implemented): NOT_SUPPORTED");
     CHECK(alloc(&h, 64) == CUDA_ERROR_NOT_SUPPORTED, "cuMemAllocHost_v2 again: NOT_SUPPORTED");
-    typedef CUresult (*memcpy_t)(CUdeviceptr, CUdeviceptr, size_t);
-    CHECK(((memcpy_t)sym("cuMemcpy"))(0, 0, 0) == CUDA_ERROR_NOT_SUPPORTED, "cuMemcpy: NOT_SUPPORTED");
+    typedef CUresult (*memset32_t)(CUdeviceptr, unsigned, size_t);
+    CHECK(((memset32_t)sym("cuMemsetD32_v2"))(0, 0, 0) == CUDA_ERROR_NOT_SUPPORTED, "cuMemsetD32_v2: NOT_SUPPORTED");
     CUdeviceptr p = 0;
     CHECK(((alloc_t)sym("cuMemAlloc_v2"))(&p, 64) == CUDA_ERROR_NOT_INITIALIZED,
           "cuMemAlloc_v2 before cuInit: NOT_INITIALIZED");
     CHECK(count_lines_with(argv[3], "cuMemAllocHost_v2: not implemented") == 1, "cuMemAllocHost_v2 is logged once");
-    CHECK(count_lines_with(argv[3], "cuMemcpy: not implemented") == 1, "cuMemcpy is logged once");
+    CHECK(count_lines_with(argv[3], "cuMemsetD32_v2: not implemented") == 1, "cuMemsetD32_v2 is logged once");
     CHECK(count_lines_with(argv[3], "MPS mode") == 1, "the mode is logged");
   } else if (strcmp(mode, "session") == 0) {
     session_checks();
