@@ -3,11 +3,13 @@
 // NVIDIA's own MPS (started here with private pipe and log directories, stopped at the end).
 //
 //   node dist/bench/run.js [--device cuda|sim] [--quick] [--modes openmps,bypass,nvidia-mps]
-//                          [--bench throughput,latency,copy,inference,neighbour,footprint]
+//                          [--bench throughput,latency,copy,inference,neighbour,footprint,torch]
 //                          [--n 1,2,4] [--launches 400] [--latency 5000] [--out DIR]
 //
-// Six benchmarks (bench/lib/benchmarks.ts; bench/NOTES.md has their workloads, budget and design
-// notes) in every mode: nvidia-mps only on a CUDA machine with nvidia-cuda-mps-control. Prints one
+// Seven benchmarks (bench/lib/benchmarks.ts; bench/NOTES.md has their workloads, budget and design
+// notes) in every mode: nvidia-mps only on a CUDA machine with nvidia-cuda-mps-control; torch
+// (unmodified PyTorch processes) only where python3 imports torch and sees the GPU, and otherwise
+// listed as skipped with the reason, not as failed. Prints one
 // `BENCH {json}` line per result on stdout and progress on stderr, then writes results.json (all
 // results and the stamps), results.md (a table per benchmark with ratio columns) and throughput.svg
 // to --out (default bench/results/<YYYY-MM-DD>-<gpu>, never over an existing directory). The full
@@ -23,8 +25,9 @@ import { plan } from './lib/benchmarks.js';
 import { throughputSvg } from './lib/chart.js';
 import { markdown, type Report } from './lib/report.js';
 import { hasNvidiaMps, startService, type Service } from './lib/services.js';
+import { torchSkipReason } from './lib/torch.js';
 import { commitStamp, gpuSlug, gpuStamp, type Stamp } from './lib/system.js';
-import { BENCHES, FULL_SIZES, isBench, isMode, QUICK_SIZES, type BenchName, type Failure, type Mode, type Result, type Sizes } from './lib/types.js';
+import { BENCHES, FULL_SIZES, isBench, isMode, QUICK_SIZES, type BenchName, type Failure, type Mode, type Result, type Sizes, type Skip } from './lib/types.js';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 /** The repository root (this file runs from dist/bench/). */
@@ -95,7 +98,11 @@ async function main(): Promise<void> {
     ...(device === 'cuda' && hasNvidiaMps() ? (['nvidia-mps'] as const) : []),
   ];
   if (device === 'sim' && modes.includes('nvidia-mps')) usage('nvidia-mps needs --device cuda');
-  const benches: BenchName[] = values.bench?.split(',').map((b) => (isBench(b) ? b : usage(`unknown benchmark "${b}" (${BENCHES.join(', ')})`))) ?? [...BENCHES];
+  const asked: BenchName[] = values.bench?.split(',').map((b) => (isBench(b) ? b : usage(`unknown benchmark "${b}" (${BENCHES.join(', ')})`))) ?? [...BENCHES];
+  const skipped: Skip[] = [];
+  const torchSkip = asked.includes('torch') ? torchSkipReason(device) : undefined;
+  if (torchSkip !== undefined) skipped.push({ bench: 'torch', reason: torchSkip });
+  const benches = asked.filter((b) => !skipped.some((k) => k.bench === b));
   const base = values.quick ? QUICK_SIZES : FULL_SIZES;
   const launches = positive(values.launches, 'launches');
   const latencyIterations = positive(values.latency, 'latency');
@@ -108,7 +115,7 @@ async function main(): Promise<void> {
   const label = device === 'sim' ? SIM_LABEL : undefined;
   const stamp: Stamp = { ...gpuStamp(device), node: process.version, commit: commitStamp(ROOT), date: new Date().toISOString() };
   const outDir = values.out ?? defaultOut(stamp, device);
-  const maxClients = Math.max(...sizes.throughputN, ...sizes.inferenceN, ...sizes.footprintN);
+  const maxClients = Math.max(...sizes.throughputN, ...sizes.inferenceN, ...sizes.footprintN, ...sizes.torchN);
 
   const results: Result[] = [];
   const failures: Failure[] = [];
@@ -118,9 +125,9 @@ async function main(): Promise<void> {
     process.stdout.write(`BENCH ${JSON.stringify(r)}\n`);
   };
   const write = (): Report => {
-    const report: Report = { stamp, label, quick: values.quick, sizes, modes, benches, results, failures, timings, seconds: (performance.now() - started) / 1000 };
+    const report: Report = { stamp, label, quick: values.quick, sizes, modes, benches, results, failures, skipped, timings, seconds: (performance.now() - started) / 1000 };
     mkdirSync(outDir, { recursive: true });
-    writeFileSync(join(outDir, 'results.json'), `${JSON.stringify({ ...stamp, device, label: label ?? null, quick: values.quick, seconds: report.seconds, modes, sizes, timings, results, failures }, null, 2)}\n`);
+    writeFileSync(join(outDir, 'results.json'), `${JSON.stringify({ ...stamp, device, label: label ?? null, quick: values.quick, seconds: report.seconds, modes, sizes, timings, results, failures, skipped }, null, 2)}\n`);
     writeFileSync(join(outDir, 'results.md'), markdown(report));
     const subtitle = label ?? `driver ${stamp.driver}, CUDA ${stamp.cuda}, Node.js ${stamp.node}, commit ${stamp.commit}, ${stamp.date.slice(0, 10)}`;
     writeFileSync(join(outDir, 'throughput.svg'), throughputSvg(results, modes, `Throughput: ${stamp.gpu}, ${sizes.launches} spin launches per process`, subtitle, label !== undefined));
@@ -156,9 +163,12 @@ async function main(): Promise<void> {
   }));
   const total = stepsByMode.reduce((s, m) => s + m.steps.length, 0);
   progress(`${stamp.gpu}; modes ${modes.join(', ')}; ${total} steps${values.quick ? ' (--quick)' : ''}; results to ${outDir}`);
+  for (const k of skipped) progress(`${k.bench}: skipped: ${k.reason}`);
   let done = 0;
   try {
     for (const { mode, steps } of stepsByMode) {
+      // Nothing to run in this mode (every benchmark asked for was skipped): no service either.
+      if (steps.length === 0) continue;
       try {
         service = startService(mode, device, root, maxClients);
       } catch (err) {
@@ -197,7 +207,7 @@ async function main(): Promise<void> {
   const report = write();
   process.stdout.write(`\n${markdown(report)}`);
   const seconds = report.seconds;
-  progress(`done in ${seconds.toFixed(1)} s${values.quick ? '' : ` (budget ${FULL_RUN_BUDGET_S} s${seconds > FULL_RUN_BUDGET_S ? ': OVER' : ''})`}; ${results.length} results, ${failures.length} failures; written to ${outDir}`);
+  progress(`done in ${seconds.toFixed(1)} s${values.quick ? '' : ` (budget ${FULL_RUN_BUDGET_S} s${seconds > FULL_RUN_BUDGET_S ? ': OVER' : ''})`}; ${results.length} results, ${failures.length} failures, ${skipped.length} skipped; written to ${outDir}`);
   if (failures.length > 0) process.exitCode = 1;
 }
 

@@ -1,11 +1,12 @@
-// The six benchmarks, each a list of steps (one per N or case) that the runner executes in order
+// The seven benchmarks, each a list of steps (one per N or case) that the runner executes in order
 // and reports progress on; a step that fails is recorded and the run goes on. Every step spawns
 // fresh client processes (bench/clients/bench-client.ts), releases them together, and turns their
 // reports into results. Workloads are those of /work/shared/reference/anchors.md.
-import { BenchProcess, ClientError, num, nums, runTogether, startClients, stopAll, type Report } from './client-process.js';
+import { BenchProcess, ClientError, num, nums, runTogether, startClients, stopAll, type ClientProgram, type Report } from './client-process.js';
 import type { Service } from './services.js';
 import { mean, quantile } from './stats.js';
 import { gpuMemoryByPid, rssMiB } from './system.js';
+import { torchEnv, torchProgram } from './torch.js';
 import type { BenchName, Mode, Result, Sizes } from './types.js';
 
 const MIB = 1024 * 1024;
@@ -32,8 +33,8 @@ export interface Step {
 }
 
 /** Starts `n` clients, runs `body`, and always stops them (a failed step leaves no process behind). */
-async function withClients<T>(n: number, args: readonly string[], env: NodeJS.ProcessEnv, body: (procs: BenchProcess[], ready: Report[]) => Promise<T>): Promise<T> {
-  const { procs, ready } = await startClients(n, args, env);
+async function withClients<T>(n: number, args: readonly string[], env: NodeJS.ProcessEnv, body: (procs: BenchProcess[], ready: Report[]) => Promise<T>, program?: ClientProgram): Promise<T> {
+  const { procs, ready } = await startClients(n, args, env, program);
   try {
     return await body(procs, ready);
   } finally {
@@ -245,6 +246,57 @@ function footprintSteps(b: BenchEnv): Step[] {
   }));
 }
 
+function torchSteps(b: BenchEnv): Step[] {
+  const { torchRequests: requests, hidden } = b.sizes;
+  // Once a step failed in this mode (the library may not run PyTorch yet), the larger N would fail
+  // the same way after as long a wait: they are listed as failures at once, naming the first.
+  let failed: string | undefined;
+  return b.sizes.torchN.map((n) => ({
+    bench: 'torch',
+    n,
+    label: `PyTorch MLP inference, ${n} process${n === 1 ? '' : 'es'}`,
+    run: async () => {
+      if (failed !== undefined) throw new Error(`not run: ${failed}`);
+      try {
+        await torchStep(b, n, requests, hidden);
+      } catch (err) {
+        failed = `N = ${n} failed in this mode: ${err instanceof Error ? err.message : String(err)}`;
+        throw err;
+      }
+    },
+  }));
+}
+
+function torchStep(b: BenchEnv, n: number, requests: number, hidden: number): Promise<void> {
+  return withClients(n, ['--requests', String(requests), '--hidden', String(hidden)], torchEnv(b.mode, b.service().env), async (procs, ready) => {
+    // From each process's spawn to its first result on the host: Python, torch's import, the
+    // CUDA context (or the openmps session), the model's upload and one forward pass.
+    const firsts = ready.map((r, i) => num(r, 'firstResultAt') - (procs[i]?.startedAt ?? NaN));
+    const done = await runTogether(procs);
+    const samples = done.flatMap((r) => nums(r, 'samples'));
+    const total = done.reduce((s, r) => s + num(r, 'requests'), 0);
+    b.emit({
+      bench: 'torch',
+      mode: b.mode,
+      n,
+      value: total / spanSeconds(done),
+      p50: quantile(samples, 0.5),
+      p99: quantile(samples, 0.99),
+      unit: 'requests/s',
+      detail: { requestsPerClient: requests, hidden },
+    });
+    b.emit({
+      bench: 'torch',
+      mode: b.mode,
+      n,
+      variant: 'first-result',
+      value: quantile(firsts, 0.5),
+      unit: 'ms',
+      detail: { min: Math.min(...firsts), max: Math.max(...firsts) },
+    });
+  }, torchProgram());
+}
+
 /**
  * The steps of one mode, in run order. Footprint goes first, while the service's server is fresh,
  * so its memory is that of the connected clients and not of earlier benchmarks' leftovers.
@@ -257,7 +309,8 @@ export function plan(b: BenchEnv, benches: readonly BenchName[]): Step[] {
     copy: () => [copyStep(b)],
     inference: () => inferenceSteps(b),
     neighbour: () => neighbourSteps(b),
+    torch: () => torchSteps(b),
   };
-  const order: readonly BenchName[] = ['footprint', 'throughput', 'latency', 'copy', 'inference', 'neighbour'];
+  const order: readonly BenchName[] = ['footprint', 'throughput', 'latency', 'copy', 'inference', 'neighbour', 'torch'];
   return order.filter((name) => benches.includes(name)).flatMap((name) => by[name]());
 }

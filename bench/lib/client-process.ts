@@ -55,15 +55,23 @@ interface Waiter {
   readonly reject: (e: Error) => void;
 }
 
+/** What a client process runs: bench-client.js on this Node.js, unless a step says otherwise (torch). */
+export type ClientProgram = readonly [command: string, ...args: string[]];
+
+const NODE_CLIENT: ClientProgram = [process.execPath, CLIENT];
+
 export class BenchProcess {
   readonly #child: ChildProcessWithoutNullStreams;
+  /** Wall-clock ms just before the spawn: where a client's "time to first result" starts. */
+  readonly startedAt = Date.now();
   readonly #reports: Report[] = [];
   #waiters: Waiter[] = [];
   #failure: ClientError | undefined;
   readonly #exited: Promise<void>;
 
-  constructor(args: readonly string[], env: NodeJS.ProcessEnv) {
-    this.#child = spawn(process.execPath, [CLIENT, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  constructor(args: readonly string[], env: NodeJS.ProcessEnv, program: ClientProgram = NODE_CLIENT) {
+    const [command, ...before] = program;
+    this.#child = spawn(command, [...before, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
     // Client diagnostics pass through to the runner's stderr, where progress goes.
     // Forwarded by hand: pipe() would add listeners to process.stderr per client (64 at once).
     this.#child.stderr.on('data', (chunk: Buffer) => {
@@ -150,8 +158,8 @@ export class BenchProcess {
 }
 
 /** Spawns `n` clients and waits until all are ready; on any failure kills them all and throws. */
-export async function startClients(n: number, args: readonly string[], env: NodeJS.ProcessEnv): Promise<{ procs: BenchProcess[]; ready: Report[] }> {
-  const procs = Array.from({ length: n }, () => new BenchProcess(args, env));
+export async function startClients(n: number, args: readonly string[], env: NodeJS.ProcessEnv, program?: ClientProgram): Promise<{ procs: BenchProcess[]; ready: Report[] }> {
+  const procs = Array.from({ length: n }, () => new BenchProcess(args, env, program));
   try {
     return { procs, ready: await Promise.all(procs.map((p) => p.waitFor('ready'))) };
   } catch (err) {

@@ -2,7 +2,7 @@
 // over bypass's and over NVIDIA MPS's), so the comparison the issue asks for reads off each row.
 // A figure that was not measured (a mode not run, a case not applicable) shows as '-'.
 import type { Stamp } from './system.js';
-import type { BenchName, Failure, Mode, Result, Sizes } from './types.js';
+import type { BenchName, Failure, Mode, Result, Sizes, Skip } from './types.js';
 
 export interface Report {
   readonly stamp: Stamp;
@@ -14,6 +14,8 @@ export interface Report {
   readonly benches: readonly BenchName[];
   readonly results: readonly Result[];
   readonly failures: readonly Failure[];
+  /** Benchmarks not run on this machine at all, and why. */
+  readonly skipped: readonly Skip[];
   /** Seconds each benchmark took, per mode. */
   readonly timings: Readonly<Partial<Record<BenchName, Partial<Record<Mode, number>>>>>;
   readonly seconds: number;
@@ -147,6 +149,21 @@ export function markdown(report: Report): string {
     }
     for (const [source, where] of sources) notes.push(`- Device memory from ${source}: ${where.join(', ')}.`);
     if (notes.length > 0) out.push('', ...notes);
+  }
+  if (has('torch')) {
+    out.push('', '## 7. PyTorch inference (unmodified processes)', '');
+    out.push(`N Python processes (bench/clients/torch-mlp.py), each ${sizes.torchRequests} requests of a 3-layer MLP (\`torch.nn.Linear\` ${sizes.hidden} x ${sizes.hidden}, ReLU between; batch 1, inference mode): the 1x${sizes.hidden} input to the GPU, the forward pass, the output back to the host. openmps: the same script made an openmps client by openmps's libcuda.so.1 first on LD_LIBRARY_PATH (as \`openmps exec\` runs it); bypass and nvidia-mps: the real driver. First result: from the process's spawn to its first output on the host (Python, \`import torch\`, the context or session, the model's upload, one pass), median over the N processes, in milliseconds.`, '');
+    // The requests/s result of N is the one without a variant (first-result is the other).
+    const requests = (m: Mode, n: number): Result | undefined => results.find((r) => r.bench === 'torch' && r.mode === m && r.n === n && r.variant === undefined);
+    out.push(table('N: requests/s', sizes.torchN.map((n) => ({ label: String(n), pick: (m) => requests(m, n)?.value })), modes, 0));
+    out.push('');
+    out.push(table('N: p99 per request (us)', sizes.torchN.map((n) => ({ label: String(n), pick: (m) => requests(m, n)?.p99 })), modes, 1));
+    out.push('');
+    out.push(table('N: first result (ms)', sizes.torchN.map((n) => ({ label: String(n), pick: (m) => get('torch', m, n, 'first-result')?.value })), modes, 0));
+  }
+  if (report.skipped.length > 0) {
+    out.push('', '## Skipped', '');
+    for (const k of report.skipped) out.push(`- ${k.bench}: ${k.reason}`);
   }
   if (report.failures.length > 0) {
     out.push('', '## Failures', '');

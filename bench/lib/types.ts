@@ -1,4 +1,4 @@
-// The shapes the benchmark runner passes around: the three modes, the six benchmarks, one result
+// The shapes the benchmark runner passes around: the three modes, the seven benchmarks, one result
 // (what a `BENCH {json}` line carries), and the sizes of a run (full, or --quick for CI).
 
 /** openmps: through an openmps daemon; bypass: no daemon, the GPU time-slices the processes'
@@ -6,7 +6,7 @@
 export const MODES = ['openmps', 'bypass', 'nvidia-mps'] as const;
 export type Mode = (typeof MODES)[number];
 
-export const BENCHES = ['throughput', 'latency', 'copy', 'inference', 'neighbour', 'footprint'] as const;
+export const BENCHES = ['throughput', 'latency', 'copy', 'inference', 'neighbour', 'footprint', 'torch'] as const;
 export type BenchName = (typeof BENCHES)[number];
 
 export function isMode(s: string): s is Mode {
@@ -33,6 +33,12 @@ export interface Result {
   readonly detail?: Readonly<Record<string, number | string>>;
 }
 
+/** A benchmark not run at all on this machine (torch without PyTorch or a GPU): why. */
+export interface Skip {
+  readonly bench: BenchName;
+  readonly reason: string;
+}
+
 /** A benchmark that could not be measured in one mode: why, so the run goes on and says so. */
 export interface Failure {
   readonly bench: BenchName;
@@ -56,6 +62,9 @@ export interface Sizes {
   readonly periods: number;
   readonly footprintN: readonly number[];
   readonly footprintBytes: number;
+  /** torch: PyTorch processes at once, and requests of each (bench/clients/torch-mlp.py). */
+  readonly torchN: readonly number[];
+  readonly torchRequests: number;
 }
 
 const MIB = 1024 * 1024;
@@ -78,6 +87,8 @@ export const FULL_SIZES: Sizes = {
   periods: 1000,
   footprintN: [1, 16, 64],
   footprintBytes: MIB,
+  torchN: [1, 4, 16],
+  torchRequests: 500,
 };
 
 /** --quick: every benchmark and mode exercised at tiny sizes (CI on the software GPU, seconds). */
@@ -94,4 +105,6 @@ export const QUICK_SIZES: Sizes = {
   periods: 50,
   footprintN: [1, 4],
   footprintBytes: MIB,
+  torchN: [1, 2],
+  torchRequests: 20,
 };

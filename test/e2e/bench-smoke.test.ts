@@ -35,15 +35,17 @@ test('bench --device sim --quick runs every benchmark in both modes and writes r
 
   const json: unknown = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8'));
   assert.ok(typeof json === 'object' && json !== null);
-  const doc = json as { label?: unknown; node?: unknown; commit?: unknown; gpu?: unknown; results?: unknown; failures?: unknown };
+  const doc = json as { label?: unknown; node?: unknown; commit?: unknown; gpu?: unknown; results?: unknown; failures?: unknown; skipped?: unknown };
   assert.equal(doc.label, 'software GPU: figures mean nothing');
   assert.equal(doc.node, process.version);
   assert.equal(typeof doc.commit, 'string');
   assert.equal(typeof doc.gpu, 'string');
   assert.deepEqual(doc.failures, []);
+  // PyTorch needs a GPU: on the software GPU torch is skipped with the reason, never failed.
+  assert.deepEqual(doc.skipped, [{ bench: 'torch', reason: 'needs --device cuda (PyTorch runs on a GPU; this run is --device sim)' }]);
   assert.ok(Array.isArray(doc.results));
   const results = doc.results as { bench?: unknown; mode?: unknown; variant?: unknown; value?: unknown }[];
-  for (const bench of BENCHES) {
+  for (const bench of BENCHES.filter((b) => b !== 'torch')) {
     for (const mode of ['openmps', 'bypass']) {
       assert.ok(
         results.some((r) => r.bench === bench && r.mode === mode && typeof r.value === 'number'),
@@ -64,6 +66,8 @@ test('bench --device sim --quick runs every benchmark in both modes and writes r
   assert.match(md, /figures mean nothing/);
   for (const heading of ['Throughput', 'Latency', 'Copies', 'Small inference', 'heavy neighbour', 'Footprint']) assert.match(md, new RegExp(`## \\d\\. .*${heading}`));
   assert.match(md, /\| openmps \/ bypass \| openmps \/ nvidia-mps \|/);
+  assert.match(md, /^## Skipped\n\n- torch: needs --device cuda/m);
+  assert.doesNotMatch(md, /PyTorch inference/, 'no table for a benchmark that did not run');
   for (const row of ['host -> device, pageable', 'device -> host, pageable', 'host -> device, pinned', 'device -> host, pinned']) {
     assert.match(md, new RegExp(`^\\| ${row} \\(GB/s\\) \\| [0-9.,]+ \\| [0-9.,]+ \\| -?[0-9.x]+ \\|`, 'm'), `results.md has the ${row} row with its ratio`);
   }
@@ -71,4 +75,24 @@ test('bench --device sim --quick runs every benchmark in both modes and writes r
   const svg = readFileSync(join(out, 'throughput.svg'), 'utf8');
   assert.match(svg, /<svg[\s>]/);
   assert.match(svg, /<path d="M/, 'a line per mode');
+});
+
+test('bench --bench torch where python3 cannot import torch: skipped with the reason, no service started, exit 0', { timeout: 60_000 }, async (t) => {
+  const out = mkdtempSync(join(tmpdir(), 'openmps-bench-torch-'));
+  t.after(() => {
+    rmSync(out, { recursive: true, force: true });
+  });
+  // /bin/false stands for a python3 without torch on any machine, the GPU machine's included.
+  const child = spawn(process.execPath, [RUN, '--device', 'cuda', '--modes', 'openmps,bypass', '--bench', 'torch', '--out', out], { env: { ...process.env, OPENMPS_BENCH_PYTHON: '/bin/false' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+  const [code] = (await once(child, 'close')) as [number | null];
+  assert.equal(code, 0, stderr);
+  assert.match(stderr, /torch: skipped: \/bin\/false cannot import torch/);
+  assert.doesNotMatch(stderr, /cannot start/, 'no daemon was started for nothing to run');
+  const doc = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as { results?: unknown; failures?: unknown; skipped?: { bench?: unknown; reason?: unknown }[] };
+  assert.deepEqual(doc.results, []);
+  assert.deepEqual(doc.failures, []);
+  assert.equal(doc.skipped?.[0]?.bench, 'torch');
+  assert.match(readFileSync(join(out, 'results.md'), 'utf8'), /^- torch: \/bin\/false cannot import torch: exit 1$/m);
 });
