@@ -46,7 +46,7 @@ Environment: OPENMPS_PIPE_DIRECTORY (default /tmp/openmps), OPENMPS_LOG_DIRECTOR
 OPENMPS_ACTIVE_THREAD_PERCENTAGE (above 0, at most 100), OPENMPS_CLIENT_PRIORITY (0 or 1),
 OPENMPS_MAX_CLIENTS_PER_DEVICE (1 to 65535, default 60); for the sockets: OPENMPS_FRAME_DEADLINE_MS
 (default 10000), OPENMPS_MAX_CONNECTIONS (default 1024 or half the fd limit),
-OPENMPS_MAX_CONNECTIONS_PER_UID (default 128). CUDA_VISIBLE_DEVICES passes to the servers.
+OPENMPS_MAX_CONNECTIONS_PER_UID (default 256). CUDA_VISIBLE_DEVICES passes to the servers.
 Commands: get_server_list, get_server_status, start_server, shutdown_server, get_client_list,
 get_device_client_list, ps, device_query, terminate_client, get/set_default_active_thread_percentage,
 get/set_active_thread_percentage, get/set_default_device_pinned_mem_limit,

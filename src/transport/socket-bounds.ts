@@ -19,8 +19,13 @@ export const MAX_COMMAND_BYTES = 4096;
 /** How long an incomplete frame (header or body) may take to complete (OPENMPS_FRAME_DEADLINE_MS). */
 export const DEFAULT_FRAME_DEADLINE_MS = 10_000;
 
-/** Connections one UID may hold open on the control socket at once (OPENMPS_MAX_CONNECTIONS_PER_UID). */
-export const DEFAULT_CONNECTIONS_PER_UID = 128;
+/**
+ * Connections one UID may hold open on the control socket at once (OPENMPS_MAX_CONNECTIONS_PER_UID).
+ * A client holds its connection until CONTROL_CONNECT is answered, which waits while its server
+ * starts: four devices' worth of clients (60 each) starting together fit. 256 x 64 KiB: at most
+ * 16 MiB of incomplete frames per UID.
+ */
+export const DEFAULT_CONNECTIONS_PER_UID = 256;
 
 /** The most connections a socket takes at once, when the fd limit allows (OPENMPS_MAX_CONNECTIONS). */
 export const DEFAULT_MAX_CONNECTIONS = 1024;
