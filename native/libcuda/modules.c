@@ -72,6 +72,13 @@ static uint64_t le64(const uint8_t *p) { return (uint64_t)le32(p) | (uint64_t)le
 static CUresult image_of(const void *image, const char **kind, const uint8_t **data, size_t *len) {
   if (image == NULL) return CUDA_ERROR_INVALID_VALUE;
   const uint8_t *p = image;
+  /* Text shorter than a magic word is PTX (or nothing); no header is read past its NUL. */
+  if (strnlen((const char *)p, 4) < 4) {
+    *kind = "ptx";
+    *data = p;
+    *len = strlen((const char *)p);
+    return CUDA_SUCCESS;
+  }
   if (le32(p) == FATBINC_MAGIC) {
     const void *inner;
     memcpy(&inner, p + 8, sizeof inner);

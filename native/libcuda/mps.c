@@ -26,6 +26,19 @@ static omps_transport_t *session;
 static int session_tried;
 static CUresult session_result = CUDA_ERROR_NOT_INITIALIZED;
 
+/* A child made by fork() has the parent's session but not its reader thread: a call would wait
+ * forever for a reply nobody reads. So the child starts without a session (calls answer
+ * CUDA_ERROR_NOT_INITIALIZED until it calls cuInit, which opens its own), and leaves the
+ * parent's socket alone. */
+static void forked_child(void) {
+  pthread_mutex_init(&session_lock, NULL);
+  session = NULL;
+  session_tried = 0;
+  session_result = CUDA_ERROR_NOT_INITIALIZED;
+}
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static void register_atfork(void) { pthread_atfork(NULL, NULL, forked_child); }
+
 /* cuInit: CONTROL_CONNECT to the daemon, then SESSION_OPEN with the server it names, with the
  * OPENMPS_ settings of the environment (OPENMPS_ACTIVE_THREAD_PERCENTAGE and the rest, as
  * connect() reads them). The first answer stays: a later cuInit returns it again without a
@@ -33,6 +46,7 @@ static CUresult session_result = CUDA_ERROR_NOT_INITIALIZED;
  * the server frees what it had, as for any client that leaves. */
 CUresult omlc_mps_cuInit(unsigned int Flags) {
   if (Flags != 0) return CUDA_ERROR_INVALID_VALUE;
+  pthread_once(&atfork_once, register_atfork);
   pthread_mutex_lock(&session_lock);
   if (!session_tried) {
     session_tried = 1;

@@ -28,6 +28,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static int failures;
@@ -719,6 +720,27 @@ static void launch_checks(const char *ptx_path, const char *fatbin_path) {
   free(fatbin);
 }
 
+/* A child made by fork() does not wait on the parent's session: its calls fail at once until it
+ * calls cuInit, which opens a session of its own. */
+static void fork_checks(void) {
+  typedef CUresult (*alloc_t)(CUdeviceptr *, size_t);
+  fflush(stdout);
+  pid_t child = fork();
+  if (child == 0) {
+    CUdeviceptr p = 0;
+    int ok = ((alloc_t)sym("cuMemAlloc_v2"))(&p, 64) == CUDA_ERROR_NOT_INITIALIZED;
+    ok = ok && ((CUresult(*)(unsigned))sym("cuInit"))(0) == CUDA_SUCCESS;
+    ok = ok && ((alloc_t)sym("cuMemAlloc_v2"))(&p, 64) == CUDA_SUCCESS && p != 0;
+    _exit(ok ? 0 : 1);
+  }
+  int status = -1;
+  CHECK(child > 0 && waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+        "a forked child fails fast without a session, then opens its own with cuInit");
+  CUdeviceptr p = 0;
+  CHECK(((alloc_t)sym("cuMemAlloc_v2"))(&p, 64) == CUDA_SUCCESS && ((CUresult(*)(CUdeviceptr))sym("cuMemFree_v2"))(p) == CUDA_SUCCESS,
+        "the parent's session still works after the fork");
+}
+
 static void session_checks(void) {
   typedef CUresult (*init_t)(unsigned);
   typedef CUresult (*count_t)(int *);
@@ -769,6 +791,7 @@ static void session_checks(void) {
   context_checks();
   memory_checks();
   stream_checks();
+  fork_checks();
 }
 
 int main(int argc, char **argv) {
