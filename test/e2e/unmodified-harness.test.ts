@@ -24,6 +24,7 @@ import {
   nvccArgs,
   PROGRAMS,
   PROGRAMS_DIR,
+  psRow,
   python,
   runPlain,
   runThroughOpenmps,
@@ -80,7 +81,7 @@ test('copyOutput picks one copy of `openmps run` by its prefix', () => {
   assert.equal(copyOutput('[0] a 1\n[1] b 2\n[10] c\n', 1), 'b 2');
 });
 
-test('the fake program alone and through openmps exec: equal output; held, the state lists it with its memory and kernels', { timeout: 120_000 }, async (t) => {
+test('the fake program alone and through openmps exec: equal output; held, ps and the state list it with its memory, kernels and GPU time', { timeout: 120_000 }, async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'openmps-unmodified-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
   const fake: Built = { name: 'fake', command: process.execPath, args: [FAKE], env: {} };
@@ -96,12 +97,15 @@ test('the fake program alone and through openmps exec: equal output; held, the s
   let client: ReturnType<typeof stateClients>[number] | undefined;
   await waitUntil(async () => {
     client = stateClients((await daemon.command('state')).stdout).find((c) => c.pid === pid);
-    return client !== undefined && client.kernels >= 1;
-  }, `client ${pid} in the state with its kernel`, 20_000, 50);
+    return client !== undefined && client.kernels >= 1 && client.gpuTimeMs > 0;
+  }, `client ${pid} in the state with its kernel and its GPU time`, 20_000, 50);
   assert.ok(client);
   assert.match(client.command, /unmodified-fake\.js/);
   assert.ok(client.memoryInUse >= 2 * 4 * 4096, `memory in use ${client.memoryInUse}`);
-  assert.ok(client.gpuTimeMs >= 0);
+  assert.ok(client.gpuTimeMs > 0, `GPU time ${client.gpuTimeMs} ms`);
+  const ps = (await daemon.command('ps')).stdout;
+  assert.match(psRow(ps, pid) ?? '', /unmodified-fake\.js/, ps);
+  assert.equal(psRow(ps, 999_999_999), undefined);
   writeFileSync(release, '');
   const through = await run.done;
   assert.equal(through.code, 0, through.stderr);

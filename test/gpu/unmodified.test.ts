@@ -29,6 +29,7 @@ import {
   EXACT,
   program,
   PROGRAMS,
+  psRow,
   runPlain,
   runThroughOpenmps,
   stateClients,
@@ -72,7 +73,10 @@ function cudaDaemon(t: TestContext): Promise<DaemonHandle> {
   return startDaemon(t, { env: { OPENMPS_DEVICE: 'cuda' } });
 }
 
-/** Waits until the daemon's state lists `pid` with memory and GPU time, and returns that entry. */
+/**
+ * Waits until the daemon's state lists `pid` with memory and GPU time, checks that `ps` has its
+ * row, and returns the state's entry.
+ */
 async function listed(daemon: DaemonHandle, pid: number): Promise<StateClient> {
   let client: StateClient | undefined;
   await waitUntil(async () => {
@@ -80,6 +84,8 @@ async function listed(daemon: DaemonHandle, pid: number): Promise<StateClient> {
     return client !== undefined && client.memoryInUse > 0 && client.gpuTimeMs > 0;
   }, `client ${pid} in the state with memory and GPU time`, 30_000, 100);
   assert.ok(client);
+  const ps = (await daemon.command('ps')).stdout;
+  assert.ok(psRow(ps, pid) !== undefined, `ps lists ${pid}:\n${ps}`);
   return client;
 }
 

@@ -128,7 +128,10 @@ export async function findCublas(): Promise<Cublas | string> {
     // No python3 or no nvidia wheels: the toolkit's directories alone.
   }
   for (const root of roots) {
-    const libs = filesUnder(root, 3, (n) => /^libcublas\.so(\.\d+)*$/.test(n)).sort((a, b) => b.length - a.length);
+    // The newest major version first (a CUDA 12 wheel may sit beside the CUDA 13 one), then the
+    // longest name: the file the links point to.
+    const major = (path: string): number => Number(/\.so\.(\d+)/.exec(path)?.[1] ?? 0);
+    const libs = filesUnder(root, 3, (n) => /^libcublas\.so(\.\d+)*$/.test(n)).sort((a, b) => major(b) - major(a) || b.length - a.length);
     const library = libs.find((l) => statSync(l).isFile());
     if (library === undefined) continue;
     const libDir = library.slice(0, library.lastIndexOf('/'));
@@ -349,6 +352,11 @@ export function describeRun(r: ProgramRun): string {
     `stdout:\n    ${tail(r.stdout)}`,
     `stderr:\n    ${tail(r.stderr)}`,
   ].join('\n  ');
+}
+
+/** The row of `ps` (docs/commands.md) whose PID column is `pid`, or undefined. */
+export function psRow(psText: string, pid: number): string | undefined {
+  return psText.split('\n').find((l) => l.split(/\s+/)[0] === String(pid));
 }
 
 /** One client of the daemon's `state` (src/telemetry/state.ts), the fields the tests read. */
