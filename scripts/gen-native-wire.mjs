@@ -194,15 +194,21 @@ function frameOffsets() {
 }
 
 const ringSource = readFileSync(join(root, 'src', 'transport', 'command-ring.ts'), 'utf8');
-/** Top-level `const NAME = <integer expression>;` of command-ring.ts, exported or not, evaluated. */
-function ringConstants() {
+/** Top-level `const NAME = <integer expression>;` of a source file, exported or not, evaluated. */
+function constantsOf(text) {
   const values = new Map();
-  for (const m of ringSource.matchAll(/^(?:export )?const ([A-Z][A-Z0-9_]*) = ([^;\n]+);/gm)) {
+  for (const m of text.matchAll(/^(?:export )?const ([A-Z][A-Z0-9_]*) = ([^;\n]+);/gm)) {
     let expr = m[2].replace(/\/\/.*$/, '').trim();
     expr = expr.replace(/[A-Z][A-Z0-9_]*/g, (id) => (values.has(id) ? String(values.get(id)) : id));
     if (!/^[0-9x+\-*/() ]+$/.test(expr)) continue;
     values.set(m[1], Number(new Function(`return (${expr});`)()));
   }
+  return values;
+}
+
+/** command-ring.ts's constants, checked against what its module exports. */
+function ringConstants() {
+  const values = constantsOf(ringSource);
   for (const [k, v] of Object.entries(ring)) {
     if (typeof v !== 'number') continue;
     if (values.has(k) && values.get(k) !== v) throw new Error(`${k}: source says ${values.get(k)}, module ${v}`);
@@ -248,7 +254,16 @@ header.push(`#define OMPS_FLAG_NO_REPLY ${hex(frame.FLAG_NO_REPLY)}u`);
 header.push(`#define OMPS_FLAG_NOTICE ${hex(frame.FLAG_NOTICE)}u`);
 header.push(`#define OMPS_KNOWN_FLAGS ${hex(frame.KNOWN_FLAGS)}u`);
 header.push('/* Field codec (src/protocol/codec.ts). */');
-header.push(`#define OMPS_MAX_FIELD_LENGTH ${codec.MAX_FIELD_LENGTH}u`, '');
+header.push(`#define OMPS_MAX_FIELD_LENGTH ${codec.MAX_FIELD_LENGTH}u`);
+// Read from the source: the compiled module loads the koffi bindings, which this script need not.
+const bounds = constantsOf(readFileSync(join(root, 'src', 'transport', 'socket-bounds.ts'), 'utf8'));
+header.push('/* Bounds of the daemon and servers (src/transport/socket-bounds.ts): the largest payload they take');
+header.push(' * before SESSION_OPEN, and the length a client clips its command line to. */');
+for (const k of ['CONTROL_MAX_PAYLOAD', 'MAX_COMMAND_BYTES']) {
+  if (!bounds.has(k)) throw new Error(`socket-bounds.ts has no constant ${k}`);
+  header.push(`#define OMPS_${k} ${bounds.get(k)}u`);
+}
+header.push('');
 
 header.push('/* Opcodes (src/protocol/messages.ts). */');
 const entries = Object.entries(messages.MESSAGES);

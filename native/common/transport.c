@@ -183,6 +183,7 @@ static void command_line(char *out, size_t cap) {
     size_t len = c < 0x80 ? 1 : (c >= 0xc2 && c <= 0xdf) ? 2 : (c >= 0xe0 && c <= 0xef) ? 3 : (c >= 0xf0 && c <= 0xf4) ? 4 : 0;
     const uint8_t *src = &c;
     static const uint8_t replacement[3] = {0xef, 0xbf, 0xbd};
+    if (len > 1 && i + len > n && n == sizeof(raw)) break; /* a character the clip cut: dropped */
     if (len > 1 && i + len <= n && omps_utf8_valid(raw + i, len)) {
       src = raw + i;
     } else if (len != 1) {

@@ -44,9 +44,8 @@ extern "C" {
 
 /* The pipe directory when OPENMPS_PIPE_DIRECTORY is unset (src/client/connect.ts). */
 #define OMPS_DEFAULT_PIPE_DIRECTORY "/tmp/openmps"
-/* The command line sent in CONTROL_CONNECT and SESSION_OPEN is clipped to this many bytes
- * (MAX_COMMAND_BYTES of src/transport/socket-bounds.ts: the daemon's frame limit allows it). */
-#define OMPS_MAX_COMMAND_BYTES 4096u
+/* The command line sent in CONTROL_CONNECT and SESSION_OPEN is clipped to OMPS_MAX_COMMAND_BYTES
+ * (openmps-wire.h, from src/transport/socket-bounds.ts), so the handshake fits the daemon's limit. */
 
 typedef struct omps_error {
   uint32_t code;

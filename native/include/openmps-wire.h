@@ -26,6 +26,10 @@ extern "C" {
 #define OMPS_KNOWN_FLAGS 0x0007u
 /* Field codec (src/protocol/codec.ts). */
 #define OMPS_MAX_FIELD_LENGTH 67108864u
+/* Bounds of the daemon and servers (src/transport/socket-bounds.ts): the largest payload they take
+ * before SESSION_OPEN, and the length a client clips its command line to. */
+#define OMPS_CONTROL_MAX_PAYLOAD 65536u
+#define OMPS_MAX_COMMAND_BYTES 4096u
 
 /* Opcodes (src/protocol/messages.ts). */
 #define OMPS_OP_CONTROL_COMMAND 0x0001

@@ -62,6 +62,15 @@ test('a C client opens a session on the software GPU, copies both ways from 8 th
   assert.ok(sent >= 1 + 4 + 4 + 1 + 8 * 25 * 4, `requests sent ${sent}`);
 });
 
+test('a command line far past the daemon\'s frame limit is clipped, so the handshake goes through', BOUNDED, async (t) => {
+  // 80,000 bytes of two-byte characters: sent whole, CONTROL_CONNECT would exceed the 64 KiB the
+  // daemon takes before a session; clipped to invalid UTF-8, the server's decoder would refuse it.
+  const daemon = await startDaemon(t);
+  const lines = await runClient(['call', '1', 'é'.repeat(40_000)], daemon.env);
+  assert.equal(lines[0], 'open 0 no_daemon 0', lines.join('\n'));
+  assert.deepEqual(calls(lines), ['call 0 -', 'call 0 -']);
+});
+
 test('the same session under ThreadSanitizer: the locking of the transport has no data race', BOUNDED, async (t) => {
   const daemon = await startDaemon(t);
   const r = await runNative(nativeTestProgram('tsan/transport-client'), {
