@@ -64,6 +64,15 @@ function noGpu(): string | undefined {
 
 const skipAll = noGpu();
 
+/**
+ * How long a run through openmps may take before it is killed (and fails, naming the library's
+ * first failing call): a program that hangs in the library must not hold the suite for long.
+ * Alone, the CUDA programs take a second or two and the Python ones 10 to 20 s on an H200.
+ */
+function runLimitMs(p: Program): number {
+  return p.kind === 'python' ? 180_000 : 120_000;
+}
+
 function say(t: TestContext, text: string): void {
   for (const line of text.split('\n')) t.diagnostic(line);
 }
@@ -127,7 +136,7 @@ for (const p of PROGRAMS) {
       t.after(() => rm(work, { recursive: true, force: true }));
       const daemon = await cudaDaemon(t);
       const release = join(work, 'release');
-      const run = runThroughOpenmps(t, built, daemon.env, join(work, 'libcuda.log'), { env: { OPENMPS_TEST_RELEASE_FILE: release } });
+      const run = runThroughOpenmps(t, built, daemon.env, join(work, 'libcuda.log'), { env: { OPENMPS_TEST_RELEASE_FILE: release }, timeoutMs: runLimitMs(p) });
       try {
         const [pid] = await run.holding(1);
         assert.ok(pid !== undefined);
@@ -171,7 +180,7 @@ void describe('PyTorch: several clients at once', { skip: skipAll ?? false }, ()
     const work = await mkdtemp(join(tmpdir(), 'openmps-torch-run-'));
     t.after(() => rm(work, { recursive: true, force: true }));
     const daemon = await cudaDaemon(t);
-    const r = await runThroughOpenmps(t, built, daemon.env, join(work, 'libcuda.log'), { run: ['-n', '4'] }).done;
+    const r = await runThroughOpenmps(t, built, daemon.env, join(work, 'libcuda.log'), { run: ['-n', '4'], timeoutMs: runLimitMs(p) }).done;
     say(t, `openmps run -n 4: ${describeRun(r)}`);
     assert.equal(r.code, 0);
     for (let i = 0; i < 4; i++) assert.deepEqual(compareOutputs(alone.stdout, copyOutput(r.stdout, i), p.tolerance), [], `copy ${i}`);
@@ -186,7 +195,7 @@ void describe('PyTorch: several clients at once', { skip: skipAll ?? false }, ()
     t.after(() => rm(work, { recursive: true, force: true }));
     const daemon = await cudaDaemon(t);
     const release = join(work, 'release');
-    const run = runThroughOpenmps(t, built, daemon.env, join(work, 'libcuda.log'), { run: ['-n', '4'], env: { OPENMPS_TEST_RELEASE_FILE: release } });
+    const run = runThroughOpenmps(t, built, daemon.env, join(work, 'libcuda.log'), { run: ['-n', '4'], env: { OPENMPS_TEST_RELEASE_FILE: release }, timeoutMs: runLimitMs(p) });
     let victim: number | undefined;
     try {
       const pids = await run.holding(4);
