@@ -117,6 +117,18 @@ const IMPLEMENTED = {
   cuMemcpy_ptds: 'mps',
   cuMemcpyAsync: 'mps',
   cuMemcpyAsync_ptsz: 'mps',
+  cuMemsetD16_v2: 'mps',
+  cuMemsetD16_v2_ptds: 'mps',
+  cuMemsetD32_v2: 'mps',
+  cuMemsetD32_v2_ptds: 'mps',
+  cuMemsetD8Async: 'mps',
+  cuMemsetD8Async_ptsz: 'mps',
+  cuMemsetD16Async: 'mps',
+  cuMemsetD16Async_ptsz: 'mps',
+  cuMemsetD32Async: 'mps',
+  cuMemsetD32Async_ptsz: 'mps',
+  cuPointerGetAttribute: 'mps',
+  cuPointerGetAttributes: 'mps',
 };
 
 const cudaH = join(incDir, 'cuda.h');

@@ -29,6 +29,7 @@ static _Thread_local int depth;
 
 static int valid(CUcontext ctx) { return ctx == &primary; }
 int omlc_context_valid(CUcontext ctx) { return valid(ctx); }
+CUcontext omlc_primary_context(void) { return &primary; }
 
 /* Device queries and cuInit's session: the primary context exists only for device 0 of an open
  * session (mps.c answers NOT_INITIALIZED or INVALID_DEVICE otherwise). */

@@ -90,6 +90,18 @@ CUresult omlc_mps_cuMemcpy(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCo
 CUresult omlc_mps_cuMemcpy_ptds(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCount);
 CUresult omlc_mps_cuMemcpyAsync(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCount, CUstream hStream);
 CUresult omlc_mps_cuMemcpyAsync_ptsz(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCount, CUstream hStream);
+CUresult omlc_mps_cuMemsetD16_v2(CUdeviceptr_v2 dstDevice, unsigned short us, size_t N);
+CUresult omlc_mps_cuMemsetD16_v2_ptds(CUdeviceptr_v2 dstDevice, unsigned short us, size_t N);
+CUresult omlc_mps_cuMemsetD32_v2(CUdeviceptr_v2 dstDevice, unsigned int ui, size_t N);
+CUresult omlc_mps_cuMemsetD32_v2_ptds(CUdeviceptr_v2 dstDevice, unsigned int ui, size_t N);
+CUresult omlc_mps_cuMemsetD8Async(CUdeviceptr_v2 dstDevice, unsigned char uc, size_t N, CUstream hStream);
+CUresult omlc_mps_cuMemsetD8Async_ptsz(CUdeviceptr_v2 dstDevice, unsigned char uc, size_t N, CUstream hStream);
+CUresult omlc_mps_cuMemsetD16Async(CUdeviceptr_v2 dstDevice, unsigned short us, size_t N, CUstream hStream);
+CUresult omlc_mps_cuMemsetD16Async_ptsz(CUdeviceptr_v2 dstDevice, unsigned short us, size_t N, CUstream hStream);
+CUresult omlc_mps_cuMemsetD32Async(CUdeviceptr_v2 dstDevice, unsigned int ui, size_t N, CUstream hStream);
+CUresult omlc_mps_cuMemsetD32Async_ptsz(CUdeviceptr_v2 dstDevice, unsigned int ui, size_t N, CUstream hStream);
+CUresult omlc_mps_cuPointerGetAttribute(void *data, CUpointer_attribute attribute, CUdeviceptr_v2 ptr);
+CUresult omlc_mps_cuPointerGetAttributes(unsigned int numAttributes, CUpointer_attribute *attributes, void **data, CUdeviceptr_v2 ptr);
 
 CUresult CUDAAPI cuArray3DCreate(CUarray *pHandle, const CUDA_ARRAY3D_DESCRIPTOR_v1 *pAllocateArray) {
   switch (omlc_mode()) {
@@ -6114,9 +6126,7 @@ CUresult CUDAAPI cuMemsetD16Async(CUdeviceptr_v2 dstDevice, unsigned short us, s
     omlc_fn real = omlc_real(OMLC_SYM_cuMemsetD16Async);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, unsigned short us, size_t N, CUstream hStream))real)(dstDevice, us, N, hStream) : omlc_bypass_missing(OMLC_SYM_cuMemsetD16Async);
   }
-  case OMLC_MODE_MPS:
-    (void)dstDevice; (void)us; (void)N; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemsetD16Async);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemsetD16Async(dstDevice, us, N, hStream);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6128,9 +6138,7 @@ CUresult CUDAAPI cuMemsetD16Async_ptsz(CUdeviceptr_v2 dstDevice, unsigned short 
     omlc_fn real = omlc_real(OMLC_SYM_cuMemsetD16Async_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, unsigned short us, size_t N, CUstream hStream))real)(dstDevice, us, N, hStream) : omlc_bypass_missing(OMLC_SYM_cuMemsetD16Async_ptsz);
   }
-  case OMLC_MODE_MPS:
-    (void)dstDevice; (void)us; (void)N; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemsetD16Async_ptsz);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemsetD16Async_ptsz(dstDevice, us, N, hStream);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6142,9 +6150,7 @@ CUresult CUDAAPI cuMemsetD16_v2(CUdeviceptr_v2 dstDevice, unsigned short us, siz
     omlc_fn real = omlc_real(OMLC_SYM_cuMemsetD16_v2);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, unsigned short us, size_t N))real)(dstDevice, us, N) : omlc_bypass_missing(OMLC_SYM_cuMemsetD16_v2);
   }
-  case OMLC_MODE_MPS:
-    (void)dstDevice; (void)us; (void)N;
-    return omlc_not_supported(OMLC_SYM_cuMemsetD16_v2);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemsetD16_v2(dstDevice, us, N);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6156,9 +6162,7 @@ CUresult CUDAAPI cuMemsetD16_v2_ptds(CUdeviceptr_v2 dstDevice, unsigned short us
     omlc_fn real = omlc_real(OMLC_SYM_cuMemsetD16_v2_ptds);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, unsigned short us, size_t N))real)(dstDevice, us, N) : omlc_bypass_missing(OMLC_SYM_cuMemsetD16_v2_ptds);
   }
-  case OMLC_MODE_MPS:
-    (void)dstDevice; (void)us; (void)N;
-    return omlc_not_supported(OMLC_SYM_cuMemsetD16_v2_ptds);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemsetD16_v2_ptds(dstDevice, us, N);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6394,9 +6398,7 @@ CUresult CUDAAPI cuMemsetD32Async(CUdeviceptr_v2 dstDevice, unsigned int ui, siz
     omlc_fn real = omlc_real(OMLC_SYM_cuMemsetD32Async);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, unsigned int ui, size_t N, CUstream hStream))real)(dstDevice, ui, N, hStream) : omlc_bypass_missing(OMLC_SYM_cuMemsetD32Async);
   }
-  case OMLC_MODE_MPS:
-    (void)dstDevice; (void)ui; (void)N; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemsetD32Async);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemsetD32Async(dstDevice, ui, N, hStream);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6408,9 +6410,7 @@ CUresult CUDAAPI cuMemsetD32Async_ptsz(CUdeviceptr_v2 dstDevice, unsigned int ui
     omlc_fn real = omlc_real(OMLC_SYM_cuMemsetD32Async_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, unsigned int ui, size_t N, CUstream hStream))real)(dstDevice, ui, N, hStream) : omlc_bypass_missing(OMLC_SYM_cuMemsetD32Async_ptsz);
   }
-  case OMLC_MODE_MPS:
-    (void)dstDevice; (void)ui; (void)N; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemsetD32Async_ptsz);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemsetD32Async_ptsz(dstDevice, ui, N, hStream);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6422,9 +6422,7 @@ CUresult CUDAAPI cuMemsetD32_v2(CUdeviceptr_v2 dstDevice, unsigned int ui, size_
     omlc_fn real = omlc_real(OMLC_SYM_cuMemsetD32_v2);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, unsigned int ui, size_t N))real)(dstDevice, ui, N) : omlc_bypass_missing(OMLC_SYM_cuMemsetD32_v2);
   }
-  case OMLC_MODE_MPS:
-    (void)dstDevice; (void)ui; (void)N;
-    return omlc_not_supported(OMLC_SYM_cuMemsetD32_v2);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemsetD32_v2(dstDevice, ui, N);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6436,9 +6434,7 @@ CUresult CUDAAPI cuMemsetD32_v2_ptds(CUdeviceptr_v2 dstDevice, unsigned int ui, 
     omlc_fn real = omlc_real(OMLC_SYM_cuMemsetD32_v2_ptds);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, unsigned int ui, size_t N))real)(dstDevice, ui, N) : omlc_bypass_missing(OMLC_SYM_cuMemsetD32_v2_ptds);
   }
-  case OMLC_MODE_MPS:
-    (void)dstDevice; (void)ui; (void)N;
-    return omlc_not_supported(OMLC_SYM_cuMemsetD32_v2_ptds);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemsetD32_v2_ptds(dstDevice, ui, N);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6464,9 +6460,7 @@ CUresult CUDAAPI cuMemsetD8Async(CUdeviceptr_v2 dstDevice, unsigned char uc, siz
     omlc_fn real = omlc_real(OMLC_SYM_cuMemsetD8Async);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, unsigned char uc, size_t N, CUstream hStream))real)(dstDevice, uc, N, hStream) : omlc_bypass_missing(OMLC_SYM_cuMemsetD8Async);
   }
-  case OMLC_MODE_MPS:
-    (void)dstDevice; (void)uc; (void)N; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemsetD8Async);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemsetD8Async(dstDevice, uc, N, hStream);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6478,9 +6472,7 @@ CUresult CUDAAPI cuMemsetD8Async_ptsz(CUdeviceptr_v2 dstDevice, unsigned char uc
     omlc_fn real = omlc_real(OMLC_SYM_cuMemsetD8Async_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, unsigned char uc, size_t N, CUstream hStream))real)(dstDevice, uc, N, hStream) : omlc_bypass_missing(OMLC_SYM_cuMemsetD8Async_ptsz);
   }
-  case OMLC_MODE_MPS:
-    (void)dstDevice; (void)uc; (void)N; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemsetD8Async_ptsz);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemsetD8Async_ptsz(dstDevice, uc, N, hStream);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7008,9 +7000,7 @@ CUresult CUDAAPI cuPointerGetAttribute(void *data, CUpointer_attribute attribute
     omlc_fn real = omlc_real(OMLC_SYM_cuPointerGetAttribute);
     return real ? ((CUresult (CUDAAPI *)(void *data, CUpointer_attribute attribute, CUdeviceptr_v2 ptr))real)(data, attribute, ptr) : omlc_bypass_missing(OMLC_SYM_cuPointerGetAttribute);
   }
-  case OMLC_MODE_MPS:
-    (void)data; (void)attribute; (void)ptr;
-    return omlc_not_supported(OMLC_SYM_cuPointerGetAttribute);
+  case OMLC_MODE_MPS: return omlc_mps_cuPointerGetAttribute(data, attribute, ptr);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7022,9 +7012,7 @@ CUresult CUDAAPI cuPointerGetAttributes(unsigned int numAttributes, CUpointer_at
     omlc_fn real = omlc_real(OMLC_SYM_cuPointerGetAttributes);
     return real ? ((CUresult (CUDAAPI *)(unsigned int numAttributes, CUpointer_attribute *attributes, void **data, CUdeviceptr_v2 ptr))real)(numAttributes, attributes, data, ptr) : omlc_bypass_missing(OMLC_SYM_cuPointerGetAttributes);
   }
-  case OMLC_MODE_MPS:
-    (void)numAttributes; (void)attributes; (void)data; (void)ptr;
-    return omlc_not_supported(OMLC_SYM_cuPointerGetAttributes);
+  case OMLC_MODE_MPS: return omlc_mps_cuPointerGetAttributes(numAttributes, attributes, data, ptr);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -9274,10 +9262,10 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuMemcpyPeer_ptds", (omlc_fn)cuMemcpyPeer_ptds, OMLC_IMPL_NONE },
   { "cuMemcpy_ptds", (omlc_fn)cuMemcpy_ptds, OMLC_IMPL_MPS },
   { "cuMemsetD16", (omlc_fn)cuMemsetD16, OMLC_IMPL_NONE },
-  { "cuMemsetD16Async", (omlc_fn)cuMemsetD16Async, OMLC_IMPL_NONE },
-  { "cuMemsetD16Async_ptsz", (omlc_fn)cuMemsetD16Async_ptsz, OMLC_IMPL_NONE },
-  { "cuMemsetD16_v2", (omlc_fn)cuMemsetD16_v2, OMLC_IMPL_NONE },
-  { "cuMemsetD16_v2_ptds", (omlc_fn)cuMemsetD16_v2_ptds, OMLC_IMPL_NONE },
+  { "cuMemsetD16Async", (omlc_fn)cuMemsetD16Async, OMLC_IMPL_MPS },
+  { "cuMemsetD16Async_ptsz", (omlc_fn)cuMemsetD16Async_ptsz, OMLC_IMPL_MPS },
+  { "cuMemsetD16_v2", (omlc_fn)cuMemsetD16_v2, OMLC_IMPL_MPS },
+  { "cuMemsetD16_v2_ptds", (omlc_fn)cuMemsetD16_v2_ptds, OMLC_IMPL_MPS },
   { "cuMemsetD2D16", (omlc_fn)cuMemsetD2D16, OMLC_IMPL_NONE },
   { "cuMemsetD2D16Async", (omlc_fn)cuMemsetD2D16Async, OMLC_IMPL_NONE },
   { "cuMemsetD2D16Async_ptsz", (omlc_fn)cuMemsetD2D16Async_ptsz, OMLC_IMPL_NONE },
@@ -9294,13 +9282,13 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuMemsetD2D8_v2", (omlc_fn)cuMemsetD2D8_v2, OMLC_IMPL_NONE },
   { "cuMemsetD2D8_v2_ptds", (omlc_fn)cuMemsetD2D8_v2_ptds, OMLC_IMPL_NONE },
   { "cuMemsetD32", (omlc_fn)cuMemsetD32, OMLC_IMPL_NONE },
-  { "cuMemsetD32Async", (omlc_fn)cuMemsetD32Async, OMLC_IMPL_NONE },
-  { "cuMemsetD32Async_ptsz", (omlc_fn)cuMemsetD32Async_ptsz, OMLC_IMPL_NONE },
-  { "cuMemsetD32_v2", (omlc_fn)cuMemsetD32_v2, OMLC_IMPL_NONE },
-  { "cuMemsetD32_v2_ptds", (omlc_fn)cuMemsetD32_v2_ptds, OMLC_IMPL_NONE },
+  { "cuMemsetD32Async", (omlc_fn)cuMemsetD32Async, OMLC_IMPL_MPS },
+  { "cuMemsetD32Async_ptsz", (omlc_fn)cuMemsetD32Async_ptsz, OMLC_IMPL_MPS },
+  { "cuMemsetD32_v2", (omlc_fn)cuMemsetD32_v2, OMLC_IMPL_MPS },
+  { "cuMemsetD32_v2_ptds", (omlc_fn)cuMemsetD32_v2_ptds, OMLC_IMPL_MPS },
   { "cuMemsetD8", (omlc_fn)cuMemsetD8, OMLC_IMPL_NONE },
-  { "cuMemsetD8Async", (omlc_fn)cuMemsetD8Async, OMLC_IMPL_NONE },
-  { "cuMemsetD8Async_ptsz", (omlc_fn)cuMemsetD8Async_ptsz, OMLC_IMPL_NONE },
+  { "cuMemsetD8Async", (omlc_fn)cuMemsetD8Async, OMLC_IMPL_MPS },
+  { "cuMemsetD8Async_ptsz", (omlc_fn)cuMemsetD8Async_ptsz, OMLC_IMPL_MPS },
   { "cuMemsetD8_v2", (omlc_fn)cuMemsetD8_v2, OMLC_IMPL_MPS },
   { "cuMemsetD8_v2_ptds", (omlc_fn)cuMemsetD8_v2_ptds, OMLC_IMPL_MPS },
   { "cuMipmappedArrayCreate", (omlc_fn)cuMipmappedArrayCreate, OMLC_IMPL_NONE },
@@ -9339,8 +9327,8 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuParamSetf", (omlc_fn)cuParamSetf, OMLC_IMPL_NONE },
   { "cuParamSeti", (omlc_fn)cuParamSeti, OMLC_IMPL_NONE },
   { "cuParamSetv", (omlc_fn)cuParamSetv, OMLC_IMPL_NONE },
-  { "cuPointerGetAttribute", (omlc_fn)cuPointerGetAttribute, OMLC_IMPL_NONE },
-  { "cuPointerGetAttributes", (omlc_fn)cuPointerGetAttributes, OMLC_IMPL_NONE },
+  { "cuPointerGetAttribute", (omlc_fn)cuPointerGetAttribute, OMLC_IMPL_MPS },
+  { "cuPointerGetAttributes", (omlc_fn)cuPointerGetAttributes, OMLC_IMPL_MPS },
   { "cuPointerSetAttribute", (omlc_fn)cuPointerSetAttribute, OMLC_IMPL_NONE },
   { "cuProfilerInitialize", (omlc_fn)cuProfilerInitialize, OMLC_IMPL_NONE },
   { "cuProfilerStart", (omlc_fn)cuProfilerStart, OMLC_IMPL_NONE },

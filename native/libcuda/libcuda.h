@@ -82,6 +82,8 @@ CUresult omlc_stream_id(CUstream s, uint32_t *id);
 int omlc_device_pointer(CUdeviceptr_v2 ptr, CUdeviceptr_v2 *base, size_t *size);
 /* MPS mode: whether a handle is one of this library's contexts (context.c). */
 int omlc_context_valid(CUcontext ctx);
+/* MPS mode: the primary context's handle (context.c). */
+CUcontext omlc_primary_context(void);
 
 /* The version cuDriverGetVersion reports in MPS and NONE modes, and the integrity check hashes. */
 int omlc_driver_version(void);

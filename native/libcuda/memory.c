@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -268,14 +269,122 @@ CUresult omlc_mps_cuMemcpyAsync_ptsz(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, siz
   return copy_any(dst, src, ByteCount, hStream);
 }
 
-static CUresult memset_d8(CUdeviceptr_v2 dst, unsigned char uc, size_t n) {
+/* cuMemsetD8/D16/D32 (and Async): N elements of 1, 2 or 4 bytes. */
+static CUresult memset_n(CUdeviceptr_v2 dst, uint32_t value, uint8_t element, size_t n, CUstream s) {
   if (n == 0) return CUDA_SUCCESS;
-  omps_memset_req_t req = {0, dst, uc, 1, n};
+  uint32_t stream;
+  CUresult rc = omlc_stream_id(s, &stream);
+  if (rc != CUDA_SUCCESS) return rc;
+  omps_memset_req_t req = {stream, dst, value, element, n};
   return call(OMPS_OP_MEMSET, &req, NULL, NULL);
 }
-CUresult omlc_mps_cuMemsetD8_v2(CUdeviceptr_v2 dstDevice, unsigned char uc, size_t N) { return memset_d8(dstDevice, uc, N); }
+CUresult omlc_mps_cuMemsetD8_v2(CUdeviceptr_v2 dstDevice, unsigned char uc, size_t N) {
+  return memset_n(dstDevice, uc, 1, N, NULL);
+}
 CUresult omlc_mps_cuMemsetD8_v2_ptds(CUdeviceptr_v2 dstDevice, unsigned char uc, size_t N) {
-  return memset_d8(dstDevice, uc, N);
+  return memset_n(dstDevice, uc, 1, N, NULL);
+}
+CUresult omlc_mps_cuMemsetD16_v2(CUdeviceptr_v2 dstDevice, unsigned short us, size_t N) {
+  return memset_n(dstDevice, us, 2, N, NULL);
+}
+CUresult omlc_mps_cuMemsetD16_v2_ptds(CUdeviceptr_v2 dstDevice, unsigned short us, size_t N) {
+  return memset_n(dstDevice, us, 2, N, NULL);
+}
+CUresult omlc_mps_cuMemsetD32_v2(CUdeviceptr_v2 dstDevice, unsigned int ui, size_t N) {
+  return memset_n(dstDevice, ui, 4, N, NULL);
+}
+CUresult omlc_mps_cuMemsetD32_v2_ptds(CUdeviceptr_v2 dstDevice, unsigned int ui, size_t N) {
+  return memset_n(dstDevice, ui, 4, N, NULL);
+}
+CUresult omlc_mps_cuMemsetD8Async(CUdeviceptr_v2 dstDevice, unsigned char uc, size_t N, CUstream hStream) {
+  return memset_n(dstDevice, uc, 1, N, hStream);
+}
+CUresult omlc_mps_cuMemsetD8Async_ptsz(CUdeviceptr_v2 dstDevice, unsigned char uc, size_t N, CUstream hStream) {
+  return memset_n(dstDevice, uc, 1, N, hStream);
+}
+CUresult omlc_mps_cuMemsetD16Async(CUdeviceptr_v2 dstDevice, unsigned short us, size_t N, CUstream hStream) {
+  return memset_n(dstDevice, us, 2, N, hStream);
+}
+CUresult omlc_mps_cuMemsetD16Async_ptsz(CUdeviceptr_v2 dstDevice, unsigned short us, size_t N, CUstream hStream) {
+  return memset_n(dstDevice, us, 2, N, hStream);
+}
+CUresult omlc_mps_cuMemsetD32Async(CUdeviceptr_v2 dstDevice, unsigned int ui, size_t N, CUstream hStream) {
+  return memset_n(dstDevice, ui, 4, N, hStream);
+}
+CUresult omlc_mps_cuMemsetD32Async_ptsz(CUdeviceptr_v2 dstDevice, unsigned int ui, size_t N, CUstream hStream) {
+  return memset_n(dstDevice, ui, 4, N, hStream);
+}
+
+/* ---- pointer attributes ----------------------------------------------------------------------------
+ * Answered from the allocation table: what a device allocation is is known here. Attributes whose
+ * answer would need the server (buffer ids, access flags, memory pools...) answer
+ * CUDA_ERROR_NOT_SUPPORTED, logged once each. */
+static atomic_uchar pointer_attribute_logged[64];
+
+static CUresult pointer_attribute(void *data, CUpointer_attribute attribute, CUdeviceptr_v2 ptr, int *known) {
+  CUdeviceptr_v2 base = 0;
+  size_t size = 0;
+  int device = omlc_device_pointer(ptr, &base, &size);
+  *known = 1;
+  switch (attribute) {
+  case CU_POINTER_ATTRIBUTE_CONTEXT: {
+    CUcontext ctx = device ? omlc_primary_context() : NULL;
+    memcpy(data, &ctx, sizeof ctx);
+    break;
+  }
+  case CU_POINTER_ATTRIBUTE_MEMORY_TYPE: {
+    unsigned int type = device ? CU_MEMORYTYPE_DEVICE : 0;
+    memcpy(data, &type, sizeof type);
+    break;
+  }
+  case CU_POINTER_ATTRIBUTE_DEVICE_POINTER: {
+    CUdeviceptr_v2 p = device ? ptr : 0;
+    memcpy(data, &p, sizeof p);
+    break;
+  }
+  case CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL: {
+    int ordinal = 0;
+    memcpy(data, &ordinal, sizeof ordinal);
+    break;
+  }
+  case CU_POINTER_ATTRIBUTE_RANGE_START_ADDR:
+    memcpy(data, &base, sizeof base);
+    break;
+  case CU_POINTER_ATTRIBUTE_RANGE_SIZE:
+    memcpy(data, &size, sizeof size);
+    break;
+  default:
+    *known = 0;
+    if ((unsigned)attribute < 64 && atomic_exchange(&pointer_attribute_logged[attribute], 1) == 0) {
+      omlc_log("cuPointerGetAttribute: attribute %d is not supported yet (CUDA_ERROR_NOT_SUPPORTED)", (int)attribute);
+    }
+    return CUDA_ERROR_NOT_SUPPORTED;
+  }
+  return device ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+
+/* A pointer that is none of this client's device allocations: CUDA_ERROR_INVALID_VALUE, as the
+ * driver answers for host memory it does not know. */
+CUresult omlc_mps_cuPointerGetAttribute(void *data, CUpointer_attribute attribute, CUdeviceptr_v2 ptr) {
+  if (data == NULL) return CUDA_ERROR_INVALID_VALUE;
+  if (omlc_session() == NULL) return CUDA_ERROR_NOT_INITIALIZED;
+  int known;
+  return pointer_attribute(data, attribute, ptr, &known);
+}
+
+/* Unlike cuPointerGetAttribute, a pointer CUDA does not know is no error here: its attributes get
+ * their empty values (CUDA Driver API, cuPointerGetAttributes). */
+CUresult omlc_mps_cuPointerGetAttributes(unsigned int numAttributes, CUpointer_attribute *attributes, void **data,
+                                         CUdeviceptr_v2 ptr) {
+  if (attributes == NULL || data == NULL) return CUDA_ERROR_INVALID_VALUE;
+  if (omlc_session() == NULL) return CUDA_ERROR_NOT_INITIALIZED;
+  for (unsigned i = 0; i < numAttributes; i++) {
+    if (data[i] == NULL) return CUDA_ERROR_INVALID_VALUE;
+    int known;
+    CUresult rc = pointer_attribute(data[i], attributes[i], ptr, &known);
+    if (!known) return rc;
+  }
+  return CUDA_SUCCESS;
 }
 
 /* Waits for all of this client's work on the server (its streams), and returns its sticky

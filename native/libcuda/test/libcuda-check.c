@@ -501,6 +501,45 @@ static void memory_checks(void) {
   CHECK(((copy_async_t)sym("cuMemcpyAsync"))((CUdeviceptr)(uintptr_t)got, d2 + 100, 64, NULL) == CUDA_SUCCESS &&
             memcmp(got, pattern, 64) == 0,
         "cuMemcpyAsync device to host");
+  /* Memsets of 2 and 4 bytes, and an async one on the default stream. */
+  typedef CUresult (*memset16_t)(CUdeviceptr, unsigned short, size_t);
+  typedef CUresult (*memset32_t)(CUdeviceptr, unsigned int, size_t);
+  typedef CUresult (*memset8a_t)(CUdeviceptr, unsigned char, size_t, CUstream);
+  CHECK(((memset16_t)sym("cuMemsetD16_v2"))(d2, 0x1234, 4) == CUDA_SUCCESS &&
+            ((memset32_t)sym("cuMemsetD32_v2"))(d2 + 8, 0xdeadbeefu, 2) == CUDA_SUCCESS &&
+            ((memset8a_t)sym("cuMemsetD8Async"))(d2 + 16, 0x5a, 3, NULL) == CUDA_SUCCESS &&
+            copy((CUdeviceptr)(uintptr_t)got, d2, 20) == CUDA_SUCCESS,
+        "cuMemsetD16_v2, cuMemsetD32_v2, cuMemsetD8Async");
+  uint16_t h16[4];
+  uint32_t h32[2];
+  memcpy(h16, got, 8);
+  memcpy(h32, got + 8, 8);
+  CHECK(h16[0] == 0x1234 && h16[3] == 0x1234 && h32[0] == 0xdeadbeefu && h32[1] == 0xdeadbeefu && got[16] == 0x5a &&
+            got[17] == 0x5a && got[18] == 0x5a,
+        "the memsets wrote their elements");
+  /* Pointer attributes from the allocation table. */
+  typedef CUresult (*pattr_t)(void *, CUpointer_attribute, CUdeviceptr);
+  pattr_t pattr = (pattr_t)sym("cuPointerGetAttribute");
+  unsigned memtype = 0;
+  CUdeviceptr start = 0;
+  size_t range = 0;
+  CUcontext pctx = NULL;
+  CHECK(pattr(&memtype, CU_POINTER_ATTRIBUTE_MEMORY_TYPE, d2 + 10) == CUDA_SUCCESS && memtype == CU_MEMORYTYPE_DEVICE,
+        "a device pointer's memory type");
+  CHECK(pattr(&start, CU_POINTER_ATTRIBUTE_RANGE_START_ADDR, d2 + 10) == CUDA_SUCCESS && start == d2 &&
+            pattr(&range, CU_POINTER_ATTRIBUTE_RANGE_SIZE, d2 + 10) == CUDA_SUCCESS && range == 8192,
+        "its allocation's range");
+  CHECK(pattr(&pctx, CU_POINTER_ATTRIBUTE_CONTEXT, d2) == CUDA_SUCCESS && pctx != NULL, "its context");
+  CHECK(pattr(&memtype, CU_POINTER_ATTRIBUTE_MEMORY_TYPE, (CUdeviceptr)(uintptr_t)got) == CUDA_ERROR_INVALID_VALUE,
+        "a host pointer: INVALID_VALUE");
+  CUpointer_attribute which[2] = {CU_POINTER_ATTRIBUTE_MEMORY_TYPE, CU_POINTER_ATTRIBUTE_DEVICE_POINTER};
+  CUdeviceptr dp = 1;
+  memtype = 7;
+  void *slots[2] = {&memtype, &dp};
+  CHECK(((CUresult(*)(unsigned, CUpointer_attribute *, void **, CUdeviceptr))sym("cuPointerGetAttributes"))(
+            2, which, slots, (CUdeviceptr)(uintptr_t)got) == CUDA_SUCCESS &&
+            memtype == 0 && dp == 0,
+        "cuPointerGetAttributes of a host pointer: success, empty values");
   /* The device ranges are reserved in this process: host memory cannot be mapped over them. */
   void *over = mmap((void *)(uintptr_t)d2, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
   CHECK(over == MAP_FAILED, "a device allocation's range is reserved against host mappings");
@@ -844,13 +883,15 @@ int main(int argc, char **argv) {
     host_alloc_fn alloc = (host_alloc_fn)sym("cuMemAllocHost_v2");
     CHECK(alloc(&h, 64) == CUDA_ERROR_NOT_SUPPORTED, "cuMemAllocHost_v2 (not implemented): NOT_SUPPORTED");
     CHECK(alloc(&h, 64) == CUDA_ERROR_NOT_SUPPORTED, "cuMemAllocHost_v2 again: NOT_SUPPORTED");
-    typedef CUresult (*memset32_t)(CUdeviceptr, unsigned, size_t);
-    CHECK(((memset32_t)sym("cuMemsetD32_v2"))(0, 0, 0) == CUDA_ERROR_NOT_SUPPORTED, "cuMemsetD32_v2: NOT_SUPPORTED");
+    typedef CUresult (*register_t)(void *, size_t, unsigned);
+    char page[64];
+    CHECK(((register_t)sym("cuMemHostRegister_v2"))(page, sizeof page, 0) == CUDA_ERROR_NOT_SUPPORTED,
+          "cuMemHostRegister_v2: NOT_SUPPORTED");
     CUdeviceptr p = 0;
     CHECK(((alloc_t)sym("cuMemAlloc_v2"))(&p, 64) == CUDA_ERROR_NOT_INITIALIZED,
           "cuMemAlloc_v2 before cuInit: NOT_INITIALIZED");
     CHECK(count_lines_with(argv[3], "cuMemAllocHost_v2: not implemented") == 1, "cuMemAllocHost_v2 is logged once");
-    CHECK(count_lines_with(argv[3], "cuMemsetD32_v2: not implemented") == 1, "cuMemsetD32_v2 is logged once");
+    CHECK(count_lines_with(argv[3], "cuMemHostRegister_v2: not implemented") == 1, "cuMemHostRegister_v2 is logged once");
     CHECK(count_lines_with(argv[3], "MPS mode") == 1, "the mode is logged");
   } else if (strcmp(mode, "session") == 0) {
     session_checks();
