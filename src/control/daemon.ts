@@ -17,7 +17,7 @@ import { Logger } from '../telemetry/log.js';
 import { StateSampler } from '../telemetry/sampler.js';
 import type { StateSnapshot } from '../telemetry/state.js';
 import { FramedSocket } from '../transport/framed-socket.js';
-import { CONTROL_MAX_PAYLOAD, ConnectionCounts, socketBoundsFromEnv, type SocketBounds } from '../transport/socket-bounds.js';
+import { CONTROL_MAX_IN_FLIGHT, CONTROL_MAX_PAYLOAD, ConnectionCounts, socketBoundsFromEnv, type SocketBounds } from '../transport/socket-bounds.js';
 import { parseCommand, type ControlCommand, type DeviceSpec, type PartitionSpec, type UuidSpec } from './commands.js';
 import { deviceKey, memLimitKey, resolveDevice, resolveUuid } from './devices.js';
 import { formatDeviceClientList, formatDeviceQuery, formatLines, formatLspart, formatMemoryLimit, formatPercentage, formatPs, type DeviceQuerySection, type PsAccounting, type PsRow } from './format.js';
@@ -369,9 +369,10 @@ export class ControlDaemon {
         this.log.log(`Cannot read the credentials of a connection: ${errorMessage(err)}`);
       }
     }
-    // Anyone may connect here: small frames, a deadline for an incomplete one, and caps per UID
-    // and in all; past a cap the peer is told why (805) and disconnected (socket-bounds.ts).
-    const channel = new FramedSocket(socket, { maxPayload: CONTROL_MAX_PAYLOAD, frameDeadlineMs: this.#bounds.frameDeadlineMs });
+    // Anyone may connect here: small frames, a deadline for an incomplete one, a few requests at
+    // a time (a peer that does not read its replies is not read), and caps per UID and in all;
+    // past a cap the peer is told why (805) and disconnected (socket-bounds.ts).
+    const channel = new FramedSocket(socket, { maxPayload: CONTROL_MAX_PAYLOAD, frameDeadlineMs: this.#bounds.frameDeadlineMs, maxInFlight: CONTROL_MAX_IN_FLIGHT });
     const refusal = this.#counts.admit(caller?.uid);
     if (refusal !== undefined) {
       this.#logRefusal(caller, refusal);

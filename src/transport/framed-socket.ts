@@ -67,7 +67,17 @@ export interface FramedSocketOptions {
    * reading its own daemon's replies).
    */
   readonly frameDeadlineMs?: number;
+  /**
+   * Backpressure for a peer that sends requests faster than it reads the replies: at most this
+   * many requests are handled at once, and none while more than WRITE_HIGH_WATER bytes of replies
+   * wait to be written; meanwhile further frames wait (at most one read's worth) and the socket is
+   * not read. Default: no limit.
+   */
+  readonly maxInFlight?: number;
 }
+
+/** Bytes of unwritten replies past which a peer with maxInFlight is not read (it does not read). */
+const WRITE_HIGH_WATER = 256 * 1024;
 
 /** How long a peer being disconnected (bad framing, refused) may take to read its error reply. */
 const LINGER_MS = 1000;
@@ -87,6 +97,12 @@ export class FramedSocket {
   #bytesReceived = 0;
   #discarded = 0;
   #disconnecting = false;
+  readonly #maxInFlight: number | undefined;
+  /** Requests handed to the handler whose reply is not written yet. */
+  #inFlight = 0;
+  /** Frames decoded while the limits held them back, in order. */
+  #waiting: Frame[] = [];
+  #throttled = false;
   #pending = new Map<number, Pending>();
   #nextId = 1;
   #corked = false;
@@ -103,6 +119,12 @@ export class FramedSocket {
     this.socket = socket;
     this.#decoder = new FrameDecoder({ ...(options.maxPayload !== undefined ? { maxPayload: options.maxPayload } : {}), onBuffer: reclaimWhenCollected, allocate: ownedFrameBytes });
     this.#frameDeadlineMs = options.frameDeadlineMs;
+    this.#maxInFlight = options.maxInFlight;
+    if (this.#maxInFlight !== undefined) {
+      socket.on('drain', () => {
+        this.#pump();
+      });
+    }
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => {
       // Data after close (a peer that goes on writing) is dropped, never buffered; past
@@ -294,6 +316,7 @@ export class FramedSocket {
     this.#closeReason ??= reason;
     // An incomplete frame of a peer that has gone is garbage now (socket-bounds.ts gives it back).
     this.#decoder.release();
+    this.#waiting = [];
     if (this.#deadline) clearTimeout(this.#deadline);
     this.#deadline = undefined;
     const pending = [...this.#pending.values()];
@@ -317,7 +340,33 @@ export class FramedSocket {
     this.#armDeadline(frames.length > 0);
     for (const frame of frames) {
       if (this.#closed) return;
-      this.#dispatch(frame);
+      if (this.#waiting.length > 0 || this.#busy()) this.#waiting.push(frame);
+      else this.#dispatch(frame);
+    }
+    if (this.#waiting.length > 0 || this.#busy()) this.#throttle();
+  }
+
+  /** Whether the maxInFlight limits hold requests back now. */
+  #busy(): boolean {
+    const max = this.#maxInFlight;
+    return max !== undefined && (this.#inFlight >= max || this.socket.writableLength > WRITE_HIGH_WATER);
+  }
+
+  #throttle(): void {
+    if (this.#throttled) return;
+    this.#throttled = true;
+    this.socket.pause();
+  }
+
+  /** Dispatches waiting frames while the limits allow, and reads again once none wait. */
+  #pump(): void {
+    while (this.#waiting.length > 0 && !this.#closed && !this.#busy()) {
+      const frame = this.#waiting.shift();
+      if (frame) this.#dispatch(frame);
+    }
+    if (this.#throttled && this.#waiting.length === 0 && !this.#busy() && !this.#closed) {
+      this.#throttled = false;
+      this.socket.resume();
     }
   }
 
@@ -440,12 +489,17 @@ export class FramedSocket {
       return;
     }
     if (result instanceof Promise) {
+      this.#inFlight++;
       result.then(
         (value: unknown) => {
+          this.#inFlight--;
           this.#replyOk(frame, name, value);
+          if (this.#waiting.length > 0 || this.#throttled) this.#pump();
         },
         (err: unknown) => {
+          this.#inFlight--;
           this.#replyError(frame.opcode, frame.requestId, toCudaError(err, callNameOf(name)));
+          if (this.#waiting.length > 0 || this.#throttled) this.#pump();
         },
       );
     } else {

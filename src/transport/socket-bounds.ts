@@ -13,6 +13,12 @@ import type { OwnedBytes } from '../protocol/frame.js';
  */
 export const CONTROL_MAX_PAYLOAD = 64 * 1024;
 
+/**
+ * Requests of one control connection handled at once (FramedSocketOptions.maxInFlight): a peer
+ * that pipelines more, or stops reading its replies, is not read until they are out.
+ */
+export const CONTROL_MAX_IN_FLIGHT = 8;
+
 /** The command line a client sends in CONTROL_CONNECT and SESSION_OPEN is clipped to this many bytes. */
 export const MAX_COMMAND_BYTES = 4096;
 

@@ -142,6 +142,45 @@ test('an incomplete frame is cut off at the deadline with 806 (header or body), 
   assert.equal(idle.socket.destroyed, false);
 });
 
+test('a peer that pipelines requests and reads no reply is not read: the daemon holds a bounded amount, then answers all', { timeout: 60_000 }, async (t) => {
+  const daemon = await startDaemon(t);
+  const path = join(daemon.pipeDirectory, 'control');
+  const socket = netConnect(path);
+  t.after(() => socket.destroy());
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('error', reject);
+  });
+  // 100000 empty command lines (2 MB), and no 'data' listener yet: the replies are not read.
+  const count = 100_000;
+  const one = command(1, '');
+  const all = new Uint8Array(one.length * count);
+  for (let i = 0; i < count; i++) {
+    const f = command(i + 1, '');
+    all.set(f, i * one.length);
+  }
+  socket.write(all);
+  // Two round trips of another connection: the daemon has read what it is going to read.
+  assert.equal((await daemon.command('get_server_list')).code, 0);
+  assert.equal((await daemon.command('get_server_list')).code, 0);
+  assert.ok(socket.writableLength > 0, 'the daemon stopped reading a peer that reads no replies');
+  // Once the peer reads, every request is answered, in order.
+  const decoder = new FrameDecoder();
+  let answered = 0;
+  await new Promise<void>((resolve, reject) => {
+    socket.on('data', (chunk: Buffer) => {
+      for (const f of decoder.push(new Uint8Array(chunk))) {
+        answered++;
+        if (f.requestId !== answered || f.status !== 0) reject(new Error(`reply ${answered}: request ${f.requestId}, status ${f.status}`));
+      }
+      if (answered === count) resolve();
+    });
+    socket.once('close', () => {
+      reject(new Error(`closed after ${answered} replies`));
+    });
+  });
+});
+
 test('connections past the per-UID cap are refused with 805 and closed; one more fits once one leaves', { timeout: 30_000 }, async (t) => {
   const cap = 4;
   const daemon = await startDaemon(t, { env: { OPENMPS_MAX_CONNECTIONS_PER_UID: String(cap) } });
