@@ -58,8 +58,10 @@ read -r -a bench_args <<<"${GPU_CHECK_BENCH_ARGS:-}"
 
 [ -f package.json ] && [ -d dist ] || [ "$dry" = 1 ] || die "run from the repository root after the build (no package.json or dist/ in $PWD)"
 if [ "$dry" != 1 ] && [ -z "${GPU_CHECK_NODE:-}" ] && ! command -v node >/dev/null 2>&1; then
-  [ -x .gpu/run.sh ] || [ -f .gpu/run.sh ] || die "no node on PATH and no .gpu/run.sh (run ../shared/gpu/pack.sh where Node.js is)"
-  exec bash .gpu/run.sh bash scripts/gpu-check.sh "$@"
+  [ -f .gpu/run.sh ] || die "no node on PATH and no .gpu/run.sh (run ../shared/gpu/pack.sh where Node.js is)"
+  # Once only: .gpu/run.sh puts its node on PATH, so a second miss means it has none.
+  [ -z "${GPU_CHECK_REEXEC:-}" ] || die "no node on PATH even through .gpu/run.sh"
+  GPU_CHECK_REEXEC=1 exec bash .gpu/run.sh bash scripts/gpu-check.sh "$@"
 fi
 
 # The command of each part, as words.

@@ -3,9 +3,9 @@
 // with a stand-in for node (GPU_CHECK_NODE) whose "suites" pass, fail and hang, so the logs, the
 // per-part time limit and the summary table are what the GPU run will get.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
@@ -106,4 +106,40 @@ test('a run: each part logged, a failing part and one over its time limit report
   assert.equal(none.code, 1);
   assert.match(none.stdout, /^e2e\s+no time\s+0\s+5 s of the budget left; run GPU_CHECK_PARTS=e2e in another call$/m);
   assert.equal(existsSync(join(dir, 'out2', 'e2e.log')), false);
+});
+
+test('without node on PATH it runs itself again through .gpu/run.sh, once', { timeout: 30_000 }, async (t) => {
+  const root = scratch(t);
+  mkdirSync(join(root, 'scripts'));
+  mkdirSync(join(root, 'dist'));
+  mkdirSync(join(root, 'bin'));
+  writeFileSync(join(root, 'package.json'), '{}\n');
+  copyFileSync(SCRIPT, join(root, 'scripts', 'gpu-check.sh'));
+  // A node that passes every suite, and a run.sh that puts it on PATH as .gpu/run.sh does.
+  writeFileSync(join(root, 'bin', 'node'), '#!/bin/bash\nprintf "# pass 1\\n# fail 0\\n# todo 0\\n# skipped 0\\n# cancelled 0\\n"\n');
+  chmodSync(join(root, 'bin', 'node'), 0o755);
+  const runSh = join(root, '.gpu', 'run.sh');
+  mkdirSync(join(root, '.gpu'));
+  // A PATH of the tools the script uses and no node (which may live in /usr/bin beside them).
+  const tools = join(root, 'tools');
+  mkdirSync(tools);
+  for (const tool of ['bash', 'env', 'mkdir', 'date', 'grep', 'awk', 'tail', 'tee', 'timeout', 'cat']) {
+    symlinkSync(execFileSync('bash', ['-c', `command -v ${tool}`], { encoding: 'utf8' }).trim(), join(tools, tool));
+  }
+  const noNodePath = tools;
+  const run = (runShBody: string): Promise<Run> => {
+    writeFileSync(runSh, runShBody);
+    const child = spawn(join(tools, 'bash'), ['scripts/gpu-check.sh'], { cwd: root, env: { PATH: noNodePath, OUT: join(root, 'out'), GPU_CHECK_PARTS: 'e2e' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    return once(child, 'close').then(([code]) => ({ code: code as number | null, stdout, stderr }));
+  };
+  const ok = await run(`#!/usr/bin/env bash\nexport PATH=${join(root, 'bin')}:$PATH\nexec "$@"\n`);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.match(ok.stdout, /^e2e\s+ok\s+\d+\s+pass 1 fail 0/m);
+  const broken = await run('#!/usr/bin/env bash\nexec "$@"\n');
+  assert.equal(broken.code, 2);
+  assert.match(broken.stderr, /^gpu-check: no node on PATH even through \.gpu\/run\.sh$/m);
 });
