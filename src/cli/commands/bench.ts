@@ -86,7 +86,7 @@ export const benchCommand: Command = {
   name: 'bench',
   summary: 'run the benchmark suite (bench/run.ts) with a progress bar',
   help: `Usage: openmps bench [--device cuda|sim] [--quick] [--modes openmps,bypass,nvidia-mps]
-                     [--bench throughput,latency,copy,inference,neighbour,footprint]
+                     [--bench throughput,latency,copy,inference,neighbour,footprint,torch]
                      [--n 1,2,4] [--launches 400] [--latency 5000] [--out DIR]
 
 Runs the benchmark suite (dist/bench/run.js; every option above is its own, passed through, see
