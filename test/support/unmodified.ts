@@ -145,7 +145,9 @@ export async function findCublas(): Promise<Cublas | string> {
 export function nvccArgs(p: Program, exe: string, cublas?: Cublas): string[] {
   const args = [`-arch=${nvccArch()}`, '-I', join(REPO_ROOT, 'kernels'), '-o', exe, ...p.sources.map((s) => join(PROGRAMS_DIR, s))];
   if (p.needs === 'cublas' && cublas !== undefined) {
-    args.push(...(cublas.includeDir === undefined ? [] : ['-I', cublas.includeDir]), cublas.library, `-Xlinker`, `-rpath=${cublas.libDir}`);
+    // A versioned .so path is no input nvcc knows ("Don't know what to do with ...so.13.1.0.3",
+    // seen on the H200 machine): hand it to the host linker, which takes a shared object by path.
+    args.push(...(cublas.includeDir === undefined ? [] : ['-I', cublas.includeDir]), '-Xlinker', cublas.library, '-Xlinker', `-rpath=${cublas.libDir}`);
   }
   return args;
 }
