@@ -69,26 +69,35 @@ export class Writer {
     return at;
   }
 
+  // Each writer reserves before it reads #view: a reserve that grows the buffer replaces the view
+  // (`this.#view.setX(this.#reserve(n), v)` would write through the old one, out of its bounds).
   u8(v: number): void {
-    this.#view.setUint8(this.#reserve(1), v);
+    const at = this.#reserve(1);
+    this.#view.setUint8(at, v);
   }
   u16(v: number): void {
-    this.#view.setUint16(this.#reserve(2), v, true);
+    const at = this.#reserve(2);
+    this.#view.setUint16(at, v, true);
   }
   u32(v: number): void {
-    this.#view.setUint32(this.#reserve(4), v, true);
+    const at = this.#reserve(4);
+    this.#view.setUint32(at, v, true);
   }
   i32(v: number): void {
-    this.#view.setInt32(this.#reserve(4), v, true);
+    const at = this.#reserve(4);
+    this.#view.setInt32(at, v, true);
   }
   u64(v: bigint): void {
-    this.#view.setBigUint64(this.#reserve(8), v, true);
+    const at = this.#reserve(8);
+    this.#view.setBigUint64(at, v, true);
   }
   i64(v: bigint): void {
-    this.#view.setBigInt64(this.#reserve(8), v, true);
+    const at = this.#reserve(8);
+    this.#view.setBigInt64(at, v, true);
   }
   f64(v: number): void {
-    this.#view.setFloat64(this.#reserve(8), v, true);
+    const at = this.#reserve(8);
+    this.#view.setFloat64(at, v, true);
   }
   bytes(v: Uint8Array): void {
     this.u32(v.length);

@@ -72,6 +72,18 @@ test('byte strings larger than the writer grows in one step round-trip', () => {
   assert.equal(out.tail, 'end');
 });
 
+test('scalars that cross the writer\'s growth round-trip (a DEVICE_ATTRIBUTES reply of 147 entries)', () => {
+  // The writer starts at 256 bytes: every scalar width must land in the grown buffer, not the old one.
+  const attributes = Array.from({ length: 147 }, (_, i) => ({ attribute: i + 1, value: i % 2 === 0 ? -(i * 1000) - 1 : i * 65_537 }));
+  const reply = MESSAGES.DEVICE_ATTRIBUTES.reply;
+  assert.deepEqual(decodeFields(reply, encodeFields(reply, { attributes })), { attributes });
+  for (const type of ['u8', 'u16', 'u32', 'i32', 'u64', 'i64', 'f64'] as const) {
+    const fields = { items: { list: type } } as const;
+    const items = Array.from({ length: 300 }, (_, i) => (type === 'u64' || type === 'i64' ? BigInt(i) : i % 200));
+    assert.deepEqual(decodeFields(fields, encodeFields(fields, { items })), { items }, type);
+  }
+});
+
 test('opcodes are unique and map back to their message', () => {
   const seen = new Set<number>();
   for (const [name, spec] of Object.entries(MESSAGES) as [MessageName, { opcode: number }][]) {
