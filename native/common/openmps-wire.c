@@ -58,6 +58,17 @@ static bool get_omps_limits(omps_reader_t *r, omps_limits_t *v) {
   return true;
 }
 
+static void put_omps_attributes_item(omps_writer_t *w, const omps_attributes_item_t *v) {
+  omps_put_u32(w, v->attribute);
+  omps_put_i32(w, v->value);
+}
+
+static bool get_omps_attributes_item(omps_reader_t *r, omps_attributes_item_t *v) {
+  if (!omps_get_u32(r, &v->attribute)) return false;
+  if (!omps_get_i32(r, &v->value)) return false;
+  return true;
+}
+
 static void put_omps_params_item(omps_writer_t *w, const omps_params_item_t *v) {
   omps_put_u32(w, v->offset);
   omps_put_u32(w, v->size);
@@ -445,6 +456,59 @@ omps_wire_status_t omps_decode_ring_doorbell_rep(const uint8_t *payload, size_t 
 
 static omps_wire_status_t erased_omps_encode_ring_doorbell_rep(omps_writer_t *w, const void *v) { return omps_encode_ring_doorbell_rep(w, v); }
 static omps_wire_status_t erased_omps_decode_ring_doorbell_rep(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_ring_doorbell_rep(p, len, a, out); }
+
+omps_wire_status_t omps_encode_device_attributes_req(omps_writer_t *w, const omps_device_attributes_req_t *v) {
+  (void)v;
+  return w->status;
+}
+
+static bool read_omps_device_attributes_req(omps_reader_t *r, omps_device_attributes_req_t *v) {
+  (void)r;
+  (void)v;
+  return true;
+}
+
+omps_wire_status_t omps_decode_device_attributes_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_device_attributes_req_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_device_attributes_req(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_device_attributes_req(omps_writer_t *w, const void *v) { return omps_encode_device_attributes_req(w, v); }
+static omps_wire_status_t erased_omps_decode_device_attributes_req(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_device_attributes_req(p, len, a, out); }
+
+omps_wire_status_t omps_encode_device_attributes_rep(omps_writer_t *w, const omps_device_attributes_rep_t *v) {
+  omps_put_count(w, v->attributes_count);
+  for (uint32_t i = 0; i < v->attributes_count && w->status == OMPS_WIRE_OK; i++) {
+    put_omps_attributes_item(w, &v->attributes[i]);
+  }
+  return w->status;
+}
+
+static bool read_omps_device_attributes_rep(omps_reader_t *r, omps_device_attributes_rep_t *v) {
+  {
+    void *items = NULL;
+    if (!omps_get_list(r, &v->attributes_count, &items, sizeof(*v->attributes))) return false;
+    v->attributes = items;
+  }
+  for (uint32_t i = 0; i < v->attributes_count; i++) {
+    if (!get_omps_attributes_item(r, &v->attributes[i])) return false;
+  }
+  return true;
+}
+
+omps_wire_status_t omps_decode_device_attributes_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_device_attributes_rep_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_device_attributes_rep(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_device_attributes_rep(omps_writer_t *w, const void *v) { return omps_encode_device_attributes_rep(w, v); }
+static omps_wire_status_t erased_omps_decode_device_attributes_rep(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_device_attributes_rep(p, len, a, out); }
 
 omps_wire_status_t omps_encode_mem_alloc_req(omps_writer_t *w, const omps_mem_alloc_req_t *v) {
   omps_put_u64(w, v->bytes);
@@ -1792,6 +1856,9 @@ const omps_message_desc_t omps_messages[OMPS_MESSAGE_COUNT] = {
   {"RING_DOORBELL", OMPS_OP_RING_DOORBELL, sizeof(omps_ring_doorbell_req_t), sizeof(omps_ring_doorbell_rep_t), erased_omps_encode_ring_doorbell_req,
    erased_omps_decode_ring_doorbell_req, erased_omps_encode_ring_doorbell_rep, erased_omps_decode_ring_doorbell_rep,
    "", ""},
+  {"DEVICE_ATTRIBUTES", OMPS_OP_DEVICE_ATTRIBUTES, sizeof(omps_device_attributes_req_t), sizeof(omps_device_attributes_rep_t), erased_omps_encode_device_attributes_req,
+   erased_omps_decode_device_attributes_req, erased_omps_encode_device_attributes_rep, erased_omps_decode_device_attributes_rep,
+   "", "[{Ii}"},
   {"MEM_ALLOC", OMPS_OP_MEM_ALLOC, sizeof(omps_mem_alloc_req_t), sizeof(omps_mem_alloc_rep_t), erased_omps_encode_mem_alloc_req,
    erased_omps_decode_mem_alloc_req, erased_omps_encode_mem_alloc_rep, erased_omps_decode_mem_alloc_rep,
    "Q", "Q"},

@@ -41,6 +41,7 @@ extern "C" {
 #define OMPS_OP_SHM_ATTACH 0x0103
 #define OMPS_OP_RING_ATTACH 0x0104
 #define OMPS_OP_RING_DOORBELL 0x0105
+#define OMPS_OP_DEVICE_ATTRIBUTES 0x0106
 #define OMPS_OP_MEM_ALLOC 0x0110
 #define OMPS_OP_MEM_FREE 0x0111
 #define OMPS_OP_MEMCPY_HTOD 0x0112
@@ -69,7 +70,7 @@ extern "C" {
 #define OMPS_OP_NOTICE_ERROR 0x0200
 #define OMPS_OP_NOTICE_LIMITS 0x0201
 #define OMPS_OP_NOTICE_WAKE 0x0202
-#define OMPS_MESSAGE_COUNT 36
+#define OMPS_MESSAGE_COUNT 37
 
 /* Structures nested in messages. */
 typedef struct omps_device {
@@ -96,6 +97,11 @@ typedef struct omps_limits {
   int32_t priority;
   omps_str_t sm_partition;
 } omps_limits_t;
+
+typedef struct omps_attributes_item {
+  uint32_t attribute;
+  int32_t value;
+} omps_attributes_item_t;
 
 typedef struct omps_params_item {
   uint32_t offset;
@@ -233,6 +239,21 @@ typedef struct omps_ring_doorbell_rep {
 } omps_ring_doorbell_rep_t;
 omps_wire_status_t omps_encode_ring_doorbell_rep(omps_writer_t *w, const omps_ring_doorbell_rep_t *v);
 omps_wire_status_t omps_decode_ring_doorbell_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_ring_doorbell_rep_t *out);
+
+/* DEVICE_ATTRIBUTES request */
+typedef struct omps_device_attributes_req {
+  char unused_;
+} omps_device_attributes_req_t;
+omps_wire_status_t omps_encode_device_attributes_req(omps_writer_t *w, const omps_device_attributes_req_t *v);
+omps_wire_status_t omps_decode_device_attributes_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_device_attributes_req_t *out);
+
+/* DEVICE_ATTRIBUTES reply */
+typedef struct omps_device_attributes_rep {
+  uint32_t attributes_count;
+  omps_attributes_item_t *attributes;
+} omps_device_attributes_rep_t;
+omps_wire_status_t omps_encode_device_attributes_rep(omps_writer_t *w, const omps_device_attributes_rep_t *v);
+omps_wire_status_t omps_decode_device_attributes_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_device_attributes_rep_t *out);
 
 /* MEM_ALLOC request */
 typedef struct omps_mem_alloc_req {

@@ -4,8 +4,9 @@
  * IMPLEMENTED of scripts/gen-cuda-decls.mjs, which makes its entry point call omlc_mps_<symbol>;
  * every other entry point answers CUDA_ERROR_NOT_SUPPORTED in MPS mode and logs its name once.
  *
- * Here: cuInit (opens the session) and the device queries that SESSION_OPEN's reply answers (the
- * device is described once by the server and kept by the transport). context.c keeps the
+ * Here: cuInit (opens the session and asks the device's attributes once, DEVICE_ATTRIBUTES) and
+ * the device queries that SESSION_OPEN's reply and those attributes answer (the device is
+ * described once by the server and kept here and by the transport). context.c keeps the
  * client's contexts, memory.c does memory and synchronous copies. Next: host memory as shared
  * regions the server registers, the staging region for copies, modules and libraries (fatbins
  * loaded by the server), launches on the command ring, streams and events. */
@@ -30,11 +31,55 @@ static CUresult session_result = CUDA_ERROR_NOT_INITIALIZED;
  * forever for a reply nobody reads. So the child starts without a session (calls answer
  * CUDA_ERROR_NOT_INITIALIZED until it calls cuInit, which opens its own), and leaves the
  * parent's socket alone. */
+static void forked_child(void);
+
+/* The session's device attributes (DEVICE_ATTRIBUTES), asked once by cuInit and kept: cudart asks
+ * about a hundred of them at its start, and they do not change while the session lasts (the SM
+ * count, which follows the client's limits, is answered from the limits the transport keeps).
+ * attributes_result is the DEVICE_ATTRIBUTES status: a failure there is every attribute's answer. */
+static int32_t attribute_value[CU_DEVICE_ATTRIBUTE_MAX];
+static unsigned char attribute_known[CU_DEVICE_ATTRIBUTE_MAX];
+static CUresult attributes_result = CUDA_ERROR_NOT_INITIALIZED;
+
+static CUresult fetch_attributes(omps_transport_t *t) {
+  memset(attribute_known, 0, sizeof attribute_known);
+  const omps_message_desc_t *m = omps_message_by_opcode(OMPS_OP_DEVICE_ATTRIBUTES);
+  if (m == NULL) return CUDA_ERROR_UNKNOWN;
+  omps_device_attributes_req_t req = {0};
+  omps_device_attributes_rep_t rep;
+  memset(&rep, 0, sizeof rep);
+  omps_arena_t arena;
+  memset(&arena, 0, sizeof arena);
+  omps_error_t err;
+  memset(&err, 0, sizeof err);
+  uint32_t rc = omps_transport_call(t, OMPS_OP_DEVICE_ATTRIBUTES, m->encode_request, &req, m->decode_reply, &rep, &arena, &err);
+  if (rc == 0) {
+    unsigned ignored = 0;
+    for (uint32_t i = 0; i < rep.attributes_count; i++) {
+      uint32_t a = rep.attributes[i].attribute;
+      /* A number this library's cuda.h does not define (a newer server) cannot be asked for. */
+      if (a == 0 || a >= CU_DEVICE_ATTRIBUTE_MAX) {
+        ignored++;
+        continue;
+      }
+      attribute_value[a] = rep.attributes[i].value;
+      attribute_known[a] = 1;
+    }
+    omlc_log("cuInit: %u device attributes from the server%s", (unsigned)(rep.attributes_count - ignored),
+             ignored != 0 ? " (and some numbers this library does not know, ignored)" : "");
+  } else {
+    omlc_log("cuInit: DEVICE_ATTRIBUTES failed: %s returned %u (%s)", err.call, rc, err.message);
+  }
+  omps_arena_free(&arena);
+  return (CUresult)rc;
+}
+
 static void forked_child(void) {
   pthread_mutex_init(&session_lock, NULL);
   session = NULL;
   session_tried = 0;
   session_result = CUDA_ERROR_NOT_INITIALIZED;
+  attributes_result = CUDA_ERROR_NOT_INITIALIZED;
 }
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static void register_atfork(void) { pthread_atfork(NULL, NULL, forked_child); }
@@ -61,6 +106,7 @@ CUresult omlc_mps_cuInit(unsigned int Flags) {
       const omps_device_t *d = omps_transport_device(session);
       omlc_log("cuInit: session open: client %u of server %u (%s), device %u %.*s", info.client_id, info.server_pid,
                info.socket_path, d->ordinal, (int)d->name.len, d->name.data);
+      attributes_result = fetch_attributes(session);
     } else {
       session = NULL;
       omlc_log("cuInit: no session: %s returned %u (%s)", err.call, rc, err.message);
@@ -173,64 +219,40 @@ CUresult omlc_mps_cuDeviceComputeCapability(int *major, int *minor, CUdevice_v1 
   return CUDA_SUCCESS;
 }
 
-/* "DDDD:BB:DD.F" (hex), as the server reports cuDeviceGetPCIBusId's answer. */
-static int parse_pci(omps_str_t s, int *domain, int *bus, int *device) {
-  char buf[32];
-  if (s.len == 0 || s.len >= sizeof buf) return 0;
-  memcpy(buf, s.data, s.len);
-  buf[s.len] = '\0';
-  unsigned a, b, c, f;
-  char tail;
-  if (sscanf(buf, "%x:%x:%x.%x%c", &a, &b, &c, &f, &tail) != 4) return 0;
-  *domain = (int)a;
-  *bus = (int)b;
-  *device = (int)c;
-  return 1;
-}
+static atomic_uchar attribute_logged[CU_DEVICE_ATTRIBUTE_MAX];
 
-static atomic_uchar attribute_logged[CU_DEVICE_ATTRIBUTE_MAX + 1];
-
-/* The attributes SESSION_OPEN's device description carries. The SM count is the client's own
- * share when it has one (a client sees its own SM share, docs/architecture.md "Provisioning").
- * Any other attribute needs a query the protocol does not have yet: it answers
- * CUDA_ERROR_NOT_SUPPORTED and is logged once by number. */
+/* What the server sent (DEVICE_ATTRIBUTES), for this client: the device's attributes, with its SM
+ * share as MULTIPROCESSOR_COUNT. The SM count is answered from the limits the transport keeps, so
+ * that a client whose share changes later (NOTICE_LIMITS) sees the new one, as its SM count in
+ * SESSION_OPEN's description does (docs/architecture.md "Provisioning"). An attribute the server
+ * did not send is one the device does not answer: CUDA_ERROR_INVALID_VALUE, what the driver
+ * answers for an attribute it does not know, logged once by number. */
 CUresult omlc_mps_cuDeviceGetAttribute(int *pi, CUdevice_attribute attrib, CUdevice_v1 dev) {
   const omps_device_t *d;
   CUresult rc = device_of(dev, &d);
   if (rc != CUDA_SUCCESS) return rc;
   if (pi == NULL) return CUDA_ERROR_INVALID_VALUE;
-  int domain = 0, bus = 0, device = 0;
-  switch (attrib) {
-  case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: *pi = (int)d->compute_major; return CUDA_SUCCESS;
-  case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: *pi = (int)d->compute_minor; return CUDA_SUCCESS;
-  case CU_DEVICE_ATTRIBUTE_CLOCK_RATE: *pi = (int)d->clock_rate_k_hz; return CUDA_SUCCESS;
-  case CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK: *pi = (int)d->max_threads_per_block; return CUDA_SUCCESS;
-  case CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR: *pi = (int)d->max_threads_per_sm; return CUDA_SUCCESS;
-  case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: {
+  pthread_mutex_lock(&session_lock);
+  CUresult fetched = attributes_result;
+  pthread_mutex_unlock(&session_lock);
+  if (fetched != CUDA_SUCCESS) return fetched;
+  if ((unsigned)attrib == 0 || (unsigned)attrib >= CU_DEVICE_ATTRIBUTE_MAX || !attribute_known[attrib]) {
+    unsigned slot = (unsigned)attrib < CU_DEVICE_ATTRIBUTE_MAX ? (unsigned)attrib : 0;
+    if (atomic_exchange(&attribute_logged[slot], 1) == 0) {
+      omlc_log("cuDeviceGetAttribute: attribute %d is not one the server's device answers (CUDA_ERROR_INVALID_VALUE)",
+               (int)attrib);
+    }
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  if (attrib == CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT) {
     omps_limits_t limits;
     char partition[256];
     omps_transport_limits(omlc_session(), &limits, partition, sizeof partition);
     *pi = (int)(limits.sm_count != 0 && limits.sm_count < d->sm_count ? limits.sm_count : d->sm_count);
     return CUDA_SUCCESS;
   }
-  case CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID:
-  case CU_DEVICE_ATTRIBUTE_PCI_BUS_ID:
-  case CU_DEVICE_ATTRIBUTE_PCI_DEVICE_ID:
-    if (!parse_pci(d->pci_bus_id, &domain, &bus, &device)) {
-      omlc_log("the server's PCI bus id %.*s does not parse", (int)d->pci_bus_id.len, d->pci_bus_id.data);
-      return CUDA_ERROR_UNKNOWN;
-    }
-    *pi = attrib == CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID ? domain : attrib == CU_DEVICE_ATTRIBUTE_PCI_BUS_ID ? bus : device;
-    return CUDA_SUCCESS;
-  default:
-    break;
-  }
-  if ((unsigned)attrib > CU_DEVICE_ATTRIBUTE_MAX) return CUDA_ERROR_INVALID_VALUE;
-  if (atomic_exchange(&attribute_logged[attrib], 1) == 0) {
-    omlc_log("cuDeviceGetAttribute: attribute %d is not provided by the openmps server (CUDA_ERROR_NOT_SUPPORTED)",
-             (int)attrib);
-  }
-  return CUDA_ERROR_NOT_SUPPORTED;
+  *pi = (int)attribute_value[attrib];
+  return CUDA_SUCCESS;
 }
 
 /* ---- modules ----------------------------------------------------------------------------------- */

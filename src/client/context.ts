@@ -227,6 +227,15 @@ export class Context extends EventEmitter {
     return this.#limits;
   }
 
+  /**
+   * cuDeviceGetAttribute's answers for this client, by CUdevice_attribute number (one request,
+   * DEVICE_ATTRIBUTES): the device's, with this client's SM share as MULTIPROCESSOR_COUNT.
+   */
+  async deviceAttributes(): Promise<Map<number, number>> {
+    const r = await this.channel.call('DEVICE_ATTRIBUTES', {});
+    return new Map(r.attributes.map((a) => [a.attribute, a.value]));
+  }
+
   // -- memory -------------------------------------------------------------------------------------
 
   /** Free and total device memory as this client sees it: its cap, when it has one. */

@@ -23,6 +23,8 @@ export class DirectChannel implements Channel {
       inlineLimit: Number.MAX_SAFE_INTEGER,
       // In-process the regions are this process's own descriptors.
       peerPid: process.pid,
+      // Bypass mode runs on the device itself, outside any MPS server.
+      viaServer: false,
       attachStaging: () => {
         throw new CudaError('CUDA_ERROR_NOT_SUPPORTED', 'cuMemHostRegister_v2', 'bypass mode copies directly and needs no staging region');
       },

@@ -132,6 +132,12 @@ export interface MemoryInfo {
 
 export interface Device {
   readonly info: DeviceInfo;
+  /**
+   * cuDeviceGetAttribute's answers by CUdevice_attribute number (src/devices/device-attributes.ts):
+   * every attribute the device answers. An attribute not in the map is one the device does not
+   * know (the driver's CUDA_ERROR_INVALID_VALUE).
+   */
+  readonly attributes: ReadonlyMap<number, number>;
   /** Set once a kernel faulted: the sticky error every call now fails with, until reset(). */
   readonly fault: CudaError | undefined;
   /** Throws CUDA_ERROR_OUT_OF_MEMORY when the device has not `bytes` free. */

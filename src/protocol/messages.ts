@@ -42,6 +42,9 @@ const LIMITS = {
 
 const PARAM_INFO = { struct: { offset: 'u32', size: 'u32' } } as const;
 
+/** One cuDeviceGetAttribute answer: a CUdevice_attribute number and its value. */
+const DEVICE_ATTRIBUTE = { struct: { attribute: 'u32', value: 'i32' } } as const;
+
 export const MESSAGES = {
   // Control daemon.
   CONTROL_COMMAND: { opcode: 0x0001, request: { line: 'str' }, reply: { output: 'str', ok: 'bool' } },
@@ -77,6 +80,12 @@ export const MESSAGES = {
   RING_ATTACH: { opcode: 0x0104, request: { fd: 'u32', bytes: 'u64' }, reply: {} },
   /** No reply: wakes the server's ring poller (records before it run before it, as for any frame). */
   RING_DOORBELL: { opcode: 0x0105, request: {}, reply: {} },
+  /**
+   * Every CUdevice_attribute the session's device answers, in ascending order, as this client
+   * sees it (MULTIPROCESSOR_COUNT is its SM share, MPS_ENABLED 1). Asked once after SESSION_OPEN;
+   * an attribute not listed is one the device does not know (CUDA_ERROR_INVALID_VALUE).
+   */
+  DEVICE_ATTRIBUTES: { opcode: 0x0106, request: {}, reply: { attributes: { list: DEVICE_ATTRIBUTE } } },
 
   // Server: memory.
   MEM_ALLOC: { opcode: 0x0110, request: { bytes: 'u64' }, reply: { ptr: 'u64' } },

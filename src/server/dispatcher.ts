@@ -7,6 +7,7 @@
 // on a later call.
 import { CudaError, toCudaError } from '../cuda/cuda-error.js';
 import { MODULE_KINDS, type ModuleKind } from '../devices/device.js';
+import { clientAttributes } from '../devices/device-attributes.js';
 import type { MessageName, ReplyOf, RequestOf } from '../protocol/messages.js';
 import { MAX_PAYLOAD } from '../protocol/frame.js';
 import { SharedRegion } from '../transport/shared-memory.js';
@@ -29,6 +30,8 @@ export interface DispatchTarget {
    * process whose descriptors name its shared-memory regions.
    */
   readonly peerPid: number;
+  /** True for a client of a server (MPS), false in bypass mode: what MPS_ENABLED answers. */
+  readonly viaServer: boolean;
   /** Maps a client's staging region (server side) or refuses (bypass mode needs none). */
   attachStaging(fd: number, bytes: number): void;
   /** Maps a client's command ring (server side) or refuses (bypass mode has no server). */
@@ -83,6 +86,10 @@ const HANDLERS: Handlers = {
     return {};
   },
   MEM_GET_INFO: (t) => t.session.memGetInfo(),
+  // A device query, answered whatever the context's state (as the driver answers it).
+  DEVICE_ATTRIBUTES: (t) => ({
+    attributes: clientAttributes(t.session.device.attributes, t.session.limits.smCount, t.viaServer),
+  }),
   SHM_ATTACH: (t, req) => {
     t.attachStaging(req.fd, Number(req.bytes));
     return {};
@@ -208,6 +215,7 @@ export const CALL_NAMES: Readonly<Partial<Record<MessageName, string>>> = {
   SESSION_OPEN: 'cuCtxCreate_v4',
   SESSION_CLOSE: 'cuCtxDestroy_v2',
   MEM_GET_INFO: 'cuMemGetInfo_v2',
+  DEVICE_ATTRIBUTES: 'cuDeviceGetAttribute',
   SHM_ATTACH: 'cuMemHostRegister_v2',
   RING_ATTACH: 'openmps.ringAttach',
   RING_DOORBELL: 'openmps.ringDoorbell',

@@ -513,6 +513,7 @@ export class OpenmpsServer {
       },
       inlineLimit: SOCKET_INLINE_LIMIT,
       peerPid: creds.pid,
+      viaServer: true,
       attachStaging: (fd, bytes) => {
         this.#attachStaging(conn, fd, bytes);
       },

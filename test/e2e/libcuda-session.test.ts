@@ -1,6 +1,7 @@
 // openmps's libcuda.so.1 in MPS mode against a real daemon on the software GPU: cuInit opens a
 // session through the C transport, and the device queries answer what the server described, the
-// same device a TypeScript client sees; memory and copies go through it. native/libcuda/test/
+// same device a TypeScript client sees, and cuDeviceGetAttribute answers exactly the attributes
+// the server sends (DEVICE_ATTRIBUTES); memory and copies go through it. native/libcuda/test/
 // libcuda-check.c ("session", "hold"), built with ASan + UBSan, against the sanitizer build of the
 // library. A C client is listed in `ps` while it is connected, with its memory, under its own
 // command line, and is gone once it exits.
@@ -11,6 +12,7 @@ import { once } from 'node:events';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { connect } from '../../src/client/connect.js';
+import { CU_DEVICE_ATTRIBUTE, CU_DEVICE_ATTRIBUTE_MAX } from '../../src/devices/device-attributes.js';
 import { startDaemon } from '../support/daemon.js';
 import { nativeTestProgram, REPO_ROOT, runNative } from '../support/native.js';
 
@@ -37,7 +39,25 @@ test('MPS mode: cuInit opens a session and the device queries answer the server\
   assert.equal(sms, String(ctx.limits.smCount !== 0 && ctx.limits.smCount < d.smCount ? ctx.limits.smCount : d.smCount));
   assert.equal(uuid, d.uuid.replace(/^GPU-/, '').replaceAll('-', ''));
   assert.equal(pci, d.pciBusId.replace(/\.\d+$/, '').toLowerCase());
+
+  // cuDeviceGetAttribute through the library, every number 1 .. CU_DEVICE_ATTRIBUTE_MAX - 1, is
+  // exactly what the server sends a client (DEVICE_ATTRIBUTES): the same value where it sent one,
+  // INVALID_VALUE ("none") where it did not.
+  const fromLibrary = libraryAttributes(out);
+  const fromServer = await ctx.deviceAttributes();
+  assert.ok(fromServer.size > 100, `the server sends ${fromServer.size} attributes`);
+  assert.equal(fromLibrary.size, CU_DEVICE_ATTRIBUTE_MAX - 1, out);
+  for (const [attribute, value] of fromLibrary) assert.equal(value, fromServer.get(attribute), `attribute ${attribute}`);
 });
+
+/** `attribute <n> <value>|none` lines of libcuda-check's session mode, by number. */
+function libraryAttributes(out: string): Map<number, number | undefined> {
+  const map = new Map<number, number | undefined>();
+  for (const m of out.matchAll(/^attribute (\d+) (-?\d+|none)$/gm)) {
+    map.set(Number(m[1]), m[2] === 'none' ? undefined : Number(m[2]));
+  }
+  return map;
+}
 
 test('MPS mode: a client limited to a share of the SMs sees its share as the SM count', async (t) => {
   const daemon = await startDaemon(t);
@@ -53,6 +73,8 @@ test('MPS mode: a client limited to a share of the SMs sees its share as the SM 
   t.after(() => ctx.close());
   assert.ok(ctx.limits.smCount < ctx.device.smCount, `the share (${ctx.limits.smCount}) is below the device's ${ctx.device.smCount}`);
   assert.equal(sms, ctx.limits.smCount);
+  assert.equal(libraryAttributes(out).get(CU_DEVICE_ATTRIBUTE.MULTIPROCESSOR_COUNT), ctx.limits.smCount);
+  assert.equal((await ctx.deviceAttributes()).get(CU_DEVICE_ATTRIBUTE.MULTIPROCESSOR_COUNT), ctx.limits.smCount);
 });
 
 test('MPS mode: the program is a client in ps, with its memory, until it exits', async (t) => {

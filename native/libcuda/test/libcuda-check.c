@@ -817,7 +817,24 @@ static void session_checks(void) {
             attr(&pcidev, CU_DEVICE_ATTRIBUTE_PCI_DEVICE_ID, 0) == CUDA_SUCCESS,
         "PCI attributes");
   int v = 0;
-  CHECK(attr(&v, CU_DEVICE_ATTRIBUTE_MAX_PITCH, 0) == CUDA_ERROR_NOT_SUPPORTED, "an attribute the server does not describe: NOT_SUPPORTED");
+  CHECK(attr(&v, (CUdevice_attribute)0, 0) == CUDA_ERROR_INVALID_VALUE, "attribute 0: INVALID_VALUE");
+  CHECK(attr(&v, CU_DEVICE_ATTRIBUTE_MAX, 0) == CUDA_ERROR_INVALID_VALUE, "attribute CU_DEVICE_ATTRIBUTE_MAX: INVALID_VALUE");
+  CHECK(attr(&v, (CUdevice_attribute)-1, 0) == CUDA_ERROR_INVALID_VALUE, "attribute -1: INVALID_VALUE");
+  CHECK(attr(NULL, CU_DEVICE_ATTRIBUTE_WARP_SIZE, 0) == CUDA_ERROR_INVALID_VALUE, "attribute into NULL: INVALID_VALUE");
+  /* Every attribute the library answers, for the test to compare with what the server sent. */
+  int answered = 0;
+  for (int a = 1; a < CU_DEVICE_ATTRIBUTE_MAX; a++) {
+    v = 0;
+    CUresult arc = attr(&v, (CUdevice_attribute)a, 0);
+    if (arc == CUDA_SUCCESS) {
+      printf("attribute %d %d\n", a, v);
+      answered++;
+    } else {
+      CHECK(arc == CUDA_ERROR_INVALID_VALUE, "an attribute not answered is INVALID_VALUE");
+      printf("attribute %d none\n", a);
+    }
+  }
+  CHECK(answered > 0, "the library answers attributes");
   CHECK(attr(&v, CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK, 1) == CUDA_ERROR_INVALID_DEVICE, "attribute of device 1: INVALID_DEVICE");
   printf("device %s|%zu|%d.%d|%d|", name, total, major, minor, sms);
   for (int i = 0; i < 16; i++) printf("%02x", (unsigned char)uuid.bytes[i]);

@@ -7,6 +7,7 @@ import type {
 } from '../device.js';
 import type { CudaDriver } from '../../native/bindings.js';
 import { CUDA_ERROR_INVALID_VALUE, CUDA_ERROR_NOT_SUPPORTED, CUDA_SUCCESS } from './check.js';
+import { readDeviceAttributes } from './attributes.js';
 import { CudaEvent } from './cuda-event.js';
 import { loadModule } from './cuda-module.js';
 import { CudaStream } from './cuda-stream.js';
@@ -15,6 +16,7 @@ import { normalizeSmGroups, type GreenContext, type SmGroupLayout, type SmResour
 
 export class CudaDevice implements Device {
   readonly info: DeviceInfo;
+  readonly attributes: ReadonlyMap<number, number>;
   readonly #core: DeviceCore;
   readonly #onClose: () => void;
   /** The one close in progress or done: close() is idempotent, concurrent calls included. */
@@ -23,6 +25,7 @@ export class CudaDevice implements Device {
   /** Retains `device`'s primary context (`device` is the CUdevice of cuDeviceGet). */
   constructor(driver: CudaDriver, device: number, info: DeviceInfo, onClose: () => void) {
     this.info = info;
+    this.attributes = readDeviceAttributes(driver, device);
     this.#core = new DeviceCore(driver, device);
     this.#onClose = onClose;
   }

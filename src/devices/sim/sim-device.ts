@@ -7,6 +7,7 @@ import {
   type DeviceStream, type MemoryInfo, type ModuleImage, type StreamOptions,
 } from '../device.js';
 import { fatbinPtx } from '../../fatbin/fatbin.js';
+import { simDeviceAttributes } from './attributes.js';
 import { parsePtx } from './ptx.js';
 import { SimContext } from './sim-context.js';
 import { SimModule } from './sim-module.js';
@@ -25,6 +26,7 @@ interface HostRange {
 
 export class SimDevice implements Device {
   readonly info: DeviceInfo;
+  readonly attributes: ReadonlyMap<number, number>;
   readonly #context: SimContext;
   readonly #onClose: (() => void) | undefined;
   /** Pointers whose memFree is waiting for earlier work: a second free of one is an error. */
@@ -35,6 +37,7 @@ export class SimDevice implements Device {
   /** `memoryBase`: the first device address this device hands out. */
   constructor(info: DeviceInfo, memoryBase: bigint, onClose?: () => void) {
     this.info = info;
+    this.attributes = simDeviceAttributes(info);
     this.#context = new SimContext(info, memoryBase);
     this.#onClose = onClose;
   }
