@@ -315,77 +315,7 @@ CUresult omlc_mps_cuMemsetD32Async_ptsz(CUdeviceptr_v2 dstDevice, unsigned int u
   return memset_n(dstDevice, ui, 4, N, hStream);
 }
 
-/* ---- pointer attributes ----------------------------------------------------------------------------
- * Answered from the allocation table: what a device allocation is is known here. Attributes whose
- * answer would need the server (buffer ids, access flags, memory pools...) answer
- * CUDA_ERROR_NOT_SUPPORTED, logged once each. */
-static atomic_uchar pointer_attribute_logged[64];
-
-static CUresult pointer_attribute(void *data, CUpointer_attribute attribute, CUdeviceptr_v2 ptr, int *known) {
-  CUdeviceptr_v2 base = 0;
-  size_t size = 0;
-  int device = omlc_device_pointer(ptr, &base, &size);
-  *known = 1;
-  switch (attribute) {
-  case CU_POINTER_ATTRIBUTE_CONTEXT: {
-    CUcontext ctx = device ? omlc_primary_context() : NULL;
-    memcpy(data, &ctx, sizeof ctx);
-    break;
-  }
-  case CU_POINTER_ATTRIBUTE_MEMORY_TYPE: {
-    unsigned int type = device ? CU_MEMORYTYPE_DEVICE : 0;
-    memcpy(data, &type, sizeof type);
-    break;
-  }
-  case CU_POINTER_ATTRIBUTE_DEVICE_POINTER: {
-    CUdeviceptr_v2 p = device ? ptr : 0;
-    memcpy(data, &p, sizeof p);
-    break;
-  }
-  case CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL: {
-    int ordinal = 0;
-    memcpy(data, &ordinal, sizeof ordinal);
-    break;
-  }
-  case CU_POINTER_ATTRIBUTE_RANGE_START_ADDR:
-    memcpy(data, &base, sizeof base);
-    break;
-  case CU_POINTER_ATTRIBUTE_RANGE_SIZE:
-    memcpy(data, &size, sizeof size);
-    break;
-  default:
-    *known = 0;
-    if ((unsigned)attribute < 64 && atomic_exchange(&pointer_attribute_logged[attribute], 1) == 0) {
-      omlc_log("cuPointerGetAttribute: attribute %d is not supported yet (CUDA_ERROR_NOT_SUPPORTED)", (int)attribute);
-    }
-    return CUDA_ERROR_NOT_SUPPORTED;
-  }
-  return device ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
-}
-
-/* A pointer that is none of this client's device allocations: CUDA_ERROR_INVALID_VALUE, as the
- * driver answers for host memory it does not know. */
-CUresult omlc_mps_cuPointerGetAttribute(void *data, CUpointer_attribute attribute, CUdeviceptr_v2 ptr) {
-  if (data == NULL) return CUDA_ERROR_INVALID_VALUE;
-  if (omlc_session() == NULL) return CUDA_ERROR_NOT_INITIALIZED;
-  int known;
-  return pointer_attribute(data, attribute, ptr, &known);
-}
-
-/* Unlike cuPointerGetAttribute, a pointer CUDA does not know is no error here: its attributes get
- * their empty values (CUDA Driver API, cuPointerGetAttributes). */
-CUresult omlc_mps_cuPointerGetAttributes(unsigned int numAttributes, CUpointer_attribute *attributes, void **data,
-                                         CUdeviceptr_v2 ptr) {
-  if (attributes == NULL || data == NULL) return CUDA_ERROR_INVALID_VALUE;
-  if (omlc_session() == NULL) return CUDA_ERROR_NOT_INITIALIZED;
-  for (unsigned i = 0; i < numAttributes; i++) {
-    if (data[i] == NULL) return CUDA_ERROR_INVALID_VALUE;
-    int known;
-    CUresult rc = pointer_attribute(data[i], attributes[i], ptr, &known);
-    if (!known) return rc;
-  }
-  return CUDA_SUCCESS;
-}
+/* Pointer attributes (cuPointerGetAttribute(s)) are in pointers.c, from omlc_device_pointer. */
 
 /* Waits for all of this client's work on the server (its streams), and returns its sticky
  * error if a kernel failed. */

@@ -780,6 +780,99 @@ static void fork_checks(void) {
         "the parent's session still works after the fork");
 }
 
+/* Every pointer attribute of device memory, as the driver answers it for cuMemAlloc memory of the
+ * primary context, and the errors: a pointer that is not ours, an attribute that does not exist. */
+static void pointer_checks(void) {
+  typedef CUresult (*alloc_t)(CUdeviceptr *, size_t);
+  typedef CUresult (*free_t)(CUdeviceptr);
+  typedef CUresult (*pattr_t)(void *, CUpointer_attribute, CUdeviceptr);
+  typedef CUresult (*pattrs_t)(unsigned, CUpointer_attribute *, void **, CUdeviceptr);
+  pattr_t pattr = (pattr_t)sym("cuPointerGetAttribute");
+  pattrs_t pattrs = (pattrs_t)sym("cuPointerGetAttributes");
+  CUdeviceptr d = 0;
+  CHECK(((alloc_t)sym("cuMemAlloc_v2"))(&d, 4096) == CUDA_SUCCESS, "pointer checks: an allocation");
+  void *host = (void *)1;
+  CHECK(pattr(&host, CU_POINTER_ATTRIBUTE_HOST_POINTER, d + 8) == CUDA_ERROR_INVALID_VALUE,
+        "HOST_POINTER of device memory: INVALID_VALUE");
+  CUdeviceptr dp = 0;
+  CHECK(pattr(&dp, CU_POINTER_ATTRIBUTE_DEVICE_POINTER, d + 8) == CUDA_SUCCESS && dp == d + 8, "DEVICE_POINTER: itself");
+  CUcontext ctx = NULL, primary = NULL;
+  CHECK(((CUresult(*)(CUcontext *, CUdevice))sym("cuDevicePrimaryCtxRetain"))(&primary, 0) == CUDA_SUCCESS &&
+            pattr(&ctx, CU_POINTER_ATTRIBUTE_CONTEXT, d) == CUDA_SUCCESS && ctx == primary,
+        "CONTEXT: the primary context");
+  ((CUresult(*)(CUdevice))sym("cuDevicePrimaryCtxRelease_v2"))(0);
+  struct {
+    CUpointer_attribute a;
+    int want;
+    const char *what;
+  } ints[] = {
+      {CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, 0, "DEVICE_ORDINAL 0"},
+      {CU_POINTER_ATTRIBUTE_IS_MANAGED, 0, "IS_MANAGED 0"},
+      {CU_POINTER_ATTRIBUTE_MAPPED, 1, "MAPPED 1"},
+      {CU_POINTER_ATTRIBUTE_SYNC_MEMOPS, 0, "SYNC_MEMOPS 0 (never set)"},
+      {CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE, 0, "IS_LEGACY_CUDA_IPC_CAPABLE 0"},
+      {CU_POINTER_ATTRIBUTE_IS_HW_DECOMPRESS_CAPABLE, 0, "IS_HW_DECOMPRESS_CAPABLE 0"},
+  };
+  for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+    int v = 7;
+    CHECK(pattr(&v, ints[i].a, d + 100) == CUDA_SUCCESS && v == ints[i].want, ints[i].what);
+  }
+  unsigned memtype = 0;
+  CHECK(pattr(&memtype, CU_POINTER_ATTRIBUTE_MEMORY_TYPE, d) == CUDA_SUCCESS && memtype == CU_MEMORYTYPE_DEVICE,
+        "MEMORY_TYPE DEVICE");
+  unsigned long long flags = 0, handles = 9;
+  CHECK(pattr(&flags, CU_POINTER_ATTRIBUTE_ACCESS_FLAGS, d) == CUDA_SUCCESS &&
+            flags == CU_POINTER_ATTRIBUTE_ACCESS_FLAG_READWRITE,
+        "ACCESS_FLAGS READWRITE");
+  CHECK(pattr(&handles, CU_POINTER_ATTRIBUTE_ALLOWED_HANDLE_TYPES, d) == CUDA_SUCCESS && handles == 0,
+        "ALLOWED_HANDLE_TYPES none");
+  CUmemoryPool pool = (CUmemoryPool)1;
+  CHECK(pattr(&pool, CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE, d) == CUDA_SUCCESS && pool == NULL, "MEMPOOL_HANDLE NULL");
+  int rdma = 7, rdma_dev = 8;
+  CHECK(((CUresult(*)(int *, CUdevice_attribute, CUdevice))sym("cuDeviceGetAttribute"))(
+            &rdma_dev, CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_SUPPORTED, 0) == CUDA_SUCCESS &&
+            pattr(&rdma, CU_POINTER_ATTRIBUTE_IS_GPU_DIRECT_RDMA_CAPABLE, d) == CUDA_SUCCESS && rdma == (rdma_dev != 0),
+        "IS_GPU_DIRECT_RDMA_CAPABLE: the device's attribute");
+  unsigned long long id = 0;
+  CHECK(pattr(&id, CU_POINTER_ATTRIBUTE_BUFFER_ID, d) == CUDA_ERROR_NOT_SUPPORTED, "BUFFER_ID: NOT_SUPPORTED");
+  CHECK(pattr(&id, (CUpointer_attribute)0, d) == CUDA_ERROR_INVALID_VALUE, "attribute 0: INVALID_VALUE");
+  CHECK(pattr(&id, (CUpointer_attribute)22, d) == CUDA_ERROR_INVALID_VALUE, "attribute 22: INVALID_VALUE");
+  CHECK(pattr(NULL, CU_POINTER_ATTRIBUTE_DEVICE_POINTER, d) == CUDA_ERROR_INVALID_VALUE, "into NULL: INVALID_VALUE");
+  char local[16];
+  CHECK(pattr(&host, CU_POINTER_ATTRIBUTE_HOST_POINTER, (CUdeviceptr)(uintptr_t)local) == CUDA_ERROR_INVALID_VALUE &&
+            pattr(&dp, CU_POINTER_ATTRIBUTE_DEVICE_POINTER, d + 4096) == CUDA_ERROR_INVALID_VALUE,
+        "a pointer not ours (host memory, one past the allocation): INVALID_VALUE");
+  /* cuPointerGetAttributes: device memory's HOST_POINTER reads NULL without failing the call. */
+  CUpointer_attribute several[4] = {CU_POINTER_ATTRIBUTE_MEMORY_TYPE, CU_POINTER_ATTRIBUTE_HOST_POINTER,
+                                    CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, CU_POINTER_ATTRIBUTE_RANGE_SIZE};
+  int ordinal = 5;
+  size_t range = 0;
+  memtype = 0;
+  host = (void *)1;
+  void *slots[4] = {&memtype, &host, &ordinal, &range};
+  CHECK(pattrs(4, several, slots, d + 1) == CUDA_SUCCESS && memtype == CU_MEMORYTYPE_DEVICE && host == NULL &&
+            ordinal == 0 && range == 4096,
+        "cuPointerGetAttributes of device memory, HOST_POINTER among them");
+  CUpointer_attribute buffer[1] = {CU_POINTER_ATTRIBUTE_BUFFER_ID};
+  void *buffer_slot[1] = {&id};
+  CHECK(pattrs(1, buffer, buffer_slot, d) == CUDA_ERROR_NOT_SUPPORTED, "cuPointerGetAttributes BUFFER_ID: NOT_SUPPORTED");
+  CUpointer_attribute empty[4] = {CU_POINTER_ATTRIBUTE_CONTEXT, CU_POINTER_ATTRIBUTE_IS_MANAGED,
+                                  CU_POINTER_ATTRIBUTE_ACCESS_FLAGS, CU_POINTER_ATTRIBUTE_RANGE_SIZE};
+  int managed = 7;
+  ctx = (CUcontext)1;
+  flags = 9;
+  range = 9;
+  void *empty_slots[4] = {&ctx, &managed, &flags, &range};
+  CHECK(pattrs(4, empty, empty_slots, (CUdeviceptr)(uintptr_t)local) == CUDA_SUCCESS && ctx == NULL && managed == 0 &&
+            flags == 0 && range == 0,
+        "cuPointerGetAttributes of a pointer not ours: success, zeros");
+  CUpointer_attribute bad[1] = {(CUpointer_attribute)0};
+  CHECK(pattrs(1, bad, empty_slots, d) == CUDA_ERROR_INVALID_VALUE, "cuPointerGetAttributes attribute 0: INVALID_VALUE");
+  CHECK(((free_t)sym("cuMemFree_v2"))(d) == CUDA_SUCCESS &&
+            pattr(&memtype, CU_POINTER_ATTRIBUTE_MEMORY_TYPE, d) == CUDA_ERROR_INVALID_VALUE,
+        "a freed allocation: INVALID_VALUE");
+}
+
 static void session_checks(void) {
   typedef CUresult (*init_t)(unsigned);
   typedef CUresult (*count_t)(int *);
@@ -847,6 +940,7 @@ static void session_checks(void) {
   context_checks();
   memory_checks();
   stream_checks();
+  pointer_checks();
   fork_checks();
 }
 
