@@ -129,6 +129,10 @@ const IMPLEMENTED = {
   cuMemsetD32Async_ptsz: 'mps',
   cuPointerGetAttribute: 'mps',
   cuPointerGetAttributes: 'mps',
+  cuMemHostAlloc: 'mps',
+  cuMemAllocHost_v2: 'mps',
+  cuMemFreeHost: 'mps',
+  cuMemHostGetFlags: 'mps',
 };
 
 const cudaH = join(incDir, 'cuda.h');

@@ -102,6 +102,10 @@ CUresult omlc_mps_cuMemsetD32Async(CUdeviceptr_v2 dstDevice, unsigned int ui, si
 CUresult omlc_mps_cuMemsetD32Async_ptsz(CUdeviceptr_v2 dstDevice, unsigned int ui, size_t N, CUstream hStream);
 CUresult omlc_mps_cuPointerGetAttribute(void *data, CUpointer_attribute attribute, CUdeviceptr_v2 ptr);
 CUresult omlc_mps_cuPointerGetAttributes(unsigned int numAttributes, CUpointer_attribute *attributes, void **data, CUdeviceptr_v2 ptr);
+CUresult omlc_mps_cuMemHostAlloc(void **pp, size_t bytesize, unsigned int Flags);
+CUresult omlc_mps_cuMemAllocHost_v2(void **pp, size_t bytesize);
+CUresult omlc_mps_cuMemFreeHost(void *p);
+CUresult omlc_mps_cuMemHostGetFlags(unsigned int *pFlags, void *p);
 
 CUresult CUDAAPI cuArray3DCreate(CUarray *pHandle, const CUDA_ARRAY3D_DESCRIPTOR_v1 *pAllocateArray) {
   switch (omlc_mode()) {
@@ -4232,9 +4236,7 @@ CUresult CUDAAPI cuMemAllocHost_v2(void **pp, size_t bytesize) {
     omlc_fn real = omlc_real(OMLC_SYM_cuMemAllocHost_v2);
     return real ? ((CUresult (CUDAAPI *)(void **pp, size_t bytesize))real)(pp, bytesize) : omlc_bypass_missing(OMLC_SYM_cuMemAllocHost_v2);
   }
-  case OMLC_MODE_MPS:
-    (void)pp; (void)bytesize;
-    return omlc_not_supported(OMLC_SYM_cuMemAllocHost_v2);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemAllocHost_v2(pp, bytesize);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4454,9 +4456,7 @@ CUresult CUDAAPI cuMemFreeHost(void *p) {
     omlc_fn real = omlc_real(OMLC_SYM_cuMemFreeHost);
     return real ? ((CUresult (CUDAAPI *)(void *p))real)(p) : omlc_bypass_missing(OMLC_SYM_cuMemFreeHost);
   }
-  case OMLC_MODE_MPS:
-    (void)p;
-    return omlc_not_supported(OMLC_SYM_cuMemFreeHost);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemFreeHost(p);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4618,9 +4618,7 @@ CUresult CUDAAPI cuMemHostAlloc(void **pp, size_t bytesize, unsigned int Flags) 
     omlc_fn real = omlc_real(OMLC_SYM_cuMemHostAlloc);
     return real ? ((CUresult (CUDAAPI *)(void **pp, size_t bytesize, unsigned int Flags))real)(pp, bytesize, Flags) : omlc_bypass_missing(OMLC_SYM_cuMemHostAlloc);
   }
-  case OMLC_MODE_MPS:
-    (void)pp; (void)bytesize; (void)Flags;
-    return omlc_not_supported(OMLC_SYM_cuMemHostAlloc);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemHostAlloc(pp, bytesize, Flags);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4660,9 +4658,7 @@ CUresult CUDAAPI cuMemHostGetFlags(unsigned int *pFlags, void *p) {
     omlc_fn real = omlc_real(OMLC_SYM_cuMemHostGetFlags);
     return real ? ((CUresult (CUDAAPI *)(unsigned int *pFlags, void *p))real)(pFlags, p) : omlc_bypass_missing(OMLC_SYM_cuMemHostGetFlags);
   }
-  case OMLC_MODE_MPS:
-    (void)pFlags; (void)p;
-    return omlc_not_supported(OMLC_SYM_cuMemHostGetFlags);
+  case OMLC_MODE_MPS: return omlc_mps_cuMemHostGetFlags(pFlags, p);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -9124,7 +9120,7 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuMemAllocFromPoolAsync", (omlc_fn)cuMemAllocFromPoolAsync, OMLC_IMPL_NONE },
   { "cuMemAllocFromPoolAsync_ptsz", (omlc_fn)cuMemAllocFromPoolAsync_ptsz, OMLC_IMPL_NONE },
   { "cuMemAllocHost", (omlc_fn)cuMemAllocHost, OMLC_IMPL_NONE },
-  { "cuMemAllocHost_v2", (omlc_fn)cuMemAllocHost_v2, OMLC_IMPL_NONE },
+  { "cuMemAllocHost_v2", (omlc_fn)cuMemAllocHost_v2, OMLC_IMPL_MPS },
   { "cuMemAllocManaged", (omlc_fn)cuMemAllocManaged, OMLC_IMPL_NONE },
   { "cuMemAllocPitch", (omlc_fn)cuMemAllocPitch, OMLC_IMPL_NONE },
   { "cuMemAllocPitch_v2", (omlc_fn)cuMemAllocPitch_v2, OMLC_IMPL_NONE },
@@ -9140,7 +9136,7 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuMemFree", (omlc_fn)cuMemFree, OMLC_IMPL_NONE },
   { "cuMemFreeAsync", (omlc_fn)cuMemFreeAsync, OMLC_IMPL_NONE },
   { "cuMemFreeAsync_ptsz", (omlc_fn)cuMemFreeAsync_ptsz, OMLC_IMPL_NONE },
-  { "cuMemFreeHost", (omlc_fn)cuMemFreeHost, OMLC_IMPL_NONE },
+  { "cuMemFreeHost", (omlc_fn)cuMemFreeHost, OMLC_IMPL_MPS },
   { "cuMemFree_v2", (omlc_fn)cuMemFree_v2, OMLC_IMPL_MPS },
   { "cuMemGetAccess", (omlc_fn)cuMemGetAccess, OMLC_IMPL_NONE },
   { "cuMemGetAddressRange", (omlc_fn)cuMemGetAddressRange, OMLC_IMPL_NONE },
@@ -9152,10 +9148,10 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuMemGetInfo", (omlc_fn)cuMemGetInfo, OMLC_IMPL_NONE },
   { "cuMemGetInfo_v2", (omlc_fn)cuMemGetInfo_v2, OMLC_IMPL_MPS },
   { "cuMemGetMemPool", (omlc_fn)cuMemGetMemPool, OMLC_IMPL_NONE },
-  { "cuMemHostAlloc", (omlc_fn)cuMemHostAlloc, OMLC_IMPL_NONE },
+  { "cuMemHostAlloc", (omlc_fn)cuMemHostAlloc, OMLC_IMPL_MPS },
   { "cuMemHostGetDevicePointer", (omlc_fn)cuMemHostGetDevicePointer, OMLC_IMPL_NONE },
   { "cuMemHostGetDevicePointer_v2", (omlc_fn)cuMemHostGetDevicePointer_v2, OMLC_IMPL_NONE },
-  { "cuMemHostGetFlags", (omlc_fn)cuMemHostGetFlags, OMLC_IMPL_NONE },
+  { "cuMemHostGetFlags", (omlc_fn)cuMemHostGetFlags, OMLC_IMPL_MPS },
   { "cuMemHostRegister", (omlc_fn)cuMemHostRegister, OMLC_IMPL_NONE },
   { "cuMemHostRegister_v2", (omlc_fn)cuMemHostRegister_v2, OMLC_IMPL_NONE },
   { "cuMemHostUnregister", (omlc_fn)cuMemHostUnregister, OMLC_IMPL_NONE },

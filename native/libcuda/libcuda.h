@@ -80,6 +80,11 @@ struct omps_transport *omlc_session(void);
 CUresult omlc_stream_id(CUstream s, uint32_t *id);
 /* MPS mode: whether ptr lies in one of this client's device allocations, and which (memory.c). */
 int omlc_device_pointer(CUdeviceptr_v2 ptr, CUdeviceptr_v2 *base, size_t *size);
+/* MPS mode: whether [p, p+n) lies wholly inside one page-locked host allocation, and its
+ * HOST_REGISTER handle and the offset of p in it (host-memory.c). */
+int omlc_host_window(const void *p, size_t n, uint32_t *handle, uint64_t *offset);
+/* MPS mode: whether p lies in one page-locked host allocation, and which (host-memory.c). */
+int omlc_host_pointer(const void *p, uintptr_t *base, size_t *size);
 /* MPS mode: whether a handle is one of this library's contexts (context.c). */
 int omlc_context_valid(CUcontext ctx);
 /* MPS mode: the primary context's handle (context.c). */

@@ -34,8 +34,13 @@ $(OUT)/test/libcuda-check: $(LIBCUDA_DIR)/test/libcuda-check.c $(LIBCUDA_DIR)/in
 	@mkdir -p $(dir $@)
 	$(CC) -I$(LIBCUDA_DIR) $(CFLAGS) $(SAN_CFLAGS) $< $(LIBCUDA_DIR)/integrity.c -ldl -lpthread -o $@
 
+# Page-locked host memory against a daemon (run by test/e2e/libcuda-host-memory.test.ts).
+$(OUT)/test/host-memory-check: $(LIBCUDA_DIR)/test/host-memory-check.c $(LIBCUDA_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) -I$(LIBCUDA_DIR) $(CFLAGS) $(SAN_CFLAGS) $< -ldl -o $@
+
 TARGETS += $(OUT)/libcuda/libcuda.so.1
-TEST_PROGRAMS += $(OUT)/san/libcuda/libcuda.so.1 $(OUT)/test/libcuda-check
+TEST_PROGRAMS += $(OUT)/san/libcuda/libcuda.so.1 $(OUT)/test/libcuda-check $(OUT)/test/host-memory-check
 
 .PHONY: run-libcuda-check
 # The checks that need no daemon (libcuda-check.c takes a mode; test/unit/libcuda.test.ts runs

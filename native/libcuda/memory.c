@@ -3,8 +3,9 @@
  * MEMCPY_DTOD, CTX_SYNCHRONIZE). Device pointers are the server's; the server checks each one against this
  * client's own allocations and its memory limit, so a wrong pointer is an error reply, never
  * another client's memory. Copies carry their bytes in the frames (inline), in pieces well below
- * the frame limit; the shared staging region and page-locked host memory (the fast paths a
- * TypeScript client uses) are the next step here. */
+ * the frame limit, except where the host side lies wholly in page-locked host memory
+ * (host-memory.c): then they name its region (MEMCPY_HTOD_HOST / MEMCPY_DTOH_HOST). The shared
+ * staging region (the other fast path a TypeScript client uses) is the next step here. */
 #include "libcuda.h"
 
 #include "openmps-transport.h"
@@ -149,6 +150,13 @@ CUresult omlc_mps_cuMemGetInfo_v2(size_t *free, size_t *total) {
 static CUresult htod(uint32_t stream, CUdeviceptr_v2 dst, const void *src, size_t n) {
   if (n == 0) return CUDA_SUCCESS;
   if (src == NULL) return CUDA_ERROR_INVALID_VALUE;
+  /* From page-locked host memory (host-memory.c): the device reads the shared pages themselves. */
+  uint32_t handle;
+  uint64_t offset;
+  if (omlc_host_window(src, n, &handle, &offset)) {
+    omps_memcpy_htod_host_req_t hreq = {stream, dst, handle, offset, n};
+    return call(OMPS_OP_MEMCPY_HTOD_HOST, &hreq, NULL, NULL);
+  }
   const uint8_t *p = src;
   for (size_t done = 0; done < n;) {
     size_t piece = n - done < COPY_PIECE ? n - done : COPY_PIECE;
@@ -169,6 +177,13 @@ CUresult omlc_mps_cuMemcpyHtoD_v2_ptds(CUdeviceptr_v2 dstDevice, const void *src
 static CUresult dtoh(uint32_t stream, void *dst, CUdeviceptr_v2 src, size_t n) {
   if (n == 0) return CUDA_SUCCESS;
   if (dst == NULL) return CUDA_ERROR_INVALID_VALUE;
+  /* Into page-locked host memory: the device writes the shared pages; the reply comes once done. */
+  uint32_t handle;
+  uint64_t offset;
+  if (omlc_host_window(dst, n, &handle, &offset)) {
+    omps_memcpy_dtoh_host_req_t hreq = {stream, src, handle, offset, n};
+    return call(OMPS_OP_MEMCPY_DTOH_HOST, &hreq, NULL, NULL);
+  }
   uint8_t *p = dst;
   for (size_t done = 0; done < n;) {
     size_t piece = n - done < COPY_PIECE ? n - done : COPY_PIECE;

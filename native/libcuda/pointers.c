@@ -6,14 +6,14 @@
  * blocks of cuMemMap), the attribute answers CUDA_ERROR_NOT_SUPPORTED, logged once each, rather
  * than a made-up value.
  *
- * Kinds of pointer are classified first (classify); page-locked host memory, when the library
- * allocates it, becomes one more kind there and one more column in device_attribute's answers. */
+ * Kinds of pointer are classified first (classify): device memory, and page-locked host memory
+ * from cuMemHostAlloc / cuMemAllocHost_v2 (host-memory.c, omlc_host_pointer). */
 #include "libcuda.h"
 
 #include <stdatomic.h>
 #include <string.h>
 
-typedef enum { PTR_UNKNOWN, PTR_DEVICE } ptr_kind;
+typedef enum { PTR_UNKNOWN, PTR_DEVICE, PTR_HOST } ptr_kind;
 
 typedef struct {
   ptr_kind kind;
@@ -23,7 +23,12 @@ typedef struct {
 
 static ptr_info classify(CUdeviceptr_v2 ptr) {
   ptr_info info = {PTR_UNKNOWN, 0, 0};
+  uintptr_t host_base = 0;
   if (omlc_device_pointer(ptr, &info.base, &info.size)) info.kind = PTR_DEVICE;
+  else if (omlc_host_pointer((const void *)(uintptr_t)ptr, &host_base, &info.size)) {
+    info.kind = PTR_HOST;
+    info.base = (CUdeviceptr_v2)host_base;
+  }
   return info;
 }
 
@@ -88,13 +93,46 @@ static CUresult device_attribute(void *data, CUpointer_attribute attribute, CUde
   }
 }
 
-/* A pointer that is none of this client's device allocations: CUDA_ERROR_INVALID_VALUE, as the
- * driver answers for memory it does not know. */
+/* One attribute of page-locked host memory from cuMemHostAlloc / cuMemAllocHost_v2. Its
+ * DEVICE_POINTER is CUDA_ERROR_INVALID_VALUE, the driver's answer for host memory the device
+ * cannot address: the server maps these pages at an address of its own, so no kernel of this
+ * client reaches them through a pointer (cuMemHostGetDevicePointer is not implemented either).
+ * What this library does not know of such memory (access flags, RDMA) is not supported. */
+static CUresult host_attribute(void *data, CUpointer_attribute attribute, CUdeviceptr_v2 ptr, const ptr_info *p) {
+  switch (attribute) {
+  case CU_POINTER_ATTRIBUTE_CONTEXT: PUT(CUcontext, omlc_primary_context()); return CUDA_SUCCESS;
+  case CU_POINTER_ATTRIBUTE_MEMORY_TYPE: PUT(unsigned int, CU_MEMORYTYPE_HOST); return CUDA_SUCCESS;
+  case CU_POINTER_ATTRIBUTE_DEVICE_POINTER: return CUDA_ERROR_INVALID_VALUE;
+  case CU_POINTER_ATTRIBUTE_HOST_POINTER: PUT(void *, (void *)(uintptr_t)ptr); return CUDA_SUCCESS;
+  case CU_POINTER_ATTRIBUTE_SYNC_MEMOPS: PUT(int, 0); return CUDA_SUCCESS;
+  case CU_POINTER_ATTRIBUTE_IS_MANAGED: PUT(int, 0); return CUDA_SUCCESS;
+  case CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL: PUT(int, 0); return CUDA_SUCCESS;
+  case CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE: PUT(int, 0); return CUDA_SUCCESS;
+  case CU_POINTER_ATTRIBUTE_RANGE_START_ADDR: PUT(CUdeviceptr_v2, p->base); return CUDA_SUCCESS;
+  case CU_POINTER_ATTRIBUTE_RANGE_SIZE: PUT(size_t, p->size); return CUDA_SUCCESS;
+  case CU_POINTER_ATTRIBUTE_MAPPED: PUT(int, 1); return CUDA_SUCCESS;
+  case CU_POINTER_ATTRIBUTE_ALLOWED_HANDLE_TYPES: PUT(unsigned long long, 0); return CUDA_SUCCESS;
+  case CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE: PUT(CUmemoryPool, NULL); return CUDA_SUCCESS;
+  case CU_POINTER_ATTRIBUTE_IS_HW_DECOMPRESS_CAPABLE: PUT(int, 0); return CUDA_SUCCESS;
+  case CU_POINTER_ATTRIBUTE_ACCESS_FLAGS:
+  case CU_POINTER_ATTRIBUTE_IS_GPU_DIRECT_RDMA_CAPABLE:
+  case CU_POINTER_ATTRIBUTE_P2P_TOKENS:
+  case CU_POINTER_ATTRIBUTE_BUFFER_ID:
+  case CU_POINTER_ATTRIBUTE_MAPPING_SIZE:
+  case CU_POINTER_ATTRIBUTE_MAPPING_BASE_ADDR:
+  case CU_POINTER_ATTRIBUTE_MEMORY_BLOCK_ID: return not_supported(attribute);
+  default: return CUDA_ERROR_INVALID_VALUE;
+  }
+}
+
+/* A pointer that is none of this client's device or page-locked host allocations:
+ * CUDA_ERROR_INVALID_VALUE, as the driver answers for memory it does not know. */
 CUresult omlc_mps_cuPointerGetAttribute(void *data, CUpointer_attribute attribute, CUdeviceptr_v2 ptr) {
   if (data == NULL) return CUDA_ERROR_INVALID_VALUE;
   if (omlc_session() == NULL) return CUDA_ERROR_NOT_INITIALIZED;
   ptr_info p = classify(ptr);
   if (p.kind == PTR_UNKNOWN) return CUDA_ERROR_INVALID_VALUE;
+  if (p.kind == PTR_HOST) return host_attribute(data, attribute, ptr, &p);
   return device_attribute(data, attribute, ptr, &p);
 }
 
@@ -138,6 +176,14 @@ CUresult omlc_mps_cuPointerGetAttributes(unsigned int numAttributes, CUpointer_a
     if (p.kind == PTR_DEVICE) {
       CUresult rc = device_attribute(data[i], attributes[i], ptr, &p);
       if (rc == CUDA_ERROR_INVALID_VALUE && attributes[i] == CU_POINTER_ATTRIBUTE_HOST_POINTER) {
+        memset(data[i], 0, empty);
+        continue;
+      }
+      if (rc != CUDA_SUCCESS) return rc;
+    } else if (p.kind == PTR_HOST) {
+      /* Likewise DEVICE_POINTER of host memory the device cannot address reads 0. */
+      CUresult rc = host_attribute(data[i], attributes[i], ptr, &p);
+      if (rc == CUDA_ERROR_INVALID_VALUE && attributes[i] == CU_POINTER_ATTRIBUTE_DEVICE_POINTER) {
         memset(data[i], 0, empty);
         continue;
       }

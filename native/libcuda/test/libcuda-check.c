@@ -374,14 +374,14 @@ static int count_lines_with(const char *path, const char *needle) {
 
 /* The first calls of a process, from several threads at once: the mode is decided once and each
  * not-implemented name is still logged once. */
-typedef CUresult (*host_alloc_fn)(void **, size_t);
+typedef CUresult (*managed_fn)(CUdeviceptr *, size_t, unsigned);
 static void *first_call(void *arg) {
-  void *p = NULL;
-  return (void *)(uintptr_t)((host_alloc_fn)arg)(&p, 64);
+  CUdeviceptr p = 0;
+  return (void *)(uintptr_t)((managed_fn)arg)(&p, 64, CU_MEM_ATTACH_GLOBAL);
 }
 static void concurrent_first_calls(void) {
   pthread_t threads[8];
-  host_alloc_fn alloc = (host_alloc_fn)sym("cuMemAllocHost_v2");
+  managed_fn alloc = (managed_fn)sym("cuMemAllocManaged");
   for (int i = 0; i < 8; i++) pthread_create(&threads[i], NULL, first_call, (void *)alloc);
   int all = 1;
   for (int i = 0; i < 8; i++) {
@@ -990,10 +990,10 @@ int main(int argc, char **argv) {
     concurrent_first_calls();
     local_checks();
     CHECK(((init_t)sym("cuInit"))(1) == CUDA_ERROR_INVALID_VALUE, "cuInit(1): INVALID_VALUE");
-    void *h = NULL;
-    host_alloc_fn alloc = (host_alloc_fn)sym("cuMemAllocHost_v2");
-    CHECK(alloc(&h, 64) == CUDA_ERROR_NOT_SUPPORTED, "cuMemAllocHost_v2 (not implemented): NOT_SUPPORTED");
-    CHECK(alloc(&h, 64) == CUDA_ERROR_NOT_SUPPORTED, "cuMemAllocHost_v2 again: NOT_SUPPORTED");
+    CUdeviceptr h = 0;
+    managed_fn alloc = (managed_fn)sym("cuMemAllocManaged");
+    CHECK(alloc(&h, 64, CU_MEM_ATTACH_GLOBAL) == CUDA_ERROR_NOT_SUPPORTED, "cuMemAllocManaged (not implemented): NOT_SUPPORTED");
+    CHECK(alloc(&h, 64, CU_MEM_ATTACH_GLOBAL) == CUDA_ERROR_NOT_SUPPORTED, "cuMemAllocManaged again: NOT_SUPPORTED");
     typedef CUresult (*register_t)(void *, size_t, unsigned);
     char page[64];
     CHECK(((register_t)sym("cuMemHostRegister_v2"))(page, sizeof page, 0) == CUDA_ERROR_NOT_SUPPORTED,
@@ -1001,7 +1001,7 @@ int main(int argc, char **argv) {
     CUdeviceptr p = 0;
     CHECK(((alloc_t)sym("cuMemAlloc_v2"))(&p, 64) == CUDA_ERROR_NOT_INITIALIZED,
           "cuMemAlloc_v2 before cuInit: NOT_INITIALIZED");
-    CHECK(count_lines_with(argv[3], "cuMemAllocHost_v2: not implemented") == 1, "cuMemAllocHost_v2 is logged once");
+    CHECK(count_lines_with(argv[3], "cuMemAllocManaged: not implemented") == 1, "cuMemAllocManaged is logged once");
     CHECK(count_lines_with(argv[3], "cuMemHostRegister_v2: not implemented") == 1, "cuMemHostRegister_v2 is logged once");
     CHECK(count_lines_with(argv[3], "MPS mode") == 1, "the mode is logged");
   } else if (strcmp(mode, "session") == 0) {
