@@ -102,6 +102,9 @@ CUresult omlc_mps_cuMemsetD32Async(CUdeviceptr_v2 dstDevice, unsigned int ui, si
 CUresult omlc_mps_cuMemsetD32Async_ptsz(CUdeviceptr_v2 dstDevice, unsigned int ui, size_t N, CUstream hStream);
 CUresult omlc_mps_cuPointerGetAttribute(void *data, CUpointer_attribute attribute, CUdeviceptr_v2 ptr);
 CUresult omlc_mps_cuPointerGetAttributes(unsigned int numAttributes, CUpointer_attribute *attributes, void **data, CUdeviceptr_v2 ptr);
+CUresult omlc_mps_cuCtxGetStreamPriorityRange(int *leastPriority, int *greatestPriority);
+CUresult omlc_mps_cuStreamGetPriority(CUstream hStream, int *priority);
+CUresult omlc_mps_cuStreamGetPriority_ptsz(CUstream hStream, int *priority);
 CUresult omlc_mps_cuMemHostAlloc(void **pp, size_t bytesize, unsigned int Flags);
 CUresult omlc_mps_cuMemAllocHost_v2(void **pp, size_t bytesize);
 CUresult omlc_mps_cuMemFreeHost(void *p);
@@ -721,9 +724,7 @@ CUresult CUDAAPI cuCtxGetStreamPriorityRange(int *leastPriority, int *greatestPr
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxGetStreamPriorityRange);
     return real ? ((CUresult (CUDAAPI *)(int *leastPriority, int *greatestPriority))real)(leastPriority, greatestPriority) : omlc_bypass_missing(OMLC_SYM_cuCtxGetStreamPriorityRange);
   }
-  case OMLC_MODE_MPS:
-    (void)leastPriority; (void)greatestPriority;
-    return omlc_not_supported(OMLC_SYM_cuCtxGetStreamPriorityRange);
+  case OMLC_MODE_MPS: return omlc_mps_cuCtxGetStreamPriorityRange(leastPriority, greatestPriority);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7668,9 +7669,7 @@ CUresult CUDAAPI cuStreamGetPriority(CUstream hStream, int *priority) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetPriority);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, int *priority))real)(hStream, priority) : omlc_bypass_missing(OMLC_SYM_cuStreamGetPriority);
   }
-  case OMLC_MODE_MPS:
-    (void)hStream; (void)priority;
-    return omlc_not_supported(OMLC_SYM_cuStreamGetPriority);
+  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetPriority(hStream, priority);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7682,9 +7681,7 @@ CUresult CUDAAPI cuStreamGetPriority_ptsz(CUstream hStream, int *priority) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetPriority_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, int *priority))real)(hStream, priority) : omlc_bypass_missing(OMLC_SYM_cuStreamGetPriority_ptsz);
   }
-  case OMLC_MODE_MPS:
-    (void)hStream; (void)priority;
-    return omlc_not_supported(OMLC_SYM_cuStreamGetPriority_ptsz);
+  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetPriority_ptsz(hStream, priority);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8862,7 +8859,7 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuCtxGetId", (omlc_fn)cuCtxGetId, OMLC_IMPL_NONE },
   { "cuCtxGetLimit", (omlc_fn)cuCtxGetLimit, OMLC_IMPL_NONE },
   { "cuCtxGetSharedMemConfig", (omlc_fn)cuCtxGetSharedMemConfig, OMLC_IMPL_NONE },
-  { "cuCtxGetStreamPriorityRange", (omlc_fn)cuCtxGetStreamPriorityRange, OMLC_IMPL_NONE },
+  { "cuCtxGetStreamPriorityRange", (omlc_fn)cuCtxGetStreamPriorityRange, OMLC_IMPL_MPS },
   { "cuCtxPopCurrent", (omlc_fn)cuCtxPopCurrent, OMLC_IMPL_MPS },
   { "cuCtxPopCurrent_v2", (omlc_fn)cuCtxPopCurrent_v2, OMLC_IMPL_MPS },
   { "cuCtxPushCurrent", (omlc_fn)cuCtxPushCurrent, OMLC_IMPL_MPS },
@@ -9372,8 +9369,8 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuStreamGetGreenCtx", (omlc_fn)cuStreamGetGreenCtx, OMLC_IMPL_NONE },
   { "cuStreamGetId", (omlc_fn)cuStreamGetId, OMLC_IMPL_NONE },
   { "cuStreamGetId_ptsz", (omlc_fn)cuStreamGetId_ptsz, OMLC_IMPL_NONE },
-  { "cuStreamGetPriority", (omlc_fn)cuStreamGetPriority, OMLC_IMPL_NONE },
-  { "cuStreamGetPriority_ptsz", (omlc_fn)cuStreamGetPriority_ptsz, OMLC_IMPL_NONE },
+  { "cuStreamGetPriority", (omlc_fn)cuStreamGetPriority, OMLC_IMPL_MPS },
+  { "cuStreamGetPriority_ptsz", (omlc_fn)cuStreamGetPriority_ptsz, OMLC_IMPL_MPS },
   { "cuStreamIsCapturing", (omlc_fn)cuStreamIsCapturing, OMLC_IMPL_NONE },
   { "cuStreamIsCapturing_ptsz", (omlc_fn)cuStreamIsCapturing_ptsz, OMLC_IMPL_NONE },
   { "cuStreamQuery", (omlc_fn)cuStreamQuery, OMLC_IMPL_MPS },

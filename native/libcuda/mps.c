@@ -40,9 +40,17 @@ static void forked_child(void);
 static int32_t attribute_value[CU_DEVICE_ATTRIBUTE_MAX];
 static unsigned char attribute_known[CU_DEVICE_ATTRIBUTE_MAX];
 static CUresult attributes_result = CUDA_ERROR_NOT_INITIALIZED;
+/* The device's stream priority range, which DEVICE_ATTRIBUTES carries under two numbers above any
+ * CUdevice_attribute (src/devices/device-attributes.ts STREAM_PRIORITY_*_ENTRY); a server that
+ * does not send them leaves priority_known short of 3. */
+#define STREAM_PRIORITY_LEAST_ENTRY 0x10000u
+#define STREAM_PRIORITY_GREATEST_ENTRY 0x10001u
+static int32_t priority_least, priority_greatest;
+static unsigned priority_known;
 
 static CUresult fetch_attributes(omps_transport_t *t) {
   memset(attribute_known, 0, sizeof attribute_known);
+  priority_known = 0;
   const omps_message_desc_t *m = omps_message_by_opcode(OMPS_OP_DEVICE_ATTRIBUTES);
   if (m == NULL) return CUDA_ERROR_UNKNOWN;
   omps_device_attributes_req_t req = {0};
@@ -54,9 +62,16 @@ static CUresult fetch_attributes(omps_transport_t *t) {
   memset(&err, 0, sizeof err);
   uint32_t rc = omps_transport_call(t, OMPS_OP_DEVICE_ATTRIBUTES, m->encode_request, &req, m->decode_reply, &rep, &arena, &err);
   if (rc == 0) {
-    unsigned ignored = 0;
+    unsigned ignored = 0, range = 0;
     for (uint32_t i = 0; i < rep.attributes_count; i++) {
       uint32_t a = rep.attributes[i].attribute;
+      if (a == STREAM_PRIORITY_LEAST_ENTRY || a == STREAM_PRIORITY_GREATEST_ENTRY) {
+        if (a == STREAM_PRIORITY_LEAST_ENTRY) priority_least = rep.attributes[i].value;
+        else priority_greatest = rep.attributes[i].value;
+        priority_known |= a == STREAM_PRIORITY_LEAST_ENTRY ? 1u : 2u;
+        range++;
+        continue;
+      }
       /* A number this library's cuda.h does not define (a newer server) cannot be asked for. */
       if (a == 0 || a >= CU_DEVICE_ATTRIBUTE_MAX) {
         ignored++;
@@ -65,7 +80,7 @@ static CUresult fetch_attributes(omps_transport_t *t) {
       attribute_value[a] = rep.attributes[i].value;
       attribute_known[a] = 1;
     }
-    omlc_log("cuInit: %u device attributes from the server%s", (unsigned)(rep.attributes_count - ignored),
+    omlc_log("cuInit: %u device attributes from the server%s", (unsigned)(rep.attributes_count - ignored - range),
              ignored != 0 ? " (and some numbers this library does not know, ignored)" : "");
   } else {
     omlc_log("cuInit: DEVICE_ATTRIBUTES failed: %s returned %u (%s)", err.call, rc, err.message);
@@ -266,5 +281,26 @@ CUresult omlc_mps_cuModuleGetLoadingMode(CUmoduleLoadingMode *mode) {
   if (omlc_session() == NULL) return CUDA_ERROR_NOT_INITIALIZED;
   const char *env = getenv("CUDA_MODULE_LOADING");
   *mode = env != NULL && strcmp(env, "EAGER") == 0 ? CU_MODULE_EAGER_LOADING : CU_MODULE_LAZY_LOADING;
+  return CUDA_SUCCESS;
+}
+
+/* The server's device's range (cuCtxGetStreamPriorityRange on its context, or the software GPU's);
+ * either pointer may be NULL, as the driver allows. Asked of the current context, as the driver
+ * does. A server that did not send the range: CUDA_ERROR_NOT_SUPPORTED, logged once, rather than
+ * a guess. */
+static atomic_uchar priority_range_logged;
+CUresult omlc_mps_cuCtxGetStreamPriorityRange(int *leastPriority, int *greatestPriority) {
+  CUcontext ctx = NULL;
+  if (omlc_session() == NULL) return CUDA_ERROR_NOT_INITIALIZED;
+  if (cuCtxGetCurrent(&ctx) != CUDA_SUCCESS || ctx == NULL) return CUDA_ERROR_INVALID_CONTEXT;
+  if (attributes_result != CUDA_SUCCESS) return attributes_result;
+  if (priority_known != 3) {
+    if (atomic_exchange(&priority_range_logged, 1) == 0) {
+      omlc_log("cuCtxGetStreamPriorityRange: the server sent no stream priority range (CUDA_ERROR_NOT_SUPPORTED)");
+    }
+    return CUDA_ERROR_NOT_SUPPORTED;
+  }
+  if (leastPriority != NULL) *leastPriority = (int)priority_least;
+  if (greatestPriority != NULL) *greatestPriority = (int)priority_greatest;
   return CUDA_SUCCESS;
 }

@@ -17,6 +17,7 @@
 struct CUstream_st {
   uint32_t magic;
   uint32_t id;
+  int priority; /* as the server's device keeps it: clamped into cuCtxGetStreamPriorityRange */
 };
 struct CUevent_st {
   uint32_t magic;
@@ -44,6 +45,12 @@ CUresult omlc_stream_id(CUstream s, uint32_t *id) {
 
 static CUresult stream_create(CUstream *ph, int priority) {
   if (ph == NULL) return CUDA_ERROR_INVALID_VALUE;
+  /* The device clamps a priority outside its range (cuStreamCreateWithPriority); the range, when
+   * the server sends it, says what the stream got. Without it the requested value is kept. */
+  int clamped = priority, least, greatest;
+  if (cuCtxGetStreamPriorityRange(&least, &greatest) == CUDA_SUCCESS) {
+    clamped = priority > least ? least : priority < greatest ? greatest : priority;
+  }
   struct CUstream_st *s = malloc(sizeof *s);
   if (s == NULL) return CUDA_ERROR_OUT_OF_MEMORY;
   omps_stream_create_req_t req = {priority};
@@ -55,6 +62,7 @@ static CUresult stream_create(CUstream *ph, int priority) {
   }
   s->magic = STREAM_MAGIC;
   s->id = rep.stream;
+  s->priority = clamped;
   *ph = s;
   return CUDA_SUCCESS;
 }
@@ -68,6 +76,24 @@ CUresult omlc_mps_cuStreamCreateWithPriority(CUstream *phStream, unsigned int fl
   (void)flags;
   return stream_create(phStream, priority);
 }
+
+/* The default streams run at the device's default priority, the least one, as the driver reports
+ * them (the server runs a client's default stream by its MPS client priority; that is its own). */
+static CUresult stream_priority(CUstream s, int *priority) {
+  if (priority == NULL) return CUDA_ERROR_INVALID_VALUE;
+  if (omlc_session() == NULL) return CUDA_ERROR_NOT_INITIALIZED;
+  if (s == NULL || s == CU_STREAM_LEGACY || s == CU_STREAM_PER_THREAD) {
+    int least = 0;
+    CUresult rc = cuCtxGetStreamPriorityRange(&least, NULL);
+    if (rc == CUDA_SUCCESS) *priority = least;
+    return rc;
+  }
+  if (s->magic != STREAM_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
+  *priority = s->priority;
+  return CUDA_SUCCESS;
+}
+CUresult omlc_mps_cuStreamGetPriority(CUstream hStream, int *priority) { return stream_priority(hStream, priority); }
+CUresult omlc_mps_cuStreamGetPriority_ptsz(CUstream hStream, int *priority) { return stream_priority(hStream, priority); }
 
 static CUresult stream_destroy(CUstream s) {
   uint32_t id;

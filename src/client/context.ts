@@ -10,6 +10,7 @@
 // device and that memory: no staging, no copy in this process.
 import { EventEmitter } from 'node:events';
 import { CudaError } from '../cuda/cuda-error.js';
+import { CU_DEVICE_ATTRIBUTE_MAX } from '../devices/device-attributes.js';
 import type { DeviceInfo, DeviceKind, KernelParam, ModuleKind } from '../devices/device.js';
 import type { DeviceInfoWire, LimitsWire, RequestOf } from '../protocol/messages.js';
 import { SharedRegion } from '../transport/shared-memory.js';
@@ -229,11 +230,12 @@ export class Context extends EventEmitter {
 
   /**
    * cuDeviceGetAttribute's answers for this client, by CUdevice_attribute number (one request,
-   * DEVICE_ATTRIBUTES): the device's, with this client's SM share as MULTIPROCESSOR_COUNT.
+   * DEVICE_ATTRIBUTES): the device's, with this client's SM share as MULTIPROCESSOR_COUNT. The
+   * reply's entries from CU_DEVICE_ATTRIBUTE_MAX up (the stream priority range) are no attributes.
    */
   async deviceAttributes(): Promise<Map<number, number>> {
     const r = await this.channel.call('DEVICE_ATTRIBUTES', {});
-    return new Map(r.attributes.map((a) => [a.attribute, a.value]));
+    return new Map(r.attributes.filter((a) => a.attribute < CU_DEVICE_ATTRIBUTE_MAX).map((a) => [a.attribute, a.value]));
   }
 
   // -- memory -------------------------------------------------------------------------------------

@@ -62,6 +62,14 @@ export const CU_DEVICE_ATTRIBUTE = {
   HOST_NUMA_ID: 134,
 } as const;
 
+/**
+ * Not CUdevice_attribute numbers: DEVICE_ATTRIBUTES also carries the device's stream priority range
+ * (cuCtxGetStreamPriorityRange) under these two, above any CUDA attribute; a library that does not
+ * know them ignores them, as it ignores any number from CU_DEVICE_ATTRIBUTE_MAX up.
+ */
+export const STREAM_PRIORITY_LEAST_ENTRY = 0x10000;
+export const STREAM_PRIORITY_GREATEST_ENTRY = 0x10001;
+
 /** One answer of cuDeviceGetAttribute: the attribute's number and its value. */
 export interface DeviceAttribute {
   readonly attribute: number;
@@ -78,6 +86,7 @@ export interface DeviceAttribute {
  */
 export function clientAttributes(
   device: ReadonlyMap<number, number>, smCount: number, viaServer: boolean,
+  priorityRange?: { readonly least: number; readonly greatest: number },
 ): DeviceAttribute[] {
   const out: DeviceAttribute[] = [];
   for (const [attribute, value] of device) {
@@ -85,6 +94,10 @@ export function clientAttributes(
     if (attribute === CU_DEVICE_ATTRIBUTE.MULTIPROCESSOR_COUNT && smCount > 0 && smCount < value) v = smCount;
     if (attribute === CU_DEVICE_ATTRIBUTE.MPS_ENABLED && viaServer) v = 1;
     out.push({ attribute, value: v });
+  }
+  if (priorityRange !== undefined) {
+    out.push({ attribute: STREAM_PRIORITY_LEAST_ENTRY, value: priorityRange.least });
+    out.push({ attribute: STREAM_PRIORITY_GREATEST_ENTRY, value: priorityRange.greatest });
   }
   return out.sort((a, b) => a.attribute - b.attribute);
 }

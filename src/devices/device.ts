@@ -138,6 +138,11 @@ export interface Device {
    * know (the driver's CUDA_ERROR_INVALID_VALUE).
    */
   readonly attributes: ReadonlyMap<number, number>;
+  /**
+   * cuCtxGetStreamPriorityRange's answer: `greatest` is the numerically lowest (highest) priority,
+   * `least` the default; stream priorities outside it are clamped into it.
+   */
+  readonly streamPriorityRange: { readonly least: number; readonly greatest: number };
   /** Set once a kernel faulted: the sticky error every call now fails with, until reset(). */
   readonly fault: CudaError | undefined;
   /** Throws CUDA_ERROR_OUT_OF_MEMORY when the device has not `bytes` free. */

@@ -88,7 +88,7 @@ const HANDLERS: Handlers = {
   MEM_GET_INFO: (t) => t.session.memGetInfo(),
   // A device query, answered whatever the context's state (as the driver answers it).
   DEVICE_ATTRIBUTES: (t) => ({
-    attributes: clientAttributes(t.session.device.attributes, t.session.limits.smCount, t.viaServer),
+    attributes: clientAttributes(t.session.device.attributes, t.session.limits.smCount, t.viaServer, t.session.device.streamPriorityRange),
   }),
   SHM_ATTACH: (t, req) => {
     t.attachStaging(req.fd, Number(req.bytes));

@@ -3,7 +3,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
-import { CU_DEVICE_ATTRIBUTE, CU_DEVICE_ATTRIBUTE_MAX, clientAttributes } from '../../src/devices/device-attributes.js';
+import {
+  CU_DEVICE_ATTRIBUTE, CU_DEVICE_ATTRIBUTE_MAX, STREAM_PRIORITY_GREATEST_ENTRY, STREAM_PRIORITY_LEAST_ENTRY, clientAttributes,
+} from '../../src/devices/device-attributes.js';
 import { createSimPlatform, LAUNCH_LIMITS, HOPPER_SM_LIMITS } from '../../src/devices/sim/index.js';
 
 const CUDA_H = process.env.CUDA_H ?? '/usr/local/cuda/include/cuda.h';
@@ -71,4 +73,15 @@ test('a client sees its SM share and MPS_ENABLED through a server, the device ot
   // A share is never more than the device (0: none given).
   assert.equal(get(clientAttributes(device, 0, true), A.MULTIPROCESSOR_COUNT), 132);
   assert.equal(get(clientAttributes(device, 500, true), A.MULTIPROCESSOR_COUNT), 132);
+});
+
+test('the stream priority range rides after the attributes, under numbers no CUDA attribute has', () => {
+  const device = new Map([[A.WARP_SIZE, 32]]);
+  const list = clientAttributes(device, 0, true, { least: 0, greatest: -5 });
+  assert.deepEqual(list, [
+    { attribute: A.WARP_SIZE, value: 32 },
+    { attribute: STREAM_PRIORITY_LEAST_ENTRY, value: 0 },
+    { attribute: STREAM_PRIORITY_GREATEST_ENTRY, value: -5 },
+  ]);
+  assert.deepEqual(clientAttributes(device, 0, true), [{ attribute: A.WARP_SIZE, value: 32 }]);
 });

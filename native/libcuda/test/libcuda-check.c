@@ -780,6 +780,61 @@ static void fork_checks(void) {
         "the parent's session still works after the fork");
 }
 
+typedef CUresult (*prange_t)(int *, int *);
+
+/* A thread's context stack starts empty: there cuCtxGetStreamPriorityRange has no context. */
+static void *range_without_context(void *arg) {
+  int least = 7;
+  *(CUresult *)arg = ((prange_t)sym("cuCtxGetStreamPriorityRange"))(&least, NULL);
+  return NULL;
+}
+
+/* The stream priority range is the server's device's; priorities outside it are clamped into it,
+ * as cuStreamCreateWithPriority documents, and cuStreamGetPriority says what a stream got. */
+static void priority_checks(void) {
+  typedef CUresult (*screate_t)(CUstream *, unsigned, int);
+  typedef CUresult (*sprio_t)(CUstream, int *);
+  typedef CUresult (*shandle_t)(CUstream);
+  prange_t range = (prange_t)sym("cuCtxGetStreamPriorityRange");
+  sprio_t get = (sprio_t)sym("cuStreamGetPriority");
+  screate_t create = (screate_t)sym("cuStreamCreateWithPriority");
+  CUcontext primary = NULL;
+  CHECK(((CUresult(*)(CUcontext *, CUdevice))sym("cuDevicePrimaryCtxRetain"))(&primary, 0) == CUDA_SUCCESS &&
+            ((CUresult(*)(CUcontext))sym("cuCtxPushCurrent_v2"))(primary) == CUDA_SUCCESS,
+        "priority checks: the primary context current");
+  int least = 7, greatest = 7, only = 7;
+  CHECK(range(&least, &greatest) == CUDA_SUCCESS && greatest < least, "cuCtxGetStreamPriorityRange: greatest below least");
+  printf("# stream priorities %d..%d\n", greatest, least);
+  CHECK(range(NULL, &only) == CUDA_SUCCESS && only == greatest && range(NULL, NULL) == CUDA_SUCCESS,
+        "cuCtxGetStreamPriorityRange with NULL for a value not wanted");
+  pthread_t th;
+  CUresult none = CUDA_SUCCESS;
+  CHECK(pthread_create(&th, NULL, range_without_context, &none) == 0 && pthread_join(th, NULL) == 0 &&
+            none == CUDA_ERROR_INVALID_CONTEXT,
+        "cuCtxGetStreamPriorityRange without a current context: INVALID_CONTEXT");
+  CUstream hi = NULL, lo = NULL, mid = NULL;
+  int p = 7;
+  CHECK(create(&hi, 0, greatest - 100) == CUDA_SUCCESS && get(hi, &p) == CUDA_SUCCESS && p == greatest,
+        "a priority above the greatest is clamped to it");
+  CHECK(create(&lo, 0, least + 100) == CUDA_SUCCESS && get(lo, &p) == CUDA_SUCCESS && p == least,
+        "a priority below the least is clamped to it");
+  CHECK(create(&mid, 0, greatest + 1) == CUDA_SUCCESS && ((sprio_t)sym("cuStreamGetPriority_ptsz"))(mid, &p) == CUDA_SUCCESS &&
+            p == greatest + 1,
+        "a priority inside the range is kept (cuStreamGetPriority_ptsz)");
+  CHECK(get(NULL, &p) == CUDA_SUCCESS && p == least && get(CU_STREAM_PER_THREAD, &p) == CUDA_SUCCESS && p == least,
+        "the default streams: the least (default) priority");
+  CHECK(get(hi, NULL) == CUDA_ERROR_INVALID_VALUE, "cuStreamGetPriority into NULL: INVALID_VALUE");
+  struct {
+    uint32_t magic, id;
+  } not_a_stream = {0x12345678u, 1};
+  CHECK(get((CUstream)(void *)&not_a_stream, &p) == CUDA_ERROR_INVALID_HANDLE, "cuStreamGetPriority of a handle not ours: INVALID_HANDLE");
+  shandle_t destroy = (shandle_t)sym("cuStreamDestroy_v2");
+  CHECK(destroy(hi) == CUDA_SUCCESS && destroy(lo) == CUDA_SUCCESS && destroy(mid) == CUDA_SUCCESS, "priority streams destroyed");
+  CHECK(((CUresult(*)(CUcontext *))sym("cuCtxPopCurrent_v2"))(NULL) == CUDA_SUCCESS &&
+            ((CUresult(*)(CUdevice))sym("cuDevicePrimaryCtxRelease_v2"))(0) == CUDA_SUCCESS,
+        "priority checks: context popped and released");
+}
+
 /* Every pointer attribute of device memory, as the driver answers it for cuMemAlloc memory of the
  * primary context, and the errors: a pointer that is not ours, an attribute that does not exist. */
 static void pointer_checks(void) {
@@ -941,6 +996,7 @@ static void session_checks(void) {
   memory_checks();
   stream_checks();
   pointer_checks();
+  priority_checks();
   fork_checks();
 }
 

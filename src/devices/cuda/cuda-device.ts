@@ -34,6 +34,10 @@ export class CudaDevice implements Device {
     return this.#core.fault;
   }
 
+  get streamPriorityRange(): { readonly least: number; readonly greatest: number } {
+    return this.#core.priorityRange;
+  }
+
   /** Counters for telemetry and tests: which copy, free and fence paths ran. */
   stats(): CudaDeviceStats {
     const core = this.#core;

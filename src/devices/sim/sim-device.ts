@@ -27,6 +27,7 @@ interface HostRange {
 export class SimDevice implements Device {
   readonly info: DeviceInfo;
   readonly attributes: ReadonlyMap<number, number>;
+  readonly streamPriorityRange = { least: SIM_STREAM_PRIORITY_LEAST, greatest: SIM_STREAM_PRIORITY_GREATEST } as const;
   readonly #context: SimContext;
   readonly #onClose: (() => void) | undefined;
   /** Pointers whose memFree is waiting for earlier work: a second free of one is an error. */
