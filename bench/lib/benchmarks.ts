@@ -121,19 +121,7 @@ function inferenceSteps(b: BenchEnv): Step[] {
     label: `small inference, ${n} client${n === 1 ? '' : 's'}`,
     run: () =>
       withClients(n, ['mlp', '--requests', String(requests), '--hidden', String(hidden)], b.service().env, async (procs) => {
-        const done = await runTogether(procs);
-        const samples = done.flatMap((r) => nums(r, 'samples'));
-        const total = done.reduce((s, r) => s + num(r, 'requests'), 0);
-        b.emit({
-          bench: 'inference',
-          mode: b.mode,
-          n,
-          value: total / spanSeconds(done),
-          p50: quantile(samples, 0.5),
-          p99: quantile(samples, 0.99),
-          unit: 'requests/s',
-          detail: { requestsPerClient: requests, hidden },
-        });
+        emitRequestRate(b, 'inference', n, await runTogether(procs), { requestsPerClient: requests, hidden });
       }),
   }));
 }
@@ -267,24 +255,28 @@ function torchSteps(b: BenchEnv): Step[] {
   }));
 }
 
+/** One requests/s result (with p50 and p99 per request) from clients that each report requests and samples. */
+function emitRequestRate(b: BenchEnv, bench: 'inference' | 'torch', n: number, done: Parameters<typeof spanSeconds>[0], detail: Record<string, number>): void {
+  const samples = done.flatMap((r) => nums(r, 'samples'));
+  const total = done.reduce((s, r) => s + num(r, 'requests'), 0);
+  b.emit({
+    bench,
+    mode: b.mode,
+    n,
+    value: total / spanSeconds(done),
+    p50: quantile(samples, 0.5),
+    p99: quantile(samples, 0.99),
+    unit: 'requests/s',
+    detail,
+  });
+}
+
 function torchStep(b: BenchEnv, n: number, requests: number, hidden: number): Promise<void> {
   return withClients(n, ['--requests', String(requests), '--hidden', String(hidden)], torchEnv(b.mode, b.service().env), async (procs, ready) => {
     // From each process's spawn to its first result on the host: Python, torch's import, the
     // CUDA context (or the openmps session), the model's upload and one forward pass.
     const firsts = ready.map((r, i) => num(r, 'firstResultAt') - (procs[i]?.startedAt ?? NaN));
-    const done = await runTogether(procs);
-    const samples = done.flatMap((r) => nums(r, 'samples'));
-    const total = done.reduce((s, r) => s + num(r, 'requests'), 0);
-    b.emit({
-      bench: 'torch',
-      mode: b.mode,
-      n,
-      value: total / spanSeconds(done),
-      p50: quantile(samples, 0.5),
-      p99: quantile(samples, 0.99),
-      unit: 'requests/s',
-      detail: { requestsPerClient: requests, hidden },
-    });
+    emitRequestRate(b, 'torch', n, await runTogether(procs), { requestsPerClient: requests, hidden });
     b.emit({
       bench: 'torch',
       mode: b.mode,

@@ -5,7 +5,7 @@
 //     says where it listens.
 // The peer's identity always comes from the kernel (SO_PEERCRED), never from what it claims.
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, writeSync, chmodSync } from 'node:fs';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { CudaError } from '../cuda/cuda-error.js';
 import type { DeviceKind } from '../devices/device.js';
@@ -132,26 +132,6 @@ function readPidFile(path: string): number | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** Whether something accepts connections on a Unix socket path. */
-function socketAnswers(path: string, timeoutMs = 2000): Promise<boolean> {
-  return new Promise<boolean>((resolve) => {
-    const socket = connect(path);
-    const timer = setTimeout(() => {
-      socket.destroy();
-      resolve(false);
-    }, timeoutMs);
-    socket.once('connect', () => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => {
-      clearTimeout(timer);
-      resolve(false);
-    });
-  });
 }
 
 /** The fd under a net.Socket, for getsockopt; Node keeps it on the internal handle. */
@@ -319,7 +299,7 @@ export class ControlDaemon {
     const alreadyRunning = (pid: number | undefined): DaemonStartError =>
       new DaemonStartError('ALREADY_RUNNING', `An openmps control daemon is already running on ${this.pipeDirectory} (pid ${pid ?? 'unknown'})`);
     const recorded = readPidFile(this.pidFile);
-    if (await socketAnswers(this.socketPath)) throw alreadyRunning(recorded);
+    if (await socketIsLive(this.socketPath)) throw alreadyRunning(recorded);
     // The socket is dead. A live daemon still named by the pid file is one starting up right now.
     if (recorded !== undefined && recorded !== process.pid && isControlDaemon(recorded)) throw alreadyRunning(recorded);
     if (existsSync(this.socketPath) || existsSync(this.pidFile)) {
