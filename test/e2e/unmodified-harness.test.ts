@@ -56,7 +56,7 @@ void describe('compareOutputs', () => {
   });
 });
 
-test("libraryReport: the mode and the first failing call, past the lookups programs run without", () => {
+test("libraryReport: the mode, the first failing call and every failing one, past the lookups programs run without", () => {
   const log = [
     'openmps-libcuda[12]: MPS mode: the openmps daemon answers at /tmp/p/control',
     'openmps-libcuda[12]: cuGetProcAddress: cuGLInit is not an entry point openmps knows (CUDA_ERROR_NOT_FOUND)',
@@ -68,12 +68,14 @@ test("libraryReport: the mode and the first failing call, past the lookups progr
   assert.deepEqual(libraryReport(log), {
     mode: 'MPS mode: the openmps daemon answers at /tmp/p/control',
     firstFailure: 'cuDevicePrimaryCtxRetain: not implemented by openmps (CUDA_ERROR_NOT_SUPPORTED)',
+    failures: ['cuDevicePrimaryCtxRetain', 'cuMemAlloc_v2'],
   });
   assert.deepEqual(libraryReport('openmps-libcuda[3]: cuInit: no session: SESSION_OPEN returned 805 (refused)\n'), {
     mode: undefined,
     firstFailure: 'cuInit: no session: SESSION_OPEN returned 805 (refused)',
+    failures: ['cuInit'],
   });
-  assert.deepEqual(libraryReport(''), { mode: undefined, firstFailure: undefined });
+  assert.deepEqual(libraryReport(''), { mode: undefined, firstFailure: undefined, failures: [] });
 });
 
 test('copyOutput picks one copy of `openmps run` by its prefix', () => {

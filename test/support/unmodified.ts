@@ -328,6 +328,8 @@ export function copyOutput(text: string, index: number): string {
 export interface LibraryReport {
   readonly mode: string | undefined;
   readonly firstFailure: string | undefined;
+  /** Every distinct call that failed, in the order of first failure (names only). */
+  readonly failures: readonly string[];
 }
 
 /**
@@ -339,8 +341,9 @@ export interface LibraryReport {
 export function libraryReport(log: string): LibraryReport {
   const lines = log.split('\n').map((l) => l.replace(/^openmps-libcuda\[\d+\]: /, '')).filter((l) => l !== '');
   const mode = lines.find((l) => /^(MPS mode|bypass mode|no openmps daemon)/.test(l));
-  const firstFailure = lines.find((l) => (/\(CUDA_ERROR_\w+\)/.test(l) || l.startsWith('cuInit: no session')) && !l.startsWith('cuGetProcAddress: ') && !l.startsWith('cuGetExportTable: unknown table'));
-  return { mode, firstFailure };
+  const failing = lines.filter((l) => (/\(CUDA_ERROR_\w+\)/.test(l) || l.startsWith('cuInit: no session')) && !l.startsWith('cuGetProcAddress: ') && !l.startsWith('cuGetExportTable: unknown table'));
+  const failures = [...new Set(failing.map((l) => /^(\w+)/.exec(l)?.[1] ?? l))];
+  return { mode, firstFailure: failing[0], failures };
 }
 
 /** A run's outcome in a few lines, for a failure message or a todo test's diagnostics. */
@@ -351,6 +354,7 @@ export function describeRun(r: ProgramRun): string {
     `exit ${r.signal ?? r.code}`,
     ...(lib.mode === undefined ? [] : [`library: ${lib.mode}`]),
     ...(lib.firstFailure === undefined ? [] : [`first failing call: ${lib.firstFailure}`]),
+    ...(lib.failures.length > 1 ? [`failing calls: ${lib.failures.join(', ')}`] : []),
     `stdout:\n    ${tail(r.stdout)}`,
     `stderr:\n    ${tail(r.stderr)}`,
   ].join('\n  ');
