@@ -136,6 +136,28 @@ const IMPLEMENTED = {
   cuMemAllocHost_v2: 'mps',
   cuMemFreeHost: 'mps',
   cuMemHostGetFlags: 'mps',
+  // Stream capture queries (capture.c) and what a stream or context is (streams.c, context.c).
+  cuStreamIsCapturing: 'mps',
+  cuStreamIsCapturing_ptsz: 'mps',
+  cuStreamGetCaptureInfo: 'mps',
+  cuStreamGetCaptureInfo_ptsz: 'mps',
+  cuStreamGetCaptureInfo_v2: 'mps',
+  cuStreamGetCaptureInfo_v2_ptsz: 'mps',
+  cuStreamGetCaptureInfo_v3: 'mps',
+  cuStreamGetCaptureInfo_v3_ptsz: 'mps',
+  cuThreadExchangeStreamCaptureMode: 'mps',
+  cuStreamGetCtx: 'mps',
+  cuStreamGetCtx_ptsz: 'mps',
+  cuStreamGetCtx_v2: 'mps',
+  cuStreamGetCtx_v2_ptsz: 'mps',
+  cuStreamGetDevice: 'mps',
+  cuStreamGetDevice_ptsz: 'mps',
+  cuStreamGetFlags: 'mps',
+  cuStreamGetFlags_ptsz: 'mps',
+  cuStreamGetId: 'mps',
+  cuStreamGetId_ptsz: 'mps',
+  cuCtxGetId: 'mps',
+  cuDeviceCanAccessPeer: 'mps',
 };
 
 const cudaH = join(incDir, 'cuda.h');

@@ -151,3 +151,23 @@ CUresult omlc_mps_cuCtxGetFlags(unsigned int *flags) {
   pthread_mutex_unlock(&primary_lock);
   return CUDA_SUCCESS;
 }
+
+/* cuCtxGetId: unique among the contexts of this process. The library has one, the primary
+ * context, so its id is 1 (the driver's ids also start at 1). */
+CUresult omlc_mps_cuCtxGetId(CUcontext ctx, unsigned long long *ctxId) {
+  if (ctxId == NULL) return CUDA_ERROR_INVALID_VALUE;
+  ctx = current_or(ctx);
+  if (ctx == NULL || !valid(ctx)) return CUDA_ERROR_INVALID_CONTEXT;
+  *ctxId = 1;
+  return CUDA_SUCCESS;
+}
+
+/* A client sees one device (its session's), and a device is not its own peer: the answer is 0
+ * for every pair of valid devices, as the driver gives for dev == peerDev. */
+CUresult omlc_mps_cuDeviceCanAccessPeer(int *canAccessPeer, CUdevice_v1 dev, CUdevice_v1 peerDev) {
+  if (canAccessPeer == NULL) return CUDA_ERROR_INVALID_VALUE;
+  CUresult rc = check_device(dev);
+  if (rc == CUDA_SUCCESS) rc = check_device(peerDev);
+  if (rc == CUDA_SUCCESS) *canAccessPeer = 0;
+  return rc;
+}

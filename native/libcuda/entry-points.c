@@ -109,6 +109,27 @@ CUresult omlc_mps_cuMemHostAlloc(void **pp, size_t bytesize, unsigned int Flags)
 CUresult omlc_mps_cuMemAllocHost_v2(void **pp, size_t bytesize);
 CUresult omlc_mps_cuMemFreeHost(void *p);
 CUresult omlc_mps_cuMemHostGetFlags(unsigned int *pFlags, void *p);
+CUresult omlc_mps_cuStreamIsCapturing(CUstream hStream, CUstreamCaptureStatus *captureStatus);
+CUresult omlc_mps_cuStreamIsCapturing_ptsz(CUstream hStream, CUstreamCaptureStatus *captureStatus);
+CUresult omlc_mps_cuStreamGetCaptureInfo(CUstream hStream, CUstreamCaptureStatus *captureStatus_out, cuuint64_t *id_out);
+CUresult omlc_mps_cuStreamGetCaptureInfo_ptsz(CUstream hStream, CUstreamCaptureStatus *captureStatus_out, cuuint64_t *id_out);
+CUresult omlc_mps_cuStreamGetCaptureInfo_v2(CUstream hStream, CUstreamCaptureStatus *captureStatus_out, cuuint64_t *id_out, CUgraph *graph_out, const CUgraphNode **dependencies_out, size_t *numDependencies_out);
+CUresult omlc_mps_cuStreamGetCaptureInfo_v2_ptsz(CUstream hStream, CUstreamCaptureStatus *captureStatus_out, cuuint64_t *id_out, CUgraph *graph_out, const CUgraphNode **dependencies_out, size_t *numDependencies_out);
+CUresult omlc_mps_cuStreamGetCaptureInfo_v3(CUstream hStream, CUstreamCaptureStatus *captureStatus_out, cuuint64_t *id_out, CUgraph *graph_out, const CUgraphNode **dependencies_out, const CUgraphEdgeData **edgeData_out, size_t *numDependencies_out);
+CUresult omlc_mps_cuStreamGetCaptureInfo_v3_ptsz(CUstream hStream, CUstreamCaptureStatus *captureStatus_out, cuuint64_t *id_out, CUgraph *graph_out, const CUgraphNode **dependencies_out, const CUgraphEdgeData **edgeData_out, size_t *numDependencies_out);
+CUresult omlc_mps_cuThreadExchangeStreamCaptureMode(CUstreamCaptureMode *mode);
+CUresult omlc_mps_cuStreamGetCtx(CUstream hStream, CUcontext *pctx);
+CUresult omlc_mps_cuStreamGetCtx_ptsz(CUstream hStream, CUcontext *pctx);
+CUresult omlc_mps_cuStreamGetCtx_v2(CUstream hStream, CUcontext *pctx, CUgreenCtx *pGreenCtx);
+CUresult omlc_mps_cuStreamGetCtx_v2_ptsz(CUstream hStream, CUcontext *pctx, CUgreenCtx *pGreenCtx);
+CUresult omlc_mps_cuStreamGetDevice(CUstream hStream, CUdevice *device);
+CUresult omlc_mps_cuStreamGetDevice_ptsz(CUstream hStream, CUdevice *device);
+CUresult omlc_mps_cuStreamGetFlags(CUstream hStream, unsigned int *flags);
+CUresult omlc_mps_cuStreamGetFlags_ptsz(CUstream hStream, unsigned int *flags);
+CUresult omlc_mps_cuStreamGetId(CUstream hStream, unsigned long long *streamId);
+CUresult omlc_mps_cuStreamGetId_ptsz(CUstream hStream, unsigned long long *streamId);
+CUresult omlc_mps_cuCtxGetId(CUcontext ctx, unsigned long long *ctxId);
+CUresult omlc_mps_cuDeviceCanAccessPeer(int *canAccessPeer, CUdevice_v1 dev, CUdevice_v1 peerDev);
 
 CUresult CUDAAPI cuArray3DCreate(CUarray *pHandle, const CUDA_ARRAY3D_DESCRIPTOR_v1 *pAllocateArray) {
   switch (omlc_mode()) {
@@ -682,9 +703,7 @@ CUresult CUDAAPI cuCtxGetId(CUcontext ctx, unsigned long long *ctxId) {
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxGetId);
     return real ? ((CUresult (CUDAAPI *)(CUcontext ctx, unsigned long long *ctxId))real)(ctx, ctxId) : omlc_bypass_missing(OMLC_SYM_cuCtxGetId);
   }
-  case OMLC_MODE_MPS:
-    (void)ctx; (void)ctxId;
-    return omlc_not_supported(OMLC_SYM_cuCtxGetId);
+  case OMLC_MODE_MPS: return omlc_mps_cuCtxGetId(ctx, ctxId);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -973,9 +992,7 @@ CUresult CUDAAPI cuDeviceCanAccessPeer(int *canAccessPeer, CUdevice_v1 dev, CUde
     omlc_fn real = omlc_real(OMLC_SYM_cuDeviceCanAccessPeer);
     return real ? ((CUresult (CUDAAPI *)(int *canAccessPeer, CUdevice_v1 dev, CUdevice_v1 peerDev))real)(canAccessPeer, dev, peerDev) : omlc_bypass_missing(OMLC_SYM_cuDeviceCanAccessPeer);
   }
-  case OMLC_MODE_MPS:
-    (void)canAccessPeer; (void)dev; (void)peerDev;
-    return omlc_not_supported(OMLC_SYM_cuDeviceCanAccessPeer);
+  case OMLC_MODE_MPS: return omlc_mps_cuDeviceCanAccessPeer(canAccessPeer, dev, peerDev);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7431,9 +7448,7 @@ CUresult CUDAAPI cuStreamGetCaptureInfo(CUstream hStream, CUstreamCaptureStatus 
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetCaptureInfo);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUstreamCaptureStatus *captureStatus_out, cuuint64_t *id_out))real)(hStream, captureStatus_out, id_out) : omlc_bypass_missing(OMLC_SYM_cuStreamGetCaptureInfo);
   }
-  case OMLC_MODE_MPS:
-    (void)hStream; (void)captureStatus_out; (void)id_out;
-    return omlc_not_supported(OMLC_SYM_cuStreamGetCaptureInfo);
+  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetCaptureInfo(hStream, captureStatus_out, id_out);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7445,9 +7460,7 @@ CUresult CUDAAPI cuStreamGetCaptureInfo_ptsz(CUstream hStream, CUstreamCaptureSt
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetCaptureInfo_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUstreamCaptureStatus *captureStatus_out, cuuint64_t *id_out))real)(hStream, captureStatus_out, id_out) : omlc_bypass_missing(OMLC_SYM_cuStreamGetCaptureInfo_ptsz);
   }
-  case OMLC_MODE_MPS:
-    (void)hStream; (void)captureStatus_out; (void)id_out;
-    return omlc_not_supported(OMLC_SYM_cuStreamGetCaptureInfo_ptsz);
+  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetCaptureInfo_ptsz(hStream, captureStatus_out, id_out);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7459,9 +7472,7 @@ CUresult CUDAAPI cuStreamGetCaptureInfo_v2(CUstream hStream, CUstreamCaptureStat
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetCaptureInfo_v2);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUstreamCaptureStatus *captureStatus_out, cuuint64_t *id_out, CUgraph *graph_out, const CUgraphNode **dependencies_out, size_t *numDependencies_out))real)(hStream, captureStatus_out, id_out, graph_out, dependencies_out, numDependencies_out) : omlc_bypass_missing(OMLC_SYM_cuStreamGetCaptureInfo_v2);
   }
-  case OMLC_MODE_MPS:
-    (void)hStream; (void)captureStatus_out; (void)id_out; (void)graph_out; (void)dependencies_out; (void)numDependencies_out;
-    return omlc_not_supported(OMLC_SYM_cuStreamGetCaptureInfo_v2);
+  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetCaptureInfo_v2(hStream, captureStatus_out, id_out, graph_out, dependencies_out, numDependencies_out);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7473,9 +7484,7 @@ CUresult CUDAAPI cuStreamGetCaptureInfo_v2_ptsz(CUstream hStream, CUstreamCaptur
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetCaptureInfo_v2_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUstreamCaptureStatus *captureStatus_out, cuuint64_t *id_out, CUgraph *graph_out, const CUgraphNode **dependencies_out, size_t *numDependencies_out))real)(hStream, captureStatus_out, id_out, graph_out, dependencies_out, numDependencies_out) : omlc_bypass_missing(OMLC_SYM_cuStreamGetCaptureInfo_v2_ptsz);
   }
-  case OMLC_MODE_MPS:
-    (void)hStream; (void)captureStatus_out; (void)id_out; (void)graph_out; (void)dependencies_out; (void)numDependencies_out;
-    return omlc_not_supported(OMLC_SYM_cuStreamGetCaptureInfo_v2_ptsz);
+  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetCaptureInfo_v2_ptsz(hStream, captureStatus_out, id_out, graph_out, dependencies_out, numDependencies_out);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7487,9 +7496,7 @@ CUresult CUDAAPI cuStreamGetCaptureInfo_v3(CUstream hStream, CUstreamCaptureStat
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetCaptureInfo_v3);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUstreamCaptureStatus *captureStatus_out, cuuint64_t *id_out, CUgraph *graph_out, const CUgraphNode **dependencies_out, const CUgraphEdgeData **edgeData_out, size_t *numDependencies_out))real)(hStream, captureStatus_out, id_out, graph_out, dependencies_out, edgeData_out, numDependencies_out) : omlc_bypass_missing(OMLC_SYM_cuStreamGetCaptureInfo_v3);
   }
-  case OMLC_MODE_MPS:
-    (void)hStream; (void)captureStatus_out; (void)id_out; (void)graph_out; (void)dependencies_out; (void)edgeData_out; (void)numDependencies_out;
-    return omlc_not_supported(OMLC_SYM_cuStreamGetCaptureInfo_v3);
+  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetCaptureInfo_v3(hStream, captureStatus_out, id_out, graph_out, dependencies_out, edgeData_out, numDependencies_out);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7501,9 +7508,7 @@ CUresult CUDAAPI cuStreamGetCaptureInfo_v3_ptsz(CUstream hStream, CUstreamCaptur
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetCaptureInfo_v3_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUstreamCaptureStatus *captureStatus_out, cuuint64_t *id_out, CUgraph *graph_out, const CUgraphNode **dependencies_out, const CUgraphEdgeData **edgeData_out, size_t *numDependencies_out))real)(hStream, captureStatus_out, id_out, graph_out, dependencies_out, edgeData_out, numDependencies_out) : omlc_bypass_missing(OMLC_SYM_cuStreamGetCaptureInfo_v3_ptsz);
   }
-  case OMLC_MODE_MPS:
-    (void)hStream; (void)captureStatus_out; (void)id_out; (void)graph_out; (void)dependencies_out; (void)edgeData_out; (void)numDependencies_out;
-    return omlc_not_supported(OMLC_SYM_cuStreamGetCaptureInfo_v3_ptsz);
+  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetCaptureInfo_v3_ptsz(hStream, captureStatus_out, id_out, graph_out, dependencies_out, edgeData_out, numDependencies_out);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7515,9 +7520,7 @@ CUresult CUDAAPI cuStreamGetCtx(CUstream hStream, CUcontext *pctx) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetCtx);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUcontext *pctx))real)(hStream, pctx) : omlc_bypass_missing(OMLC_SYM_cuStreamGetCtx);
   }
-  case OMLC_MODE_MPS:
-    (void)hStream; (void)pctx;
-    return omlc_not_supported(OMLC_SYM_cuStreamGetCtx);
+  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetCtx(hStream, pctx);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7529,9 +7532,7 @@ CUresult CUDAAPI cuStreamGetCtx_ptsz(CUstream hStream, CUcontext *pctx) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetCtx_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUcontext *pctx))real)(hStream, pctx) : omlc_bypass_missing(OMLC_SYM_cuStreamGetCtx_ptsz);
   }
-  case OMLC_MODE_MPS:
-    (void)hStream; (void)pctx;
-    return omlc_not_supported(OMLC_SYM_cuStreamGetCtx_ptsz);
+  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetCtx_ptsz(hStream, pctx);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7543,9 +7544,7 @@ CUresult CUDAAPI cuStreamGetCtx_v2(CUstream hStream, CUcontext *pctx, CUgreenCtx
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetCtx_v2);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUcontext *pctx, CUgreenCtx *pGreenCtx))real)(hStream, pctx, pGreenCtx) : omlc_bypass_missing(OMLC_SYM_cuStreamGetCtx_v2);
   }
-  case OMLC_MODE_MPS:
-    (void)hStream; (void)pctx; (void)pGreenCtx;
-    return omlc_not_supported(OMLC_SYM_cuStreamGetCtx_v2);
+  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetCtx_v2(hStream, pctx, pGreenCtx);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7557,9 +7556,7 @@ CUresult CUDAAPI cuStreamGetCtx_v2_ptsz(CUstream hStream, CUcontext *pctx, CUgre
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetCtx_v2_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUcontext *pctx, CUgreenCtx *pGreenCtx))real)(hStream, pctx, pGreenCtx) : omlc_bypass_missing(OMLC_SYM_cuStreamGetCtx_v2_ptsz);
   }
-  case OMLC_MODE_MPS:
-    (void)hStream; (void)pctx; (void)pGreenCtx;
-    return omlc_not_supported(OMLC_SYM_cuStreamGetCtx_v2_ptsz);
+  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetCtx_v2_ptsz(hStream, pctx, pGreenCtx);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7571,9 +7568,7 @@ CUresult CUDAAPI cuStreamGetDevice(CUstream hStream, CUdevice *device) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetDevice);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUdevice *device))real)(hStream, device) : omlc_bypass_missing(OMLC_SYM_cuStreamGetDevice);
   }
-  case OMLC_MODE_MPS:
-    (void)hStream; (void)device;
-    return omlc_not_supported(OMLC_SYM_cuStreamGetDevice);
+  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetDevice(hStream, device);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7585,9 +7580,7 @@ CUresult CUDAAPI cuStreamGetDevice_ptsz(CUstream hStream, CUdevice *device) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetDevice_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUdevice *device))real)(hStream, device) : omlc_bypass_missing(OMLC_SYM_cuStreamGetDevice_ptsz);
   }
-  case OMLC_MODE_MPS:
-    (void)hStream; (void)device;
-    return omlc_not_supported(OMLC_SYM_cuStreamGetDevice_ptsz);
+  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetDevice_ptsz(hStream, device);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7599,9 +7592,7 @@ CUresult CUDAAPI cuStreamGetFlags(CUstream hStream, unsigned int *flags) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetFlags);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, unsigned int *flags))real)(hStream, flags) : omlc_bypass_missing(OMLC_SYM_cuStreamGetFlags);
   }
-  case OMLC_MODE_MPS:
-    (void)hStream; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamGetFlags);
+  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetFlags(hStream, flags);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7613,9 +7604,7 @@ CUresult CUDAAPI cuStreamGetFlags_ptsz(CUstream hStream, unsigned int *flags) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetFlags_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, unsigned int *flags))real)(hStream, flags) : omlc_bypass_missing(OMLC_SYM_cuStreamGetFlags_ptsz);
   }
-  case OMLC_MODE_MPS:
-    (void)hStream; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamGetFlags_ptsz);
+  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetFlags_ptsz(hStream, flags);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7641,9 +7630,7 @@ CUresult CUDAAPI cuStreamGetId(CUstream hStream, unsigned long long *streamId) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetId);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, unsigned long long *streamId))real)(hStream, streamId) : omlc_bypass_missing(OMLC_SYM_cuStreamGetId);
   }
-  case OMLC_MODE_MPS:
-    (void)hStream; (void)streamId;
-    return omlc_not_supported(OMLC_SYM_cuStreamGetId);
+  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetId(hStream, streamId);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7655,9 +7642,7 @@ CUresult CUDAAPI cuStreamGetId_ptsz(CUstream hStream, unsigned long long *stream
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetId_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, unsigned long long *streamId))real)(hStream, streamId) : omlc_bypass_missing(OMLC_SYM_cuStreamGetId_ptsz);
   }
-  case OMLC_MODE_MPS:
-    (void)hStream; (void)streamId;
-    return omlc_not_supported(OMLC_SYM_cuStreamGetId_ptsz);
+  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetId_ptsz(hStream, streamId);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7693,9 +7678,7 @@ CUresult CUDAAPI cuStreamIsCapturing(CUstream hStream, CUstreamCaptureStatus *ca
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamIsCapturing);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUstreamCaptureStatus *captureStatus))real)(hStream, captureStatus) : omlc_bypass_missing(OMLC_SYM_cuStreamIsCapturing);
   }
-  case OMLC_MODE_MPS:
-    (void)hStream; (void)captureStatus;
-    return omlc_not_supported(OMLC_SYM_cuStreamIsCapturing);
+  case OMLC_MODE_MPS: return omlc_mps_cuStreamIsCapturing(hStream, captureStatus);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7707,9 +7690,7 @@ CUresult CUDAAPI cuStreamIsCapturing_ptsz(CUstream hStream, CUstreamCaptureStatu
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamIsCapturing_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUstreamCaptureStatus *captureStatus))real)(hStream, captureStatus) : omlc_bypass_missing(OMLC_SYM_cuStreamIsCapturing_ptsz);
   }
-  case OMLC_MODE_MPS:
-    (void)hStream; (void)captureStatus;
-    return omlc_not_supported(OMLC_SYM_cuStreamIsCapturing_ptsz);
+  case OMLC_MODE_MPS: return omlc_mps_cuStreamIsCapturing_ptsz(hStream, captureStatus);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8735,9 +8716,7 @@ CUresult CUDAAPI cuThreadExchangeStreamCaptureMode(CUstreamCaptureMode *mode) {
     omlc_fn real = omlc_real(OMLC_SYM_cuThreadExchangeStreamCaptureMode);
     return real ? ((CUresult (CUDAAPI *)(CUstreamCaptureMode *mode))real)(mode) : omlc_bypass_missing(OMLC_SYM_cuThreadExchangeStreamCaptureMode);
   }
-  case OMLC_MODE_MPS:
-    (void)mode;
-    return omlc_not_supported(OMLC_SYM_cuThreadExchangeStreamCaptureMode);
+  case OMLC_MODE_MPS: return omlc_mps_cuThreadExchangeStreamCaptureMode(mode);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8856,7 +8835,7 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuCtxGetDevice_v2", (omlc_fn)cuCtxGetDevice_v2, OMLC_IMPL_MPS },
   { "cuCtxGetExecAffinity", (omlc_fn)cuCtxGetExecAffinity, OMLC_IMPL_NONE },
   { "cuCtxGetFlags", (omlc_fn)cuCtxGetFlags, OMLC_IMPL_MPS },
-  { "cuCtxGetId", (omlc_fn)cuCtxGetId, OMLC_IMPL_NONE },
+  { "cuCtxGetId", (omlc_fn)cuCtxGetId, OMLC_IMPL_MPS },
   { "cuCtxGetLimit", (omlc_fn)cuCtxGetLimit, OMLC_IMPL_NONE },
   { "cuCtxGetSharedMemConfig", (omlc_fn)cuCtxGetSharedMemConfig, OMLC_IMPL_NONE },
   { "cuCtxGetStreamPriorityRange", (omlc_fn)cuCtxGetStreamPriorityRange, OMLC_IMPL_MPS },
@@ -8878,7 +8857,7 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuDestroyExternalSemaphore", (omlc_fn)cuDestroyExternalSemaphore, OMLC_IMPL_NONE },
   { "cuDevResourceGenerateDesc", (omlc_fn)cuDevResourceGenerateDesc, OMLC_IMPL_NONE },
   { "cuDevSmResourceSplitByCount", (omlc_fn)cuDevSmResourceSplitByCount, OMLC_IMPL_NONE },
-  { "cuDeviceCanAccessPeer", (omlc_fn)cuDeviceCanAccessPeer, OMLC_IMPL_NONE },
+  { "cuDeviceCanAccessPeer", (omlc_fn)cuDeviceCanAccessPeer, OMLC_IMPL_MPS },
   { "cuDeviceComputeCapability", (omlc_fn)cuDeviceComputeCapability, OMLC_IMPL_MPS },
   { "cuDeviceGet", (omlc_fn)cuDeviceGet, OMLC_IMPL_MPS },
   { "cuDeviceGetAttribute", (omlc_fn)cuDeviceGetAttribute, OMLC_IMPL_MPS },
@@ -9352,27 +9331,27 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuStreamEndCapture_ptsz", (omlc_fn)cuStreamEndCapture_ptsz, OMLC_IMPL_NONE },
   { "cuStreamGetAttribute", (omlc_fn)cuStreamGetAttribute, OMLC_IMPL_NONE },
   { "cuStreamGetAttribute_ptsz", (omlc_fn)cuStreamGetAttribute_ptsz, OMLC_IMPL_NONE },
-  { "cuStreamGetCaptureInfo", (omlc_fn)cuStreamGetCaptureInfo, OMLC_IMPL_NONE },
-  { "cuStreamGetCaptureInfo_ptsz", (omlc_fn)cuStreamGetCaptureInfo_ptsz, OMLC_IMPL_NONE },
-  { "cuStreamGetCaptureInfo_v2", (omlc_fn)cuStreamGetCaptureInfo_v2, OMLC_IMPL_NONE },
-  { "cuStreamGetCaptureInfo_v2_ptsz", (omlc_fn)cuStreamGetCaptureInfo_v2_ptsz, OMLC_IMPL_NONE },
-  { "cuStreamGetCaptureInfo_v3", (omlc_fn)cuStreamGetCaptureInfo_v3, OMLC_IMPL_NONE },
-  { "cuStreamGetCaptureInfo_v3_ptsz", (omlc_fn)cuStreamGetCaptureInfo_v3_ptsz, OMLC_IMPL_NONE },
-  { "cuStreamGetCtx", (omlc_fn)cuStreamGetCtx, OMLC_IMPL_NONE },
-  { "cuStreamGetCtx_ptsz", (omlc_fn)cuStreamGetCtx_ptsz, OMLC_IMPL_NONE },
-  { "cuStreamGetCtx_v2", (omlc_fn)cuStreamGetCtx_v2, OMLC_IMPL_NONE },
-  { "cuStreamGetCtx_v2_ptsz", (omlc_fn)cuStreamGetCtx_v2_ptsz, OMLC_IMPL_NONE },
-  { "cuStreamGetDevice", (omlc_fn)cuStreamGetDevice, OMLC_IMPL_NONE },
-  { "cuStreamGetDevice_ptsz", (omlc_fn)cuStreamGetDevice_ptsz, OMLC_IMPL_NONE },
-  { "cuStreamGetFlags", (omlc_fn)cuStreamGetFlags, OMLC_IMPL_NONE },
-  { "cuStreamGetFlags_ptsz", (omlc_fn)cuStreamGetFlags_ptsz, OMLC_IMPL_NONE },
+  { "cuStreamGetCaptureInfo", (omlc_fn)cuStreamGetCaptureInfo, OMLC_IMPL_MPS },
+  { "cuStreamGetCaptureInfo_ptsz", (omlc_fn)cuStreamGetCaptureInfo_ptsz, OMLC_IMPL_MPS },
+  { "cuStreamGetCaptureInfo_v2", (omlc_fn)cuStreamGetCaptureInfo_v2, OMLC_IMPL_MPS },
+  { "cuStreamGetCaptureInfo_v2_ptsz", (omlc_fn)cuStreamGetCaptureInfo_v2_ptsz, OMLC_IMPL_MPS },
+  { "cuStreamGetCaptureInfo_v3", (omlc_fn)cuStreamGetCaptureInfo_v3, OMLC_IMPL_MPS },
+  { "cuStreamGetCaptureInfo_v3_ptsz", (omlc_fn)cuStreamGetCaptureInfo_v3_ptsz, OMLC_IMPL_MPS },
+  { "cuStreamGetCtx", (omlc_fn)cuStreamGetCtx, OMLC_IMPL_MPS },
+  { "cuStreamGetCtx_ptsz", (omlc_fn)cuStreamGetCtx_ptsz, OMLC_IMPL_MPS },
+  { "cuStreamGetCtx_v2", (omlc_fn)cuStreamGetCtx_v2, OMLC_IMPL_MPS },
+  { "cuStreamGetCtx_v2_ptsz", (omlc_fn)cuStreamGetCtx_v2_ptsz, OMLC_IMPL_MPS },
+  { "cuStreamGetDevice", (omlc_fn)cuStreamGetDevice, OMLC_IMPL_MPS },
+  { "cuStreamGetDevice_ptsz", (omlc_fn)cuStreamGetDevice_ptsz, OMLC_IMPL_MPS },
+  { "cuStreamGetFlags", (omlc_fn)cuStreamGetFlags, OMLC_IMPL_MPS },
+  { "cuStreamGetFlags_ptsz", (omlc_fn)cuStreamGetFlags_ptsz, OMLC_IMPL_MPS },
   { "cuStreamGetGreenCtx", (omlc_fn)cuStreamGetGreenCtx, OMLC_IMPL_NONE },
-  { "cuStreamGetId", (omlc_fn)cuStreamGetId, OMLC_IMPL_NONE },
-  { "cuStreamGetId_ptsz", (omlc_fn)cuStreamGetId_ptsz, OMLC_IMPL_NONE },
+  { "cuStreamGetId", (omlc_fn)cuStreamGetId, OMLC_IMPL_MPS },
+  { "cuStreamGetId_ptsz", (omlc_fn)cuStreamGetId_ptsz, OMLC_IMPL_MPS },
   { "cuStreamGetPriority", (omlc_fn)cuStreamGetPriority, OMLC_IMPL_MPS },
   { "cuStreamGetPriority_ptsz", (omlc_fn)cuStreamGetPriority_ptsz, OMLC_IMPL_MPS },
-  { "cuStreamIsCapturing", (omlc_fn)cuStreamIsCapturing, OMLC_IMPL_NONE },
-  { "cuStreamIsCapturing_ptsz", (omlc_fn)cuStreamIsCapturing_ptsz, OMLC_IMPL_NONE },
+  { "cuStreamIsCapturing", (omlc_fn)cuStreamIsCapturing, OMLC_IMPL_MPS },
+  { "cuStreamIsCapturing_ptsz", (omlc_fn)cuStreamIsCapturing_ptsz, OMLC_IMPL_MPS },
   { "cuStreamQuery", (omlc_fn)cuStreamQuery, OMLC_IMPL_MPS },
   { "cuStreamQuery_ptsz", (omlc_fn)cuStreamQuery_ptsz, OMLC_IMPL_MPS },
   { "cuStreamSetAttribute", (omlc_fn)cuStreamSetAttribute, OMLC_IMPL_NONE },
@@ -9446,7 +9425,7 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuTexRefSetMipmapLevelBias", (omlc_fn)cuTexRefSetMipmapLevelBias, OMLC_IMPL_NONE },
   { "cuTexRefSetMipmapLevelClamp", (omlc_fn)cuTexRefSetMipmapLevelClamp, OMLC_IMPL_NONE },
   { "cuTexRefSetMipmappedArray", (omlc_fn)cuTexRefSetMipmappedArray, OMLC_IMPL_NONE },
-  { "cuThreadExchangeStreamCaptureMode", (omlc_fn)cuThreadExchangeStreamCaptureMode, OMLC_IMPL_NONE },
+  { "cuThreadExchangeStreamCaptureMode", (omlc_fn)cuThreadExchangeStreamCaptureMode, OMLC_IMPL_MPS },
   { "cuUserObjectCreate", (omlc_fn)cuUserObjectCreate, OMLC_IMPL_NONE },
   { "cuUserObjectRelease", (omlc_fn)cuUserObjectRelease, OMLC_IMPL_NONE },
   { "cuUserObjectRetain", (omlc_fn)cuUserObjectRetain, OMLC_IMPL_NONE },

@@ -21,12 +21,13 @@
 
 /* ---- slots of unknown meaning --------------------------------------------------------------- */
 
-enum { T_CUDART, T_HOOKS, T_TLS, T_CLS, T_CHECKS, T_INTEGRITY, T_COUNT };
+enum { T_CUDART, T_HOOKS, T_TLS, T_CLS, T_CHECKS, T_INTEGRITY, T_CONTEXT_STREAM, T_COUNT };
 static const char *const table_names[T_COUNT] = {
     "CUDART_INTERFACE", "TOOLS_RUNTIME_CALLBACK_HOOKS", "TOOLS_TLS", "CONTEXT_LOCAL_STORAGE",
-    "CONTEXT_CHECKS",   "INTEGRITY_CHECK",
+    "CONTEXT_CHECKS",   "INTEGRITY_CHECK",              "CONTEXT_STREAM (21318c60)",
 };
-static atomic_uchar unknown_logged[T_COUNT][16];
+#define CONTEXT_STREAM_SLOTS 93
+static atomic_uchar unknown_logged[T_COUNT][CONTEXT_STREAM_SLOTS];
 
 static CUresult unknown_slot(int table, int slot) {
   if (atomic_exchange(&unknown_logged[table][slot], 1) == 0) {
@@ -49,7 +50,6 @@ UNKNOWN_SLOT(T_HOOKS, 3)
 UNKNOWN_SLOT(T_HOOKS, 4)
 UNKNOWN_SLOT(T_HOOKS, 5)
 UNKNOWN_SLOT(T_TLS, 1)
-UNKNOWN_SLOT(T_TLS, 2)
 UNKNOWN_SLOT(T_CLS, 3)
 UNKNOWN_SLOT(T_CHECKS, 1)
 UNKNOWN_SLOT(T_CHECKS, 4)
@@ -64,6 +64,23 @@ UNKNOWN_SLOT(T_CHECKS, 12)
 UNKNOWN_SLOT(T_CHECKS, 13)
 UNKNOWN_SLOT(T_CHECKS, 14)
 UNKNOWN_SLOT(T_INTEGRITY, 2)
+/* CONTEXT_STREAM's 92 function slots, 1 to 92: ten at a time (d is the tens digit, empty for 1-9). */
+#define UNKNOWN_CS(n) UNKNOWN_SLOT(T_CONTEXT_STREAM, n)
+#define UNKNOWN_CS10(d) \
+  UNKNOWN_CS(d##0) UNKNOWN_CS(d##1) UNKNOWN_CS(d##2) UNKNOWN_CS(d##3) UNKNOWN_CS(d##4) \
+  UNKNOWN_CS(d##5) UNKNOWN_CS(d##6) UNKNOWN_CS(d##7) UNKNOWN_CS(d##8) UNKNOWN_CS(d##9)
+/* (4, 39 and 51 are implemented below.) */
+UNKNOWN_CS(1) UNKNOWN_CS(2) UNKNOWN_CS(3) UNKNOWN_CS(5) UNKNOWN_CS(6) UNKNOWN_CS(7) UNKNOWN_CS(8)
+UNKNOWN_CS(9)
+UNKNOWN_CS10(1) UNKNOWN_CS10(2)
+UNKNOWN_CS(30) UNKNOWN_CS(31) UNKNOWN_CS(32) UNKNOWN_CS(33) UNKNOWN_CS(34) UNKNOWN_CS(35)
+UNKNOWN_CS(36) UNKNOWN_CS(37) UNKNOWN_CS(38)
+UNKNOWN_CS(40) UNKNOWN_CS(41) UNKNOWN_CS(42) UNKNOWN_CS(43) UNKNOWN_CS(44) UNKNOWN_CS(45)
+UNKNOWN_CS(46) UNKNOWN_CS(47) UNKNOWN_CS(48) UNKNOWN_CS(49) UNKNOWN_CS(50)
+UNKNOWN_CS(52) UNKNOWN_CS(53) UNKNOWN_CS(54) UNKNOWN_CS(55) UNKNOWN_CS(56) UNKNOWN_CS(57)
+UNKNOWN_CS(58) UNKNOWN_CS(59)
+UNKNOWN_CS10(6) UNKNOWN_CS10(7) UNKNOWN_CS10(8)
+UNKNOWN_CS(90) UNKNOWN_CS(91) UNKNOWN_CS(92)
 
 /* ---- CUDART_INTERFACE ------------------------------------------------------------------------ */
 
@@ -199,6 +216,57 @@ static CUresult checks_context(CUcontext ctx, uint32_t *result1, const void **re
 }
 static uint32_t checks_slot3(void) { return 0; }
 
+/* ---- TOOLS_TLS ------------------------------------------------------------------------------- */
+
+/* [2]: the calling thread's current context (cuBLAS asks through it; SCUDA's and ZLUDA's readings
+ * agree); none current is CUDA_ERROR_INVALID_CONTEXT with *ctx NULL. */
+static CUresult tls_current_context(CUcontext *ctx) {
+  if (ctx == NULL) return CUDA_ERROR_INVALID_VALUE;
+  *ctx = NULL;
+  CUcontext current = NULL;
+  CUresult rc = cuCtxGetCurrent(&current);
+  if (rc != CUDA_SUCCESS) return rc;
+  if (current == NULL) return CUDA_ERROR_INVALID_CONTEXT;
+  *ctx = current;
+  return CUDA_SUCCESS;
+}
+
+/* ---- CONTEXT_STREAM (21318c60-9714-3248-8ca6-41ff7324c8f2) ------------------------------------ */
+
+/* The table cuBLAS (and cuFFT) take contexts' and streams' identities from, to key their per-
+ * context and per-stream state; 93 words, as the real driver's (744 bytes, measured). The slots
+ * known to be called and their meaning are those public re-implementations agree on:
+ *   [4]  (ctx, uint64_t *id): the context's unique number (cuCtxGetId); NULL: the current one
+ *   [51] (ctx, CUstream, void **internal, int perThread): the driver's own handle of a stream
+ *   [39] (ctx, internal stream, uint64_t *id): that stream's unique number (cuStreamGetId)
+ * This library's internal stream handle is the public one, with the default streams spelled
+ * CU_STREAM_LEGACY or CU_STREAM_PER_THREAD (never NULL, so [39] can tell them apart). */
+static CUresult cs_context_id(CUcontext ctx, uint64_t *id) {
+  if (id == NULL) return CUDA_ERROR_INVALID_VALUE;
+  unsigned long long v = 0;
+  CUresult rc = cuCtxGetId(ctx, &v);
+  if (rc == CUDA_SUCCESS) *id = v;
+  return rc;
+}
+static CUresult cs_stream_internal(CUcontext ctx, CUstream stream, void **internal, int per_thread) {
+  (void)ctx;
+  if (internal == NULL) return CUDA_ERROR_INVALID_VALUE;
+  uint32_t id;
+  CUresult rc = omlc_stream_id(stream, &id);
+  if (rc != CUDA_SUCCESS) return rc;
+  if (stream == NULL) stream = per_thread ? CU_STREAM_PER_THREAD : CU_STREAM_LEGACY;
+  *internal = (void *)stream;
+  return CUDA_SUCCESS;
+}
+static CUresult cs_stream_id(CUcontext ctx, const void *internal, uint64_t *id) {
+  (void)ctx;
+  if (internal == NULL || id == NULL) return CUDA_ERROR_INVALID_VALUE;
+  unsigned long long v = 0;
+  CUresult rc = omlc_stream_unique_id((CUstream)(uintptr_t)internal, &v, 0);
+  if (rc == CUDA_SUCCESS) *id = v;
+  return rc;
+}
+
 /* ---- the tables ------------------------------------------------------------------------------- */
 
 #define SIZE_WORD(n) ((const void *)(uintptr_t)(n))
@@ -225,7 +293,7 @@ static const void *const tools_runtime_callback_hooks[7] = {
     SIZE_WORD(56),          FN(unknown_T_HOOKS_1), FN(hooks_get_buffer1), FN(unknown_T_HOOKS_3),
     FN(unknown_T_HOOKS_4),  FN(unknown_T_HOOKS_5), FN(hooks_get_buffer2),
 };
-static const void *const tools_tls[3] = {SIZE_WORD(24), FN(unknown_T_TLS_1), FN(unknown_T_TLS_2)};
+static const void *const tools_tls[3] = {SIZE_WORD(24), FN(unknown_T_TLS_1), FN(tls_current_context)};
 static const void *const context_local_storage[4] = {FN(cls_put), FN(cls_delete), FN(cls_get),
                                                      FN(unknown_T_CLS_3)};
 static const void *const context_checks[15] = {
@@ -236,6 +304,18 @@ static const void *const context_checks[15] = {
 };
 static const void *const integrity_check_table[3] = {SIZE_WORD(24), FN(integrity_check),
                                                      FN(unknown_T_INTEGRITY_2)};
+#define CS(n) FN(unknown_T_CONTEXT_STREAM_##n)
+#define CS10(d) CS(d##0), CS(d##1), CS(d##2), CS(d##3), CS(d##4), CS(d##5), CS(d##6), CS(d##7), CS(d##8), CS(d##9)
+static const void *const context_stream[CONTEXT_STREAM_SLOTS] = {
+    SIZE_WORD(CONTEXT_STREAM_SLOTS * 8),
+    CS(1), CS(2), CS(3), FN(cs_context_id), CS(5), CS(6), CS(7), CS(8), CS(9),
+    CS10(1), CS10(2),
+    CS(30), CS(31), CS(32), CS(33), CS(34), CS(35), CS(36), CS(37), CS(38), FN(cs_stream_id),
+    CS(40), CS(41), CS(42), CS(43), CS(44), CS(45), CS(46), CS(47), CS(48), CS(49),
+    CS(50), FN(cs_stream_internal), CS(52), CS(53), CS(54), CS(55), CS(56), CS(57), CS(58), CS(59),
+    CS10(6), CS10(7), CS10(8),
+    CS(90), CS(91), CS(92),
+};
 
 /* [1]: cudart passes a version (13000, 13001, 13002 for cudart 13.0) and the time, and compares
  * the answer with its own computation. */
@@ -294,6 +374,8 @@ static const known_table known[] = {
      context_checks},
     {{0xd4, 0x08, 0x20, 0x55, 0xbd, 0xe6, 0x70, 0x4b, 0x8d, 0x34, 0xba, 0x12, 0x3c, 0x66, 0xe1, 0xf2},
      integrity_check_table},
+    {{0x21, 0x31, 0x8c, 0x60, 0x97, 0x14, 0x32, 0x48, 0x8c, 0xa6, 0x41, 0xff, 0x73, 0x24, 0xc8, 0xf2},
+     context_stream},
 };
 
 CUresult omlc_export_table(const void **table, const CUuuid *id) {
@@ -306,7 +388,7 @@ CUresult omlc_export_table(const void **table, const CUuuid *id) {
     }
   }
   /* Refused: f8cff951... (cudart tolerates the refusal, measured), the private tables of PyTorch
-   * and CuPy, and anything else. */
+   * (69a28e9f...) and CuPy (da9151d3...), and anything else. */
   const unsigned char *b = (const unsigned char *)id->bytes;
   omlc_log("cuGetExportTable: unknown table %02x%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x "
            "(CUDA_ERROR_INVALID_VALUE)",

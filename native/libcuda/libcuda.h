@@ -78,6 +78,8 @@ CUresult omlc_export_table(const void **table, const CUuuid *id);
 struct omps_transport *omlc_session(void);
 /* MPS mode: the server's id of a stream handle (streams.c); the default streams are 0. */
 CUresult omlc_stream_id(CUstream s, uint32_t *id);
+/* MPS mode: cuStreamGetId's answer (streams.c); per_thread: NULL means the per-thread stream. */
+CUresult omlc_stream_unique_id(CUstream s, unsigned long long *streamId, int per_thread);
 /* MPS mode: whether ptr lies in one of this client's device allocations, and which (memory.c). */
 int omlc_device_pointer(CUdeviceptr_v2 ptr, CUdeviceptr_v2 *base, size_t *size);
 /* MPS mode: whether [p, p+n) lies wholly inside one page-locked host allocation, and its

@@ -17,7 +17,8 @@
 struct CUstream_st {
   uint32_t magic;
   uint32_t id;
-  int priority; /* as the server's device keeps it: clamped into cuCtxGetStreamPriorityRange */
+  int priority;   /* as the server's device keeps it: clamped into cuCtxGetStreamPriorityRange */
+  unsigned flags; /* as created (cuStreamGetFlags answers them) */
 };
 struct CUevent_st {
   uint32_t magic;
@@ -43,8 +44,9 @@ CUresult omlc_stream_id(CUstream s, uint32_t *id) {
   return CUDA_SUCCESS;
 }
 
-static CUresult stream_create(CUstream *ph, int priority) {
+static CUresult stream_create(CUstream *ph, unsigned flags, int priority) {
   if (ph == NULL) return CUDA_ERROR_INVALID_VALUE;
+  if ((flags & ~(unsigned)CU_STREAM_NON_BLOCKING) != 0) return CUDA_ERROR_INVALID_VALUE;
   /* The device clamps a priority outside its range (cuStreamCreateWithPriority); the range, when
    * the server sends it, says what the stream got. Without it the requested value is kept. */
   int clamped = priority, least, greatest;
@@ -63,18 +65,15 @@ static CUresult stream_create(CUstream *ph, int priority) {
   s->magic = STREAM_MAGIC;
   s->id = rep.stream;
   s->priority = clamped;
+  s->flags = flags;
   *ph = s;
   return CUDA_SUCCESS;
 }
 
-CUresult omlc_mps_cuStreamCreate(CUstream *phStream, unsigned int Flags) {
-  (void)Flags;
-  return stream_create(phStream, 0);
-}
+CUresult omlc_mps_cuStreamCreate(CUstream *phStream, unsigned int Flags) { return stream_create(phStream, Flags, 0); }
 
 CUresult omlc_mps_cuStreamCreateWithPriority(CUstream *phStream, unsigned int flags, int priority) {
-  (void)flags;
-  return stream_create(phStream, priority);
+  return stream_create(phStream, flags, priority);
 }
 
 /* The default streams run at the device's default priority, the least one, as the driver reports
@@ -133,6 +132,88 @@ static CUresult stream_query(CUstream s) {
 }
 CUresult omlc_mps_cuStreamQuery(CUstream hStream) { return stream_query(hStream); }
 CUresult omlc_mps_cuStreamQuery_ptsz(CUstream hStream) { return stream_query(hStream); }
+
+/* ---- what a stream is (answered here: the library made every stream it hands out) ------------- */
+
+/* The context and device of a stream: the primary context for every stream (the library has no
+ * other), but the default streams name the calling thread's current context, so without one they
+ * are CUDA_ERROR_INVALID_CONTEXT, as on the driver. */
+static CUresult stream_context(CUstream s, CUcontext *ctx) {
+  if (omlc_session() == NULL) return CUDA_ERROR_NOT_INITIALIZED;
+  uint32_t id;
+  CUresult rc = omlc_stream_id(s, &id);
+  if (rc != CUDA_SUCCESS) return rc;
+  if (id == 0) {
+    CUcontext current = NULL;
+    rc = cuCtxGetCurrent(&current);
+    if (rc != CUDA_SUCCESS) return rc;
+    if (current == NULL) return CUDA_ERROR_INVALID_CONTEXT;
+  }
+  *ctx = omlc_primary_context();
+  return CUDA_SUCCESS;
+}
+
+static CUresult stream_get_ctx(CUstream s, CUcontext *pctx) {
+  if (pctx == NULL) return CUDA_ERROR_INVALID_VALUE;
+  return stream_context(s, pctx);
+}
+CUresult omlc_mps_cuStreamGetCtx(CUstream hStream, CUcontext *pctx) { return stream_get_ctx(hStream, pctx); }
+CUresult omlc_mps_cuStreamGetCtx_ptsz(CUstream hStream, CUcontext *pctx) { return stream_get_ctx(hStream, pctx); }
+
+/* No stream of this library belongs to a green context of the client's own (the server's SM
+ * shares are green contexts, but on the server's side): *pGreenCtx is NULL. */
+static CUresult stream_get_ctx_v2(CUstream s, CUcontext *pctx, CUgreenCtx *pGreenCtx) {
+  if (pctx == NULL || pGreenCtx == NULL) return CUDA_ERROR_INVALID_VALUE;
+  CUresult rc = stream_context(s, pctx);
+  if (rc == CUDA_SUCCESS) *pGreenCtx = NULL;
+  return rc;
+}
+CUresult omlc_mps_cuStreamGetCtx_v2(CUstream hStream, CUcontext *pctx, CUgreenCtx *pGreenCtx) {
+  return stream_get_ctx_v2(hStream, pctx, pGreenCtx);
+}
+CUresult omlc_mps_cuStreamGetCtx_v2_ptsz(CUstream hStream, CUcontext *pctx, CUgreenCtx *pGreenCtx) {
+  return stream_get_ctx_v2(hStream, pctx, pGreenCtx);
+}
+
+static CUresult stream_get_device(CUstream s, CUdevice *device) {
+  if (device == NULL) return CUDA_ERROR_INVALID_VALUE;
+  CUcontext ctx;
+  CUresult rc = stream_context(s, &ctx);
+  if (rc != CUDA_SUCCESS) return rc;
+  return cuCtxGetDevice_v2(device, ctx);
+}
+CUresult omlc_mps_cuStreamGetDevice(CUstream hStream, CUdevice *device) { return stream_get_device(hStream, device); }
+CUresult omlc_mps_cuStreamGetDevice_ptsz(CUstream hStream, CUdevice *device) { return stream_get_device(hStream, device); }
+
+static CUresult stream_get_flags(CUstream s, unsigned *flags) {
+  if (flags == NULL) return CUDA_ERROR_INVALID_VALUE;
+  CUcontext ctx;
+  CUresult rc = stream_context(s, &ctx);
+  if (rc != CUDA_SUCCESS) return rc;
+  *flags = (s == NULL || s == CU_STREAM_LEGACY || s == CU_STREAM_PER_THREAD) ? CU_STREAM_DEFAULT : s->flags;
+  return CUDA_SUCCESS;
+}
+CUresult omlc_mps_cuStreamGetFlags(CUstream hStream, unsigned int *flags) { return stream_get_flags(hStream, flags); }
+CUresult omlc_mps_cuStreamGetFlags_ptsz(CUstream hStream, unsigned int *flags) { return stream_get_flags(hStream, flags); }
+
+/* cuStreamGetId: unique among this process's streams for its lifetime. The legacy default stream
+ * is 1 and the per-thread one 2 (NULL is the one the caller's ABI means: the legacy stream, or
+ * the per-thread stream through the _ptsz entry point); a created stream is the server's id
+ * (unique within the session, never reused) plus 2. */
+CUresult omlc_stream_unique_id(CUstream s, unsigned long long *streamId, int per_thread) {
+  if (streamId == NULL) return CUDA_ERROR_INVALID_VALUE;
+  CUcontext ctx;
+  CUresult rc = stream_context(s, &ctx);
+  if (rc != CUDA_SUCCESS) return rc;
+  if (s == CU_STREAM_LEGACY || (s == NULL && !per_thread)) *streamId = 1;
+  else if (s == CU_STREAM_PER_THREAD || s == NULL) *streamId = 2;
+  else *streamId = (unsigned long long)s->id + 2;
+  return CUDA_SUCCESS;
+}
+CUresult omlc_mps_cuStreamGetId(CUstream hStream, unsigned long long *streamId) { return omlc_stream_unique_id(hStream, streamId, 0); }
+CUresult omlc_mps_cuStreamGetId_ptsz(CUstream hStream, unsigned long long *streamId) {
+  return omlc_stream_unique_id(hStream, streamId, 1);
+}
 
 /* ---- events ------------------------------------------------------------------------------------ */
 

@@ -97,6 +97,8 @@ static const unsigned char U_CHECKS[16] = {0x26, 0x3e, 0x88, 0x60, 0x7c, 0xd2, 0
                                            0x92, 0xf6, 0xbb, 0xd5, 0x00, 0x6d, 0xfa, 0x7e};
 static const unsigned char U_INTEGRITY[16] = {0xd4, 0x08, 0x20, 0x55, 0xbd, 0xe6, 0x70, 0x4b,
                                               0x8d, 0x34, 0xba, 0x12, 0x3c, 0x66, 0xe1, 0xf2};
+static const unsigned char U_CONTEXT_STREAM[16] = {0x21, 0x31, 0x8c, 0x60, 0x97, 0x14, 0x32, 0x48,
+                                                   0x8c, 0xa6, 0x41, 0xff, 0x73, 0x24, 0xc8, 0xf2};
 static const unsigned char U_F8CF[16] = {0xf8, 0xcf, 0xf9, 0x51, 0x21, 0x46, 0x8b, 0x4e,
                                          0xb9, 0xe2, 0xfb, 0x46, 0x9e, 0x7c, 0x0d, 0xd9};
 
@@ -928,6 +930,131 @@ static void pointer_checks(void) {
         "a freed allocation: INVALID_VALUE");
 }
 
+/* Capture queries, what a stream or context is, and the tables cuBLAS keys its state by. */
+static void query_checks(void) {
+  typedef CUresult (*screate_t)(CUstream *, unsigned, int);
+  typedef CUresult (*shandle_t)(CUstream);
+  typedef CUresult (*capturing_t)(CUstream, CUstreamCaptureStatus *);
+  typedef CUresult (*info_v2_t)(CUstream, CUstreamCaptureStatus *, cuuint64_t *, CUgraph *, const CUgraphNode **, size_t *);
+  typedef CUresult (*exchange_t)(CUstreamCaptureMode *);
+  typedef CUresult (*sctx_t)(CUstream, CUcontext *);
+  typedef CUresult (*sctx2_t)(CUstream, CUcontext *, CUgreenCtx *);
+  typedef CUresult (*sflags_t)(CUstream, unsigned *);
+  typedef CUresult (*sid_t)(CUstream, unsigned long long *);
+  typedef CUresult (*ctxid_t)(CUcontext, unsigned long long *);
+  typedef CUresult (*peer_t)(int *, CUdevice, CUdevice);
+  typedef CUresult (*begin_t)(CUstream, CUstreamCaptureMode);
+  CUstream s = NULL;
+  CHECK(((screate_t)sym("cuStreamCreateWithPriority"))(&s, CU_STREAM_NON_BLOCKING, 0) == CUDA_SUCCESS, "a non-blocking stream");
+  CUstream bad = NULL;
+  CHECK(((screate_t)sym("cuStreamCreateWithPriority"))(&bad, 0x10, 0) == CUDA_ERROR_INVALID_VALUE && bad == NULL,
+        "a stream with an unknown flag: INVALID_VALUE");
+  struct {
+    uint32_t magic, id;
+  } not_a_stream = {0x12345678u, 1};
+  CUstream junk = (CUstream)(void *)&not_a_stream;
+
+  CUstreamCaptureStatus st = CU_STREAM_CAPTURE_STATUS_ACTIVE;
+  capturing_t capturing = (capturing_t)sym("cuStreamIsCapturing");
+  CHECK(capturing(s, &st) == CUDA_SUCCESS && st == CU_STREAM_CAPTURE_STATUS_NONE, "cuStreamIsCapturing: NONE");
+  st = CU_STREAM_CAPTURE_STATUS_ACTIVE;
+  CHECK(((capturing_t)sym("cuStreamIsCapturing_ptsz"))(NULL, &st) == CUDA_SUCCESS && st == CU_STREAM_CAPTURE_STATUS_NONE,
+        "cuStreamIsCapturing_ptsz of the default stream: NONE");
+  CHECK(capturing(s, NULL) == CUDA_ERROR_INVALID_VALUE, "cuStreamIsCapturing into NULL: INVALID_VALUE");
+  CHECK(capturing(junk, &st) == CUDA_ERROR_INVALID_HANDLE, "cuStreamIsCapturing of a foreign handle: INVALID_HANDLE");
+  cuuint64_t cid = 99;
+  CUgraph g = (CUgraph)(uintptr_t)1;
+  const CUgraphNode *deps = (const CUgraphNode *)(uintptr_t)1;
+  size_t n = 5;
+  CHECK(((info_v2_t)sym("cuStreamGetCaptureInfo_v2"))(s, &st, &cid, &g, &deps, &n) == CUDA_SUCCESS &&
+            st == CU_STREAM_CAPTURE_STATUS_NONE && cid == 0 && g == NULL && deps == NULL && n == 0,
+        "cuStreamGetCaptureInfo_v2: no capture, no graph");
+  CHECK(((info_v2_t)sym("cuStreamGetCaptureInfo_v2"))(s, &st, NULL, NULL, NULL, NULL) == CUDA_SUCCESS,
+        "cuStreamGetCaptureInfo_v2 with the optional outputs NULL");
+  CHECK(((begin_t)sym("cuStreamBeginCapture_v2"))(s, CU_STREAM_CAPTURE_MODE_GLOBAL) == CUDA_ERROR_NOT_SUPPORTED,
+        "cuStreamBeginCapture_v2: NOT_SUPPORTED (capture is not implemented)");
+  CHECK(capturing(s, &st) == CUDA_SUCCESS && st == CU_STREAM_CAPTURE_STATUS_NONE, "after a refused capture: still NONE");
+
+  exchange_t exchange = (exchange_t)sym("cuThreadExchangeStreamCaptureMode");
+  CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
+  CHECK(exchange(&mode) == CUDA_SUCCESS && mode == CU_STREAM_CAPTURE_MODE_GLOBAL, "the thread's mode starts GLOBAL");
+  mode = CU_STREAM_CAPTURE_MODE_THREAD_LOCAL;
+  CHECK(exchange(&mode) == CUDA_SUCCESS && mode == CU_STREAM_CAPTURE_MODE_RELAXED, "and is what was set last");
+  mode = (CUstreamCaptureMode)7;
+  CHECK(exchange(&mode) == CUDA_ERROR_INVALID_VALUE && mode == 7, "an unknown mode: INVALID_VALUE, nothing changed");
+  mode = CU_STREAM_CAPTURE_MODE_GLOBAL;
+  CHECK(exchange(&mode) == CUDA_SUCCESS && mode == CU_STREAM_CAPTURE_MODE_THREAD_LOCAL, "restored");
+  CHECK(exchange(NULL) == CUDA_ERROR_INVALID_VALUE, "cuThreadExchangeStreamCaptureMode(NULL): INVALID_VALUE");
+
+  CUcontext ctx = NULL, primary = NULL;
+  typedef CUresult (*getcur_t)(CUcontext *);
+  typedef CUresult (*setcur_t)(CUcontext);
+  CHECK(((getcur_t)sym("cuCtxGetCurrent"))(&ctx) == CUDA_SUCCESS && ctx == NULL, "no context current yet");
+  CHECK(((sctx_t)sym("cuStreamGetCtx"))(NULL, &ctx) == CUDA_ERROR_INVALID_CONTEXT,
+        "cuStreamGetCtx of the default stream with no context current: INVALID_CONTEXT");
+  CHECK(((CUresult(*)(CUcontext *, CUdevice))sym("cuDevicePrimaryCtxRetain"))(&primary, 0) == CUDA_SUCCESS &&
+            ((setcur_t)sym("cuCtxSetCurrent"))(primary) == CUDA_SUCCESS,
+        "the primary context made current");
+  CHECK(((sctx_t)sym("cuStreamGetCtx"))(s, &ctx) == CUDA_SUCCESS && ctx == primary, "cuStreamGetCtx: the primary context");
+  CUgreenCtx green = (CUgreenCtx)(uintptr_t)1;
+  ctx = NULL;
+  CHECK(((sctx2_t)sym("cuStreamGetCtx_v2"))(NULL, &ctx, &green) == CUDA_SUCCESS && ctx == primary && green == NULL,
+        "cuStreamGetCtx_v2 of the default stream: the primary context, no green context");
+  CHECK(((sctx_t)sym("cuStreamGetCtx"))(junk, &ctx) == CUDA_ERROR_INVALID_HANDLE, "cuStreamGetCtx of a foreign handle");
+  unsigned flags = 99;
+  CHECK(((sflags_t)sym("cuStreamGetFlags"))(s, &flags) == CUDA_SUCCESS && flags == CU_STREAM_NON_BLOCKING,
+        "cuStreamGetFlags: the creation flags");
+  CHECK(((sflags_t)sym("cuStreamGetFlags"))(NULL, &flags) == CUDA_SUCCESS && flags == CU_STREAM_DEFAULT,
+        "cuStreamGetFlags of the default stream: DEFAULT");
+  unsigned long long id_s = 0, id_legacy = 0, id_pt = 0, id_null_pt = 0;
+  sid_t sid = (sid_t)sym("cuStreamGetId");
+  CHECK(sid(s, &id_s) == CUDA_SUCCESS && sid(NULL, &id_legacy) == CUDA_SUCCESS &&
+            sid(CU_STREAM_PER_THREAD, &id_pt) == CUDA_SUCCESS &&
+            ((sid_t)sym("cuStreamGetId_ptsz"))(NULL, &id_null_pt) == CUDA_SUCCESS,
+        "cuStreamGetId");
+  CHECK(id_s != id_legacy && id_s != id_pt && id_legacy != id_pt && id_null_pt == id_pt,
+        "stream ids differ, and NULL through _ptsz is the per-thread stream");
+  unsigned long long cx = 0;
+  CHECK(((ctxid_t)sym("cuCtxGetId"))(NULL, &cx) == CUDA_SUCCESS && cx != 0, "cuCtxGetId of the current context");
+  CHECK(((ctxid_t)sym("cuCtxGetId"))((CUcontext)(void *)&not_a_stream, &cx) == CUDA_ERROR_INVALID_CONTEXT,
+        "cuCtxGetId of a foreign handle: INVALID_CONTEXT");
+  int can = -1;
+  CHECK(((peer_t)sym("cuDeviceCanAccessPeer"))(&can, 0, 0) == CUDA_SUCCESS && can == 0, "a device is not its own peer");
+  CHECK(((peer_t)sym("cuDeviceCanAccessPeer"))(&can, 0, 1) == CUDA_ERROR_INVALID_DEVICE, "peer device 1: INVALID_DEVICE");
+
+  /* TOOLS_TLS[2] and the context-stream table: the ids cuBLAS keys its state by. */
+  const void *const *tls = table(U_TLS);
+  CUcontext got = NULL;
+  CHECK(tls != NULL && ((CUresult(*)(CUcontext *))tls[2])(&got) == CUDA_SUCCESS && got == primary,
+        "TOOLS_TLS[2]: the thread's current context");
+  const void *const *cs = table(U_CONTEXT_STREAM);
+  CHECK(cs != NULL && size_word(cs) == 744, "the context-stream table, 744 bytes as the driver's");
+  if (cs != NULL) {
+    uint64_t key = 0;
+    CHECK(((CUresult(*)(CUcontext, uint64_t *))cs[4])(primary, &key) == CUDA_SUCCESS && key == cx,
+          "context-stream[4]: the context's id");
+    typedef CUresult (*internal_t)(CUcontext, CUstream, void **, int);
+    typedef CUresult (*ident_t)(CUcontext, const void *, uint64_t *);
+    void *in_s = NULL, *in_null = NULL, *in_null_pt = NULL;
+    CHECK(((internal_t)cs[51])(primary, s, &in_s, 0) == CUDA_SUCCESS && ((internal_t)cs[51])(primary, NULL, &in_null, 0) == CUDA_SUCCESS &&
+              ((internal_t)cs[51])(primary, NULL, &in_null_pt, 1) == CUDA_SUCCESS,
+          "context-stream[51]: internal stream handles");
+    CHECK(in_null != NULL && in_null != in_null_pt, "the default streams have distinct internal handles");
+    CHECK(((internal_t)cs[51])(primary, junk, &in_s, 0) == CUDA_ERROR_INVALID_HANDLE, "context-stream[51] of a foreign handle");
+    uint64_t i1 = 0, i2 = 0, i3 = 0;
+    CHECK(((ident_t)cs[39])(primary, in_s, &i1) == CUDA_SUCCESS && i1 == id_s, "context-stream[39]: the stream's id");
+    CHECK(((ident_t)cs[39])(primary, in_null, &i2) == CUDA_SUCCESS && i2 == id_legacy &&
+              ((ident_t)cs[39])(primary, in_null_pt, &i3) == CUDA_SUCCESS && i3 == id_pt,
+          "context-stream[39] of the default streams: theirs");
+    CHECK(((ident_t)cs[39])(primary, NULL, &i1) == CUDA_ERROR_INVALID_VALUE, "context-stream[39] of NULL: INVALID_VALUE");
+    CHECK(((CUresult(*)(void))cs[7])() == CUDA_ERROR_NOT_SUPPORTED, "an unknown context-stream slot: NOT_SUPPORTED");
+  }
+  CHECK(((shandle_t)sym("cuStreamDestroy_v2"))(s) == CUDA_SUCCESS, "cuStreamDestroy_v2");
+  CHECK(((setcur_t)sym("cuCtxSetCurrent"))(NULL) == CUDA_SUCCESS &&
+            ((CUresult(*)(CUdevice))sym("cuDevicePrimaryCtxRelease_v2"))(0) == CUDA_SUCCESS,
+        "the primary context released");
+}
+
 static void session_checks(void) {
   typedef CUresult (*init_t)(unsigned);
   typedef CUresult (*count_t)(int *);
@@ -995,6 +1122,7 @@ static void session_checks(void) {
   context_checks();
   memory_checks();
   stream_checks();
+  query_checks();
   pointer_checks();
   priority_checks();
   fork_checks();
