@@ -5,8 +5,8 @@
 // test/e2e/unmodified-sim.test.ts (software GPU) and test/e2e/unmodified-harness.test.ts (this
 // file's own tests, against a fake program that needs no libcuda).
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import type { CleanupContext, RunResult } from './daemon.js';
@@ -198,6 +198,20 @@ export interface LaunchOptions {
   readonly timeoutMs?: number;
 }
 
+/**
+ * OPENMPS_UNMODIFIED_LOG_DIR (optional): a directory each run's whole library log is copied into
+ * (`<program>-<n>.libcuda.log`), for the GPU machine's check to bring back: a run's diagnostics
+ * show only its failing calls, the log also shows the tables and names it asked for.
+ */
+let keptLogs = 0;
+function keepLog(command: string, args: readonly string[], log: string): void {
+  const dir = process.env.OPENMPS_UNMODIFIED_LOG_DIR;
+  if (dir === undefined || dir === '' || log === '') return;
+  const program = [command, ...args].map((a) => basename(a)).find((a) => /\.(py)$/.test(a)) ?? basename(args.at(-1) ?? command);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, `${program.replace(/[^\w.-]/g, '_')}-${++keptLogs}.libcuda.log`), log);
+}
+
 /** Starts `command` with CHILD_ENV over the test's environment; killed in t.after if still running. */
 export function launch(t: CleanupContext, command: string, args: readonly string[], options: LaunchOptions = {}): Running {
   const env = { ...process.env, ...CHILD_ENV, ...options.env };
@@ -232,6 +246,7 @@ export function launch(t: CleanupContext, command: string, args: readonly string
     child.once('close', (code, signal) => {
       clearTimeout(timer);
       const log = options.log !== undefined && existsSync(options.log) ? readFileSync(options.log, 'utf8') : '';
+      keepLog(command, args, log);
       resolve({ stdout, stderr, code: code ?? -1, signal, log });
     });
   });
