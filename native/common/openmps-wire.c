@@ -80,6 +80,17 @@ static bool get_omps_params_item(omps_reader_t *r, omps_params_item_t *v) {
   return true;
 }
 
+static void put_omps_launch_attributes_item(omps_writer_t *w, const omps_launch_attributes_item_t *v) {
+  omps_put_u32(w, v->id);
+  omps_put_bytes(w, v->value);
+}
+
+static bool get_omps_launch_attributes_item(omps_reader_t *r, omps_launch_attributes_item_t *v) {
+  if (!omps_get_u32(r, &v->id)) return false;
+  if (!omps_get_bytes(r, &v->value)) return false;
+  return true;
+}
+
 omps_wire_status_t omps_encode_control_command_req(omps_writer_t *w, const omps_control_command_req_t *v) {
   omps_put_str(w, v->line);
   return w->status;
@@ -1205,6 +1216,79 @@ omps_wire_status_t omps_decode_launch_rep(const uint8_t *payload, size_t len, om
 static omps_wire_status_t erased_omps_encode_launch_rep(omps_writer_t *w, const void *v) { return omps_encode_launch_rep(w, v); }
 static omps_wire_status_t erased_omps_decode_launch_rep(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_launch_rep(p, len, a, out); }
 
+omps_wire_status_t omps_encode_launch_ex_req(omps_writer_t *w, const omps_launch_ex_req_t *v) {
+  omps_put_u32(w, v->function);
+  omps_put_u32(w, v->stream);
+  omps_put_u32(w, v->grid_x);
+  omps_put_u32(w, v->grid_y);
+  omps_put_u32(w, v->grid_z);
+  omps_put_u32(w, v->block_x);
+  omps_put_u32(w, v->block_y);
+  omps_put_u32(w, v->block_z);
+  omps_put_u32(w, v->shared_mem_bytes);
+  omps_put_count(w, v->launch_attributes_count);
+  for (uint32_t i = 0; i < v->launch_attributes_count && w->status == OMPS_WIRE_OK; i++) {
+    put_omps_launch_attributes_item(w, &v->launch_attributes[i]);
+  }
+  omps_put_bytes(w, v->params);
+  return w->status;
+}
+
+static bool read_omps_launch_ex_req(omps_reader_t *r, omps_launch_ex_req_t *v) {
+  if (!omps_get_u32(r, &v->function)) return false;
+  if (!omps_get_u32(r, &v->stream)) return false;
+  if (!omps_get_u32(r, &v->grid_x)) return false;
+  if (!omps_get_u32(r, &v->grid_y)) return false;
+  if (!omps_get_u32(r, &v->grid_z)) return false;
+  if (!omps_get_u32(r, &v->block_x)) return false;
+  if (!omps_get_u32(r, &v->block_y)) return false;
+  if (!omps_get_u32(r, &v->block_z)) return false;
+  if (!omps_get_u32(r, &v->shared_mem_bytes)) return false;
+  {
+    void *items = NULL;
+    if (!omps_get_list(r, &v->launch_attributes_count, &items, sizeof(*v->launch_attributes))) return false;
+    v->launch_attributes = items;
+  }
+  for (uint32_t i = 0; i < v->launch_attributes_count; i++) {
+    if (!get_omps_launch_attributes_item(r, &v->launch_attributes[i])) return false;
+  }
+  if (!omps_get_bytes(r, &v->params)) return false;
+  return true;
+}
+
+omps_wire_status_t omps_decode_launch_ex_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_launch_ex_req_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_launch_ex_req(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_launch_ex_req(omps_writer_t *w, const void *v) { return omps_encode_launch_ex_req(w, v); }
+static omps_wire_status_t erased_omps_decode_launch_ex_req(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_launch_ex_req(p, len, a, out); }
+
+omps_wire_status_t omps_encode_launch_ex_rep(omps_writer_t *w, const omps_launch_ex_rep_t *v) {
+  (void)v;
+  return w->status;
+}
+
+static bool read_omps_launch_ex_rep(omps_reader_t *r, omps_launch_ex_rep_t *v) {
+  (void)r;
+  (void)v;
+  return true;
+}
+
+omps_wire_status_t omps_decode_launch_ex_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_launch_ex_rep_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_launch_ex_rep(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_launch_ex_rep(omps_writer_t *w, const void *v) { return omps_encode_launch_ex_rep(w, v); }
+static omps_wire_status_t erased_omps_decode_launch_ex_rep(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_launch_ex_rep(p, len, a, out); }
+
 omps_wire_status_t omps_encode_stream_create_req(omps_writer_t *w, const omps_stream_create_req_t *v) {
   omps_put_i32(w, v->priority);
   return w->status;
@@ -1901,6 +1985,9 @@ const omps_message_desc_t omps_messages[OMPS_MESSAGE_COUNT] = {
   {"LAUNCH", OMPS_OP_LAUNCH, sizeof(omps_launch_req_t), sizeof(omps_launch_rep_t), erased_omps_encode_launch_req,
    erased_omps_decode_launch_req, erased_omps_encode_launch_rep, erased_omps_decode_launch_rep,
    "IIIIIIIIIy", ""},
+  {"LAUNCH_EX", OMPS_OP_LAUNCH_EX, sizeof(omps_launch_ex_req_t), sizeof(omps_launch_ex_rep_t), erased_omps_encode_launch_ex_req,
+   erased_omps_decode_launch_ex_req, erased_omps_encode_launch_ex_rep, erased_omps_decode_launch_ex_rep,
+   "IIIIIIIII[{Iy}y", ""},
   {"STREAM_CREATE", OMPS_OP_STREAM_CREATE, sizeof(omps_stream_create_req_t), sizeof(omps_stream_create_rep_t), erased_omps_encode_stream_create_req,
    erased_omps_decode_stream_create_req, erased_omps_encode_stream_create_rep, erased_omps_decode_stream_create_rep,
    "i", "I"},

@@ -56,6 +56,7 @@ extern "C" {
 #define OMPS_OP_MODULE_UNLOAD 0x0121
 #define OMPS_OP_MODULE_GET_FUNCTION 0x0122
 #define OMPS_OP_LAUNCH 0x0130
+#define OMPS_OP_LAUNCH_EX 0x0131
 #define OMPS_OP_STREAM_CREATE 0x0140
 #define OMPS_OP_STREAM_DESTROY 0x0141
 #define OMPS_OP_STREAM_SYNCHRONIZE 0x0142
@@ -70,7 +71,7 @@ extern "C" {
 #define OMPS_OP_NOTICE_ERROR 0x0200
 #define OMPS_OP_NOTICE_LIMITS 0x0201
 #define OMPS_OP_NOTICE_WAKE 0x0202
-#define OMPS_MESSAGE_COUNT 37
+#define OMPS_MESSAGE_COUNT 38
 
 /* Structures nested in messages. */
 typedef struct omps_device {
@@ -107,6 +108,11 @@ typedef struct omps_params_item {
   uint32_t offset;
   uint32_t size;
 } omps_params_item_t;
+
+typedef struct omps_launch_attributes_item {
+  uint32_t id;
+  omps_bytes_t value;
+} omps_launch_attributes_item_t;
 
 /* Messages: for each, the request and the reply, and their encoders and decoders. An encoder
  * appends the payload to the writer (after omps_frame_begin) and returns its status; a decoder
@@ -491,6 +497,31 @@ typedef struct omps_launch_rep {
 } omps_launch_rep_t;
 omps_wire_status_t omps_encode_launch_rep(omps_writer_t *w, const omps_launch_rep_t *v);
 omps_wire_status_t omps_decode_launch_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_launch_rep_t *out);
+
+/* LAUNCH_EX request */
+typedef struct omps_launch_ex_req {
+  uint32_t function;
+  uint32_t stream;
+  uint32_t grid_x;
+  uint32_t grid_y;
+  uint32_t grid_z;
+  uint32_t block_x;
+  uint32_t block_y;
+  uint32_t block_z;
+  uint32_t shared_mem_bytes;
+  uint32_t launch_attributes_count;
+  omps_launch_attributes_item_t *launch_attributes;
+  omps_bytes_t params;
+} omps_launch_ex_req_t;
+omps_wire_status_t omps_encode_launch_ex_req(omps_writer_t *w, const omps_launch_ex_req_t *v);
+omps_wire_status_t omps_decode_launch_ex_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_launch_ex_req_t *out);
+
+/* LAUNCH_EX reply */
+typedef struct omps_launch_ex_rep {
+  char unused_;
+} omps_launch_ex_rep_t;
+omps_wire_status_t omps_encode_launch_ex_rep(omps_writer_t *w, const omps_launch_ex_rep_t *v);
+omps_wire_status_t omps_decode_launch_ex_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_launch_ex_rep_t *out);
 
 /* STREAM_CREATE request */
 typedef struct omps_stream_create_req {

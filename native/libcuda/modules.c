@@ -11,7 +11,6 @@
 #include "openmps-transport.h"
 
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -295,18 +294,9 @@ CUresult omlc_mps_cuKernelGetFunction(CUfunction *pFunc, CUkernel kernel) {
 
 /* The arguments, packed at the offsets the server gave: from kernelParams (one pointer per
  * parameter), or from extra's CU_LAUNCH_PARAM_BUFFER_POINTER / _SIZE, already packed. */
-static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
-                       unsigned shared, CUstream s, void **kernelParams, void **extra) {
-  if (f == NULL || f->magic != FUNCTION_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
-  if (gx == 0 || gy == 0 || gz == 0 || bx == 0 || by == 0 || bz == 0) return CUDA_ERROR_INVALID_VALUE;
-  uint32_t stream;
-  CUresult rc = omlc_stream_id(s, &stream);
-  if (rc != CUDA_SUCCESS) return rc;
-  omps_transport_t *t = omlc_session();
-  if (t == NULL) return CUDA_ERROR_NOT_INITIALIZED;
-  uint8_t packed[32764];
-  const uint8_t *params = packed;
+static CUresult pack_params(CUfunction f, void **kernelParams, void **extra, uint8_t *packed, const uint8_t **params) {
   size_t bytes = f->bytes;
+  *params = packed;
   if (kernelParams != NULL) {
     memset(packed, 0, bytes);
     for (uint32_t i = 0; i < f->count; i++) {
@@ -325,46 +315,82 @@ static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsi
       } else return CUDA_ERROR_INVALID_VALUE;
     }
     if (buffer == NULL || !have_size || size < bytes) return CUDA_ERROR_INVALID_VALUE;
-    params = buffer;
+    *params = buffer;
   } else if (f->count > 0) {
     return CUDA_ERROR_INVALID_VALUE;
   }
-  omps_launch_req_t req = {f->id, stream, gx, gy, gz, bx, by, bz, shared, {params, (uint32_t)bytes}};
-  const omps_message_desc_t *m = omps_message_by_opcode(OMPS_OP_LAUNCH);
-  if (m == NULL) return CUDA_ERROR_UNKNOWN;
+  return CUDA_SUCCESS;
+}
+
+/* The launch attributes a LAUNCH_EX carries (the server checks them again, and refuses the kinds
+ * it does not carry): IGNORE entries are dropped here, and those whose value holds a handle of
+ * this process (an event) are refused here, since the server cannot use it. */
+#define MAX_LAUNCH_ATTRIBUTES 16
+
+static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                       unsigned shared, CUstream s, void **kernelParams, void **extra, const CUlaunchAttribute *attrs,
+                       unsigned num_attrs) {
+  if (f == NULL || f->magic != FUNCTION_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
+  if (gx == 0 || gy == 0 || gz == 0 || bx == 0 || by == 0 || bz == 0) return CUDA_ERROR_INVALID_VALUE;
+  if (num_attrs > 0 && attrs == NULL) return CUDA_ERROR_INVALID_VALUE;
+  uint32_t stream;
+  CUresult rc = omlc_stream_id(s, &stream);
+  if (rc != CUDA_SUCCESS) return rc;
+  omps_transport_t *t = omlc_session();
+  if (t == NULL) return CUDA_ERROR_NOT_INITIALIZED;
+  omps_launch_attributes_item_t items[MAX_LAUNCH_ATTRIBUTES];
+  uint32_t count = 0;
+  for (unsigned i = 0; i < num_attrs; i++) {
+    CUlaunchAttributeID id = attrs[i].id;
+    if (id == CU_LAUNCH_ATTRIBUTE_IGNORE) continue;
+    if (id == CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_EVENT || id == CU_LAUNCH_ATTRIBUTE_LAUNCH_COMPLETION_EVENT) {
+      omlc_log("cuLaunchKernelEx: launch attribute %d names an event, which openmps cannot carry (CUDA_ERROR_NOT_SUPPORTED)",
+               (int)id);
+      return CUDA_ERROR_NOT_SUPPORTED;
+    }
+    if (count == MAX_LAUNCH_ATTRIBUTES) return CUDA_ERROR_INVALID_VALUE;
+    items[count].id = (uint32_t)id;
+    items[count].value.data = (const uint8_t *)&attrs[i].value;
+    items[count].value.len = (uint32_t)sizeof attrs[i].value;
+    count++;
+  }
+  uint8_t packed[32764];
+  const uint8_t *params;
+  rc = pack_params(f, kernelParams, extra, packed, &params);
+  if (rc != CUDA_SUCCESS) return rc;
   omps_error_t err;
-  return (CUresult)omps_transport_post(t, OMPS_OP_LAUNCH, m->encode_request, &req, &err);
+  if (count == 0) {
+    omps_launch_req_t req = {f->id, stream, gx, gy, gz, bx, by, bz, shared, {params, f->bytes}};
+    const omps_message_desc_t *m = omps_message_by_opcode(OMPS_OP_LAUNCH);
+    if (m == NULL) return CUDA_ERROR_UNKNOWN;
+    return (CUresult)omps_transport_post(t, OMPS_OP_LAUNCH, m->encode_request, &req, &err);
+  }
+  omps_launch_ex_req_t req = {f->id, stream, gx, gy, gz, bx, by, bz, shared, count, items, {params, f->bytes}};
+  const omps_message_desc_t *m = omps_message_by_opcode(OMPS_OP_LAUNCH_EX);
+  if (m == NULL) return CUDA_ERROR_UNKNOWN;
+  return (CUresult)omps_transport_post(t, OMPS_OP_LAUNCH_EX, m->encode_request, &req, &err);
 }
 
 CUresult omlc_mps_cuLaunchKernel(CUfunction f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ,
                                  unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ,
                                  unsigned int sharedMemBytes, CUstream hStream, void **kernelParams, void **extra) {
   return launch(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes, hStream, kernelParams,
-                extra);
+                extra, NULL, 0);
 }
 CUresult omlc_mps_cuLaunchKernel_ptsz(CUfunction f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ,
                                       unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ,
                                       unsigned int sharedMemBytes, CUstream hStream, void **kernelParams, void **extra) {
   return launch(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes, hStream, kernelParams,
-                extra);
+                extra, NULL, 0);
 }
 
-/* cuLaunchKernelEx: the same launch from a CUlaunchConfig. Launch attributes (clusters,
- * cooperative launch, priorities, programmatic serialization...) change how the GPU runs the
- * grid; none is carried by LAUNCH yet, so a launch that sets any is refused rather than run
- * differently from what was asked (logged once). */
-static atomic_uchar launch_attrs_logged;
+/* cuLaunchKernelEx: the same launch from a CUlaunchConfig, its attributes carried by LAUNCH_EX
+ * (docs/protocol.md). */
 static CUresult launch_ex(const CUlaunchConfig *config, CUfunction f, void **kernelParams, void **extra) {
   if (config == NULL) return CUDA_ERROR_INVALID_VALUE;
-  if (config->numAttrs > 0) {
-    if (atomic_exchange(&launch_attrs_logged, 1) == 0) {
-      omlc_log("cuLaunchKernelEx: launch attributes are not supported yet (first: %d); CUDA_ERROR_NOT_SUPPORTED",
-               config->attrs != NULL ? (int)config->attrs[0].id : -1);
-    }
-    return CUDA_ERROR_NOT_SUPPORTED;
-  }
   return launch(f, config->gridDimX, config->gridDimY, config->gridDimZ, config->blockDimX, config->blockDimY,
-                config->blockDimZ, config->sharedMemBytes, config->hStream, kernelParams, extra);
+                config->blockDimZ, config->sharedMemBytes, config->hStream, kernelParams, extra, config->attrs,
+                config->numAttrs);
 }
 CUresult omlc_mps_cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f, void **kernelParams, void **extra) {
   return launch_ex(config, f, kernelParams, extra);

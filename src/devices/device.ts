@@ -7,6 +7,7 @@
 // Work enqueued on a DeviceStream runs in order; different streams run concurrently, limited by
 // SMs. Errors raised while work runs (a faulting kernel) are sticky for the whole device context,
 // as in CUDA: every later call fails with that error until reset().
+import type { LaunchAttribute } from './launch-attributes.js';
 import type { CudaError } from '../cuda/cuda-error.js';
 
 /** A device virtual address. Allocations are at least 256-byte aligned, as with cuMemAlloc. */
@@ -79,6 +80,8 @@ export interface LaunchConfig {
   readonly grid: Dim3;
   readonly block: Dim3;
   readonly sharedMemBytes: number;
+  /** cuLaunchKernelEx's launch attributes (src/devices/launch-attributes.ts); none: cuLaunchKernel. */
+  readonly attributes?: readonly LaunchAttribute[];
 }
 
 export interface StreamOptions {

@@ -261,6 +261,8 @@ export interface CudaDriver {
     f: NativePointer, gridX: number, gridY: number, gridZ: number, blockX: number, blockY: number, blockZ: number,
     sharedMemBytes: number, stream: NativePointer, kernelParams: NativePointer, extra: NativePointer,
   ): Status;
+  /** `config`: a CUlaunchConfig in native memory (DeviceCore.stageLaunchConfig). */
+  cuLaunchKernelEx(config: NativePointer, f: NativePointer, kernelParams: NativePointer, extra: NativePointer): Status;
   cuDeviceGetDevResource(device: number, resource: Uint8Array, type: number): Status;
   cuDevSmResourceSplitByCount(
     result: Uint8Array, groups: Uint32Array, input: Uint8Array, remaining: Uint8Array | null, flags: number,
@@ -382,6 +384,7 @@ export function loadCuda(): CudaDriver {
         'unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ, unsigned int sharedMemBytes, ' +
         'void *hStream, void *kernelParams, void *extra)',
     ) as CudaDriver['cuLaunchKernel'],
+    cuLaunchKernelEx: f('int cuLaunchKernelEx(void *config, void *f, void *kernelParams, void *extra)') as CudaDriver['cuLaunchKernelEx'],
     cuDeviceGetDevResource: f('int cuDeviceGetDevResource(int device, _Out_ uint8_t *resource, int type)') as CudaDriver['cuDeviceGetDevResource'],
     cuDevSmResourceSplitByCount: f(
       'int cuDevSmResourceSplitByCount(_Out_ uint8_t *result, _Inout_ uint32_t *nbGroups, const uint8_t *input, ' +

@@ -42,6 +42,9 @@ const LIMITS = {
 
 const PARAM_INFO = { struct: { offset: 'u32', size: 'u32' } } as const;
 
+/** One cuLaunchKernelEx attribute: its CUlaunchAttributeID and CUlaunchAttributeValue bytes (<= 64). */
+const LAUNCH_ATTRIBUTE = { struct: { id: 'u32', value: 'bytes' } } as const;
+
 /** One cuDeviceGetAttribute answer: a CUdevice_attribute number and its value. */
 const DEVICE_ATTRIBUTE = { struct: { attribute: 'u32', value: 'i32' } } as const;
 
@@ -150,6 +153,28 @@ export const MESSAGES = {
       blockY: 'u32',
       blockZ: 'u32',
       sharedMemBytes: 'u32',
+      params: 'bytes',
+    },
+    reply: {},
+  },
+  /**
+   * cuLaunchKernelEx: a LAUNCH with launch attributes (clusters, cooperative, per-launch priority,
+   * programmatic serialization, ...), each in the driver's own value layout. Sent without a reply
+   * like LAUNCH; its errors are the session's asynchronous errors.
+   */
+  LAUNCH_EX: {
+    opcode: 0x0131,
+    request: {
+      function: 'u32',
+      stream: 'u32',
+      gridX: 'u32',
+      gridY: 'u32',
+      gridZ: 'u32',
+      blockX: 'u32',
+      blockY: 'u32',
+      blockZ: 'u32',
+      sharedMemBytes: 'u32',
+      launchAttributes: { list: LAUNCH_ATTRIBUTE },
       params: 'bytes',
     },
     reply: {},

@@ -178,6 +178,20 @@ const HANDLERS: Handlers = {
     );
     return {};
   },
+  LAUNCH_EX: (t, req) => {
+    t.session.launch(
+      req.function,
+      req.stream,
+      {
+        grid: [req.gridX, req.gridY, req.gridZ],
+        block: [req.blockX, req.blockY, req.blockZ],
+        sharedMemBytes: req.sharedMemBytes,
+        attributes: req.launchAttributes,
+      },
+      req.params,
+    );
+    return {};
+  },
   STREAM_CREATE: (t, req) => ({ stream: t.session.createStream(req.priority) }),
   STREAM_DESTROY: async (t, req) => {
     await t.session.destroyStream(req.stream);
@@ -233,6 +247,7 @@ export const CALL_NAMES: Readonly<Partial<Record<MessageName, string>>> = {
   MODULE_UNLOAD: 'cuModuleUnload',
   MODULE_GET_FUNCTION: 'cuModuleGetFunction',
   LAUNCH: 'cuLaunchKernel',
+  LAUNCH_EX: 'cuLaunchKernelEx',
   STREAM_CREATE: 'cuStreamCreateWithPriority',
   STREAM_DESTROY: 'cuStreamDestroy_v2',
   STREAM_SYNCHRONIZE: 'cuStreamSynchronize',

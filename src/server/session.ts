@@ -510,7 +510,7 @@ export class Session {
   }
 
   launch(functionId: number, streamId: number, config: LaunchConfig, params: Uint8Array): void {
-    const call = 'cuLaunchKernel';
+    const call = config.attributes === undefined ? 'cuLaunchKernel' : 'cuLaunchKernelEx';
     const stream = this.#stream(streamId, call);
     const fn = this.#functions.get(functionId);
     if (!fn) throw new CudaError('CUDA_ERROR_INVALID_HANDLE', call, `no function ${functionId} in this client`);

@@ -698,14 +698,32 @@ static void run_saxpy(CUfunction f, const char *what) {
     if (out[i] != x[i] + (2.0f * x[i] + y[i])) bad = i;
   snprintf(msg, sizeof msg, "%s: cuLaunchKernelEx's saxpy is exact (first wrong element %d)", what, bad);
   CHECK(bad < 0, msg);
-  CUlaunchAttribute attr;
-  memset(&attr, 0, sizeof attr);
-  attr.id = CU_LAUNCH_ATTRIBUTE_COOPERATIVE;
-  attr.value.cooperative = 1;
-  config.attrs = &attr;
-  config.numAttrs = 1;
+  /* With attributes (LAUNCH_EX): an IGNORE entry and a per-launch priority run the same saxpy. */
+  float prev[N];
+  memcpy(prev, out, sizeof prev);
+  CUlaunchAttribute attrs[2];
+  memset(attrs, 0, sizeof attrs);
+  attrs[0].id = CU_LAUNCH_ATTRIBUTE_IGNORE;
+  attrs[1].id = CU_LAUNCH_ATTRIBUTE_PRIORITY;
+  attrs[1].value.priority = 0;
+  config.attrs = attrs;
+  config.numAttrs = 2;
+  CHECK(((launch_ex_t)sym("cuLaunchKernelEx"))(&config, f, params1, NULL) == CUDA_SUCCESS &&
+            ((CUresult(*)(void))sym("cuCtxSynchronize"))() == CUDA_SUCCESS &&
+            ((dtoh_t)sym("cuMemcpyDtoH_v2"))(out, dy, sizeof out) == CUDA_SUCCESS,
+        "cuLaunchKernelEx with launch attributes");
+  bad = -1;
+  for (int i = 0; i < N && bad < 0; i++)
+    if (out[i] != x[i] + prev[i]) bad = i;
+  snprintf(msg, sizeof msg, "%s: cuLaunchKernelEx with attributes: saxpy is exact (first wrong element %d)", what, bad);
+  CHECK(bad < 0, msg);
+  /* An attribute holding one of this process's events cannot reach the server: refused at once. */
+  attrs[1].id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_EVENT;
   CHECK(((launch_ex_t)sym("cuLaunchKernelEx"))(&config, f, params1, NULL) == CUDA_ERROR_NOT_SUPPORTED,
-        "cuLaunchKernelEx with a launch attribute: NOT_SUPPORTED");
+        "cuLaunchKernelEx with a programmatic event: NOT_SUPPORTED");
+  config.attrs = NULL;
+  CHECK(((launch_ex_t)sym("cuLaunchKernelEx"))(&config, f, params1, NULL) == CUDA_ERROR_INVALID_VALUE,
+        "cuLaunchKernelEx with numAttrs but no attrs: INVALID_VALUE");
   CHECK(launch(f, 0, 1, 1, 128, 1, 1, 0, NULL, params, NULL) == CUDA_ERROR_INVALID_VALUE, "a grid of 0: INVALID_VALUE");
   ((CUresult(*)(CUdeviceptr))sym("cuMemFree_v2"))(dx);
   ((CUresult(*)(CUdeviceptr))sym("cuMemFree_v2"))(dy);

@@ -33,6 +33,8 @@ import {
   CUDA_ERROR_INVALID_VALUE, CUDA_ERROR_NOT_READY, CUDA_ERROR_NOT_SUPPORTED, CUDA_SUCCESS, check as checkStatus, cudaError,
   isSticky, warnStatus,
 } from './check.js';
+import type { LaunchConfig } from '../device.js';
+import type { LaunchAttribute } from '../launch-attributes.js';
 import { FENCE_BYTES, FENCE_SLOTS, FenceWords } from './fence-words.js';
 import { GreenContextCache, type GreenContext } from './green-contexts.js';
 import { PinnedPool, type PinnedBuffer } from './pinned-pool.js';
@@ -63,6 +65,11 @@ const CU_LAUNCH_PARAM_BUFFER_POINTER = 1n;
 const CU_LAUNCH_PARAM_BUFFER_SIZE = 2n;
 /** CUDA 12.1+ on Volta and later: kernels take up to 32,764 bytes of parameters. */
 export const MAX_PARAM_BYTES = 32764;
+/** sizeof(CUlaunchConfig) rounded to 64, sizeof(CUlaunchAttribute) (x86-64 and aarch64 alike). */
+const LAUNCH_CONFIG_BYTES = 64;
+const LAUNCH_ATTRIBUTE_BYTES = 72;
+/** More launch attributes than cuda.h defines kinds of: a launch with more is refused. */
+export const MAX_LAUNCH_ATTRIBUTES = 16;
 /** How long after the last new wait the poller keeps spinning on setImmediate before 1 ms timers. */
 export const HOT_POLL_MS = 4;
 /** How often the poller asks cuStreamQuery about streams whose fence words are late (faults). */
@@ -236,6 +243,8 @@ export class DeviceCore {
   readonly #launchSize: Uint32Array;
   readonly #launchParams: Uint8Array;
   readonly #launchExtra: NativePointer;
+  // cuLaunchKernelEx's CUlaunchConfig and its attributes, written per launch like #launchBlock.
+  readonly #launchExBlock: NativeMemory;
 
   readonly #out64 = new BigUint64Array(1);
 
@@ -269,6 +278,7 @@ export class DeviceCore {
     this.#launchSize = new Uint32Array(this.#launchBlock.bytes.buffer, this.#launchBlock.bytes.byteOffset + 40, 2);
     this.#launchParams = this.#launchBlock.bytes.subarray(64, 64 + MAX_PARAM_BYTES);
     this.#launchExtra = base;
+    this.#launchExBlock = allocNative(LAUNCH_CONFIG_BYTES + MAX_LAUNCH_ATTRIBUTES * LAUNCH_ATTRIBUTE_BYTES);
   }
 
   get fault(): CudaError | undefined {
@@ -897,6 +907,30 @@ export class DeviceCore {
     return this.#launchExtra;
   }
 
+  /**
+   * Writes cuLaunchKernelEx's CUlaunchConfig (cuda.h: six grid/block words, sharedMemBytes,
+   * hStream at 32, attrs at 40, numAttrs at 48) and its attributes (id, 4 bytes of padding, the
+   * 64-byte value) into the preallocated block and returns its address. The caller has checked
+   * the attributes (decodeLaunchAttributes); at most MAX_LAUNCH_ATTRIBUTES.
+   */
+  stageLaunchConfig(config: LaunchConfig, stream: NativePointer, attributes: readonly LaunchAttribute[]): NativePointer {
+    const block = this.#launchExBlock;
+    const bytes = block.bytes;
+    bytes.fill(0, 0, LAUNCH_CONFIG_BYTES + attributes.length * LAUNCH_ATTRIBUTE_BYTES);
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const words = [...config.grid, ...config.block, config.sharedMemBytes];
+    words.forEach((w, i) => view.setUint32(i * 4, w, true));
+    view.setBigUint64(32, stream, true);
+    view.setBigUint64(40, attributes.length === 0 ? 0n : block.address + BigInt(LAUNCH_CONFIG_BYTES), true);
+    view.setUint32(48, attributes.length, true);
+    attributes.forEach((a, i) => {
+      const at = LAUNCH_CONFIG_BYTES + i * LAUNCH_ATTRIBUTE_BYTES;
+      view.setUint32(at, a.id, true);
+      bytes.set(a.value, at + 8);
+    });
+    return block.address;
+  }
+
   // -------------------------------------------------------------------------------------------
   // Host memory
 
@@ -1225,6 +1259,7 @@ export class DeviceCore {
     this.#failWaits(reason);
     this.#registrations.clear();
     this.#launchBlock.free();
+    this.#launchExBlock.free();
     if (this.#retained) {
       this.#retained = false;
       warnStatus(this.driver, this.driver.cuDevicePrimaryCtxRelease_v2(this.device), 'cuDevicePrimaryCtxRelease_v2', 'closing the device');

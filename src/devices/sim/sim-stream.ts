@@ -16,6 +16,7 @@ import type { KernelSpec, LaunchShape } from './kernels.js';
 import type { QueueHandle, Signal } from './scheduler.js';
 import type { SimContext, StreamWaiters } from './sim-context.js';
 import { kernelOf } from './sim-module.js';
+import { decodeLaunchAttributes } from '../launch-attributes.js';
 
 /** Copies and memsets run at 25 GB/s (25,000 bytes per us) after a 5 us setup. */
 export const COPY_BYTES_PER_US = 25_000;
@@ -236,10 +237,21 @@ export class SimStream implements DeviceStream, StreamWaiters {
   }
 
   launch(fn: DeviceFunction, config: LaunchConfig, params: Uint8Array): void {
-    const call = 'cuLaunchKernel';
+    const call = config.attributes === undefined ? 'cuLaunchKernel' : 'cuLaunchKernelEx';
     this.#check(call);
     const kernel = kernelOf(fn, this.#context, call);
     const shape = launchShape(config, kernel, params, fn.paramBytes, call);
+    if (config.attributes !== undefined) {
+      // The sim answers CU_DEVICE_ATTRIBUTE_CLUSTER_LAUNCH and _COOPERATIVE_LAUNCH with 0: it runs
+      // neither. A per-launch priority and the hints (access policy, carveout, programmatic
+      // serialization, memory sync domains) do not change what a kernel computes; the sim's
+      // scheduler keeps the stream's priority for the launch.
+      const decoded = decodeLaunchAttributes(config.attributes, config.grid, call);
+      if (decoded.clusterDim !== undefined) {
+        throw new CudaError('CUDA_ERROR_NOT_SUPPORTED', call, `the software GPU has no cluster launches (cluster ${decoded.clusterDim.join(' x ')})`);
+      }
+      if (decoded.cooperative) throw new CudaError('CUDA_ERROR_NOT_SUPPORTED', call, 'the software GPU has no cooperative launches');
+    }
     // The driver copies the parameter buffer at launch; the caller may reuse it at once.
     const view = new DataView(params.slice().buffer);
     const blockMs = kernel.blockMicros(shape, view, this.#context.info.clockRateKHz) / 1000;
