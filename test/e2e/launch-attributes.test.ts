@@ -16,7 +16,9 @@ import { testDevice } from '../support/worker.js';
 function value(words: readonly number[], bytes = LAUNCH_ATTRIBUTE_VALUE_BYTES): Uint8Array {
   const v = new Uint8Array(bytes);
   const view = new DataView(v.buffer);
-  words.forEach((w, i) => view.setInt32(i * 4, w, true));
+  words.forEach((w, i) => {
+    view.setInt32(i * 4, w, true);
+  });
   return v;
 }
 

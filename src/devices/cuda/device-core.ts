@@ -919,7 +919,9 @@ export class DeviceCore {
     bytes.fill(0, 0, LAUNCH_CONFIG_BYTES + attributes.length * LAUNCH_ATTRIBUTE_BYTES);
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     const words = [...config.grid, ...config.block, config.sharedMemBytes];
-    words.forEach((w, i) => view.setUint32(i * 4, w, true));
+    words.forEach((w, i) => {
+      view.setUint32(i * 4, w, true);
+    });
     view.setBigUint64(32, stream, true);
     view.setBigUint64(40, attributes.length === 0 ? 0n : block.address + BigInt(LAUNCH_CONFIG_BYTES), true);
     view.setUint32(48, attributes.length, true);
