@@ -423,13 +423,13 @@ for (const s of symbolList) {
   ep.push(`    return real ? ((CUresult (CUDAAPI *)(${s.params}))real)${call} : omlc_bypass_missing(OMLC_SYM_${s.symbol});`);
   ep.push('  }');
   if (c === 'local') {
-    ep.push(`  case OMLC_MODE_MPS: case OMLC_MODE_NONE: return omlc_local_${s.symbol}${call};`);
+    ep.push(`  case OMLC_MODE_MPS: case OMLC_MODE_NONE: return omlc_traced(OMLC_SYM_${s.symbol}, omlc_local_${s.symbol}${call});`);
   } else {
-    if (c === 'mps') ep.push(`  case OMLC_MODE_MPS: return omlc_mps_${s.symbol}${call};`);
+    if (c === 'mps') ep.push(`  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_${s.symbol}, omlc_mps_${s.symbol}${call});`);
     else {
       ep.push('  case OMLC_MODE_MPS:');
       if (names.length > 0) ep.push(`    ${names.map((n) => `(void)${n};`).join(' ')}`);
-      ep.push(`    return omlc_not_supported(OMLC_SYM_${s.symbol});`);
+      ep.push(`    return omlc_traced(OMLC_SYM_${s.symbol}, omlc_not_supported(OMLC_SYM_${s.symbol}));`);
     }
     ep.push('  case OMLC_MODE_NONE: break;');
   }

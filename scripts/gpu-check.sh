@@ -18,7 +18,8 @@
 # script's whole run; each part gets what is left (`timeout`, then SIGKILL 10 s later) and a part
 # that would start with less than GPU_CHECK_MIN_PART_S (default 30) left is not started
 # ("no time"). Run the parts over several calls when all of them do not fit in one.
-# The unmodified-program tests copy each run's library log into $OUT/libcuda-logs/.
+# The unmodified-program tests copy each run's library log (traced: OPENMPS_LIBCUDA_TRACE=1) into
+# $OUT/libcuda-logs/, packed at the end into $OUT/libcuda-logs.tgz (one file to bring back).
 # Other settings: OUT (default /tmp/gpu-check), GPU_CHECK_BENCH_ARGS (more arguments for both
 # bench parts, e.g. --quick), GPU_CHECK_NODE (the node to run, default node), GPU_CHECK_DRY_RUN=1
 # (print the plan, run nothing). Exit status: 0 when every part ran and passed, 1 otherwise, 2 for
@@ -67,7 +68,7 @@ fi
 
 # The command of each part, as words.
 command_of() {
-  local tests=(env OPENMPS_TEST_DEVICE=cuda OPENMPS_UNMODIFIED_LOG_DIR="$out/libcuda-logs" "$node_bin" --test --test-concurrency=1)
+  local tests=(env OPENMPS_TEST_DEVICE=cuda OPENMPS_UNMODIFIED_LOG_DIR="$out/libcuda-logs" OPENMPS_LIBCUDA_TRACE=1 "$node_bin" --test --test-concurrency=1)
   case "$1" in
     e2e) printf '%s\0' "${tests[@]}" dist/test/e2e/ ;;
     gpu) printf '%s\0' "${tests[@]}" dist/test/gpu/ ;;
@@ -142,4 +143,7 @@ done
   done
   echo "logs: $out/<part>.log; benchmark results: $out/bench, $out/bench-torch"
 } | tee "$out/summary.txt"
+if [ -d "$out/libcuda-logs" ]; then
+  tar czf "$out/libcuda-logs.tgz" -C "$out" libcuda-logs && rm -rf "$out/libcuda-logs"
+fi
 exit "$status"

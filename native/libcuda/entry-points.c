@@ -139,7 +139,7 @@ CUresult CUDAAPI cuArray3DCreate(CUarray *pHandle, const CUDA_ARRAY3D_DESCRIPTOR
   }
   case OMLC_MODE_MPS:
     (void)pHandle; (void)pAllocateArray;
-    return omlc_not_supported(OMLC_SYM_cuArray3DCreate);
+    return omlc_traced(OMLC_SYM_cuArray3DCreate, omlc_not_supported(OMLC_SYM_cuArray3DCreate));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -153,7 +153,7 @@ CUresult CUDAAPI cuArray3DCreate_v2(CUarray *pHandle, const CUDA_ARRAY3D_DESCRIP
   }
   case OMLC_MODE_MPS:
     (void)pHandle; (void)pAllocateArray;
-    return omlc_not_supported(OMLC_SYM_cuArray3DCreate_v2);
+    return omlc_traced(OMLC_SYM_cuArray3DCreate_v2, omlc_not_supported(OMLC_SYM_cuArray3DCreate_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -167,7 +167,7 @@ CUresult CUDAAPI cuArray3DGetDescriptor(CUDA_ARRAY3D_DESCRIPTOR_v1 *pArrayDescri
   }
   case OMLC_MODE_MPS:
     (void)pArrayDescriptor; (void)hArray;
-    return omlc_not_supported(OMLC_SYM_cuArray3DGetDescriptor);
+    return omlc_traced(OMLC_SYM_cuArray3DGetDescriptor, omlc_not_supported(OMLC_SYM_cuArray3DGetDescriptor));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -181,7 +181,7 @@ CUresult CUDAAPI cuArray3DGetDescriptor_v2(CUDA_ARRAY3D_DESCRIPTOR_v2 *pArrayDes
   }
   case OMLC_MODE_MPS:
     (void)pArrayDescriptor; (void)hArray;
-    return omlc_not_supported(OMLC_SYM_cuArray3DGetDescriptor_v2);
+    return omlc_traced(OMLC_SYM_cuArray3DGetDescriptor_v2, omlc_not_supported(OMLC_SYM_cuArray3DGetDescriptor_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -195,7 +195,7 @@ CUresult CUDAAPI cuArrayCreate(CUarray *pHandle, const CUDA_ARRAY_DESCRIPTOR_v1 
   }
   case OMLC_MODE_MPS:
     (void)pHandle; (void)pAllocateArray;
-    return omlc_not_supported(OMLC_SYM_cuArrayCreate);
+    return omlc_traced(OMLC_SYM_cuArrayCreate, omlc_not_supported(OMLC_SYM_cuArrayCreate));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -209,7 +209,7 @@ CUresult CUDAAPI cuArrayCreate_v2(CUarray *pHandle, const CUDA_ARRAY_DESCRIPTOR_
   }
   case OMLC_MODE_MPS:
     (void)pHandle; (void)pAllocateArray;
-    return omlc_not_supported(OMLC_SYM_cuArrayCreate_v2);
+    return omlc_traced(OMLC_SYM_cuArrayCreate_v2, omlc_not_supported(OMLC_SYM_cuArrayCreate_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -223,7 +223,7 @@ CUresult CUDAAPI cuArrayDestroy(CUarray hArray) {
   }
   case OMLC_MODE_MPS:
     (void)hArray;
-    return omlc_not_supported(OMLC_SYM_cuArrayDestroy);
+    return omlc_traced(OMLC_SYM_cuArrayDestroy, omlc_not_supported(OMLC_SYM_cuArrayDestroy));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -237,7 +237,7 @@ CUresult CUDAAPI cuArrayGetDescriptor(CUDA_ARRAY_DESCRIPTOR_v1 *pArrayDescriptor
   }
   case OMLC_MODE_MPS:
     (void)pArrayDescriptor; (void)hArray;
-    return omlc_not_supported(OMLC_SYM_cuArrayGetDescriptor);
+    return omlc_traced(OMLC_SYM_cuArrayGetDescriptor, omlc_not_supported(OMLC_SYM_cuArrayGetDescriptor));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -251,7 +251,7 @@ CUresult CUDAAPI cuArrayGetDescriptor_v2(CUDA_ARRAY_DESCRIPTOR_v2 *pArrayDescrip
   }
   case OMLC_MODE_MPS:
     (void)pArrayDescriptor; (void)hArray;
-    return omlc_not_supported(OMLC_SYM_cuArrayGetDescriptor_v2);
+    return omlc_traced(OMLC_SYM_cuArrayGetDescriptor_v2, omlc_not_supported(OMLC_SYM_cuArrayGetDescriptor_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -265,7 +265,7 @@ CUresult CUDAAPI cuArrayGetMemoryRequirements(CUDA_ARRAY_MEMORY_REQUIREMENTS_v1 
   }
   case OMLC_MODE_MPS:
     (void)memoryRequirements; (void)array; (void)device;
-    return omlc_not_supported(OMLC_SYM_cuArrayGetMemoryRequirements);
+    return omlc_traced(OMLC_SYM_cuArrayGetMemoryRequirements, omlc_not_supported(OMLC_SYM_cuArrayGetMemoryRequirements));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -279,7 +279,7 @@ CUresult CUDAAPI cuArrayGetPlane(CUarray *pPlaneArray, CUarray hArray, unsigned 
   }
   case OMLC_MODE_MPS:
     (void)pPlaneArray; (void)hArray; (void)planeIdx;
-    return omlc_not_supported(OMLC_SYM_cuArrayGetPlane);
+    return omlc_traced(OMLC_SYM_cuArrayGetPlane, omlc_not_supported(OMLC_SYM_cuArrayGetPlane));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -293,7 +293,7 @@ CUresult CUDAAPI cuArrayGetSparseProperties(CUDA_ARRAY_SPARSE_PROPERTIES_v1 *spa
   }
   case OMLC_MODE_MPS:
     (void)sparseProperties; (void)array;
-    return omlc_not_supported(OMLC_SYM_cuArrayGetSparseProperties);
+    return omlc_traced(OMLC_SYM_cuArrayGetSparseProperties, omlc_not_supported(OMLC_SYM_cuArrayGetSparseProperties));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -307,7 +307,7 @@ CUresult CUDAAPI cuCheckpointProcessCheckpoint(int pid, CUcheckpointCheckpointAr
   }
   case OMLC_MODE_MPS:
     (void)pid; (void)args;
-    return omlc_not_supported(OMLC_SYM_cuCheckpointProcessCheckpoint);
+    return omlc_traced(OMLC_SYM_cuCheckpointProcessCheckpoint, omlc_not_supported(OMLC_SYM_cuCheckpointProcessCheckpoint));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -321,7 +321,7 @@ CUresult CUDAAPI cuCheckpointProcessGetRestoreThreadId(int pid, int *tid) {
   }
   case OMLC_MODE_MPS:
     (void)pid; (void)tid;
-    return omlc_not_supported(OMLC_SYM_cuCheckpointProcessGetRestoreThreadId);
+    return omlc_traced(OMLC_SYM_cuCheckpointProcessGetRestoreThreadId, omlc_not_supported(OMLC_SYM_cuCheckpointProcessGetRestoreThreadId));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -335,7 +335,7 @@ CUresult CUDAAPI cuCheckpointProcessGetState(int pid, CUprocessState *state) {
   }
   case OMLC_MODE_MPS:
     (void)pid; (void)state;
-    return omlc_not_supported(OMLC_SYM_cuCheckpointProcessGetState);
+    return omlc_traced(OMLC_SYM_cuCheckpointProcessGetState, omlc_not_supported(OMLC_SYM_cuCheckpointProcessGetState));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -349,7 +349,7 @@ CUresult CUDAAPI cuCheckpointProcessLock(int pid, CUcheckpointLockArgs *args) {
   }
   case OMLC_MODE_MPS:
     (void)pid; (void)args;
-    return omlc_not_supported(OMLC_SYM_cuCheckpointProcessLock);
+    return omlc_traced(OMLC_SYM_cuCheckpointProcessLock, omlc_not_supported(OMLC_SYM_cuCheckpointProcessLock));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -363,7 +363,7 @@ CUresult CUDAAPI cuCheckpointProcessRestore(int pid, CUcheckpointRestoreArgs *ar
   }
   case OMLC_MODE_MPS:
     (void)pid; (void)args;
-    return omlc_not_supported(OMLC_SYM_cuCheckpointProcessRestore);
+    return omlc_traced(OMLC_SYM_cuCheckpointProcessRestore, omlc_not_supported(OMLC_SYM_cuCheckpointProcessRestore));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -377,7 +377,7 @@ CUresult CUDAAPI cuCheckpointProcessUnlock(int pid, CUcheckpointUnlockArgs *args
   }
   case OMLC_MODE_MPS:
     (void)pid; (void)args;
-    return omlc_not_supported(OMLC_SYM_cuCheckpointProcessUnlock);
+    return omlc_traced(OMLC_SYM_cuCheckpointProcessUnlock, omlc_not_supported(OMLC_SYM_cuCheckpointProcessUnlock));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -391,7 +391,7 @@ CUresult CUDAAPI cuCoredumpGetAttribute(CUcoredumpSettings get, void *value, siz
   }
   case OMLC_MODE_MPS:
     (void)get; (void)value; (void)size;
-    return omlc_not_supported(OMLC_SYM_cuCoredumpGetAttribute);
+    return omlc_traced(OMLC_SYM_cuCoredumpGetAttribute, omlc_not_supported(OMLC_SYM_cuCoredumpGetAttribute));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -405,7 +405,7 @@ CUresult CUDAAPI cuCoredumpGetAttributeGlobal(CUcoredumpSettings get, void *valu
   }
   case OMLC_MODE_MPS:
     (void)get; (void)value; (void)size;
-    return omlc_not_supported(OMLC_SYM_cuCoredumpGetAttributeGlobal);
+    return omlc_traced(OMLC_SYM_cuCoredumpGetAttributeGlobal, omlc_not_supported(OMLC_SYM_cuCoredumpGetAttributeGlobal));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -419,7 +419,7 @@ CUresult CUDAAPI cuCoredumpSetAttribute(CUcoredumpSettings set, void *value, siz
   }
   case OMLC_MODE_MPS:
     (void)set; (void)value; (void)size;
-    return omlc_not_supported(OMLC_SYM_cuCoredumpSetAttribute);
+    return omlc_traced(OMLC_SYM_cuCoredumpSetAttribute, omlc_not_supported(OMLC_SYM_cuCoredumpSetAttribute));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -433,7 +433,7 @@ CUresult CUDAAPI cuCoredumpSetAttributeGlobal(CUcoredumpSettings set, void *valu
   }
   case OMLC_MODE_MPS:
     (void)set; (void)value; (void)size;
-    return omlc_not_supported(OMLC_SYM_cuCoredumpSetAttributeGlobal);
+    return omlc_traced(OMLC_SYM_cuCoredumpSetAttributeGlobal, omlc_not_supported(OMLC_SYM_cuCoredumpSetAttributeGlobal));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -447,7 +447,7 @@ CUresult CUDAAPI cuCtxAttach(CUcontext *pctx, unsigned int flags) {
   }
   case OMLC_MODE_MPS:
     (void)pctx; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuCtxAttach);
+    return omlc_traced(OMLC_SYM_cuCtxAttach, omlc_not_supported(OMLC_SYM_cuCtxAttach));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -461,7 +461,7 @@ CUresult CUDAAPI cuCtxCreate(CUcontext *pctx, unsigned int flags, CUdevice_v1 de
   }
   case OMLC_MODE_MPS:
     (void)pctx; (void)flags; (void)dev;
-    return omlc_not_supported(OMLC_SYM_cuCtxCreate);
+    return omlc_traced(OMLC_SYM_cuCtxCreate, omlc_not_supported(OMLC_SYM_cuCtxCreate));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -475,7 +475,7 @@ CUresult CUDAAPI cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice_v1
   }
   case OMLC_MODE_MPS:
     (void)pctx; (void)flags; (void)dev;
-    return omlc_not_supported(OMLC_SYM_cuCtxCreate_v2);
+    return omlc_traced(OMLC_SYM_cuCtxCreate_v2, omlc_not_supported(OMLC_SYM_cuCtxCreate_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -489,7 +489,7 @@ CUresult CUDAAPI cuCtxCreate_v3(CUcontext *pctx, CUexecAffinityParam *paramsArra
   }
   case OMLC_MODE_MPS:
     (void)pctx; (void)paramsArray; (void)numParams; (void)flags; (void)dev;
-    return omlc_not_supported(OMLC_SYM_cuCtxCreate_v3);
+    return omlc_traced(OMLC_SYM_cuCtxCreate_v3, omlc_not_supported(OMLC_SYM_cuCtxCreate_v3));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -503,7 +503,7 @@ CUresult CUDAAPI cuCtxCreate_v4(CUcontext *pctx, CUctxCreateParams *ctxCreatePar
   }
   case OMLC_MODE_MPS:
     (void)pctx; (void)ctxCreateParams; (void)flags; (void)dev;
-    return omlc_not_supported(OMLC_SYM_cuCtxCreate_v4);
+    return omlc_traced(OMLC_SYM_cuCtxCreate_v4, omlc_not_supported(OMLC_SYM_cuCtxCreate_v4));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -517,7 +517,7 @@ CUresult CUDAAPI cuCtxDestroy(CUcontext ctx) {
   }
   case OMLC_MODE_MPS:
     (void)ctx;
-    return omlc_not_supported(OMLC_SYM_cuCtxDestroy);
+    return omlc_traced(OMLC_SYM_cuCtxDestroy, omlc_not_supported(OMLC_SYM_cuCtxDestroy));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -531,7 +531,7 @@ CUresult CUDAAPI cuCtxDestroy_v2(CUcontext ctx) {
   }
   case OMLC_MODE_MPS:
     (void)ctx;
-    return omlc_not_supported(OMLC_SYM_cuCtxDestroy_v2);
+    return omlc_traced(OMLC_SYM_cuCtxDestroy_v2, omlc_not_supported(OMLC_SYM_cuCtxDestroy_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -545,7 +545,7 @@ CUresult CUDAAPI cuCtxDetach(CUcontext ctx) {
   }
   case OMLC_MODE_MPS:
     (void)ctx;
-    return omlc_not_supported(OMLC_SYM_cuCtxDetach);
+    return omlc_traced(OMLC_SYM_cuCtxDetach, omlc_not_supported(OMLC_SYM_cuCtxDetach));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -559,7 +559,7 @@ CUresult CUDAAPI cuCtxDisablePeerAccess(CUcontext peerContext) {
   }
   case OMLC_MODE_MPS:
     (void)peerContext;
-    return omlc_not_supported(OMLC_SYM_cuCtxDisablePeerAccess);
+    return omlc_traced(OMLC_SYM_cuCtxDisablePeerAccess, omlc_not_supported(OMLC_SYM_cuCtxDisablePeerAccess));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -573,7 +573,7 @@ CUresult CUDAAPI cuCtxEnablePeerAccess(CUcontext peerContext, unsigned int Flags
   }
   case OMLC_MODE_MPS:
     (void)peerContext; (void)Flags;
-    return omlc_not_supported(OMLC_SYM_cuCtxEnablePeerAccess);
+    return omlc_traced(OMLC_SYM_cuCtxEnablePeerAccess, omlc_not_supported(OMLC_SYM_cuCtxEnablePeerAccess));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -587,7 +587,7 @@ CUresult CUDAAPI cuCtxFromGreenCtx(CUcontext *pContext, CUgreenCtx hCtx) {
   }
   case OMLC_MODE_MPS:
     (void)pContext; (void)hCtx;
-    return omlc_not_supported(OMLC_SYM_cuCtxFromGreenCtx);
+    return omlc_traced(OMLC_SYM_cuCtxFromGreenCtx, omlc_not_supported(OMLC_SYM_cuCtxFromGreenCtx));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -601,7 +601,7 @@ CUresult CUDAAPI cuCtxGetApiVersion(CUcontext ctx, unsigned int *version) {
   }
   case OMLC_MODE_MPS:
     (void)ctx; (void)version;
-    return omlc_not_supported(OMLC_SYM_cuCtxGetApiVersion);
+    return omlc_traced(OMLC_SYM_cuCtxGetApiVersion, omlc_not_supported(OMLC_SYM_cuCtxGetApiVersion));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -615,7 +615,7 @@ CUresult CUDAAPI cuCtxGetCacheConfig(CUfunc_cache *pconfig) {
   }
   case OMLC_MODE_MPS:
     (void)pconfig;
-    return omlc_not_supported(OMLC_SYM_cuCtxGetCacheConfig);
+    return omlc_traced(OMLC_SYM_cuCtxGetCacheConfig, omlc_not_supported(OMLC_SYM_cuCtxGetCacheConfig));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -627,7 +627,7 @@ CUresult CUDAAPI cuCtxGetCurrent(CUcontext *pctx) {
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxGetCurrent);
     return real ? ((CUresult (CUDAAPI *)(CUcontext *pctx))real)(pctx) : omlc_bypass_missing(OMLC_SYM_cuCtxGetCurrent);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuCtxGetCurrent(pctx);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuCtxGetCurrent, omlc_mps_cuCtxGetCurrent(pctx));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -641,7 +641,7 @@ CUresult CUDAAPI cuCtxGetDevResource(CUcontext hCtx, CUdevResource* result, CUde
   }
   case OMLC_MODE_MPS:
     (void)hCtx; (void)result; (void)type;
-    return omlc_not_supported(OMLC_SYM_cuCtxGetDevResource);
+    return omlc_traced(OMLC_SYM_cuCtxGetDevResource, omlc_not_supported(OMLC_SYM_cuCtxGetDevResource));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -653,7 +653,7 @@ CUresult CUDAAPI cuCtxGetDevice(CUdevice_v1 *device) {
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxGetDevice);
     return real ? ((CUresult (CUDAAPI *)(CUdevice_v1 *device))real)(device) : omlc_bypass_missing(OMLC_SYM_cuCtxGetDevice);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuCtxGetDevice(device);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuCtxGetDevice, omlc_mps_cuCtxGetDevice(device));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -665,7 +665,7 @@ CUresult CUDAAPI cuCtxGetDevice_v2(CUdevice *device, CUcontext ctx) {
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxGetDevice_v2);
     return real ? ((CUresult (CUDAAPI *)(CUdevice *device, CUcontext ctx))real)(device, ctx) : omlc_bypass_missing(OMLC_SYM_cuCtxGetDevice_v2);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuCtxGetDevice_v2(device, ctx);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuCtxGetDevice_v2, omlc_mps_cuCtxGetDevice_v2(device, ctx));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -679,7 +679,7 @@ CUresult CUDAAPI cuCtxGetExecAffinity(CUexecAffinityParam *pExecAffinity, CUexec
   }
   case OMLC_MODE_MPS:
     (void)pExecAffinity; (void)type;
-    return omlc_not_supported(OMLC_SYM_cuCtxGetExecAffinity);
+    return omlc_traced(OMLC_SYM_cuCtxGetExecAffinity, omlc_not_supported(OMLC_SYM_cuCtxGetExecAffinity));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -691,7 +691,7 @@ CUresult CUDAAPI cuCtxGetFlags(unsigned int *flags) {
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxGetFlags);
     return real ? ((CUresult (CUDAAPI *)(unsigned int *flags))real)(flags) : omlc_bypass_missing(OMLC_SYM_cuCtxGetFlags);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuCtxGetFlags(flags);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuCtxGetFlags, omlc_mps_cuCtxGetFlags(flags));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -703,7 +703,7 @@ CUresult CUDAAPI cuCtxGetId(CUcontext ctx, unsigned long long *ctxId) {
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxGetId);
     return real ? ((CUresult (CUDAAPI *)(CUcontext ctx, unsigned long long *ctxId))real)(ctx, ctxId) : omlc_bypass_missing(OMLC_SYM_cuCtxGetId);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuCtxGetId(ctx, ctxId);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuCtxGetId, omlc_mps_cuCtxGetId(ctx, ctxId));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -717,7 +717,7 @@ CUresult CUDAAPI cuCtxGetLimit(size_t *pvalue, CUlimit limit) {
   }
   case OMLC_MODE_MPS:
     (void)pvalue; (void)limit;
-    return omlc_not_supported(OMLC_SYM_cuCtxGetLimit);
+    return omlc_traced(OMLC_SYM_cuCtxGetLimit, omlc_not_supported(OMLC_SYM_cuCtxGetLimit));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -731,7 +731,7 @@ CUresult CUDAAPI cuCtxGetSharedMemConfig(CUsharedconfig *pConfig) {
   }
   case OMLC_MODE_MPS:
     (void)pConfig;
-    return omlc_not_supported(OMLC_SYM_cuCtxGetSharedMemConfig);
+    return omlc_traced(OMLC_SYM_cuCtxGetSharedMemConfig, omlc_not_supported(OMLC_SYM_cuCtxGetSharedMemConfig));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -743,7 +743,7 @@ CUresult CUDAAPI cuCtxGetStreamPriorityRange(int *leastPriority, int *greatestPr
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxGetStreamPriorityRange);
     return real ? ((CUresult (CUDAAPI *)(int *leastPriority, int *greatestPriority))real)(leastPriority, greatestPriority) : omlc_bypass_missing(OMLC_SYM_cuCtxGetStreamPriorityRange);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuCtxGetStreamPriorityRange(leastPriority, greatestPriority);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuCtxGetStreamPriorityRange, omlc_mps_cuCtxGetStreamPriorityRange(leastPriority, greatestPriority));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -755,7 +755,7 @@ CUresult CUDAAPI cuCtxPopCurrent(CUcontext *pctx) {
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxPopCurrent);
     return real ? ((CUresult (CUDAAPI *)(CUcontext *pctx))real)(pctx) : omlc_bypass_missing(OMLC_SYM_cuCtxPopCurrent);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuCtxPopCurrent(pctx);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuCtxPopCurrent, omlc_mps_cuCtxPopCurrent(pctx));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -767,7 +767,7 @@ CUresult CUDAAPI cuCtxPopCurrent_v2(CUcontext *pctx) {
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxPopCurrent_v2);
     return real ? ((CUresult (CUDAAPI *)(CUcontext *pctx))real)(pctx) : omlc_bypass_missing(OMLC_SYM_cuCtxPopCurrent_v2);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuCtxPopCurrent_v2(pctx);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuCtxPopCurrent_v2, omlc_mps_cuCtxPopCurrent_v2(pctx));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -779,7 +779,7 @@ CUresult CUDAAPI cuCtxPushCurrent(CUcontext ctx) {
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxPushCurrent);
     return real ? ((CUresult (CUDAAPI *)(CUcontext ctx))real)(ctx) : omlc_bypass_missing(OMLC_SYM_cuCtxPushCurrent);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuCtxPushCurrent(ctx);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuCtxPushCurrent, omlc_mps_cuCtxPushCurrent(ctx));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -791,7 +791,7 @@ CUresult CUDAAPI cuCtxPushCurrent_v2(CUcontext ctx) {
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxPushCurrent_v2);
     return real ? ((CUresult (CUDAAPI *)(CUcontext ctx))real)(ctx) : omlc_bypass_missing(OMLC_SYM_cuCtxPushCurrent_v2);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuCtxPushCurrent_v2(ctx);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuCtxPushCurrent_v2, omlc_mps_cuCtxPushCurrent_v2(ctx));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -805,7 +805,7 @@ CUresult CUDAAPI cuCtxRecordEvent(CUcontext hCtx, CUevent hEvent) {
   }
   case OMLC_MODE_MPS:
     (void)hCtx; (void)hEvent;
-    return omlc_not_supported(OMLC_SYM_cuCtxRecordEvent);
+    return omlc_traced(OMLC_SYM_cuCtxRecordEvent, omlc_not_supported(OMLC_SYM_cuCtxRecordEvent));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -818,7 +818,7 @@ CUresult CUDAAPI cuCtxResetPersistingL2Cache(void) {
     return real ? ((CUresult (CUDAAPI *)(void))real)() : omlc_bypass_missing(OMLC_SYM_cuCtxResetPersistingL2Cache);
   }
   case OMLC_MODE_MPS:
-    return omlc_not_supported(OMLC_SYM_cuCtxResetPersistingL2Cache);
+    return omlc_traced(OMLC_SYM_cuCtxResetPersistingL2Cache, omlc_not_supported(OMLC_SYM_cuCtxResetPersistingL2Cache));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -832,7 +832,7 @@ CUresult CUDAAPI cuCtxSetCacheConfig(CUfunc_cache config) {
   }
   case OMLC_MODE_MPS:
     (void)config;
-    return omlc_not_supported(OMLC_SYM_cuCtxSetCacheConfig);
+    return omlc_traced(OMLC_SYM_cuCtxSetCacheConfig, omlc_not_supported(OMLC_SYM_cuCtxSetCacheConfig));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -844,7 +844,7 @@ CUresult CUDAAPI cuCtxSetCurrent(CUcontext ctx) {
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxSetCurrent);
     return real ? ((CUresult (CUDAAPI *)(CUcontext ctx))real)(ctx) : omlc_bypass_missing(OMLC_SYM_cuCtxSetCurrent);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuCtxSetCurrent(ctx);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuCtxSetCurrent, omlc_mps_cuCtxSetCurrent(ctx));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -858,7 +858,7 @@ CUresult CUDAAPI cuCtxSetFlags(unsigned int flags) {
   }
   case OMLC_MODE_MPS:
     (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuCtxSetFlags);
+    return omlc_traced(OMLC_SYM_cuCtxSetFlags, omlc_not_supported(OMLC_SYM_cuCtxSetFlags));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -872,7 +872,7 @@ CUresult CUDAAPI cuCtxSetLimit(CUlimit limit, size_t value) {
   }
   case OMLC_MODE_MPS:
     (void)limit; (void)value;
-    return omlc_not_supported(OMLC_SYM_cuCtxSetLimit);
+    return omlc_traced(OMLC_SYM_cuCtxSetLimit, omlc_not_supported(OMLC_SYM_cuCtxSetLimit));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -886,7 +886,7 @@ CUresult CUDAAPI cuCtxSetSharedMemConfig(CUsharedconfig config) {
   }
   case OMLC_MODE_MPS:
     (void)config;
-    return omlc_not_supported(OMLC_SYM_cuCtxSetSharedMemConfig);
+    return omlc_traced(OMLC_SYM_cuCtxSetSharedMemConfig, omlc_not_supported(OMLC_SYM_cuCtxSetSharedMemConfig));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -898,7 +898,7 @@ CUresult CUDAAPI cuCtxSynchronize(void) {
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxSynchronize);
     return real ? ((CUresult (CUDAAPI *)(void))real)() : omlc_bypass_missing(OMLC_SYM_cuCtxSynchronize);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuCtxSynchronize();
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuCtxSynchronize, omlc_mps_cuCtxSynchronize());
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -910,7 +910,7 @@ CUresult CUDAAPI cuCtxSynchronize_v2(CUcontext ctx) {
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxSynchronize_v2);
     return real ? ((CUresult (CUDAAPI *)(CUcontext ctx))real)(ctx) : omlc_bypass_missing(OMLC_SYM_cuCtxSynchronize_v2);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuCtxSynchronize_v2(ctx);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuCtxSynchronize_v2, omlc_mps_cuCtxSynchronize_v2(ctx));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -924,7 +924,7 @@ CUresult CUDAAPI cuCtxWaitEvent(CUcontext hCtx, CUevent hEvent) {
   }
   case OMLC_MODE_MPS:
     (void)hCtx; (void)hEvent;
-    return omlc_not_supported(OMLC_SYM_cuCtxWaitEvent);
+    return omlc_traced(OMLC_SYM_cuCtxWaitEvent, omlc_not_supported(OMLC_SYM_cuCtxWaitEvent));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -938,7 +938,7 @@ CUresult CUDAAPI cuDestroyExternalMemory(CUexternalMemory extMem) {
   }
   case OMLC_MODE_MPS:
     (void)extMem;
-    return omlc_not_supported(OMLC_SYM_cuDestroyExternalMemory);
+    return omlc_traced(OMLC_SYM_cuDestroyExternalMemory, omlc_not_supported(OMLC_SYM_cuDestroyExternalMemory));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -952,7 +952,7 @@ CUresult CUDAAPI cuDestroyExternalSemaphore(CUexternalSemaphore extSem) {
   }
   case OMLC_MODE_MPS:
     (void)extSem;
-    return omlc_not_supported(OMLC_SYM_cuDestroyExternalSemaphore);
+    return omlc_traced(OMLC_SYM_cuDestroyExternalSemaphore, omlc_not_supported(OMLC_SYM_cuDestroyExternalSemaphore));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -966,7 +966,7 @@ CUresult CUDAAPI cuDevResourceGenerateDesc(CUdevResourceDesc* phDesc, CUdevResou
   }
   case OMLC_MODE_MPS:
     (void)phDesc; (void)resources; (void)nbResources;
-    return omlc_not_supported(OMLC_SYM_cuDevResourceGenerateDesc);
+    return omlc_traced(OMLC_SYM_cuDevResourceGenerateDesc, omlc_not_supported(OMLC_SYM_cuDevResourceGenerateDesc));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -980,7 +980,7 @@ CUresult CUDAAPI cuDevSmResourceSplitByCount(CUdevResource* result, unsigned int
   }
   case OMLC_MODE_MPS:
     (void)result; (void)nbGroups; (void)input; (void)remaining; (void)useFlags; (void)minCount;
-    return omlc_not_supported(OMLC_SYM_cuDevSmResourceSplitByCount);
+    return omlc_traced(OMLC_SYM_cuDevSmResourceSplitByCount, omlc_not_supported(OMLC_SYM_cuDevSmResourceSplitByCount));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -992,7 +992,7 @@ CUresult CUDAAPI cuDeviceCanAccessPeer(int *canAccessPeer, CUdevice_v1 dev, CUde
     omlc_fn real = omlc_real(OMLC_SYM_cuDeviceCanAccessPeer);
     return real ? ((CUresult (CUDAAPI *)(int *canAccessPeer, CUdevice_v1 dev, CUdevice_v1 peerDev))real)(canAccessPeer, dev, peerDev) : omlc_bypass_missing(OMLC_SYM_cuDeviceCanAccessPeer);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuDeviceCanAccessPeer(canAccessPeer, dev, peerDev);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuDeviceCanAccessPeer, omlc_mps_cuDeviceCanAccessPeer(canAccessPeer, dev, peerDev));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1004,7 +1004,7 @@ CUresult CUDAAPI cuDeviceComputeCapability(int *major, int *minor, CUdevice_v1 d
     omlc_fn real = omlc_real(OMLC_SYM_cuDeviceComputeCapability);
     return real ? ((CUresult (CUDAAPI *)(int *major, int *minor, CUdevice_v1 dev))real)(major, minor, dev) : omlc_bypass_missing(OMLC_SYM_cuDeviceComputeCapability);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuDeviceComputeCapability(major, minor, dev);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuDeviceComputeCapability, omlc_mps_cuDeviceComputeCapability(major, minor, dev));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1016,7 +1016,7 @@ CUresult CUDAAPI cuDeviceGet(CUdevice_v1 *device, int ordinal) {
     omlc_fn real = omlc_real(OMLC_SYM_cuDeviceGet);
     return real ? ((CUresult (CUDAAPI *)(CUdevice_v1 *device, int ordinal))real)(device, ordinal) : omlc_bypass_missing(OMLC_SYM_cuDeviceGet);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuDeviceGet(device, ordinal);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuDeviceGet, omlc_mps_cuDeviceGet(device, ordinal));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1028,7 +1028,7 @@ CUresult CUDAAPI cuDeviceGetAttribute(int *pi, CUdevice_attribute attrib, CUdevi
     omlc_fn real = omlc_real(OMLC_SYM_cuDeviceGetAttribute);
     return real ? ((CUresult (CUDAAPI *)(int *pi, CUdevice_attribute attrib, CUdevice_v1 dev))real)(pi, attrib, dev) : omlc_bypass_missing(OMLC_SYM_cuDeviceGetAttribute);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuDeviceGetAttribute(pi, attrib, dev);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuDeviceGetAttribute, omlc_mps_cuDeviceGetAttribute(pi, attrib, dev));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1042,7 +1042,7 @@ CUresult CUDAAPI cuDeviceGetByPCIBusId(CUdevice_v1 *dev, const char *pciBusId) {
   }
   case OMLC_MODE_MPS:
     (void)dev; (void)pciBusId;
-    return omlc_not_supported(OMLC_SYM_cuDeviceGetByPCIBusId);
+    return omlc_traced(OMLC_SYM_cuDeviceGetByPCIBusId, omlc_not_supported(OMLC_SYM_cuDeviceGetByPCIBusId));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1054,7 +1054,7 @@ CUresult CUDAAPI cuDeviceGetCount(int *count) {
     omlc_fn real = omlc_real(OMLC_SYM_cuDeviceGetCount);
     return real ? ((CUresult (CUDAAPI *)(int *count))real)(count) : omlc_bypass_missing(OMLC_SYM_cuDeviceGetCount);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuDeviceGetCount(count);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuDeviceGetCount, omlc_mps_cuDeviceGetCount(count));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1068,7 +1068,7 @@ CUresult CUDAAPI cuDeviceGetDefaultMemPool(CUmemoryPool *pool_out, CUdevice_v1 d
   }
   case OMLC_MODE_MPS:
     (void)pool_out; (void)dev;
-    return omlc_not_supported(OMLC_SYM_cuDeviceGetDefaultMemPool);
+    return omlc_traced(OMLC_SYM_cuDeviceGetDefaultMemPool, omlc_not_supported(OMLC_SYM_cuDeviceGetDefaultMemPool));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1082,7 +1082,7 @@ CUresult CUDAAPI cuDeviceGetDevResource(CUdevice dev, CUdevResource* result, CUd
   }
   case OMLC_MODE_MPS:
     (void)dev; (void)result; (void)type;
-    return omlc_not_supported(OMLC_SYM_cuDeviceGetDevResource);
+    return omlc_traced(OMLC_SYM_cuDeviceGetDevResource, omlc_not_supported(OMLC_SYM_cuDeviceGetDevResource));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1096,7 +1096,7 @@ CUresult CUDAAPI cuDeviceGetExecAffinitySupport(int *pi, CUexecAffinityType type
   }
   case OMLC_MODE_MPS:
     (void)pi; (void)type; (void)dev;
-    return omlc_not_supported(OMLC_SYM_cuDeviceGetExecAffinitySupport);
+    return omlc_traced(OMLC_SYM_cuDeviceGetExecAffinitySupport, omlc_not_supported(OMLC_SYM_cuDeviceGetExecAffinitySupport));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1110,7 +1110,7 @@ CUresult CUDAAPI cuDeviceGetGraphMemAttribute(CUdevice device, CUgraphMem_attrib
   }
   case OMLC_MODE_MPS:
     (void)device; (void)attr; (void)value;
-    return omlc_not_supported(OMLC_SYM_cuDeviceGetGraphMemAttribute);
+    return omlc_traced(OMLC_SYM_cuDeviceGetGraphMemAttribute, omlc_not_supported(OMLC_SYM_cuDeviceGetGraphMemAttribute));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1124,7 +1124,7 @@ CUresult CUDAAPI cuDeviceGetHostAtomicCapabilities(unsigned int* capabilities, c
   }
   case OMLC_MODE_MPS:
     (void)capabilities; (void)operations; (void)count; (void)dev;
-    return omlc_not_supported(OMLC_SYM_cuDeviceGetHostAtomicCapabilities);
+    return omlc_traced(OMLC_SYM_cuDeviceGetHostAtomicCapabilities, omlc_not_supported(OMLC_SYM_cuDeviceGetHostAtomicCapabilities));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1138,7 +1138,7 @@ CUresult CUDAAPI cuDeviceGetLuid(char *luid, unsigned int *deviceNodeMask, CUdev
   }
   case OMLC_MODE_MPS:
     (void)luid; (void)deviceNodeMask; (void)dev;
-    return omlc_not_supported(OMLC_SYM_cuDeviceGetLuid);
+    return omlc_traced(OMLC_SYM_cuDeviceGetLuid, omlc_not_supported(OMLC_SYM_cuDeviceGetLuid));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1152,7 +1152,7 @@ CUresult CUDAAPI cuDeviceGetMemPool(CUmemoryPool *pool, CUdevice_v1 dev) {
   }
   case OMLC_MODE_MPS:
     (void)pool; (void)dev;
-    return omlc_not_supported(OMLC_SYM_cuDeviceGetMemPool);
+    return omlc_traced(OMLC_SYM_cuDeviceGetMemPool, omlc_not_supported(OMLC_SYM_cuDeviceGetMemPool));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1164,7 +1164,7 @@ CUresult CUDAAPI cuDeviceGetName(char *name, int len, CUdevice_v1 dev) {
     omlc_fn real = omlc_real(OMLC_SYM_cuDeviceGetName);
     return real ? ((CUresult (CUDAAPI *)(char *name, int len, CUdevice_v1 dev))real)(name, len, dev) : omlc_bypass_missing(OMLC_SYM_cuDeviceGetName);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuDeviceGetName(name, len, dev);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuDeviceGetName, omlc_mps_cuDeviceGetName(name, len, dev));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1178,7 +1178,7 @@ CUresult CUDAAPI cuDeviceGetNvSciSyncAttributes(void *nvSciSyncAttrList, CUdevic
   }
   case OMLC_MODE_MPS:
     (void)nvSciSyncAttrList; (void)dev; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuDeviceGetNvSciSyncAttributes);
+    return omlc_traced(OMLC_SYM_cuDeviceGetNvSciSyncAttributes, omlc_not_supported(OMLC_SYM_cuDeviceGetNvSciSyncAttributes));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1192,7 +1192,7 @@ CUresult CUDAAPI cuDeviceGetP2PAtomicCapabilities(unsigned int* capabilities, co
   }
   case OMLC_MODE_MPS:
     (void)capabilities; (void)operations; (void)count; (void)srcDevice; (void)dstDevice;
-    return omlc_not_supported(OMLC_SYM_cuDeviceGetP2PAtomicCapabilities);
+    return omlc_traced(OMLC_SYM_cuDeviceGetP2PAtomicCapabilities, omlc_not_supported(OMLC_SYM_cuDeviceGetP2PAtomicCapabilities));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1206,7 +1206,7 @@ CUresult CUDAAPI cuDeviceGetP2PAttribute(int *value, CUdevice_P2PAttribute attri
   }
   case OMLC_MODE_MPS:
     (void)value; (void)attrib; (void)srcDevice; (void)dstDevice;
-    return omlc_not_supported(OMLC_SYM_cuDeviceGetP2PAttribute);
+    return omlc_traced(OMLC_SYM_cuDeviceGetP2PAttribute, omlc_not_supported(OMLC_SYM_cuDeviceGetP2PAttribute));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1220,7 +1220,7 @@ CUresult CUDAAPI cuDeviceGetPCIBusId(char *pciBusId, int len, CUdevice_v1 dev) {
   }
   case OMLC_MODE_MPS:
     (void)pciBusId; (void)len; (void)dev;
-    return omlc_not_supported(OMLC_SYM_cuDeviceGetPCIBusId);
+    return omlc_traced(OMLC_SYM_cuDeviceGetPCIBusId, omlc_not_supported(OMLC_SYM_cuDeviceGetPCIBusId));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1234,7 +1234,7 @@ CUresult CUDAAPI cuDeviceGetProperties(CUdevprop_v1 *prop, CUdevice_v1 dev) {
   }
   case OMLC_MODE_MPS:
     (void)prop; (void)dev;
-    return omlc_not_supported(OMLC_SYM_cuDeviceGetProperties);
+    return omlc_traced(OMLC_SYM_cuDeviceGetProperties, omlc_not_supported(OMLC_SYM_cuDeviceGetProperties));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1248,7 +1248,7 @@ CUresult CUDAAPI cuDeviceGetTexture1DLinearMaxWidth(size_t *maxWidthInElements, 
   }
   case OMLC_MODE_MPS:
     (void)maxWidthInElements; (void)format; (void)numChannels; (void)dev;
-    return omlc_not_supported(OMLC_SYM_cuDeviceGetTexture1DLinearMaxWidth);
+    return omlc_traced(OMLC_SYM_cuDeviceGetTexture1DLinearMaxWidth, omlc_not_supported(OMLC_SYM_cuDeviceGetTexture1DLinearMaxWidth));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1260,7 +1260,7 @@ CUresult CUDAAPI cuDeviceGetUuid(CUuuid *uuid, CUdevice_v1 dev) {
     omlc_fn real = omlc_real(OMLC_SYM_cuDeviceGetUuid);
     return real ? ((CUresult (CUDAAPI *)(CUuuid *uuid, CUdevice_v1 dev))real)(uuid, dev) : omlc_bypass_missing(OMLC_SYM_cuDeviceGetUuid);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuDeviceGetUuid(uuid, dev);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuDeviceGetUuid, omlc_mps_cuDeviceGetUuid(uuid, dev));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1272,7 +1272,7 @@ CUresult CUDAAPI cuDeviceGetUuid_v2(CUuuid *uuid, CUdevice_v1 dev) {
     omlc_fn real = omlc_real(OMLC_SYM_cuDeviceGetUuid_v2);
     return real ? ((CUresult (CUDAAPI *)(CUuuid *uuid, CUdevice_v1 dev))real)(uuid, dev) : omlc_bypass_missing(OMLC_SYM_cuDeviceGetUuid_v2);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuDeviceGetUuid_v2(uuid, dev);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuDeviceGetUuid_v2, omlc_mps_cuDeviceGetUuid_v2(uuid, dev));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1286,7 +1286,7 @@ CUresult CUDAAPI cuDeviceGraphMemTrim(CUdevice device) {
   }
   case OMLC_MODE_MPS:
     (void)device;
-    return omlc_not_supported(OMLC_SYM_cuDeviceGraphMemTrim);
+    return omlc_traced(OMLC_SYM_cuDeviceGraphMemTrim, omlc_not_supported(OMLC_SYM_cuDeviceGraphMemTrim));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1298,7 +1298,7 @@ CUresult CUDAAPI cuDevicePrimaryCtxGetState(CUdevice_v1 dev, unsigned int *flags
     omlc_fn real = omlc_real(OMLC_SYM_cuDevicePrimaryCtxGetState);
     return real ? ((CUresult (CUDAAPI *)(CUdevice_v1 dev, unsigned int *flags, int *active))real)(dev, flags, active) : omlc_bypass_missing(OMLC_SYM_cuDevicePrimaryCtxGetState);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuDevicePrimaryCtxGetState(dev, flags, active);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuDevicePrimaryCtxGetState, omlc_mps_cuDevicePrimaryCtxGetState(dev, flags, active));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1310,7 +1310,7 @@ CUresult CUDAAPI cuDevicePrimaryCtxRelease(CUdevice_v1 dev) {
     omlc_fn real = omlc_real(OMLC_SYM_cuDevicePrimaryCtxRelease);
     return real ? ((CUresult (CUDAAPI *)(CUdevice_v1 dev))real)(dev) : omlc_bypass_missing(OMLC_SYM_cuDevicePrimaryCtxRelease);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuDevicePrimaryCtxRelease(dev);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuDevicePrimaryCtxRelease, omlc_mps_cuDevicePrimaryCtxRelease(dev));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1322,7 +1322,7 @@ CUresult CUDAAPI cuDevicePrimaryCtxRelease_v2(CUdevice_v1 dev) {
     omlc_fn real = omlc_real(OMLC_SYM_cuDevicePrimaryCtxRelease_v2);
     return real ? ((CUresult (CUDAAPI *)(CUdevice_v1 dev))real)(dev) : omlc_bypass_missing(OMLC_SYM_cuDevicePrimaryCtxRelease_v2);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuDevicePrimaryCtxRelease_v2(dev);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuDevicePrimaryCtxRelease_v2, omlc_mps_cuDevicePrimaryCtxRelease_v2(dev));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1336,7 +1336,7 @@ CUresult CUDAAPI cuDevicePrimaryCtxReset(CUdevice_v1 dev) {
   }
   case OMLC_MODE_MPS:
     (void)dev;
-    return omlc_not_supported(OMLC_SYM_cuDevicePrimaryCtxReset);
+    return omlc_traced(OMLC_SYM_cuDevicePrimaryCtxReset, omlc_not_supported(OMLC_SYM_cuDevicePrimaryCtxReset));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1350,7 +1350,7 @@ CUresult CUDAAPI cuDevicePrimaryCtxReset_v2(CUdevice_v1 dev) {
   }
   case OMLC_MODE_MPS:
     (void)dev;
-    return omlc_not_supported(OMLC_SYM_cuDevicePrimaryCtxReset_v2);
+    return omlc_traced(OMLC_SYM_cuDevicePrimaryCtxReset_v2, omlc_not_supported(OMLC_SYM_cuDevicePrimaryCtxReset_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1362,7 +1362,7 @@ CUresult CUDAAPI cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice_v1 dev) {
     omlc_fn real = omlc_real(OMLC_SYM_cuDevicePrimaryCtxRetain);
     return real ? ((CUresult (CUDAAPI *)(CUcontext *pctx, CUdevice_v1 dev))real)(pctx, dev) : omlc_bypass_missing(OMLC_SYM_cuDevicePrimaryCtxRetain);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuDevicePrimaryCtxRetain(pctx, dev);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuDevicePrimaryCtxRetain, omlc_mps_cuDevicePrimaryCtxRetain(pctx, dev));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1374,7 +1374,7 @@ CUresult CUDAAPI cuDevicePrimaryCtxSetFlags(CUdevice_v1 dev, unsigned int flags)
     omlc_fn real = omlc_real(OMLC_SYM_cuDevicePrimaryCtxSetFlags);
     return real ? ((CUresult (CUDAAPI *)(CUdevice_v1 dev, unsigned int flags))real)(dev, flags) : omlc_bypass_missing(OMLC_SYM_cuDevicePrimaryCtxSetFlags);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuDevicePrimaryCtxSetFlags(dev, flags);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuDevicePrimaryCtxSetFlags, omlc_mps_cuDevicePrimaryCtxSetFlags(dev, flags));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1386,7 +1386,7 @@ CUresult CUDAAPI cuDevicePrimaryCtxSetFlags_v2(CUdevice_v1 dev, unsigned int fla
     omlc_fn real = omlc_real(OMLC_SYM_cuDevicePrimaryCtxSetFlags_v2);
     return real ? ((CUresult (CUDAAPI *)(CUdevice_v1 dev, unsigned int flags))real)(dev, flags) : omlc_bypass_missing(OMLC_SYM_cuDevicePrimaryCtxSetFlags_v2);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuDevicePrimaryCtxSetFlags_v2(dev, flags);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuDevicePrimaryCtxSetFlags_v2, omlc_mps_cuDevicePrimaryCtxSetFlags_v2(dev, flags));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1400,7 +1400,7 @@ CUresult CUDAAPI cuDeviceRegisterAsyncNotification(CUdevice device, CUasyncCallb
   }
   case OMLC_MODE_MPS:
     (void)device; (void)callbackFunc; (void)userData; (void)callback;
-    return omlc_not_supported(OMLC_SYM_cuDeviceRegisterAsyncNotification);
+    return omlc_traced(OMLC_SYM_cuDeviceRegisterAsyncNotification, omlc_not_supported(OMLC_SYM_cuDeviceRegisterAsyncNotification));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1414,7 +1414,7 @@ CUresult CUDAAPI cuDeviceSetGraphMemAttribute(CUdevice device, CUgraphMem_attrib
   }
   case OMLC_MODE_MPS:
     (void)device; (void)attr; (void)value;
-    return omlc_not_supported(OMLC_SYM_cuDeviceSetGraphMemAttribute);
+    return omlc_traced(OMLC_SYM_cuDeviceSetGraphMemAttribute, omlc_not_supported(OMLC_SYM_cuDeviceSetGraphMemAttribute));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1428,7 +1428,7 @@ CUresult CUDAAPI cuDeviceSetMemPool(CUdevice_v1 dev, CUmemoryPool pool) {
   }
   case OMLC_MODE_MPS:
     (void)dev; (void)pool;
-    return omlc_not_supported(OMLC_SYM_cuDeviceSetMemPool);
+    return omlc_traced(OMLC_SYM_cuDeviceSetMemPool, omlc_not_supported(OMLC_SYM_cuDeviceSetMemPool));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1442,7 +1442,7 @@ CUresult CUDAAPI cuDeviceTotalMem(unsigned int *bytes, CUdevice_v1 dev) {
   }
   case OMLC_MODE_MPS:
     (void)bytes; (void)dev;
-    return omlc_not_supported(OMLC_SYM_cuDeviceTotalMem);
+    return omlc_traced(OMLC_SYM_cuDeviceTotalMem, omlc_not_supported(OMLC_SYM_cuDeviceTotalMem));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1454,7 +1454,7 @@ CUresult CUDAAPI cuDeviceTotalMem_v2(size_t *bytes, CUdevice_v1 dev) {
     omlc_fn real = omlc_real(OMLC_SYM_cuDeviceTotalMem_v2);
     return real ? ((CUresult (CUDAAPI *)(size_t *bytes, CUdevice_v1 dev))real)(bytes, dev) : omlc_bypass_missing(OMLC_SYM_cuDeviceTotalMem_v2);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuDeviceTotalMem_v2(bytes, dev);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuDeviceTotalMem_v2, omlc_mps_cuDeviceTotalMem_v2(bytes, dev));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1468,7 +1468,7 @@ CUresult CUDAAPI cuDeviceUnregisterAsyncNotification(CUdevice device, CUasyncCal
   }
   case OMLC_MODE_MPS:
     (void)device; (void)callback;
-    return omlc_not_supported(OMLC_SYM_cuDeviceUnregisterAsyncNotification);
+    return omlc_traced(OMLC_SYM_cuDeviceUnregisterAsyncNotification, omlc_not_supported(OMLC_SYM_cuDeviceUnregisterAsyncNotification));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1480,7 +1480,7 @@ CUresult CUDAAPI cuDriverGetVersion(int *driverVersion) {
     omlc_fn real = omlc_real(OMLC_SYM_cuDriverGetVersion);
     return real ? ((CUresult (CUDAAPI *)(int *driverVersion))real)(driverVersion) : omlc_bypass_missing(OMLC_SYM_cuDriverGetVersion);
   }
-  case OMLC_MODE_MPS: case OMLC_MODE_NONE: return omlc_local_cuDriverGetVersion(driverVersion);
+  case OMLC_MODE_MPS: case OMLC_MODE_NONE: return omlc_traced(OMLC_SYM_cuDriverGetVersion, omlc_local_cuDriverGetVersion(driverVersion));
   }
   return CUDA_ERROR_UNKNOWN;
 }
@@ -1491,7 +1491,7 @@ CUresult CUDAAPI cuEventCreate(CUevent *phEvent, unsigned int Flags) {
     omlc_fn real = omlc_real(OMLC_SYM_cuEventCreate);
     return real ? ((CUresult (CUDAAPI *)(CUevent *phEvent, unsigned int Flags))real)(phEvent, Flags) : omlc_bypass_missing(OMLC_SYM_cuEventCreate);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuEventCreate(phEvent, Flags);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuEventCreate, omlc_mps_cuEventCreate(phEvent, Flags));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1503,7 +1503,7 @@ CUresult CUDAAPI cuEventDestroy(CUevent hEvent) {
     omlc_fn real = omlc_real(OMLC_SYM_cuEventDestroy);
     return real ? ((CUresult (CUDAAPI *)(CUevent hEvent))real)(hEvent) : omlc_bypass_missing(OMLC_SYM_cuEventDestroy);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuEventDestroy(hEvent);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuEventDestroy, omlc_mps_cuEventDestroy(hEvent));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1515,7 +1515,7 @@ CUresult CUDAAPI cuEventDestroy_v2(CUevent hEvent) {
     omlc_fn real = omlc_real(OMLC_SYM_cuEventDestroy_v2);
     return real ? ((CUresult (CUDAAPI *)(CUevent hEvent))real)(hEvent) : omlc_bypass_missing(OMLC_SYM_cuEventDestroy_v2);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuEventDestroy_v2(hEvent);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuEventDestroy_v2, omlc_mps_cuEventDestroy_v2(hEvent));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1527,7 +1527,7 @@ CUresult CUDAAPI cuEventElapsedTime(float *pMilliseconds, CUevent hStart, CUeven
     omlc_fn real = omlc_real(OMLC_SYM_cuEventElapsedTime);
     return real ? ((CUresult (CUDAAPI *)(float *pMilliseconds, CUevent hStart, CUevent hEnd))real)(pMilliseconds, hStart, hEnd) : omlc_bypass_missing(OMLC_SYM_cuEventElapsedTime);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuEventElapsedTime(pMilliseconds, hStart, hEnd);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuEventElapsedTime, omlc_mps_cuEventElapsedTime(pMilliseconds, hStart, hEnd));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1539,7 +1539,7 @@ CUresult CUDAAPI cuEventElapsedTime_v2(float *pMilliseconds, CUevent hStart, CUe
     omlc_fn real = omlc_real(OMLC_SYM_cuEventElapsedTime_v2);
     return real ? ((CUresult (CUDAAPI *)(float *pMilliseconds, CUevent hStart, CUevent hEnd))real)(pMilliseconds, hStart, hEnd) : omlc_bypass_missing(OMLC_SYM_cuEventElapsedTime_v2);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuEventElapsedTime_v2(pMilliseconds, hStart, hEnd);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuEventElapsedTime_v2, omlc_mps_cuEventElapsedTime_v2(pMilliseconds, hStart, hEnd));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1551,7 +1551,7 @@ CUresult CUDAAPI cuEventQuery(CUevent hEvent) {
     omlc_fn real = omlc_real(OMLC_SYM_cuEventQuery);
     return real ? ((CUresult (CUDAAPI *)(CUevent hEvent))real)(hEvent) : omlc_bypass_missing(OMLC_SYM_cuEventQuery);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuEventQuery(hEvent);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuEventQuery, omlc_mps_cuEventQuery(hEvent));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1563,7 +1563,7 @@ CUresult CUDAAPI cuEventRecord(CUevent hEvent, CUstream hStream) {
     omlc_fn real = omlc_real(OMLC_SYM_cuEventRecord);
     return real ? ((CUresult (CUDAAPI *)(CUevent hEvent, CUstream hStream))real)(hEvent, hStream) : omlc_bypass_missing(OMLC_SYM_cuEventRecord);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuEventRecord(hEvent, hStream);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuEventRecord, omlc_mps_cuEventRecord(hEvent, hStream));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1577,7 +1577,7 @@ CUresult CUDAAPI cuEventRecordWithFlags(CUevent hEvent, CUstream hStream, unsign
   }
   case OMLC_MODE_MPS:
     (void)hEvent; (void)hStream; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuEventRecordWithFlags);
+    return omlc_traced(OMLC_SYM_cuEventRecordWithFlags, omlc_not_supported(OMLC_SYM_cuEventRecordWithFlags));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1591,7 +1591,7 @@ CUresult CUDAAPI cuEventRecordWithFlags_ptsz(CUevent hEvent, CUstream hStream, u
   }
   case OMLC_MODE_MPS:
     (void)hEvent; (void)hStream; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuEventRecordWithFlags_ptsz);
+    return omlc_traced(OMLC_SYM_cuEventRecordWithFlags_ptsz, omlc_not_supported(OMLC_SYM_cuEventRecordWithFlags_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1603,7 +1603,7 @@ CUresult CUDAAPI cuEventRecord_ptsz(CUevent hEvent, CUstream hStream) {
     omlc_fn real = omlc_real(OMLC_SYM_cuEventRecord_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUevent hEvent, CUstream hStream))real)(hEvent, hStream) : omlc_bypass_missing(OMLC_SYM_cuEventRecord_ptsz);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuEventRecord_ptsz(hEvent, hStream);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuEventRecord_ptsz, omlc_mps_cuEventRecord_ptsz(hEvent, hStream));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1615,7 +1615,7 @@ CUresult CUDAAPI cuEventSynchronize(CUevent hEvent) {
     omlc_fn real = omlc_real(OMLC_SYM_cuEventSynchronize);
     return real ? ((CUresult (CUDAAPI *)(CUevent hEvent))real)(hEvent) : omlc_bypass_missing(OMLC_SYM_cuEventSynchronize);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuEventSynchronize(hEvent);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuEventSynchronize, omlc_mps_cuEventSynchronize(hEvent));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1629,7 +1629,7 @@ CUresult CUDAAPI cuExternalMemoryGetMappedBuffer(CUdeviceptr_v2 *devPtr, CUexter
   }
   case OMLC_MODE_MPS:
     (void)devPtr; (void)extMem; (void)bufferDesc;
-    return omlc_not_supported(OMLC_SYM_cuExternalMemoryGetMappedBuffer);
+    return omlc_traced(OMLC_SYM_cuExternalMemoryGetMappedBuffer, omlc_not_supported(OMLC_SYM_cuExternalMemoryGetMappedBuffer));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1643,7 +1643,7 @@ CUresult CUDAAPI cuExternalMemoryGetMappedMipmappedArray(CUmipmappedArray *mipma
   }
   case OMLC_MODE_MPS:
     (void)mipmap; (void)extMem; (void)mipmapDesc;
-    return omlc_not_supported(OMLC_SYM_cuExternalMemoryGetMappedMipmappedArray);
+    return omlc_traced(OMLC_SYM_cuExternalMemoryGetMappedMipmappedArray, omlc_not_supported(OMLC_SYM_cuExternalMemoryGetMappedMipmappedArray));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1657,7 +1657,7 @@ CUresult CUDAAPI cuFlushGPUDirectRDMAWrites(CUflushGPUDirectRDMAWritesTarget tar
   }
   case OMLC_MODE_MPS:
     (void)target; (void)scope;
-    return omlc_not_supported(OMLC_SYM_cuFlushGPUDirectRDMAWrites);
+    return omlc_traced(OMLC_SYM_cuFlushGPUDirectRDMAWrites, omlc_not_supported(OMLC_SYM_cuFlushGPUDirectRDMAWrites));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1671,7 +1671,7 @@ CUresult CUDAAPI cuFuncGetAttribute(int *pi, CUfunction_attribute attrib, CUfunc
   }
   case OMLC_MODE_MPS:
     (void)pi; (void)attrib; (void)hfunc;
-    return omlc_not_supported(OMLC_SYM_cuFuncGetAttribute);
+    return omlc_traced(OMLC_SYM_cuFuncGetAttribute, omlc_not_supported(OMLC_SYM_cuFuncGetAttribute));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1685,7 +1685,7 @@ CUresult CUDAAPI cuFuncGetModule(CUmodule *hmod, CUfunction hfunc) {
   }
   case OMLC_MODE_MPS:
     (void)hmod; (void)hfunc;
-    return omlc_not_supported(OMLC_SYM_cuFuncGetModule);
+    return omlc_traced(OMLC_SYM_cuFuncGetModule, omlc_not_supported(OMLC_SYM_cuFuncGetModule));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1699,7 +1699,7 @@ CUresult CUDAAPI cuFuncGetName(const char **name, CUfunction hfunc) {
   }
   case OMLC_MODE_MPS:
     (void)name; (void)hfunc;
-    return omlc_not_supported(OMLC_SYM_cuFuncGetName);
+    return omlc_traced(OMLC_SYM_cuFuncGetName, omlc_not_supported(OMLC_SYM_cuFuncGetName));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1713,7 +1713,7 @@ CUresult CUDAAPI cuFuncGetParamInfo(CUfunction func, size_t paramIndex, size_t *
   }
   case OMLC_MODE_MPS:
     (void)func; (void)paramIndex; (void)paramOffset; (void)paramSize;
-    return omlc_not_supported(OMLC_SYM_cuFuncGetParamInfo);
+    return omlc_traced(OMLC_SYM_cuFuncGetParamInfo, omlc_not_supported(OMLC_SYM_cuFuncGetParamInfo));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1727,7 +1727,7 @@ CUresult CUDAAPI cuFuncIsLoaded(CUfunctionLoadingState *state, CUfunction hfunc)
   }
   case OMLC_MODE_MPS:
     (void)state; (void)hfunc;
-    return omlc_not_supported(OMLC_SYM_cuFuncIsLoaded);
+    return omlc_traced(OMLC_SYM_cuFuncIsLoaded, omlc_not_supported(OMLC_SYM_cuFuncIsLoaded));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1741,7 +1741,7 @@ CUresult CUDAAPI cuFuncLoad(CUfunction hfunc) {
   }
   case OMLC_MODE_MPS:
     (void)hfunc;
-    return omlc_not_supported(OMLC_SYM_cuFuncLoad);
+    return omlc_traced(OMLC_SYM_cuFuncLoad, omlc_not_supported(OMLC_SYM_cuFuncLoad));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1755,7 +1755,7 @@ CUresult CUDAAPI cuFuncSetAttribute(CUfunction hfunc, CUfunction_attribute attri
   }
   case OMLC_MODE_MPS:
     (void)hfunc; (void)attrib; (void)value;
-    return omlc_not_supported(OMLC_SYM_cuFuncSetAttribute);
+    return omlc_traced(OMLC_SYM_cuFuncSetAttribute, omlc_not_supported(OMLC_SYM_cuFuncSetAttribute));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1769,7 +1769,7 @@ CUresult CUDAAPI cuFuncSetBlockShape(CUfunction hfunc, int x, int y, int z) {
   }
   case OMLC_MODE_MPS:
     (void)hfunc; (void)x; (void)y; (void)z;
-    return omlc_not_supported(OMLC_SYM_cuFuncSetBlockShape);
+    return omlc_traced(OMLC_SYM_cuFuncSetBlockShape, omlc_not_supported(OMLC_SYM_cuFuncSetBlockShape));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1783,7 +1783,7 @@ CUresult CUDAAPI cuFuncSetCacheConfig(CUfunction hfunc, CUfunc_cache config) {
   }
   case OMLC_MODE_MPS:
     (void)hfunc; (void)config;
-    return omlc_not_supported(OMLC_SYM_cuFuncSetCacheConfig);
+    return omlc_traced(OMLC_SYM_cuFuncSetCacheConfig, omlc_not_supported(OMLC_SYM_cuFuncSetCacheConfig));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1797,7 +1797,7 @@ CUresult CUDAAPI cuFuncSetSharedMemConfig(CUfunction hfunc, CUsharedconfig confi
   }
   case OMLC_MODE_MPS:
     (void)hfunc; (void)config;
-    return omlc_not_supported(OMLC_SYM_cuFuncSetSharedMemConfig);
+    return omlc_traced(OMLC_SYM_cuFuncSetSharedMemConfig, omlc_not_supported(OMLC_SYM_cuFuncSetSharedMemConfig));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1811,7 +1811,7 @@ CUresult CUDAAPI cuFuncSetSharedSize(CUfunction hfunc, unsigned int bytes) {
   }
   case OMLC_MODE_MPS:
     (void)hfunc; (void)bytes;
-    return omlc_not_supported(OMLC_SYM_cuFuncSetSharedSize);
+    return omlc_traced(OMLC_SYM_cuFuncSetSharedSize, omlc_not_supported(OMLC_SYM_cuFuncSetSharedSize));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1823,7 +1823,7 @@ CUresult CUDAAPI cuGetErrorName(CUresult error, const char **pStr) {
     omlc_fn real = omlc_real(OMLC_SYM_cuGetErrorName);
     return real ? ((CUresult (CUDAAPI *)(CUresult error, const char **pStr))real)(error, pStr) : omlc_bypass_missing(OMLC_SYM_cuGetErrorName);
   }
-  case OMLC_MODE_MPS: case OMLC_MODE_NONE: return omlc_local_cuGetErrorName(error, pStr);
+  case OMLC_MODE_MPS: case OMLC_MODE_NONE: return omlc_traced(OMLC_SYM_cuGetErrorName, omlc_local_cuGetErrorName(error, pStr));
   }
   return CUDA_ERROR_UNKNOWN;
 }
@@ -1834,7 +1834,7 @@ CUresult CUDAAPI cuGetErrorString(CUresult error, const char **pStr) {
     omlc_fn real = omlc_real(OMLC_SYM_cuGetErrorString);
     return real ? ((CUresult (CUDAAPI *)(CUresult error, const char **pStr))real)(error, pStr) : omlc_bypass_missing(OMLC_SYM_cuGetErrorString);
   }
-  case OMLC_MODE_MPS: case OMLC_MODE_NONE: return omlc_local_cuGetErrorString(error, pStr);
+  case OMLC_MODE_MPS: case OMLC_MODE_NONE: return omlc_traced(OMLC_SYM_cuGetErrorString, omlc_local_cuGetErrorString(error, pStr));
   }
   return CUDA_ERROR_UNKNOWN;
 }
@@ -1845,7 +1845,7 @@ CUresult CUDAAPI cuGetExportTable(const void **ppExportTable, const CUuuid *pExp
     omlc_fn real = omlc_real(OMLC_SYM_cuGetExportTable);
     return real ? ((CUresult (CUDAAPI *)(const void **ppExportTable, const CUuuid *pExportTableId))real)(ppExportTable, pExportTableId) : omlc_bypass_missing(OMLC_SYM_cuGetExportTable);
   }
-  case OMLC_MODE_MPS: case OMLC_MODE_NONE: return omlc_local_cuGetExportTable(ppExportTable, pExportTableId);
+  case OMLC_MODE_MPS: case OMLC_MODE_NONE: return omlc_traced(OMLC_SYM_cuGetExportTable, omlc_local_cuGetExportTable(ppExportTable, pExportTableId));
   }
   return CUDA_ERROR_UNKNOWN;
 }
@@ -1856,7 +1856,7 @@ CUresult CUDAAPI cuGetProcAddress(const char *symbol, void **pfn, int driverVers
     omlc_fn real = omlc_real(OMLC_SYM_cuGetProcAddress);
     return real ? ((CUresult (CUDAAPI *)(const char *symbol, void **pfn, int driverVersion, cuuint64_t flags))real)(symbol, pfn, driverVersion, flags) : omlc_bypass_missing(OMLC_SYM_cuGetProcAddress);
   }
-  case OMLC_MODE_MPS: case OMLC_MODE_NONE: return omlc_local_cuGetProcAddress(symbol, pfn, driverVersion, flags);
+  case OMLC_MODE_MPS: case OMLC_MODE_NONE: return omlc_traced(OMLC_SYM_cuGetProcAddress, omlc_local_cuGetProcAddress(symbol, pfn, driverVersion, flags));
   }
   return CUDA_ERROR_UNKNOWN;
 }
@@ -1867,7 +1867,7 @@ CUresult CUDAAPI cuGetProcAddress_v2(const char *symbol, void **pfn, int driverV
     omlc_fn real = omlc_real(OMLC_SYM_cuGetProcAddress_v2);
     return real ? ((CUresult (CUDAAPI *)(const char *symbol, void **pfn, int driverVersion, cuuint64_t flags, CUdriverProcAddressQueryResult *symbolFound))real)(symbol, pfn, driverVersion, flags, symbolFound) : omlc_bypass_missing(OMLC_SYM_cuGetProcAddress_v2);
   }
-  case OMLC_MODE_MPS: case OMLC_MODE_NONE: return omlc_local_cuGetProcAddress_v2(symbol, pfn, driverVersion, flags, symbolFound);
+  case OMLC_MODE_MPS: case OMLC_MODE_NONE: return omlc_traced(OMLC_SYM_cuGetProcAddress_v2, omlc_local_cuGetProcAddress_v2(symbol, pfn, driverVersion, flags, symbolFound));
   }
   return CUDA_ERROR_UNKNOWN;
 }
@@ -1880,7 +1880,7 @@ CUresult CUDAAPI cuGraphAddBatchMemOpNode(CUgraphNode *phGraphNode, CUgraph hGra
   }
   case OMLC_MODE_MPS:
     (void)phGraphNode; (void)hGraph; (void)dependencies; (void)numDependencies; (void)nodeParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphAddBatchMemOpNode);
+    return omlc_traced(OMLC_SYM_cuGraphAddBatchMemOpNode, omlc_not_supported(OMLC_SYM_cuGraphAddBatchMemOpNode));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1894,7 +1894,7 @@ CUresult CUDAAPI cuGraphAddChildGraphNode(CUgraphNode *phGraphNode, CUgraph hGra
   }
   case OMLC_MODE_MPS:
     (void)phGraphNode; (void)hGraph; (void)dependencies; (void)numDependencies; (void)childGraph;
-    return omlc_not_supported(OMLC_SYM_cuGraphAddChildGraphNode);
+    return omlc_traced(OMLC_SYM_cuGraphAddChildGraphNode, omlc_not_supported(OMLC_SYM_cuGraphAddChildGraphNode));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1908,7 +1908,7 @@ CUresult CUDAAPI cuGraphAddDependencies(CUgraph hGraph, const CUgraphNode *from,
   }
   case OMLC_MODE_MPS:
     (void)hGraph; (void)from; (void)to; (void)numDependencies;
-    return omlc_not_supported(OMLC_SYM_cuGraphAddDependencies);
+    return omlc_traced(OMLC_SYM_cuGraphAddDependencies, omlc_not_supported(OMLC_SYM_cuGraphAddDependencies));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1922,7 +1922,7 @@ CUresult CUDAAPI cuGraphAddDependencies_v2(CUgraph hGraph, const CUgraphNode *fr
   }
   case OMLC_MODE_MPS:
     (void)hGraph; (void)from; (void)to; (void)edgeData; (void)numDependencies;
-    return omlc_not_supported(OMLC_SYM_cuGraphAddDependencies_v2);
+    return omlc_traced(OMLC_SYM_cuGraphAddDependencies_v2, omlc_not_supported(OMLC_SYM_cuGraphAddDependencies_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1936,7 +1936,7 @@ CUresult CUDAAPI cuGraphAddEmptyNode(CUgraphNode *phGraphNode, CUgraph hGraph, c
   }
   case OMLC_MODE_MPS:
     (void)phGraphNode; (void)hGraph; (void)dependencies; (void)numDependencies;
-    return omlc_not_supported(OMLC_SYM_cuGraphAddEmptyNode);
+    return omlc_traced(OMLC_SYM_cuGraphAddEmptyNode, omlc_not_supported(OMLC_SYM_cuGraphAddEmptyNode));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1950,7 +1950,7 @@ CUresult CUDAAPI cuGraphAddEventRecordNode(CUgraphNode *phGraphNode, CUgraph hGr
   }
   case OMLC_MODE_MPS:
     (void)phGraphNode; (void)hGraph; (void)dependencies; (void)numDependencies; (void)event;
-    return omlc_not_supported(OMLC_SYM_cuGraphAddEventRecordNode);
+    return omlc_traced(OMLC_SYM_cuGraphAddEventRecordNode, omlc_not_supported(OMLC_SYM_cuGraphAddEventRecordNode));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1964,7 +1964,7 @@ CUresult CUDAAPI cuGraphAddEventWaitNode(CUgraphNode *phGraphNode, CUgraph hGrap
   }
   case OMLC_MODE_MPS:
     (void)phGraphNode; (void)hGraph; (void)dependencies; (void)numDependencies; (void)event;
-    return omlc_not_supported(OMLC_SYM_cuGraphAddEventWaitNode);
+    return omlc_traced(OMLC_SYM_cuGraphAddEventWaitNode, omlc_not_supported(OMLC_SYM_cuGraphAddEventWaitNode));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1978,7 +1978,7 @@ CUresult CUDAAPI cuGraphAddExternalSemaphoresSignalNode(CUgraphNode *phGraphNode
   }
   case OMLC_MODE_MPS:
     (void)phGraphNode; (void)hGraph; (void)dependencies; (void)numDependencies; (void)nodeParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphAddExternalSemaphoresSignalNode);
+    return omlc_traced(OMLC_SYM_cuGraphAddExternalSemaphoresSignalNode, omlc_not_supported(OMLC_SYM_cuGraphAddExternalSemaphoresSignalNode));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1992,7 +1992,7 @@ CUresult CUDAAPI cuGraphAddExternalSemaphoresWaitNode(CUgraphNode *phGraphNode, 
   }
   case OMLC_MODE_MPS:
     (void)phGraphNode; (void)hGraph; (void)dependencies; (void)numDependencies; (void)nodeParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphAddExternalSemaphoresWaitNode);
+    return omlc_traced(OMLC_SYM_cuGraphAddExternalSemaphoresWaitNode, omlc_not_supported(OMLC_SYM_cuGraphAddExternalSemaphoresWaitNode));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2006,7 +2006,7 @@ CUresult CUDAAPI cuGraphAddHostNode(CUgraphNode *phGraphNode, CUgraph hGraph, co
   }
   case OMLC_MODE_MPS:
     (void)phGraphNode; (void)hGraph; (void)dependencies; (void)numDependencies; (void)nodeParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphAddHostNode);
+    return omlc_traced(OMLC_SYM_cuGraphAddHostNode, omlc_not_supported(OMLC_SYM_cuGraphAddHostNode));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2020,7 +2020,7 @@ CUresult CUDAAPI cuGraphAddKernelNode(CUgraphNode *phGraphNode, CUgraph hGraph, 
   }
   case OMLC_MODE_MPS:
     (void)phGraphNode; (void)hGraph; (void)dependencies; (void)numDependencies; (void)nodeParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphAddKernelNode);
+    return omlc_traced(OMLC_SYM_cuGraphAddKernelNode, omlc_not_supported(OMLC_SYM_cuGraphAddKernelNode));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2034,7 +2034,7 @@ CUresult CUDAAPI cuGraphAddKernelNode_v2(CUgraphNode *phGraphNode, CUgraph hGrap
   }
   case OMLC_MODE_MPS:
     (void)phGraphNode; (void)hGraph; (void)dependencies; (void)numDependencies; (void)nodeParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphAddKernelNode_v2);
+    return omlc_traced(OMLC_SYM_cuGraphAddKernelNode_v2, omlc_not_supported(OMLC_SYM_cuGraphAddKernelNode_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2048,7 +2048,7 @@ CUresult CUDAAPI cuGraphAddMemAllocNode(CUgraphNode *phGraphNode, CUgraph hGraph
   }
   case OMLC_MODE_MPS:
     (void)phGraphNode; (void)hGraph; (void)dependencies; (void)numDependencies; (void)nodeParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphAddMemAllocNode);
+    return omlc_traced(OMLC_SYM_cuGraphAddMemAllocNode, omlc_not_supported(OMLC_SYM_cuGraphAddMemAllocNode));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2062,7 +2062,7 @@ CUresult CUDAAPI cuGraphAddMemFreeNode(CUgraphNode *phGraphNode, CUgraph hGraph,
   }
   case OMLC_MODE_MPS:
     (void)phGraphNode; (void)hGraph; (void)dependencies; (void)numDependencies; (void)dptr;
-    return omlc_not_supported(OMLC_SYM_cuGraphAddMemFreeNode);
+    return omlc_traced(OMLC_SYM_cuGraphAddMemFreeNode, omlc_not_supported(OMLC_SYM_cuGraphAddMemFreeNode));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2076,7 +2076,7 @@ CUresult CUDAAPI cuGraphAddMemcpyNode(CUgraphNode *phGraphNode, CUgraph hGraph, 
   }
   case OMLC_MODE_MPS:
     (void)phGraphNode; (void)hGraph; (void)dependencies; (void)numDependencies; (void)copyParams; (void)ctx;
-    return omlc_not_supported(OMLC_SYM_cuGraphAddMemcpyNode);
+    return omlc_traced(OMLC_SYM_cuGraphAddMemcpyNode, omlc_not_supported(OMLC_SYM_cuGraphAddMemcpyNode));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2090,7 +2090,7 @@ CUresult CUDAAPI cuGraphAddMemsetNode(CUgraphNode *phGraphNode, CUgraph hGraph, 
   }
   case OMLC_MODE_MPS:
     (void)phGraphNode; (void)hGraph; (void)dependencies; (void)numDependencies; (void)memsetParams; (void)ctx;
-    return omlc_not_supported(OMLC_SYM_cuGraphAddMemsetNode);
+    return omlc_traced(OMLC_SYM_cuGraphAddMemsetNode, omlc_not_supported(OMLC_SYM_cuGraphAddMemsetNode));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2104,7 +2104,7 @@ CUresult CUDAAPI cuGraphAddNode(CUgraphNode *phGraphNode, CUgraph hGraph, const 
   }
   case OMLC_MODE_MPS:
     (void)phGraphNode; (void)hGraph; (void)dependencies; (void)numDependencies; (void)nodeParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphAddNode);
+    return omlc_traced(OMLC_SYM_cuGraphAddNode, omlc_not_supported(OMLC_SYM_cuGraphAddNode));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2118,7 +2118,7 @@ CUresult CUDAAPI cuGraphAddNode_v2(CUgraphNode *phGraphNode, CUgraph hGraph, con
   }
   case OMLC_MODE_MPS:
     (void)phGraphNode; (void)hGraph; (void)dependencies; (void)dependencyData; (void)numDependencies; (void)nodeParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphAddNode_v2);
+    return omlc_traced(OMLC_SYM_cuGraphAddNode_v2, omlc_not_supported(OMLC_SYM_cuGraphAddNode_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2132,7 +2132,7 @@ CUresult CUDAAPI cuGraphBatchMemOpNodeGetParams(CUgraphNode hNode, CUDA_BATCH_ME
   }
   case OMLC_MODE_MPS:
     (void)hNode; (void)nodeParams_out;
-    return omlc_not_supported(OMLC_SYM_cuGraphBatchMemOpNodeGetParams);
+    return omlc_traced(OMLC_SYM_cuGraphBatchMemOpNodeGetParams, omlc_not_supported(OMLC_SYM_cuGraphBatchMemOpNodeGetParams));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2146,7 +2146,7 @@ CUresult CUDAAPI cuGraphBatchMemOpNodeSetParams(CUgraphNode hNode, const CUDA_BA
   }
   case OMLC_MODE_MPS:
     (void)hNode; (void)nodeParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphBatchMemOpNodeSetParams);
+    return omlc_traced(OMLC_SYM_cuGraphBatchMemOpNodeSetParams, omlc_not_supported(OMLC_SYM_cuGraphBatchMemOpNodeSetParams));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2160,7 +2160,7 @@ CUresult CUDAAPI cuGraphChildGraphNodeGetGraph(CUgraphNode hNode, CUgraph *phGra
   }
   case OMLC_MODE_MPS:
     (void)hNode; (void)phGraph;
-    return omlc_not_supported(OMLC_SYM_cuGraphChildGraphNodeGetGraph);
+    return omlc_traced(OMLC_SYM_cuGraphChildGraphNodeGetGraph, omlc_not_supported(OMLC_SYM_cuGraphChildGraphNodeGetGraph));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2174,7 +2174,7 @@ CUresult CUDAAPI cuGraphClone(CUgraph *phGraphClone, CUgraph originalGraph) {
   }
   case OMLC_MODE_MPS:
     (void)phGraphClone; (void)originalGraph;
-    return omlc_not_supported(OMLC_SYM_cuGraphClone);
+    return omlc_traced(OMLC_SYM_cuGraphClone, omlc_not_supported(OMLC_SYM_cuGraphClone));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2188,7 +2188,7 @@ CUresult CUDAAPI cuGraphConditionalHandleCreate(CUgraphConditionalHandle *pHandl
   }
   case OMLC_MODE_MPS:
     (void)pHandle_out; (void)hGraph; (void)ctx; (void)defaultLaunchValue; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuGraphConditionalHandleCreate);
+    return omlc_traced(OMLC_SYM_cuGraphConditionalHandleCreate, omlc_not_supported(OMLC_SYM_cuGraphConditionalHandleCreate));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2202,7 +2202,7 @@ CUresult CUDAAPI cuGraphCreate(CUgraph *phGraph, unsigned int flags) {
   }
   case OMLC_MODE_MPS:
     (void)phGraph; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuGraphCreate);
+    return omlc_traced(OMLC_SYM_cuGraphCreate, omlc_not_supported(OMLC_SYM_cuGraphCreate));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2216,7 +2216,7 @@ CUresult CUDAAPI cuGraphDebugDotPrint(CUgraph hGraph, const char *path, unsigned
   }
   case OMLC_MODE_MPS:
     (void)hGraph; (void)path; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuGraphDebugDotPrint);
+    return omlc_traced(OMLC_SYM_cuGraphDebugDotPrint, omlc_not_supported(OMLC_SYM_cuGraphDebugDotPrint));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2230,7 +2230,7 @@ CUresult CUDAAPI cuGraphDestroy(CUgraph hGraph) {
   }
   case OMLC_MODE_MPS:
     (void)hGraph;
-    return omlc_not_supported(OMLC_SYM_cuGraphDestroy);
+    return omlc_traced(OMLC_SYM_cuGraphDestroy, omlc_not_supported(OMLC_SYM_cuGraphDestroy));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2244,7 +2244,7 @@ CUresult CUDAAPI cuGraphDestroyNode(CUgraphNode hNode) {
   }
   case OMLC_MODE_MPS:
     (void)hNode;
-    return omlc_not_supported(OMLC_SYM_cuGraphDestroyNode);
+    return omlc_traced(OMLC_SYM_cuGraphDestroyNode, omlc_not_supported(OMLC_SYM_cuGraphDestroyNode));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2258,7 +2258,7 @@ CUresult CUDAAPI cuGraphEventRecordNodeGetEvent(CUgraphNode hNode, CUevent *even
   }
   case OMLC_MODE_MPS:
     (void)hNode; (void)event_out;
-    return omlc_not_supported(OMLC_SYM_cuGraphEventRecordNodeGetEvent);
+    return omlc_traced(OMLC_SYM_cuGraphEventRecordNodeGetEvent, omlc_not_supported(OMLC_SYM_cuGraphEventRecordNodeGetEvent));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2272,7 +2272,7 @@ CUresult CUDAAPI cuGraphEventRecordNodeSetEvent(CUgraphNode hNode, CUevent event
   }
   case OMLC_MODE_MPS:
     (void)hNode; (void)event;
-    return omlc_not_supported(OMLC_SYM_cuGraphEventRecordNodeSetEvent);
+    return omlc_traced(OMLC_SYM_cuGraphEventRecordNodeSetEvent, omlc_not_supported(OMLC_SYM_cuGraphEventRecordNodeSetEvent));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2286,7 +2286,7 @@ CUresult CUDAAPI cuGraphEventWaitNodeGetEvent(CUgraphNode hNode, CUevent *event_
   }
   case OMLC_MODE_MPS:
     (void)hNode; (void)event_out;
-    return omlc_not_supported(OMLC_SYM_cuGraphEventWaitNodeGetEvent);
+    return omlc_traced(OMLC_SYM_cuGraphEventWaitNodeGetEvent, omlc_not_supported(OMLC_SYM_cuGraphEventWaitNodeGetEvent));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2300,7 +2300,7 @@ CUresult CUDAAPI cuGraphEventWaitNodeSetEvent(CUgraphNode hNode, CUevent event) 
   }
   case OMLC_MODE_MPS:
     (void)hNode; (void)event;
-    return omlc_not_supported(OMLC_SYM_cuGraphEventWaitNodeSetEvent);
+    return omlc_traced(OMLC_SYM_cuGraphEventWaitNodeSetEvent, omlc_not_supported(OMLC_SYM_cuGraphEventWaitNodeSetEvent));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2314,7 +2314,7 @@ CUresult CUDAAPI cuGraphExecBatchMemOpNodeSetParams(CUgraphExec graphExec, CUgra
   }
   case OMLC_MODE_MPS:
     (void)graphExec; (void)node; (void)nodeParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphExecBatchMemOpNodeSetParams);
+    return omlc_traced(OMLC_SYM_cuGraphExecBatchMemOpNodeSetParams, omlc_not_supported(OMLC_SYM_cuGraphExecBatchMemOpNodeSetParams));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2328,7 +2328,7 @@ CUresult CUDAAPI cuGraphExecChildGraphNodeSetParams(CUgraphExec hGraphExec, CUgr
   }
   case OMLC_MODE_MPS:
     (void)hGraphExec; (void)hNode; (void)childGraph;
-    return omlc_not_supported(OMLC_SYM_cuGraphExecChildGraphNodeSetParams);
+    return omlc_traced(OMLC_SYM_cuGraphExecChildGraphNodeSetParams, omlc_not_supported(OMLC_SYM_cuGraphExecChildGraphNodeSetParams));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2342,7 +2342,7 @@ CUresult CUDAAPI cuGraphExecDestroy(CUgraphExec hGraphExec) {
   }
   case OMLC_MODE_MPS:
     (void)hGraphExec;
-    return omlc_not_supported(OMLC_SYM_cuGraphExecDestroy);
+    return omlc_traced(OMLC_SYM_cuGraphExecDestroy, omlc_not_supported(OMLC_SYM_cuGraphExecDestroy));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2356,7 +2356,7 @@ CUresult CUDAAPI cuGraphExecEventRecordNodeSetEvent(CUgraphExec hGraphExec, CUgr
   }
   case OMLC_MODE_MPS:
     (void)hGraphExec; (void)hNode; (void)event;
-    return omlc_not_supported(OMLC_SYM_cuGraphExecEventRecordNodeSetEvent);
+    return omlc_traced(OMLC_SYM_cuGraphExecEventRecordNodeSetEvent, omlc_not_supported(OMLC_SYM_cuGraphExecEventRecordNodeSetEvent));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2370,7 +2370,7 @@ CUresult CUDAAPI cuGraphExecEventWaitNodeSetEvent(CUgraphExec hGraphExec, CUgrap
   }
   case OMLC_MODE_MPS:
     (void)hGraphExec; (void)hNode; (void)event;
-    return omlc_not_supported(OMLC_SYM_cuGraphExecEventWaitNodeSetEvent);
+    return omlc_traced(OMLC_SYM_cuGraphExecEventWaitNodeSetEvent, omlc_not_supported(OMLC_SYM_cuGraphExecEventWaitNodeSetEvent));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2384,7 +2384,7 @@ CUresult CUDAAPI cuGraphExecExternalSemaphoresSignalNodeSetParams(CUgraphExec hG
   }
   case OMLC_MODE_MPS:
     (void)hGraphExec; (void)hNode; (void)nodeParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphExecExternalSemaphoresSignalNodeSetParams);
+    return omlc_traced(OMLC_SYM_cuGraphExecExternalSemaphoresSignalNodeSetParams, omlc_not_supported(OMLC_SYM_cuGraphExecExternalSemaphoresSignalNodeSetParams));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2398,7 +2398,7 @@ CUresult CUDAAPI cuGraphExecExternalSemaphoresWaitNodeSetParams(CUgraphExec hGra
   }
   case OMLC_MODE_MPS:
     (void)hGraphExec; (void)hNode; (void)nodeParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphExecExternalSemaphoresWaitNodeSetParams);
+    return omlc_traced(OMLC_SYM_cuGraphExecExternalSemaphoresWaitNodeSetParams, omlc_not_supported(OMLC_SYM_cuGraphExecExternalSemaphoresWaitNodeSetParams));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2412,7 +2412,7 @@ CUresult CUDAAPI cuGraphExecGetFlags(CUgraphExec hGraphExec, cuuint64_t *flags) 
   }
   case OMLC_MODE_MPS:
     (void)hGraphExec; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuGraphExecGetFlags);
+    return omlc_traced(OMLC_SYM_cuGraphExecGetFlags, omlc_not_supported(OMLC_SYM_cuGraphExecGetFlags));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2426,7 +2426,7 @@ CUresult CUDAAPI cuGraphExecHostNodeSetParams(CUgraphExec hGraphExec, CUgraphNod
   }
   case OMLC_MODE_MPS:
     (void)hGraphExec; (void)hNode; (void)nodeParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphExecHostNodeSetParams);
+    return omlc_traced(OMLC_SYM_cuGraphExecHostNodeSetParams, omlc_not_supported(OMLC_SYM_cuGraphExecHostNodeSetParams));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2440,7 +2440,7 @@ CUresult CUDAAPI cuGraphExecKernelNodeSetParams(CUgraphExec hGraphExec, CUgraphN
   }
   case OMLC_MODE_MPS:
     (void)hGraphExec; (void)hNode; (void)nodeParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphExecKernelNodeSetParams);
+    return omlc_traced(OMLC_SYM_cuGraphExecKernelNodeSetParams, omlc_not_supported(OMLC_SYM_cuGraphExecKernelNodeSetParams));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2454,7 +2454,7 @@ CUresult CUDAAPI cuGraphExecKernelNodeSetParams_v2(CUgraphExec hGraphExec, CUgra
   }
   case OMLC_MODE_MPS:
     (void)hGraphExec; (void)hNode; (void)nodeParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphExecKernelNodeSetParams_v2);
+    return omlc_traced(OMLC_SYM_cuGraphExecKernelNodeSetParams_v2, omlc_not_supported(OMLC_SYM_cuGraphExecKernelNodeSetParams_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2468,7 +2468,7 @@ CUresult CUDAAPI cuGraphExecMemcpyNodeSetParams(CUgraphExec hGraphExec, CUgraphN
   }
   case OMLC_MODE_MPS:
     (void)hGraphExec; (void)hNode; (void)copyParams; (void)ctx;
-    return omlc_not_supported(OMLC_SYM_cuGraphExecMemcpyNodeSetParams);
+    return omlc_traced(OMLC_SYM_cuGraphExecMemcpyNodeSetParams, omlc_not_supported(OMLC_SYM_cuGraphExecMemcpyNodeSetParams));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2482,7 +2482,7 @@ CUresult CUDAAPI cuGraphExecMemsetNodeSetParams(CUgraphExec hGraphExec, CUgraphN
   }
   case OMLC_MODE_MPS:
     (void)hGraphExec; (void)hNode; (void)memsetParams; (void)ctx;
-    return omlc_not_supported(OMLC_SYM_cuGraphExecMemsetNodeSetParams);
+    return omlc_traced(OMLC_SYM_cuGraphExecMemsetNodeSetParams, omlc_not_supported(OMLC_SYM_cuGraphExecMemsetNodeSetParams));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2496,7 +2496,7 @@ CUresult CUDAAPI cuGraphExecNodeSetParams(CUgraphExec hGraphExec, CUgraphNode hN
   }
   case OMLC_MODE_MPS:
     (void)hGraphExec; (void)hNode; (void)nodeParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphExecNodeSetParams);
+    return omlc_traced(OMLC_SYM_cuGraphExecNodeSetParams, omlc_not_supported(OMLC_SYM_cuGraphExecNodeSetParams));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2510,7 +2510,7 @@ CUresult CUDAAPI cuGraphExecUpdate(CUgraphExec hGraphExec, CUgraph hGraph, CUgra
   }
   case OMLC_MODE_MPS:
     (void)hGraphExec; (void)hGraph; (void)hErrorNode_out; (void)updateResult_out;
-    return omlc_not_supported(OMLC_SYM_cuGraphExecUpdate);
+    return omlc_traced(OMLC_SYM_cuGraphExecUpdate, omlc_not_supported(OMLC_SYM_cuGraphExecUpdate));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2524,7 +2524,7 @@ CUresult CUDAAPI cuGraphExecUpdate_v2(CUgraphExec hGraphExec, CUgraph hGraph, CU
   }
   case OMLC_MODE_MPS:
     (void)hGraphExec; (void)hGraph; (void)resultInfo;
-    return omlc_not_supported(OMLC_SYM_cuGraphExecUpdate_v2);
+    return omlc_traced(OMLC_SYM_cuGraphExecUpdate_v2, omlc_not_supported(OMLC_SYM_cuGraphExecUpdate_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2538,7 +2538,7 @@ CUresult CUDAAPI cuGraphExternalSemaphoresSignalNodeGetParams(CUgraphNode hNode,
   }
   case OMLC_MODE_MPS:
     (void)hNode; (void)params_out;
-    return omlc_not_supported(OMLC_SYM_cuGraphExternalSemaphoresSignalNodeGetParams);
+    return omlc_traced(OMLC_SYM_cuGraphExternalSemaphoresSignalNodeGetParams, omlc_not_supported(OMLC_SYM_cuGraphExternalSemaphoresSignalNodeGetParams));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2552,7 +2552,7 @@ CUresult CUDAAPI cuGraphExternalSemaphoresSignalNodeSetParams(CUgraphNode hNode,
   }
   case OMLC_MODE_MPS:
     (void)hNode; (void)nodeParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphExternalSemaphoresSignalNodeSetParams);
+    return omlc_traced(OMLC_SYM_cuGraphExternalSemaphoresSignalNodeSetParams, omlc_not_supported(OMLC_SYM_cuGraphExternalSemaphoresSignalNodeSetParams));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2566,7 +2566,7 @@ CUresult CUDAAPI cuGraphExternalSemaphoresWaitNodeGetParams(CUgraphNode hNode, C
   }
   case OMLC_MODE_MPS:
     (void)hNode; (void)params_out;
-    return omlc_not_supported(OMLC_SYM_cuGraphExternalSemaphoresWaitNodeGetParams);
+    return omlc_traced(OMLC_SYM_cuGraphExternalSemaphoresWaitNodeGetParams, omlc_not_supported(OMLC_SYM_cuGraphExternalSemaphoresWaitNodeGetParams));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2580,7 +2580,7 @@ CUresult CUDAAPI cuGraphExternalSemaphoresWaitNodeSetParams(CUgraphNode hNode, c
   }
   case OMLC_MODE_MPS:
     (void)hNode; (void)nodeParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphExternalSemaphoresWaitNodeSetParams);
+    return omlc_traced(OMLC_SYM_cuGraphExternalSemaphoresWaitNodeSetParams, omlc_not_supported(OMLC_SYM_cuGraphExternalSemaphoresWaitNodeSetParams));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2594,7 +2594,7 @@ CUresult CUDAAPI cuGraphGetEdges(CUgraph hGraph, CUgraphNode *from, CUgraphNode 
   }
   case OMLC_MODE_MPS:
     (void)hGraph; (void)from; (void)to; (void)numEdges;
-    return omlc_not_supported(OMLC_SYM_cuGraphGetEdges);
+    return omlc_traced(OMLC_SYM_cuGraphGetEdges, omlc_not_supported(OMLC_SYM_cuGraphGetEdges));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2608,7 +2608,7 @@ CUresult CUDAAPI cuGraphGetEdges_v2(CUgraph hGraph, CUgraphNode *from, CUgraphNo
   }
   case OMLC_MODE_MPS:
     (void)hGraph; (void)from; (void)to; (void)edgeData; (void)numEdges;
-    return omlc_not_supported(OMLC_SYM_cuGraphGetEdges_v2);
+    return omlc_traced(OMLC_SYM_cuGraphGetEdges_v2, omlc_not_supported(OMLC_SYM_cuGraphGetEdges_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2622,7 +2622,7 @@ CUresult CUDAAPI cuGraphGetNodes(CUgraph hGraph, CUgraphNode *nodes, size_t *num
   }
   case OMLC_MODE_MPS:
     (void)hGraph; (void)nodes; (void)numNodes;
-    return omlc_not_supported(OMLC_SYM_cuGraphGetNodes);
+    return omlc_traced(OMLC_SYM_cuGraphGetNodes, omlc_not_supported(OMLC_SYM_cuGraphGetNodes));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2636,7 +2636,7 @@ CUresult CUDAAPI cuGraphGetRootNodes(CUgraph hGraph, CUgraphNode *rootNodes, siz
   }
   case OMLC_MODE_MPS:
     (void)hGraph; (void)rootNodes; (void)numRootNodes;
-    return omlc_not_supported(OMLC_SYM_cuGraphGetRootNodes);
+    return omlc_traced(OMLC_SYM_cuGraphGetRootNodes, omlc_not_supported(OMLC_SYM_cuGraphGetRootNodes));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2650,7 +2650,7 @@ CUresult CUDAAPI cuGraphHostNodeGetParams(CUgraphNode hNode, CUDA_HOST_NODE_PARA
   }
   case OMLC_MODE_MPS:
     (void)hNode; (void)nodeParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphHostNodeGetParams);
+    return omlc_traced(OMLC_SYM_cuGraphHostNodeGetParams, omlc_not_supported(OMLC_SYM_cuGraphHostNodeGetParams));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2664,7 +2664,7 @@ CUresult CUDAAPI cuGraphHostNodeSetParams(CUgraphNode hNode, const CUDA_HOST_NOD
   }
   case OMLC_MODE_MPS:
     (void)hNode; (void)nodeParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphHostNodeSetParams);
+    return omlc_traced(OMLC_SYM_cuGraphHostNodeSetParams, omlc_not_supported(OMLC_SYM_cuGraphHostNodeSetParams));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2678,7 +2678,7 @@ CUresult CUDAAPI cuGraphInstantiate(CUgraphExec *phGraphExec, CUgraph hGraph, CU
   }
   case OMLC_MODE_MPS:
     (void)phGraphExec; (void)hGraph; (void)phErrorNode; (void)logBuffer; (void)bufferSize;
-    return omlc_not_supported(OMLC_SYM_cuGraphInstantiate);
+    return omlc_traced(OMLC_SYM_cuGraphInstantiate, omlc_not_supported(OMLC_SYM_cuGraphInstantiate));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2692,7 +2692,7 @@ CUresult CUDAAPI cuGraphInstantiateWithFlags(CUgraphExec *phGraphExec, CUgraph h
   }
   case OMLC_MODE_MPS:
     (void)phGraphExec; (void)hGraph; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuGraphInstantiateWithFlags);
+    return omlc_traced(OMLC_SYM_cuGraphInstantiateWithFlags, omlc_not_supported(OMLC_SYM_cuGraphInstantiateWithFlags));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2706,7 +2706,7 @@ CUresult CUDAAPI cuGraphInstantiateWithParams(CUgraphExec *phGraphExec, CUgraph 
   }
   case OMLC_MODE_MPS:
     (void)phGraphExec; (void)hGraph; (void)instantiateParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphInstantiateWithParams);
+    return omlc_traced(OMLC_SYM_cuGraphInstantiateWithParams, omlc_not_supported(OMLC_SYM_cuGraphInstantiateWithParams));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2720,7 +2720,7 @@ CUresult CUDAAPI cuGraphInstantiateWithParams_ptsz(CUgraphExec *phGraphExec, CUg
   }
   case OMLC_MODE_MPS:
     (void)phGraphExec; (void)hGraph; (void)instantiateParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphInstantiateWithParams_ptsz);
+    return omlc_traced(OMLC_SYM_cuGraphInstantiateWithParams_ptsz, omlc_not_supported(OMLC_SYM_cuGraphInstantiateWithParams_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2734,7 +2734,7 @@ CUresult CUDAAPI cuGraphInstantiate_v2(CUgraphExec *phGraphExec, CUgraph hGraph,
   }
   case OMLC_MODE_MPS:
     (void)phGraphExec; (void)hGraph; (void)phErrorNode; (void)logBuffer; (void)bufferSize;
-    return omlc_not_supported(OMLC_SYM_cuGraphInstantiate_v2);
+    return omlc_traced(OMLC_SYM_cuGraphInstantiate_v2, omlc_not_supported(OMLC_SYM_cuGraphInstantiate_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2748,7 +2748,7 @@ CUresult CUDAAPI cuGraphKernelNodeCopyAttributes(CUgraphNode dst, CUgraphNode sr
   }
   case OMLC_MODE_MPS:
     (void)dst; (void)src;
-    return omlc_not_supported(OMLC_SYM_cuGraphKernelNodeCopyAttributes);
+    return omlc_traced(OMLC_SYM_cuGraphKernelNodeCopyAttributes, omlc_not_supported(OMLC_SYM_cuGraphKernelNodeCopyAttributes));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2762,7 +2762,7 @@ CUresult CUDAAPI cuGraphKernelNodeGetAttribute(CUgraphNode hNode, CUkernelNodeAt
   }
   case OMLC_MODE_MPS:
     (void)hNode; (void)attr; (void)value_out;
-    return omlc_not_supported(OMLC_SYM_cuGraphKernelNodeGetAttribute);
+    return omlc_traced(OMLC_SYM_cuGraphKernelNodeGetAttribute, omlc_not_supported(OMLC_SYM_cuGraphKernelNodeGetAttribute));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2776,7 +2776,7 @@ CUresult CUDAAPI cuGraphKernelNodeGetParams(CUgraphNode hNode, CUDA_KERNEL_NODE_
   }
   case OMLC_MODE_MPS:
     (void)hNode; (void)nodeParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphKernelNodeGetParams);
+    return omlc_traced(OMLC_SYM_cuGraphKernelNodeGetParams, omlc_not_supported(OMLC_SYM_cuGraphKernelNodeGetParams));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2790,7 +2790,7 @@ CUresult CUDAAPI cuGraphKernelNodeGetParams_v2(CUgraphNode hNode, CUDA_KERNEL_NO
   }
   case OMLC_MODE_MPS:
     (void)hNode; (void)nodeParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphKernelNodeGetParams_v2);
+    return omlc_traced(OMLC_SYM_cuGraphKernelNodeGetParams_v2, omlc_not_supported(OMLC_SYM_cuGraphKernelNodeGetParams_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2804,7 +2804,7 @@ CUresult CUDAAPI cuGraphKernelNodeSetAttribute(CUgraphNode hNode, CUkernelNodeAt
   }
   case OMLC_MODE_MPS:
     (void)hNode; (void)attr; (void)value;
-    return omlc_not_supported(OMLC_SYM_cuGraphKernelNodeSetAttribute);
+    return omlc_traced(OMLC_SYM_cuGraphKernelNodeSetAttribute, omlc_not_supported(OMLC_SYM_cuGraphKernelNodeSetAttribute));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2818,7 +2818,7 @@ CUresult CUDAAPI cuGraphKernelNodeSetParams(CUgraphNode hNode, const CUDA_KERNEL
   }
   case OMLC_MODE_MPS:
     (void)hNode; (void)nodeParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphKernelNodeSetParams);
+    return omlc_traced(OMLC_SYM_cuGraphKernelNodeSetParams, omlc_not_supported(OMLC_SYM_cuGraphKernelNodeSetParams));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2832,7 +2832,7 @@ CUresult CUDAAPI cuGraphKernelNodeSetParams_v2(CUgraphNode hNode, const CUDA_KER
   }
   case OMLC_MODE_MPS:
     (void)hNode; (void)nodeParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphKernelNodeSetParams_v2);
+    return omlc_traced(OMLC_SYM_cuGraphKernelNodeSetParams_v2, omlc_not_supported(OMLC_SYM_cuGraphKernelNodeSetParams_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2846,7 +2846,7 @@ CUresult CUDAAPI cuGraphLaunch(CUgraphExec hGraph, CUstream hStream) {
   }
   case OMLC_MODE_MPS:
     (void)hGraph; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuGraphLaunch);
+    return omlc_traced(OMLC_SYM_cuGraphLaunch, omlc_not_supported(OMLC_SYM_cuGraphLaunch));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2860,7 +2860,7 @@ CUresult CUDAAPI cuGraphLaunch_ptsz(CUgraphExec hGraphExec, CUstream hStream) {
   }
   case OMLC_MODE_MPS:
     (void)hGraphExec; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuGraphLaunch_ptsz);
+    return omlc_traced(OMLC_SYM_cuGraphLaunch_ptsz, omlc_not_supported(OMLC_SYM_cuGraphLaunch_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2874,7 +2874,7 @@ CUresult CUDAAPI cuGraphMemAllocNodeGetParams(CUgraphNode hNode, CUDA_MEM_ALLOC_
   }
   case OMLC_MODE_MPS:
     (void)hNode; (void)params_out;
-    return omlc_not_supported(OMLC_SYM_cuGraphMemAllocNodeGetParams);
+    return omlc_traced(OMLC_SYM_cuGraphMemAllocNodeGetParams, omlc_not_supported(OMLC_SYM_cuGraphMemAllocNodeGetParams));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2888,7 +2888,7 @@ CUresult CUDAAPI cuGraphMemFreeNodeGetParams(CUgraphNode hNode, CUdeviceptr *dpt
   }
   case OMLC_MODE_MPS:
     (void)hNode; (void)dptr_out;
-    return omlc_not_supported(OMLC_SYM_cuGraphMemFreeNodeGetParams);
+    return omlc_traced(OMLC_SYM_cuGraphMemFreeNodeGetParams, omlc_not_supported(OMLC_SYM_cuGraphMemFreeNodeGetParams));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2902,7 +2902,7 @@ CUresult CUDAAPI cuGraphMemcpyNodeGetParams(CUgraphNode hNode, CUDA_MEMCPY3D_v2 
   }
   case OMLC_MODE_MPS:
     (void)hNode; (void)nodeParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphMemcpyNodeGetParams);
+    return omlc_traced(OMLC_SYM_cuGraphMemcpyNodeGetParams, omlc_not_supported(OMLC_SYM_cuGraphMemcpyNodeGetParams));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2916,7 +2916,7 @@ CUresult CUDAAPI cuGraphMemcpyNodeSetParams(CUgraphNode hNode, const CUDA_MEMCPY
   }
   case OMLC_MODE_MPS:
     (void)hNode; (void)nodeParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphMemcpyNodeSetParams);
+    return omlc_traced(OMLC_SYM_cuGraphMemcpyNodeSetParams, omlc_not_supported(OMLC_SYM_cuGraphMemcpyNodeSetParams));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2930,7 +2930,7 @@ CUresult CUDAAPI cuGraphMemsetNodeGetParams(CUgraphNode hNode, CUDA_MEMSET_NODE_
   }
   case OMLC_MODE_MPS:
     (void)hNode; (void)nodeParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphMemsetNodeGetParams);
+    return omlc_traced(OMLC_SYM_cuGraphMemsetNodeGetParams, omlc_not_supported(OMLC_SYM_cuGraphMemsetNodeGetParams));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2944,7 +2944,7 @@ CUresult CUDAAPI cuGraphMemsetNodeSetParams(CUgraphNode hNode, const CUDA_MEMSET
   }
   case OMLC_MODE_MPS:
     (void)hNode; (void)nodeParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphMemsetNodeSetParams);
+    return omlc_traced(OMLC_SYM_cuGraphMemsetNodeSetParams, omlc_not_supported(OMLC_SYM_cuGraphMemsetNodeSetParams));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2958,7 +2958,7 @@ CUresult CUDAAPI cuGraphNodeFindInClone(CUgraphNode *phNode, CUgraphNode hOrigin
   }
   case OMLC_MODE_MPS:
     (void)phNode; (void)hOriginalNode; (void)hClonedGraph;
-    return omlc_not_supported(OMLC_SYM_cuGraphNodeFindInClone);
+    return omlc_traced(OMLC_SYM_cuGraphNodeFindInClone, omlc_not_supported(OMLC_SYM_cuGraphNodeFindInClone));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2972,7 +2972,7 @@ CUresult CUDAAPI cuGraphNodeGetDependencies(CUgraphNode hNode, CUgraphNode *depe
   }
   case OMLC_MODE_MPS:
     (void)hNode; (void)dependencies; (void)numDependencies;
-    return omlc_not_supported(OMLC_SYM_cuGraphNodeGetDependencies);
+    return omlc_traced(OMLC_SYM_cuGraphNodeGetDependencies, omlc_not_supported(OMLC_SYM_cuGraphNodeGetDependencies));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -2986,7 +2986,7 @@ CUresult CUDAAPI cuGraphNodeGetDependencies_v2(CUgraphNode hNode, CUgraphNode *d
   }
   case OMLC_MODE_MPS:
     (void)hNode; (void)dependencies; (void)edgeData; (void)numDependencies;
-    return omlc_not_supported(OMLC_SYM_cuGraphNodeGetDependencies_v2);
+    return omlc_traced(OMLC_SYM_cuGraphNodeGetDependencies_v2, omlc_not_supported(OMLC_SYM_cuGraphNodeGetDependencies_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3000,7 +3000,7 @@ CUresult CUDAAPI cuGraphNodeGetDependentNodes(CUgraphNode hNode, CUgraphNode *de
   }
   case OMLC_MODE_MPS:
     (void)hNode; (void)dependentNodes; (void)numDependentNodes;
-    return omlc_not_supported(OMLC_SYM_cuGraphNodeGetDependentNodes);
+    return omlc_traced(OMLC_SYM_cuGraphNodeGetDependentNodes, omlc_not_supported(OMLC_SYM_cuGraphNodeGetDependentNodes));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3014,7 +3014,7 @@ CUresult CUDAAPI cuGraphNodeGetDependentNodes_v2(CUgraphNode hNode, CUgraphNode 
   }
   case OMLC_MODE_MPS:
     (void)hNode; (void)dependentNodes; (void)edgeData; (void)numDependentNodes;
-    return omlc_not_supported(OMLC_SYM_cuGraphNodeGetDependentNodes_v2);
+    return omlc_traced(OMLC_SYM_cuGraphNodeGetDependentNodes_v2, omlc_not_supported(OMLC_SYM_cuGraphNodeGetDependentNodes_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3028,7 +3028,7 @@ CUresult CUDAAPI cuGraphNodeGetEnabled(CUgraphExec hGraphExec, CUgraphNode hNode
   }
   case OMLC_MODE_MPS:
     (void)hGraphExec; (void)hNode; (void)isEnabled;
-    return omlc_not_supported(OMLC_SYM_cuGraphNodeGetEnabled);
+    return omlc_traced(OMLC_SYM_cuGraphNodeGetEnabled, omlc_not_supported(OMLC_SYM_cuGraphNodeGetEnabled));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3042,7 +3042,7 @@ CUresult CUDAAPI cuGraphNodeGetType(CUgraphNode hNode, CUgraphNodeType *type) {
   }
   case OMLC_MODE_MPS:
     (void)hNode; (void)type;
-    return omlc_not_supported(OMLC_SYM_cuGraphNodeGetType);
+    return omlc_traced(OMLC_SYM_cuGraphNodeGetType, omlc_not_supported(OMLC_SYM_cuGraphNodeGetType));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3056,7 +3056,7 @@ CUresult CUDAAPI cuGraphNodeSetEnabled(CUgraphExec hGraphExec, CUgraphNode hNode
   }
   case OMLC_MODE_MPS:
     (void)hGraphExec; (void)hNode; (void)isEnabled;
-    return omlc_not_supported(OMLC_SYM_cuGraphNodeSetEnabled);
+    return omlc_traced(OMLC_SYM_cuGraphNodeSetEnabled, omlc_not_supported(OMLC_SYM_cuGraphNodeSetEnabled));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3070,7 +3070,7 @@ CUresult CUDAAPI cuGraphNodeSetParams(CUgraphNode hNode, CUgraphNodeParams *node
   }
   case OMLC_MODE_MPS:
     (void)hNode; (void)nodeParams;
-    return omlc_not_supported(OMLC_SYM_cuGraphNodeSetParams);
+    return omlc_traced(OMLC_SYM_cuGraphNodeSetParams, omlc_not_supported(OMLC_SYM_cuGraphNodeSetParams));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3084,7 +3084,7 @@ CUresult CUDAAPI cuGraphReleaseUserObject(CUgraph graph, CUuserObject object, un
   }
   case OMLC_MODE_MPS:
     (void)graph; (void)object; (void)count;
-    return omlc_not_supported(OMLC_SYM_cuGraphReleaseUserObject);
+    return omlc_traced(OMLC_SYM_cuGraphReleaseUserObject, omlc_not_supported(OMLC_SYM_cuGraphReleaseUserObject));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3098,7 +3098,7 @@ CUresult CUDAAPI cuGraphRemoveDependencies(CUgraph hGraph, const CUgraphNode *fr
   }
   case OMLC_MODE_MPS:
     (void)hGraph; (void)from; (void)to; (void)numDependencies;
-    return omlc_not_supported(OMLC_SYM_cuGraphRemoveDependencies);
+    return omlc_traced(OMLC_SYM_cuGraphRemoveDependencies, omlc_not_supported(OMLC_SYM_cuGraphRemoveDependencies));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3112,7 +3112,7 @@ CUresult CUDAAPI cuGraphRemoveDependencies_v2(CUgraph hGraph, const CUgraphNode 
   }
   case OMLC_MODE_MPS:
     (void)hGraph; (void)from; (void)to; (void)edgeData; (void)numDependencies;
-    return omlc_not_supported(OMLC_SYM_cuGraphRemoveDependencies_v2);
+    return omlc_traced(OMLC_SYM_cuGraphRemoveDependencies_v2, omlc_not_supported(OMLC_SYM_cuGraphRemoveDependencies_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3126,7 +3126,7 @@ CUresult CUDAAPI cuGraphRetainUserObject(CUgraph graph, CUuserObject object, uns
   }
   case OMLC_MODE_MPS:
     (void)graph; (void)object; (void)count; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuGraphRetainUserObject);
+    return omlc_traced(OMLC_SYM_cuGraphRetainUserObject, omlc_not_supported(OMLC_SYM_cuGraphRetainUserObject));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3140,7 +3140,7 @@ CUresult CUDAAPI cuGraphUpload(CUgraphExec hGraph, CUstream hStream) {
   }
   case OMLC_MODE_MPS:
     (void)hGraph; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuGraphUpload);
+    return omlc_traced(OMLC_SYM_cuGraphUpload, omlc_not_supported(OMLC_SYM_cuGraphUpload));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3154,7 +3154,7 @@ CUresult CUDAAPI cuGraphUpload_ptsz(CUgraphExec hGraphExec, CUstream hStream) {
   }
   case OMLC_MODE_MPS:
     (void)hGraphExec; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuGraphUpload_ptsz);
+    return omlc_traced(OMLC_SYM_cuGraphUpload_ptsz, omlc_not_supported(OMLC_SYM_cuGraphUpload_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3168,7 +3168,7 @@ CUresult CUDAAPI cuGraphicsMapResources(unsigned int count, CUgraphicsResource *
   }
   case OMLC_MODE_MPS:
     (void)count; (void)resources; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuGraphicsMapResources);
+    return omlc_traced(OMLC_SYM_cuGraphicsMapResources, omlc_not_supported(OMLC_SYM_cuGraphicsMapResources));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3182,7 +3182,7 @@ CUresult CUDAAPI cuGraphicsMapResources_ptsz(unsigned int count, CUgraphicsResou
   }
   case OMLC_MODE_MPS:
     (void)count; (void)resources; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuGraphicsMapResources_ptsz);
+    return omlc_traced(OMLC_SYM_cuGraphicsMapResources_ptsz, omlc_not_supported(OMLC_SYM_cuGraphicsMapResources_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3196,7 +3196,7 @@ CUresult CUDAAPI cuGraphicsResourceGetMappedMipmappedArray(CUmipmappedArray *pMi
   }
   case OMLC_MODE_MPS:
     (void)pMipmappedArray; (void)resource;
-    return omlc_not_supported(OMLC_SYM_cuGraphicsResourceGetMappedMipmappedArray);
+    return omlc_traced(OMLC_SYM_cuGraphicsResourceGetMappedMipmappedArray, omlc_not_supported(OMLC_SYM_cuGraphicsResourceGetMappedMipmappedArray));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3210,7 +3210,7 @@ CUresult CUDAAPI cuGraphicsResourceGetMappedPointer(CUdeviceptr_v1 *pDevPtr, uns
   }
   case OMLC_MODE_MPS:
     (void)pDevPtr; (void)pSize; (void)resource;
-    return omlc_not_supported(OMLC_SYM_cuGraphicsResourceGetMappedPointer);
+    return omlc_traced(OMLC_SYM_cuGraphicsResourceGetMappedPointer, omlc_not_supported(OMLC_SYM_cuGraphicsResourceGetMappedPointer));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3224,7 +3224,7 @@ CUresult CUDAAPI cuGraphicsResourceGetMappedPointer_v2(CUdeviceptr_v2 *pDevPtr, 
   }
   case OMLC_MODE_MPS:
     (void)pDevPtr; (void)pSize; (void)resource;
-    return omlc_not_supported(OMLC_SYM_cuGraphicsResourceGetMappedPointer_v2);
+    return omlc_traced(OMLC_SYM_cuGraphicsResourceGetMappedPointer_v2, omlc_not_supported(OMLC_SYM_cuGraphicsResourceGetMappedPointer_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3238,7 +3238,7 @@ CUresult CUDAAPI cuGraphicsResourceSetMapFlags(CUgraphicsResource resource, unsi
   }
   case OMLC_MODE_MPS:
     (void)resource; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuGraphicsResourceSetMapFlags);
+    return omlc_traced(OMLC_SYM_cuGraphicsResourceSetMapFlags, omlc_not_supported(OMLC_SYM_cuGraphicsResourceSetMapFlags));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3252,7 +3252,7 @@ CUresult CUDAAPI cuGraphicsResourceSetMapFlags_v2(CUgraphicsResource resource, u
   }
   case OMLC_MODE_MPS:
     (void)resource; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuGraphicsResourceSetMapFlags_v2);
+    return omlc_traced(OMLC_SYM_cuGraphicsResourceSetMapFlags_v2, omlc_not_supported(OMLC_SYM_cuGraphicsResourceSetMapFlags_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3266,7 +3266,7 @@ CUresult CUDAAPI cuGraphicsSubResourceGetMappedArray(CUarray *pArray, CUgraphics
   }
   case OMLC_MODE_MPS:
     (void)pArray; (void)resource; (void)arrayIndex; (void)mipLevel;
-    return omlc_not_supported(OMLC_SYM_cuGraphicsSubResourceGetMappedArray);
+    return omlc_traced(OMLC_SYM_cuGraphicsSubResourceGetMappedArray, omlc_not_supported(OMLC_SYM_cuGraphicsSubResourceGetMappedArray));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3280,7 +3280,7 @@ CUresult CUDAAPI cuGraphicsUnmapResources(unsigned int count, CUgraphicsResource
   }
   case OMLC_MODE_MPS:
     (void)count; (void)resources; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuGraphicsUnmapResources);
+    return omlc_traced(OMLC_SYM_cuGraphicsUnmapResources, omlc_not_supported(OMLC_SYM_cuGraphicsUnmapResources));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3294,7 +3294,7 @@ CUresult CUDAAPI cuGraphicsUnmapResources_ptsz(unsigned int count, CUgraphicsRes
   }
   case OMLC_MODE_MPS:
     (void)count; (void)resources; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuGraphicsUnmapResources_ptsz);
+    return omlc_traced(OMLC_SYM_cuGraphicsUnmapResources_ptsz, omlc_not_supported(OMLC_SYM_cuGraphicsUnmapResources_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3308,7 +3308,7 @@ CUresult CUDAAPI cuGraphicsUnregisterResource(CUgraphicsResource resource) {
   }
   case OMLC_MODE_MPS:
     (void)resource;
-    return omlc_not_supported(OMLC_SYM_cuGraphicsUnregisterResource);
+    return omlc_traced(OMLC_SYM_cuGraphicsUnregisterResource, omlc_not_supported(OMLC_SYM_cuGraphicsUnregisterResource));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3322,7 +3322,7 @@ CUresult CUDAAPI cuGreenCtxCreate(CUgreenCtx* phCtx, CUdevResourceDesc desc, CUd
   }
   case OMLC_MODE_MPS:
     (void)phCtx; (void)desc; (void)dev; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuGreenCtxCreate);
+    return omlc_traced(OMLC_SYM_cuGreenCtxCreate, omlc_not_supported(OMLC_SYM_cuGreenCtxCreate));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3336,7 +3336,7 @@ CUresult CUDAAPI cuGreenCtxDestroy(CUgreenCtx hCtx) {
   }
   case OMLC_MODE_MPS:
     (void)hCtx;
-    return omlc_not_supported(OMLC_SYM_cuGreenCtxDestroy);
+    return omlc_traced(OMLC_SYM_cuGreenCtxDestroy, omlc_not_supported(OMLC_SYM_cuGreenCtxDestroy));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3350,7 +3350,7 @@ CUresult CUDAAPI cuGreenCtxGetDevResource(CUgreenCtx hCtx, CUdevResource* result
   }
   case OMLC_MODE_MPS:
     (void)hCtx; (void)result; (void)type;
-    return omlc_not_supported(OMLC_SYM_cuGreenCtxGetDevResource);
+    return omlc_traced(OMLC_SYM_cuGreenCtxGetDevResource, omlc_not_supported(OMLC_SYM_cuGreenCtxGetDevResource));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3364,7 +3364,7 @@ CUresult CUDAAPI cuGreenCtxGetId(CUgreenCtx greenCtx, unsigned long long *greenC
   }
   case OMLC_MODE_MPS:
     (void)greenCtx; (void)greenCtxId;
-    return omlc_not_supported(OMLC_SYM_cuGreenCtxGetId);
+    return omlc_traced(OMLC_SYM_cuGreenCtxGetId, omlc_not_supported(OMLC_SYM_cuGreenCtxGetId));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3378,7 +3378,7 @@ CUresult CUDAAPI cuGreenCtxRecordEvent(CUgreenCtx hCtx, CUevent hEvent) {
   }
   case OMLC_MODE_MPS:
     (void)hCtx; (void)hEvent;
-    return omlc_not_supported(OMLC_SYM_cuGreenCtxRecordEvent);
+    return omlc_traced(OMLC_SYM_cuGreenCtxRecordEvent, omlc_not_supported(OMLC_SYM_cuGreenCtxRecordEvent));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3392,7 +3392,7 @@ CUresult CUDAAPI cuGreenCtxStreamCreate(CUstream* phStream, CUgreenCtx greenCtx,
   }
   case OMLC_MODE_MPS:
     (void)phStream; (void)greenCtx; (void)flags; (void)priority;
-    return omlc_not_supported(OMLC_SYM_cuGreenCtxStreamCreate);
+    return omlc_traced(OMLC_SYM_cuGreenCtxStreamCreate, omlc_not_supported(OMLC_SYM_cuGreenCtxStreamCreate));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3406,7 +3406,7 @@ CUresult CUDAAPI cuGreenCtxWaitEvent(CUgreenCtx hCtx, CUevent hEvent) {
   }
   case OMLC_MODE_MPS:
     (void)hCtx; (void)hEvent;
-    return omlc_not_supported(OMLC_SYM_cuGreenCtxWaitEvent);
+    return omlc_traced(OMLC_SYM_cuGreenCtxWaitEvent, omlc_not_supported(OMLC_SYM_cuGreenCtxWaitEvent));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3420,7 +3420,7 @@ CUresult CUDAAPI cuImportExternalMemory(CUexternalMemory *extMem_out, const CUDA
   }
   case OMLC_MODE_MPS:
     (void)extMem_out; (void)memHandleDesc;
-    return omlc_not_supported(OMLC_SYM_cuImportExternalMemory);
+    return omlc_traced(OMLC_SYM_cuImportExternalMemory, omlc_not_supported(OMLC_SYM_cuImportExternalMemory));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3434,7 +3434,7 @@ CUresult CUDAAPI cuImportExternalSemaphore(CUexternalSemaphore *extSem_out, cons
   }
   case OMLC_MODE_MPS:
     (void)extSem_out; (void)semHandleDesc;
-    return omlc_not_supported(OMLC_SYM_cuImportExternalSemaphore);
+    return omlc_traced(OMLC_SYM_cuImportExternalSemaphore, omlc_not_supported(OMLC_SYM_cuImportExternalSemaphore));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3446,7 +3446,7 @@ CUresult CUDAAPI cuInit(unsigned int Flags) {
     omlc_fn real = omlc_real(OMLC_SYM_cuInit);
     return real ? ((CUresult (CUDAAPI *)(unsigned int Flags))real)(Flags) : omlc_bypass_missing(OMLC_SYM_cuInit);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuInit(Flags);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuInit, omlc_mps_cuInit(Flags));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3460,7 +3460,7 @@ CUresult CUDAAPI cuIpcCloseMemHandle(CUdeviceptr_v2 dptr) {
   }
   case OMLC_MODE_MPS:
     (void)dptr;
-    return omlc_not_supported(OMLC_SYM_cuIpcCloseMemHandle);
+    return omlc_traced(OMLC_SYM_cuIpcCloseMemHandle, omlc_not_supported(OMLC_SYM_cuIpcCloseMemHandle));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3474,7 +3474,7 @@ CUresult CUDAAPI cuIpcGetEventHandle(CUipcEventHandle_v1 *pHandle, CUevent event
   }
   case OMLC_MODE_MPS:
     (void)pHandle; (void)event;
-    return omlc_not_supported(OMLC_SYM_cuIpcGetEventHandle);
+    return omlc_traced(OMLC_SYM_cuIpcGetEventHandle, omlc_not_supported(OMLC_SYM_cuIpcGetEventHandle));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3488,7 +3488,7 @@ CUresult CUDAAPI cuIpcGetMemHandle(CUipcMemHandle_v1 *pHandle, CUdeviceptr_v2 dp
   }
   case OMLC_MODE_MPS:
     (void)pHandle; (void)dptr;
-    return omlc_not_supported(OMLC_SYM_cuIpcGetMemHandle);
+    return omlc_traced(OMLC_SYM_cuIpcGetMemHandle, omlc_not_supported(OMLC_SYM_cuIpcGetMemHandle));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3502,7 +3502,7 @@ CUresult CUDAAPI cuIpcOpenEventHandle(CUevent *phEvent, CUipcEventHandle_v1 hand
   }
   case OMLC_MODE_MPS:
     (void)phEvent; (void)handle;
-    return omlc_not_supported(OMLC_SYM_cuIpcOpenEventHandle);
+    return omlc_traced(OMLC_SYM_cuIpcOpenEventHandle, omlc_not_supported(OMLC_SYM_cuIpcOpenEventHandle));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3516,7 +3516,7 @@ CUresult CUDAAPI cuIpcOpenMemHandle(CUdeviceptr_v2 *pdptr, CUipcMemHandle_v1 han
   }
   case OMLC_MODE_MPS:
     (void)pdptr; (void)handle; (void)Flags;
-    return omlc_not_supported(OMLC_SYM_cuIpcOpenMemHandle);
+    return omlc_traced(OMLC_SYM_cuIpcOpenMemHandle, omlc_not_supported(OMLC_SYM_cuIpcOpenMemHandle));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3530,7 +3530,7 @@ CUresult CUDAAPI cuIpcOpenMemHandle_v2(CUdeviceptr_v2 *pdptr, CUipcMemHandle_v1 
   }
   case OMLC_MODE_MPS:
     (void)pdptr; (void)handle; (void)Flags;
-    return omlc_not_supported(OMLC_SYM_cuIpcOpenMemHandle_v2);
+    return omlc_traced(OMLC_SYM_cuIpcOpenMemHandle_v2, omlc_not_supported(OMLC_SYM_cuIpcOpenMemHandle_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3544,7 +3544,7 @@ CUresult CUDAAPI cuKernelGetAttribute(int *pi, CUfunction_attribute attrib, CUke
   }
   case OMLC_MODE_MPS:
     (void)pi; (void)attrib; (void)kernel; (void)dev;
-    return omlc_not_supported(OMLC_SYM_cuKernelGetAttribute);
+    return omlc_traced(OMLC_SYM_cuKernelGetAttribute, omlc_not_supported(OMLC_SYM_cuKernelGetAttribute));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3556,7 +3556,7 @@ CUresult CUDAAPI cuKernelGetFunction(CUfunction *pFunc, CUkernel kernel) {
     omlc_fn real = omlc_real(OMLC_SYM_cuKernelGetFunction);
     return real ? ((CUresult (CUDAAPI *)(CUfunction *pFunc, CUkernel kernel))real)(pFunc, kernel) : omlc_bypass_missing(OMLC_SYM_cuKernelGetFunction);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuKernelGetFunction(pFunc, kernel);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuKernelGetFunction, omlc_mps_cuKernelGetFunction(pFunc, kernel));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3570,7 +3570,7 @@ CUresult CUDAAPI cuKernelGetLibrary(CUlibrary *pLib, CUkernel kernel) {
   }
   case OMLC_MODE_MPS:
     (void)pLib; (void)kernel;
-    return omlc_not_supported(OMLC_SYM_cuKernelGetLibrary);
+    return omlc_traced(OMLC_SYM_cuKernelGetLibrary, omlc_not_supported(OMLC_SYM_cuKernelGetLibrary));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3584,7 +3584,7 @@ CUresult CUDAAPI cuKernelGetName(const char **name, CUkernel hfunc) {
   }
   case OMLC_MODE_MPS:
     (void)name; (void)hfunc;
-    return omlc_not_supported(OMLC_SYM_cuKernelGetName);
+    return omlc_traced(OMLC_SYM_cuKernelGetName, omlc_not_supported(OMLC_SYM_cuKernelGetName));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3598,7 +3598,7 @@ CUresult CUDAAPI cuKernelGetParamInfo(CUkernel kernel, size_t paramIndex, size_t
   }
   case OMLC_MODE_MPS:
     (void)kernel; (void)paramIndex; (void)paramOffset; (void)paramSize;
-    return omlc_not_supported(OMLC_SYM_cuKernelGetParamInfo);
+    return omlc_traced(OMLC_SYM_cuKernelGetParamInfo, omlc_not_supported(OMLC_SYM_cuKernelGetParamInfo));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3612,7 +3612,7 @@ CUresult CUDAAPI cuKernelSetAttribute(CUfunction_attribute attrib, int val, CUke
   }
   case OMLC_MODE_MPS:
     (void)attrib; (void)val; (void)kernel; (void)dev;
-    return omlc_not_supported(OMLC_SYM_cuKernelSetAttribute);
+    return omlc_traced(OMLC_SYM_cuKernelSetAttribute, omlc_not_supported(OMLC_SYM_cuKernelSetAttribute));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3626,7 +3626,7 @@ CUresult CUDAAPI cuKernelSetCacheConfig(CUkernel kernel, CUfunc_cache config, CU
   }
   case OMLC_MODE_MPS:
     (void)kernel; (void)config; (void)dev;
-    return omlc_not_supported(OMLC_SYM_cuKernelSetCacheConfig);
+    return omlc_traced(OMLC_SYM_cuKernelSetCacheConfig, omlc_not_supported(OMLC_SYM_cuKernelSetCacheConfig));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3640,7 +3640,7 @@ CUresult CUDAAPI cuLaunch(CUfunction f) {
   }
   case OMLC_MODE_MPS:
     (void)f;
-    return omlc_not_supported(OMLC_SYM_cuLaunch);
+    return omlc_traced(OMLC_SYM_cuLaunch, omlc_not_supported(OMLC_SYM_cuLaunch));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3654,7 +3654,7 @@ CUresult CUDAAPI cuLaunchCooperativeKernel(CUfunction f, unsigned int gridDimX, 
   }
   case OMLC_MODE_MPS:
     (void)f; (void)gridDimX; (void)gridDimY; (void)gridDimZ; (void)blockDimX; (void)blockDimY; (void)blockDimZ; (void)sharedMemBytes; (void)hStream; (void)kernelParams;
-    return omlc_not_supported(OMLC_SYM_cuLaunchCooperativeKernel);
+    return omlc_traced(OMLC_SYM_cuLaunchCooperativeKernel, omlc_not_supported(OMLC_SYM_cuLaunchCooperativeKernel));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3668,7 +3668,7 @@ CUresult CUDAAPI cuLaunchCooperativeKernelMultiDevice(CUDA_LAUNCH_PARAMS_v1 *lau
   }
   case OMLC_MODE_MPS:
     (void)launchParamsList; (void)numDevices; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuLaunchCooperativeKernelMultiDevice);
+    return omlc_traced(OMLC_SYM_cuLaunchCooperativeKernelMultiDevice, omlc_not_supported(OMLC_SYM_cuLaunchCooperativeKernelMultiDevice));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3682,7 +3682,7 @@ CUresult CUDAAPI cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned int gridD
   }
   case OMLC_MODE_MPS:
     (void)f; (void)gridDimX; (void)gridDimY; (void)gridDimZ; (void)blockDimX; (void)blockDimY; (void)blockDimZ; (void)sharedMemBytes; (void)hStream; (void)kernelParams;
-    return omlc_not_supported(OMLC_SYM_cuLaunchCooperativeKernel_ptsz);
+    return omlc_traced(OMLC_SYM_cuLaunchCooperativeKernel_ptsz, omlc_not_supported(OMLC_SYM_cuLaunchCooperativeKernel_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3696,7 +3696,7 @@ CUresult CUDAAPI cuLaunchGrid(CUfunction f, int grid_width, int grid_height) {
   }
   case OMLC_MODE_MPS:
     (void)f; (void)grid_width; (void)grid_height;
-    return omlc_not_supported(OMLC_SYM_cuLaunchGrid);
+    return omlc_traced(OMLC_SYM_cuLaunchGrid, omlc_not_supported(OMLC_SYM_cuLaunchGrid));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3710,7 +3710,7 @@ CUresult CUDAAPI cuLaunchGridAsync(CUfunction f, int grid_width, int grid_height
   }
   case OMLC_MODE_MPS:
     (void)f; (void)grid_width; (void)grid_height; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuLaunchGridAsync);
+    return omlc_traced(OMLC_SYM_cuLaunchGridAsync, omlc_not_supported(OMLC_SYM_cuLaunchGridAsync));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3724,7 +3724,7 @@ CUresult CUDAAPI cuLaunchHostFunc(CUstream hStream, CUhostFn fn, void *userData)
   }
   case OMLC_MODE_MPS:
     (void)hStream; (void)fn; (void)userData;
-    return omlc_not_supported(OMLC_SYM_cuLaunchHostFunc);
+    return omlc_traced(OMLC_SYM_cuLaunchHostFunc, omlc_not_supported(OMLC_SYM_cuLaunchHostFunc));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3738,7 +3738,7 @@ CUresult CUDAAPI cuLaunchHostFunc_ptsz(CUstream hStream, CUhostFn fn, void *user
   }
   case OMLC_MODE_MPS:
     (void)hStream; (void)fn; (void)userData;
-    return omlc_not_supported(OMLC_SYM_cuLaunchHostFunc_ptsz);
+    return omlc_traced(OMLC_SYM_cuLaunchHostFunc_ptsz, omlc_not_supported(OMLC_SYM_cuLaunchHostFunc_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3750,7 +3750,7 @@ CUresult CUDAAPI cuLaunchKernel(CUfunction f, unsigned int gridDimX, unsigned in
     omlc_fn real = omlc_real(OMLC_SYM_cuLaunchKernel);
     return real ? ((CUresult (CUDAAPI *)(CUfunction f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ, unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ, unsigned int sharedMemBytes, CUstream hStream, void **kernelParams, void **extra))real)(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes, hStream, kernelParams, extra) : omlc_bypass_missing(OMLC_SYM_cuLaunchKernel);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuLaunchKernel(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes, hStream, kernelParams, extra);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuLaunchKernel, omlc_mps_cuLaunchKernel(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes, hStream, kernelParams, extra));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3762,7 +3762,7 @@ CUresult CUDAAPI cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f, vo
     omlc_fn real = omlc_real(OMLC_SYM_cuLaunchKernelEx);
     return real ? ((CUresult (CUDAAPI *)(const CUlaunchConfig *config, CUfunction f, void **kernelParams, void **extra))real)(config, f, kernelParams, extra) : omlc_bypass_missing(OMLC_SYM_cuLaunchKernelEx);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuLaunchKernelEx(config, f, kernelParams, extra);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuLaunchKernelEx, omlc_mps_cuLaunchKernelEx(config, f, kernelParams, extra));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3774,7 +3774,7 @@ CUresult CUDAAPI cuLaunchKernelEx_ptsz(const CUlaunchConfig *config, CUfunction 
     omlc_fn real = omlc_real(OMLC_SYM_cuLaunchKernelEx_ptsz);
     return real ? ((CUresult (CUDAAPI *)(const CUlaunchConfig *config, CUfunction f, void **kernelParams, void **extra))real)(config, f, kernelParams, extra) : omlc_bypass_missing(OMLC_SYM_cuLaunchKernelEx_ptsz);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuLaunchKernelEx_ptsz(config, f, kernelParams, extra);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuLaunchKernelEx_ptsz, omlc_mps_cuLaunchKernelEx_ptsz(config, f, kernelParams, extra));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3786,7 +3786,7 @@ CUresult CUDAAPI cuLaunchKernel_ptsz(CUfunction f, unsigned int gridDimX, unsign
     omlc_fn real = omlc_real(OMLC_SYM_cuLaunchKernel_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUfunction f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ, unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ, unsigned int sharedMemBytes, CUstream hStream, void **kernelParams, void **extra))real)(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes, hStream, kernelParams, extra) : omlc_bypass_missing(OMLC_SYM_cuLaunchKernel_ptsz);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuLaunchKernel_ptsz(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes, hStream, kernelParams, extra);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuLaunchKernel_ptsz, omlc_mps_cuLaunchKernel_ptsz(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes, hStream, kernelParams, extra));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3800,7 +3800,7 @@ CUresult CUDAAPI cuLibraryEnumerateKernels(CUkernel *kernels, unsigned int numKe
   }
   case OMLC_MODE_MPS:
     (void)kernels; (void)numKernels; (void)lib;
-    return omlc_not_supported(OMLC_SYM_cuLibraryEnumerateKernels);
+    return omlc_traced(OMLC_SYM_cuLibraryEnumerateKernels, omlc_not_supported(OMLC_SYM_cuLibraryEnumerateKernels));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3814,7 +3814,7 @@ CUresult CUDAAPI cuLibraryGetGlobal(CUdeviceptr *dptr, size_t *bytes, CUlibrary 
   }
   case OMLC_MODE_MPS:
     (void)dptr; (void)bytes; (void)library; (void)name;
-    return omlc_not_supported(OMLC_SYM_cuLibraryGetGlobal);
+    return omlc_traced(OMLC_SYM_cuLibraryGetGlobal, omlc_not_supported(OMLC_SYM_cuLibraryGetGlobal));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3826,7 +3826,7 @@ CUresult CUDAAPI cuLibraryGetKernel(CUkernel *pKernel, CUlibrary library, const 
     omlc_fn real = omlc_real(OMLC_SYM_cuLibraryGetKernel);
     return real ? ((CUresult (CUDAAPI *)(CUkernel *pKernel, CUlibrary library, const char *name))real)(pKernel, library, name) : omlc_bypass_missing(OMLC_SYM_cuLibraryGetKernel);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuLibraryGetKernel(pKernel, library, name);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuLibraryGetKernel, omlc_mps_cuLibraryGetKernel(pKernel, library, name));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3840,7 +3840,7 @@ CUresult CUDAAPI cuLibraryGetKernelCount(unsigned int *count, CUlibrary lib) {
   }
   case OMLC_MODE_MPS:
     (void)count; (void)lib;
-    return omlc_not_supported(OMLC_SYM_cuLibraryGetKernelCount);
+    return omlc_traced(OMLC_SYM_cuLibraryGetKernelCount, omlc_not_supported(OMLC_SYM_cuLibraryGetKernelCount));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3854,7 +3854,7 @@ CUresult CUDAAPI cuLibraryGetManaged(CUdeviceptr *dptr, size_t *bytes, CUlibrary
   }
   case OMLC_MODE_MPS:
     (void)dptr; (void)bytes; (void)library; (void)name;
-    return omlc_not_supported(OMLC_SYM_cuLibraryGetManaged);
+    return omlc_traced(OMLC_SYM_cuLibraryGetManaged, omlc_not_supported(OMLC_SYM_cuLibraryGetManaged));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3868,7 +3868,7 @@ CUresult CUDAAPI cuLibraryGetModule(CUmodule *pMod, CUlibrary library) {
   }
   case OMLC_MODE_MPS:
     (void)pMod; (void)library;
-    return omlc_not_supported(OMLC_SYM_cuLibraryGetModule);
+    return omlc_traced(OMLC_SYM_cuLibraryGetModule, omlc_not_supported(OMLC_SYM_cuLibraryGetModule));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3882,7 +3882,7 @@ CUresult CUDAAPI cuLibraryGetUnifiedFunction(void **fptr, CUlibrary library, con
   }
   case OMLC_MODE_MPS:
     (void)fptr; (void)library; (void)symbol;
-    return omlc_not_supported(OMLC_SYM_cuLibraryGetUnifiedFunction);
+    return omlc_traced(OMLC_SYM_cuLibraryGetUnifiedFunction, omlc_not_supported(OMLC_SYM_cuLibraryGetUnifiedFunction));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3894,7 +3894,7 @@ CUresult CUDAAPI cuLibraryLoadData(CUlibrary *library, const void *code, CUjit_o
     omlc_fn real = omlc_real(OMLC_SYM_cuLibraryLoadData);
     return real ? ((CUresult (CUDAAPI *)(CUlibrary *library, const void *code, CUjit_option *jitOptions, void **jitOptionsValues, unsigned int numJitOptions, CUlibraryOption *libraryOptions, void** libraryOptionValues, unsigned int numLibraryOptions))real)(library, code, jitOptions, jitOptionsValues, numJitOptions, libraryOptions, libraryOptionValues, numLibraryOptions) : omlc_bypass_missing(OMLC_SYM_cuLibraryLoadData);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuLibraryLoadData(library, code, jitOptions, jitOptionsValues, numJitOptions, libraryOptions, libraryOptionValues, numLibraryOptions);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuLibraryLoadData, omlc_mps_cuLibraryLoadData(library, code, jitOptions, jitOptionsValues, numJitOptions, libraryOptions, libraryOptionValues, numLibraryOptions));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3908,7 +3908,7 @@ CUresult CUDAAPI cuLibraryLoadFromFile(CUlibrary *library, const char *fileName,
   }
   case OMLC_MODE_MPS:
     (void)library; (void)fileName; (void)jitOptions; (void)jitOptionsValues; (void)numJitOptions; (void)libraryOptions; (void)libraryOptionValues; (void)numLibraryOptions;
-    return omlc_not_supported(OMLC_SYM_cuLibraryLoadFromFile);
+    return omlc_traced(OMLC_SYM_cuLibraryLoadFromFile, omlc_not_supported(OMLC_SYM_cuLibraryLoadFromFile));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3920,7 +3920,7 @@ CUresult CUDAAPI cuLibraryUnload(CUlibrary library) {
     omlc_fn real = omlc_real(OMLC_SYM_cuLibraryUnload);
     return real ? ((CUresult (CUDAAPI *)(CUlibrary library))real)(library) : omlc_bypass_missing(OMLC_SYM_cuLibraryUnload);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuLibraryUnload(library);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuLibraryUnload, omlc_mps_cuLibraryUnload(library));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3934,7 +3934,7 @@ CUresult CUDAAPI cuLinkAddData(CUlinkState state, CUjitInputType type, void *dat
   }
   case OMLC_MODE_MPS:
     (void)state; (void)type; (void)data; (void)size; (void)name; (void)numOptions; (void)options; (void)optionValues;
-    return omlc_not_supported(OMLC_SYM_cuLinkAddData);
+    return omlc_traced(OMLC_SYM_cuLinkAddData, omlc_not_supported(OMLC_SYM_cuLinkAddData));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3948,7 +3948,7 @@ CUresult CUDAAPI cuLinkAddData_v2(CUlinkState state, CUjitInputType type, void *
   }
   case OMLC_MODE_MPS:
     (void)state; (void)type; (void)data; (void)size; (void)name; (void)numOptions; (void)options; (void)optionValues;
-    return omlc_not_supported(OMLC_SYM_cuLinkAddData_v2);
+    return omlc_traced(OMLC_SYM_cuLinkAddData_v2, omlc_not_supported(OMLC_SYM_cuLinkAddData_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3962,7 +3962,7 @@ CUresult CUDAAPI cuLinkAddFile(CUlinkState state, CUjitInputType type, const cha
   }
   case OMLC_MODE_MPS:
     (void)state; (void)type; (void)path; (void)numOptions; (void)options; (void)optionValues;
-    return omlc_not_supported(OMLC_SYM_cuLinkAddFile);
+    return omlc_traced(OMLC_SYM_cuLinkAddFile, omlc_not_supported(OMLC_SYM_cuLinkAddFile));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3976,7 +3976,7 @@ CUresult CUDAAPI cuLinkAddFile_v2(CUlinkState state, CUjitInputType type, const 
   }
   case OMLC_MODE_MPS:
     (void)state; (void)type; (void)path; (void)numOptions; (void)options; (void)optionValues;
-    return omlc_not_supported(OMLC_SYM_cuLinkAddFile_v2);
+    return omlc_traced(OMLC_SYM_cuLinkAddFile_v2, omlc_not_supported(OMLC_SYM_cuLinkAddFile_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3990,7 +3990,7 @@ CUresult CUDAAPI cuLinkComplete(CUlinkState state, void **cubinOut, size_t *size
   }
   case OMLC_MODE_MPS:
     (void)state; (void)cubinOut; (void)sizeOut;
-    return omlc_not_supported(OMLC_SYM_cuLinkComplete);
+    return omlc_traced(OMLC_SYM_cuLinkComplete, omlc_not_supported(OMLC_SYM_cuLinkComplete));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4004,7 +4004,7 @@ CUresult CUDAAPI cuLinkCreate(unsigned int numOptions, CUjit_option *options, vo
   }
   case OMLC_MODE_MPS:
     (void)numOptions; (void)options; (void)optionValues; (void)stateOut;
-    return omlc_not_supported(OMLC_SYM_cuLinkCreate);
+    return omlc_traced(OMLC_SYM_cuLinkCreate, omlc_not_supported(OMLC_SYM_cuLinkCreate));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4018,7 +4018,7 @@ CUresult CUDAAPI cuLinkCreate_v2(unsigned int numOptions, CUjit_option *options,
   }
   case OMLC_MODE_MPS:
     (void)numOptions; (void)options; (void)optionValues; (void)stateOut;
-    return omlc_not_supported(OMLC_SYM_cuLinkCreate_v2);
+    return omlc_traced(OMLC_SYM_cuLinkCreate_v2, omlc_not_supported(OMLC_SYM_cuLinkCreate_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4032,7 +4032,7 @@ CUresult CUDAAPI cuLinkDestroy(CUlinkState state) {
   }
   case OMLC_MODE_MPS:
     (void)state;
-    return omlc_not_supported(OMLC_SYM_cuLinkDestroy);
+    return omlc_traced(OMLC_SYM_cuLinkDestroy, omlc_not_supported(OMLC_SYM_cuLinkDestroy));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4046,7 +4046,7 @@ CUresult CUDAAPI cuLogsCurrent(CUlogIterator *iterator, unsigned int flags) {
   }
   case OMLC_MODE_MPS:
     (void)iterator; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuLogsCurrent);
+    return omlc_traced(OMLC_SYM_cuLogsCurrent, omlc_not_supported(OMLC_SYM_cuLogsCurrent));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4060,7 +4060,7 @@ CUresult CUDAAPI cuLogsDumpToFile(CUlogIterator *iterator, const char *pathToFil
   }
   case OMLC_MODE_MPS:
     (void)iterator; (void)pathToFile; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuLogsDumpToFile);
+    return omlc_traced(OMLC_SYM_cuLogsDumpToFile, omlc_not_supported(OMLC_SYM_cuLogsDumpToFile));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4074,7 +4074,7 @@ CUresult CUDAAPI cuLogsDumpToMemory(CUlogIterator *iterator, char *buffer, size_
   }
   case OMLC_MODE_MPS:
     (void)iterator; (void)buffer; (void)size; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuLogsDumpToMemory);
+    return omlc_traced(OMLC_SYM_cuLogsDumpToMemory, omlc_not_supported(OMLC_SYM_cuLogsDumpToMemory));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4088,7 +4088,7 @@ CUresult CUDAAPI cuLogsRegisterCallback(CUlogsCallback callbackFunc, void *userD
   }
   case OMLC_MODE_MPS:
     (void)callbackFunc; (void)userData; (void)callback;
-    return omlc_not_supported(OMLC_SYM_cuLogsRegisterCallback);
+    return omlc_traced(OMLC_SYM_cuLogsRegisterCallback, omlc_not_supported(OMLC_SYM_cuLogsRegisterCallback));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4102,7 +4102,7 @@ CUresult CUDAAPI cuLogsUnregisterCallback(CUlogsCallbackHandle callback) {
   }
   case OMLC_MODE_MPS:
     (void)callback;
-    return omlc_not_supported(OMLC_SYM_cuLogsUnregisterCallback);
+    return omlc_traced(OMLC_SYM_cuLogsUnregisterCallback, omlc_not_supported(OMLC_SYM_cuLogsUnregisterCallback));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4116,7 +4116,7 @@ CUresult CUDAAPI cuMemAddressFree(CUdeviceptr_v2 ptr, size_t size) {
   }
   case OMLC_MODE_MPS:
     (void)ptr; (void)size;
-    return omlc_not_supported(OMLC_SYM_cuMemAddressFree);
+    return omlc_traced(OMLC_SYM_cuMemAddressFree, omlc_not_supported(OMLC_SYM_cuMemAddressFree));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4130,7 +4130,7 @@ CUresult CUDAAPI cuMemAddressReserve(CUdeviceptr_v2 *ptr, size_t size, size_t al
   }
   case OMLC_MODE_MPS:
     (void)ptr; (void)size; (void)alignment; (void)addr; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuMemAddressReserve);
+    return omlc_traced(OMLC_SYM_cuMemAddressReserve, omlc_not_supported(OMLC_SYM_cuMemAddressReserve));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4144,7 +4144,7 @@ CUresult CUDAAPI cuMemAdvise(CUdeviceptr_v2 devPtr, size_t count, CUmem_advise a
   }
   case OMLC_MODE_MPS:
     (void)devPtr; (void)count; (void)advice; (void)device;
-    return omlc_not_supported(OMLC_SYM_cuMemAdvise);
+    return omlc_traced(OMLC_SYM_cuMemAdvise, omlc_not_supported(OMLC_SYM_cuMemAdvise));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4158,7 +4158,7 @@ CUresult CUDAAPI cuMemAdvise_v2(CUdeviceptr_v2 devPtr, size_t count, CUmem_advis
   }
   case OMLC_MODE_MPS:
     (void)devPtr; (void)count; (void)advice; (void)location;
-    return omlc_not_supported(OMLC_SYM_cuMemAdvise_v2);
+    return omlc_traced(OMLC_SYM_cuMemAdvise_v2, omlc_not_supported(OMLC_SYM_cuMemAdvise_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4172,7 +4172,7 @@ CUresult CUDAAPI cuMemAlloc(CUdeviceptr_v1 *dptr, unsigned int bytesize) {
   }
   case OMLC_MODE_MPS:
     (void)dptr; (void)bytesize;
-    return omlc_not_supported(OMLC_SYM_cuMemAlloc);
+    return omlc_traced(OMLC_SYM_cuMemAlloc, omlc_not_supported(OMLC_SYM_cuMemAlloc));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4186,7 +4186,7 @@ CUresult CUDAAPI cuMemAllocAsync(CUdeviceptr_v2 *dptr, size_t bytesize, CUstream
   }
   case OMLC_MODE_MPS:
     (void)dptr; (void)bytesize; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemAllocAsync);
+    return omlc_traced(OMLC_SYM_cuMemAllocAsync, omlc_not_supported(OMLC_SYM_cuMemAllocAsync));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4200,7 +4200,7 @@ CUresult CUDAAPI cuMemAllocAsync_ptsz(CUdeviceptr_v2 *dptr, size_t bytesize, CUs
   }
   case OMLC_MODE_MPS:
     (void)dptr; (void)bytesize; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemAllocAsync_ptsz);
+    return omlc_traced(OMLC_SYM_cuMemAllocAsync_ptsz, omlc_not_supported(OMLC_SYM_cuMemAllocAsync_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4214,7 +4214,7 @@ CUresult CUDAAPI cuMemAllocFromPoolAsync(CUdeviceptr_v2 *dptr, size_t bytesize, 
   }
   case OMLC_MODE_MPS:
     (void)dptr; (void)bytesize; (void)pool; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemAllocFromPoolAsync);
+    return omlc_traced(OMLC_SYM_cuMemAllocFromPoolAsync, omlc_not_supported(OMLC_SYM_cuMemAllocFromPoolAsync));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4228,7 +4228,7 @@ CUresult CUDAAPI cuMemAllocFromPoolAsync_ptsz(CUdeviceptr_v2 *dptr, size_t bytes
   }
   case OMLC_MODE_MPS:
     (void)dptr; (void)bytesize; (void)pool; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemAllocFromPoolAsync_ptsz);
+    return omlc_traced(OMLC_SYM_cuMemAllocFromPoolAsync_ptsz, omlc_not_supported(OMLC_SYM_cuMemAllocFromPoolAsync_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4242,7 +4242,7 @@ CUresult CUDAAPI cuMemAllocHost(void **pp, unsigned int bytesize) {
   }
   case OMLC_MODE_MPS:
     (void)pp; (void)bytesize;
-    return omlc_not_supported(OMLC_SYM_cuMemAllocHost);
+    return omlc_traced(OMLC_SYM_cuMemAllocHost, omlc_not_supported(OMLC_SYM_cuMemAllocHost));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4254,7 +4254,7 @@ CUresult CUDAAPI cuMemAllocHost_v2(void **pp, size_t bytesize) {
     omlc_fn real = omlc_real(OMLC_SYM_cuMemAllocHost_v2);
     return real ? ((CUresult (CUDAAPI *)(void **pp, size_t bytesize))real)(pp, bytesize) : omlc_bypass_missing(OMLC_SYM_cuMemAllocHost_v2);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemAllocHost_v2(pp, bytesize);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemAllocHost_v2, omlc_mps_cuMemAllocHost_v2(pp, bytesize));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4268,7 +4268,7 @@ CUresult CUDAAPI cuMemAllocManaged(CUdeviceptr_v2 *dptr, size_t bytesize, unsign
   }
   case OMLC_MODE_MPS:
     (void)dptr; (void)bytesize; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuMemAllocManaged);
+    return omlc_traced(OMLC_SYM_cuMemAllocManaged, omlc_not_supported(OMLC_SYM_cuMemAllocManaged));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4282,7 +4282,7 @@ CUresult CUDAAPI cuMemAllocPitch(CUdeviceptr_v1 *dptr, unsigned int *pPitch, uns
   }
   case OMLC_MODE_MPS:
     (void)dptr; (void)pPitch; (void)WidthInBytes; (void)Height; (void)ElementSizeBytes;
-    return omlc_not_supported(OMLC_SYM_cuMemAllocPitch);
+    return omlc_traced(OMLC_SYM_cuMemAllocPitch, omlc_not_supported(OMLC_SYM_cuMemAllocPitch));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4296,7 +4296,7 @@ CUresult CUDAAPI cuMemAllocPitch_v2(CUdeviceptr_v2 *dptr, size_t *pPitch, size_t
   }
   case OMLC_MODE_MPS:
     (void)dptr; (void)pPitch; (void)WidthInBytes; (void)Height; (void)ElementSizeBytes;
-    return omlc_not_supported(OMLC_SYM_cuMemAllocPitch_v2);
+    return omlc_traced(OMLC_SYM_cuMemAllocPitch_v2, omlc_not_supported(OMLC_SYM_cuMemAllocPitch_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4308,7 +4308,7 @@ CUresult CUDAAPI cuMemAlloc_v2(CUdeviceptr_v2 *dptr, size_t bytesize) {
     omlc_fn real = omlc_real(OMLC_SYM_cuMemAlloc_v2);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 *dptr, size_t bytesize))real)(dptr, bytesize) : omlc_bypass_missing(OMLC_SYM_cuMemAlloc_v2);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemAlloc_v2(dptr, bytesize);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemAlloc_v2, omlc_mps_cuMemAlloc_v2(dptr, bytesize));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4322,7 +4322,7 @@ CUresult CUDAAPI cuMemBatchDecompressAsync(CUmemDecompressParams *paramsArray, s
   }
   case OMLC_MODE_MPS:
     (void)paramsArray; (void)count; (void)flags; (void)errorIndex; (void)stream;
-    return omlc_not_supported(OMLC_SYM_cuMemBatchDecompressAsync);
+    return omlc_traced(OMLC_SYM_cuMemBatchDecompressAsync, omlc_not_supported(OMLC_SYM_cuMemBatchDecompressAsync));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4336,7 +4336,7 @@ CUresult CUDAAPI cuMemBatchDecompressAsync_ptsz(CUmemDecompressParams *paramsArr
   }
   case OMLC_MODE_MPS:
     (void)paramsArray; (void)count; (void)flags; (void)errorIndex; (void)stream;
-    return omlc_not_supported(OMLC_SYM_cuMemBatchDecompressAsync_ptsz);
+    return omlc_traced(OMLC_SYM_cuMemBatchDecompressAsync_ptsz, omlc_not_supported(OMLC_SYM_cuMemBatchDecompressAsync_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4350,7 +4350,7 @@ CUresult CUDAAPI cuMemCreate(CUmemGenericAllocationHandle_v1 *handle, size_t siz
   }
   case OMLC_MODE_MPS:
     (void)handle; (void)size; (void)prop; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuMemCreate);
+    return omlc_traced(OMLC_SYM_cuMemCreate, omlc_not_supported(OMLC_SYM_cuMemCreate));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4364,7 +4364,7 @@ CUresult CUDAAPI cuMemDiscardAndPrefetchBatchAsync(CUdeviceptr_v2 *dptrs, size_t
   }
   case OMLC_MODE_MPS:
     (void)dptrs; (void)sizes; (void)count; (void)prefetchLocs; (void)prefetchLocIdxs; (void)numPrefetchLocs; (void)flags; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemDiscardAndPrefetchBatchAsync);
+    return omlc_traced(OMLC_SYM_cuMemDiscardAndPrefetchBatchAsync, omlc_not_supported(OMLC_SYM_cuMemDiscardAndPrefetchBatchAsync));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4378,7 +4378,7 @@ CUresult CUDAAPI cuMemDiscardAndPrefetchBatchAsync_ptsz(CUdeviceptr_v2 *dptrs, s
   }
   case OMLC_MODE_MPS:
     (void)dptrs; (void)sizes; (void)count; (void)prefetchLocs; (void)prefetchLocIdxs; (void)numPrefetchLocs; (void)flags; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemDiscardAndPrefetchBatchAsync_ptsz);
+    return omlc_traced(OMLC_SYM_cuMemDiscardAndPrefetchBatchAsync_ptsz, omlc_not_supported(OMLC_SYM_cuMemDiscardAndPrefetchBatchAsync_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4392,7 +4392,7 @@ CUresult CUDAAPI cuMemDiscardBatchAsync(CUdeviceptr_v2 *dptrs, size_t *sizes, si
   }
   case OMLC_MODE_MPS:
     (void)dptrs; (void)sizes; (void)count; (void)flags; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemDiscardBatchAsync);
+    return omlc_traced(OMLC_SYM_cuMemDiscardBatchAsync, omlc_not_supported(OMLC_SYM_cuMemDiscardBatchAsync));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4406,7 +4406,7 @@ CUresult CUDAAPI cuMemDiscardBatchAsync_ptsz(CUdeviceptr_v2 *dptrs, size_t *size
   }
   case OMLC_MODE_MPS:
     (void)dptrs; (void)sizes; (void)count; (void)flags; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemDiscardBatchAsync_ptsz);
+    return omlc_traced(OMLC_SYM_cuMemDiscardBatchAsync_ptsz, omlc_not_supported(OMLC_SYM_cuMemDiscardBatchAsync_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4420,7 +4420,7 @@ CUresult CUDAAPI cuMemExportToShareableHandle(void *shareableHandle, CUmemGeneri
   }
   case OMLC_MODE_MPS:
     (void)shareableHandle; (void)handle; (void)handleType; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuMemExportToShareableHandle);
+    return omlc_traced(OMLC_SYM_cuMemExportToShareableHandle, omlc_not_supported(OMLC_SYM_cuMemExportToShareableHandle));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4434,7 +4434,7 @@ CUresult CUDAAPI cuMemFree(CUdeviceptr_v1 dptr) {
   }
   case OMLC_MODE_MPS:
     (void)dptr;
-    return omlc_not_supported(OMLC_SYM_cuMemFree);
+    return omlc_traced(OMLC_SYM_cuMemFree, omlc_not_supported(OMLC_SYM_cuMemFree));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4448,7 +4448,7 @@ CUresult CUDAAPI cuMemFreeAsync(CUdeviceptr_v2 dptr, CUstream hStream) {
   }
   case OMLC_MODE_MPS:
     (void)dptr; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemFreeAsync);
+    return omlc_traced(OMLC_SYM_cuMemFreeAsync, omlc_not_supported(OMLC_SYM_cuMemFreeAsync));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4462,7 +4462,7 @@ CUresult CUDAAPI cuMemFreeAsync_ptsz(CUdeviceptr_v2 dptr, CUstream hStream) {
   }
   case OMLC_MODE_MPS:
     (void)dptr; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemFreeAsync_ptsz);
+    return omlc_traced(OMLC_SYM_cuMemFreeAsync_ptsz, omlc_not_supported(OMLC_SYM_cuMemFreeAsync_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4474,7 +4474,7 @@ CUresult CUDAAPI cuMemFreeHost(void *p) {
     omlc_fn real = omlc_real(OMLC_SYM_cuMemFreeHost);
     return real ? ((CUresult (CUDAAPI *)(void *p))real)(p) : omlc_bypass_missing(OMLC_SYM_cuMemFreeHost);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemFreeHost(p);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemFreeHost, omlc_mps_cuMemFreeHost(p));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4486,7 +4486,7 @@ CUresult CUDAAPI cuMemFree_v2(CUdeviceptr_v2 dptr) {
     omlc_fn real = omlc_real(OMLC_SYM_cuMemFree_v2);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dptr))real)(dptr) : omlc_bypass_missing(OMLC_SYM_cuMemFree_v2);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemFree_v2(dptr);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemFree_v2, omlc_mps_cuMemFree_v2(dptr));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4500,7 +4500,7 @@ CUresult CUDAAPI cuMemGetAccess(unsigned long long *flags, const CUmemLocation_v
   }
   case OMLC_MODE_MPS:
     (void)flags; (void)location; (void)ptr;
-    return omlc_not_supported(OMLC_SYM_cuMemGetAccess);
+    return omlc_traced(OMLC_SYM_cuMemGetAccess, omlc_not_supported(OMLC_SYM_cuMemGetAccess));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4514,7 +4514,7 @@ CUresult CUDAAPI cuMemGetAddressRange(CUdeviceptr_v1 *pbase, unsigned int *psize
   }
   case OMLC_MODE_MPS:
     (void)pbase; (void)psize; (void)dptr;
-    return omlc_not_supported(OMLC_SYM_cuMemGetAddressRange);
+    return omlc_traced(OMLC_SYM_cuMemGetAddressRange, omlc_not_supported(OMLC_SYM_cuMemGetAddressRange));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4528,7 +4528,7 @@ CUresult CUDAAPI cuMemGetAddressRange_v2(CUdeviceptr_v2 *pbase, size_t *psize, C
   }
   case OMLC_MODE_MPS:
     (void)pbase; (void)psize; (void)dptr;
-    return omlc_not_supported(OMLC_SYM_cuMemGetAddressRange_v2);
+    return omlc_traced(OMLC_SYM_cuMemGetAddressRange_v2, omlc_not_supported(OMLC_SYM_cuMemGetAddressRange_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4542,7 +4542,7 @@ CUresult CUDAAPI cuMemGetAllocationGranularity(size_t *granularity, const CUmemA
   }
   case OMLC_MODE_MPS:
     (void)granularity; (void)prop; (void)option;
-    return omlc_not_supported(OMLC_SYM_cuMemGetAllocationGranularity);
+    return omlc_traced(OMLC_SYM_cuMemGetAllocationGranularity, omlc_not_supported(OMLC_SYM_cuMemGetAllocationGranularity));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4556,7 +4556,7 @@ CUresult CUDAAPI cuMemGetAllocationPropertiesFromHandle(CUmemAllocationProp_v1 *
   }
   case OMLC_MODE_MPS:
     (void)prop; (void)handle;
-    return omlc_not_supported(OMLC_SYM_cuMemGetAllocationPropertiesFromHandle);
+    return omlc_traced(OMLC_SYM_cuMemGetAllocationPropertiesFromHandle, omlc_not_supported(OMLC_SYM_cuMemGetAllocationPropertiesFromHandle));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4570,7 +4570,7 @@ CUresult CUDAAPI cuMemGetDefaultMemPool(CUmemoryPool *pool_out, CUmemLocation *l
   }
   case OMLC_MODE_MPS:
     (void)pool_out; (void)location; (void)type;
-    return omlc_not_supported(OMLC_SYM_cuMemGetDefaultMemPool);
+    return omlc_traced(OMLC_SYM_cuMemGetDefaultMemPool, omlc_not_supported(OMLC_SYM_cuMemGetDefaultMemPool));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4584,7 +4584,7 @@ CUresult CUDAAPI cuMemGetHandleForAddressRange(void *handle, CUdeviceptr dptr, s
   }
   case OMLC_MODE_MPS:
     (void)handle; (void)dptr; (void)size; (void)handleType; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuMemGetHandleForAddressRange);
+    return omlc_traced(OMLC_SYM_cuMemGetHandleForAddressRange, omlc_not_supported(OMLC_SYM_cuMemGetHandleForAddressRange));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4598,7 +4598,7 @@ CUresult CUDAAPI cuMemGetInfo(unsigned int *free, unsigned int *total) {
   }
   case OMLC_MODE_MPS:
     (void)free; (void)total;
-    return omlc_not_supported(OMLC_SYM_cuMemGetInfo);
+    return omlc_traced(OMLC_SYM_cuMemGetInfo, omlc_not_supported(OMLC_SYM_cuMemGetInfo));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4610,7 +4610,7 @@ CUresult CUDAAPI cuMemGetInfo_v2(size_t *free, size_t *total) {
     omlc_fn real = omlc_real(OMLC_SYM_cuMemGetInfo_v2);
     return real ? ((CUresult (CUDAAPI *)(size_t *free, size_t *total))real)(free, total) : omlc_bypass_missing(OMLC_SYM_cuMemGetInfo_v2);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemGetInfo_v2(free, total);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemGetInfo_v2, omlc_mps_cuMemGetInfo_v2(free, total));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4624,7 +4624,7 @@ CUresult CUDAAPI cuMemGetMemPool(CUmemoryPool *pool_out, CUmemLocation *location
   }
   case OMLC_MODE_MPS:
     (void)pool_out; (void)location; (void)type;
-    return omlc_not_supported(OMLC_SYM_cuMemGetMemPool);
+    return omlc_traced(OMLC_SYM_cuMemGetMemPool, omlc_not_supported(OMLC_SYM_cuMemGetMemPool));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4636,7 +4636,7 @@ CUresult CUDAAPI cuMemHostAlloc(void **pp, size_t bytesize, unsigned int Flags) 
     omlc_fn real = omlc_real(OMLC_SYM_cuMemHostAlloc);
     return real ? ((CUresult (CUDAAPI *)(void **pp, size_t bytesize, unsigned int Flags))real)(pp, bytesize, Flags) : omlc_bypass_missing(OMLC_SYM_cuMemHostAlloc);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemHostAlloc(pp, bytesize, Flags);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemHostAlloc, omlc_mps_cuMemHostAlloc(pp, bytesize, Flags));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4650,7 +4650,7 @@ CUresult CUDAAPI cuMemHostGetDevicePointer(CUdeviceptr_v1 *pdptr, void *p, unsig
   }
   case OMLC_MODE_MPS:
     (void)pdptr; (void)p; (void)Flags;
-    return omlc_not_supported(OMLC_SYM_cuMemHostGetDevicePointer);
+    return omlc_traced(OMLC_SYM_cuMemHostGetDevicePointer, omlc_not_supported(OMLC_SYM_cuMemHostGetDevicePointer));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4664,7 +4664,7 @@ CUresult CUDAAPI cuMemHostGetDevicePointer_v2(CUdeviceptr_v2 *pdptr, void *p, un
   }
   case OMLC_MODE_MPS:
     (void)pdptr; (void)p; (void)Flags;
-    return omlc_not_supported(OMLC_SYM_cuMemHostGetDevicePointer_v2);
+    return omlc_traced(OMLC_SYM_cuMemHostGetDevicePointer_v2, omlc_not_supported(OMLC_SYM_cuMemHostGetDevicePointer_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4676,7 +4676,7 @@ CUresult CUDAAPI cuMemHostGetFlags(unsigned int *pFlags, void *p) {
     omlc_fn real = omlc_real(OMLC_SYM_cuMemHostGetFlags);
     return real ? ((CUresult (CUDAAPI *)(unsigned int *pFlags, void *p))real)(pFlags, p) : omlc_bypass_missing(OMLC_SYM_cuMemHostGetFlags);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemHostGetFlags(pFlags, p);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemHostGetFlags, omlc_mps_cuMemHostGetFlags(pFlags, p));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4690,7 +4690,7 @@ CUresult CUDAAPI cuMemHostRegister(void *p, size_t bytesize, unsigned int Flags)
   }
   case OMLC_MODE_MPS:
     (void)p; (void)bytesize; (void)Flags;
-    return omlc_not_supported(OMLC_SYM_cuMemHostRegister);
+    return omlc_traced(OMLC_SYM_cuMemHostRegister, omlc_not_supported(OMLC_SYM_cuMemHostRegister));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4704,7 +4704,7 @@ CUresult CUDAAPI cuMemHostRegister_v2(void *p, size_t bytesize, unsigned int Fla
   }
   case OMLC_MODE_MPS:
     (void)p; (void)bytesize; (void)Flags;
-    return omlc_not_supported(OMLC_SYM_cuMemHostRegister_v2);
+    return omlc_traced(OMLC_SYM_cuMemHostRegister_v2, omlc_not_supported(OMLC_SYM_cuMemHostRegister_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4718,7 +4718,7 @@ CUresult CUDAAPI cuMemHostUnregister(void *p) {
   }
   case OMLC_MODE_MPS:
     (void)p;
-    return omlc_not_supported(OMLC_SYM_cuMemHostUnregister);
+    return omlc_traced(OMLC_SYM_cuMemHostUnregister, omlc_not_supported(OMLC_SYM_cuMemHostUnregister));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4732,7 +4732,7 @@ CUresult CUDAAPI cuMemImportFromShareableHandle(CUmemGenericAllocationHandle_v1 
   }
   case OMLC_MODE_MPS:
     (void)handle; (void)osHandle; (void)shHandleType;
-    return omlc_not_supported(OMLC_SYM_cuMemImportFromShareableHandle);
+    return omlc_traced(OMLC_SYM_cuMemImportFromShareableHandle, omlc_not_supported(OMLC_SYM_cuMemImportFromShareableHandle));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4746,7 +4746,7 @@ CUresult CUDAAPI cuMemMap(CUdeviceptr_v2 ptr, size_t size, size_t offset, CUmemG
   }
   case OMLC_MODE_MPS:
     (void)ptr; (void)size; (void)offset; (void)handle; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuMemMap);
+    return omlc_traced(OMLC_SYM_cuMemMap, omlc_not_supported(OMLC_SYM_cuMemMap));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4760,7 +4760,7 @@ CUresult CUDAAPI cuMemMapArrayAsync(CUarrayMapInfo_v1 *mapInfoList, unsigned int
   }
   case OMLC_MODE_MPS:
     (void)mapInfoList; (void)count; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemMapArrayAsync);
+    return omlc_traced(OMLC_SYM_cuMemMapArrayAsync, omlc_not_supported(OMLC_SYM_cuMemMapArrayAsync));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4774,7 +4774,7 @@ CUresult CUDAAPI cuMemMapArrayAsync_ptsz(CUarrayMapInfo_v1 *mapInfoList, unsigne
   }
   case OMLC_MODE_MPS:
     (void)mapInfoList; (void)count; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemMapArrayAsync_ptsz);
+    return omlc_traced(OMLC_SYM_cuMemMapArrayAsync_ptsz, omlc_not_supported(OMLC_SYM_cuMemMapArrayAsync_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4788,7 +4788,7 @@ CUresult CUDAAPI cuMemPoolCreate(CUmemoryPool *pool, const CUmemPoolProps_v1 *po
   }
   case OMLC_MODE_MPS:
     (void)pool; (void)poolProps;
-    return omlc_not_supported(OMLC_SYM_cuMemPoolCreate);
+    return omlc_traced(OMLC_SYM_cuMemPoolCreate, omlc_not_supported(OMLC_SYM_cuMemPoolCreate));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4802,7 +4802,7 @@ CUresult CUDAAPI cuMemPoolDestroy(CUmemoryPool pool) {
   }
   case OMLC_MODE_MPS:
     (void)pool;
-    return omlc_not_supported(OMLC_SYM_cuMemPoolDestroy);
+    return omlc_traced(OMLC_SYM_cuMemPoolDestroy, omlc_not_supported(OMLC_SYM_cuMemPoolDestroy));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4816,7 +4816,7 @@ CUresult CUDAAPI cuMemPoolExportPointer(CUmemPoolPtrExportData_v1 *shareData_out
   }
   case OMLC_MODE_MPS:
     (void)shareData_out; (void)ptr;
-    return omlc_not_supported(OMLC_SYM_cuMemPoolExportPointer);
+    return omlc_traced(OMLC_SYM_cuMemPoolExportPointer, omlc_not_supported(OMLC_SYM_cuMemPoolExportPointer));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4830,7 +4830,7 @@ CUresult CUDAAPI cuMemPoolExportToShareableHandle(void *handle_out, CUmemoryPool
   }
   case OMLC_MODE_MPS:
     (void)handle_out; (void)pool; (void)handleType; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuMemPoolExportToShareableHandle);
+    return omlc_traced(OMLC_SYM_cuMemPoolExportToShareableHandle, omlc_not_supported(OMLC_SYM_cuMemPoolExportToShareableHandle));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4844,7 +4844,7 @@ CUresult CUDAAPI cuMemPoolGetAccess(CUmemAccess_flags *flags, CUmemoryPool memPo
   }
   case OMLC_MODE_MPS:
     (void)flags; (void)memPool; (void)location;
-    return omlc_not_supported(OMLC_SYM_cuMemPoolGetAccess);
+    return omlc_traced(OMLC_SYM_cuMemPoolGetAccess, omlc_not_supported(OMLC_SYM_cuMemPoolGetAccess));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4858,7 +4858,7 @@ CUresult CUDAAPI cuMemPoolGetAttribute(CUmemoryPool pool, CUmemPool_attribute at
   }
   case OMLC_MODE_MPS:
     (void)pool; (void)attr; (void)value;
-    return omlc_not_supported(OMLC_SYM_cuMemPoolGetAttribute);
+    return omlc_traced(OMLC_SYM_cuMemPoolGetAttribute, omlc_not_supported(OMLC_SYM_cuMemPoolGetAttribute));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4872,7 +4872,7 @@ CUresult CUDAAPI cuMemPoolImportFromShareableHandle(CUmemoryPool *pool_out, void
   }
   case OMLC_MODE_MPS:
     (void)pool_out; (void)handle; (void)handleType; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuMemPoolImportFromShareableHandle);
+    return omlc_traced(OMLC_SYM_cuMemPoolImportFromShareableHandle, omlc_not_supported(OMLC_SYM_cuMemPoolImportFromShareableHandle));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4886,7 +4886,7 @@ CUresult CUDAAPI cuMemPoolImportPointer(CUdeviceptr_v2 *ptr_out, CUmemoryPool po
   }
   case OMLC_MODE_MPS:
     (void)ptr_out; (void)pool; (void)shareData;
-    return omlc_not_supported(OMLC_SYM_cuMemPoolImportPointer);
+    return omlc_traced(OMLC_SYM_cuMemPoolImportPointer, omlc_not_supported(OMLC_SYM_cuMemPoolImportPointer));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4900,7 +4900,7 @@ CUresult CUDAAPI cuMemPoolSetAccess(CUmemoryPool pool, const CUmemAccessDesc_v1 
   }
   case OMLC_MODE_MPS:
     (void)pool; (void)map; (void)count;
-    return omlc_not_supported(OMLC_SYM_cuMemPoolSetAccess);
+    return omlc_traced(OMLC_SYM_cuMemPoolSetAccess, omlc_not_supported(OMLC_SYM_cuMemPoolSetAccess));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4914,7 +4914,7 @@ CUresult CUDAAPI cuMemPoolSetAttribute(CUmemoryPool pool, CUmemPool_attribute at
   }
   case OMLC_MODE_MPS:
     (void)pool; (void)attr; (void)value;
-    return omlc_not_supported(OMLC_SYM_cuMemPoolSetAttribute);
+    return omlc_traced(OMLC_SYM_cuMemPoolSetAttribute, omlc_not_supported(OMLC_SYM_cuMemPoolSetAttribute));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4928,7 +4928,7 @@ CUresult CUDAAPI cuMemPoolTrimTo(CUmemoryPool pool, size_t minBytesToKeep) {
   }
   case OMLC_MODE_MPS:
     (void)pool; (void)minBytesToKeep;
-    return omlc_not_supported(OMLC_SYM_cuMemPoolTrimTo);
+    return omlc_traced(OMLC_SYM_cuMemPoolTrimTo, omlc_not_supported(OMLC_SYM_cuMemPoolTrimTo));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4942,7 +4942,7 @@ CUresult CUDAAPI cuMemPrefetchAsync(CUdeviceptr_v2 devPtr, size_t count, CUdevic
   }
   case OMLC_MODE_MPS:
     (void)devPtr; (void)count; (void)dstDevice; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemPrefetchAsync);
+    return omlc_traced(OMLC_SYM_cuMemPrefetchAsync, omlc_not_supported(OMLC_SYM_cuMemPrefetchAsync));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4956,7 +4956,7 @@ CUresult CUDAAPI cuMemPrefetchAsync_ptsz(CUdeviceptr_v2 devPtr, size_t count, CU
   }
   case OMLC_MODE_MPS:
     (void)devPtr; (void)count; (void)dstDevice; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemPrefetchAsync_ptsz);
+    return omlc_traced(OMLC_SYM_cuMemPrefetchAsync_ptsz, omlc_not_supported(OMLC_SYM_cuMemPrefetchAsync_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4970,7 +4970,7 @@ CUresult CUDAAPI cuMemPrefetchAsync_v2(CUdeviceptr_v2 devPtr, size_t count, CUme
   }
   case OMLC_MODE_MPS:
     (void)devPtr; (void)count; (void)location; (void)flags; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemPrefetchAsync_v2);
+    return omlc_traced(OMLC_SYM_cuMemPrefetchAsync_v2, omlc_not_supported(OMLC_SYM_cuMemPrefetchAsync_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4984,7 +4984,7 @@ CUresult CUDAAPI cuMemPrefetchAsync_v2_ptsz(CUdeviceptr_v2 devPtr, size_t count,
   }
   case OMLC_MODE_MPS:
     (void)devPtr; (void)count; (void)location; (void)flags; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemPrefetchAsync_v2_ptsz);
+    return omlc_traced(OMLC_SYM_cuMemPrefetchAsync_v2_ptsz, omlc_not_supported(OMLC_SYM_cuMemPrefetchAsync_v2_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -4998,7 +4998,7 @@ CUresult CUDAAPI cuMemPrefetchBatchAsync(CUdeviceptr_v2 *dptrs, size_t *sizes, s
   }
   case OMLC_MODE_MPS:
     (void)dptrs; (void)sizes; (void)count; (void)prefetchLocs; (void)prefetchLocIdxs; (void)numPrefetchLocs; (void)flags; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemPrefetchBatchAsync);
+    return omlc_traced(OMLC_SYM_cuMemPrefetchBatchAsync, omlc_not_supported(OMLC_SYM_cuMemPrefetchBatchAsync));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5012,7 +5012,7 @@ CUresult CUDAAPI cuMemPrefetchBatchAsync_ptsz(CUdeviceptr_v2 *dptrs, size_t *siz
   }
   case OMLC_MODE_MPS:
     (void)dptrs; (void)sizes; (void)count; (void)prefetchLocs; (void)prefetchLocIdxs; (void)numPrefetchLocs; (void)flags; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemPrefetchBatchAsync_ptsz);
+    return omlc_traced(OMLC_SYM_cuMemPrefetchBatchAsync_ptsz, omlc_not_supported(OMLC_SYM_cuMemPrefetchBatchAsync_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5026,7 +5026,7 @@ CUresult CUDAAPI cuMemRangeGetAttribute(void *data, size_t dataSize, CUmem_range
   }
   case OMLC_MODE_MPS:
     (void)data; (void)dataSize; (void)attribute; (void)devPtr; (void)count;
-    return omlc_not_supported(OMLC_SYM_cuMemRangeGetAttribute);
+    return omlc_traced(OMLC_SYM_cuMemRangeGetAttribute, omlc_not_supported(OMLC_SYM_cuMemRangeGetAttribute));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5040,7 +5040,7 @@ CUresult CUDAAPI cuMemRangeGetAttributes(void **data, size_t *dataSizes, CUmem_r
   }
   case OMLC_MODE_MPS:
     (void)data; (void)dataSizes; (void)attributes; (void)numAttributes; (void)devPtr; (void)count;
-    return omlc_not_supported(OMLC_SYM_cuMemRangeGetAttributes);
+    return omlc_traced(OMLC_SYM_cuMemRangeGetAttributes, omlc_not_supported(OMLC_SYM_cuMemRangeGetAttributes));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5054,7 +5054,7 @@ CUresult CUDAAPI cuMemRelease(CUmemGenericAllocationHandle_v1 handle) {
   }
   case OMLC_MODE_MPS:
     (void)handle;
-    return omlc_not_supported(OMLC_SYM_cuMemRelease);
+    return omlc_traced(OMLC_SYM_cuMemRelease, omlc_not_supported(OMLC_SYM_cuMemRelease));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5068,7 +5068,7 @@ CUresult CUDAAPI cuMemRetainAllocationHandle(CUmemGenericAllocationHandle_v1 *ha
   }
   case OMLC_MODE_MPS:
     (void)handle; (void)addr;
-    return omlc_not_supported(OMLC_SYM_cuMemRetainAllocationHandle);
+    return omlc_traced(OMLC_SYM_cuMemRetainAllocationHandle, omlc_not_supported(OMLC_SYM_cuMemRetainAllocationHandle));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5082,7 +5082,7 @@ CUresult CUDAAPI cuMemSetAccess(CUdeviceptr_v2 ptr, size_t size, const CUmemAcce
   }
   case OMLC_MODE_MPS:
     (void)ptr; (void)size; (void)desc; (void)count;
-    return omlc_not_supported(OMLC_SYM_cuMemSetAccess);
+    return omlc_traced(OMLC_SYM_cuMemSetAccess, omlc_not_supported(OMLC_SYM_cuMemSetAccess));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5096,7 +5096,7 @@ CUresult CUDAAPI cuMemSetMemPool(CUmemLocation *location, CUmemAllocationType ty
   }
   case OMLC_MODE_MPS:
     (void)location; (void)type; (void)pool;
-    return omlc_not_supported(OMLC_SYM_cuMemSetMemPool);
+    return omlc_traced(OMLC_SYM_cuMemSetMemPool, omlc_not_supported(OMLC_SYM_cuMemSetMemPool));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5110,7 +5110,7 @@ CUresult CUDAAPI cuMemUnmap(CUdeviceptr_v2 ptr, size_t size) {
   }
   case OMLC_MODE_MPS:
     (void)ptr; (void)size;
-    return omlc_not_supported(OMLC_SYM_cuMemUnmap);
+    return omlc_traced(OMLC_SYM_cuMemUnmap, omlc_not_supported(OMLC_SYM_cuMemUnmap));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5122,7 +5122,7 @@ CUresult CUDAAPI cuMemcpy(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCou
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpy);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCount))real)(dst, src, ByteCount) : omlc_bypass_missing(OMLC_SYM_cuMemcpy);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemcpy(dst, src, ByteCount);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemcpy, omlc_mps_cuMemcpy(dst, src, ByteCount));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5136,7 +5136,7 @@ CUresult CUDAAPI cuMemcpy2D(const CUDA_MEMCPY2D_v1 *pCopy) {
   }
   case OMLC_MODE_MPS:
     (void)pCopy;
-    return omlc_not_supported(OMLC_SYM_cuMemcpy2D);
+    return omlc_traced(OMLC_SYM_cuMemcpy2D, omlc_not_supported(OMLC_SYM_cuMemcpy2D));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5150,7 +5150,7 @@ CUresult CUDAAPI cuMemcpy2DAsync(const CUDA_MEMCPY2D_v1 *pCopy, CUstream hStream
   }
   case OMLC_MODE_MPS:
     (void)pCopy; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpy2DAsync);
+    return omlc_traced(OMLC_SYM_cuMemcpy2DAsync, omlc_not_supported(OMLC_SYM_cuMemcpy2DAsync));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5164,7 +5164,7 @@ CUresult CUDAAPI cuMemcpy2DAsync_v2(const CUDA_MEMCPY2D_v2 *pCopy, CUstream hStr
   }
   case OMLC_MODE_MPS:
     (void)pCopy; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpy2DAsync_v2);
+    return omlc_traced(OMLC_SYM_cuMemcpy2DAsync_v2, omlc_not_supported(OMLC_SYM_cuMemcpy2DAsync_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5178,7 +5178,7 @@ CUresult CUDAAPI cuMemcpy2DAsync_v2_ptsz(const CUDA_MEMCPY2D_v2 *pCopy, CUstream
   }
   case OMLC_MODE_MPS:
     (void)pCopy; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpy2DAsync_v2_ptsz);
+    return omlc_traced(OMLC_SYM_cuMemcpy2DAsync_v2_ptsz, omlc_not_supported(OMLC_SYM_cuMemcpy2DAsync_v2_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5192,7 +5192,7 @@ CUresult CUDAAPI cuMemcpy2DUnaligned(const CUDA_MEMCPY2D_v1 *pCopy) {
   }
   case OMLC_MODE_MPS:
     (void)pCopy;
-    return omlc_not_supported(OMLC_SYM_cuMemcpy2DUnaligned);
+    return omlc_traced(OMLC_SYM_cuMemcpy2DUnaligned, omlc_not_supported(OMLC_SYM_cuMemcpy2DUnaligned));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5206,7 +5206,7 @@ CUresult CUDAAPI cuMemcpy2DUnaligned_v2(const CUDA_MEMCPY2D_v2 *pCopy) {
   }
   case OMLC_MODE_MPS:
     (void)pCopy;
-    return omlc_not_supported(OMLC_SYM_cuMemcpy2DUnaligned_v2);
+    return omlc_traced(OMLC_SYM_cuMemcpy2DUnaligned_v2, omlc_not_supported(OMLC_SYM_cuMemcpy2DUnaligned_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5220,7 +5220,7 @@ CUresult CUDAAPI cuMemcpy2DUnaligned_v2_ptds(const CUDA_MEMCPY2D_v2 *pCopy) {
   }
   case OMLC_MODE_MPS:
     (void)pCopy;
-    return omlc_not_supported(OMLC_SYM_cuMemcpy2DUnaligned_v2_ptds);
+    return omlc_traced(OMLC_SYM_cuMemcpy2DUnaligned_v2_ptds, omlc_not_supported(OMLC_SYM_cuMemcpy2DUnaligned_v2_ptds));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5234,7 +5234,7 @@ CUresult CUDAAPI cuMemcpy2D_v2(const CUDA_MEMCPY2D_v2 *pCopy) {
   }
   case OMLC_MODE_MPS:
     (void)pCopy;
-    return omlc_not_supported(OMLC_SYM_cuMemcpy2D_v2);
+    return omlc_traced(OMLC_SYM_cuMemcpy2D_v2, omlc_not_supported(OMLC_SYM_cuMemcpy2D_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5248,7 +5248,7 @@ CUresult CUDAAPI cuMemcpy2D_v2_ptds(const CUDA_MEMCPY2D_v2 *pCopy) {
   }
   case OMLC_MODE_MPS:
     (void)pCopy;
-    return omlc_not_supported(OMLC_SYM_cuMemcpy2D_v2_ptds);
+    return omlc_traced(OMLC_SYM_cuMemcpy2D_v2_ptds, omlc_not_supported(OMLC_SYM_cuMemcpy2D_v2_ptds));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5262,7 +5262,7 @@ CUresult CUDAAPI cuMemcpy3D(const CUDA_MEMCPY3D_v1 *pCopy) {
   }
   case OMLC_MODE_MPS:
     (void)pCopy;
-    return omlc_not_supported(OMLC_SYM_cuMemcpy3D);
+    return omlc_traced(OMLC_SYM_cuMemcpy3D, omlc_not_supported(OMLC_SYM_cuMemcpy3D));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5276,7 +5276,7 @@ CUresult CUDAAPI cuMemcpy3DAsync(const CUDA_MEMCPY3D_v1 *pCopy, CUstream hStream
   }
   case OMLC_MODE_MPS:
     (void)pCopy; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpy3DAsync);
+    return omlc_traced(OMLC_SYM_cuMemcpy3DAsync, omlc_not_supported(OMLC_SYM_cuMemcpy3DAsync));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5290,7 +5290,7 @@ CUresult CUDAAPI cuMemcpy3DAsync_v2(const CUDA_MEMCPY3D_v2 *pCopy, CUstream hStr
   }
   case OMLC_MODE_MPS:
     (void)pCopy; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpy3DAsync_v2);
+    return omlc_traced(OMLC_SYM_cuMemcpy3DAsync_v2, omlc_not_supported(OMLC_SYM_cuMemcpy3DAsync_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5304,7 +5304,7 @@ CUresult CUDAAPI cuMemcpy3DAsync_v2_ptsz(const CUDA_MEMCPY3D_v2 *pCopy, CUstream
   }
   case OMLC_MODE_MPS:
     (void)pCopy; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpy3DAsync_v2_ptsz);
+    return omlc_traced(OMLC_SYM_cuMemcpy3DAsync_v2_ptsz, omlc_not_supported(OMLC_SYM_cuMemcpy3DAsync_v2_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5318,7 +5318,7 @@ CUresult CUDAAPI cuMemcpy3DBatchAsync(size_t numParams, CUDA_MEMCPY3D_BATCH_OP_v
   }
   case OMLC_MODE_MPS:
     (void)numParams; (void)opList; (void)failIdx; (void)flags; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpy3DBatchAsync);
+    return omlc_traced(OMLC_SYM_cuMemcpy3DBatchAsync, omlc_not_supported(OMLC_SYM_cuMemcpy3DBatchAsync));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5332,7 +5332,7 @@ CUresult CUDAAPI cuMemcpy3DBatchAsync_ptsz(size_t numParams, CUDA_MEMCPY3D_BATCH
   }
   case OMLC_MODE_MPS:
     (void)numParams; (void)opList; (void)failIdx; (void)flags; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpy3DBatchAsync_ptsz);
+    return omlc_traced(OMLC_SYM_cuMemcpy3DBatchAsync_ptsz, omlc_not_supported(OMLC_SYM_cuMemcpy3DBatchAsync_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5346,7 +5346,7 @@ CUresult CUDAAPI cuMemcpy3DBatchAsync_v2(size_t numParams, CUDA_MEMCPY3D_BATCH_O
   }
   case OMLC_MODE_MPS:
     (void)numParams; (void)opList; (void)flags; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpy3DBatchAsync_v2);
+    return omlc_traced(OMLC_SYM_cuMemcpy3DBatchAsync_v2, omlc_not_supported(OMLC_SYM_cuMemcpy3DBatchAsync_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5360,7 +5360,7 @@ CUresult CUDAAPI cuMemcpy3DBatchAsync_v2_ptsz(size_t numParams, CUDA_MEMCPY3D_BA
   }
   case OMLC_MODE_MPS:
     (void)numParams; (void)opList; (void)flags; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpy3DBatchAsync_v2_ptsz);
+    return omlc_traced(OMLC_SYM_cuMemcpy3DBatchAsync_v2_ptsz, omlc_not_supported(OMLC_SYM_cuMemcpy3DBatchAsync_v2_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5374,7 +5374,7 @@ CUresult CUDAAPI cuMemcpy3DPeer(const CUDA_MEMCPY3D_PEER_v1 *pCopy) {
   }
   case OMLC_MODE_MPS:
     (void)pCopy;
-    return omlc_not_supported(OMLC_SYM_cuMemcpy3DPeer);
+    return omlc_traced(OMLC_SYM_cuMemcpy3DPeer, omlc_not_supported(OMLC_SYM_cuMemcpy3DPeer));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5388,7 +5388,7 @@ CUresult CUDAAPI cuMemcpy3DPeerAsync(const CUDA_MEMCPY3D_PEER_v1 *pCopy, CUstrea
   }
   case OMLC_MODE_MPS:
     (void)pCopy; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpy3DPeerAsync);
+    return omlc_traced(OMLC_SYM_cuMemcpy3DPeerAsync, omlc_not_supported(OMLC_SYM_cuMemcpy3DPeerAsync));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5402,7 +5402,7 @@ CUresult CUDAAPI cuMemcpy3DPeerAsync_ptsz(const CUDA_MEMCPY3D_PEER_v1 *pCopy, CU
   }
   case OMLC_MODE_MPS:
     (void)pCopy; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpy3DPeerAsync_ptsz);
+    return omlc_traced(OMLC_SYM_cuMemcpy3DPeerAsync_ptsz, omlc_not_supported(OMLC_SYM_cuMemcpy3DPeerAsync_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5416,7 +5416,7 @@ CUresult CUDAAPI cuMemcpy3DPeer_ptds(const CUDA_MEMCPY3D_PEER_v1 *pCopy) {
   }
   case OMLC_MODE_MPS:
     (void)pCopy;
-    return omlc_not_supported(OMLC_SYM_cuMemcpy3DPeer_ptds);
+    return omlc_traced(OMLC_SYM_cuMemcpy3DPeer_ptds, omlc_not_supported(OMLC_SYM_cuMemcpy3DPeer_ptds));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5430,7 +5430,7 @@ CUresult CUDAAPI cuMemcpy3D_v2(const CUDA_MEMCPY3D_v2 *pCopy) {
   }
   case OMLC_MODE_MPS:
     (void)pCopy;
-    return omlc_not_supported(OMLC_SYM_cuMemcpy3D_v2);
+    return omlc_traced(OMLC_SYM_cuMemcpy3D_v2, omlc_not_supported(OMLC_SYM_cuMemcpy3D_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5444,7 +5444,7 @@ CUresult CUDAAPI cuMemcpy3D_v2_ptds(const CUDA_MEMCPY3D_v2 *pCopy) {
   }
   case OMLC_MODE_MPS:
     (void)pCopy;
-    return omlc_not_supported(OMLC_SYM_cuMemcpy3D_v2_ptds);
+    return omlc_traced(OMLC_SYM_cuMemcpy3D_v2_ptds, omlc_not_supported(OMLC_SYM_cuMemcpy3D_v2_ptds));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5456,7 +5456,7 @@ CUresult CUDAAPI cuMemcpyAsync(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t By
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpyAsync);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCount, CUstream hStream))real)(dst, src, ByteCount, hStream) : omlc_bypass_missing(OMLC_SYM_cuMemcpyAsync);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemcpyAsync(dst, src, ByteCount, hStream);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemcpyAsync, omlc_mps_cuMemcpyAsync(dst, src, ByteCount, hStream));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5468,7 +5468,7 @@ CUresult CUDAAPI cuMemcpyAsync_ptsz(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpyAsync_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCount, CUstream hStream))real)(dst, src, ByteCount, hStream) : omlc_bypass_missing(OMLC_SYM_cuMemcpyAsync_ptsz);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemcpyAsync_ptsz(dst, src, ByteCount, hStream);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemcpyAsync_ptsz, omlc_mps_cuMemcpyAsync_ptsz(dst, src, ByteCount, hStream));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5482,7 +5482,7 @@ CUresult CUDAAPI cuMemcpyAtoA(CUarray dstArray, unsigned int dstOffset, CUarray 
   }
   case OMLC_MODE_MPS:
     (void)dstArray; (void)dstOffset; (void)srcArray; (void)srcOffset; (void)ByteCount;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyAtoA);
+    return omlc_traced(OMLC_SYM_cuMemcpyAtoA, omlc_not_supported(OMLC_SYM_cuMemcpyAtoA));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5496,7 +5496,7 @@ CUresult CUDAAPI cuMemcpyAtoA_v2(CUarray dstArray, size_t dstOffset, CUarray src
   }
   case OMLC_MODE_MPS:
     (void)dstArray; (void)dstOffset; (void)srcArray; (void)srcOffset; (void)ByteCount;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyAtoA_v2);
+    return omlc_traced(OMLC_SYM_cuMemcpyAtoA_v2, omlc_not_supported(OMLC_SYM_cuMemcpyAtoA_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5510,7 +5510,7 @@ CUresult CUDAAPI cuMemcpyAtoA_v2_ptds(CUarray dstArray, size_t dstOffset, CUarra
   }
   case OMLC_MODE_MPS:
     (void)dstArray; (void)dstOffset; (void)srcArray; (void)srcOffset; (void)ByteCount;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyAtoA_v2_ptds);
+    return omlc_traced(OMLC_SYM_cuMemcpyAtoA_v2_ptds, omlc_not_supported(OMLC_SYM_cuMemcpyAtoA_v2_ptds));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5524,7 +5524,7 @@ CUresult CUDAAPI cuMemcpyAtoD(CUdeviceptr_v1 dstDevice, CUarray srcArray, unsign
   }
   case OMLC_MODE_MPS:
     (void)dstDevice; (void)srcArray; (void)srcOffset; (void)ByteCount;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyAtoD);
+    return omlc_traced(OMLC_SYM_cuMemcpyAtoD, omlc_not_supported(OMLC_SYM_cuMemcpyAtoD));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5538,7 +5538,7 @@ CUresult CUDAAPI cuMemcpyAtoD_v2(CUdeviceptr_v2 dstDevice, CUarray srcArray, siz
   }
   case OMLC_MODE_MPS:
     (void)dstDevice; (void)srcArray; (void)srcOffset; (void)ByteCount;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyAtoD_v2);
+    return omlc_traced(OMLC_SYM_cuMemcpyAtoD_v2, omlc_not_supported(OMLC_SYM_cuMemcpyAtoD_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5552,7 +5552,7 @@ CUresult CUDAAPI cuMemcpyAtoD_v2_ptds(CUdeviceptr_v2 dstDevice, CUarray srcArray
   }
   case OMLC_MODE_MPS:
     (void)dstDevice; (void)srcArray; (void)srcOffset; (void)ByteCount;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyAtoD_v2_ptds);
+    return omlc_traced(OMLC_SYM_cuMemcpyAtoD_v2_ptds, omlc_not_supported(OMLC_SYM_cuMemcpyAtoD_v2_ptds));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5566,7 +5566,7 @@ CUresult CUDAAPI cuMemcpyAtoH(void *dstHost, CUarray srcArray, unsigned int srcO
   }
   case OMLC_MODE_MPS:
     (void)dstHost; (void)srcArray; (void)srcOffset; (void)ByteCount;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyAtoH);
+    return omlc_traced(OMLC_SYM_cuMemcpyAtoH, omlc_not_supported(OMLC_SYM_cuMemcpyAtoH));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5580,7 +5580,7 @@ CUresult CUDAAPI cuMemcpyAtoHAsync(void *dstHost, CUarray srcArray, unsigned int
   }
   case OMLC_MODE_MPS:
     (void)dstHost; (void)srcArray; (void)srcOffset; (void)ByteCount; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyAtoHAsync);
+    return omlc_traced(OMLC_SYM_cuMemcpyAtoHAsync, omlc_not_supported(OMLC_SYM_cuMemcpyAtoHAsync));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5594,7 +5594,7 @@ CUresult CUDAAPI cuMemcpyAtoHAsync_v2(void *dstHost, CUarray srcArray, size_t sr
   }
   case OMLC_MODE_MPS:
     (void)dstHost; (void)srcArray; (void)srcOffset; (void)ByteCount; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyAtoHAsync_v2);
+    return omlc_traced(OMLC_SYM_cuMemcpyAtoHAsync_v2, omlc_not_supported(OMLC_SYM_cuMemcpyAtoHAsync_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5608,7 +5608,7 @@ CUresult CUDAAPI cuMemcpyAtoHAsync_v2_ptsz(void *dstHost, CUarray srcArray, size
   }
   case OMLC_MODE_MPS:
     (void)dstHost; (void)srcArray; (void)srcOffset; (void)ByteCount; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyAtoHAsync_v2_ptsz);
+    return omlc_traced(OMLC_SYM_cuMemcpyAtoHAsync_v2_ptsz, omlc_not_supported(OMLC_SYM_cuMemcpyAtoHAsync_v2_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5622,7 +5622,7 @@ CUresult CUDAAPI cuMemcpyAtoH_v2(void *dstHost, CUarray srcArray, size_t srcOffs
   }
   case OMLC_MODE_MPS:
     (void)dstHost; (void)srcArray; (void)srcOffset; (void)ByteCount;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyAtoH_v2);
+    return omlc_traced(OMLC_SYM_cuMemcpyAtoH_v2, omlc_not_supported(OMLC_SYM_cuMemcpyAtoH_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5636,7 +5636,7 @@ CUresult CUDAAPI cuMemcpyAtoH_v2_ptds(void *dstHost, CUarray srcArray, size_t sr
   }
   case OMLC_MODE_MPS:
     (void)dstHost; (void)srcArray; (void)srcOffset; (void)ByteCount;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyAtoH_v2_ptds);
+    return omlc_traced(OMLC_SYM_cuMemcpyAtoH_v2_ptds, omlc_not_supported(OMLC_SYM_cuMemcpyAtoH_v2_ptds));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5650,7 +5650,7 @@ CUresult CUDAAPI cuMemcpyBatchAsync(CUdeviceptr_v2 *dsts, CUdeviceptr_v2 *srcs, 
   }
   case OMLC_MODE_MPS:
     (void)dsts; (void)srcs; (void)sizes; (void)count; (void)attrs; (void)attrIdxs; (void)numAttrs; (void)failIdx; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyBatchAsync);
+    return omlc_traced(OMLC_SYM_cuMemcpyBatchAsync, omlc_not_supported(OMLC_SYM_cuMemcpyBatchAsync));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5664,7 +5664,7 @@ CUresult CUDAAPI cuMemcpyBatchAsync_ptsz(CUdeviceptr_v2 *dsts, CUdeviceptr_v2 *s
   }
   case OMLC_MODE_MPS:
     (void)dsts; (void)srcs; (void)sizes; (void)count; (void)attrs; (void)attrIdxs; (void)numAttrs; (void)failIdx; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyBatchAsync_ptsz);
+    return omlc_traced(OMLC_SYM_cuMemcpyBatchAsync_ptsz, omlc_not_supported(OMLC_SYM_cuMemcpyBatchAsync_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5678,7 +5678,7 @@ CUresult CUDAAPI cuMemcpyBatchAsync_v2(CUdeviceptr_v2 *dsts, CUdeviceptr_v2 *src
   }
   case OMLC_MODE_MPS:
     (void)dsts; (void)srcs; (void)sizes; (void)count; (void)attrs; (void)attrIdxs; (void)numAttrs; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyBatchAsync_v2);
+    return omlc_traced(OMLC_SYM_cuMemcpyBatchAsync_v2, omlc_not_supported(OMLC_SYM_cuMemcpyBatchAsync_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5692,7 +5692,7 @@ CUresult CUDAAPI cuMemcpyBatchAsync_v2_ptsz(CUdeviceptr_v2 *dsts, CUdeviceptr_v2
   }
   case OMLC_MODE_MPS:
     (void)dsts; (void)srcs; (void)sizes; (void)count; (void)attrs; (void)attrIdxs; (void)numAttrs; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyBatchAsync_v2_ptsz);
+    return omlc_traced(OMLC_SYM_cuMemcpyBatchAsync_v2_ptsz, omlc_not_supported(OMLC_SYM_cuMemcpyBatchAsync_v2_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5706,7 +5706,7 @@ CUresult CUDAAPI cuMemcpyDtoA(CUarray dstArray, unsigned int dstOffset, CUdevice
   }
   case OMLC_MODE_MPS:
     (void)dstArray; (void)dstOffset; (void)srcDevice; (void)ByteCount;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyDtoA);
+    return omlc_traced(OMLC_SYM_cuMemcpyDtoA, omlc_not_supported(OMLC_SYM_cuMemcpyDtoA));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5720,7 +5720,7 @@ CUresult CUDAAPI cuMemcpyDtoA_v2(CUarray dstArray, size_t dstOffset, CUdeviceptr
   }
   case OMLC_MODE_MPS:
     (void)dstArray; (void)dstOffset; (void)srcDevice; (void)ByteCount;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyDtoA_v2);
+    return omlc_traced(OMLC_SYM_cuMemcpyDtoA_v2, omlc_not_supported(OMLC_SYM_cuMemcpyDtoA_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5734,7 +5734,7 @@ CUresult CUDAAPI cuMemcpyDtoA_v2_ptds(CUarray dstArray, size_t dstOffset, CUdevi
   }
   case OMLC_MODE_MPS:
     (void)dstArray; (void)dstOffset; (void)srcDevice; (void)ByteCount;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyDtoA_v2_ptds);
+    return omlc_traced(OMLC_SYM_cuMemcpyDtoA_v2_ptds, omlc_not_supported(OMLC_SYM_cuMemcpyDtoA_v2_ptds));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5748,7 +5748,7 @@ CUresult CUDAAPI cuMemcpyDtoD(CUdeviceptr_v1 dstDevice, CUdeviceptr_v1 srcDevice
   }
   case OMLC_MODE_MPS:
     (void)dstDevice; (void)srcDevice; (void)ByteCount;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyDtoD);
+    return omlc_traced(OMLC_SYM_cuMemcpyDtoD, omlc_not_supported(OMLC_SYM_cuMemcpyDtoD));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5762,7 +5762,7 @@ CUresult CUDAAPI cuMemcpyDtoDAsync(CUdeviceptr_v1 dstDevice, CUdeviceptr_v1 srcD
   }
   case OMLC_MODE_MPS:
     (void)dstDevice; (void)srcDevice; (void)ByteCount; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyDtoDAsync);
+    return omlc_traced(OMLC_SYM_cuMemcpyDtoDAsync, omlc_not_supported(OMLC_SYM_cuMemcpyDtoDAsync));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5774,7 +5774,7 @@ CUresult CUDAAPI cuMemcpyDtoDAsync_v2(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 s
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpyDtoDAsync_v2);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 srcDevice, size_t ByteCount, CUstream hStream))real)(dstDevice, srcDevice, ByteCount, hStream) : omlc_bypass_missing(OMLC_SYM_cuMemcpyDtoDAsync_v2);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemcpyDtoDAsync_v2(dstDevice, srcDevice, ByteCount, hStream);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemcpyDtoDAsync_v2, omlc_mps_cuMemcpyDtoDAsync_v2(dstDevice, srcDevice, ByteCount, hStream));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5786,7 +5786,7 @@ CUresult CUDAAPI cuMemcpyDtoDAsync_v2_ptsz(CUdeviceptr_v2 dstDevice, CUdeviceptr
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpyDtoDAsync_v2_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 srcDevice, size_t ByteCount, CUstream hStream))real)(dstDevice, srcDevice, ByteCount, hStream) : omlc_bypass_missing(OMLC_SYM_cuMemcpyDtoDAsync_v2_ptsz);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemcpyDtoDAsync_v2_ptsz(dstDevice, srcDevice, ByteCount, hStream);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemcpyDtoDAsync_v2_ptsz, omlc_mps_cuMemcpyDtoDAsync_v2_ptsz(dstDevice, srcDevice, ByteCount, hStream));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5798,7 +5798,7 @@ CUresult CUDAAPI cuMemcpyDtoD_v2(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 srcDev
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpyDtoD_v2);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 srcDevice, size_t ByteCount))real)(dstDevice, srcDevice, ByteCount) : omlc_bypass_missing(OMLC_SYM_cuMemcpyDtoD_v2);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemcpyDtoD_v2(dstDevice, srcDevice, ByteCount);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemcpyDtoD_v2, omlc_mps_cuMemcpyDtoD_v2(dstDevice, srcDevice, ByteCount));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5810,7 +5810,7 @@ CUresult CUDAAPI cuMemcpyDtoD_v2_ptds(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 s
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpyDtoD_v2_ptds);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 srcDevice, size_t ByteCount))real)(dstDevice, srcDevice, ByteCount) : omlc_bypass_missing(OMLC_SYM_cuMemcpyDtoD_v2_ptds);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemcpyDtoD_v2_ptds(dstDevice, srcDevice, ByteCount);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemcpyDtoD_v2_ptds, omlc_mps_cuMemcpyDtoD_v2_ptds(dstDevice, srcDevice, ByteCount));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5824,7 +5824,7 @@ CUresult CUDAAPI cuMemcpyDtoH(void *dstHost, CUdeviceptr_v1 srcDevice, unsigned 
   }
   case OMLC_MODE_MPS:
     (void)dstHost; (void)srcDevice; (void)ByteCount;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyDtoH);
+    return omlc_traced(OMLC_SYM_cuMemcpyDtoH, omlc_not_supported(OMLC_SYM_cuMemcpyDtoH));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5838,7 +5838,7 @@ CUresult CUDAAPI cuMemcpyDtoHAsync(void *dstHost, CUdeviceptr_v1 srcDevice, unsi
   }
   case OMLC_MODE_MPS:
     (void)dstHost; (void)srcDevice; (void)ByteCount; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyDtoHAsync);
+    return omlc_traced(OMLC_SYM_cuMemcpyDtoHAsync, omlc_not_supported(OMLC_SYM_cuMemcpyDtoHAsync));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5850,7 +5850,7 @@ CUresult CUDAAPI cuMemcpyDtoHAsync_v2(void *dstHost, CUdeviceptr_v2 srcDevice, s
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpyDtoHAsync_v2);
     return real ? ((CUresult (CUDAAPI *)(void *dstHost, CUdeviceptr_v2 srcDevice, size_t ByteCount, CUstream hStream))real)(dstHost, srcDevice, ByteCount, hStream) : omlc_bypass_missing(OMLC_SYM_cuMemcpyDtoHAsync_v2);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemcpyDtoHAsync_v2(dstHost, srcDevice, ByteCount, hStream);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemcpyDtoHAsync_v2, omlc_mps_cuMemcpyDtoHAsync_v2(dstHost, srcDevice, ByteCount, hStream));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5862,7 +5862,7 @@ CUresult CUDAAPI cuMemcpyDtoHAsync_v2_ptsz(void *dstHost, CUdeviceptr_v2 srcDevi
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpyDtoHAsync_v2_ptsz);
     return real ? ((CUresult (CUDAAPI *)(void *dstHost, CUdeviceptr_v2 srcDevice, size_t ByteCount, CUstream hStream))real)(dstHost, srcDevice, ByteCount, hStream) : omlc_bypass_missing(OMLC_SYM_cuMemcpyDtoHAsync_v2_ptsz);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemcpyDtoHAsync_v2_ptsz(dstHost, srcDevice, ByteCount, hStream);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemcpyDtoHAsync_v2_ptsz, omlc_mps_cuMemcpyDtoHAsync_v2_ptsz(dstHost, srcDevice, ByteCount, hStream));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5874,7 +5874,7 @@ CUresult CUDAAPI cuMemcpyDtoH_v2(void *dstHost, CUdeviceptr_v2 srcDevice, size_t
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpyDtoH_v2);
     return real ? ((CUresult (CUDAAPI *)(void *dstHost, CUdeviceptr_v2 srcDevice, size_t ByteCount))real)(dstHost, srcDevice, ByteCount) : omlc_bypass_missing(OMLC_SYM_cuMemcpyDtoH_v2);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemcpyDtoH_v2(dstHost, srcDevice, ByteCount);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemcpyDtoH_v2, omlc_mps_cuMemcpyDtoH_v2(dstHost, srcDevice, ByteCount));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5886,7 +5886,7 @@ CUresult CUDAAPI cuMemcpyDtoH_v2_ptds(void *dstHost, CUdeviceptr_v2 srcDevice, s
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpyDtoH_v2_ptds);
     return real ? ((CUresult (CUDAAPI *)(void *dstHost, CUdeviceptr_v2 srcDevice, size_t ByteCount))real)(dstHost, srcDevice, ByteCount) : omlc_bypass_missing(OMLC_SYM_cuMemcpyDtoH_v2_ptds);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemcpyDtoH_v2_ptds(dstHost, srcDevice, ByteCount);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemcpyDtoH_v2_ptds, omlc_mps_cuMemcpyDtoH_v2_ptds(dstHost, srcDevice, ByteCount));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5900,7 +5900,7 @@ CUresult CUDAAPI cuMemcpyHtoA(CUarray dstArray, unsigned int dstOffset, const vo
   }
   case OMLC_MODE_MPS:
     (void)dstArray; (void)dstOffset; (void)srcHost; (void)ByteCount;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyHtoA);
+    return omlc_traced(OMLC_SYM_cuMemcpyHtoA, omlc_not_supported(OMLC_SYM_cuMemcpyHtoA));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5914,7 +5914,7 @@ CUresult CUDAAPI cuMemcpyHtoAAsync(CUarray dstArray, unsigned int dstOffset, con
   }
   case OMLC_MODE_MPS:
     (void)dstArray; (void)dstOffset; (void)srcHost; (void)ByteCount; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyHtoAAsync);
+    return omlc_traced(OMLC_SYM_cuMemcpyHtoAAsync, omlc_not_supported(OMLC_SYM_cuMemcpyHtoAAsync));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5928,7 +5928,7 @@ CUresult CUDAAPI cuMemcpyHtoAAsync_v2(CUarray dstArray, size_t dstOffset, const 
   }
   case OMLC_MODE_MPS:
     (void)dstArray; (void)dstOffset; (void)srcHost; (void)ByteCount; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyHtoAAsync_v2);
+    return omlc_traced(OMLC_SYM_cuMemcpyHtoAAsync_v2, omlc_not_supported(OMLC_SYM_cuMemcpyHtoAAsync_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5942,7 +5942,7 @@ CUresult CUDAAPI cuMemcpyHtoAAsync_v2_ptsz(CUarray dstArray, size_t dstOffset, c
   }
   case OMLC_MODE_MPS:
     (void)dstArray; (void)dstOffset; (void)srcHost; (void)ByteCount; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyHtoAAsync_v2_ptsz);
+    return omlc_traced(OMLC_SYM_cuMemcpyHtoAAsync_v2_ptsz, omlc_not_supported(OMLC_SYM_cuMemcpyHtoAAsync_v2_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5956,7 +5956,7 @@ CUresult CUDAAPI cuMemcpyHtoA_v2(CUarray dstArray, size_t dstOffset, const void 
   }
   case OMLC_MODE_MPS:
     (void)dstArray; (void)dstOffset; (void)srcHost; (void)ByteCount;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyHtoA_v2);
+    return omlc_traced(OMLC_SYM_cuMemcpyHtoA_v2, omlc_not_supported(OMLC_SYM_cuMemcpyHtoA_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5970,7 +5970,7 @@ CUresult CUDAAPI cuMemcpyHtoA_v2_ptds(CUarray dstArray, size_t dstOffset, const 
   }
   case OMLC_MODE_MPS:
     (void)dstArray; (void)dstOffset; (void)srcHost; (void)ByteCount;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyHtoA_v2_ptds);
+    return omlc_traced(OMLC_SYM_cuMemcpyHtoA_v2_ptds, omlc_not_supported(OMLC_SYM_cuMemcpyHtoA_v2_ptds));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5984,7 +5984,7 @@ CUresult CUDAAPI cuMemcpyHtoD(CUdeviceptr_v1 dstDevice, const void *srcHost, uns
   }
   case OMLC_MODE_MPS:
     (void)dstDevice; (void)srcHost; (void)ByteCount;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyHtoD);
+    return omlc_traced(OMLC_SYM_cuMemcpyHtoD, omlc_not_supported(OMLC_SYM_cuMemcpyHtoD));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5998,7 +5998,7 @@ CUresult CUDAAPI cuMemcpyHtoDAsync(CUdeviceptr_v1 dstDevice, const void *srcHost
   }
   case OMLC_MODE_MPS:
     (void)dstDevice; (void)srcHost; (void)ByteCount; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyHtoDAsync);
+    return omlc_traced(OMLC_SYM_cuMemcpyHtoDAsync, omlc_not_supported(OMLC_SYM_cuMemcpyHtoDAsync));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6010,7 +6010,7 @@ CUresult CUDAAPI cuMemcpyHtoDAsync_v2(CUdeviceptr_v2 dstDevice, const void *srcH
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpyHtoDAsync_v2);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, const void *srcHost, size_t ByteCount, CUstream hStream))real)(dstDevice, srcHost, ByteCount, hStream) : omlc_bypass_missing(OMLC_SYM_cuMemcpyHtoDAsync_v2);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemcpyHtoDAsync_v2(dstDevice, srcHost, ByteCount, hStream);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemcpyHtoDAsync_v2, omlc_mps_cuMemcpyHtoDAsync_v2(dstDevice, srcHost, ByteCount, hStream));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6022,7 +6022,7 @@ CUresult CUDAAPI cuMemcpyHtoDAsync_v2_ptsz(CUdeviceptr_v2 dstDevice, const void 
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpyHtoDAsync_v2_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, const void *srcHost, size_t ByteCount, CUstream hStream))real)(dstDevice, srcHost, ByteCount, hStream) : omlc_bypass_missing(OMLC_SYM_cuMemcpyHtoDAsync_v2_ptsz);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemcpyHtoDAsync_v2_ptsz(dstDevice, srcHost, ByteCount, hStream);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemcpyHtoDAsync_v2_ptsz, omlc_mps_cuMemcpyHtoDAsync_v2_ptsz(dstDevice, srcHost, ByteCount, hStream));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6034,7 +6034,7 @@ CUresult CUDAAPI cuMemcpyHtoD_v2(CUdeviceptr_v2 dstDevice, const void *srcHost, 
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpyHtoD_v2);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, const void *srcHost, size_t ByteCount))real)(dstDevice, srcHost, ByteCount) : omlc_bypass_missing(OMLC_SYM_cuMemcpyHtoD_v2);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemcpyHtoD_v2(dstDevice, srcHost, ByteCount);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemcpyHtoD_v2, omlc_mps_cuMemcpyHtoD_v2(dstDevice, srcHost, ByteCount));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6046,7 +6046,7 @@ CUresult CUDAAPI cuMemcpyHtoD_v2_ptds(CUdeviceptr_v2 dstDevice, const void *srcH
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpyHtoD_v2_ptds);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, const void *srcHost, size_t ByteCount))real)(dstDevice, srcHost, ByteCount) : omlc_bypass_missing(OMLC_SYM_cuMemcpyHtoD_v2_ptds);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemcpyHtoD_v2_ptds(dstDevice, srcHost, ByteCount);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemcpyHtoD_v2_ptds, omlc_mps_cuMemcpyHtoD_v2_ptds(dstDevice, srcHost, ByteCount));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6060,7 +6060,7 @@ CUresult CUDAAPI cuMemcpyPeer(CUdeviceptr_v2 dstDevice, CUcontext dstContext, CU
   }
   case OMLC_MODE_MPS:
     (void)dstDevice; (void)dstContext; (void)srcDevice; (void)srcContext; (void)ByteCount;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyPeer);
+    return omlc_traced(OMLC_SYM_cuMemcpyPeer, omlc_not_supported(OMLC_SYM_cuMemcpyPeer));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6074,7 +6074,7 @@ CUresult CUDAAPI cuMemcpyPeerAsync(CUdeviceptr_v2 dstDevice, CUcontext dstContex
   }
   case OMLC_MODE_MPS:
     (void)dstDevice; (void)dstContext; (void)srcDevice; (void)srcContext; (void)ByteCount; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyPeerAsync);
+    return omlc_traced(OMLC_SYM_cuMemcpyPeerAsync, omlc_not_supported(OMLC_SYM_cuMemcpyPeerAsync));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6088,7 +6088,7 @@ CUresult CUDAAPI cuMemcpyPeerAsync_ptsz(CUdeviceptr_v2 dstDevice, CUcontext dstC
   }
   case OMLC_MODE_MPS:
     (void)dstDevice; (void)dstContext; (void)srcDevice; (void)srcContext; (void)ByteCount; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyPeerAsync_ptsz);
+    return omlc_traced(OMLC_SYM_cuMemcpyPeerAsync_ptsz, omlc_not_supported(OMLC_SYM_cuMemcpyPeerAsync_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6102,7 +6102,7 @@ CUresult CUDAAPI cuMemcpyPeer_ptds(CUdeviceptr_v2 dstDevice, CUcontext dstContex
   }
   case OMLC_MODE_MPS:
     (void)dstDevice; (void)dstContext; (void)srcDevice; (void)srcContext; (void)ByteCount;
-    return omlc_not_supported(OMLC_SYM_cuMemcpyPeer_ptds);
+    return omlc_traced(OMLC_SYM_cuMemcpyPeer_ptds, omlc_not_supported(OMLC_SYM_cuMemcpyPeer_ptds));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6114,7 +6114,7 @@ CUresult CUDAAPI cuMemcpy_ptds(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t By
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpy_ptds);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCount))real)(dst, src, ByteCount) : omlc_bypass_missing(OMLC_SYM_cuMemcpy_ptds);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemcpy_ptds(dst, src, ByteCount);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemcpy_ptds, omlc_mps_cuMemcpy_ptds(dst, src, ByteCount));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6128,7 +6128,7 @@ CUresult CUDAAPI cuMemsetD16(CUdeviceptr_v1 dstDevice, unsigned short us, unsign
   }
   case OMLC_MODE_MPS:
     (void)dstDevice; (void)us; (void)N;
-    return omlc_not_supported(OMLC_SYM_cuMemsetD16);
+    return omlc_traced(OMLC_SYM_cuMemsetD16, omlc_not_supported(OMLC_SYM_cuMemsetD16));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6140,7 +6140,7 @@ CUresult CUDAAPI cuMemsetD16Async(CUdeviceptr_v2 dstDevice, unsigned short us, s
     omlc_fn real = omlc_real(OMLC_SYM_cuMemsetD16Async);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, unsigned short us, size_t N, CUstream hStream))real)(dstDevice, us, N, hStream) : omlc_bypass_missing(OMLC_SYM_cuMemsetD16Async);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemsetD16Async(dstDevice, us, N, hStream);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemsetD16Async, omlc_mps_cuMemsetD16Async(dstDevice, us, N, hStream));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6152,7 +6152,7 @@ CUresult CUDAAPI cuMemsetD16Async_ptsz(CUdeviceptr_v2 dstDevice, unsigned short 
     omlc_fn real = omlc_real(OMLC_SYM_cuMemsetD16Async_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, unsigned short us, size_t N, CUstream hStream))real)(dstDevice, us, N, hStream) : omlc_bypass_missing(OMLC_SYM_cuMemsetD16Async_ptsz);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemsetD16Async_ptsz(dstDevice, us, N, hStream);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemsetD16Async_ptsz, omlc_mps_cuMemsetD16Async_ptsz(dstDevice, us, N, hStream));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6164,7 +6164,7 @@ CUresult CUDAAPI cuMemsetD16_v2(CUdeviceptr_v2 dstDevice, unsigned short us, siz
     omlc_fn real = omlc_real(OMLC_SYM_cuMemsetD16_v2);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, unsigned short us, size_t N))real)(dstDevice, us, N) : omlc_bypass_missing(OMLC_SYM_cuMemsetD16_v2);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemsetD16_v2(dstDevice, us, N);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemsetD16_v2, omlc_mps_cuMemsetD16_v2(dstDevice, us, N));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6176,7 +6176,7 @@ CUresult CUDAAPI cuMemsetD16_v2_ptds(CUdeviceptr_v2 dstDevice, unsigned short us
     omlc_fn real = omlc_real(OMLC_SYM_cuMemsetD16_v2_ptds);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, unsigned short us, size_t N))real)(dstDevice, us, N) : omlc_bypass_missing(OMLC_SYM_cuMemsetD16_v2_ptds);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemsetD16_v2_ptds(dstDevice, us, N);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemsetD16_v2_ptds, omlc_mps_cuMemsetD16_v2_ptds(dstDevice, us, N));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6190,7 +6190,7 @@ CUresult CUDAAPI cuMemsetD2D16(CUdeviceptr_v1 dstDevice, unsigned int dstPitch, 
   }
   case OMLC_MODE_MPS:
     (void)dstDevice; (void)dstPitch; (void)us; (void)Width; (void)Height;
-    return omlc_not_supported(OMLC_SYM_cuMemsetD2D16);
+    return omlc_traced(OMLC_SYM_cuMemsetD2D16, omlc_not_supported(OMLC_SYM_cuMemsetD2D16));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6204,7 +6204,7 @@ CUresult CUDAAPI cuMemsetD2D16Async(CUdeviceptr_v2 dstDevice, size_t dstPitch, u
   }
   case OMLC_MODE_MPS:
     (void)dstDevice; (void)dstPitch; (void)us; (void)Width; (void)Height; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemsetD2D16Async);
+    return omlc_traced(OMLC_SYM_cuMemsetD2D16Async, omlc_not_supported(OMLC_SYM_cuMemsetD2D16Async));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6218,7 +6218,7 @@ CUresult CUDAAPI cuMemsetD2D16Async_ptsz(CUdeviceptr_v2 dstDevice, size_t dstPit
   }
   case OMLC_MODE_MPS:
     (void)dstDevice; (void)dstPitch; (void)us; (void)Width; (void)Height; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemsetD2D16Async_ptsz);
+    return omlc_traced(OMLC_SYM_cuMemsetD2D16Async_ptsz, omlc_not_supported(OMLC_SYM_cuMemsetD2D16Async_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6232,7 +6232,7 @@ CUresult CUDAAPI cuMemsetD2D16_v2(CUdeviceptr_v2 dstDevice, size_t dstPitch, uns
   }
   case OMLC_MODE_MPS:
     (void)dstDevice; (void)dstPitch; (void)us; (void)Width; (void)Height;
-    return omlc_not_supported(OMLC_SYM_cuMemsetD2D16_v2);
+    return omlc_traced(OMLC_SYM_cuMemsetD2D16_v2, omlc_not_supported(OMLC_SYM_cuMemsetD2D16_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6246,7 +6246,7 @@ CUresult CUDAAPI cuMemsetD2D16_v2_ptds(CUdeviceptr_v2 dstDevice, size_t dstPitch
   }
   case OMLC_MODE_MPS:
     (void)dstDevice; (void)dstPitch; (void)us; (void)Width; (void)Height;
-    return omlc_not_supported(OMLC_SYM_cuMemsetD2D16_v2_ptds);
+    return omlc_traced(OMLC_SYM_cuMemsetD2D16_v2_ptds, omlc_not_supported(OMLC_SYM_cuMemsetD2D16_v2_ptds));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6260,7 +6260,7 @@ CUresult CUDAAPI cuMemsetD2D32(CUdeviceptr_v1 dstDevice, unsigned int dstPitch, 
   }
   case OMLC_MODE_MPS:
     (void)dstDevice; (void)dstPitch; (void)ui; (void)Width; (void)Height;
-    return omlc_not_supported(OMLC_SYM_cuMemsetD2D32);
+    return omlc_traced(OMLC_SYM_cuMemsetD2D32, omlc_not_supported(OMLC_SYM_cuMemsetD2D32));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6274,7 +6274,7 @@ CUresult CUDAAPI cuMemsetD2D32Async(CUdeviceptr_v2 dstDevice, size_t dstPitch, u
   }
   case OMLC_MODE_MPS:
     (void)dstDevice; (void)dstPitch; (void)ui; (void)Width; (void)Height; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemsetD2D32Async);
+    return omlc_traced(OMLC_SYM_cuMemsetD2D32Async, omlc_not_supported(OMLC_SYM_cuMemsetD2D32Async));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6288,7 +6288,7 @@ CUresult CUDAAPI cuMemsetD2D32Async_ptsz(CUdeviceptr_v2 dstDevice, size_t dstPit
   }
   case OMLC_MODE_MPS:
     (void)dstDevice; (void)dstPitch; (void)ui; (void)Width; (void)Height; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemsetD2D32Async_ptsz);
+    return omlc_traced(OMLC_SYM_cuMemsetD2D32Async_ptsz, omlc_not_supported(OMLC_SYM_cuMemsetD2D32Async_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6302,7 +6302,7 @@ CUresult CUDAAPI cuMemsetD2D32_v2(CUdeviceptr_v2 dstDevice, size_t dstPitch, uns
   }
   case OMLC_MODE_MPS:
     (void)dstDevice; (void)dstPitch; (void)ui; (void)Width; (void)Height;
-    return omlc_not_supported(OMLC_SYM_cuMemsetD2D32_v2);
+    return omlc_traced(OMLC_SYM_cuMemsetD2D32_v2, omlc_not_supported(OMLC_SYM_cuMemsetD2D32_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6316,7 +6316,7 @@ CUresult CUDAAPI cuMemsetD2D32_v2_ptds(CUdeviceptr_v2 dstDevice, size_t dstPitch
   }
   case OMLC_MODE_MPS:
     (void)dstDevice; (void)dstPitch; (void)ui; (void)Width; (void)Height;
-    return omlc_not_supported(OMLC_SYM_cuMemsetD2D32_v2_ptds);
+    return omlc_traced(OMLC_SYM_cuMemsetD2D32_v2_ptds, omlc_not_supported(OMLC_SYM_cuMemsetD2D32_v2_ptds));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6330,7 +6330,7 @@ CUresult CUDAAPI cuMemsetD2D8(CUdeviceptr_v1 dstDevice, unsigned int dstPitch, u
   }
   case OMLC_MODE_MPS:
     (void)dstDevice; (void)dstPitch; (void)uc; (void)Width; (void)Height;
-    return omlc_not_supported(OMLC_SYM_cuMemsetD2D8);
+    return omlc_traced(OMLC_SYM_cuMemsetD2D8, omlc_not_supported(OMLC_SYM_cuMemsetD2D8));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6344,7 +6344,7 @@ CUresult CUDAAPI cuMemsetD2D8Async(CUdeviceptr_v2 dstDevice, size_t dstPitch, un
   }
   case OMLC_MODE_MPS:
     (void)dstDevice; (void)dstPitch; (void)uc; (void)Width; (void)Height; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemsetD2D8Async);
+    return omlc_traced(OMLC_SYM_cuMemsetD2D8Async, omlc_not_supported(OMLC_SYM_cuMemsetD2D8Async));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6358,7 +6358,7 @@ CUresult CUDAAPI cuMemsetD2D8Async_ptsz(CUdeviceptr_v2 dstDevice, size_t dstPitc
   }
   case OMLC_MODE_MPS:
     (void)dstDevice; (void)dstPitch; (void)uc; (void)Width; (void)Height; (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuMemsetD2D8Async_ptsz);
+    return omlc_traced(OMLC_SYM_cuMemsetD2D8Async_ptsz, omlc_not_supported(OMLC_SYM_cuMemsetD2D8Async_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6372,7 +6372,7 @@ CUresult CUDAAPI cuMemsetD2D8_v2(CUdeviceptr_v2 dstDevice, size_t dstPitch, unsi
   }
   case OMLC_MODE_MPS:
     (void)dstDevice; (void)dstPitch; (void)uc; (void)Width; (void)Height;
-    return omlc_not_supported(OMLC_SYM_cuMemsetD2D8_v2);
+    return omlc_traced(OMLC_SYM_cuMemsetD2D8_v2, omlc_not_supported(OMLC_SYM_cuMemsetD2D8_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6386,7 +6386,7 @@ CUresult CUDAAPI cuMemsetD2D8_v2_ptds(CUdeviceptr_v2 dstDevice, size_t dstPitch,
   }
   case OMLC_MODE_MPS:
     (void)dstDevice; (void)dstPitch; (void)uc; (void)Width; (void)Height;
-    return omlc_not_supported(OMLC_SYM_cuMemsetD2D8_v2_ptds);
+    return omlc_traced(OMLC_SYM_cuMemsetD2D8_v2_ptds, omlc_not_supported(OMLC_SYM_cuMemsetD2D8_v2_ptds));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6400,7 +6400,7 @@ CUresult CUDAAPI cuMemsetD32(CUdeviceptr_v1 dstDevice, unsigned int ui, unsigned
   }
   case OMLC_MODE_MPS:
     (void)dstDevice; (void)ui; (void)N;
-    return omlc_not_supported(OMLC_SYM_cuMemsetD32);
+    return omlc_traced(OMLC_SYM_cuMemsetD32, omlc_not_supported(OMLC_SYM_cuMemsetD32));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6412,7 +6412,7 @@ CUresult CUDAAPI cuMemsetD32Async(CUdeviceptr_v2 dstDevice, unsigned int ui, siz
     omlc_fn real = omlc_real(OMLC_SYM_cuMemsetD32Async);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, unsigned int ui, size_t N, CUstream hStream))real)(dstDevice, ui, N, hStream) : omlc_bypass_missing(OMLC_SYM_cuMemsetD32Async);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemsetD32Async(dstDevice, ui, N, hStream);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemsetD32Async, omlc_mps_cuMemsetD32Async(dstDevice, ui, N, hStream));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6424,7 +6424,7 @@ CUresult CUDAAPI cuMemsetD32Async_ptsz(CUdeviceptr_v2 dstDevice, unsigned int ui
     omlc_fn real = omlc_real(OMLC_SYM_cuMemsetD32Async_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, unsigned int ui, size_t N, CUstream hStream))real)(dstDevice, ui, N, hStream) : omlc_bypass_missing(OMLC_SYM_cuMemsetD32Async_ptsz);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemsetD32Async_ptsz(dstDevice, ui, N, hStream);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemsetD32Async_ptsz, omlc_mps_cuMemsetD32Async_ptsz(dstDevice, ui, N, hStream));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6436,7 +6436,7 @@ CUresult CUDAAPI cuMemsetD32_v2(CUdeviceptr_v2 dstDevice, unsigned int ui, size_
     omlc_fn real = omlc_real(OMLC_SYM_cuMemsetD32_v2);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, unsigned int ui, size_t N))real)(dstDevice, ui, N) : omlc_bypass_missing(OMLC_SYM_cuMemsetD32_v2);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemsetD32_v2(dstDevice, ui, N);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemsetD32_v2, omlc_mps_cuMemsetD32_v2(dstDevice, ui, N));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6448,7 +6448,7 @@ CUresult CUDAAPI cuMemsetD32_v2_ptds(CUdeviceptr_v2 dstDevice, unsigned int ui, 
     omlc_fn real = omlc_real(OMLC_SYM_cuMemsetD32_v2_ptds);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, unsigned int ui, size_t N))real)(dstDevice, ui, N) : omlc_bypass_missing(OMLC_SYM_cuMemsetD32_v2_ptds);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemsetD32_v2_ptds(dstDevice, ui, N);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemsetD32_v2_ptds, omlc_mps_cuMemsetD32_v2_ptds(dstDevice, ui, N));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6462,7 +6462,7 @@ CUresult CUDAAPI cuMemsetD8(CUdeviceptr_v1 dstDevice, unsigned char uc, unsigned
   }
   case OMLC_MODE_MPS:
     (void)dstDevice; (void)uc; (void)N;
-    return omlc_not_supported(OMLC_SYM_cuMemsetD8);
+    return omlc_traced(OMLC_SYM_cuMemsetD8, omlc_not_supported(OMLC_SYM_cuMemsetD8));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6474,7 +6474,7 @@ CUresult CUDAAPI cuMemsetD8Async(CUdeviceptr_v2 dstDevice, unsigned char uc, siz
     omlc_fn real = omlc_real(OMLC_SYM_cuMemsetD8Async);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, unsigned char uc, size_t N, CUstream hStream))real)(dstDevice, uc, N, hStream) : omlc_bypass_missing(OMLC_SYM_cuMemsetD8Async);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemsetD8Async(dstDevice, uc, N, hStream);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemsetD8Async, omlc_mps_cuMemsetD8Async(dstDevice, uc, N, hStream));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6486,7 +6486,7 @@ CUresult CUDAAPI cuMemsetD8Async_ptsz(CUdeviceptr_v2 dstDevice, unsigned char uc
     omlc_fn real = omlc_real(OMLC_SYM_cuMemsetD8Async_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, unsigned char uc, size_t N, CUstream hStream))real)(dstDevice, uc, N, hStream) : omlc_bypass_missing(OMLC_SYM_cuMemsetD8Async_ptsz);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemsetD8Async_ptsz(dstDevice, uc, N, hStream);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemsetD8Async_ptsz, omlc_mps_cuMemsetD8Async_ptsz(dstDevice, uc, N, hStream));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6498,7 +6498,7 @@ CUresult CUDAAPI cuMemsetD8_v2(CUdeviceptr_v2 dstDevice, unsigned char uc, size_
     omlc_fn real = omlc_real(OMLC_SYM_cuMemsetD8_v2);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, unsigned char uc, size_t N))real)(dstDevice, uc, N) : omlc_bypass_missing(OMLC_SYM_cuMemsetD8_v2);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemsetD8_v2(dstDevice, uc, N);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemsetD8_v2, omlc_mps_cuMemsetD8_v2(dstDevice, uc, N));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6510,7 +6510,7 @@ CUresult CUDAAPI cuMemsetD8_v2_ptds(CUdeviceptr_v2 dstDevice, unsigned char uc, 
     omlc_fn real = omlc_real(OMLC_SYM_cuMemsetD8_v2_ptds);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 dstDevice, unsigned char uc, size_t N))real)(dstDevice, uc, N) : omlc_bypass_missing(OMLC_SYM_cuMemsetD8_v2_ptds);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuMemsetD8_v2_ptds(dstDevice, uc, N);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemsetD8_v2_ptds, omlc_mps_cuMemsetD8_v2_ptds(dstDevice, uc, N));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6524,7 +6524,7 @@ CUresult CUDAAPI cuMipmappedArrayCreate(CUmipmappedArray *pHandle, const CUDA_AR
   }
   case OMLC_MODE_MPS:
     (void)pHandle; (void)pMipmappedArrayDesc; (void)numMipmapLevels;
-    return omlc_not_supported(OMLC_SYM_cuMipmappedArrayCreate);
+    return omlc_traced(OMLC_SYM_cuMipmappedArrayCreate, omlc_not_supported(OMLC_SYM_cuMipmappedArrayCreate));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6538,7 +6538,7 @@ CUresult CUDAAPI cuMipmappedArrayDestroy(CUmipmappedArray hMipmappedArray) {
   }
   case OMLC_MODE_MPS:
     (void)hMipmappedArray;
-    return omlc_not_supported(OMLC_SYM_cuMipmappedArrayDestroy);
+    return omlc_traced(OMLC_SYM_cuMipmappedArrayDestroy, omlc_not_supported(OMLC_SYM_cuMipmappedArrayDestroy));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6552,7 +6552,7 @@ CUresult CUDAAPI cuMipmappedArrayGetLevel(CUarray *pLevelArray, CUmipmappedArray
   }
   case OMLC_MODE_MPS:
     (void)pLevelArray; (void)hMipmappedArray; (void)level;
-    return omlc_not_supported(OMLC_SYM_cuMipmappedArrayGetLevel);
+    return omlc_traced(OMLC_SYM_cuMipmappedArrayGetLevel, omlc_not_supported(OMLC_SYM_cuMipmappedArrayGetLevel));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6566,7 +6566,7 @@ CUresult CUDAAPI cuMipmappedArrayGetMemoryRequirements(CUDA_ARRAY_MEMORY_REQUIRE
   }
   case OMLC_MODE_MPS:
     (void)memoryRequirements; (void)mipmap; (void)device;
-    return omlc_not_supported(OMLC_SYM_cuMipmappedArrayGetMemoryRequirements);
+    return omlc_traced(OMLC_SYM_cuMipmappedArrayGetMemoryRequirements, omlc_not_supported(OMLC_SYM_cuMipmappedArrayGetMemoryRequirements));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6580,7 +6580,7 @@ CUresult CUDAAPI cuMipmappedArrayGetSparseProperties(CUDA_ARRAY_SPARSE_PROPERTIE
   }
   case OMLC_MODE_MPS:
     (void)sparseProperties; (void)mipmap;
-    return omlc_not_supported(OMLC_SYM_cuMipmappedArrayGetSparseProperties);
+    return omlc_traced(OMLC_SYM_cuMipmappedArrayGetSparseProperties, omlc_not_supported(OMLC_SYM_cuMipmappedArrayGetSparseProperties));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6594,7 +6594,7 @@ CUresult CUDAAPI cuModuleEnumerateFunctions(CUfunction *functions, unsigned int 
   }
   case OMLC_MODE_MPS:
     (void)functions; (void)numFunctions; (void)mod;
-    return omlc_not_supported(OMLC_SYM_cuModuleEnumerateFunctions);
+    return omlc_traced(OMLC_SYM_cuModuleEnumerateFunctions, omlc_not_supported(OMLC_SYM_cuModuleEnumerateFunctions));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6606,7 +6606,7 @@ CUresult CUDAAPI cuModuleGetFunction(CUfunction *hfunc, CUmodule hmod, const cha
     omlc_fn real = omlc_real(OMLC_SYM_cuModuleGetFunction);
     return real ? ((CUresult (CUDAAPI *)(CUfunction *hfunc, CUmodule hmod, const char *name))real)(hfunc, hmod, name) : omlc_bypass_missing(OMLC_SYM_cuModuleGetFunction);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuModuleGetFunction(hfunc, hmod, name);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuModuleGetFunction, omlc_mps_cuModuleGetFunction(hfunc, hmod, name));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6620,7 +6620,7 @@ CUresult CUDAAPI cuModuleGetFunctionCount(unsigned int *count, CUmodule hmod) {
   }
   case OMLC_MODE_MPS:
     (void)count; (void)hmod;
-    return omlc_not_supported(OMLC_SYM_cuModuleGetFunctionCount);
+    return omlc_traced(OMLC_SYM_cuModuleGetFunctionCount, omlc_not_supported(OMLC_SYM_cuModuleGetFunctionCount));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6634,7 +6634,7 @@ CUresult CUDAAPI cuModuleGetGlobal(CUdeviceptr_v1 *dptr, unsigned int *bytes, CU
   }
   case OMLC_MODE_MPS:
     (void)dptr; (void)bytes; (void)hmod; (void)name;
-    return omlc_not_supported(OMLC_SYM_cuModuleGetGlobal);
+    return omlc_traced(OMLC_SYM_cuModuleGetGlobal, omlc_not_supported(OMLC_SYM_cuModuleGetGlobal));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6648,7 +6648,7 @@ CUresult CUDAAPI cuModuleGetGlobal_v2(CUdeviceptr_v2 *dptr, size_t *bytes, CUmod
   }
   case OMLC_MODE_MPS:
     (void)dptr; (void)bytes; (void)hmod; (void)name;
-    return omlc_not_supported(OMLC_SYM_cuModuleGetGlobal_v2);
+    return omlc_traced(OMLC_SYM_cuModuleGetGlobal_v2, omlc_not_supported(OMLC_SYM_cuModuleGetGlobal_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6660,7 +6660,7 @@ CUresult CUDAAPI cuModuleGetLoadingMode(CUmoduleLoadingMode *mode) {
     omlc_fn real = omlc_real(OMLC_SYM_cuModuleGetLoadingMode);
     return real ? ((CUresult (CUDAAPI *)(CUmoduleLoadingMode *mode))real)(mode) : omlc_bypass_missing(OMLC_SYM_cuModuleGetLoadingMode);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuModuleGetLoadingMode(mode);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuModuleGetLoadingMode, omlc_mps_cuModuleGetLoadingMode(mode));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6674,7 +6674,7 @@ CUresult CUDAAPI cuModuleGetSurfRef(CUsurfref *pSurfRef, CUmodule hmod, const ch
   }
   case OMLC_MODE_MPS:
     (void)pSurfRef; (void)hmod; (void)name;
-    return omlc_not_supported(OMLC_SYM_cuModuleGetSurfRef);
+    return omlc_traced(OMLC_SYM_cuModuleGetSurfRef, omlc_not_supported(OMLC_SYM_cuModuleGetSurfRef));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6688,7 +6688,7 @@ CUresult CUDAAPI cuModuleGetTexRef(CUtexref *pTexRef, CUmodule hmod, const char 
   }
   case OMLC_MODE_MPS:
     (void)pTexRef; (void)hmod; (void)name;
-    return omlc_not_supported(OMLC_SYM_cuModuleGetTexRef);
+    return omlc_traced(OMLC_SYM_cuModuleGetTexRef, omlc_not_supported(OMLC_SYM_cuModuleGetTexRef));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6702,7 +6702,7 @@ CUresult CUDAAPI cuModuleLoad(CUmodule *module, const char *fname) {
   }
   case OMLC_MODE_MPS:
     (void)module; (void)fname;
-    return omlc_not_supported(OMLC_SYM_cuModuleLoad);
+    return omlc_traced(OMLC_SYM_cuModuleLoad, omlc_not_supported(OMLC_SYM_cuModuleLoad));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6714,7 +6714,7 @@ CUresult CUDAAPI cuModuleLoadData(CUmodule *module, const void *image) {
     omlc_fn real = omlc_real(OMLC_SYM_cuModuleLoadData);
     return real ? ((CUresult (CUDAAPI *)(CUmodule *module, const void *image))real)(module, image) : omlc_bypass_missing(OMLC_SYM_cuModuleLoadData);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuModuleLoadData(module, image);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuModuleLoadData, omlc_mps_cuModuleLoadData(module, image));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6726,7 +6726,7 @@ CUresult CUDAAPI cuModuleLoadDataEx(CUmodule *module, const void *image, unsigne
     omlc_fn real = omlc_real(OMLC_SYM_cuModuleLoadDataEx);
     return real ? ((CUresult (CUDAAPI *)(CUmodule *module, const void *image, unsigned int numOptions, CUjit_option *options, void **optionValues))real)(module, image, numOptions, options, optionValues) : omlc_bypass_missing(OMLC_SYM_cuModuleLoadDataEx);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuModuleLoadDataEx(module, image, numOptions, options, optionValues);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuModuleLoadDataEx, omlc_mps_cuModuleLoadDataEx(module, image, numOptions, options, optionValues));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6738,7 +6738,7 @@ CUresult CUDAAPI cuModuleLoadFatBinary(CUmodule *module, const void *fatCubin) {
     omlc_fn real = omlc_real(OMLC_SYM_cuModuleLoadFatBinary);
     return real ? ((CUresult (CUDAAPI *)(CUmodule *module, const void *fatCubin))real)(module, fatCubin) : omlc_bypass_missing(OMLC_SYM_cuModuleLoadFatBinary);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuModuleLoadFatBinary(module, fatCubin);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuModuleLoadFatBinary, omlc_mps_cuModuleLoadFatBinary(module, fatCubin));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6750,7 +6750,7 @@ CUresult CUDAAPI cuModuleUnload(CUmodule hmod) {
     omlc_fn real = omlc_real(OMLC_SYM_cuModuleUnload);
     return real ? ((CUresult (CUDAAPI *)(CUmodule hmod))real)(hmod) : omlc_bypass_missing(OMLC_SYM_cuModuleUnload);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuModuleUnload(hmod);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuModuleUnload, omlc_mps_cuModuleUnload(hmod));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6764,7 +6764,7 @@ CUresult CUDAAPI cuMulticastAddDevice(CUmemGenericAllocationHandle mcHandle, CUd
   }
   case OMLC_MODE_MPS:
     (void)mcHandle; (void)dev;
-    return omlc_not_supported(OMLC_SYM_cuMulticastAddDevice);
+    return omlc_traced(OMLC_SYM_cuMulticastAddDevice, omlc_not_supported(OMLC_SYM_cuMulticastAddDevice));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6778,7 +6778,7 @@ CUresult CUDAAPI cuMulticastBindAddr(CUmemGenericAllocationHandle mcHandle, size
   }
   case OMLC_MODE_MPS:
     (void)mcHandle; (void)mcOffset; (void)memptr; (void)size; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuMulticastBindAddr);
+    return omlc_traced(OMLC_SYM_cuMulticastBindAddr, omlc_not_supported(OMLC_SYM_cuMulticastBindAddr));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6792,7 +6792,7 @@ CUresult CUDAAPI cuMulticastBindMem(CUmemGenericAllocationHandle mcHandle, size_
   }
   case OMLC_MODE_MPS:
     (void)mcHandle; (void)mcOffset; (void)memHandle; (void)memOffset; (void)size; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuMulticastBindMem);
+    return omlc_traced(OMLC_SYM_cuMulticastBindMem, omlc_not_supported(OMLC_SYM_cuMulticastBindMem));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6806,7 +6806,7 @@ CUresult CUDAAPI cuMulticastCreate(CUmemGenericAllocationHandle *mcHandle, const
   }
   case OMLC_MODE_MPS:
     (void)mcHandle; (void)prop;
-    return omlc_not_supported(OMLC_SYM_cuMulticastCreate);
+    return omlc_traced(OMLC_SYM_cuMulticastCreate, omlc_not_supported(OMLC_SYM_cuMulticastCreate));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6820,7 +6820,7 @@ CUresult CUDAAPI cuMulticastGetGranularity(size_t *granularity, const CUmulticas
   }
   case OMLC_MODE_MPS:
     (void)granularity; (void)prop; (void)option;
-    return omlc_not_supported(OMLC_SYM_cuMulticastGetGranularity);
+    return omlc_traced(OMLC_SYM_cuMulticastGetGranularity, omlc_not_supported(OMLC_SYM_cuMulticastGetGranularity));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6834,7 +6834,7 @@ CUresult CUDAAPI cuMulticastUnbind(CUmemGenericAllocationHandle mcHandle, CUdevi
   }
   case OMLC_MODE_MPS:
     (void)mcHandle; (void)dev; (void)mcOffset; (void)size;
-    return omlc_not_supported(OMLC_SYM_cuMulticastUnbind);
+    return omlc_traced(OMLC_SYM_cuMulticastUnbind, omlc_not_supported(OMLC_SYM_cuMulticastUnbind));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6848,7 +6848,7 @@ CUresult CUDAAPI cuOccupancyAvailableDynamicSMemPerBlock(size_t *dynamicSmemSize
   }
   case OMLC_MODE_MPS:
     (void)dynamicSmemSize; (void)func; (void)numBlocks; (void)blockSize;
-    return omlc_not_supported(OMLC_SYM_cuOccupancyAvailableDynamicSMemPerBlock);
+    return omlc_traced(OMLC_SYM_cuOccupancyAvailableDynamicSMemPerBlock, omlc_not_supported(OMLC_SYM_cuOccupancyAvailableDynamicSMemPerBlock));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6862,7 +6862,7 @@ CUresult CUDAAPI cuOccupancyMaxActiveBlocksPerMultiprocessor(int *numBlocks, CUf
   }
   case OMLC_MODE_MPS:
     (void)numBlocks; (void)func; (void)blockSize; (void)dynamicSMemSize;
-    return omlc_not_supported(OMLC_SYM_cuOccupancyMaxActiveBlocksPerMultiprocessor);
+    return omlc_traced(OMLC_SYM_cuOccupancyMaxActiveBlocksPerMultiprocessor, omlc_not_supported(OMLC_SYM_cuOccupancyMaxActiveBlocksPerMultiprocessor));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6876,7 +6876,7 @@ CUresult CUDAAPI cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int *numBl
   }
   case OMLC_MODE_MPS:
     (void)numBlocks; (void)func; (void)blockSize; (void)dynamicSMemSize; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags);
+    return omlc_traced(OMLC_SYM_cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags, omlc_not_supported(OMLC_SYM_cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6890,7 +6890,7 @@ CUresult CUDAAPI cuOccupancyMaxActiveClusters(int *numClusters, CUfunction func,
   }
   case OMLC_MODE_MPS:
     (void)numClusters; (void)func; (void)config;
-    return omlc_not_supported(OMLC_SYM_cuOccupancyMaxActiveClusters);
+    return omlc_traced(OMLC_SYM_cuOccupancyMaxActiveClusters, omlc_not_supported(OMLC_SYM_cuOccupancyMaxActiveClusters));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6904,7 +6904,7 @@ CUresult CUDAAPI cuOccupancyMaxPotentialBlockSize(int *minGridSize, int *blockSi
   }
   case OMLC_MODE_MPS:
     (void)minGridSize; (void)blockSize; (void)func; (void)blockSizeToDynamicSMemSize; (void)dynamicSMemSize; (void)blockSizeLimit;
-    return omlc_not_supported(OMLC_SYM_cuOccupancyMaxPotentialBlockSize);
+    return omlc_traced(OMLC_SYM_cuOccupancyMaxPotentialBlockSize, omlc_not_supported(OMLC_SYM_cuOccupancyMaxPotentialBlockSize));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6918,7 +6918,7 @@ CUresult CUDAAPI cuOccupancyMaxPotentialBlockSizeWithFlags(int *minGridSize, int
   }
   case OMLC_MODE_MPS:
     (void)minGridSize; (void)blockSize; (void)func; (void)blockSizeToDynamicSMemSize; (void)dynamicSMemSize; (void)blockSizeLimit; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuOccupancyMaxPotentialBlockSizeWithFlags);
+    return omlc_traced(OMLC_SYM_cuOccupancyMaxPotentialBlockSizeWithFlags, omlc_not_supported(OMLC_SYM_cuOccupancyMaxPotentialBlockSizeWithFlags));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6932,7 +6932,7 @@ CUresult CUDAAPI cuOccupancyMaxPotentialClusterSize(int *clusterSize, CUfunction
   }
   case OMLC_MODE_MPS:
     (void)clusterSize; (void)func; (void)config;
-    return omlc_not_supported(OMLC_SYM_cuOccupancyMaxPotentialClusterSize);
+    return omlc_traced(OMLC_SYM_cuOccupancyMaxPotentialClusterSize, omlc_not_supported(OMLC_SYM_cuOccupancyMaxPotentialClusterSize));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6946,7 +6946,7 @@ CUresult CUDAAPI cuParamSetSize(CUfunction hfunc, unsigned int numbytes) {
   }
   case OMLC_MODE_MPS:
     (void)hfunc; (void)numbytes;
-    return omlc_not_supported(OMLC_SYM_cuParamSetSize);
+    return omlc_traced(OMLC_SYM_cuParamSetSize, omlc_not_supported(OMLC_SYM_cuParamSetSize));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6960,7 +6960,7 @@ CUresult CUDAAPI cuParamSetTexRef(CUfunction hfunc, int texunit, CUtexref hTexRe
   }
   case OMLC_MODE_MPS:
     (void)hfunc; (void)texunit; (void)hTexRef;
-    return omlc_not_supported(OMLC_SYM_cuParamSetTexRef);
+    return omlc_traced(OMLC_SYM_cuParamSetTexRef, omlc_not_supported(OMLC_SYM_cuParamSetTexRef));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6974,7 +6974,7 @@ CUresult CUDAAPI cuParamSetf(CUfunction hfunc, int offset, float value) {
   }
   case OMLC_MODE_MPS:
     (void)hfunc; (void)offset; (void)value;
-    return omlc_not_supported(OMLC_SYM_cuParamSetf);
+    return omlc_traced(OMLC_SYM_cuParamSetf, omlc_not_supported(OMLC_SYM_cuParamSetf));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6988,7 +6988,7 @@ CUresult CUDAAPI cuParamSeti(CUfunction hfunc, int offset, unsigned int value) {
   }
   case OMLC_MODE_MPS:
     (void)hfunc; (void)offset; (void)value;
-    return omlc_not_supported(OMLC_SYM_cuParamSeti);
+    return omlc_traced(OMLC_SYM_cuParamSeti, omlc_not_supported(OMLC_SYM_cuParamSeti));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7002,7 +7002,7 @@ CUresult CUDAAPI cuParamSetv(CUfunction hfunc, int offset, void *ptr, unsigned i
   }
   case OMLC_MODE_MPS:
     (void)hfunc; (void)offset; (void)ptr; (void)numbytes;
-    return omlc_not_supported(OMLC_SYM_cuParamSetv);
+    return omlc_traced(OMLC_SYM_cuParamSetv, omlc_not_supported(OMLC_SYM_cuParamSetv));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7014,7 +7014,7 @@ CUresult CUDAAPI cuPointerGetAttribute(void *data, CUpointer_attribute attribute
     omlc_fn real = omlc_real(OMLC_SYM_cuPointerGetAttribute);
     return real ? ((CUresult (CUDAAPI *)(void *data, CUpointer_attribute attribute, CUdeviceptr_v2 ptr))real)(data, attribute, ptr) : omlc_bypass_missing(OMLC_SYM_cuPointerGetAttribute);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuPointerGetAttribute(data, attribute, ptr);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuPointerGetAttribute, omlc_mps_cuPointerGetAttribute(data, attribute, ptr));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7026,7 +7026,7 @@ CUresult CUDAAPI cuPointerGetAttributes(unsigned int numAttributes, CUpointer_at
     omlc_fn real = omlc_real(OMLC_SYM_cuPointerGetAttributes);
     return real ? ((CUresult (CUDAAPI *)(unsigned int numAttributes, CUpointer_attribute *attributes, void **data, CUdeviceptr_v2 ptr))real)(numAttributes, attributes, data, ptr) : omlc_bypass_missing(OMLC_SYM_cuPointerGetAttributes);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuPointerGetAttributes(numAttributes, attributes, data, ptr);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuPointerGetAttributes, omlc_mps_cuPointerGetAttributes(numAttributes, attributes, data, ptr));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7040,7 +7040,7 @@ CUresult CUDAAPI cuPointerSetAttribute(const void *value, CUpointer_attribute at
   }
   case OMLC_MODE_MPS:
     (void)value; (void)attribute; (void)ptr;
-    return omlc_not_supported(OMLC_SYM_cuPointerSetAttribute);
+    return omlc_traced(OMLC_SYM_cuPointerSetAttribute, omlc_not_supported(OMLC_SYM_cuPointerSetAttribute));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7054,7 +7054,7 @@ CUresult CUDAAPI cuProfilerInitialize(const char *configFile, const char *output
   }
   case OMLC_MODE_MPS:
     (void)configFile; (void)outputFile; (void)outputMode;
-    return omlc_not_supported(OMLC_SYM_cuProfilerInitialize);
+    return omlc_traced(OMLC_SYM_cuProfilerInitialize, omlc_not_supported(OMLC_SYM_cuProfilerInitialize));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7067,7 +7067,7 @@ CUresult CUDAAPI cuProfilerStart(void) {
     return real ? ((CUresult (CUDAAPI *)(void))real)() : omlc_bypass_missing(OMLC_SYM_cuProfilerStart);
   }
   case OMLC_MODE_MPS:
-    return omlc_not_supported(OMLC_SYM_cuProfilerStart);
+    return omlc_traced(OMLC_SYM_cuProfilerStart, omlc_not_supported(OMLC_SYM_cuProfilerStart));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7080,7 +7080,7 @@ CUresult CUDAAPI cuProfilerStop(void) {
     return real ? ((CUresult (CUDAAPI *)(void))real)() : omlc_bypass_missing(OMLC_SYM_cuProfilerStop);
   }
   case OMLC_MODE_MPS:
-    return omlc_not_supported(OMLC_SYM_cuProfilerStop);
+    return omlc_traced(OMLC_SYM_cuProfilerStop, omlc_not_supported(OMLC_SYM_cuProfilerStop));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7094,7 +7094,7 @@ CUresult CUDAAPI cuSignalExternalSemaphoresAsync(const CUexternalSemaphore *extS
   }
   case OMLC_MODE_MPS:
     (void)extSemArray; (void)paramsArray; (void)numExtSems; (void)stream;
-    return omlc_not_supported(OMLC_SYM_cuSignalExternalSemaphoresAsync);
+    return omlc_traced(OMLC_SYM_cuSignalExternalSemaphoresAsync, omlc_not_supported(OMLC_SYM_cuSignalExternalSemaphoresAsync));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7108,7 +7108,7 @@ CUresult CUDAAPI cuSignalExternalSemaphoresAsync_ptsz(const CUexternalSemaphore 
   }
   case OMLC_MODE_MPS:
     (void)extSemArray; (void)paramsArray; (void)numExtSems; (void)stream;
-    return omlc_not_supported(OMLC_SYM_cuSignalExternalSemaphoresAsync_ptsz);
+    return omlc_traced(OMLC_SYM_cuSignalExternalSemaphoresAsync_ptsz, omlc_not_supported(OMLC_SYM_cuSignalExternalSemaphoresAsync_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7122,7 +7122,7 @@ CUresult CUDAAPI cuStreamAddCallback(CUstream hStream, CUstreamCallback callback
   }
   case OMLC_MODE_MPS:
     (void)hStream; (void)callback; (void)userData; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamAddCallback);
+    return omlc_traced(OMLC_SYM_cuStreamAddCallback, omlc_not_supported(OMLC_SYM_cuStreamAddCallback));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7136,7 +7136,7 @@ CUresult CUDAAPI cuStreamAddCallback_ptsz(CUstream hStream, CUstreamCallback cal
   }
   case OMLC_MODE_MPS:
     (void)hStream; (void)callback; (void)userData; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamAddCallback_ptsz);
+    return omlc_traced(OMLC_SYM_cuStreamAddCallback_ptsz, omlc_not_supported(OMLC_SYM_cuStreamAddCallback_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7150,7 +7150,7 @@ CUresult CUDAAPI cuStreamAttachMemAsync(CUstream hStream, CUdeviceptr_v2 dptr, s
   }
   case OMLC_MODE_MPS:
     (void)hStream; (void)dptr; (void)length; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamAttachMemAsync);
+    return omlc_traced(OMLC_SYM_cuStreamAttachMemAsync, omlc_not_supported(OMLC_SYM_cuStreamAttachMemAsync));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7164,7 +7164,7 @@ CUresult CUDAAPI cuStreamAttachMemAsync_ptsz(CUstream hStream, CUdeviceptr_v2 dp
   }
   case OMLC_MODE_MPS:
     (void)hStream; (void)dptr; (void)length; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamAttachMemAsync_ptsz);
+    return omlc_traced(OMLC_SYM_cuStreamAttachMemAsync_ptsz, omlc_not_supported(OMLC_SYM_cuStreamAttachMemAsync_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7178,7 +7178,7 @@ CUresult CUDAAPI cuStreamBatchMemOp(CUstream stream, unsigned int count, CUstrea
   }
   case OMLC_MODE_MPS:
     (void)stream; (void)count; (void)paramArray; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamBatchMemOp);
+    return omlc_traced(OMLC_SYM_cuStreamBatchMemOp, omlc_not_supported(OMLC_SYM_cuStreamBatchMemOp));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7192,7 +7192,7 @@ CUresult CUDAAPI cuStreamBatchMemOp_ptsz(CUstream stream, unsigned int count, CU
   }
   case OMLC_MODE_MPS:
     (void)stream; (void)count; (void)paramArray; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamBatchMemOp_ptsz);
+    return omlc_traced(OMLC_SYM_cuStreamBatchMemOp_ptsz, omlc_not_supported(OMLC_SYM_cuStreamBatchMemOp_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7206,7 +7206,7 @@ CUresult CUDAAPI cuStreamBatchMemOp_v2(CUstream stream, unsigned int count, CUst
   }
   case OMLC_MODE_MPS:
     (void)stream; (void)count; (void)paramArray; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamBatchMemOp_v2);
+    return omlc_traced(OMLC_SYM_cuStreamBatchMemOp_v2, omlc_not_supported(OMLC_SYM_cuStreamBatchMemOp_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7220,7 +7220,7 @@ CUresult CUDAAPI cuStreamBatchMemOp_v2_ptsz(CUstream stream, unsigned int count,
   }
   case OMLC_MODE_MPS:
     (void)stream; (void)count; (void)paramArray; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamBatchMemOp_v2_ptsz);
+    return omlc_traced(OMLC_SYM_cuStreamBatchMemOp_v2_ptsz, omlc_not_supported(OMLC_SYM_cuStreamBatchMemOp_v2_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7234,7 +7234,7 @@ CUresult CUDAAPI cuStreamBeginCapture(CUstream hStream) {
   }
   case OMLC_MODE_MPS:
     (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuStreamBeginCapture);
+    return omlc_traced(OMLC_SYM_cuStreamBeginCapture, omlc_not_supported(OMLC_SYM_cuStreamBeginCapture));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7248,7 +7248,7 @@ CUresult CUDAAPI cuStreamBeginCaptureToGraph(CUstream hStream, CUgraph hGraph, c
   }
   case OMLC_MODE_MPS:
     (void)hStream; (void)hGraph; (void)dependencies; (void)dependencyData; (void)numDependencies; (void)mode;
-    return omlc_not_supported(OMLC_SYM_cuStreamBeginCaptureToGraph);
+    return omlc_traced(OMLC_SYM_cuStreamBeginCaptureToGraph, omlc_not_supported(OMLC_SYM_cuStreamBeginCaptureToGraph));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7262,7 +7262,7 @@ CUresult CUDAAPI cuStreamBeginCaptureToGraph_ptsz(CUstream hStream, CUgraph hGra
   }
   case OMLC_MODE_MPS:
     (void)hStream; (void)hGraph; (void)dependencies; (void)dependencyData; (void)numDependencies; (void)mode;
-    return omlc_not_supported(OMLC_SYM_cuStreamBeginCaptureToGraph_ptsz);
+    return omlc_traced(OMLC_SYM_cuStreamBeginCaptureToGraph_ptsz, omlc_not_supported(OMLC_SYM_cuStreamBeginCaptureToGraph_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7276,7 +7276,7 @@ CUresult CUDAAPI cuStreamBeginCapture_ptsz(CUstream hStream) {
   }
   case OMLC_MODE_MPS:
     (void)hStream;
-    return omlc_not_supported(OMLC_SYM_cuStreamBeginCapture_ptsz);
+    return omlc_traced(OMLC_SYM_cuStreamBeginCapture_ptsz, omlc_not_supported(OMLC_SYM_cuStreamBeginCapture_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7290,7 +7290,7 @@ CUresult CUDAAPI cuStreamBeginCapture_v2(CUstream hStream, CUstreamCaptureMode m
   }
   case OMLC_MODE_MPS:
     (void)hStream; (void)mode;
-    return omlc_not_supported(OMLC_SYM_cuStreamBeginCapture_v2);
+    return omlc_traced(OMLC_SYM_cuStreamBeginCapture_v2, omlc_not_supported(OMLC_SYM_cuStreamBeginCapture_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7304,7 +7304,7 @@ CUresult CUDAAPI cuStreamBeginCapture_v2_ptsz(CUstream hStream, CUstreamCaptureM
   }
   case OMLC_MODE_MPS:
     (void)hStream; (void)mode;
-    return omlc_not_supported(OMLC_SYM_cuStreamBeginCapture_v2_ptsz);
+    return omlc_traced(OMLC_SYM_cuStreamBeginCapture_v2_ptsz, omlc_not_supported(OMLC_SYM_cuStreamBeginCapture_v2_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7318,7 +7318,7 @@ CUresult CUDAAPI cuStreamCopyAttributes(CUstream dstStream, CUstream srcStream) 
   }
   case OMLC_MODE_MPS:
     (void)dstStream; (void)srcStream;
-    return omlc_not_supported(OMLC_SYM_cuStreamCopyAttributes);
+    return omlc_traced(OMLC_SYM_cuStreamCopyAttributes, omlc_not_supported(OMLC_SYM_cuStreamCopyAttributes));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7332,7 +7332,7 @@ CUresult CUDAAPI cuStreamCopyAttributes_ptsz(CUstream dst, CUstream src) {
   }
   case OMLC_MODE_MPS:
     (void)dst; (void)src;
-    return omlc_not_supported(OMLC_SYM_cuStreamCopyAttributes_ptsz);
+    return omlc_traced(OMLC_SYM_cuStreamCopyAttributes_ptsz, omlc_not_supported(OMLC_SYM_cuStreamCopyAttributes_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7344,7 +7344,7 @@ CUresult CUDAAPI cuStreamCreate(CUstream *phStream, unsigned int Flags) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamCreate);
     return real ? ((CUresult (CUDAAPI *)(CUstream *phStream, unsigned int Flags))real)(phStream, Flags) : omlc_bypass_missing(OMLC_SYM_cuStreamCreate);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuStreamCreate(phStream, Flags);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuStreamCreate, omlc_mps_cuStreamCreate(phStream, Flags));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7356,7 +7356,7 @@ CUresult CUDAAPI cuStreamCreateWithPriority(CUstream *phStream, unsigned int fla
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamCreateWithPriority);
     return real ? ((CUresult (CUDAAPI *)(CUstream *phStream, unsigned int flags, int priority))real)(phStream, flags, priority) : omlc_bypass_missing(OMLC_SYM_cuStreamCreateWithPriority);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuStreamCreateWithPriority(phStream, flags, priority);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuStreamCreateWithPriority, omlc_mps_cuStreamCreateWithPriority(phStream, flags, priority));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7368,7 +7368,7 @@ CUresult CUDAAPI cuStreamDestroy(CUstream hStream) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamDestroy);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream))real)(hStream) : omlc_bypass_missing(OMLC_SYM_cuStreamDestroy);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuStreamDestroy(hStream);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuStreamDestroy, omlc_mps_cuStreamDestroy(hStream));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7380,7 +7380,7 @@ CUresult CUDAAPI cuStreamDestroy_v2(CUstream hStream) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamDestroy_v2);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream))real)(hStream) : omlc_bypass_missing(OMLC_SYM_cuStreamDestroy_v2);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuStreamDestroy_v2(hStream);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuStreamDestroy_v2, omlc_mps_cuStreamDestroy_v2(hStream));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7394,7 +7394,7 @@ CUresult CUDAAPI cuStreamEndCapture(CUstream hStream, CUgraph *phGraph) {
   }
   case OMLC_MODE_MPS:
     (void)hStream; (void)phGraph;
-    return omlc_not_supported(OMLC_SYM_cuStreamEndCapture);
+    return omlc_traced(OMLC_SYM_cuStreamEndCapture, omlc_not_supported(OMLC_SYM_cuStreamEndCapture));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7408,7 +7408,7 @@ CUresult CUDAAPI cuStreamEndCapture_ptsz(CUstream hStream, CUgraph *phGraph) {
   }
   case OMLC_MODE_MPS:
     (void)hStream; (void)phGraph;
-    return omlc_not_supported(OMLC_SYM_cuStreamEndCapture_ptsz);
+    return omlc_traced(OMLC_SYM_cuStreamEndCapture_ptsz, omlc_not_supported(OMLC_SYM_cuStreamEndCapture_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7422,7 +7422,7 @@ CUresult CUDAAPI cuStreamGetAttribute(CUstream hStream, CUstreamAttrID attr, CUs
   }
   case OMLC_MODE_MPS:
     (void)hStream; (void)attr; (void)value;
-    return omlc_not_supported(OMLC_SYM_cuStreamGetAttribute);
+    return omlc_traced(OMLC_SYM_cuStreamGetAttribute, omlc_not_supported(OMLC_SYM_cuStreamGetAttribute));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7436,7 +7436,7 @@ CUresult CUDAAPI cuStreamGetAttribute_ptsz(CUstream hStream, CUstreamAttrID attr
   }
   case OMLC_MODE_MPS:
     (void)hStream; (void)attr; (void)value_out;
-    return omlc_not_supported(OMLC_SYM_cuStreamGetAttribute_ptsz);
+    return omlc_traced(OMLC_SYM_cuStreamGetAttribute_ptsz, omlc_not_supported(OMLC_SYM_cuStreamGetAttribute_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7448,7 +7448,7 @@ CUresult CUDAAPI cuStreamGetCaptureInfo(CUstream hStream, CUstreamCaptureStatus 
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetCaptureInfo);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUstreamCaptureStatus *captureStatus_out, cuuint64_t *id_out))real)(hStream, captureStatus_out, id_out) : omlc_bypass_missing(OMLC_SYM_cuStreamGetCaptureInfo);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetCaptureInfo(hStream, captureStatus_out, id_out);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuStreamGetCaptureInfo, omlc_mps_cuStreamGetCaptureInfo(hStream, captureStatus_out, id_out));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7460,7 +7460,7 @@ CUresult CUDAAPI cuStreamGetCaptureInfo_ptsz(CUstream hStream, CUstreamCaptureSt
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetCaptureInfo_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUstreamCaptureStatus *captureStatus_out, cuuint64_t *id_out))real)(hStream, captureStatus_out, id_out) : omlc_bypass_missing(OMLC_SYM_cuStreamGetCaptureInfo_ptsz);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetCaptureInfo_ptsz(hStream, captureStatus_out, id_out);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuStreamGetCaptureInfo_ptsz, omlc_mps_cuStreamGetCaptureInfo_ptsz(hStream, captureStatus_out, id_out));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7472,7 +7472,7 @@ CUresult CUDAAPI cuStreamGetCaptureInfo_v2(CUstream hStream, CUstreamCaptureStat
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetCaptureInfo_v2);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUstreamCaptureStatus *captureStatus_out, cuuint64_t *id_out, CUgraph *graph_out, const CUgraphNode **dependencies_out, size_t *numDependencies_out))real)(hStream, captureStatus_out, id_out, graph_out, dependencies_out, numDependencies_out) : omlc_bypass_missing(OMLC_SYM_cuStreamGetCaptureInfo_v2);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetCaptureInfo_v2(hStream, captureStatus_out, id_out, graph_out, dependencies_out, numDependencies_out);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuStreamGetCaptureInfo_v2, omlc_mps_cuStreamGetCaptureInfo_v2(hStream, captureStatus_out, id_out, graph_out, dependencies_out, numDependencies_out));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7484,7 +7484,7 @@ CUresult CUDAAPI cuStreamGetCaptureInfo_v2_ptsz(CUstream hStream, CUstreamCaptur
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetCaptureInfo_v2_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUstreamCaptureStatus *captureStatus_out, cuuint64_t *id_out, CUgraph *graph_out, const CUgraphNode **dependencies_out, size_t *numDependencies_out))real)(hStream, captureStatus_out, id_out, graph_out, dependencies_out, numDependencies_out) : omlc_bypass_missing(OMLC_SYM_cuStreamGetCaptureInfo_v2_ptsz);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetCaptureInfo_v2_ptsz(hStream, captureStatus_out, id_out, graph_out, dependencies_out, numDependencies_out);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuStreamGetCaptureInfo_v2_ptsz, omlc_mps_cuStreamGetCaptureInfo_v2_ptsz(hStream, captureStatus_out, id_out, graph_out, dependencies_out, numDependencies_out));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7496,7 +7496,7 @@ CUresult CUDAAPI cuStreamGetCaptureInfo_v3(CUstream hStream, CUstreamCaptureStat
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetCaptureInfo_v3);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUstreamCaptureStatus *captureStatus_out, cuuint64_t *id_out, CUgraph *graph_out, const CUgraphNode **dependencies_out, const CUgraphEdgeData **edgeData_out, size_t *numDependencies_out))real)(hStream, captureStatus_out, id_out, graph_out, dependencies_out, edgeData_out, numDependencies_out) : omlc_bypass_missing(OMLC_SYM_cuStreamGetCaptureInfo_v3);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetCaptureInfo_v3(hStream, captureStatus_out, id_out, graph_out, dependencies_out, edgeData_out, numDependencies_out);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuStreamGetCaptureInfo_v3, omlc_mps_cuStreamGetCaptureInfo_v3(hStream, captureStatus_out, id_out, graph_out, dependencies_out, edgeData_out, numDependencies_out));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7508,7 +7508,7 @@ CUresult CUDAAPI cuStreamGetCaptureInfo_v3_ptsz(CUstream hStream, CUstreamCaptur
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetCaptureInfo_v3_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUstreamCaptureStatus *captureStatus_out, cuuint64_t *id_out, CUgraph *graph_out, const CUgraphNode **dependencies_out, const CUgraphEdgeData **edgeData_out, size_t *numDependencies_out))real)(hStream, captureStatus_out, id_out, graph_out, dependencies_out, edgeData_out, numDependencies_out) : omlc_bypass_missing(OMLC_SYM_cuStreamGetCaptureInfo_v3_ptsz);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetCaptureInfo_v3_ptsz(hStream, captureStatus_out, id_out, graph_out, dependencies_out, edgeData_out, numDependencies_out);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuStreamGetCaptureInfo_v3_ptsz, omlc_mps_cuStreamGetCaptureInfo_v3_ptsz(hStream, captureStatus_out, id_out, graph_out, dependencies_out, edgeData_out, numDependencies_out));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7520,7 +7520,7 @@ CUresult CUDAAPI cuStreamGetCtx(CUstream hStream, CUcontext *pctx) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetCtx);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUcontext *pctx))real)(hStream, pctx) : omlc_bypass_missing(OMLC_SYM_cuStreamGetCtx);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetCtx(hStream, pctx);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuStreamGetCtx, omlc_mps_cuStreamGetCtx(hStream, pctx));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7532,7 +7532,7 @@ CUresult CUDAAPI cuStreamGetCtx_ptsz(CUstream hStream, CUcontext *pctx) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetCtx_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUcontext *pctx))real)(hStream, pctx) : omlc_bypass_missing(OMLC_SYM_cuStreamGetCtx_ptsz);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetCtx_ptsz(hStream, pctx);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuStreamGetCtx_ptsz, omlc_mps_cuStreamGetCtx_ptsz(hStream, pctx));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7544,7 +7544,7 @@ CUresult CUDAAPI cuStreamGetCtx_v2(CUstream hStream, CUcontext *pctx, CUgreenCtx
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetCtx_v2);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUcontext *pctx, CUgreenCtx *pGreenCtx))real)(hStream, pctx, pGreenCtx) : omlc_bypass_missing(OMLC_SYM_cuStreamGetCtx_v2);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetCtx_v2(hStream, pctx, pGreenCtx);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuStreamGetCtx_v2, omlc_mps_cuStreamGetCtx_v2(hStream, pctx, pGreenCtx));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7556,7 +7556,7 @@ CUresult CUDAAPI cuStreamGetCtx_v2_ptsz(CUstream hStream, CUcontext *pctx, CUgre
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetCtx_v2_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUcontext *pctx, CUgreenCtx *pGreenCtx))real)(hStream, pctx, pGreenCtx) : omlc_bypass_missing(OMLC_SYM_cuStreamGetCtx_v2_ptsz);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetCtx_v2_ptsz(hStream, pctx, pGreenCtx);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuStreamGetCtx_v2_ptsz, omlc_mps_cuStreamGetCtx_v2_ptsz(hStream, pctx, pGreenCtx));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7568,7 +7568,7 @@ CUresult CUDAAPI cuStreamGetDevice(CUstream hStream, CUdevice *device) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetDevice);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUdevice *device))real)(hStream, device) : omlc_bypass_missing(OMLC_SYM_cuStreamGetDevice);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetDevice(hStream, device);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuStreamGetDevice, omlc_mps_cuStreamGetDevice(hStream, device));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7580,7 +7580,7 @@ CUresult CUDAAPI cuStreamGetDevice_ptsz(CUstream hStream, CUdevice *device) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetDevice_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUdevice *device))real)(hStream, device) : omlc_bypass_missing(OMLC_SYM_cuStreamGetDevice_ptsz);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetDevice_ptsz(hStream, device);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuStreamGetDevice_ptsz, omlc_mps_cuStreamGetDevice_ptsz(hStream, device));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7592,7 +7592,7 @@ CUresult CUDAAPI cuStreamGetFlags(CUstream hStream, unsigned int *flags) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetFlags);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, unsigned int *flags))real)(hStream, flags) : omlc_bypass_missing(OMLC_SYM_cuStreamGetFlags);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetFlags(hStream, flags);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuStreamGetFlags, omlc_mps_cuStreamGetFlags(hStream, flags));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7604,7 +7604,7 @@ CUresult CUDAAPI cuStreamGetFlags_ptsz(CUstream hStream, unsigned int *flags) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetFlags_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, unsigned int *flags))real)(hStream, flags) : omlc_bypass_missing(OMLC_SYM_cuStreamGetFlags_ptsz);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetFlags_ptsz(hStream, flags);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuStreamGetFlags_ptsz, omlc_mps_cuStreamGetFlags_ptsz(hStream, flags));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7618,7 +7618,7 @@ CUresult CUDAAPI cuStreamGetGreenCtx(CUstream hStream, CUgreenCtx *phCtx) {
   }
   case OMLC_MODE_MPS:
     (void)hStream; (void)phCtx;
-    return omlc_not_supported(OMLC_SYM_cuStreamGetGreenCtx);
+    return omlc_traced(OMLC_SYM_cuStreamGetGreenCtx, omlc_not_supported(OMLC_SYM_cuStreamGetGreenCtx));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7630,7 +7630,7 @@ CUresult CUDAAPI cuStreamGetId(CUstream hStream, unsigned long long *streamId) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetId);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, unsigned long long *streamId))real)(hStream, streamId) : omlc_bypass_missing(OMLC_SYM_cuStreamGetId);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetId(hStream, streamId);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuStreamGetId, omlc_mps_cuStreamGetId(hStream, streamId));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7642,7 +7642,7 @@ CUresult CUDAAPI cuStreamGetId_ptsz(CUstream hStream, unsigned long long *stream
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetId_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, unsigned long long *streamId))real)(hStream, streamId) : omlc_bypass_missing(OMLC_SYM_cuStreamGetId_ptsz);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetId_ptsz(hStream, streamId);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuStreamGetId_ptsz, omlc_mps_cuStreamGetId_ptsz(hStream, streamId));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7654,7 +7654,7 @@ CUresult CUDAAPI cuStreamGetPriority(CUstream hStream, int *priority) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetPriority);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, int *priority))real)(hStream, priority) : omlc_bypass_missing(OMLC_SYM_cuStreamGetPriority);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetPriority(hStream, priority);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuStreamGetPriority, omlc_mps_cuStreamGetPriority(hStream, priority));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7666,7 +7666,7 @@ CUresult CUDAAPI cuStreamGetPriority_ptsz(CUstream hStream, int *priority) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamGetPriority_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, int *priority))real)(hStream, priority) : omlc_bypass_missing(OMLC_SYM_cuStreamGetPriority_ptsz);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuStreamGetPriority_ptsz(hStream, priority);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuStreamGetPriority_ptsz, omlc_mps_cuStreamGetPriority_ptsz(hStream, priority));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7678,7 +7678,7 @@ CUresult CUDAAPI cuStreamIsCapturing(CUstream hStream, CUstreamCaptureStatus *ca
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamIsCapturing);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUstreamCaptureStatus *captureStatus))real)(hStream, captureStatus) : omlc_bypass_missing(OMLC_SYM_cuStreamIsCapturing);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuStreamIsCapturing(hStream, captureStatus);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuStreamIsCapturing, omlc_mps_cuStreamIsCapturing(hStream, captureStatus));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7690,7 +7690,7 @@ CUresult CUDAAPI cuStreamIsCapturing_ptsz(CUstream hStream, CUstreamCaptureStatu
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamIsCapturing_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUstreamCaptureStatus *captureStatus))real)(hStream, captureStatus) : omlc_bypass_missing(OMLC_SYM_cuStreamIsCapturing_ptsz);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuStreamIsCapturing_ptsz(hStream, captureStatus);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuStreamIsCapturing_ptsz, omlc_mps_cuStreamIsCapturing_ptsz(hStream, captureStatus));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7702,7 +7702,7 @@ CUresult CUDAAPI cuStreamQuery(CUstream hStream) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamQuery);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream))real)(hStream) : omlc_bypass_missing(OMLC_SYM_cuStreamQuery);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuStreamQuery(hStream);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuStreamQuery, omlc_mps_cuStreamQuery(hStream));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7714,7 +7714,7 @@ CUresult CUDAAPI cuStreamQuery_ptsz(CUstream hStream) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamQuery_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream))real)(hStream) : omlc_bypass_missing(OMLC_SYM_cuStreamQuery_ptsz);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuStreamQuery_ptsz(hStream);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuStreamQuery_ptsz, omlc_mps_cuStreamQuery_ptsz(hStream));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7728,7 +7728,7 @@ CUresult CUDAAPI cuStreamSetAttribute(CUstream hStream, CUstreamAttrID attr, con
   }
   case OMLC_MODE_MPS:
     (void)hStream; (void)attr; (void)param;
-    return omlc_not_supported(OMLC_SYM_cuStreamSetAttribute);
+    return omlc_traced(OMLC_SYM_cuStreamSetAttribute, omlc_not_supported(OMLC_SYM_cuStreamSetAttribute));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7742,7 +7742,7 @@ CUresult CUDAAPI cuStreamSetAttribute_ptsz(CUstream hStream, CUstreamAttrID attr
   }
   case OMLC_MODE_MPS:
     (void)hStream; (void)attr; (void)value;
-    return omlc_not_supported(OMLC_SYM_cuStreamSetAttribute_ptsz);
+    return omlc_traced(OMLC_SYM_cuStreamSetAttribute_ptsz, omlc_not_supported(OMLC_SYM_cuStreamSetAttribute_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7754,7 +7754,7 @@ CUresult CUDAAPI cuStreamSynchronize(CUstream hStream) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamSynchronize);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream))real)(hStream) : omlc_bypass_missing(OMLC_SYM_cuStreamSynchronize);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuStreamSynchronize(hStream);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuStreamSynchronize, omlc_mps_cuStreamSynchronize(hStream));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7766,7 +7766,7 @@ CUresult CUDAAPI cuStreamSynchronize_ptsz(CUstream hStream) {
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamSynchronize_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream))real)(hStream) : omlc_bypass_missing(OMLC_SYM_cuStreamSynchronize_ptsz);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuStreamSynchronize_ptsz(hStream);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuStreamSynchronize_ptsz, omlc_mps_cuStreamSynchronize_ptsz(hStream));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7780,7 +7780,7 @@ CUresult CUDAAPI cuStreamUpdateCaptureDependencies(CUstream hStream, CUgraphNode
   }
   case OMLC_MODE_MPS:
     (void)hStream; (void)dependencies; (void)numDependencies; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamUpdateCaptureDependencies);
+    return omlc_traced(OMLC_SYM_cuStreamUpdateCaptureDependencies, omlc_not_supported(OMLC_SYM_cuStreamUpdateCaptureDependencies));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7794,7 +7794,7 @@ CUresult CUDAAPI cuStreamUpdateCaptureDependencies_ptsz(CUstream hStream, CUgrap
   }
   case OMLC_MODE_MPS:
     (void)hStream; (void)dependencies; (void)numDependencies; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamUpdateCaptureDependencies_ptsz);
+    return omlc_traced(OMLC_SYM_cuStreamUpdateCaptureDependencies_ptsz, omlc_not_supported(OMLC_SYM_cuStreamUpdateCaptureDependencies_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7808,7 +7808,7 @@ CUresult CUDAAPI cuStreamUpdateCaptureDependencies_v2(CUstream hStream, CUgraphN
   }
   case OMLC_MODE_MPS:
     (void)hStream; (void)dependencies; (void)dependencyData; (void)numDependencies; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamUpdateCaptureDependencies_v2);
+    return omlc_traced(OMLC_SYM_cuStreamUpdateCaptureDependencies_v2, omlc_not_supported(OMLC_SYM_cuStreamUpdateCaptureDependencies_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7822,7 +7822,7 @@ CUresult CUDAAPI cuStreamUpdateCaptureDependencies_v2_ptsz(CUstream hStream, CUg
   }
   case OMLC_MODE_MPS:
     (void)hStream; (void)dependencies; (void)dependencyData; (void)numDependencies; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamUpdateCaptureDependencies_v2_ptsz);
+    return omlc_traced(OMLC_SYM_cuStreamUpdateCaptureDependencies_v2_ptsz, omlc_not_supported(OMLC_SYM_cuStreamUpdateCaptureDependencies_v2_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7836,7 +7836,7 @@ CUresult CUDAAPI cuStreamWaitEvent(CUstream hStream, CUevent hEvent, unsigned in
   }
   case OMLC_MODE_MPS:
     (void)hStream; (void)hEvent; (void)Flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamWaitEvent);
+    return omlc_traced(OMLC_SYM_cuStreamWaitEvent, omlc_not_supported(OMLC_SYM_cuStreamWaitEvent));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7850,7 +7850,7 @@ CUresult CUDAAPI cuStreamWaitEvent_ptsz(CUstream hStream, CUevent hEvent, unsign
   }
   case OMLC_MODE_MPS:
     (void)hStream; (void)hEvent; (void)Flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamWaitEvent_ptsz);
+    return omlc_traced(OMLC_SYM_cuStreamWaitEvent_ptsz, omlc_not_supported(OMLC_SYM_cuStreamWaitEvent_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7864,7 +7864,7 @@ CUresult CUDAAPI cuStreamWaitValue32(CUstream stream, CUdeviceptr_v2 addr, cuuin
   }
   case OMLC_MODE_MPS:
     (void)stream; (void)addr; (void)value; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamWaitValue32);
+    return omlc_traced(OMLC_SYM_cuStreamWaitValue32, omlc_not_supported(OMLC_SYM_cuStreamWaitValue32));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7878,7 +7878,7 @@ CUresult CUDAAPI cuStreamWaitValue32_ptsz(CUstream stream, CUdeviceptr_v2 addr, 
   }
   case OMLC_MODE_MPS:
     (void)stream; (void)addr; (void)value; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamWaitValue32_ptsz);
+    return omlc_traced(OMLC_SYM_cuStreamWaitValue32_ptsz, omlc_not_supported(OMLC_SYM_cuStreamWaitValue32_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7892,7 +7892,7 @@ CUresult CUDAAPI cuStreamWaitValue32_v2(CUstream stream, CUdeviceptr_v2 addr, cu
   }
   case OMLC_MODE_MPS:
     (void)stream; (void)addr; (void)value; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamWaitValue32_v2);
+    return omlc_traced(OMLC_SYM_cuStreamWaitValue32_v2, omlc_not_supported(OMLC_SYM_cuStreamWaitValue32_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7906,7 +7906,7 @@ CUresult CUDAAPI cuStreamWaitValue32_v2_ptsz(CUstream stream, CUdeviceptr_v2 add
   }
   case OMLC_MODE_MPS:
     (void)stream; (void)addr; (void)value; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamWaitValue32_v2_ptsz);
+    return omlc_traced(OMLC_SYM_cuStreamWaitValue32_v2_ptsz, omlc_not_supported(OMLC_SYM_cuStreamWaitValue32_v2_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7920,7 +7920,7 @@ CUresult CUDAAPI cuStreamWaitValue64(CUstream stream, CUdeviceptr_v2 addr, cuuin
   }
   case OMLC_MODE_MPS:
     (void)stream; (void)addr; (void)value; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamWaitValue64);
+    return omlc_traced(OMLC_SYM_cuStreamWaitValue64, omlc_not_supported(OMLC_SYM_cuStreamWaitValue64));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7934,7 +7934,7 @@ CUresult CUDAAPI cuStreamWaitValue64_ptsz(CUstream stream, CUdeviceptr_v2 addr, 
   }
   case OMLC_MODE_MPS:
     (void)stream; (void)addr; (void)value; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamWaitValue64_ptsz);
+    return omlc_traced(OMLC_SYM_cuStreamWaitValue64_ptsz, omlc_not_supported(OMLC_SYM_cuStreamWaitValue64_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7948,7 +7948,7 @@ CUresult CUDAAPI cuStreamWaitValue64_v2(CUstream stream, CUdeviceptr_v2 addr, cu
   }
   case OMLC_MODE_MPS:
     (void)stream; (void)addr; (void)value; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamWaitValue64_v2);
+    return omlc_traced(OMLC_SYM_cuStreamWaitValue64_v2, omlc_not_supported(OMLC_SYM_cuStreamWaitValue64_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7962,7 +7962,7 @@ CUresult CUDAAPI cuStreamWaitValue64_v2_ptsz(CUstream stream, CUdeviceptr_v2 add
   }
   case OMLC_MODE_MPS:
     (void)stream; (void)addr; (void)value; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamWaitValue64_v2_ptsz);
+    return omlc_traced(OMLC_SYM_cuStreamWaitValue64_v2_ptsz, omlc_not_supported(OMLC_SYM_cuStreamWaitValue64_v2_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7976,7 +7976,7 @@ CUresult CUDAAPI cuStreamWriteValue32(CUstream stream, CUdeviceptr_v2 addr, cuui
   }
   case OMLC_MODE_MPS:
     (void)stream; (void)addr; (void)value; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamWriteValue32);
+    return omlc_traced(OMLC_SYM_cuStreamWriteValue32, omlc_not_supported(OMLC_SYM_cuStreamWriteValue32));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7990,7 +7990,7 @@ CUresult CUDAAPI cuStreamWriteValue32_ptsz(CUstream stream, CUdeviceptr_v2 addr,
   }
   case OMLC_MODE_MPS:
     (void)stream; (void)addr; (void)value; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamWriteValue32_ptsz);
+    return omlc_traced(OMLC_SYM_cuStreamWriteValue32_ptsz, omlc_not_supported(OMLC_SYM_cuStreamWriteValue32_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8004,7 +8004,7 @@ CUresult CUDAAPI cuStreamWriteValue32_v2(CUstream stream, CUdeviceptr_v2 addr, c
   }
   case OMLC_MODE_MPS:
     (void)stream; (void)addr; (void)value; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamWriteValue32_v2);
+    return omlc_traced(OMLC_SYM_cuStreamWriteValue32_v2, omlc_not_supported(OMLC_SYM_cuStreamWriteValue32_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8018,7 +8018,7 @@ CUresult CUDAAPI cuStreamWriteValue32_v2_ptsz(CUstream stream, CUdeviceptr_v2 ad
   }
   case OMLC_MODE_MPS:
     (void)stream; (void)addr; (void)value; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamWriteValue32_v2_ptsz);
+    return omlc_traced(OMLC_SYM_cuStreamWriteValue32_v2_ptsz, omlc_not_supported(OMLC_SYM_cuStreamWriteValue32_v2_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8032,7 +8032,7 @@ CUresult CUDAAPI cuStreamWriteValue64(CUstream stream, CUdeviceptr_v2 addr, cuui
   }
   case OMLC_MODE_MPS:
     (void)stream; (void)addr; (void)value; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamWriteValue64);
+    return omlc_traced(OMLC_SYM_cuStreamWriteValue64, omlc_not_supported(OMLC_SYM_cuStreamWriteValue64));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8046,7 +8046,7 @@ CUresult CUDAAPI cuStreamWriteValue64_ptsz(CUstream stream, CUdeviceptr_v2 addr,
   }
   case OMLC_MODE_MPS:
     (void)stream; (void)addr; (void)value; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamWriteValue64_ptsz);
+    return omlc_traced(OMLC_SYM_cuStreamWriteValue64_ptsz, omlc_not_supported(OMLC_SYM_cuStreamWriteValue64_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8060,7 +8060,7 @@ CUresult CUDAAPI cuStreamWriteValue64_v2(CUstream stream, CUdeviceptr_v2 addr, c
   }
   case OMLC_MODE_MPS:
     (void)stream; (void)addr; (void)value; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamWriteValue64_v2);
+    return omlc_traced(OMLC_SYM_cuStreamWriteValue64_v2, omlc_not_supported(OMLC_SYM_cuStreamWriteValue64_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8074,7 +8074,7 @@ CUresult CUDAAPI cuStreamWriteValue64_v2_ptsz(CUstream stream, CUdeviceptr_v2 ad
   }
   case OMLC_MODE_MPS:
     (void)stream; (void)addr; (void)value; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamWriteValue64_v2_ptsz);
+    return omlc_traced(OMLC_SYM_cuStreamWriteValue64_v2_ptsz, omlc_not_supported(OMLC_SYM_cuStreamWriteValue64_v2_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8088,7 +8088,7 @@ CUresult CUDAAPI cuSurfObjectCreate(CUsurfObject_v1 *pSurfObject, const CUDA_RES
   }
   case OMLC_MODE_MPS:
     (void)pSurfObject; (void)pResDesc;
-    return omlc_not_supported(OMLC_SYM_cuSurfObjectCreate);
+    return omlc_traced(OMLC_SYM_cuSurfObjectCreate, omlc_not_supported(OMLC_SYM_cuSurfObjectCreate));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8102,7 +8102,7 @@ CUresult CUDAAPI cuSurfObjectDestroy(CUsurfObject_v1 surfObject) {
   }
   case OMLC_MODE_MPS:
     (void)surfObject;
-    return omlc_not_supported(OMLC_SYM_cuSurfObjectDestroy);
+    return omlc_traced(OMLC_SYM_cuSurfObjectDestroy, omlc_not_supported(OMLC_SYM_cuSurfObjectDestroy));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8116,7 +8116,7 @@ CUresult CUDAAPI cuSurfObjectGetResourceDesc(CUDA_RESOURCE_DESC_v1 *pResDesc, CU
   }
   case OMLC_MODE_MPS:
     (void)pResDesc; (void)surfObject;
-    return omlc_not_supported(OMLC_SYM_cuSurfObjectGetResourceDesc);
+    return omlc_traced(OMLC_SYM_cuSurfObjectGetResourceDesc, omlc_not_supported(OMLC_SYM_cuSurfObjectGetResourceDesc));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8130,7 +8130,7 @@ CUresult CUDAAPI cuSurfRefGetArray(CUarray *phArray, CUsurfref hSurfRef) {
   }
   case OMLC_MODE_MPS:
     (void)phArray; (void)hSurfRef;
-    return omlc_not_supported(OMLC_SYM_cuSurfRefGetArray);
+    return omlc_traced(OMLC_SYM_cuSurfRefGetArray, omlc_not_supported(OMLC_SYM_cuSurfRefGetArray));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8144,7 +8144,7 @@ CUresult CUDAAPI cuSurfRefSetArray(CUsurfref hSurfRef, CUarray hArray, unsigned 
   }
   case OMLC_MODE_MPS:
     (void)hSurfRef; (void)hArray; (void)Flags;
-    return omlc_not_supported(OMLC_SYM_cuSurfRefSetArray);
+    return omlc_traced(OMLC_SYM_cuSurfRefSetArray, omlc_not_supported(OMLC_SYM_cuSurfRefSetArray));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8158,7 +8158,7 @@ CUresult CUDAAPI cuTensorMapEncodeIm2col(CUtensorMap *tensorMap, CUtensorMapData
   }
   case OMLC_MODE_MPS:
     (void)tensorMap; (void)tensorDataType; (void)tensorRank; (void)globalAddress; (void)globalDim; (void)globalStrides; (void)pixelBoxLowerCorner; (void)pixelBoxUpperCorner; (void)channelsPerPixel; (void)pixelsPerColumn; (void)elementStrides; (void)interleave; (void)swizzle; (void)l2Promotion; (void)oobFill;
-    return omlc_not_supported(OMLC_SYM_cuTensorMapEncodeIm2col);
+    return omlc_traced(OMLC_SYM_cuTensorMapEncodeIm2col, omlc_not_supported(OMLC_SYM_cuTensorMapEncodeIm2col));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8172,7 +8172,7 @@ CUresult CUDAAPI cuTensorMapEncodeIm2colWide(CUtensorMap *tensorMap, CUtensorMap
   }
   case OMLC_MODE_MPS:
     (void)tensorMap; (void)tensorDataType; (void)tensorRank; (void)globalAddress; (void)globalDim; (void)globalStrides; (void)pixelBoxLowerCornerWidth; (void)pixelBoxUpperCornerWidth; (void)channelsPerPixel; (void)pixelsPerColumn; (void)elementStrides; (void)interleave; (void)mode; (void)swizzle; (void)l2Promotion; (void)oobFill;
-    return omlc_not_supported(OMLC_SYM_cuTensorMapEncodeIm2colWide);
+    return omlc_traced(OMLC_SYM_cuTensorMapEncodeIm2colWide, omlc_not_supported(OMLC_SYM_cuTensorMapEncodeIm2colWide));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8186,7 +8186,7 @@ CUresult CUDAAPI cuTensorMapEncodeTiled(CUtensorMap *tensorMap, CUtensorMapDataT
   }
   case OMLC_MODE_MPS:
     (void)tensorMap; (void)tensorDataType; (void)tensorRank; (void)globalAddress; (void)globalDim; (void)globalStrides; (void)boxDim; (void)elementStrides; (void)interleave; (void)swizzle; (void)l2Promotion; (void)oobFill;
-    return omlc_not_supported(OMLC_SYM_cuTensorMapEncodeTiled);
+    return omlc_traced(OMLC_SYM_cuTensorMapEncodeTiled, omlc_not_supported(OMLC_SYM_cuTensorMapEncodeTiled));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8200,7 +8200,7 @@ CUresult CUDAAPI cuTensorMapReplaceAddress(CUtensorMap *tensorMap, void *globalA
   }
   case OMLC_MODE_MPS:
     (void)tensorMap; (void)globalAddress;
-    return omlc_not_supported(OMLC_SYM_cuTensorMapReplaceAddress);
+    return omlc_traced(OMLC_SYM_cuTensorMapReplaceAddress, omlc_not_supported(OMLC_SYM_cuTensorMapReplaceAddress));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8214,7 +8214,7 @@ CUresult CUDAAPI cuTexObjectCreate(CUtexObject_v1 *pTexObject, const CUDA_RESOUR
   }
   case OMLC_MODE_MPS:
     (void)pTexObject; (void)pResDesc; (void)pTexDesc; (void)pResViewDesc;
-    return omlc_not_supported(OMLC_SYM_cuTexObjectCreate);
+    return omlc_traced(OMLC_SYM_cuTexObjectCreate, omlc_not_supported(OMLC_SYM_cuTexObjectCreate));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8228,7 +8228,7 @@ CUresult CUDAAPI cuTexObjectDestroy(CUtexObject_v1 texObject) {
   }
   case OMLC_MODE_MPS:
     (void)texObject;
-    return omlc_not_supported(OMLC_SYM_cuTexObjectDestroy);
+    return omlc_traced(OMLC_SYM_cuTexObjectDestroy, omlc_not_supported(OMLC_SYM_cuTexObjectDestroy));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8242,7 +8242,7 @@ CUresult CUDAAPI cuTexObjectGetResourceDesc(CUDA_RESOURCE_DESC_v1 *pResDesc, CUt
   }
   case OMLC_MODE_MPS:
     (void)pResDesc; (void)texObject;
-    return omlc_not_supported(OMLC_SYM_cuTexObjectGetResourceDesc);
+    return omlc_traced(OMLC_SYM_cuTexObjectGetResourceDesc, omlc_not_supported(OMLC_SYM_cuTexObjectGetResourceDesc));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8256,7 +8256,7 @@ CUresult CUDAAPI cuTexObjectGetResourceViewDesc(CUDA_RESOURCE_VIEW_DESC_v1 *pRes
   }
   case OMLC_MODE_MPS:
     (void)pResViewDesc; (void)texObject;
-    return omlc_not_supported(OMLC_SYM_cuTexObjectGetResourceViewDesc);
+    return omlc_traced(OMLC_SYM_cuTexObjectGetResourceViewDesc, omlc_not_supported(OMLC_SYM_cuTexObjectGetResourceViewDesc));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8270,7 +8270,7 @@ CUresult CUDAAPI cuTexObjectGetTextureDesc(CUDA_TEXTURE_DESC_v1 *pTexDesc, CUtex
   }
   case OMLC_MODE_MPS:
     (void)pTexDesc; (void)texObject;
-    return omlc_not_supported(OMLC_SYM_cuTexObjectGetTextureDesc);
+    return omlc_traced(OMLC_SYM_cuTexObjectGetTextureDesc, omlc_not_supported(OMLC_SYM_cuTexObjectGetTextureDesc));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8284,7 +8284,7 @@ CUresult CUDAAPI cuTexRefCreate(CUtexref *pTexRef) {
   }
   case OMLC_MODE_MPS:
     (void)pTexRef;
-    return omlc_not_supported(OMLC_SYM_cuTexRefCreate);
+    return omlc_traced(OMLC_SYM_cuTexRefCreate, omlc_not_supported(OMLC_SYM_cuTexRefCreate));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8298,7 +8298,7 @@ CUresult CUDAAPI cuTexRefDestroy(CUtexref hTexRef) {
   }
   case OMLC_MODE_MPS:
     (void)hTexRef;
-    return omlc_not_supported(OMLC_SYM_cuTexRefDestroy);
+    return omlc_traced(OMLC_SYM_cuTexRefDestroy, omlc_not_supported(OMLC_SYM_cuTexRefDestroy));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8312,7 +8312,7 @@ CUresult CUDAAPI cuTexRefGetAddress(CUdeviceptr_v1 *pdptr, CUtexref hTexRef) {
   }
   case OMLC_MODE_MPS:
     (void)pdptr; (void)hTexRef;
-    return omlc_not_supported(OMLC_SYM_cuTexRefGetAddress);
+    return omlc_traced(OMLC_SYM_cuTexRefGetAddress, omlc_not_supported(OMLC_SYM_cuTexRefGetAddress));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8326,7 +8326,7 @@ CUresult CUDAAPI cuTexRefGetAddressMode(CUaddress_mode *pam, CUtexref hTexRef, i
   }
   case OMLC_MODE_MPS:
     (void)pam; (void)hTexRef; (void)dim;
-    return omlc_not_supported(OMLC_SYM_cuTexRefGetAddressMode);
+    return omlc_traced(OMLC_SYM_cuTexRefGetAddressMode, omlc_not_supported(OMLC_SYM_cuTexRefGetAddressMode));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8340,7 +8340,7 @@ CUresult CUDAAPI cuTexRefGetAddress_v2(CUdeviceptr_v2 *pdptr, CUtexref hTexRef) 
   }
   case OMLC_MODE_MPS:
     (void)pdptr; (void)hTexRef;
-    return omlc_not_supported(OMLC_SYM_cuTexRefGetAddress_v2);
+    return omlc_traced(OMLC_SYM_cuTexRefGetAddress_v2, omlc_not_supported(OMLC_SYM_cuTexRefGetAddress_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8354,7 +8354,7 @@ CUresult CUDAAPI cuTexRefGetArray(CUarray *phArray, CUtexref hTexRef) {
   }
   case OMLC_MODE_MPS:
     (void)phArray; (void)hTexRef;
-    return omlc_not_supported(OMLC_SYM_cuTexRefGetArray);
+    return omlc_traced(OMLC_SYM_cuTexRefGetArray, omlc_not_supported(OMLC_SYM_cuTexRefGetArray));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8368,7 +8368,7 @@ CUresult CUDAAPI cuTexRefGetBorderColor(float *pBorderColor, CUtexref hTexRef) {
   }
   case OMLC_MODE_MPS:
     (void)pBorderColor; (void)hTexRef;
-    return omlc_not_supported(OMLC_SYM_cuTexRefGetBorderColor);
+    return omlc_traced(OMLC_SYM_cuTexRefGetBorderColor, omlc_not_supported(OMLC_SYM_cuTexRefGetBorderColor));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8382,7 +8382,7 @@ CUresult CUDAAPI cuTexRefGetFilterMode(CUfilter_mode *pfm, CUtexref hTexRef) {
   }
   case OMLC_MODE_MPS:
     (void)pfm; (void)hTexRef;
-    return omlc_not_supported(OMLC_SYM_cuTexRefGetFilterMode);
+    return omlc_traced(OMLC_SYM_cuTexRefGetFilterMode, omlc_not_supported(OMLC_SYM_cuTexRefGetFilterMode));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8396,7 +8396,7 @@ CUresult CUDAAPI cuTexRefGetFlags(unsigned int *pFlags, CUtexref hTexRef) {
   }
   case OMLC_MODE_MPS:
     (void)pFlags; (void)hTexRef;
-    return omlc_not_supported(OMLC_SYM_cuTexRefGetFlags);
+    return omlc_traced(OMLC_SYM_cuTexRefGetFlags, omlc_not_supported(OMLC_SYM_cuTexRefGetFlags));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8410,7 +8410,7 @@ CUresult CUDAAPI cuTexRefGetFormat(CUarray_format *pFormat, int *pNumChannels, C
   }
   case OMLC_MODE_MPS:
     (void)pFormat; (void)pNumChannels; (void)hTexRef;
-    return omlc_not_supported(OMLC_SYM_cuTexRefGetFormat);
+    return omlc_traced(OMLC_SYM_cuTexRefGetFormat, omlc_not_supported(OMLC_SYM_cuTexRefGetFormat));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8424,7 +8424,7 @@ CUresult CUDAAPI cuTexRefGetMaxAnisotropy(int *pmaxAniso, CUtexref hTexRef) {
   }
   case OMLC_MODE_MPS:
     (void)pmaxAniso; (void)hTexRef;
-    return omlc_not_supported(OMLC_SYM_cuTexRefGetMaxAnisotropy);
+    return omlc_traced(OMLC_SYM_cuTexRefGetMaxAnisotropy, omlc_not_supported(OMLC_SYM_cuTexRefGetMaxAnisotropy));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8438,7 +8438,7 @@ CUresult CUDAAPI cuTexRefGetMipmapFilterMode(CUfilter_mode *pfm, CUtexref hTexRe
   }
   case OMLC_MODE_MPS:
     (void)pfm; (void)hTexRef;
-    return omlc_not_supported(OMLC_SYM_cuTexRefGetMipmapFilterMode);
+    return omlc_traced(OMLC_SYM_cuTexRefGetMipmapFilterMode, omlc_not_supported(OMLC_SYM_cuTexRefGetMipmapFilterMode));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8452,7 +8452,7 @@ CUresult CUDAAPI cuTexRefGetMipmapLevelBias(float *pbias, CUtexref hTexRef) {
   }
   case OMLC_MODE_MPS:
     (void)pbias; (void)hTexRef;
-    return omlc_not_supported(OMLC_SYM_cuTexRefGetMipmapLevelBias);
+    return omlc_traced(OMLC_SYM_cuTexRefGetMipmapLevelBias, omlc_not_supported(OMLC_SYM_cuTexRefGetMipmapLevelBias));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8466,7 +8466,7 @@ CUresult CUDAAPI cuTexRefGetMipmapLevelClamp(float *pminMipmapLevelClamp, float 
   }
   case OMLC_MODE_MPS:
     (void)pminMipmapLevelClamp; (void)pmaxMipmapLevelClamp; (void)hTexRef;
-    return omlc_not_supported(OMLC_SYM_cuTexRefGetMipmapLevelClamp);
+    return omlc_traced(OMLC_SYM_cuTexRefGetMipmapLevelClamp, omlc_not_supported(OMLC_SYM_cuTexRefGetMipmapLevelClamp));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8480,7 +8480,7 @@ CUresult CUDAAPI cuTexRefGetMipmappedArray(CUmipmappedArray *phMipmappedArray, C
   }
   case OMLC_MODE_MPS:
     (void)phMipmappedArray; (void)hTexRef;
-    return omlc_not_supported(OMLC_SYM_cuTexRefGetMipmappedArray);
+    return omlc_traced(OMLC_SYM_cuTexRefGetMipmappedArray, omlc_not_supported(OMLC_SYM_cuTexRefGetMipmappedArray));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8494,7 +8494,7 @@ CUresult CUDAAPI cuTexRefSetAddress(unsigned int *ByteOffset, CUtexref hTexRef, 
   }
   case OMLC_MODE_MPS:
     (void)ByteOffset; (void)hTexRef; (void)dptr; (void)bytes;
-    return omlc_not_supported(OMLC_SYM_cuTexRefSetAddress);
+    return omlc_traced(OMLC_SYM_cuTexRefSetAddress, omlc_not_supported(OMLC_SYM_cuTexRefSetAddress));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8508,7 +8508,7 @@ CUresult CUDAAPI cuTexRefSetAddress2D(CUtexref hTexRef, const CUDA_ARRAY_DESCRIP
   }
   case OMLC_MODE_MPS:
     (void)hTexRef; (void)desc; (void)dptr; (void)Pitch;
-    return omlc_not_supported(OMLC_SYM_cuTexRefSetAddress2D);
+    return omlc_traced(OMLC_SYM_cuTexRefSetAddress2D, omlc_not_supported(OMLC_SYM_cuTexRefSetAddress2D));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8522,7 +8522,7 @@ CUresult CUDAAPI cuTexRefSetAddress2D_v2(CUtexref hTexRef, const CUDA_ARRAY_DESC
   }
   case OMLC_MODE_MPS:
     (void)hTexRef; (void)desc; (void)dptr; (void)Pitch;
-    return omlc_not_supported(OMLC_SYM_cuTexRefSetAddress2D_v2);
+    return omlc_traced(OMLC_SYM_cuTexRefSetAddress2D_v2, omlc_not_supported(OMLC_SYM_cuTexRefSetAddress2D_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8536,7 +8536,7 @@ CUresult CUDAAPI cuTexRefSetAddress2D_v3(CUtexref hTexRef, const CUDA_ARRAY_DESC
   }
   case OMLC_MODE_MPS:
     (void)hTexRef; (void)desc; (void)dptr; (void)Pitch;
-    return omlc_not_supported(OMLC_SYM_cuTexRefSetAddress2D_v3);
+    return omlc_traced(OMLC_SYM_cuTexRefSetAddress2D_v3, omlc_not_supported(OMLC_SYM_cuTexRefSetAddress2D_v3));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8550,7 +8550,7 @@ CUresult CUDAAPI cuTexRefSetAddressMode(CUtexref hTexRef, int dim, CUaddress_mod
   }
   case OMLC_MODE_MPS:
     (void)hTexRef; (void)dim; (void)am;
-    return omlc_not_supported(OMLC_SYM_cuTexRefSetAddressMode);
+    return omlc_traced(OMLC_SYM_cuTexRefSetAddressMode, omlc_not_supported(OMLC_SYM_cuTexRefSetAddressMode));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8564,7 +8564,7 @@ CUresult CUDAAPI cuTexRefSetAddress_v2(size_t *ByteOffset, CUtexref hTexRef, CUd
   }
   case OMLC_MODE_MPS:
     (void)ByteOffset; (void)hTexRef; (void)dptr; (void)bytes;
-    return omlc_not_supported(OMLC_SYM_cuTexRefSetAddress_v2);
+    return omlc_traced(OMLC_SYM_cuTexRefSetAddress_v2, omlc_not_supported(OMLC_SYM_cuTexRefSetAddress_v2));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8578,7 +8578,7 @@ CUresult CUDAAPI cuTexRefSetArray(CUtexref hTexRef, CUarray hArray, unsigned int
   }
   case OMLC_MODE_MPS:
     (void)hTexRef; (void)hArray; (void)Flags;
-    return omlc_not_supported(OMLC_SYM_cuTexRefSetArray);
+    return omlc_traced(OMLC_SYM_cuTexRefSetArray, omlc_not_supported(OMLC_SYM_cuTexRefSetArray));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8592,7 +8592,7 @@ CUresult CUDAAPI cuTexRefSetBorderColor(CUtexref hTexRef, float *pBorderColor) {
   }
   case OMLC_MODE_MPS:
     (void)hTexRef; (void)pBorderColor;
-    return omlc_not_supported(OMLC_SYM_cuTexRefSetBorderColor);
+    return omlc_traced(OMLC_SYM_cuTexRefSetBorderColor, omlc_not_supported(OMLC_SYM_cuTexRefSetBorderColor));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8606,7 +8606,7 @@ CUresult CUDAAPI cuTexRefSetFilterMode(CUtexref hTexRef, CUfilter_mode fm) {
   }
   case OMLC_MODE_MPS:
     (void)hTexRef; (void)fm;
-    return omlc_not_supported(OMLC_SYM_cuTexRefSetFilterMode);
+    return omlc_traced(OMLC_SYM_cuTexRefSetFilterMode, omlc_not_supported(OMLC_SYM_cuTexRefSetFilterMode));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8620,7 +8620,7 @@ CUresult CUDAAPI cuTexRefSetFlags(CUtexref hTexRef, unsigned int Flags) {
   }
   case OMLC_MODE_MPS:
     (void)hTexRef; (void)Flags;
-    return omlc_not_supported(OMLC_SYM_cuTexRefSetFlags);
+    return omlc_traced(OMLC_SYM_cuTexRefSetFlags, omlc_not_supported(OMLC_SYM_cuTexRefSetFlags));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8634,7 +8634,7 @@ CUresult CUDAAPI cuTexRefSetFormat(CUtexref hTexRef, CUarray_format fmt, int Num
   }
   case OMLC_MODE_MPS:
     (void)hTexRef; (void)fmt; (void)NumPackedComponents;
-    return omlc_not_supported(OMLC_SYM_cuTexRefSetFormat);
+    return omlc_traced(OMLC_SYM_cuTexRefSetFormat, omlc_not_supported(OMLC_SYM_cuTexRefSetFormat));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8648,7 +8648,7 @@ CUresult CUDAAPI cuTexRefSetMaxAnisotropy(CUtexref hTexRef, unsigned int maxAnis
   }
   case OMLC_MODE_MPS:
     (void)hTexRef; (void)maxAniso;
-    return omlc_not_supported(OMLC_SYM_cuTexRefSetMaxAnisotropy);
+    return omlc_traced(OMLC_SYM_cuTexRefSetMaxAnisotropy, omlc_not_supported(OMLC_SYM_cuTexRefSetMaxAnisotropy));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8662,7 +8662,7 @@ CUresult CUDAAPI cuTexRefSetMipmapFilterMode(CUtexref hTexRef, CUfilter_mode fm)
   }
   case OMLC_MODE_MPS:
     (void)hTexRef; (void)fm;
-    return omlc_not_supported(OMLC_SYM_cuTexRefSetMipmapFilterMode);
+    return omlc_traced(OMLC_SYM_cuTexRefSetMipmapFilterMode, omlc_not_supported(OMLC_SYM_cuTexRefSetMipmapFilterMode));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8676,7 +8676,7 @@ CUresult CUDAAPI cuTexRefSetMipmapLevelBias(CUtexref hTexRef, float bias) {
   }
   case OMLC_MODE_MPS:
     (void)hTexRef; (void)bias;
-    return omlc_not_supported(OMLC_SYM_cuTexRefSetMipmapLevelBias);
+    return omlc_traced(OMLC_SYM_cuTexRefSetMipmapLevelBias, omlc_not_supported(OMLC_SYM_cuTexRefSetMipmapLevelBias));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8690,7 +8690,7 @@ CUresult CUDAAPI cuTexRefSetMipmapLevelClamp(CUtexref hTexRef, float minMipmapLe
   }
   case OMLC_MODE_MPS:
     (void)hTexRef; (void)minMipmapLevelClamp; (void)maxMipmapLevelClamp;
-    return omlc_not_supported(OMLC_SYM_cuTexRefSetMipmapLevelClamp);
+    return omlc_traced(OMLC_SYM_cuTexRefSetMipmapLevelClamp, omlc_not_supported(OMLC_SYM_cuTexRefSetMipmapLevelClamp));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8704,7 +8704,7 @@ CUresult CUDAAPI cuTexRefSetMipmappedArray(CUtexref hTexRef, CUmipmappedArray hM
   }
   case OMLC_MODE_MPS:
     (void)hTexRef; (void)hMipmappedArray; (void)Flags;
-    return omlc_not_supported(OMLC_SYM_cuTexRefSetMipmappedArray);
+    return omlc_traced(OMLC_SYM_cuTexRefSetMipmappedArray, omlc_not_supported(OMLC_SYM_cuTexRefSetMipmappedArray));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8716,7 +8716,7 @@ CUresult CUDAAPI cuThreadExchangeStreamCaptureMode(CUstreamCaptureMode *mode) {
     omlc_fn real = omlc_real(OMLC_SYM_cuThreadExchangeStreamCaptureMode);
     return real ? ((CUresult (CUDAAPI *)(CUstreamCaptureMode *mode))real)(mode) : omlc_bypass_missing(OMLC_SYM_cuThreadExchangeStreamCaptureMode);
   }
-  case OMLC_MODE_MPS: return omlc_mps_cuThreadExchangeStreamCaptureMode(mode);
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuThreadExchangeStreamCaptureMode, omlc_mps_cuThreadExchangeStreamCaptureMode(mode));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8730,7 +8730,7 @@ CUresult CUDAAPI cuUserObjectCreate(CUuserObject *object_out, void *ptr, CUhostF
   }
   case OMLC_MODE_MPS:
     (void)object_out; (void)ptr; (void)destroy; (void)initialRefcount; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuUserObjectCreate);
+    return omlc_traced(OMLC_SYM_cuUserObjectCreate, omlc_not_supported(OMLC_SYM_cuUserObjectCreate));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8744,7 +8744,7 @@ CUresult CUDAAPI cuUserObjectRelease(CUuserObject object, unsigned int count) {
   }
   case OMLC_MODE_MPS:
     (void)object; (void)count;
-    return omlc_not_supported(OMLC_SYM_cuUserObjectRelease);
+    return omlc_traced(OMLC_SYM_cuUserObjectRelease, omlc_not_supported(OMLC_SYM_cuUserObjectRelease));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8758,7 +8758,7 @@ CUresult CUDAAPI cuUserObjectRetain(CUuserObject object, unsigned int count) {
   }
   case OMLC_MODE_MPS:
     (void)object; (void)count;
-    return omlc_not_supported(OMLC_SYM_cuUserObjectRetain);
+    return omlc_traced(OMLC_SYM_cuUserObjectRetain, omlc_not_supported(OMLC_SYM_cuUserObjectRetain));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8772,7 +8772,7 @@ CUresult CUDAAPI cuWaitExternalSemaphoresAsync(const CUexternalSemaphore *extSem
   }
   case OMLC_MODE_MPS:
     (void)extSemArray; (void)paramsArray; (void)numExtSems; (void)stream;
-    return omlc_not_supported(OMLC_SYM_cuWaitExternalSemaphoresAsync);
+    return omlc_traced(OMLC_SYM_cuWaitExternalSemaphoresAsync, omlc_not_supported(OMLC_SYM_cuWaitExternalSemaphoresAsync));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8786,7 +8786,7 @@ CUresult CUDAAPI cuWaitExternalSemaphoresAsync_ptsz(const CUexternalSemaphore *e
   }
   case OMLC_MODE_MPS:
     (void)extSemArray; (void)paramsArray; (void)numExtSems; (void)stream;
-    return omlc_not_supported(OMLC_SYM_cuWaitExternalSemaphoresAsync_ptsz);
+    return omlc_traced(OMLC_SYM_cuWaitExternalSemaphoresAsync_ptsz, omlc_not_supported(OMLC_SYM_cuWaitExternalSemaphoresAsync_ptsz));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();

@@ -383,6 +383,11 @@ CUresult omlc_export_table(const void **table, const CUuuid *id) {
   *table = NULL;
   for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
     if (memcmp(known[i].uuid, id->bytes, 16) == 0) {
+      if (omlc_tracing()) {
+        const uint8_t *u = known[i].uuid;
+        omlc_log("trace: cuGetExportTable %02x%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x", u[0], u[1],
+                 u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+      }
       *table = (const void *)known[i].table;
       return CUDA_SUCCESS;
     }

@@ -53,6 +53,33 @@ void omlc_log(const char *fmt, ...) {
   while (w < 0 && errno == EINTR);
 }
 
+/* ---- trace ------------------------------------------------------------------------------- */
+
+/* OPENMPS_LIBCUDA_TRACE=1 logs every call the library serves itself (MPS and no-daemon modes)
+ * with its result, every export table handed out and every cuGetProcAddress answer: what a
+ * program asked for before it failed when nothing it asked for failed (cuBLAS's
+ * CUBLAS_STATUS_NOT_INITIALIZED, for one). Off by default: one branch a call. */
+static pthread_once_t trace_once = PTHREAD_ONCE_INIT;
+static int trace_on;
+static void trace_open(void) {
+  const char *v = getenv("OPENMPS_LIBCUDA_TRACE");
+  trace_on = v != NULL && v[0] != '\0' && strcmp(v, "0") != 0;
+}
+int omlc_tracing(void) {
+  pthread_once(&trace_once, trace_open);
+  return trace_on;
+}
+CUresult omlc_traced(unsigned i, CUresult rc) {
+  if (omlc_tracing() && i < OMLC_SYMBOL_COUNT) {
+    const char *name = NULL;
+    for (unsigned k = 0; k < omlc_result_count; k++) {
+      if (omlc_results[k].code == (int)rc) name = omlc_results[k].name;
+    }
+    omlc_log("trace: %s -> %d %s", omlc_symbols[i].name, (int)rc, name != NULL ? name : "?");
+  }
+  return rc;
+}
+
 /* ---- mode --------------------------------------------------------------------------------- */
 
 static pthread_once_t mode_once = PTHREAD_ONCE_INIT;

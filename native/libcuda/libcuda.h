@@ -67,6 +67,11 @@ CUresult omlc_no_service(void);
  * error; anything else: a file path, appended to). Never fails the caller. */
 void omlc_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* OPENMPS_LIBCUDA_TRACE (libcuda.c): whether every call is logged, and the logging of one call's
+ * result (symbol i), which it returns. */
+int omlc_tracing(void);
+CUresult omlc_traced(unsigned i, CUresult rc);
+
 /* cuGetProcAddress's search, shared by both of its ABIs (proc-address.c). */
 CUresult omlc_proc_address(const char *symbol, void **pfn, int cuda_version, cuuint64_t flags,
                            CUdriverProcAddressQueryResult *status);

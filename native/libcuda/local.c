@@ -101,6 +101,10 @@ CUresult omlc_proc_address(const char *symbol, void **pfn, int cuda_version, cuu
     return CUDA_ERROR_NOT_FOUND;
   }
   omlc_fn f = omlc_symbols[best->symbol].fn;
+  if (omlc_tracing()) {
+    omlc_log("trace: cuGetProcAddress %s (cudaVersion %d, flags %llu) -> %s", symbol, cuda_version,
+             (unsigned long long)flags, omlc_symbols[best->symbol].name);
+  }
   memcpy(pfn, &f, sizeof f);
   if (status != NULL) *status = CU_GET_PROC_ADDRESS_SUCCESS;
   return CUDA_SUCCESS;

@@ -49,6 +49,26 @@ test('MPS mode: a not-implemented entry point answers NOT_SUPPORTED and is logge
   if (pipe !== undefined) await rm(pipe, { recursive: true, force: true });
 });
 
+test('OPENMPS_LIBCUDA_TRACE=1: every call the library serves is logged with its result; unset, none is', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'openmps-libcuda-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const traced = join(dir, 'traced.log');
+  const plain = join(dir, 'plain.log');
+  const run = async (log: string, env: Record<string, string>): Promise<string[]> => {
+    const out = assertPassed(await runNative(CHECK, { args: [SAN_LIB, 'mps', log], env }), 'mps');
+    const pipe = /^# pipe directory (.+)$/m.exec(out)?.[1];
+    if (pipe !== undefined) await rm(pipe, { recursive: true, force: true });
+    return (await readFile(log, 'utf8')).split('\n').filter((l) => l.includes(': trace: '));
+  };
+  const lines = await run(traced, { OPENMPS_LIBCUDA_TRACE: '1' });
+  // The check calls cuMemAllocManaged (not implemented) and cuInit(1) (an invalid flag).
+  assert.ok(lines.some((l) => l.endsWith('trace: cuMemAllocManaged -> 801 CUDA_ERROR_NOT_SUPPORTED')), lines.join('\n'));
+  assert.ok(lines.some((l) => l.endsWith('trace: cuInit -> 1 CUDA_ERROR_INVALID_VALUE')), lines.join('\n'));
+  assert.ok(lines.some((l) => /trace: cuGetProcAddress cuGetProcAddress \(cudaVersion 11030, flags 0\) -> cuGetProcAddress$/.test(l)));
+  assert.ok(lines.some((l) => /trace: cuGetExportTable 6bd5fb6c5bf4e74a8987d93912fd9df9$/.test(l)), 'the tables handed out');
+  assert.deepEqual(await run(plain, {}), []);
+});
+
 const FAKE_DRIVER = `
 #include <stdint.h>
 #include <string.h>
