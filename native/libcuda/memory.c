@@ -124,6 +124,9 @@ CUresult omlc_mps_cuMemAlloc_v2(CUdeviceptr_v2 *dptr, size_t bytesize) {
 }
 
 CUresult omlc_mps_cuMemFree_v2(CUdeviceptr_v2 dptr) {
+  /* Freeing 0 does nothing and succeeds, as on the driver: cudart's cudaFree(0), the idiom that
+   * creates the context, reaches here (cuBLAS's cublasCreate failed with NOT_INITIALIZED on it). */
+  if (dptr == 0) return omlc_session() != NULL ? CUDA_SUCCESS : CUDA_ERROR_NOT_INITIALIZED;
   omps_mem_free_req_t req = {dptr};
   CUresult rc = call(OMPS_OP_MEM_FREE, &req, NULL, NULL);
   if (rc == CUDA_SUCCESS) forget(dptr);

@@ -557,6 +557,7 @@ static void memory_checks(void) {
   rc = release(d);
   printf("# second free: %d\n", (int)rc);
   CHECK(rc != CUDA_SUCCESS, "a second free is refused by the server");
+  CHECK(release(0) == CUDA_SUCCESS, "cuMemFree_v2(0): nothing to do, success (cudart's cudaFree(0))");
   free(out);
   free(back);
 }
