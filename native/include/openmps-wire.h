@@ -61,6 +61,7 @@ extern "C" {
 #define OMPS_OP_STREAM_SYNCHRONIZE 0x0142
 #define OMPS_OP_STREAM_QUERY 0x0143
 #define OMPS_OP_CTX_SYNCHRONIZE 0x0144
+#define OMPS_OP_STREAM_WAIT_EVENT 0x0145
 #define OMPS_OP_EVENT_CREATE 0x0150
 #define OMPS_OP_EVENT_DESTROY 0x0151
 #define OMPS_OP_EVENT_RECORD 0x0152
@@ -70,7 +71,7 @@ extern "C" {
 #define OMPS_OP_NOTICE_ERROR 0x0200
 #define OMPS_OP_NOTICE_LIMITS 0x0201
 #define OMPS_OP_NOTICE_WAKE 0x0202
-#define OMPS_MESSAGE_COUNT 37
+#define OMPS_MESSAGE_COUNT 38
 
 /* Structures nested in messages. */
 typedef struct omps_device {
@@ -561,6 +562,21 @@ typedef struct omps_ctx_synchronize_rep {
 } omps_ctx_synchronize_rep_t;
 omps_wire_status_t omps_encode_ctx_synchronize_rep(omps_writer_t *w, const omps_ctx_synchronize_rep_t *v);
 omps_wire_status_t omps_decode_ctx_synchronize_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_ctx_synchronize_rep_t *out);
+
+/* STREAM_WAIT_EVENT request */
+typedef struct omps_stream_wait_event_req {
+  uint32_t stream;
+  uint32_t event;
+} omps_stream_wait_event_req_t;
+omps_wire_status_t omps_encode_stream_wait_event_req(omps_writer_t *w, const omps_stream_wait_event_req_t *v);
+omps_wire_status_t omps_decode_stream_wait_event_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_stream_wait_event_req_t *out);
+
+/* STREAM_WAIT_EVENT reply */
+typedef struct omps_stream_wait_event_rep {
+  char unused_;
+} omps_stream_wait_event_rep_t;
+omps_wire_status_t omps_encode_stream_wait_event_rep(omps_writer_t *w, const omps_stream_wait_event_rep_t *v);
+omps_wire_status_t omps_decode_stream_wait_event_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_stream_wait_event_rep_t *out);
 
 /* EVENT_CREATE request */
 typedef struct omps_event_create_req {

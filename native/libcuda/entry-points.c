@@ -69,6 +69,10 @@ CUresult omlc_mps_cuEventDestroy(CUevent hEvent);
 CUresult omlc_mps_cuEventDestroy_v2(CUevent hEvent);
 CUresult omlc_mps_cuEventRecord(CUevent hEvent, CUstream hStream);
 CUresult omlc_mps_cuEventRecord_ptsz(CUevent hEvent, CUstream hStream);
+CUresult omlc_mps_cuEventRecordWithFlags(CUevent hEvent, CUstream hStream, unsigned int flags);
+CUresult omlc_mps_cuEventRecordWithFlags_ptsz(CUevent hEvent, CUstream hStream, unsigned int flags);
+CUresult omlc_mps_cuStreamWaitEvent(CUstream hStream, CUevent hEvent, unsigned int Flags);
+CUresult omlc_mps_cuStreamWaitEvent_ptsz(CUstream hStream, CUevent hEvent, unsigned int Flags);
 CUresult omlc_mps_cuEventSynchronize(CUevent hEvent);
 CUresult omlc_mps_cuEventQuery(CUevent hEvent);
 CUresult omlc_mps_cuEventElapsedTime(float *pMilliseconds, CUevent hStart, CUevent hEnd);
@@ -1558,9 +1562,7 @@ CUresult CUDAAPI cuEventRecordWithFlags(CUevent hEvent, CUstream hStream, unsign
     omlc_fn real = omlc_real(OMLC_SYM_cuEventRecordWithFlags);
     return real ? ((CUresult (CUDAAPI *)(CUevent hEvent, CUstream hStream, unsigned int flags))real)(hEvent, hStream, flags) : omlc_bypass_missing(OMLC_SYM_cuEventRecordWithFlags);
   }
-  case OMLC_MODE_MPS:
-    (void)hEvent; (void)hStream; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuEventRecordWithFlags);
+  case OMLC_MODE_MPS: return omlc_mps_cuEventRecordWithFlags(hEvent, hStream, flags);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1572,9 +1574,7 @@ CUresult CUDAAPI cuEventRecordWithFlags_ptsz(CUevent hEvent, CUstream hStream, u
     omlc_fn real = omlc_real(OMLC_SYM_cuEventRecordWithFlags_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUevent hEvent, CUstream hStream, unsigned int flags))real)(hEvent, hStream, flags) : omlc_bypass_missing(OMLC_SYM_cuEventRecordWithFlags_ptsz);
   }
-  case OMLC_MODE_MPS:
-    (void)hEvent; (void)hStream; (void)flags;
-    return omlc_not_supported(OMLC_SYM_cuEventRecordWithFlags_ptsz);
+  case OMLC_MODE_MPS: return omlc_mps_cuEventRecordWithFlags_ptsz(hEvent, hStream, flags);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7853,9 +7853,7 @@ CUresult CUDAAPI cuStreamWaitEvent(CUstream hStream, CUevent hEvent, unsigned in
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamWaitEvent);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUevent hEvent, unsigned int Flags))real)(hStream, hEvent, Flags) : omlc_bypass_missing(OMLC_SYM_cuStreamWaitEvent);
   }
-  case OMLC_MODE_MPS:
-    (void)hStream; (void)hEvent; (void)Flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamWaitEvent);
+  case OMLC_MODE_MPS: return omlc_mps_cuStreamWaitEvent(hStream, hEvent, Flags);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7867,9 +7865,7 @@ CUresult CUDAAPI cuStreamWaitEvent_ptsz(CUstream hStream, CUevent hEvent, unsign
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamWaitEvent_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUevent hEvent, unsigned int Flags))real)(hStream, hEvent, Flags) : omlc_bypass_missing(OMLC_SYM_cuStreamWaitEvent_ptsz);
   }
-  case OMLC_MODE_MPS:
-    (void)hStream; (void)hEvent; (void)Flags;
-    return omlc_not_supported(OMLC_SYM_cuStreamWaitEvent_ptsz);
+  case OMLC_MODE_MPS: return omlc_mps_cuStreamWaitEvent_ptsz(hStream, hEvent, Flags);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8923,8 +8919,8 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuEventElapsedTime_v2", (omlc_fn)cuEventElapsedTime_v2, OMLC_IMPL_MPS },
   { "cuEventQuery", (omlc_fn)cuEventQuery, OMLC_IMPL_MPS },
   { "cuEventRecord", (omlc_fn)cuEventRecord, OMLC_IMPL_MPS },
-  { "cuEventRecordWithFlags", (omlc_fn)cuEventRecordWithFlags, OMLC_IMPL_NONE },
-  { "cuEventRecordWithFlags_ptsz", (omlc_fn)cuEventRecordWithFlags_ptsz, OMLC_IMPL_NONE },
+  { "cuEventRecordWithFlags", (omlc_fn)cuEventRecordWithFlags, OMLC_IMPL_MPS },
+  { "cuEventRecordWithFlags_ptsz", (omlc_fn)cuEventRecordWithFlags_ptsz, OMLC_IMPL_MPS },
   { "cuEventRecord_ptsz", (omlc_fn)cuEventRecord_ptsz, OMLC_IMPL_MPS },
   { "cuEventSynchronize", (omlc_fn)cuEventSynchronize, OMLC_IMPL_MPS },
   { "cuExternalMemoryGetMappedBuffer", (omlc_fn)cuExternalMemoryGetMappedBuffer, OMLC_IMPL_NONE },
@@ -9383,8 +9379,8 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuStreamUpdateCaptureDependencies_ptsz", (omlc_fn)cuStreamUpdateCaptureDependencies_ptsz, OMLC_IMPL_NONE },
   { "cuStreamUpdateCaptureDependencies_v2", (omlc_fn)cuStreamUpdateCaptureDependencies_v2, OMLC_IMPL_NONE },
   { "cuStreamUpdateCaptureDependencies_v2_ptsz", (omlc_fn)cuStreamUpdateCaptureDependencies_v2_ptsz, OMLC_IMPL_NONE },
-  { "cuStreamWaitEvent", (omlc_fn)cuStreamWaitEvent, OMLC_IMPL_NONE },
-  { "cuStreamWaitEvent_ptsz", (omlc_fn)cuStreamWaitEvent_ptsz, OMLC_IMPL_NONE },
+  { "cuStreamWaitEvent", (omlc_fn)cuStreamWaitEvent, OMLC_IMPL_MPS },
+  { "cuStreamWaitEvent_ptsz", (omlc_fn)cuStreamWaitEvent_ptsz, OMLC_IMPL_MPS },
   { "cuStreamWaitValue32", (omlc_fn)cuStreamWaitValue32, OMLC_IMPL_NONE },
   { "cuStreamWaitValue32_ptsz", (omlc_fn)cuStreamWaitValue32_ptsz, OMLC_IMPL_NONE },
   { "cuStreamWaitValue32_v2", (omlc_fn)cuStreamWaitValue32_v2, OMLC_IMPL_NONE },

@@ -161,6 +161,11 @@ export const MESSAGES = {
   STREAM_SYNCHRONIZE: { opcode: 0x0142, request: { stream: 'u32' }, reply: {} },
   STREAM_QUERY: { opcode: 0x0143, request: { stream: 'u32' }, reply: { done: 'bool' } },
   CTX_SYNCHRONIZE: { opcode: 0x0144, request: {}, reply: {} },
+  /**
+   * cuStreamWaitEvent: work enqueued on `stream` after this waits on the device for the event's
+   * last record (as of now); the host does not wait. Normally sent NO_REPLY, like EVENT_RECORD.
+   */
+  STREAM_WAIT_EVENT: { opcode: 0x0145, request: { stream: 'u32', event: 'u32' }, reply: {} },
   EVENT_CREATE: { opcode: 0x0150, request: {}, reply: { event: 'u32' } },
   EVENT_DESTROY: { opcode: 0x0151, request: { event: 'u32' }, reply: {} },
   EVENT_RECORD: { opcode: 0x0152, request: { event: 'u32', stream: 'u32' }, reply: {} },

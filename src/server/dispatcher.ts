@@ -188,6 +188,10 @@ const HANDLERS: Handlers = {
     return {};
   },
   STREAM_QUERY: (t, req) => ({ done: t.session.streamQuery(req.stream) }),
+  STREAM_WAIT_EVENT: (t, req) => {
+    t.session.streamWaitEvent(req.stream, req.event);
+    return {};
+  },
   CTX_SYNCHRONIZE: async (t) => {
     await t.session.synchronize();
     return {};
@@ -237,6 +241,7 @@ export const CALL_NAMES: Readonly<Partial<Record<MessageName, string>>> = {
   STREAM_DESTROY: 'cuStreamDestroy_v2',
   STREAM_SYNCHRONIZE: 'cuStreamSynchronize',
   STREAM_QUERY: 'cuStreamQuery',
+  STREAM_WAIT_EVENT: 'cuStreamWaitEvent',
   CTX_SYNCHRONIZE: 'cuCtxSynchronize',
   EVENT_CREATE: 'cuEventCreate',
   EVENT_DESTROY: 'cuEventDestroy_v2',

@@ -577,6 +577,13 @@ export class Session {
     return this.#timer?.syncOn(stream) ?? stream.synchronize();
   }
 
+  /** cuStreamWaitEvent: `streamId`'s later work waits on the device for `eventId`'s last record. */
+  streamWaitEvent(streamId: number, eventId: number): void {
+    const call = 'cuStreamWaitEvent';
+    const event = this.#event(eventId, call);
+    this.#stream(streamId, call).waitEvent(event);
+  }
+
   streamQuery(id: number): boolean {
     return this.#stream(id, 'cuStreamQuery').query();
   }

@@ -587,6 +587,23 @@ static void stream_checks(void) {
   CHECK(((dtoda_t)sym("cuMemcpyDtoDAsync_v2"))(b, a, sizeof out, s) == CUDA_SUCCESS, "cuMemcpyDtoDAsync_v2");
   CHECK(((dtoha_t)sym("cuMemcpyDtoHAsync_v2"))(back, b, sizeof back, s) == CUDA_SUCCESS, "cuMemcpyDtoHAsync_v2");
   CHECK(((record_t)sym("cuEventRecord_ptsz"))(end, s) == CUDA_SUCCESS, "cuEventRecord_ptsz");
+  /* The default stream waits for the end event (STREAM_WAIT_EVENT); flags other than 0 refused. */
+  typedef CUresult (*wait_t)(CUstream, CUevent, unsigned);
+  typedef CUresult (*recordf_t)(CUevent, CUstream, unsigned);
+  wait_t wait = (wait_t)sym("cuStreamWaitEvent");
+  CHECK(wait(NULL, end, CU_EVENT_WAIT_DEFAULT) == CUDA_SUCCESS && ((wait_t)sym("cuStreamWaitEvent_ptsz"))(s, start, 0) == CUDA_SUCCESS,
+        "cuStreamWaitEvent(_ptsz)");
+  CHECK(wait(NULL, end, CU_EVENT_WAIT_EXTERNAL) == CUDA_ERROR_INVALID_VALUE && wait(NULL, end, 4) == CUDA_ERROR_INVALID_VALUE,
+        "cuStreamWaitEvent with flags other than 0: INVALID_VALUE");
+  CHECK(wait(s, NULL, 0) == CUDA_ERROR_INVALID_HANDLE, "cuStreamWaitEvent on no event: INVALID_HANDLE");
+  recordf_t recordf = (recordf_t)sym("cuEventRecordWithFlags");
+  CUevent third = NULL;
+  CHECK(((ecreate_t)sym("cuEventCreate"))(&third, 0) == CUDA_SUCCESS && recordf(third, s, CU_EVENT_RECORD_DEFAULT) == CUDA_SUCCESS &&
+            ((recordf_t)sym("cuEventRecordWithFlags_ptsz"))(third, s, CU_EVENT_RECORD_EXTERNAL) == CUDA_SUCCESS,
+        "cuEventRecordWithFlags(_ptsz) with 0 and EXTERNAL");
+  CHECK(recordf(third, s, 2) == CUDA_ERROR_INVALID_VALUE, "cuEventRecordWithFlags with an unknown flag: INVALID_VALUE");
+  CHECK(((ehandle_t)sym("cuEventSynchronize"))(third) == CUDA_SUCCESS && ((ehandle_t)sym("cuEventDestroy_v2"))(third) == CUDA_SUCCESS,
+        "the flagged record completes");
   CHECK(((shandle_t)sym("cuStreamSynchronize"))(s) == CUDA_SUCCESS, "cuStreamSynchronize");
   CHECK(memcmp(out, back, sizeof out) == 0, "host -> a -> b -> host on the stream is the same bytes");
   CHECK(((shandle_t)sym("cuStreamQuery"))(s) == CUDA_SUCCESS, "cuStreamQuery after a synchronize: done");
