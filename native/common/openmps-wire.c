@@ -1144,6 +1144,145 @@ omps_wire_status_t omps_decode_module_get_function_rep(const uint8_t *payload, s
 static omps_wire_status_t erased_omps_encode_module_get_function_rep(omps_writer_t *w, const void *v) { return omps_encode_module_get_function_rep(w, v); }
 static omps_wire_status_t erased_omps_decode_module_get_function_rep(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_module_get_function_rep(p, len, a, out); }
 
+omps_wire_status_t omps_encode_func_get_attribute_req(omps_writer_t *w, const omps_func_get_attribute_req_t *v) {
+  omps_put_u32(w, v->function);
+  omps_put_i32(w, v->attribute);
+  return w->status;
+}
+
+static bool read_omps_func_get_attribute_req(omps_reader_t *r, omps_func_get_attribute_req_t *v) {
+  if (!omps_get_u32(r, &v->function)) return false;
+  if (!omps_get_i32(r, &v->attribute)) return false;
+  return true;
+}
+
+omps_wire_status_t omps_decode_func_get_attribute_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_func_get_attribute_req_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_func_get_attribute_req(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_func_get_attribute_req(omps_writer_t *w, const void *v) { return omps_encode_func_get_attribute_req(w, v); }
+static omps_wire_status_t erased_omps_decode_func_get_attribute_req(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_func_get_attribute_req(p, len, a, out); }
+
+omps_wire_status_t omps_encode_func_get_attribute_rep(omps_writer_t *w, const omps_func_get_attribute_rep_t *v) {
+  omps_put_i32(w, v->value);
+  return w->status;
+}
+
+static bool read_omps_func_get_attribute_rep(omps_reader_t *r, omps_func_get_attribute_rep_t *v) {
+  if (!omps_get_i32(r, &v->value)) return false;
+  return true;
+}
+
+omps_wire_status_t omps_decode_func_get_attribute_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_func_get_attribute_rep_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_func_get_attribute_rep(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_func_get_attribute_rep(omps_writer_t *w, const void *v) { return omps_encode_func_get_attribute_rep(w, v); }
+static omps_wire_status_t erased_omps_decode_func_get_attribute_rep(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_func_get_attribute_rep(p, len, a, out); }
+
+omps_wire_status_t omps_encode_func_set_attribute_req(omps_writer_t *w, const omps_func_set_attribute_req_t *v) {
+  omps_put_u32(w, v->function);
+  omps_put_i32(w, v->attribute);
+  omps_put_i32(w, v->value);
+  return w->status;
+}
+
+static bool read_omps_func_set_attribute_req(omps_reader_t *r, omps_func_set_attribute_req_t *v) {
+  if (!omps_get_u32(r, &v->function)) return false;
+  if (!omps_get_i32(r, &v->attribute)) return false;
+  if (!omps_get_i32(r, &v->value)) return false;
+  return true;
+}
+
+omps_wire_status_t omps_decode_func_set_attribute_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_func_set_attribute_req_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_func_set_attribute_req(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_func_set_attribute_req(omps_writer_t *w, const void *v) { return omps_encode_func_set_attribute_req(w, v); }
+static omps_wire_status_t erased_omps_decode_func_set_attribute_req(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_func_set_attribute_req(p, len, a, out); }
+
+omps_wire_status_t omps_encode_func_set_attribute_rep(omps_writer_t *w, const omps_func_set_attribute_rep_t *v) {
+  (void)v;
+  return w->status;
+}
+
+static bool read_omps_func_set_attribute_rep(omps_reader_t *r, omps_func_set_attribute_rep_t *v) {
+  (void)r;
+  (void)v;
+  return true;
+}
+
+omps_wire_status_t omps_decode_func_set_attribute_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_func_set_attribute_rep_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_func_set_attribute_rep(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_func_set_attribute_rep(omps_writer_t *w, const void *v) { return omps_encode_func_set_attribute_rep(w, v); }
+static omps_wire_status_t erased_omps_decode_func_set_attribute_rep(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_func_set_attribute_rep(p, len, a, out); }
+
+omps_wire_status_t omps_encode_occupancy_req(omps_writer_t *w, const omps_occupancy_req_t *v) {
+  omps_put_u32(w, v->function);
+  omps_put_i32(w, v->block_size);
+  omps_put_u64(w, v->dynamic_smem_bytes);
+  omps_put_u32(w, v->flags);
+  return w->status;
+}
+
+static bool read_omps_occupancy_req(omps_reader_t *r, omps_occupancy_req_t *v) {
+  if (!omps_get_u32(r, &v->function)) return false;
+  if (!omps_get_i32(r, &v->block_size)) return false;
+  if (!omps_get_u64(r, &v->dynamic_smem_bytes)) return false;
+  if (!omps_get_u32(r, &v->flags)) return false;
+  return true;
+}
+
+omps_wire_status_t omps_decode_occupancy_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_occupancy_req_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_occupancy_req(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_occupancy_req(omps_writer_t *w, const void *v) { return omps_encode_occupancy_req(w, v); }
+static omps_wire_status_t erased_omps_decode_occupancy_req(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_occupancy_req(p, len, a, out); }
+
+omps_wire_status_t omps_encode_occupancy_rep(omps_writer_t *w, const omps_occupancy_rep_t *v) {
+  omps_put_i32(w, v->blocks);
+  return w->status;
+}
+
+static bool read_omps_occupancy_rep(omps_reader_t *r, omps_occupancy_rep_t *v) {
+  if (!omps_get_i32(r, &v->blocks)) return false;
+  return true;
+}
+
+omps_wire_status_t omps_decode_occupancy_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_occupancy_rep_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_occupancy_rep(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_occupancy_rep(omps_writer_t *w, const void *v) { return omps_encode_occupancy_rep(w, v); }
+static omps_wire_status_t erased_omps_decode_occupancy_rep(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_occupancy_rep(p, len, a, out); }
+
 omps_wire_status_t omps_encode_launch_req(omps_writer_t *w, const omps_launch_req_t *v) {
   omps_put_u32(w, v->function);
   omps_put_u32(w, v->stream);
@@ -1943,6 +2082,15 @@ const omps_message_desc_t omps_messages[OMPS_MESSAGE_COUNT] = {
   {"MODULE_GET_FUNCTION", OMPS_OP_MODULE_GET_FUNCTION, sizeof(omps_module_get_function_req_t), sizeof(omps_module_get_function_rep_t), erased_omps_encode_module_get_function_req,
    erased_omps_decode_module_get_function_req, erased_omps_encode_module_get_function_rep, erased_omps_decode_module_get_function_rep,
    "Is", "I[{II}"},
+  {"FUNC_GET_ATTRIBUTE", OMPS_OP_FUNC_GET_ATTRIBUTE, sizeof(omps_func_get_attribute_req_t), sizeof(omps_func_get_attribute_rep_t), erased_omps_encode_func_get_attribute_req,
+   erased_omps_decode_func_get_attribute_req, erased_omps_encode_func_get_attribute_rep, erased_omps_decode_func_get_attribute_rep,
+   "Ii", "i"},
+  {"FUNC_SET_ATTRIBUTE", OMPS_OP_FUNC_SET_ATTRIBUTE, sizeof(omps_func_set_attribute_req_t), sizeof(omps_func_set_attribute_rep_t), erased_omps_encode_func_set_attribute_req,
+   erased_omps_decode_func_set_attribute_req, erased_omps_encode_func_set_attribute_rep, erased_omps_decode_func_set_attribute_rep,
+   "Iii", ""},
+  {"OCCUPANCY", OMPS_OP_OCCUPANCY, sizeof(omps_occupancy_req_t), sizeof(omps_occupancy_rep_t), erased_omps_encode_occupancy_req,
+   erased_omps_decode_occupancy_req, erased_omps_encode_occupancy_rep, erased_omps_decode_occupancy_rep,
+   "IiQI", "i"},
   {"LAUNCH", OMPS_OP_LAUNCH, sizeof(omps_launch_req_t), sizeof(omps_launch_rep_t), erased_omps_encode_launch_req,
    erased_omps_decode_launch_req, erased_omps_encode_launch_rep, erased_omps_decode_launch_rep,
    "IIIIIIIIIy", ""},

@@ -55,6 +55,9 @@ extern "C" {
 #define OMPS_OP_MODULE_LOAD 0x0120
 #define OMPS_OP_MODULE_UNLOAD 0x0121
 #define OMPS_OP_MODULE_GET_FUNCTION 0x0122
+#define OMPS_OP_FUNC_GET_ATTRIBUTE 0x0123
+#define OMPS_OP_FUNC_SET_ATTRIBUTE 0x0124
+#define OMPS_OP_OCCUPANCY 0x0125
 #define OMPS_OP_LAUNCH 0x0130
 #define OMPS_OP_STREAM_CREATE 0x0140
 #define OMPS_OP_STREAM_DESTROY 0x0141
@@ -71,7 +74,7 @@ extern "C" {
 #define OMPS_OP_NOTICE_ERROR 0x0200
 #define OMPS_OP_NOTICE_LIMITS 0x0201
 #define OMPS_OP_NOTICE_WAKE 0x0202
-#define OMPS_MESSAGE_COUNT 38
+#define OMPS_MESSAGE_COUNT 41
 
 /* Structures nested in messages. */
 typedef struct omps_device {
@@ -469,6 +472,54 @@ typedef struct omps_module_get_function_rep {
 } omps_module_get_function_rep_t;
 omps_wire_status_t omps_encode_module_get_function_rep(omps_writer_t *w, const omps_module_get_function_rep_t *v);
 omps_wire_status_t omps_decode_module_get_function_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_module_get_function_rep_t *out);
+
+/* FUNC_GET_ATTRIBUTE request */
+typedef struct omps_func_get_attribute_req {
+  uint32_t function;
+  int32_t attribute;
+} omps_func_get_attribute_req_t;
+omps_wire_status_t omps_encode_func_get_attribute_req(omps_writer_t *w, const omps_func_get_attribute_req_t *v);
+omps_wire_status_t omps_decode_func_get_attribute_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_func_get_attribute_req_t *out);
+
+/* FUNC_GET_ATTRIBUTE reply */
+typedef struct omps_func_get_attribute_rep {
+  int32_t value;
+} omps_func_get_attribute_rep_t;
+omps_wire_status_t omps_encode_func_get_attribute_rep(omps_writer_t *w, const omps_func_get_attribute_rep_t *v);
+omps_wire_status_t omps_decode_func_get_attribute_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_func_get_attribute_rep_t *out);
+
+/* FUNC_SET_ATTRIBUTE request */
+typedef struct omps_func_set_attribute_req {
+  uint32_t function;
+  int32_t attribute;
+  int32_t value;
+} omps_func_set_attribute_req_t;
+omps_wire_status_t omps_encode_func_set_attribute_req(omps_writer_t *w, const omps_func_set_attribute_req_t *v);
+omps_wire_status_t omps_decode_func_set_attribute_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_func_set_attribute_req_t *out);
+
+/* FUNC_SET_ATTRIBUTE reply */
+typedef struct omps_func_set_attribute_rep {
+  char unused_;
+} omps_func_set_attribute_rep_t;
+omps_wire_status_t omps_encode_func_set_attribute_rep(omps_writer_t *w, const omps_func_set_attribute_rep_t *v);
+omps_wire_status_t omps_decode_func_set_attribute_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_func_set_attribute_rep_t *out);
+
+/* OCCUPANCY request */
+typedef struct omps_occupancy_req {
+  uint32_t function;
+  int32_t block_size;
+  uint64_t dynamic_smem_bytes;
+  uint32_t flags;
+} omps_occupancy_req_t;
+omps_wire_status_t omps_encode_occupancy_req(omps_writer_t *w, const omps_occupancy_req_t *v);
+omps_wire_status_t omps_decode_occupancy_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_occupancy_req_t *out);
+
+/* OCCUPANCY reply */
+typedef struct omps_occupancy_rep {
+  int32_t blocks;
+} omps_occupancy_rep_t;
+omps_wire_status_t omps_encode_occupancy_rep(omps_writer_t *w, const omps_occupancy_rep_t *v);
+omps_wire_status_t omps_decode_occupancy_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_occupancy_rep_t *out);
 
 /* LAUNCH request */
 typedef struct omps_launch_req {

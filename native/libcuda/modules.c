@@ -7,6 +7,7 @@
  * cuLaunchKernel. Launches are fire-and-forget (no reply); their errors come back on the next call
  * that waits, as CUDA's asynchronous errors do. */
 #include "libcuda.h"
+#include "modules.h"
 
 #include "openmps-transport.h"
 
@@ -14,38 +15,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define MODULE_MAGIC 0x6f6d6d64u   /* "ommd" */
-#define FUNCTION_MAGIC 0x6f6d666eu /* "omfn" */
-#define LIBRARY_MAGIC 0x6f6d6c62u  /* "omlb" */
-
-typedef struct {
-  uint32_t offset;
-  uint32_t size;
-} param_t;
-/* A function lives as long as its module (CUDA has no call to free one): each module or library
- * keeps its functions, gives the same record for the same server function, and frees them when
- * it is unloaded. */
-struct CUfunc_st {
-  uint32_t magic;
-  uint32_t id;
-  struct CUfunc_st *next;
-  uint32_t count;
-  uint32_t bytes; /* the end of the last parameter: the size of the packed buffer */
-  param_t params[];
-};
-struct CUmod_st {
-  uint32_t magic;
-  uint32_t id;
-  pthread_mutex_t lock;
-  struct CUfunc_st *functions;
-};
-struct CUlib_st {
-  uint32_t magic;
-  uint32_t id;
-  pthread_mutex_t lock;
-  struct CUfunc_st *functions;
-};
 
 static CUresult call(uint16_t opcode, const void *req, void *rep, omps_arena_t *arena) {
   omps_transport_t *t = omlc_session();
@@ -143,6 +112,7 @@ static CUresult module_load_data(CUmodule *module, const void *image) {
   m->magic = MODULE_MAGIC;
   pthread_mutex_init(&m->lock, NULL);
   m->functions = NULL;
+  m->library = NULL;
   *module = m;
   return CUDA_SUCCESS;
 }
@@ -151,6 +121,7 @@ static void free_functions(struct CUfunc_st *f) {
   while (f != NULL) {
     struct CUfunc_st *next = f->next;
     f->magic = 0;
+    free(f->name);
     free(f);
     f = next;
   }
@@ -169,7 +140,8 @@ CUresult omlc_mps_cuModuleLoadDataEx(CUmodule *module, const void *image, unsign
 }
 
 CUresult omlc_mps_cuModuleUnload(CUmodule hmod) {
-  if (hmod == NULL || hmod->magic != MODULE_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
+  /* A library's module (cuLibraryGetModule) goes with its library (cuLibraryUnload). */
+  if (hmod == NULL || hmod->magic != MODULE_MAGIC || hmod->library != NULL) return CUDA_ERROR_INVALID_HANDLE;
   CUresult rc = unload(hmod->id);
   if (rc == CUDA_SUCCESS) {
     hmod->magic = 0;
@@ -180,10 +152,9 @@ CUresult omlc_mps_cuModuleUnload(CUmodule hmod) {
   return rc;
 }
 
-static CUresult get_function(uint32_t module, pthread_mutex_t *lock, struct CUfunc_st **functions, const char *name,
-                             struct CUfunc_st **out) {
+static CUresult get_function(struct CUmod_st *m, const char *name, struct CUfunc_st **out) {
   if (name == NULL) return CUDA_ERROR_INVALID_VALUE;
-  omps_module_get_function_req_t req = {module, omps_str_from(name)};
+  omps_module_get_function_req_t req = {m->id, omps_str_from(name)};
   omps_module_get_function_rep_t rep;
   memset(&rep, 0, sizeof rep);
   omps_arena_t arena;
@@ -198,6 +169,10 @@ static CUresult get_function(uint32_t module, pthread_mutex_t *lock, struct CUfu
     f->magic = FUNCTION_MAGIC;
     f->id = rep.function;
     f->next = NULL;
+    f->module = m;
+    f->cache_config = CU_FUNC_CACHE_PREFER_NONE;
+    f->name = strdup(name);
+    if (f->name == NULL) rc = CUDA_ERROR_OUT_OF_MEMORY;
     f->count = rep.params_count;
     f->bytes = 0;
     for (uint32_t i = 0; i < rep.params_count; i++) {
@@ -209,23 +184,25 @@ static CUresult get_function(uint32_t module, pthread_mutex_t *lock, struct CUfu
       else if (end > f->bytes) f->bytes = (uint32_t)end;
     }
     if (rc != CUDA_SUCCESS) {
+      free(f->name);
       free(f);
       f = NULL;
     }
   }
   omps_arena_free(&arena);
   if (rc != CUDA_SUCCESS) return rc;
-  pthread_mutex_lock(lock);
-  struct CUfunc_st *known = *functions;
+  pthread_mutex_lock(&m->lock);
+  struct CUfunc_st *known = m->functions;
   while (known != NULL && known->id != f->id) known = known->next;
   if (known != NULL) {
+    free(f->name);
     free(f);
     f = known;
   } else {
-    f->next = *functions;
-    *functions = f;
+    f->next = m->functions;
+    m->functions = f;
   }
-  pthread_mutex_unlock(lock);
+  pthread_mutex_unlock(&m->lock);
   *out = f;
   return CUDA_SUCCESS;
 }
@@ -233,7 +210,7 @@ static CUresult get_function(uint32_t module, pthread_mutex_t *lock, struct CUfu
 CUresult omlc_mps_cuModuleGetFunction(CUfunction *hfunc, CUmodule hmod, const char *name) {
   if (hfunc == NULL) return CUDA_ERROR_INVALID_VALUE;
   if (hmod == NULL || hmod->magic != MODULE_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
-  return get_function(hmod->id, &hmod->lock, &hmod->functions, name, hfunc);
+  return get_function(hmod, name, hfunc);
 }
 
 /* cudart loads each fatbin lazily, at its first launch, as a library (CU_LIBRARY_BINARY_IS_PRESERVED
@@ -258,8 +235,11 @@ CUresult omlc_mps_cuLibraryLoadData(CUlibrary *library, const void *code, CUjit_
     return rc;
   }
   l->magic = LIBRARY_MAGIC;
-  pthread_mutex_init(&l->lock, NULL);
-  l->functions = NULL;
+  l->module.magic = MODULE_MAGIC;
+  l->module.id = l->id;
+  pthread_mutex_init(&l->module.lock, NULL);
+  l->module.functions = NULL;
+  l->module.library = l;
   *library = l;
   return CUDA_SUCCESS;
 }
@@ -269,8 +249,9 @@ CUresult omlc_mps_cuLibraryUnload(CUlibrary library) {
   CUresult rc = unload(library->id);
   if (rc == CUDA_SUCCESS) {
     library->magic = 0;
-    free_functions(library->functions);
-    pthread_mutex_destroy(&library->lock);
+    library->module.magic = 0;
+    free_functions(library->module.functions);
+    pthread_mutex_destroy(&library->module.lock);
     free(library);
   }
   return rc;
@@ -280,9 +261,18 @@ CUresult omlc_mps_cuLibraryGetKernel(CUkernel *pKernel, CUlibrary library, const
   if (pKernel == NULL) return CUDA_ERROR_INVALID_VALUE;
   if (library == NULL || library->magic != LIBRARY_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
   struct CUfunc_st *f = NULL;
-  CUresult rc = get_function(library->id, &library->lock, &library->functions, name, &f);
+  CUresult rc = get_function(&library->module, name, &f);
   if (rc == CUDA_SUCCESS) *pKernel = (CUkernel)(void *)f;
   return rc;
+}
+
+/* A library's functions live in the module record it holds: that is the module cuFuncGetModule
+ * answers for them, and cuLibraryGetModule here. */
+CUresult omlc_mps_cuLibraryGetModule(CUmodule *pMod, CUlibrary library) {
+  if (pMod == NULL) return CUDA_ERROR_INVALID_VALUE;
+  if (library == NULL || library->magic != LIBRARY_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
+  *pMod = &library->module;
+  return CUDA_SUCCESS;
 }
 
 CUresult omlc_mps_cuKernelGetFunction(CUfunction *pFunc, CUkernel kernel) {

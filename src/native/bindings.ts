@@ -257,6 +257,13 @@ export interface CudaDriver {
   cuKernelGetParamInfo(kernel: NativePointer, index: number, offset: BigUint64Array, size: BigUint64Array): Status;
   cuKernelGetFunction(fn: BigUint64Array, kernel: NativePointer): Status;
   cuFuncGetParamInfo(fn: NativePointer, index: number, offset: BigUint64Array, size: BigUint64Array): Status;
+  /** Context-independent: a CUkernel's attribute on one device. */
+  cuKernelGetAttribute(value: Int32Array, attribute: number, kernel: NativePointer, device: number): Status;
+  cuKernelSetAttribute(attribute: number, value: number, kernel: NativePointer, device: number): Status;
+  /** Takes a CUkernel cast to CUfunction; computes for the current context (cuda.h). */
+  cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
+    blocks: Int32Array, fn: NativePointer, blockSize: number, dynamicSharedBytes: number, flags: number,
+  ): Status;
   cuLaunchKernel(
     f: NativePointer, gridX: number, gridY: number, gridZ: number, blockX: number, blockY: number, blockZ: number,
     sharedMemBytes: number, stream: NativePointer, kernelParams: NativePointer, extra: NativePointer,
@@ -377,6 +384,11 @@ export function loadCuda(): CudaDriver {
     cuKernelGetParamInfo: f('int cuKernelGetParamInfo(void *kernel, size_t paramIndex, _Out_ uint64_t *paramOffset, _Out_ uint64_t *paramSize)') as CudaDriver['cuKernelGetParamInfo'],
     cuKernelGetFunction: f('int cuKernelGetFunction(_Out_ void **pFunc, void *kernel)') as CudaDriver['cuKernelGetFunction'],
     cuFuncGetParamInfo: f('int cuFuncGetParamInfo(void *func, size_t paramIndex, _Out_ uint64_t *paramOffset, _Out_ uint64_t *paramSize)') as CudaDriver['cuFuncGetParamInfo'],
+    cuKernelGetAttribute: f('int cuKernelGetAttribute(_Out_ int *pi, int attrib, void *kernel, int dev)') as CudaDriver['cuKernelGetAttribute'],
+    cuKernelSetAttribute: f('int cuKernelSetAttribute(int attrib, int val, void *kernel, int dev)') as CudaDriver['cuKernelSetAttribute'],
+    cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags: f(
+      'int cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(_Out_ int *numBlocks, void *func, int blockSize, size_t dynamicSMemSize, unsigned int flags)',
+    ) as CudaDriver['cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags'],
     cuLaunchKernel: f(
       'int cuLaunchKernel(void *f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ, ' +
         'unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ, unsigned int sharedMemBytes, ' +

@@ -138,6 +138,16 @@ export const MESSAGES = {
     request: { module: 'u32', name: 'str' },
     reply: { function: 'u32', params: { list: PARAM_INFO } },
   },
+  /** cuFuncGetAttribute: a CU_FUNC_ATTRIBUTE_* of one of the session's functions. */
+  FUNC_GET_ATTRIBUTE: { opcode: 0x0123, request: { function: 'u32', attribute: 'i32' }, reply: { value: 'i32' } },
+  /** cuFuncSetAttribute (MAX_DYNAMIC_SHARED_SIZE_BYTES, PREFERRED_SHARED_MEMORY_CARVEOUT, ...). */
+  FUNC_SET_ATTRIBUTE: { opcode: 0x0124, request: { function: 'u32', attribute: 'i32', value: 'i32' }, reply: {} },
+  /** cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags: blocks of the function one SM holds at once. */
+  OCCUPANCY: {
+    opcode: 0x0125,
+    request: { function: 'u32', blockSize: 'i32', dynamicSmemBytes: 'u64', flags: 'u32' },
+    reply: { blocks: 'i32' },
+  },
   LAUNCH: {
     opcode: 0x0130,
     request: {

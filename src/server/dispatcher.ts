@@ -169,6 +169,12 @@ const HANDLERS: Handlers = {
     const { function: id, fn } = t.session.getFunction(req.module, req.name);
     return { function: id, params: fn.params.map((p) => ({ offset: p.offset, size: p.size })) };
   },
+  FUNC_GET_ATTRIBUTE: (t, req) => ({ value: t.session.functionAttribute(req.function, req.attribute) }),
+  FUNC_SET_ATTRIBUTE: (t, req) => {
+    t.session.setFunctionAttribute(req.function, req.attribute, req.value);
+    return {};
+  },
+  OCCUPANCY: (t, req) => ({ blocks: t.session.occupancy(req.function, req.blockSize, req.dynamicSmemBytes, req.flags) }),
   LAUNCH: (t, req) => {
     t.session.launch(
       req.function,
@@ -236,6 +242,9 @@ export const CALL_NAMES: Readonly<Partial<Record<MessageName, string>>> = {
   MODULE_LOAD: 'cuModuleLoadDataEx',
   MODULE_UNLOAD: 'cuModuleUnload',
   MODULE_GET_FUNCTION: 'cuModuleGetFunction',
+  FUNC_GET_ATTRIBUTE: 'cuFuncGetAttribute',
+  FUNC_SET_ATTRIBUTE: 'cuFuncSetAttribute',
+  OCCUPANCY: 'cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags',
   LAUNCH: 'cuLaunchKernel',
   STREAM_CREATE: 'cuStreamCreateWithPriority',
   STREAM_DESTROY: 'cuStreamDestroy_v2',

@@ -509,6 +509,36 @@ export class Session {
     return { function: id, fn };
   }
 
+  #function(id: number, call: string): DeviceFunction {
+    this.check(call);
+    const fn = this.#functions.get(id);
+    if (!fn) throw new CudaError('CUDA_ERROR_INVALID_HANDLE', call, `no function ${id} in this client`);
+    return fn;
+  }
+
+  functionAttribute(functionId: number, attribute: number): number {
+    const call = 'cuFuncGetAttribute';
+    return this.device.functionAttribute(this.#function(functionId, call), attribute);
+  }
+
+  /**
+   * cuFuncSetAttribute. The function's module is the client's own, so what it sets (its dynamic
+   * shared memory bound) changes that client's launches only.
+   */
+  setFunctionAttribute(functionId: number, attribute: number, value: number): void {
+    const call = 'cuFuncSetAttribute';
+    this.device.setFunctionAttribute(this.#function(functionId, call), attribute, value);
+  }
+
+  occupancy(functionId: number, blockSize: number, dynamicSmemBytes: bigint, flags: number): number {
+    const call = 'cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags';
+    const fn = this.#function(functionId, call);
+    if (dynamicSmemBytes > BigInt(Number.MAX_SAFE_INTEGER)) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `${dynamicSmemBytes} bytes of dynamic shared memory`);
+    }
+    return this.device.occupancy(fn, blockSize, Number(dynamicSmemBytes), flags);
+  }
+
   launch(functionId: number, streamId: number, config: LaunchConfig, params: Uint8Array): void {
     const call = 'cuLaunchKernel';
     const stream = this.#stream(streamId, call);

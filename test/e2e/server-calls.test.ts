@@ -69,3 +69,110 @@ test('STREAM_WAIT_EVENT: a stream waits on the device for another stream\'s even
   await ctx.memcpyDtoD(y, x, 16, b);
   await ctx.synchronize();
 });
+
+/** cuda.h CUfunction_attribute numbers. */
+const ATTR = {
+  MAX_THREADS_PER_BLOCK: 0,
+  SHARED_SIZE_BYTES: 1,
+  CONST_SIZE_BYTES: 2,
+  LOCAL_SIZE_BYTES: 3,
+  NUM_REGS: 4,
+  PTX_VERSION: 5,
+  BINARY_VERSION: 6,
+  MAX_DYNAMIC_SHARED_SIZE_BYTES: 8,
+  PREFERRED_SHARED_MEMORY_CARVEOUT: 9,
+} as const;
+
+/** cuda.h CUdevice_attribute numbers the checks compare against. */
+const DEV = { MAX_THREADS_PER_BLOCK: 1, MAX_SHARED_PER_BLOCK: 8, MAX_THREADS_PER_SM: 39, MAX_SHARED_PER_SM: 81, OPTIN_SHARED_PER_BLOCK: 97, MAX_BLOCKS_PER_SM: 106 } as const;
+
+test('FUNC_GET_ATTRIBUTE / FUNC_SET_ATTRIBUTE: answers that agree with the device and the PTX; the dynamic shared bound is kept and enforced at launch', async (t) => {
+  const daemon = await daemonFor(t);
+  const ctx = await mpsClient(t, daemon);
+  const dev = await ctx.deviceAttributes();
+  const devAttr = (n: number): number => {
+    const v = dev.get(n);
+    assert.ok(v !== undefined, `device attribute ${n}`);
+    return v;
+  };
+  const mod = await ctx.loadModule({ ptx: openmpsKernelsPtx() });
+  const fill = await mod.getFunction('fill');
+  const reduce = await mod.getFunction('reduce_sum');
+  const get = async (fn: number, attribute: number): Promise<number> =>
+    (await ctx.channel.call('FUNC_GET_ATTRIBUTE', { function: fn, attribute })).value;
+  const set = (fn: number, attribute: number, value: number): Promise<unknown> =>
+    ctx.channel.call('FUNC_SET_ATTRIBUTE', { function: fn, attribute, value });
+
+  const target = /^\s*\.target\s+sm_(\d+)/m.exec(openmpsKernelsPtx())?.[1];
+  for (const fn of [fill, reduce]) {
+    const maxThreads = await get(fn.handle, ATTR.MAX_THREADS_PER_BLOCK);
+    assert.ok(maxThreads >= 32 && maxThreads <= devAttr(DEV.MAX_THREADS_PER_BLOCK), `${fn.name}: max threads ${maxThreads}`);
+    const regs = await get(fn.handle, ATTR.NUM_REGS);
+    assert.ok(regs >= 0 && regs <= 255, `${fn.name}: ${regs} registers`);
+    assert.equal(await get(fn.handle, ATTR.PTX_VERSION), Number(target), 'the PTX\'s target architecture');
+    assert.equal(await get(fn.handle, ATTR.BINARY_VERSION), ctx.device.computeMajor * 10 + ctx.device.computeMinor, 'compiled for this device');
+    assert.ok((await get(fn.handle, ATTR.CONST_SIZE_BYTES)) >= 0);
+    assert.ok((await get(fn.handle, ATTR.LOCAL_SIZE_BYTES)) >= 0);
+  }
+  assert.equal(await get(fill.handle, ATTR.SHARED_SIZE_BYTES), 0, 'fill declares no __shared__');
+  const staticShared = await get(reduce.handle, ATTR.SHARED_SIZE_BYTES);
+  assert.ok(staticShared > 0, 'reduce_sum declares a __shared__ array');
+  // CUDA's default bound: the 48 KiB a block has without opting in, less the static part.
+  assert.equal(await get(reduce.handle, ATTR.MAX_DYNAMIC_SHARED_SIZE_BYTES), devAttr(DEV.MAX_SHARED_PER_BLOCK) - staticShared);
+
+  // The bound is settable, answered back, and a launch asking for more is refused (deferred).
+  await set(fill.handle, ATTR.MAX_DYNAMIC_SHARED_SIZE_BYTES, 1024);
+  assert.equal(await get(fill.handle, ATTR.MAX_DYNAMIC_SHARED_SIZE_BYTES), 1024);
+  const n = 1024;
+  const x = await ctx.memAlloc(n * 4);
+  ctx.launch(fill, { grid: 4, block: 256, sharedMemBytes: 2048 }, [arg.ptr(x), arg.f32(1), arg.u32(n)]);
+  await rejectsWith(ctx.synchronize(), 'CUDA_ERROR_INVALID_VALUE');
+  ctx.launch(fill, { grid: 4, block: 256, sharedMemBytes: 1024 }, [arg.ptr(x), arg.f32(2), arg.u32(n)]);
+  await ctx.synchronize();
+  assert.ok(new Float32Array((await ctx.memcpyDtoH(x, n * 4)).slice().buffer).every((v) => v === 2), 'the launch within the bound ran');
+  await rejectsWith(set(fill.handle, ATTR.MAX_DYNAMIC_SHARED_SIZE_BYTES, devAttr(DEV.OPTIN_SHARED_PER_BLOCK) + 1), 'CUDA_ERROR_INVALID_VALUE');
+  await rejectsWith(set(fill.handle, ATTR.MAX_DYNAMIC_SHARED_SIZE_BYTES, -1), 'CUDA_ERROR_INVALID_VALUE');
+  assert.equal(await get(fill.handle, ATTR.MAX_DYNAMIC_SHARED_SIZE_BYTES), 1024, 'a refused set changes nothing');
+
+  await set(fill.handle, ATTR.PREFERRED_SHARED_MEMORY_CARVEOUT, 50);
+  assert.equal(await get(fill.handle, ATTR.PREFERRED_SHARED_MEMORY_CARVEOUT), 50);
+  await rejectsWith(set(fill.handle, ATTR.PREFERRED_SHARED_MEMORY_CARVEOUT, 101), 'CUDA_ERROR_INVALID_VALUE');
+
+  // Bad input: unknown attributes, read-only ones, unknown functions; the session goes on.
+  await rejectsWith(get(fill.handle, 99), 'CUDA_ERROR_INVALID_VALUE');
+  await rejectsWith(get(fill.handle, -1), 'CUDA_ERROR_INVALID_VALUE');
+  await rejectsWith(set(fill.handle, ATTR.NUM_REGS, 8), 'CUDA_ERROR_INVALID_VALUE');
+  await rejectsWith(get(9999, ATTR.NUM_REGS), 'CUDA_ERROR_INVALID_HANDLE');
+  await rejectsWith(set(9999, ATTR.MAX_DYNAMIC_SHARED_SIZE_BYTES, 0), 'CUDA_ERROR_INVALID_HANDLE');
+  await mod.unload();
+  await rejectsWith(get(fill.handle, ATTR.NUM_REGS), 'CUDA_ERROR_INVALID_HANDLE');
+  await ctx.synchronize();
+});
+
+test('OCCUPANCY: blocks per SM within the device\'s SM limits, fewer with more shared memory; bad input refused', async (t) => {
+  const daemon = await daemonFor(t);
+  const ctx = await mpsClient(t, daemon);
+  const dev = await ctx.deviceAttributes();
+  const devAttr = (n: number): number => dev.get(n) ?? Number.NaN;
+  const mod = await ctx.loadModule({ ptx: openmpsKernelsPtx() });
+  const fill = await mod.getFunction('fill');
+  const reduce = await mod.getFunction('reduce_sum');
+  const occupancy = async (fn: number, blockSize: number, dynamicSmemBytes: number, flags = 0): Promise<number> =>
+    (await ctx.channel.call('OCCUPANCY', { function: fn, blockSize, dynamicSmemBytes: BigInt(dynamicSmemBytes), flags })).blocks;
+
+  for (const block of [32, 128, 256, 1024]) {
+    const blocks = await occupancy(fill.handle, block, 0);
+    assert.ok(blocks >= 1 && blocks <= devAttr(DEV.MAX_BLOCKS_PER_SM), `fill, ${block} threads: ${blocks} blocks`);
+    assert.ok(blocks * block <= devAttr(DEV.MAX_THREADS_PER_SM), `fill, ${block} threads: ${blocks} blocks fit the SM's threads`);
+  }
+  assert.equal(await occupancy(fill.handle, 256, 0, 1), await occupancy(fill.handle, 256, 0), 'DISABLE_CACHING_OVERRIDE: same answer');
+  const staticShared = (await ctx.channel.call('FUNC_GET_ATTRIBUTE', { function: reduce.handle, attribute: ATTR.SHARED_SIZE_BYTES })).value;
+  const big = devAttr(DEV.MAX_SHARED_PER_BLOCK) - staticShared;
+  const withShared = await occupancy(reduce.handle, 256, big);
+  assert.ok(withShared >= 1 && withShared * (big + staticShared) <= devAttr(DEV.MAX_SHARED_PER_SM), `reduce_sum with ${big} dynamic bytes: ${withShared}`);
+  assert.ok(withShared <= (await occupancy(reduce.handle, 256, 0)), 'more shared memory never fits more blocks');
+
+  await rejectsWith(occupancy(fill.handle, 256, 0, 2), 'CUDA_ERROR_INVALID_VALUE');
+  await rejectsWith(occupancy(9999, 256, 0), 'CUDA_ERROR_INVALID_HANDLE');
+  await ctx.synchronize();
+});

@@ -84,3 +84,42 @@ test('malformed PTX is CUDA_ERROR_INVALID_PTX', () => {
     assert.throws(() => parsePtx(text), { code: 'CUDA_ERROR_INVALID_PTX' }, JSON.stringify(text));
   }
 });
+
+test('an entry\'s registers (32-bit words of its .reg declarations) and launch bounds (.maxntid / .reqntid)', () => {
+  const ptx = parsePtx(`.version 8.0
+.target sm_90
+.address_size 64
+.visible .entry bounded(
+\t.param .u64 a
+)
+.maxntid 128, 2, 1
+{
+\t.reg .pred \t%p<3>;
+\t.reg .b32 \t%r<5>;
+\t.reg .f32 \t%f1, %f2;
+\t.reg .b64 \t%rd<4>;
+\t{ .reg .b16 %h<2>; }
+\tret;
+}
+.visible .entry exact()
+.reqntid 64
+{
+\tret;
+}
+.visible .entry plain()
+{
+\t.reg .f64 %fd<300>;
+\tret;
+}
+`);
+  const bounded = ptx.entries.get('bounded');
+  // 5 + 2 + 4 * 2 + 2 (a nested scope's registers count too); predicates are no registers.
+  assert.equal(bounded?.registers, 17);
+  assert.equal(bounded.maxThreads, 256);
+  assert.equal(ptx.entries.get('exact')?.maxThreads, 64);
+  assert.equal(ptx.entries.get('exact')?.registers, 0);
+  assert.equal(ptx.entries.get('plain')?.maxThreads, undefined);
+  assert.equal(ptx.entries.get('plain')?.registers, 255, 'at most 255 a thread');
+  assert.throws(() => parsePtx('.version 8.0\n.target sm_90\n.visible .entry cut()\n{\n ret;\n'), (err: unknown) =>
+    (err as { code?: string }).code === 'CUDA_ERROR_INVALID_PTX');
+});

@@ -21,6 +21,19 @@ export interface PtxEntry {
   readonly params: readonly PtxParam[];
   /** Last offset + last size (0 without parameters). */
   readonly paramBytes: number;
+  /**
+   * The entry's `.reg` declarations in 32-bit registers (a 64-bit register is two, predicates
+   * none), at most 255: the software GPU's register count for cuFuncGetAttribute(NUM_REGS) and its
+   * occupancy. PTX registers are virtual, so this is what the PTX asks for, not what ptxas would
+   * allocate.
+   */
+  readonly registers: number;
+  /**
+   * Threads a block may have at most, from the performance directives between the parameter list
+   * and the body (`.maxntid x, y, z` or `.reqntid`, which nvcc emits for `__launch_bounds__`);
+   * undefined when the entry has neither.
+   */
+  readonly maxThreads: number | undefined;
 }
 
 export interface PtxModule {
@@ -148,6 +161,49 @@ function parseParamList(list: string, entry: string): PtxParam[] {
 
 const ENTRY = /\.entry\s+([A-Za-z_$%][\w$%]*)\s*(\()?/g;
 
+/** 32-bit registers one `.reg` of each type takes (PTX ISA, "Fundamental Types"); predicates none. */
+function registerWords(type: string): number {
+  if (type === 'pred') return 0;
+  const size = TYPE_SIZES[type] ?? (type === 'b128' ? 16 : 4);
+  return Math.max(1, Math.ceil(size / 4));
+}
+
+/** Per-thread registers at most (sm_90: 255). */
+const MAX_REGISTERS = 255;
+
+/**
+ * What an entry declares past its parameter list: the directives before its body, the 32-bit
+ * registers its body declares (`.reg .b64 %rd<6>;` is six 64-bit registers, `.reg .f32 %f1, %f2;`
+ * two), and the threads its `.maxntid` / `.reqntid` allow. The body is the brace block after `from`.
+ */
+function entryDetails(source: string, from: number, entry: string): { registers: number; maxThreads: number | undefined } {
+  const open = source.indexOf('{', from);
+  if (open === -1) throw invalid(`${entry}: no body`);
+  let depth = 0;
+  let close = -1;
+  for (let i = open; i < source.length; i++) {
+    const ch = source.charCodeAt(i);
+    if (ch === 0x7b /* { */) depth++;
+    else if (ch === 0x7d /* } */ && --depth === 0) {
+      close = i;
+      break;
+    }
+  }
+  if (close === -1) throw invalid(`${entry}: unterminated body`);
+  let words = 0;
+  for (const m of source.slice(open, close).matchAll(/\.reg\s+(?:\.v\d\s+)?\.(\w+)\s+([^;]+);/g)) {
+    const perRegister = registerWords(m[1] ?? '');
+    for (const name of (m[2] ?? '').split(',')) {
+      const count = /<(\d+)>\s*$/.exec(name.trim())?.[1];
+      words += perRegister * (count === undefined ? 1 : Number(count));
+    }
+  }
+  let maxThreads: number | undefined;
+  const bound = /\.(?:maxntid|reqntid)\s+(\d+)(?:\s*,\s*(\d+))?(?:\s*,\s*(\d+))?/.exec(source.slice(from, open));
+  if (bound) maxThreads = Number(bound[1]) * Number(bound[2] ?? 1) * Number(bound[3] ?? 1);
+  return { registers: Math.min(MAX_REGISTERS, words), maxThreads };
+}
+
 /** Parses PTX text; throws CudaError CUDA_ERROR_INVALID_PTX when it has no .version or no entries. */
 export function parsePtx(text: string): PtxModule {
   const source = stripPtxComments(text);
@@ -158,15 +214,17 @@ export function parsePtx(text: string): PtxModule {
   for (const match of source.matchAll(ENTRY)) {
     const name = match[1] ?? '';
     let params: PtxParam[] = [];
+    let bodyFrom = match.index + match[0].length;
     if (match[2] !== undefined) {
       const open = (match.index) + match[0].length;
       const close = source.indexOf(')', open);
       if (close === -1) throw invalid(`${name}: unterminated parameter list`);
       params = parseParamList(source.slice(open, close), name);
+      bodyFrom = close;
     }
     if (entries.has(name)) throw invalid(`duplicate .entry ${name}`);
     const last = params.at(-1);
-    entries.set(name, { name, params, paramBytes: last ? last.offset + last.size : 0 });
+    entries.set(name, { name, params, paramBytes: last ? last.offset + last.size : 0, ...entryDetails(source, bodyFrom, name) });
   }
   if (entries.size === 0) throw invalid('no .entry in the module');
   return { version, target, entries };

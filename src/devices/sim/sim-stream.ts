@@ -15,7 +15,7 @@ import type {
 import type { KernelSpec, LaunchShape } from './kernels.js';
 import type { QueueHandle, Signal } from './scheduler.js';
 import type { SimContext, StreamWaiters } from './sim-context.js';
-import { kernelOf } from './sim-module.js';
+import { kernelOf, maxDynamicSharedOf } from './sim-module.js';
 
 /** Copies and memsets run at 25 GB/s (25,000 bytes per us) after a 5 us setup. */
 export const COPY_BYTES_PER_US = 25_000;
@@ -240,6 +240,12 @@ export class SimStream implements DeviceStream, StreamWaiters {
     this.#check(call);
     const kernel = kernelOf(fn, this.#context, call);
     const shape = launchShape(config, kernel, params, fn.paramBytes, call);
+    // As on CUDA: more dynamic shared memory than the function's bound (cuFuncSetAttribute
+    // MAX_DYNAMIC_SHARED_SIZE_BYTES) is refused at launch.
+    const maxDynamic = maxDynamicSharedOf(fn, this.#context, call);
+    if (config.sharedMemBytes > maxDynamic) {
+      throw invalidValue(call, `${config.sharedMemBytes} bytes of dynamic shared memory exceed ${fn.name}'s ${maxDynamic} (cuFuncSetAttribute MAX_DYNAMIC_SHARED_SIZE_BYTES)`);
+    }
     // The driver copies the parameter buffer at launch; the caller may reuse it at once.
     const view = new DataView(params.slice().buffer);
     const blockMs = kernel.blockMicros(shape, view, this.#context.info.clockRateKHz) / 1000;
