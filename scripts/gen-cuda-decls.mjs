@@ -114,6 +114,8 @@ const IMPLEMENTED = {
   cuLibraryGetKernel: 'mps',
   cuKernelGetFunction: 'mps',
   cuLibraryGetModule: 'mps',
+  cuModuleGetGlobal_v2: 'mps',
+  cuLibraryGetGlobal: 'mps',
   cuFuncGetAttribute: 'mps',
   cuFuncSetAttribute: 'mps',
   cuKernelGetAttribute: 'mps',

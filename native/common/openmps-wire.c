@@ -1144,6 +1144,52 @@ omps_wire_status_t omps_decode_module_get_function_rep(const uint8_t *payload, s
 static omps_wire_status_t erased_omps_encode_module_get_function_rep(omps_writer_t *w, const void *v) { return omps_encode_module_get_function_rep(w, v); }
 static omps_wire_status_t erased_omps_decode_module_get_function_rep(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_module_get_function_rep(p, len, a, out); }
 
+omps_wire_status_t omps_encode_module_get_global_req(omps_writer_t *w, const omps_module_get_global_req_t *v) {
+  omps_put_u32(w, v->module);
+  omps_put_str(w, v->name);
+  return w->status;
+}
+
+static bool read_omps_module_get_global_req(omps_reader_t *r, omps_module_get_global_req_t *v) {
+  if (!omps_get_u32(r, &v->module)) return false;
+  if (!omps_get_str(r, &v->name)) return false;
+  return true;
+}
+
+omps_wire_status_t omps_decode_module_get_global_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_module_get_global_req_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_module_get_global_req(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_module_get_global_req(omps_writer_t *w, const void *v) { return omps_encode_module_get_global_req(w, v); }
+static omps_wire_status_t erased_omps_decode_module_get_global_req(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_module_get_global_req(p, len, a, out); }
+
+omps_wire_status_t omps_encode_module_get_global_rep(omps_writer_t *w, const omps_module_get_global_rep_t *v) {
+  omps_put_u64(w, v->ptr);
+  omps_put_u64(w, v->bytes);
+  return w->status;
+}
+
+static bool read_omps_module_get_global_rep(omps_reader_t *r, omps_module_get_global_rep_t *v) {
+  if (!omps_get_u64(r, &v->ptr)) return false;
+  if (!omps_get_u64(r, &v->bytes)) return false;
+  return true;
+}
+
+omps_wire_status_t omps_decode_module_get_global_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_module_get_global_rep_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_module_get_global_rep(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_module_get_global_rep(omps_writer_t *w, const void *v) { return omps_encode_module_get_global_rep(w, v); }
+static omps_wire_status_t erased_omps_decode_module_get_global_rep(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_module_get_global_rep(p, len, a, out); }
+
 omps_wire_status_t omps_encode_func_get_attribute_req(omps_writer_t *w, const omps_func_get_attribute_req_t *v) {
   omps_put_u32(w, v->function);
   omps_put_i32(w, v->attribute);
@@ -2082,6 +2128,9 @@ const omps_message_desc_t omps_messages[OMPS_MESSAGE_COUNT] = {
   {"MODULE_GET_FUNCTION", OMPS_OP_MODULE_GET_FUNCTION, sizeof(omps_module_get_function_req_t), sizeof(omps_module_get_function_rep_t), erased_omps_encode_module_get_function_req,
    erased_omps_decode_module_get_function_req, erased_omps_encode_module_get_function_rep, erased_omps_decode_module_get_function_rep,
    "Is", "I[{II}"},
+  {"MODULE_GET_GLOBAL", OMPS_OP_MODULE_GET_GLOBAL, sizeof(omps_module_get_global_req_t), sizeof(omps_module_get_global_rep_t), erased_omps_encode_module_get_global_req,
+   erased_omps_decode_module_get_global_req, erased_omps_encode_module_get_global_rep, erased_omps_decode_module_get_global_rep,
+   "Is", "QQ"},
   {"FUNC_GET_ATTRIBUTE", OMPS_OP_FUNC_GET_ATTRIBUTE, sizeof(omps_func_get_attribute_req_t), sizeof(omps_func_get_attribute_rep_t), erased_omps_encode_func_get_attribute_req,
    erased_omps_decode_func_get_attribute_req, erased_omps_encode_func_get_attribute_rep, erased_omps_decode_func_get_attribute_rep,
    "Ii", "i"},

@@ -55,6 +55,7 @@ extern "C" {
 #define OMPS_OP_MODULE_LOAD 0x0120
 #define OMPS_OP_MODULE_UNLOAD 0x0121
 #define OMPS_OP_MODULE_GET_FUNCTION 0x0122
+#define OMPS_OP_MODULE_GET_GLOBAL 0x0126
 #define OMPS_OP_FUNC_GET_ATTRIBUTE 0x0123
 #define OMPS_OP_FUNC_SET_ATTRIBUTE 0x0124
 #define OMPS_OP_OCCUPANCY 0x0125
@@ -74,7 +75,7 @@ extern "C" {
 #define OMPS_OP_NOTICE_ERROR 0x0200
 #define OMPS_OP_NOTICE_LIMITS 0x0201
 #define OMPS_OP_NOTICE_WAKE 0x0202
-#define OMPS_MESSAGE_COUNT 41
+#define OMPS_MESSAGE_COUNT 42
 
 /* Structures nested in messages. */
 typedef struct omps_device {
@@ -472,6 +473,22 @@ typedef struct omps_module_get_function_rep {
 } omps_module_get_function_rep_t;
 omps_wire_status_t omps_encode_module_get_function_rep(omps_writer_t *w, const omps_module_get_function_rep_t *v);
 omps_wire_status_t omps_decode_module_get_function_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_module_get_function_rep_t *out);
+
+/* MODULE_GET_GLOBAL request */
+typedef struct omps_module_get_global_req {
+  uint32_t module;
+  omps_str_t name;
+} omps_module_get_global_req_t;
+omps_wire_status_t omps_encode_module_get_global_req(omps_writer_t *w, const omps_module_get_global_req_t *v);
+omps_wire_status_t omps_decode_module_get_global_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_module_get_global_req_t *out);
+
+/* MODULE_GET_GLOBAL reply */
+typedef struct omps_module_get_global_rep {
+  uint64_t ptr;
+  uint64_t bytes;
+} omps_module_get_global_rep_t;
+omps_wire_status_t omps_encode_module_get_global_rep(omps_writer_t *w, const omps_module_get_global_rep_t *v);
+omps_wire_status_t omps_decode_module_get_global_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_module_get_global_rep_t *out);
 
 /* FUNC_GET_ATTRIBUTE request */
 typedef struct omps_func_get_attribute_req {

@@ -87,6 +87,8 @@ CUresult omlc_mps_cuLibraryUnload(CUlibrary library);
 CUresult omlc_mps_cuLibraryGetKernel(CUkernel *pKernel, CUlibrary library, const char *name);
 CUresult omlc_mps_cuKernelGetFunction(CUfunction *pFunc, CUkernel kernel);
 CUresult omlc_mps_cuLibraryGetModule(CUmodule *pMod, CUlibrary library);
+CUresult omlc_mps_cuModuleGetGlobal_v2(CUdeviceptr_v2 *dptr, size_t *bytes, CUmodule hmod, const char *name);
+CUresult omlc_mps_cuLibraryGetGlobal(CUdeviceptr *dptr, size_t *bytes, CUlibrary library, const char *name);
 CUresult omlc_mps_cuFuncGetAttribute(int *pi, CUfunction_attribute attrib, CUfunction hfunc);
 CUresult omlc_mps_cuFuncSetAttribute(CUfunction hfunc, CUfunction_attribute attrib, int value);
 CUresult omlc_mps_cuKernelGetAttribute(int *pi, CUfunction_attribute attrib, CUkernel kernel, CUdevice dev);
@@ -3786,9 +3788,7 @@ CUresult CUDAAPI cuLibraryGetGlobal(CUdeviceptr *dptr, size_t *bytes, CUlibrary 
     omlc_fn real = omlc_real(OMLC_SYM_cuLibraryGetGlobal);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr *dptr, size_t *bytes, CUlibrary library, const char *name))real)(dptr, bytes, library, name) : omlc_bypass_missing(OMLC_SYM_cuLibraryGetGlobal);
   }
-  case OMLC_MODE_MPS:
-    (void)dptr; (void)bytes; (void)library; (void)name;
-    return omlc_not_supported(OMLC_SYM_cuLibraryGetGlobal);
+  case OMLC_MODE_MPS: return omlc_mps_cuLibraryGetGlobal(dptr, bytes, library, name);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6618,9 +6618,7 @@ CUresult CUDAAPI cuModuleGetGlobal_v2(CUdeviceptr_v2 *dptr, size_t *bytes, CUmod
     omlc_fn real = omlc_real(OMLC_SYM_cuModuleGetGlobal_v2);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 *dptr, size_t *bytes, CUmodule hmod, const char *name))real)(dptr, bytes, hmod, name) : omlc_bypass_missing(OMLC_SYM_cuModuleGetGlobal_v2);
   }
-  case OMLC_MODE_MPS:
-    (void)dptr; (void)bytes; (void)hmod; (void)name;
-    return omlc_not_supported(OMLC_SYM_cuModuleGetGlobal_v2);
+  case OMLC_MODE_MPS: return omlc_mps_cuModuleGetGlobal_v2(dptr, bytes, hmod, name);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -9062,7 +9060,7 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuLaunchKernelEx_ptsz", (omlc_fn)cuLaunchKernelEx_ptsz, OMLC_IMPL_MPS },
   { "cuLaunchKernel_ptsz", (omlc_fn)cuLaunchKernel_ptsz, OMLC_IMPL_MPS },
   { "cuLibraryEnumerateKernels", (omlc_fn)cuLibraryEnumerateKernels, OMLC_IMPL_NONE },
-  { "cuLibraryGetGlobal", (omlc_fn)cuLibraryGetGlobal, OMLC_IMPL_NONE },
+  { "cuLibraryGetGlobal", (omlc_fn)cuLibraryGetGlobal, OMLC_IMPL_MPS },
   { "cuLibraryGetKernel", (omlc_fn)cuLibraryGetKernel, OMLC_IMPL_MPS },
   { "cuLibraryGetKernelCount", (omlc_fn)cuLibraryGetKernelCount, OMLC_IMPL_NONE },
   { "cuLibraryGetManaged", (omlc_fn)cuLibraryGetManaged, OMLC_IMPL_NONE },
@@ -9270,7 +9268,7 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuModuleGetFunction", (omlc_fn)cuModuleGetFunction, OMLC_IMPL_MPS },
   { "cuModuleGetFunctionCount", (omlc_fn)cuModuleGetFunctionCount, OMLC_IMPL_NONE },
   { "cuModuleGetGlobal", (omlc_fn)cuModuleGetGlobal, OMLC_IMPL_NONE },
-  { "cuModuleGetGlobal_v2", (omlc_fn)cuModuleGetGlobal_v2, OMLC_IMPL_NONE },
+  { "cuModuleGetGlobal_v2", (omlc_fn)cuModuleGetGlobal_v2, OMLC_IMPL_MPS },
   { "cuModuleGetLoadingMode", (omlc_fn)cuModuleGetLoadingMode, OMLC_IMPL_MPS },
   { "cuModuleGetSurfRef", (omlc_fn)cuModuleGetSurfRef, OMLC_IMPL_NONE },
   { "cuModuleGetTexRef", (omlc_fn)cuModuleGetTexRef, OMLC_IMPL_NONE },

@@ -113,8 +113,17 @@ static CUresult module_load_data(CUmodule *module, const void *image) {
   pthread_mutex_init(&m->lock, NULL);
   m->functions = NULL;
   m->library = NULL;
+  m->globals = NULL;
+  m->globals_len = m->globals_cap = 0;
   *module = m;
   return CUDA_SUCCESS;
+}
+
+static void forget_globals(struct CUmod_st *m) {
+  for (size_t i = 0; i < m->globals_len; i++) omlc_device_range_remove(m->globals[i]);
+  free(m->globals);
+  m->globals = NULL;
+  m->globals_len = m->globals_cap = 0;
 }
 
 static void free_functions(struct CUfunc_st *f) {
@@ -145,6 +154,7 @@ CUresult omlc_mps_cuModuleUnload(CUmodule hmod) {
   CUresult rc = unload(hmod->id);
   if (rc == CUDA_SUCCESS) {
     hmod->magic = 0;
+    forget_globals(hmod);
     free_functions(hmod->functions);
     pthread_mutex_destroy(&hmod->lock);
     free(hmod);
@@ -240,6 +250,8 @@ CUresult omlc_mps_cuLibraryLoadData(CUlibrary *library, const void *code, CUjit_
   pthread_mutex_init(&l->module.lock, NULL);
   l->module.functions = NULL;
   l->module.library = l;
+  l->module.globals = NULL;
+  l->module.globals_len = l->module.globals_cap = 0;
   *library = l;
   return CUDA_SUCCESS;
 }
@@ -250,6 +262,7 @@ CUresult omlc_mps_cuLibraryUnload(CUlibrary library) {
   if (rc == CUDA_SUCCESS) {
     library->magic = 0;
     library->module.magic = 0;
+    forget_globals(&library->module);
     free_functions(library->module.functions);
     pthread_mutex_destroy(&library->module.lock);
     free(library);
@@ -264,6 +277,50 @@ CUresult omlc_mps_cuLibraryGetKernel(CUkernel *pKernel, CUlibrary library, const
   CUresult rc = get_function(&library->module, name, &f);
   if (rc == CUDA_SUCCESS) *pKernel = (CUkernel)(void *)f;
   return rc;
+}
+
+/* cuModuleGetGlobal (MODULE_GET_GLOBAL): the server's address of a __device__ or __constant__
+ * variable, which this client may then copy to and from (cudaMemcpyToSymbol, cudaGetSymbolAddress)
+ * and cuMemcpy takes for device memory until the module is unloaded. */
+static CUresult get_global(struct CUmod_st *m, const char *name, CUdeviceptr_v2 *dptr, size_t *bytes) {
+  if (name == NULL || (dptr == NULL && bytes == NULL)) return CUDA_ERROR_INVALID_VALUE;
+  omps_module_get_global_req_t req = {m->id, omps_str_from(name)};
+  omps_module_get_global_rep_t rep = {0, 0};
+  CUresult rc = call(OMPS_OP_MODULE_GET_GLOBAL, &req, &rep, NULL);
+  if (rc != CUDA_SUCCESS) return rc;
+  pthread_mutex_lock(&m->lock);
+  size_t i = 0;
+  while (i < m->globals_len && m->globals[i] != rep.ptr) i++;
+  if (i == m->globals_len && rep.bytes > 0) {
+    if (m->globals_len == m->globals_cap) {
+      size_t cap = m->globals_cap ? m->globals_cap * 2 : 8;
+      CUdeviceptr_v2 *grown = realloc(m->globals, cap * sizeof *grown);
+      if (grown == NULL) rc = CUDA_ERROR_OUT_OF_MEMORY;
+      else {
+        m->globals = grown;
+        m->globals_cap = cap;
+      }
+    }
+    if (rc == CUDA_SUCCESS) {
+      m->globals[m->globals_len++] = rep.ptr;
+      omlc_device_range_add(rep.ptr, (size_t)rep.bytes);
+    }
+  }
+  pthread_mutex_unlock(&m->lock);
+  if (rc != CUDA_SUCCESS) return rc;
+  if (dptr != NULL) *dptr = rep.ptr;
+  if (bytes != NULL) *bytes = (size_t)rep.bytes;
+  return CUDA_SUCCESS;
+}
+
+CUresult omlc_mps_cuModuleGetGlobal_v2(CUdeviceptr_v2 *dptr, size_t *bytes, CUmodule hmod, const char *name) {
+  if (hmod == NULL || hmod->magic != MODULE_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
+  return get_global(hmod, name, dptr, bytes);
+}
+
+CUresult omlc_mps_cuLibraryGetGlobal(CUdeviceptr_v2 *dptr, size_t *bytes, CUlibrary library, const char *name) {
+  if (library == NULL || library->magic != LIBRARY_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
+  return get_global(&library->module, name, dptr, bytes);
 }
 
 /* A library's functions live in the module record it holds: that is the module cuFuncGetModule

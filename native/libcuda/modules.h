@@ -39,6 +39,8 @@ struct CUmod_st {
   pthread_mutex_t lock;
   struct CUfunc_st *functions;
   struct CUlib_st *library;
+  CUdeviceptr_v2 *globals; /* the variables cuModuleGetGlobal answered, forgotten at unload */
+  size_t globals_len, globals_cap;
 };
 
 struct CUlib_st {

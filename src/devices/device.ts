@@ -70,6 +70,12 @@ export interface DeviceModule {
   readonly log: string;
   /** Throws CudaError CUDA_ERROR_NOT_FOUND when the module has no such kernel. */
   getFunction(name: string): DeviceFunction;
+  /**
+   * cuModuleGetGlobal: the device address and size of a `__device__` or `__constant__` variable
+   * of the module; CUDA_ERROR_NOT_FOUND when it has none of that name. The memory lives as long
+   * as the module.
+   */
+  getGlobal(name: string): { readonly ptr: DevicePointer; readonly bytes: number };
   unload(): void;
 }
 

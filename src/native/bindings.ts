@@ -257,6 +257,8 @@ export interface CudaDriver {
   cuKernelGetParamInfo(kernel: NativePointer, index: number, offset: BigUint64Array, size: BigUint64Array): Status;
   cuKernelGetFunction(fn: BigUint64Array, kernel: NativePointer): Status;
   cuFuncGetParamInfo(fn: NativePointer, index: number, offset: BigUint64Array, size: BigUint64Array): Status;
+  /** The variable's address in the current context (cuda.h: cuLibraryGetGlobal). */
+  cuLibraryGetGlobal(ptr: BigUint64Array, bytes: BigUint64Array, library: NativePointer, name: string): Status;
   /** Context-independent: a CUkernel's attribute on one device. */
   cuKernelGetAttribute(value: Int32Array, attribute: number, kernel: NativePointer, device: number): Status;
   cuKernelSetAttribute(attribute: number, value: number, kernel: NativePointer, device: number): Status;
@@ -384,6 +386,7 @@ export function loadCuda(): CudaDriver {
     cuKernelGetParamInfo: f('int cuKernelGetParamInfo(void *kernel, size_t paramIndex, _Out_ uint64_t *paramOffset, _Out_ uint64_t *paramSize)') as CudaDriver['cuKernelGetParamInfo'],
     cuKernelGetFunction: f('int cuKernelGetFunction(_Out_ void **pFunc, void *kernel)') as CudaDriver['cuKernelGetFunction'],
     cuFuncGetParamInfo: f('int cuFuncGetParamInfo(void *func, size_t paramIndex, _Out_ uint64_t *paramOffset, _Out_ uint64_t *paramSize)') as CudaDriver['cuFuncGetParamInfo'],
+    cuLibraryGetGlobal: f('int cuLibraryGetGlobal(_Out_ uint64_t *dptr, _Out_ uint64_t *bytes, void *library, const char *name)') as CudaDriver['cuLibraryGetGlobal'],
     cuKernelGetAttribute: f('int cuKernelGetAttribute(_Out_ int *pi, int attrib, void *kernel, int dev)') as CudaDriver['cuKernelGetAttribute'],
     cuKernelSetAttribute: f('int cuKernelSetAttribute(int attrib, int val, void *kernel, int dev)') as CudaDriver['cuKernelSetAttribute'],
     cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags: f(

@@ -138,6 +138,11 @@ export const MESSAGES = {
     request: { module: 'u32', name: 'str' },
     reply: { function: 'u32', params: { list: PARAM_INFO } },
   },
+  /**
+   * cuModuleGetGlobal: address and size of a `__device__` / `__constant__` variable of the
+   * session's module; the client may then copy to and from it as from its own memory.
+   */
+  MODULE_GET_GLOBAL: { opcode: 0x0126, request: { module: 'u32', name: 'str' }, reply: { ptr: 'u64', bytes: 'u64' } },
   /** cuFuncGetAttribute: a CU_FUNC_ATTRIBUTE_* of one of the session's functions. */
   FUNC_GET_ATTRIBUTE: { opcode: 0x0123, request: { function: 'u32', attribute: 'i32' }, reply: { value: 'i32' } },
   /** cuFuncSetAttribute (MAX_DYNAMIC_SHARED_SIZE_BYTES, PREFERRED_SHARED_MEMORY_CARVEOUT, ...). */

@@ -169,6 +169,7 @@ const HANDLERS: Handlers = {
     const { function: id, fn } = t.session.getFunction(req.module, req.name);
     return { function: id, params: fn.params.map((p) => ({ offset: p.offset, size: p.size })) };
   },
+  MODULE_GET_GLOBAL: (t, req) => t.session.getGlobal(req.module, req.name),
   FUNC_GET_ATTRIBUTE: (t, req) => ({ value: t.session.functionAttribute(req.function, req.attribute) }),
   FUNC_SET_ATTRIBUTE: (t, req) => {
     t.session.setFunctionAttribute(req.function, req.attribute, req.value);
@@ -242,6 +243,7 @@ export const CALL_NAMES: Readonly<Partial<Record<MessageName, string>>> = {
   MODULE_LOAD: 'cuModuleLoadDataEx',
   MODULE_UNLOAD: 'cuModuleUnload',
   MODULE_GET_FUNCTION: 'cuModuleGetFunction',
+  MODULE_GET_GLOBAL: 'cuModuleGetGlobal_v2',
   FUNC_GET_ATTRIBUTE: 'cuFuncGetAttribute',
   FUNC_SET_ATTRIBUTE: 'cuFuncSetAttribute',
   OCCUPANCY: 'cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags',

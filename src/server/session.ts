@@ -151,7 +151,12 @@ export class Session {
   /** Each stream's requested priority, to recreate it when the SM share changes. */
   readonly #priorities = new Map<number, number>();
   readonly #events = new Map<number, DeviceEvent>();
-  readonly #modules = new Map<number, { module: DeviceModule; functions: number[] }>();
+  readonly #modules = new Map<number, { module: DeviceModule; functions: number[]; globals: bigint[] }>();
+  /**
+   * The module variables (MODULE_GET_GLOBAL) the client has asked for: copies and kernel arguments
+   * may name them like its allocations, but they are the module's memory, not counted against its cap.
+   */
+  readonly #globals = new AllocationTable();
   readonly #functions = new Map<number, DeviceFunction>();
   readonly #hostMemory = new Map<number, HostRegistration>();
   /** Bytes of host memory registered, including regions still being unregistered. */
@@ -318,7 +323,7 @@ export class Session {
   /** Throws CUDA_ERROR_INVALID_VALUE unless [ptr, ptr+bytes) lies in one allocation of this client. */
   checkRange(ptr: bigint, bytes: bigint, call: string): void {
     if (bytes === 0n) return;
-    if (!this.#allocations.contains(ptr, bytes)) {
+    if (!this.#allocations.contains(ptr, bytes) && !this.#globals.contains(ptr, bytes)) {
       throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `[0x${ptr.toString(16)}, +${bytes}) is not inside an allocation of this client`);
     }
   }
@@ -483,7 +488,7 @@ export class Session {
     this.check('cuModuleLoadDataEx');
     const module = await this.device.loadModule(image);
     const id = this.#handle();
-    this.#modules.set(id, { module, functions: [] });
+    this.#modules.set(id, { module, functions: [], globals: [] });
     return { module: id, log: module.log };
   }
 
@@ -494,7 +499,31 @@ export class Session {
     if (!entry) throw new CudaError('CUDA_ERROR_INVALID_HANDLE', call, `no module ${id} in this client`);
     this.#modules.delete(id);
     for (const f of entry.functions) this.#functions.delete(f);
+    this.#forgetGlobals(entry.globals);
     entry.module.unload();
+  }
+
+  #forgetGlobals(bases: readonly bigint[]): void {
+    for (const base of bases) {
+      this.#globals.remove(base);
+      this.#ownership.remove(base);
+    }
+  }
+
+  /** cuModuleGetGlobal: a variable of one of the client's modules, usable from then on as its memory. */
+  getGlobal(moduleId: number, name: string): { ptr: bigint; bytes: bigint } {
+    const call = 'cuModuleGetGlobal_v2';
+    this.check(call);
+    const entry = this.#modules.get(moduleId);
+    if (!entry) throw new CudaError('CUDA_ERROR_INVALID_HANDLE', call, `no module ${moduleId} in this client`);
+    const g = entry.module.getGlobal(name);
+    const bytes = BigInt(g.bytes);
+    if (!this.#globals.has(g.ptr) && bytes > 0n) {
+      this.#globals.add(g.ptr, bytes);
+      this.#ownership.add(g.ptr, bytes, this.identity.clientId);
+      entry.globals.push(g.ptr);
+    }
+    return { ptr: g.ptr, bytes };
   }
 
   getFunction(moduleId: number, name: string): { function: number; fn: DeviceFunction } {
@@ -706,7 +735,10 @@ export class Session {
     // still be let go of whole (its context is recreated, or its process relaunched, anyway).
     for (const e of this.#events.values()) attempt(() => { e.destroy(); });
     this.#events.clear();
-    for (const m of this.#modules.values()) attempt(() => { m.module.unload(); });
+    for (const m of this.#modules.values()) {
+      this.#forgetGlobals(m.globals);
+      attempt(() => { m.module.unload(); });
+    }
     this.#modules.clear();
     this.#functions.clear();
     const allocations = [...this.#allocations.entries()];

@@ -176,3 +176,61 @@ test('OCCUPANCY: blocks per SM within the device\'s SM limits, fewer with more s
   await rejectsWith(occupancy(9999, 256, 0), 'CUDA_ERROR_INVALID_HANDLE');
   await ctx.synchronize();
 });
+
+/** The project's kernels plus module variables as nvcc emits them for __device__ and __constant__. */
+function ptxWithVariables(): string {
+  return `${openmpsKernelsPtx()}
+.visible .global .align 4 .u32 omps_counter = 42;
+.visible .global .align 4 .b8 omps_table[64];
+.visible .const .align 4 .b8 omps_coeffs[16] = {0, 0, 128, 63, 0, 0, 0, 64, 0, 0, 64, 64, 0, 0, 128, 64};
+.visible .global .align 8 .f64 omps_half = 0d3FE0000000000000;
+.visible .global .align 8 .u64 omps_big = 4886718345;
+`;
+}
+
+test('MODULE_GET_GLOBAL: __device__ and __constant__ variables with their initializers, usable as the client\'s memory until unload', async (t) => {
+  const daemon = await daemonFor(t);
+  const ctx = await mpsClient(t, daemon);
+  const other = await mpsClient(t, daemon);
+  const mod = await ctx.loadModule({ ptx: ptxWithVariables() });
+  const global = (name: string, module = mod.handle): Promise<{ ptr: bigint; bytes: bigint }> =>
+    ctx.channel.call('MODULE_GET_GLOBAL', { module, name });
+
+  const counter = await global('omps_counter');
+  assert.equal(counter.bytes, 4n);
+  assert.equal(new DataView((await ctx.memcpyDtoH(counter.ptr, 4)).slice().buffer).getUint32(0, true), 42);
+  const coeffs = await global('omps_coeffs');
+  assert.equal(coeffs.bytes, 16n);
+  assert.deepEqual([...new Float32Array((await ctx.memcpyDtoH(coeffs.ptr, 16)).slice().buffer)], [1, 2, 3, 4]);
+  const half = await global('omps_half');
+  assert.equal(new DataView((await ctx.memcpyDtoH(half.ptr, 8)).slice().buffer).getFloat64(0, true), 0.5);
+  const big = await global('omps_big');
+  assert.equal(new DataView((await ctx.memcpyDtoH(big.ptr, 8)).slice().buffer).getBigUint64(0, true), 4886718345n);
+  const table = await global('omps_table');
+  assert.equal(table.bytes, 64n);
+  assert.ok((await ctx.memcpyDtoH(table.ptr, 64)).every((b) => b === 0), 'an uninitialized variable is zeros');
+  assert.deepEqual(await global('omps_table'), table, 'the same variable, the same answer');
+
+  // Written by the host (cudaMemcpyToSymbol) and by a kernel that takes its address.
+  await ctx.memcpyHtoD(counter.ptr, new Uint8Array([7, 0, 0, 0]));
+  assert.equal((await ctx.memcpyDtoH(counter.ptr, 4))[0], 7);
+  const fill = await mod.getFunction('fill');
+  ctx.launch(fill, { grid: 1, block: 16 }, [arg.ptr(table.ptr), arg.f32(2.5), arg.u32(16)]);
+  await ctx.synchronize();
+  assert.ok(new Float32Array((await ctx.memcpyDtoH(table.ptr, 64)).slice().buffer).every((v) => v === 2.5));
+
+  // Another client cannot name them; a module of its own has its own copy.
+  await rejectsWith(other.memcpyDtoH(counter.ptr, 4), 'CUDA_ERROR_INVALID_VALUE');
+  const theirs = await other.loadModule({ ptx: ptxWithVariables() });
+  const theirCounter = await other.channel.call('MODULE_GET_GLOBAL', { module: theirs.handle, name: 'omps_counter' });
+  assert.notEqual(theirCounter.ptr, counter.ptr);
+  assert.equal((await other.memcpyDtoH(theirCounter.ptr, 4))[0], 42, 'its own initial value, untouched by ours');
+
+  await rejectsWith(global('no_such_variable'), 'CUDA_ERROR_NOT_FOUND');
+  await rejectsWith(global('fill'), 'CUDA_ERROR_NOT_FOUND');
+  await rejectsWith(global('omps_counter', 9999), 'CUDA_ERROR_INVALID_HANDLE');
+  await mod.unload();
+  await rejectsWith(global('omps_counter'), 'CUDA_ERROR_INVALID_HANDLE');
+  await rejectsWith(ctx.memcpyDtoH(counter.ptr, 4), 'CUDA_ERROR_INVALID_VALUE');
+  await ctx.synchronize();
+});

@@ -123,3 +123,52 @@ test('an entry\'s registers (32-bit words of its .reg declarations) and launch b
   assert.throws(() => parsePtx('.version 8.0\n.target sm_90\n.visible .entry cut()\n{\n ret;\n'), (err: unknown) =>
     (err as { code?: string }).code === 'CUDA_ERROR_INVALID_PTX');
 });
+
+test('module variables as nvcc 13.0 emits them: sizes, alignment, initializers; .extern ones left out', () => {
+  // From `nvcc -ptx -arch=sm_80` of __device__ int x; __device__ float a[16]; __device__ int init = 42;
+  // __device__ float inita[4] = {1.5f, 2, 3, 4}; __constant__ float c[4] = {1, 2, 3, 4};
+  // __constant__ int cz; __device__ double d = 2.5; __device__ unsigned long long big = 0x123456789;
+  // __device__ char s[5] = "abc";
+  const ptx = parsePtx(`.version 9.0
+.target sm_80
+.address_size 64
+.global .align 4 .u32 x;
+.global .align 4 .b8 a[64];
+.global .align 4 .u32 init = 42;
+.global .align 4 .b8 inita[16] = {0, 0, 192, 63, 0, 0, 0, 64, 0, 0, 64, 64, 0, 0, 128, 64};
+.const .align 4 .b8 c[16] = {0, 0, 128, 63, 0, 0, 0, 64, 0, 0, 64, 64, 0, 0, 128, 64};
+.const .align 4 .u32 cz;
+.global .align 8 .f64 d = 0d4004000000000000;
+.global .align 8 .u64 big = 4886718345;
+.global .align 1 .b8 s[5] = {97, 98, 99};
+.extern .global .align 4 .u32 elsewhere;
+.global .align 4 .f32 neg[2] = {0fBF800000, -2.5};
+.global .align 4 .s32 minus = -1;
+.visible .entry k(
+\t.param .u64 k_param_0
+)
+{
+\t.reg .b32 %r<2>;
+\tret;
+}
+`);
+  const v = ptx.variables;
+  assert.deepEqual([...v.keys()], ['x', 'a', 'init', 'inita', 'c', 'cz', 'd', 'big', 's', 'neg', 'minus']);
+  assert.deepEqual([v.get('x')?.bytes, v.get('x')?.init], [4, undefined]);
+  assert.equal(v.get('a')?.bytes, 64);
+  assert.equal(v.get('c')?.space, 'const');
+  assert.equal(v.get('d')?.align, 8);
+  const f32 = (name: string): number[] => [...new Float32Array(v.get(name)?.init?.slice().buffer ?? new ArrayBuffer(0))];
+  assert.deepEqual(f32('inita'), [1.5, 2, 3, 4]);
+  assert.deepEqual(f32('c'), [1, 2, 3, 4]);
+  assert.deepEqual(f32('neg'), [-1, -2.5]);
+  const view = (name: string): DataView => new DataView(v.get(name)?.init?.slice().buffer ?? new ArrayBuffer(8));
+  assert.equal(view('init').getUint32(0, true), 42);
+  assert.equal(view('d').getFloat64(0, true), 2.5);
+  assert.equal(view('big').getBigUint64(0, true), 0x123456789n);
+  assert.equal(view('minus').getInt32(0, true), -1);
+  assert.deepEqual([...(v.get('s')?.init ?? [])], [97, 98, 99, 0, 0]);
+  assert.equal(ptx.entries.get('k')?.registers, 2, 'the entry after them still parses');
+  assert.throws(() => parsePtx('.version 9.0\n.target sm_80\n.global .u64 p = generic(x);\n.visible .entry k()\n{\n ret;\n}\n'),
+    (err: unknown) => (err as { code?: string }).code === 'CUDA_ERROR_NOT_SUPPORTED');
+});

@@ -182,12 +182,43 @@ export class SimModule implements DeviceModule {
   readonly #generation: number;
   readonly #ptx: PtxModule;
   readonly #functions = new Map<string, DeviceFunction>();
+  /** The module's variables in the context's memory arena, allocated and initialized at load. */
+  readonly #globals = new Map<string, { readonly ptr: bigint; readonly bytes: number }>();
   #unloaded = false;
 
   constructor(context: SimContext, ptx: PtxModule) {
     this.#context = context;
     this.#generation = context.generation;
     this.#ptx = ptx;
+    try {
+      for (const v of ptx.variables.values()) {
+        // The arena aligns every allocation to 256 bytes, past any `.align` PTX may ask for.
+        const ptr = context.arena.alloc(v.bytes);
+        this.#globals.set(v.name, { ptr, bytes: v.bytes });
+        if (v.init) context.arena.bytes(ptr, v.bytes, 'cuModuleLoadData').set(v.init);
+      }
+    } catch (err) {
+      this.#freeGlobals();
+      throw err;
+    }
+  }
+
+  #freeGlobals(): void {
+    const arena = this.#context.arena;
+    // After a reset the arena was cleared with everything else: nothing of ours is left in it.
+    if (this.#generation === this.#context.generation) {
+      for (const g of this.#globals.values()) if (arena.isBase(g.ptr)) arena.free(g.ptr);
+    }
+    this.#globals.clear();
+  }
+
+  getGlobal(name: string): { readonly ptr: bigint; readonly bytes: number } {
+    const call = 'cuModuleGetGlobal_v2';
+    this.#context.check(call);
+    this.#context.checkHandle(this.#generation, this.#unloaded, call, 'module');
+    const g = this.#globals.get(name);
+    if (g === undefined) throw new CudaError('CUDA_ERROR_NOT_FOUND', call, `no .global or .const variable ${name} in the module`);
+    return g;
   }
 
   /** Loaded, and its context not reset or closed since. */
@@ -242,5 +273,11 @@ export class SimModule implements DeviceModule {
     this.#context.checkHandle(this.#generation, this.#unloaded, call, 'module');
     this.#unloaded = true;
     this.#functions.clear();
+    // Copies into the variables may still be queued (cuModuleUnload does not wait for them): the
+    // memory goes once the context has drained, so they never touch freed memory.
+    const release = (): void => {
+      this.#freeGlobals();
+    };
+    this.#context.drain().then(release, release);
   }
 }
