@@ -105,6 +105,7 @@ const IMPLEMENTED = {
   cuEventElapsedTime: 'mps',
   cuEventElapsedTime_v2: 'mps',
   cuModuleLoadData: 'mps',
+  cuModuleLoad: 'mps',
   cuModuleLoadDataEx: 'mps',
   cuModuleLoadFatBinary: 'mps',
   cuModuleUnload: 'mps',

@@ -1045,6 +1045,68 @@ omps_wire_status_t omps_decode_module_load_rep(const uint8_t *payload, size_t le
 static omps_wire_status_t erased_omps_encode_module_load_rep(omps_writer_t *w, const void *v) { return omps_encode_module_load_rep(w, v); }
 static omps_wire_status_t erased_omps_decode_module_load_rep(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_module_load_rep(p, len, a, out); }
 
+omps_wire_status_t omps_encode_module_load_region_req(omps_writer_t *w, const omps_module_load_region_req_t *v) {
+  omps_put_str(w, v->kind);
+  omps_put_u32(w, v->fd);
+  omps_put_u64(w, v->bytes);
+  omps_put_str(w, v->name);
+  omps_put_count(w, v->options_count);
+  for (uint32_t i = 0; i < v->options_count && w->status == OMPS_WIRE_OK; i++) {
+    omps_put_str(w, v->options[i]);
+  }
+  return w->status;
+}
+
+static bool read_omps_module_load_region_req(omps_reader_t *r, omps_module_load_region_req_t *v) {
+  if (!omps_get_str(r, &v->kind)) return false;
+  if (!omps_get_u32(r, &v->fd)) return false;
+  if (!omps_get_u64(r, &v->bytes)) return false;
+  if (!omps_get_str(r, &v->name)) return false;
+  {
+    void *items = NULL;
+    if (!omps_get_list(r, &v->options_count, &items, sizeof(*v->options))) return false;
+    v->options = items;
+  }
+  for (uint32_t i = 0; i < v->options_count; i++) {
+    if (!omps_get_str(r, &v->options[i])) return false;
+  }
+  return true;
+}
+
+omps_wire_status_t omps_decode_module_load_region_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_module_load_region_req_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_module_load_region_req(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_module_load_region_req(omps_writer_t *w, const void *v) { return omps_encode_module_load_region_req(w, v); }
+static omps_wire_status_t erased_omps_decode_module_load_region_req(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_module_load_region_req(p, len, a, out); }
+
+omps_wire_status_t omps_encode_module_load_region_rep(omps_writer_t *w, const omps_module_load_region_rep_t *v) {
+  omps_put_u32(w, v->module);
+  omps_put_str(w, v->log);
+  return w->status;
+}
+
+static bool read_omps_module_load_region_rep(omps_reader_t *r, omps_module_load_region_rep_t *v) {
+  if (!omps_get_u32(r, &v->module)) return false;
+  if (!omps_get_str(r, &v->log)) return false;
+  return true;
+}
+
+omps_wire_status_t omps_decode_module_load_region_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_module_load_region_rep_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_module_load_region_rep(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_module_load_region_rep(omps_writer_t *w, const void *v) { return omps_encode_module_load_region_rep(w, v); }
+static omps_wire_status_t erased_omps_decode_module_load_region_rep(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_module_load_region_rep(p, len, a, out); }
+
 omps_wire_status_t omps_encode_module_unload_req(omps_writer_t *w, const omps_module_unload_req_t *v) {
   omps_put_u32(w, v->module);
   return w->status;
@@ -2122,6 +2184,9 @@ const omps_message_desc_t omps_messages[OMPS_MESSAGE_COUNT] = {
   {"MODULE_LOAD", OMPS_OP_MODULE_LOAD, sizeof(omps_module_load_req_t), sizeof(omps_module_load_rep_t), erased_omps_encode_module_load_req,
    erased_omps_decode_module_load_req, erased_omps_encode_module_load_rep, erased_omps_decode_module_load_rep,
    "sys[s", "Is"},
+  {"MODULE_LOAD_REGION", OMPS_OP_MODULE_LOAD_REGION, sizeof(omps_module_load_region_req_t), sizeof(omps_module_load_region_rep_t), erased_omps_encode_module_load_region_req,
+   erased_omps_decode_module_load_region_req, erased_omps_encode_module_load_region_rep, erased_omps_decode_module_load_region_rep,
+   "sIQs[s", "Is"},
   {"MODULE_UNLOAD", OMPS_OP_MODULE_UNLOAD, sizeof(omps_module_unload_req_t), sizeof(omps_module_unload_rep_t), erased_omps_encode_module_unload_req,
    erased_omps_decode_module_unload_req, erased_omps_encode_module_unload_rep, erased_omps_decode_module_unload_rep,
    "I", ""},

@@ -53,6 +53,7 @@ extern "C" {
 #define OMPS_OP_MEMCPY_HTOD_HOST 0x0118
 #define OMPS_OP_MEMCPY_DTOH_HOST 0x0119
 #define OMPS_OP_MODULE_LOAD 0x0120
+#define OMPS_OP_MODULE_LOAD_REGION 0x0127
 #define OMPS_OP_MODULE_UNLOAD 0x0121
 #define OMPS_OP_MODULE_GET_FUNCTION 0x0122
 #define OMPS_OP_MODULE_GET_GLOBAL 0x0126
@@ -75,7 +76,7 @@ extern "C" {
 #define OMPS_OP_NOTICE_ERROR 0x0200
 #define OMPS_OP_NOTICE_LIMITS 0x0201
 #define OMPS_OP_NOTICE_WAKE 0x0202
-#define OMPS_MESSAGE_COUNT 42
+#define OMPS_MESSAGE_COUNT 43
 
 /* Structures nested in messages. */
 typedef struct omps_device {
@@ -442,6 +443,26 @@ typedef struct omps_module_load_rep {
 } omps_module_load_rep_t;
 omps_wire_status_t omps_encode_module_load_rep(omps_writer_t *w, const omps_module_load_rep_t *v);
 omps_wire_status_t omps_decode_module_load_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_module_load_rep_t *out);
+
+/* MODULE_LOAD_REGION request */
+typedef struct omps_module_load_region_req {
+  omps_str_t kind;
+  uint32_t fd;
+  uint64_t bytes;
+  omps_str_t name;
+  uint32_t options_count;
+  omps_str_t *options;
+} omps_module_load_region_req_t;
+omps_wire_status_t omps_encode_module_load_region_req(omps_writer_t *w, const omps_module_load_region_req_t *v);
+omps_wire_status_t omps_decode_module_load_region_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_module_load_region_req_t *out);
+
+/* MODULE_LOAD_REGION reply */
+typedef struct omps_module_load_region_rep {
+  uint32_t module;
+  omps_str_t log;
+} omps_module_load_region_rep_t;
+omps_wire_status_t omps_encode_module_load_region_rep(omps_writer_t *w, const omps_module_load_region_rep_t *v);
+omps_wire_status_t omps_decode_module_load_region_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_module_load_region_rep_t *out);
 
 /* MODULE_UNLOAD request */
 typedef struct omps_module_unload_req {

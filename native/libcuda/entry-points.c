@@ -78,6 +78,7 @@ CUresult omlc_mps_cuEventQuery(CUevent hEvent);
 CUresult omlc_mps_cuEventElapsedTime(float *pMilliseconds, CUevent hStart, CUevent hEnd);
 CUresult omlc_mps_cuEventElapsedTime_v2(float *pMilliseconds, CUevent hStart, CUevent hEnd);
 CUresult omlc_mps_cuModuleLoadData(CUmodule *module, const void *image);
+CUresult omlc_mps_cuModuleLoad(CUmodule *module, const char *fname);
 CUresult omlc_mps_cuModuleLoadDataEx(CUmodule *module, const void *image, unsigned int numOptions, CUjit_option *options, void **optionValues);
 CUresult omlc_mps_cuModuleLoadFatBinary(CUmodule *module, const void *fatCubin);
 CUresult omlc_mps_cuModuleUnload(CUmodule hmod);
@@ -6670,9 +6671,7 @@ CUresult CUDAAPI cuModuleLoad(CUmodule *module, const char *fname) {
     omlc_fn real = omlc_real(OMLC_SYM_cuModuleLoad);
     return real ? ((CUresult (CUDAAPI *)(CUmodule *module, const char *fname))real)(module, fname) : omlc_bypass_missing(OMLC_SYM_cuModuleLoad);
   }
-  case OMLC_MODE_MPS:
-    (void)module; (void)fname;
-    return omlc_not_supported(OMLC_SYM_cuModuleLoad);
+  case OMLC_MODE_MPS: return omlc_mps_cuModuleLoad(module, fname);
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -9272,7 +9271,7 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuModuleGetLoadingMode", (omlc_fn)cuModuleGetLoadingMode, OMLC_IMPL_MPS },
   { "cuModuleGetSurfRef", (omlc_fn)cuModuleGetSurfRef, OMLC_IMPL_NONE },
   { "cuModuleGetTexRef", (omlc_fn)cuModuleGetTexRef, OMLC_IMPL_NONE },
-  { "cuModuleLoad", (omlc_fn)cuModuleLoad, OMLC_IMPL_NONE },
+  { "cuModuleLoad", (omlc_fn)cuModuleLoad, OMLC_IMPL_MPS },
   { "cuModuleLoadData", (omlc_fn)cuModuleLoadData, OMLC_IMPL_MPS },
   { "cuModuleLoadDataEx", (omlc_fn)cuModuleLoadDataEx, OMLC_IMPL_MPS },
   { "cuModuleLoadFatBinary", (omlc_fn)cuModuleLoadFatBinary, OMLC_IMPL_MPS },

@@ -11,10 +11,15 @@
 
 #include "openmps-transport.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 static CUresult call(uint16_t opcode, const void *req, void *rep, omps_arena_t *arena) {
   omps_transport_t *t = omlc_session();
@@ -76,19 +81,58 @@ static CUresult image_of(const void *image, const char **kind, const uint8_t **d
   return CUDA_SUCCESS;
 }
 
+/* Images above this go through a sealed memfd (MODULE_LOAD_REGION), not in the frame: PyTorch's
+ * and cuBLAS's fatbins reach 30-60 MB, past the 16 MiB a frame may carry. */
+#define REGION_IMAGE_BYTES ((size_t)1 << 20)
+/* The server's bound on such an image (src/server/dispatcher.ts MODULE_REGION_LIMIT). */
+#define REGION_IMAGE_LIMIT ((size_t)1 << 30)
+
+/* A sealed memfd holding the image, made as every region of this library is (host-memory.c,
+ * docs/protocol.md "Bulk data"): -1 on failure. */
+static int image_region(const uint8_t *data, size_t len) {
+  char name[64];
+  snprintf(name, sizeof name, "openmps-%ld-module", (long)getpid());
+  int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) return -1;
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = write(fd, data + done, len - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      close(fd);
+      return -1;
+    }
+    done += (size_t)n;
+  }
+  if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 static CUresult load(const void *image, uint32_t *module) {
   const char *kind;
   const uint8_t *data;
   size_t len;
   CUresult rc = image_of(image, &kind, &data, &len);
   if (rc != CUDA_SUCCESS) return rc;
-  if (len > UINT32_MAX) return CUDA_ERROR_INVALID_IMAGE;
-  omps_module_load_req_t req = {omps_str_from(kind), {data, (uint32_t)len}, omps_str_from(""), 0, NULL};
+  if (len > REGION_IMAGE_LIMIT) return CUDA_ERROR_INVALID_VALUE;
   omps_module_load_rep_t rep;
   memset(&rep, 0, sizeof rep);
   omps_arena_t arena;
   memset(&arena, 0, sizeof arena);
-  rc = call(OMPS_OP_MODULE_LOAD, &req, &rep, &arena);
+  if (len > REGION_IMAGE_BYTES) {
+    int fd = image_region(data, len);
+    if (fd < 0) return CUDA_ERROR_OUT_OF_MEMORY;
+    omps_module_load_region_req_t req = {omps_str_from(kind), (uint32_t)fd, (uint64_t)len, omps_str_from(""), 0, NULL};
+    rc = call(OMPS_OP_MODULE_LOAD_REGION, &req, &rep, &arena);
+    /* The server copied the image out of its own mapping before replying: the file can go. */
+    close(fd);
+  } else {
+    omps_module_load_req_t req = {omps_str_from(kind), {data, (uint32_t)len}, omps_str_from(""), 0, NULL};
+    rc = call(OMPS_OP_MODULE_LOAD, &req, &rep, &arena);
+  }
   if (rc == CUDA_SUCCESS) *module = rep.module;
   else if (rep.log.len > 0) omlc_log("module load: %.*s", (int)rep.log.len, rep.log.data);
   omps_arena_free(&arena);
@@ -137,6 +181,51 @@ static void free_functions(struct CUfunc_st *f) {
 }
 
 CUresult omlc_mps_cuModuleLoadData(CUmodule *module, const void *image) { return module_load_data(module, image); }
+
+/* cuModuleLoad: the file's bytes, NUL-terminated (a PTX file is text without its NUL), loaded as
+ * cuModuleLoadData loads an image. A file that cannot be opened is CUDA_ERROR_FILE_NOT_FOUND. */
+CUresult omlc_mps_cuModuleLoad(CUmodule *module, const char *fname) {
+  if (module == NULL || fname == NULL) return CUDA_ERROR_INVALID_VALUE;
+  if (omlc_session() == NULL) return CUDA_ERROR_NOT_INITIALIZED;
+  FILE *f = fopen(fname, "rb");
+  if (f == NULL) return CUDA_ERROR_FILE_NOT_FOUND;
+  CUresult rc = CUDA_SUCCESS;
+  size_t len = 0, cap = 1 << 16;
+  /* Zeroed: image_of may read a header's fixed fields past the end of a short file. */
+  uint8_t *buf = calloc(cap, 1);
+  while (buf != NULL) {
+    if (len + 1 >= cap) {
+      if (cap > REGION_IMAGE_LIMIT) {
+        rc = CUDA_ERROR_INVALID_VALUE;
+        break;
+      }
+      uint8_t *grown = realloc(buf, cap * 2);
+      if (grown == NULL) break;
+      memset(grown + cap, 0, cap);
+      buf = grown;
+      cap *= 2;
+    }
+    size_t n = fread(buf + len, 1, cap - len - 1, f);
+    len += n;
+    if (n == 0) break;
+  }
+  if (buf == NULL || (rc == CUDA_SUCCESS && len + 1 >= cap)) rc = CUDA_ERROR_OUT_OF_MEMORY;
+  else if (rc == CUDA_SUCCESS && ferror(f)) rc = CUDA_ERROR_FILE_NOT_FOUND;
+  fclose(f);
+  if (rc == CUDA_SUCCESS) {
+    buf[len] = 0;
+    /* The image's header says how long it is: it must lie inside the file, and a file cannot
+     * hold a fatbinc wrapper, whose pointer means nothing outside the process that made it. */
+    const char *kind;
+    const uint8_t *data;
+    size_t image_len = 0;
+    if (len == 0 || (len >= 4 && le32(buf) == FATBINC_MAGIC)) rc = CUDA_ERROR_INVALID_IMAGE;
+    else if ((rc = image_of(buf, &kind, &data, &image_len)) == CUDA_SUCCESS && image_len > len) rc = CUDA_ERROR_INVALID_IMAGE;
+    if (rc == CUDA_SUCCESS) rc = module_load_data(module, buf);
+  }
+  free(buf);
+  return rc;
+}
 CUresult omlc_mps_cuModuleLoadFatBinary(CUmodule *module, const void *fatCubin) { return module_load_data(module, fatCubin); }
 /* JIT options tune the driver's own compilation (log buffers, optimization level); the server
  * compiles with its defaults, so they are accepted and not passed on. */

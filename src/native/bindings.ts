@@ -114,13 +114,16 @@ export function getSeals(fd: number): number | undefined {
   return seals < 0 ? undefined : seals;
 }
 
-/** Maps `bytes` of an open shared-memory file shared and read-write. */
-export function mapShared(fd: number, bytes: number): Mapping {
+/**
+ * Maps `bytes` of an open shared-memory file shared, read-write or (`readOnly`, for a file opened
+ * read-only) read-only: a write through a read-only mapping faults, so its views are only read.
+ */
+export function mapShared(fd: number, bytes: number, readOnly = false): Mapping {
   if (!Number.isSafeInteger(bytes) || bytes <= 0 || bytes > MAX_MAPPING_BYTES) {
     throw new Error(`a mapping of ${bytes} bytes is not possible (1 to ${MAX_MAPPING_BYTES})`);
   }
   const c = loadLibc();
-  const ptr = c.mmap(null, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  const ptr = c.mmap(null, bytes, readOnly ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   const address = koffi.address(ptr);
   if (address === MAP_FAILED || address === 0n) {
     throw new Error(`mmap of ${bytes} bytes failed`);

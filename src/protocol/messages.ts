@@ -132,6 +132,15 @@ export const MESSAGES = {
     request: { kind: 'str', image: 'bytes', name: 'str', options: { list: 'str' } },
     reply: { module: 'u32', log: 'str' },
   },
+  /**
+   * MODULE_LOAD with the image in a sealed memfd the client made (`fd`, as for HOST_REGISTER), for
+   * images a frame cannot carry (PyTorch's and cuBLAS's fatbins reach 30-60 MB); at most 1 GiB.
+   */
+  MODULE_LOAD_REGION: {
+    opcode: 0x0127,
+    request: { kind: 'str', fd: 'u32', bytes: 'u64', name: 'str', options: { list: 'str' } },
+    reply: { module: 'u32', log: 'str' },
+  },
   MODULE_UNLOAD: { opcode: 0x0121, request: { module: 'u32' }, reply: {} },
   MODULE_GET_FUNCTION: {
     opcode: 0x0122,

@@ -4,7 +4,12 @@
 // on any device (orders and codes, not the software GPU's constants).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { closeSync } from 'node:fs';
 import { arg, openmpsKernelsPtx, type Context } from '../../src/index.js';
+import { Module } from '../../src/client/context.js';
+import { SharedRegion } from '../../src/transport/shared-memory.js';
+import { bigFatbin } from '../support/big-fatbin.js';
+import { regionsMapped, unsealedMemfd } from '../support/regions.js';
 import { CudaError } from '../../src/cuda/cuda-error.js';
 import { daemonFor, mpsClient } from '../support/clients.js';
 
@@ -232,5 +237,49 @@ test('MODULE_GET_GLOBAL: __device__ and __constant__ variables with their initia
   await mod.unload();
   await rejectsWith(global('omps_counter'), 'CUDA_ERROR_INVALID_HANDLE');
   await rejectsWith(ctx.memcpyDtoH(counter.ptr, 4), 'CUDA_ERROR_INVALID_VALUE');
+  await ctx.synchronize();
+});
+
+test('MODULE_LOAD_REGION: an image past the frame bound loads from a sealed region; lying regions are refused, session alive', async (t) => {
+  const daemon = await daemonFor(t);
+  const ctx = await mpsClient(t, daemon);
+  const load = (fd: number, bytes: bigint, kind = 'fatbin'): Promise<{ module: number; log: string }> =>
+    ctx.channel.call('MODULE_LOAD_REGION', { kind, fd, bytes, name: 'big.fatbin', options: [] });
+  const mappedBefore = regionsMapped(ctx.serverPid, process.pid).size;
+  const image = bigFatbin(20 * 1024 * 1024);
+  assert.ok(image.length > 16 * 1024 * 1024, 'larger than a frame may be');
+  const region = SharedRegion.create(image.length, 'module');
+  region.view.set(image);
+  const loaded = await load(region.fd, BigInt(image.length));
+  region.closeDescriptor();
+  region.close();
+  const mod = new Module(ctx, loaded.module, loaded.log);
+  const fill = await mod.getFunction('fill');
+  const x = await ctx.memAlloc(1024);
+  ctx.launch(fill, { grid: 1, block: 256 }, [arg.ptr(x), arg.f32(4), arg.u32(256)]);
+  assert.ok(new Float32Array((await ctx.memcpyDtoH(x, 1024)).slice().buffer).every((v) => v === 4), 'its kernels run');
+  assert.equal(regionsMapped(ctx.serverPid, process.pid).size, mappedBefore, 'the server unmapped the image after the load');
+
+  const ptx = new TextEncoder().encode(openmpsKernelsPtx());
+  // Unsealed: the client could shrink it under the server's mapping.
+  const unsealed = unsealedMemfd(ptx.length);
+  t.after(() => {
+    closeSync(unsealed);
+  });
+  await rejectsWith(load(unsealed, BigInt(ptx.length), 'ptx'), 'CUDA_ERROR_INVALID_VALUE');
+  // Sealed, but shorter than it claims.
+  const short = SharedRegion.create(4096, 'module');
+  t.after(() => {
+    short.close();
+  });
+  await rejectsWith(load(short.fd, 8192n, 'ptx'), 'CUDA_ERROR_INVALID_VALUE');
+  await rejectsWith(load(short.fd, 0n, 'ptx'), 'CUDA_ERROR_INVALID_VALUE');
+  await rejectsWith(load(short.fd, 2n ** 30n + 1n, 'ptx'), 'CUDA_ERROR_INVALID_VALUE');
+  await rejectsWith(load(short.fd, 4096n, 'wasm'), 'CUDA_ERROR_INVALID_VALUE');
+  await rejectsWith(load(1_000_000, 4096n, 'ptx'), 'CUDA_ERROR_INVALID_VALUE');
+  // The server holds none of the refused regions mapped, and the session goes on.
+  assert.equal(regionsMapped(ctx.serverPid, process.pid).size, mappedBefore, 'no refused region stays mapped');
+  const again = await ctx.loadModule({ ptx: openmpsKernelsPtx() });
+  await again.getFunction('saxpy');
   await ctx.synchronize();
 });

@@ -831,7 +831,7 @@ static void kernel_checks(CUkernel k, CUlibrary lib) {
         "a library's module goes with its library: cuModuleUnload of it is INVALID_HANDLE");
 }
 
-static void launch_checks(const char *ptx_path, const char *fatbin_path) {
+static void launch_checks(const char *ptx_path, const char *fatbin_path, const char *big_path) {
   CHECK(((CUresult(*)(unsigned))sym("cuInit"))(0) == CUDA_SUCCESS, "cuInit");
   size_t len = 0;
   uint8_t *ptx = read_file(ptx_path, &len);
@@ -860,6 +860,13 @@ static void launch_checks(const char *ptx_path, const char *fatbin_path) {
   CHECK(((CUresult(*)(CUfunction *, CUkernel))sym("cuKernelGetFunction"))(&kf, k) == CUDA_SUCCESS && kf != NULL,
         "cuKernelGetFunction");
   CHECK(((CUresult(*)(CUlibrary))sym("cuLibraryUnload"))(lib) == CUDA_SUCCESS, "cuLibraryUnload");
+  typedef CUresult (*mload_t)(CUmodule *, const char *);
+  CHECK(((mload_t)sym("cuModuleLoad"))(&mod, "/nonexistent/openmps/kernels.ptx") == CUDA_ERROR_FILE_NOT_FOUND,
+        "cuModuleLoad of a missing file: FILE_NOT_FOUND");
+  CHECK(((mload_t)sym("cuModuleLoad"))(&mod, ptx_path) == CUDA_SUCCESS && ((getfn_t)sym("cuModuleGetFunction"))(&f, mod, "saxpy") == CUDA_SUCCESS,
+        "cuModuleLoad of the PTX file");
+  run_saxpy(f, "cuModuleLoad");
+  CHECK(((CUresult(*)(CUmodule))sym("cuModuleUnload"))(mod) == CUDA_SUCCESS, "cuModuleUnload (cuModuleLoad's)");
   free(ptx);
   if (fatbin_path == NULL) return;
   uint8_t *fatbin = read_file(fatbin_path, &len);
@@ -877,6 +884,23 @@ static void launch_checks(const char *ptx_path, const char *fatbin_path) {
             ((getkernel_t)sym("cuLibraryGetKernel"))(&k, lib, "saxpy") == CUDA_SUCCESS,
         "cuLibraryLoadData (fatbinc wrapper)");
   run_saxpy((CUfunction)(void *)k, "fatbinc wrapper");
+  if (big_path != NULL) {
+    /* Past the 16 MiB frame bound: the library sends it in a sealed memfd (MODULE_LOAD_REGION). */
+    size_t big_len = 0;
+    uint8_t *big = read_file(big_path, &big_len);
+    CUmodule bm = NULL;
+    CUfunction bf = NULL;
+    printf("# big fatbin: %zu bytes\n", big_len);
+    CHECK(big_len > ((size_t)16 << 20) && ((CUresult(*)(CUmodule *, const void *))sym("cuModuleLoadData"))(&bm, big) == CUDA_SUCCESS &&
+              ((getfn_t)sym("cuModuleGetFunction"))(&bf, bm, "saxpy") == CUDA_SUCCESS,
+          "cuModuleLoadData of a fatbin past the frame bound");
+    run_saxpy(bf, "big fatbin");
+    CHECK(((CUresult(*)(CUmodule))sym("cuModuleUnload"))(bm) == CUDA_SUCCESS, "unload the big fatbin's module");
+    CHECK(((mload_t)sym("cuModuleLoad"))(&bm, big_path) == CUDA_SUCCESS &&
+              ((CUresult(*)(CUmodule))sym("cuModuleUnload"))(bm) == CUDA_SUCCESS,
+          "cuModuleLoad of the big fatbin file");
+    free(big);
+  }
   CHECK(((CUresult(*)(CUlibrary))sym("cuLibraryUnload"))(lib) == CUDA_SUCCESS &&
             ((CUresult(*)(CUmodule))sym("cuModuleUnload"))(mod) == CUDA_SUCCESS,
         "unload the fatbin's module and library");
@@ -1188,7 +1212,7 @@ int main(int argc, char **argv) {
     session_checks();
   } else if (strcmp(mode, "launch") == 0) {
     if (argc < 4) return 2;
-    launch_checks(argv[3], argc > 4 ? argv[4] : NULL);
+    launch_checks(argv[3], argc > 4 ? argv[4] : NULL, argc > 5 ? argv[5] : NULL);
   } else if (strcmp(mode, "hold") == 0) {
     CUdeviceptr p = 0;
     CHECK(((init_t)sym("cuInit"))(0) == CUDA_SUCCESS && ((alloc_t)sym("cuMemAlloc_v2"))(&p, (size_t)3 << 20) == CUDA_SUCCESS,
