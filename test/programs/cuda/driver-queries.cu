@@ -111,9 +111,10 @@ int main() {
   CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, saxpy, 256, 0));
   std::printf("saxpy blocks of 256 per SM within the SM's limits: %s\n",
               yes(blocks >= 1 && blocks <= blocks_per_sm && blocks * 256 <= threads_per_sm));
-  int with_shared = -1;
+  int without_shared = -1, with_shared = -1;
+  CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&without_shared, reduce_sum, 256, 0));
   CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&with_shared, reduce_sum, 256, 16384));
-  std::printf("more shared memory, no more blocks: %s\n", yes(with_shared >= 1 && with_shared <= blocks));
+  std::printf("more shared memory, no more blocks: %s\n", yes(with_shared >= 1 && with_shared <= without_shared));
   int min_grid = -1, block = -1;
   CHECK(cudaOccupancyMaxPotentialBlockSize(&min_grid, &block, saxpy, 0, 0));
   int at = -1;
