@@ -172,3 +172,54 @@ test('module variables as nvcc 13.0 emits them: sizes, alignment, initializers; 
   assert.throws(() => parsePtx('.version 9.0\n.target sm_80\n.global .u64 p = generic(x);\n.visible .entry k()\n{\n ret;\n}\n'),
     (err: unknown) => (err as { code?: string }).code === 'CUDA_ERROR_NOT_SUPPORTED');
 });
+
+test('mutated PTX with module variables parses or fails with INVALID_PTX / NOT_SUPPORTED, and every variable it gives is whole', () => {
+  // What the server does with a client's PTX: the only outcomes allowed are a module whose
+  // variables have sizes and initializers that agree, or a CudaError with one of the two codes.
+  const variables = `.global .align 4 .u32 x;
+.global .align 4 .b8 inita[16] = {0, 0, 192, 63, 0, 0, 0, 64, 0, 0, 64, 64, 0, 0, 128, 64};
+.const .align 4 .b8 c[16] = {0, 0, 128, 63, 0, 0, 0, 64, 0, 0, 64, 64, 0, 0, 128, 64};
+.global .align 8 .f64 d = 0d4004000000000000;
+.global .align 8 .u64 big = 4886718345;
+.global .align 4 .f32 neg[2] = {0fBF800000, -2.5};
+.global .align 4 .s32 grid[2][3] = {{1, 2, 3}, {4, 5, 6}};
+`;
+  const seed = PTX.replace('.address_size 64\n', `.address_size 64\n${variables}`);
+  assert.equal(parsePtx(seed).variables.size, 7);
+  let state = 97;
+  const rand = (): number => {
+    // xorshift32: seeded, so a failure reproduces.
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    return (state >>> 0) / 2 ** 32;
+  };
+  const alphabet = '{}[];=,.-0123456789xfd \n';
+  const outcomes = new Map<string, number>();
+  for (let round = 0; round < 3000; round++) {
+    // The PTX is ASCII: one array slot a character.
+    const chars = Array.from({ length: seed.length }, (_, i) => seed.charAt(i));
+    // Aim the edits at the variables, where the new parser is.
+    const start = seed.indexOf(variables);
+    for (let e = 0, n = 1 + Math.floor(rand() * 4); e < n; e++) {
+      const at = rand() < 0.8 ? start + Math.floor(rand() * variables.length) : Math.floor(rand() * chars.length);
+      const r = rand();
+      if (r < 0.5) chars[at] = alphabet[Math.floor(rand() * alphabet.length)] ?? ' ';
+      else if (r < 0.75) chars.splice(at, 1 + Math.floor(rand() * 8));
+      else chars.splice(at, 0, alphabet[Math.floor(rand() * alphabet.length)] ?? ' ');
+    }
+    let outcome = 'parsed';
+    try {
+      for (const v of parsePtx(chars.join('')).variables.values()) {
+        assert.ok(Number.isSafeInteger(v.bytes) && v.bytes >= 1 && v.bytes <= 2 ** 31, `${v.name}: ${v.bytes} bytes`);
+        assert.ok(v.init === undefined || v.init.length === v.bytes, `${v.name}: initializer of ${v.init?.length} for ${v.bytes} bytes`);
+      }
+    } catch (err) {
+      const code = (err as { code?: unknown }).code;
+      assert.ok(code === 'CUDA_ERROR_INVALID_PTX' || code === 'CUDA_ERROR_NOT_SUPPORTED', `unexpected ${String(err)}`);
+      outcome = code;
+    }
+    outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
+  }
+  assert.ok((outcomes.get('parsed') ?? 0) > 0 && outcomes.size >= 2, JSON.stringify([...outcomes]));
+});
