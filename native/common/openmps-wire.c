@@ -1056,6 +1056,68 @@ omps_wire_status_t omps_decode_module_load_rep(const uint8_t *payload, size_t le
 static omps_wire_status_t erased_omps_encode_module_load_rep(omps_writer_t *w, const void *v) { return omps_encode_module_load_rep(w, v); }
 static omps_wire_status_t erased_omps_decode_module_load_rep(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_module_load_rep(p, len, a, out); }
 
+omps_wire_status_t omps_encode_module_load_region_req(omps_writer_t *w, const omps_module_load_region_req_t *v) {
+  omps_put_str(w, v->kind);
+  omps_put_u32(w, v->fd);
+  omps_put_u64(w, v->bytes);
+  omps_put_str(w, v->name);
+  omps_put_count(w, v->options_count);
+  for (uint32_t i = 0; i < v->options_count && w->status == OMPS_WIRE_OK; i++) {
+    omps_put_str(w, v->options[i]);
+  }
+  return w->status;
+}
+
+static bool read_omps_module_load_region_req(omps_reader_t *r, omps_module_load_region_req_t *v) {
+  if (!omps_get_str(r, &v->kind)) return false;
+  if (!omps_get_u32(r, &v->fd)) return false;
+  if (!omps_get_u64(r, &v->bytes)) return false;
+  if (!omps_get_str(r, &v->name)) return false;
+  {
+    void *items = NULL;
+    if (!omps_get_list(r, &v->options_count, &items, sizeof(*v->options))) return false;
+    v->options = items;
+  }
+  for (uint32_t i = 0; i < v->options_count; i++) {
+    if (!omps_get_str(r, &v->options[i])) return false;
+  }
+  return true;
+}
+
+omps_wire_status_t omps_decode_module_load_region_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_module_load_region_req_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_module_load_region_req(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_module_load_region_req(omps_writer_t *w, const void *v) { return omps_encode_module_load_region_req(w, v); }
+static omps_wire_status_t erased_omps_decode_module_load_region_req(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_module_load_region_req(p, len, a, out); }
+
+omps_wire_status_t omps_encode_module_load_region_rep(omps_writer_t *w, const omps_module_load_region_rep_t *v) {
+  omps_put_u32(w, v->module);
+  omps_put_str(w, v->log);
+  return w->status;
+}
+
+static bool read_omps_module_load_region_rep(omps_reader_t *r, omps_module_load_region_rep_t *v) {
+  if (!omps_get_u32(r, &v->module)) return false;
+  if (!omps_get_str(r, &v->log)) return false;
+  return true;
+}
+
+omps_wire_status_t omps_decode_module_load_region_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_module_load_region_rep_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_module_load_region_rep(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_module_load_region_rep(omps_writer_t *w, const void *v) { return omps_encode_module_load_region_rep(w, v); }
+static omps_wire_status_t erased_omps_decode_module_load_region_rep(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_module_load_region_rep(p, len, a, out); }
+
 omps_wire_status_t omps_encode_module_unload_req(omps_writer_t *w, const omps_module_unload_req_t *v) {
   omps_put_u32(w, v->module);
   return w->status;
@@ -1154,6 +1216,191 @@ omps_wire_status_t omps_decode_module_get_function_rep(const uint8_t *payload, s
 
 static omps_wire_status_t erased_omps_encode_module_get_function_rep(omps_writer_t *w, const void *v) { return omps_encode_module_get_function_rep(w, v); }
 static omps_wire_status_t erased_omps_decode_module_get_function_rep(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_module_get_function_rep(p, len, a, out); }
+
+omps_wire_status_t omps_encode_module_get_global_req(omps_writer_t *w, const omps_module_get_global_req_t *v) {
+  omps_put_u32(w, v->module);
+  omps_put_str(w, v->name);
+  return w->status;
+}
+
+static bool read_omps_module_get_global_req(omps_reader_t *r, omps_module_get_global_req_t *v) {
+  if (!omps_get_u32(r, &v->module)) return false;
+  if (!omps_get_str(r, &v->name)) return false;
+  return true;
+}
+
+omps_wire_status_t omps_decode_module_get_global_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_module_get_global_req_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_module_get_global_req(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_module_get_global_req(omps_writer_t *w, const void *v) { return omps_encode_module_get_global_req(w, v); }
+static omps_wire_status_t erased_omps_decode_module_get_global_req(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_module_get_global_req(p, len, a, out); }
+
+omps_wire_status_t omps_encode_module_get_global_rep(omps_writer_t *w, const omps_module_get_global_rep_t *v) {
+  omps_put_u64(w, v->ptr);
+  omps_put_u64(w, v->bytes);
+  return w->status;
+}
+
+static bool read_omps_module_get_global_rep(omps_reader_t *r, omps_module_get_global_rep_t *v) {
+  if (!omps_get_u64(r, &v->ptr)) return false;
+  if (!omps_get_u64(r, &v->bytes)) return false;
+  return true;
+}
+
+omps_wire_status_t omps_decode_module_get_global_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_module_get_global_rep_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_module_get_global_rep(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_module_get_global_rep(omps_writer_t *w, const void *v) { return omps_encode_module_get_global_rep(w, v); }
+static omps_wire_status_t erased_omps_decode_module_get_global_rep(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_module_get_global_rep(p, len, a, out); }
+
+omps_wire_status_t omps_encode_func_get_attribute_req(omps_writer_t *w, const omps_func_get_attribute_req_t *v) {
+  omps_put_u32(w, v->function);
+  omps_put_i32(w, v->attribute);
+  return w->status;
+}
+
+static bool read_omps_func_get_attribute_req(omps_reader_t *r, omps_func_get_attribute_req_t *v) {
+  if (!omps_get_u32(r, &v->function)) return false;
+  if (!omps_get_i32(r, &v->attribute)) return false;
+  return true;
+}
+
+omps_wire_status_t omps_decode_func_get_attribute_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_func_get_attribute_req_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_func_get_attribute_req(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_func_get_attribute_req(omps_writer_t *w, const void *v) { return omps_encode_func_get_attribute_req(w, v); }
+static omps_wire_status_t erased_omps_decode_func_get_attribute_req(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_func_get_attribute_req(p, len, a, out); }
+
+omps_wire_status_t omps_encode_func_get_attribute_rep(omps_writer_t *w, const omps_func_get_attribute_rep_t *v) {
+  omps_put_i32(w, v->value);
+  return w->status;
+}
+
+static bool read_omps_func_get_attribute_rep(omps_reader_t *r, omps_func_get_attribute_rep_t *v) {
+  if (!omps_get_i32(r, &v->value)) return false;
+  return true;
+}
+
+omps_wire_status_t omps_decode_func_get_attribute_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_func_get_attribute_rep_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_func_get_attribute_rep(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_func_get_attribute_rep(omps_writer_t *w, const void *v) { return omps_encode_func_get_attribute_rep(w, v); }
+static omps_wire_status_t erased_omps_decode_func_get_attribute_rep(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_func_get_attribute_rep(p, len, a, out); }
+
+omps_wire_status_t omps_encode_func_set_attribute_req(omps_writer_t *w, const omps_func_set_attribute_req_t *v) {
+  omps_put_u32(w, v->function);
+  omps_put_i32(w, v->attribute);
+  omps_put_i32(w, v->value);
+  return w->status;
+}
+
+static bool read_omps_func_set_attribute_req(omps_reader_t *r, omps_func_set_attribute_req_t *v) {
+  if (!omps_get_u32(r, &v->function)) return false;
+  if (!omps_get_i32(r, &v->attribute)) return false;
+  if (!omps_get_i32(r, &v->value)) return false;
+  return true;
+}
+
+omps_wire_status_t omps_decode_func_set_attribute_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_func_set_attribute_req_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_func_set_attribute_req(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_func_set_attribute_req(omps_writer_t *w, const void *v) { return omps_encode_func_set_attribute_req(w, v); }
+static omps_wire_status_t erased_omps_decode_func_set_attribute_req(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_func_set_attribute_req(p, len, a, out); }
+
+omps_wire_status_t omps_encode_func_set_attribute_rep(omps_writer_t *w, const omps_func_set_attribute_rep_t *v) {
+  (void)v;
+  return w->status;
+}
+
+static bool read_omps_func_set_attribute_rep(omps_reader_t *r, omps_func_set_attribute_rep_t *v) {
+  (void)r;
+  (void)v;
+  return true;
+}
+
+omps_wire_status_t omps_decode_func_set_attribute_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_func_set_attribute_rep_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_func_set_attribute_rep(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_func_set_attribute_rep(omps_writer_t *w, const void *v) { return omps_encode_func_set_attribute_rep(w, v); }
+static omps_wire_status_t erased_omps_decode_func_set_attribute_rep(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_func_set_attribute_rep(p, len, a, out); }
+
+omps_wire_status_t omps_encode_occupancy_req(omps_writer_t *w, const omps_occupancy_req_t *v) {
+  omps_put_u32(w, v->function);
+  omps_put_i32(w, v->block_size);
+  omps_put_u64(w, v->dynamic_smem_bytes);
+  omps_put_u32(w, v->flags);
+  return w->status;
+}
+
+static bool read_omps_occupancy_req(omps_reader_t *r, omps_occupancy_req_t *v) {
+  if (!omps_get_u32(r, &v->function)) return false;
+  if (!omps_get_i32(r, &v->block_size)) return false;
+  if (!omps_get_u64(r, &v->dynamic_smem_bytes)) return false;
+  if (!omps_get_u32(r, &v->flags)) return false;
+  return true;
+}
+
+omps_wire_status_t omps_decode_occupancy_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_occupancy_req_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_occupancy_req(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_occupancy_req(omps_writer_t *w, const void *v) { return omps_encode_occupancy_req(w, v); }
+static omps_wire_status_t erased_omps_decode_occupancy_req(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_occupancy_req(p, len, a, out); }
+
+omps_wire_status_t omps_encode_occupancy_rep(omps_writer_t *w, const omps_occupancy_rep_t *v) {
+  omps_put_i32(w, v->blocks);
+  return w->status;
+}
+
+static bool read_omps_occupancy_rep(omps_reader_t *r, omps_occupancy_rep_t *v) {
+  if (!omps_get_i32(r, &v->blocks)) return false;
+  return true;
+}
+
+omps_wire_status_t omps_decode_occupancy_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_occupancy_rep_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_occupancy_rep(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_occupancy_rep(omps_writer_t *w, const void *v) { return omps_encode_occupancy_rep(w, v); }
+static omps_wire_status_t erased_omps_decode_occupancy_rep(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_occupancy_rep(p, len, a, out); }
 
 omps_wire_status_t omps_encode_launch_req(omps_writer_t *w, const omps_launch_req_t *v) {
   omps_put_u32(w, v->function);
@@ -1502,6 +1749,51 @@ omps_wire_status_t omps_decode_ctx_synchronize_rep(const uint8_t *payload, size_
 
 static omps_wire_status_t erased_omps_encode_ctx_synchronize_rep(omps_writer_t *w, const void *v) { return omps_encode_ctx_synchronize_rep(w, v); }
 static omps_wire_status_t erased_omps_decode_ctx_synchronize_rep(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_ctx_synchronize_rep(p, len, a, out); }
+
+omps_wire_status_t omps_encode_stream_wait_event_req(omps_writer_t *w, const omps_stream_wait_event_req_t *v) {
+  omps_put_u32(w, v->stream);
+  omps_put_u32(w, v->event);
+  return w->status;
+}
+
+static bool read_omps_stream_wait_event_req(omps_reader_t *r, omps_stream_wait_event_req_t *v) {
+  if (!omps_get_u32(r, &v->stream)) return false;
+  if (!omps_get_u32(r, &v->event)) return false;
+  return true;
+}
+
+omps_wire_status_t omps_decode_stream_wait_event_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_stream_wait_event_req_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_stream_wait_event_req(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_stream_wait_event_req(omps_writer_t *w, const void *v) { return omps_encode_stream_wait_event_req(w, v); }
+static omps_wire_status_t erased_omps_decode_stream_wait_event_req(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_stream_wait_event_req(p, len, a, out); }
+
+omps_wire_status_t omps_encode_stream_wait_event_rep(omps_writer_t *w, const omps_stream_wait_event_rep_t *v) {
+  (void)v;
+  return w->status;
+}
+
+static bool read_omps_stream_wait_event_rep(omps_reader_t *r, omps_stream_wait_event_rep_t *v) {
+  (void)r;
+  (void)v;
+  return true;
+}
+
+omps_wire_status_t omps_decode_stream_wait_event_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_stream_wait_event_rep_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_stream_wait_event_rep(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_stream_wait_event_rep(omps_writer_t *w, const void *v) { return omps_encode_stream_wait_event_rep(w, v); }
+static omps_wire_status_t erased_omps_decode_stream_wait_event_rep(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_stream_wait_event_rep(p, len, a, out); }
 
 omps_wire_status_t omps_encode_event_create_req(omps_writer_t *w, const omps_event_create_req_t *v) {
   (void)v;
@@ -1976,12 +2268,27 @@ const omps_message_desc_t omps_messages[OMPS_MESSAGE_COUNT] = {
   {"MODULE_LOAD", OMPS_OP_MODULE_LOAD, sizeof(omps_module_load_req_t), sizeof(omps_module_load_rep_t), erased_omps_encode_module_load_req,
    erased_omps_decode_module_load_req, erased_omps_encode_module_load_rep, erased_omps_decode_module_load_rep,
    "sys[s", "Is"},
+  {"MODULE_LOAD_REGION", OMPS_OP_MODULE_LOAD_REGION, sizeof(omps_module_load_region_req_t), sizeof(omps_module_load_region_rep_t), erased_omps_encode_module_load_region_req,
+   erased_omps_decode_module_load_region_req, erased_omps_encode_module_load_region_rep, erased_omps_decode_module_load_region_rep,
+   "sIQs[s", "Is"},
   {"MODULE_UNLOAD", OMPS_OP_MODULE_UNLOAD, sizeof(omps_module_unload_req_t), sizeof(omps_module_unload_rep_t), erased_omps_encode_module_unload_req,
    erased_omps_decode_module_unload_req, erased_omps_encode_module_unload_rep, erased_omps_decode_module_unload_rep,
    "I", ""},
   {"MODULE_GET_FUNCTION", OMPS_OP_MODULE_GET_FUNCTION, sizeof(omps_module_get_function_req_t), sizeof(omps_module_get_function_rep_t), erased_omps_encode_module_get_function_req,
    erased_omps_decode_module_get_function_req, erased_omps_encode_module_get_function_rep, erased_omps_decode_module_get_function_rep,
    "Is", "I[{II}"},
+  {"MODULE_GET_GLOBAL", OMPS_OP_MODULE_GET_GLOBAL, sizeof(omps_module_get_global_req_t), sizeof(omps_module_get_global_rep_t), erased_omps_encode_module_get_global_req,
+   erased_omps_decode_module_get_global_req, erased_omps_encode_module_get_global_rep, erased_omps_decode_module_get_global_rep,
+   "Is", "QQ"},
+  {"FUNC_GET_ATTRIBUTE", OMPS_OP_FUNC_GET_ATTRIBUTE, sizeof(omps_func_get_attribute_req_t), sizeof(omps_func_get_attribute_rep_t), erased_omps_encode_func_get_attribute_req,
+   erased_omps_decode_func_get_attribute_req, erased_omps_encode_func_get_attribute_rep, erased_omps_decode_func_get_attribute_rep,
+   "Ii", "i"},
+  {"FUNC_SET_ATTRIBUTE", OMPS_OP_FUNC_SET_ATTRIBUTE, sizeof(omps_func_set_attribute_req_t), sizeof(omps_func_set_attribute_rep_t), erased_omps_encode_func_set_attribute_req,
+   erased_omps_decode_func_set_attribute_req, erased_omps_encode_func_set_attribute_rep, erased_omps_decode_func_set_attribute_rep,
+   "Iii", ""},
+  {"OCCUPANCY", OMPS_OP_OCCUPANCY, sizeof(omps_occupancy_req_t), sizeof(omps_occupancy_rep_t), erased_omps_encode_occupancy_req,
+   erased_omps_decode_occupancy_req, erased_omps_encode_occupancy_rep, erased_omps_decode_occupancy_rep,
+   "IiQI", "i"},
   {"LAUNCH", OMPS_OP_LAUNCH, sizeof(omps_launch_req_t), sizeof(omps_launch_rep_t), erased_omps_encode_launch_req,
    erased_omps_decode_launch_req, erased_omps_encode_launch_rep, erased_omps_decode_launch_rep,
    "IIIIIIIIIy", ""},
@@ -2003,6 +2310,9 @@ const omps_message_desc_t omps_messages[OMPS_MESSAGE_COUNT] = {
   {"CTX_SYNCHRONIZE", OMPS_OP_CTX_SYNCHRONIZE, sizeof(omps_ctx_synchronize_req_t), sizeof(omps_ctx_synchronize_rep_t), erased_omps_encode_ctx_synchronize_req,
    erased_omps_decode_ctx_synchronize_req, erased_omps_encode_ctx_synchronize_rep, erased_omps_decode_ctx_synchronize_rep,
    "", ""},
+  {"STREAM_WAIT_EVENT", OMPS_OP_STREAM_WAIT_EVENT, sizeof(omps_stream_wait_event_req_t), sizeof(omps_stream_wait_event_rep_t), erased_omps_encode_stream_wait_event_req,
+   erased_omps_decode_stream_wait_event_req, erased_omps_encode_stream_wait_event_rep, erased_omps_decode_stream_wait_event_rep,
+   "II", ""},
   {"EVENT_CREATE", OMPS_OP_EVENT_CREATE, sizeof(omps_event_create_req_t), sizeof(omps_event_create_rep_t), erased_omps_encode_event_create_req,
    erased_omps_decode_event_create_req, erased_omps_encode_event_create_rep, erased_omps_decode_event_create_rep,
    "", "I"},

@@ -53,8 +53,13 @@ extern "C" {
 #define OMPS_OP_MEMCPY_HTOD_HOST 0x0118
 #define OMPS_OP_MEMCPY_DTOH_HOST 0x0119
 #define OMPS_OP_MODULE_LOAD 0x0120
+#define OMPS_OP_MODULE_LOAD_REGION 0x0127
 #define OMPS_OP_MODULE_UNLOAD 0x0121
 #define OMPS_OP_MODULE_GET_FUNCTION 0x0122
+#define OMPS_OP_MODULE_GET_GLOBAL 0x0126
+#define OMPS_OP_FUNC_GET_ATTRIBUTE 0x0123
+#define OMPS_OP_FUNC_SET_ATTRIBUTE 0x0124
+#define OMPS_OP_OCCUPANCY 0x0125
 #define OMPS_OP_LAUNCH 0x0130
 #define OMPS_OP_LAUNCH_EX 0x0131
 #define OMPS_OP_STREAM_CREATE 0x0140
@@ -62,6 +67,7 @@ extern "C" {
 #define OMPS_OP_STREAM_SYNCHRONIZE 0x0142
 #define OMPS_OP_STREAM_QUERY 0x0143
 #define OMPS_OP_CTX_SYNCHRONIZE 0x0144
+#define OMPS_OP_STREAM_WAIT_EVENT 0x0145
 #define OMPS_OP_EVENT_CREATE 0x0150
 #define OMPS_OP_EVENT_DESTROY 0x0151
 #define OMPS_OP_EVENT_RECORD 0x0152
@@ -71,7 +77,7 @@ extern "C" {
 #define OMPS_OP_NOTICE_ERROR 0x0200
 #define OMPS_OP_NOTICE_LIMITS 0x0201
 #define OMPS_OP_NOTICE_WAKE 0x0202
-#define OMPS_MESSAGE_COUNT 38
+#define OMPS_MESSAGE_COUNT 44
 
 /* Structures nested in messages. */
 typedef struct omps_device {
@@ -444,6 +450,26 @@ typedef struct omps_module_load_rep {
 omps_wire_status_t omps_encode_module_load_rep(omps_writer_t *w, const omps_module_load_rep_t *v);
 omps_wire_status_t omps_decode_module_load_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_module_load_rep_t *out);
 
+/* MODULE_LOAD_REGION request */
+typedef struct omps_module_load_region_req {
+  omps_str_t kind;
+  uint32_t fd;
+  uint64_t bytes;
+  omps_str_t name;
+  uint32_t options_count;
+  omps_str_t *options;
+} omps_module_load_region_req_t;
+omps_wire_status_t omps_encode_module_load_region_req(omps_writer_t *w, const omps_module_load_region_req_t *v);
+omps_wire_status_t omps_decode_module_load_region_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_module_load_region_req_t *out);
+
+/* MODULE_LOAD_REGION reply */
+typedef struct omps_module_load_region_rep {
+  uint32_t module;
+  omps_str_t log;
+} omps_module_load_region_rep_t;
+omps_wire_status_t omps_encode_module_load_region_rep(omps_writer_t *w, const omps_module_load_region_rep_t *v);
+omps_wire_status_t omps_decode_module_load_region_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_module_load_region_rep_t *out);
+
 /* MODULE_UNLOAD request */
 typedef struct omps_module_unload_req {
   uint32_t module;
@@ -474,6 +500,70 @@ typedef struct omps_module_get_function_rep {
 } omps_module_get_function_rep_t;
 omps_wire_status_t omps_encode_module_get_function_rep(omps_writer_t *w, const omps_module_get_function_rep_t *v);
 omps_wire_status_t omps_decode_module_get_function_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_module_get_function_rep_t *out);
+
+/* MODULE_GET_GLOBAL request */
+typedef struct omps_module_get_global_req {
+  uint32_t module;
+  omps_str_t name;
+} omps_module_get_global_req_t;
+omps_wire_status_t omps_encode_module_get_global_req(omps_writer_t *w, const omps_module_get_global_req_t *v);
+omps_wire_status_t omps_decode_module_get_global_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_module_get_global_req_t *out);
+
+/* MODULE_GET_GLOBAL reply */
+typedef struct omps_module_get_global_rep {
+  uint64_t ptr;
+  uint64_t bytes;
+} omps_module_get_global_rep_t;
+omps_wire_status_t omps_encode_module_get_global_rep(omps_writer_t *w, const omps_module_get_global_rep_t *v);
+omps_wire_status_t omps_decode_module_get_global_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_module_get_global_rep_t *out);
+
+/* FUNC_GET_ATTRIBUTE request */
+typedef struct omps_func_get_attribute_req {
+  uint32_t function;
+  int32_t attribute;
+} omps_func_get_attribute_req_t;
+omps_wire_status_t omps_encode_func_get_attribute_req(omps_writer_t *w, const omps_func_get_attribute_req_t *v);
+omps_wire_status_t omps_decode_func_get_attribute_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_func_get_attribute_req_t *out);
+
+/* FUNC_GET_ATTRIBUTE reply */
+typedef struct omps_func_get_attribute_rep {
+  int32_t value;
+} omps_func_get_attribute_rep_t;
+omps_wire_status_t omps_encode_func_get_attribute_rep(omps_writer_t *w, const omps_func_get_attribute_rep_t *v);
+omps_wire_status_t omps_decode_func_get_attribute_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_func_get_attribute_rep_t *out);
+
+/* FUNC_SET_ATTRIBUTE request */
+typedef struct omps_func_set_attribute_req {
+  uint32_t function;
+  int32_t attribute;
+  int32_t value;
+} omps_func_set_attribute_req_t;
+omps_wire_status_t omps_encode_func_set_attribute_req(omps_writer_t *w, const omps_func_set_attribute_req_t *v);
+omps_wire_status_t omps_decode_func_set_attribute_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_func_set_attribute_req_t *out);
+
+/* FUNC_SET_ATTRIBUTE reply */
+typedef struct omps_func_set_attribute_rep {
+  char unused_;
+} omps_func_set_attribute_rep_t;
+omps_wire_status_t omps_encode_func_set_attribute_rep(omps_writer_t *w, const omps_func_set_attribute_rep_t *v);
+omps_wire_status_t omps_decode_func_set_attribute_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_func_set_attribute_rep_t *out);
+
+/* OCCUPANCY request */
+typedef struct omps_occupancy_req {
+  uint32_t function;
+  int32_t block_size;
+  uint64_t dynamic_smem_bytes;
+  uint32_t flags;
+} omps_occupancy_req_t;
+omps_wire_status_t omps_encode_occupancy_req(omps_writer_t *w, const omps_occupancy_req_t *v);
+omps_wire_status_t omps_decode_occupancy_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_occupancy_req_t *out);
+
+/* OCCUPANCY reply */
+typedef struct omps_occupancy_rep {
+  int32_t blocks;
+} omps_occupancy_rep_t;
+omps_wire_status_t omps_encode_occupancy_rep(omps_writer_t *w, const omps_occupancy_rep_t *v);
+omps_wire_status_t omps_decode_occupancy_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_occupancy_rep_t *out);
 
 /* LAUNCH request */
 typedef struct omps_launch_req {
@@ -592,6 +682,21 @@ typedef struct omps_ctx_synchronize_rep {
 } omps_ctx_synchronize_rep_t;
 omps_wire_status_t omps_encode_ctx_synchronize_rep(omps_writer_t *w, const omps_ctx_synchronize_rep_t *v);
 omps_wire_status_t omps_decode_ctx_synchronize_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_ctx_synchronize_rep_t *out);
+
+/* STREAM_WAIT_EVENT request */
+typedef struct omps_stream_wait_event_req {
+  uint32_t stream;
+  uint32_t event;
+} omps_stream_wait_event_req_t;
+omps_wire_status_t omps_encode_stream_wait_event_req(omps_writer_t *w, const omps_stream_wait_event_req_t *v);
+omps_wire_status_t omps_decode_stream_wait_event_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_stream_wait_event_req_t *out);
+
+/* STREAM_WAIT_EVENT reply */
+typedef struct omps_stream_wait_event_rep {
+  char unused_;
+} omps_stream_wait_event_rep_t;
+omps_wire_status_t omps_encode_stream_wait_event_rep(omps_writer_t *w, const omps_stream_wait_event_rep_t *v);
+omps_wire_status_t omps_decode_stream_wait_event_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_stream_wait_event_rep_t *out);
 
 /* EVENT_CREATE request */
 typedef struct omps_event_create_req {

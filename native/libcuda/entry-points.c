@@ -69,11 +69,16 @@ CUresult omlc_mps_cuEventDestroy(CUevent hEvent);
 CUresult omlc_mps_cuEventDestroy_v2(CUevent hEvent);
 CUresult omlc_mps_cuEventRecord(CUevent hEvent, CUstream hStream);
 CUresult omlc_mps_cuEventRecord_ptsz(CUevent hEvent, CUstream hStream);
+CUresult omlc_mps_cuEventRecordWithFlags(CUevent hEvent, CUstream hStream, unsigned int flags);
+CUresult omlc_mps_cuEventRecordWithFlags_ptsz(CUevent hEvent, CUstream hStream, unsigned int flags);
+CUresult omlc_mps_cuStreamWaitEvent(CUstream hStream, CUevent hEvent, unsigned int Flags);
+CUresult omlc_mps_cuStreamWaitEvent_ptsz(CUstream hStream, CUevent hEvent, unsigned int Flags);
 CUresult omlc_mps_cuEventSynchronize(CUevent hEvent);
 CUresult omlc_mps_cuEventQuery(CUevent hEvent);
 CUresult omlc_mps_cuEventElapsedTime(float *pMilliseconds, CUevent hStart, CUevent hEnd);
 CUresult omlc_mps_cuEventElapsedTime_v2(float *pMilliseconds, CUevent hStart, CUevent hEnd);
 CUresult omlc_mps_cuModuleLoadData(CUmodule *module, const void *image);
+CUresult omlc_mps_cuModuleLoad(CUmodule *module, const char *fname);
 CUresult omlc_mps_cuModuleLoadDataEx(CUmodule *module, const void *image, unsigned int numOptions, CUjit_option *options, void **optionValues);
 CUresult omlc_mps_cuModuleLoadFatBinary(CUmodule *module, const void *fatCubin);
 CUresult omlc_mps_cuModuleUnload(CUmodule hmod);
@@ -82,6 +87,27 @@ CUresult omlc_mps_cuLibraryLoadData(CUlibrary *library, const void *code, CUjit_
 CUresult omlc_mps_cuLibraryUnload(CUlibrary library);
 CUresult omlc_mps_cuLibraryGetKernel(CUkernel *pKernel, CUlibrary library, const char *name);
 CUresult omlc_mps_cuKernelGetFunction(CUfunction *pFunc, CUkernel kernel);
+CUresult omlc_mps_cuLibraryGetModule(CUmodule *pMod, CUlibrary library);
+CUresult omlc_mps_cuModuleGetGlobal_v2(CUdeviceptr_v2 *dptr, size_t *bytes, CUmodule hmod, const char *name);
+CUresult omlc_mps_cuLibraryGetGlobal(CUdeviceptr *dptr, size_t *bytes, CUlibrary library, const char *name);
+CUresult omlc_mps_cuFuncGetAttribute(int *pi, CUfunction_attribute attrib, CUfunction hfunc);
+CUresult omlc_mps_cuFuncSetAttribute(CUfunction hfunc, CUfunction_attribute attrib, int value);
+CUresult omlc_mps_cuKernelGetAttribute(int *pi, CUfunction_attribute attrib, CUkernel kernel, CUdevice dev);
+CUresult omlc_mps_cuKernelSetAttribute(CUfunction_attribute attrib, int val, CUkernel kernel, CUdevice dev);
+CUresult omlc_mps_cuFuncSetCacheConfig(CUfunction hfunc, CUfunc_cache config);
+CUresult omlc_mps_cuKernelSetCacheConfig(CUkernel kernel, CUfunc_cache config, CUdevice dev);
+CUresult omlc_mps_cuCtxSetCacheConfig(CUfunc_cache config);
+CUresult omlc_mps_cuCtxGetCacheConfig(CUfunc_cache *pconfig);
+CUresult omlc_mps_cuFuncGetName(const char **name, CUfunction hfunc);
+CUresult omlc_mps_cuKernelGetName(const char **name, CUkernel hfunc);
+CUresult omlc_mps_cuFuncGetParamInfo(CUfunction func, size_t paramIndex, size_t *paramOffset, size_t *paramSize);
+CUresult omlc_mps_cuKernelGetParamInfo(CUkernel kernel, size_t paramIndex, size_t *paramOffset, size_t *paramSize);
+CUresult omlc_mps_cuFuncGetModule(CUmodule *hmod, CUfunction hfunc);
+CUresult omlc_mps_cuKernelGetLibrary(CUlibrary *pLib, CUkernel kernel);
+CUresult omlc_mps_cuOccupancyMaxActiveBlocksPerMultiprocessor(int *numBlocks, CUfunction func, int blockSize, size_t dynamicSMemSize);
+CUresult omlc_mps_cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int *numBlocks, CUfunction func, int blockSize, size_t dynamicSMemSize, unsigned int flags);
+CUresult omlc_mps_cuOccupancyMaxPotentialBlockSize(int *minGridSize, int *blockSize, CUfunction func, CUoccupancyB2DSize blockSizeToDynamicSMemSize, size_t dynamicSMemSize, int blockSizeLimit);
+CUresult omlc_mps_cuOccupancyMaxPotentialBlockSizeWithFlags(int *minGridSize, int *blockSize, CUfunction func, CUoccupancyB2DSize blockSizeToDynamicSMemSize, size_t dynamicSMemSize, int blockSizeLimit, unsigned int flags);
 CUresult omlc_mps_cuLaunchKernel(CUfunction f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ, unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ, unsigned int sharedMemBytes, CUstream hStream, void **kernelParams, void **extra);
 CUresult omlc_mps_cuLaunchKernel_ptsz(CUfunction f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ, unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ, unsigned int sharedMemBytes, CUstream hStream, void **kernelParams, void **extra);
 CUresult omlc_mps_cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f, void **kernelParams, void **extra);
@@ -613,9 +639,7 @@ CUresult CUDAAPI cuCtxGetCacheConfig(CUfunc_cache *pconfig) {
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxGetCacheConfig);
     return real ? ((CUresult (CUDAAPI *)(CUfunc_cache *pconfig))real)(pconfig) : omlc_bypass_missing(OMLC_SYM_cuCtxGetCacheConfig);
   }
-  case OMLC_MODE_MPS:
-    (void)pconfig;
-    return omlc_traced(OMLC_SYM_cuCtxGetCacheConfig, omlc_not_supported(OMLC_SYM_cuCtxGetCacheConfig));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuCtxGetCacheConfig, omlc_mps_cuCtxGetCacheConfig(pconfig));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -830,9 +854,7 @@ CUresult CUDAAPI cuCtxSetCacheConfig(CUfunc_cache config) {
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxSetCacheConfig);
     return real ? ((CUresult (CUDAAPI *)(CUfunc_cache config))real)(config) : omlc_bypass_missing(OMLC_SYM_cuCtxSetCacheConfig);
   }
-  case OMLC_MODE_MPS:
-    (void)config;
-    return omlc_traced(OMLC_SYM_cuCtxSetCacheConfig, omlc_not_supported(OMLC_SYM_cuCtxSetCacheConfig));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuCtxSetCacheConfig, omlc_mps_cuCtxSetCacheConfig(config));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1575,9 +1597,7 @@ CUresult CUDAAPI cuEventRecordWithFlags(CUevent hEvent, CUstream hStream, unsign
     omlc_fn real = omlc_real(OMLC_SYM_cuEventRecordWithFlags);
     return real ? ((CUresult (CUDAAPI *)(CUevent hEvent, CUstream hStream, unsigned int flags))real)(hEvent, hStream, flags) : omlc_bypass_missing(OMLC_SYM_cuEventRecordWithFlags);
   }
-  case OMLC_MODE_MPS:
-    (void)hEvent; (void)hStream; (void)flags;
-    return omlc_traced(OMLC_SYM_cuEventRecordWithFlags, omlc_not_supported(OMLC_SYM_cuEventRecordWithFlags));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuEventRecordWithFlags, omlc_mps_cuEventRecordWithFlags(hEvent, hStream, flags));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1589,9 +1609,7 @@ CUresult CUDAAPI cuEventRecordWithFlags_ptsz(CUevent hEvent, CUstream hStream, u
     omlc_fn real = omlc_real(OMLC_SYM_cuEventRecordWithFlags_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUevent hEvent, CUstream hStream, unsigned int flags))real)(hEvent, hStream, flags) : omlc_bypass_missing(OMLC_SYM_cuEventRecordWithFlags_ptsz);
   }
-  case OMLC_MODE_MPS:
-    (void)hEvent; (void)hStream; (void)flags;
-    return omlc_traced(OMLC_SYM_cuEventRecordWithFlags_ptsz, omlc_not_supported(OMLC_SYM_cuEventRecordWithFlags_ptsz));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuEventRecordWithFlags_ptsz, omlc_mps_cuEventRecordWithFlags_ptsz(hEvent, hStream, flags));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1669,9 +1687,7 @@ CUresult CUDAAPI cuFuncGetAttribute(int *pi, CUfunction_attribute attrib, CUfunc
     omlc_fn real = omlc_real(OMLC_SYM_cuFuncGetAttribute);
     return real ? ((CUresult (CUDAAPI *)(int *pi, CUfunction_attribute attrib, CUfunction hfunc))real)(pi, attrib, hfunc) : omlc_bypass_missing(OMLC_SYM_cuFuncGetAttribute);
   }
-  case OMLC_MODE_MPS:
-    (void)pi; (void)attrib; (void)hfunc;
-    return omlc_traced(OMLC_SYM_cuFuncGetAttribute, omlc_not_supported(OMLC_SYM_cuFuncGetAttribute));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuFuncGetAttribute, omlc_mps_cuFuncGetAttribute(pi, attrib, hfunc));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1683,9 +1699,7 @@ CUresult CUDAAPI cuFuncGetModule(CUmodule *hmod, CUfunction hfunc) {
     omlc_fn real = omlc_real(OMLC_SYM_cuFuncGetModule);
     return real ? ((CUresult (CUDAAPI *)(CUmodule *hmod, CUfunction hfunc))real)(hmod, hfunc) : omlc_bypass_missing(OMLC_SYM_cuFuncGetModule);
   }
-  case OMLC_MODE_MPS:
-    (void)hmod; (void)hfunc;
-    return omlc_traced(OMLC_SYM_cuFuncGetModule, omlc_not_supported(OMLC_SYM_cuFuncGetModule));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuFuncGetModule, omlc_mps_cuFuncGetModule(hmod, hfunc));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1697,9 +1711,7 @@ CUresult CUDAAPI cuFuncGetName(const char **name, CUfunction hfunc) {
     omlc_fn real = omlc_real(OMLC_SYM_cuFuncGetName);
     return real ? ((CUresult (CUDAAPI *)(const char **name, CUfunction hfunc))real)(name, hfunc) : omlc_bypass_missing(OMLC_SYM_cuFuncGetName);
   }
-  case OMLC_MODE_MPS:
-    (void)name; (void)hfunc;
-    return omlc_traced(OMLC_SYM_cuFuncGetName, omlc_not_supported(OMLC_SYM_cuFuncGetName));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuFuncGetName, omlc_mps_cuFuncGetName(name, hfunc));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1711,9 +1723,7 @@ CUresult CUDAAPI cuFuncGetParamInfo(CUfunction func, size_t paramIndex, size_t *
     omlc_fn real = omlc_real(OMLC_SYM_cuFuncGetParamInfo);
     return real ? ((CUresult (CUDAAPI *)(CUfunction func, size_t paramIndex, size_t *paramOffset, size_t *paramSize))real)(func, paramIndex, paramOffset, paramSize) : omlc_bypass_missing(OMLC_SYM_cuFuncGetParamInfo);
   }
-  case OMLC_MODE_MPS:
-    (void)func; (void)paramIndex; (void)paramOffset; (void)paramSize;
-    return omlc_traced(OMLC_SYM_cuFuncGetParamInfo, omlc_not_supported(OMLC_SYM_cuFuncGetParamInfo));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuFuncGetParamInfo, omlc_mps_cuFuncGetParamInfo(func, paramIndex, paramOffset, paramSize));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1753,9 +1763,7 @@ CUresult CUDAAPI cuFuncSetAttribute(CUfunction hfunc, CUfunction_attribute attri
     omlc_fn real = omlc_real(OMLC_SYM_cuFuncSetAttribute);
     return real ? ((CUresult (CUDAAPI *)(CUfunction hfunc, CUfunction_attribute attrib, int value))real)(hfunc, attrib, value) : omlc_bypass_missing(OMLC_SYM_cuFuncSetAttribute);
   }
-  case OMLC_MODE_MPS:
-    (void)hfunc; (void)attrib; (void)value;
-    return omlc_traced(OMLC_SYM_cuFuncSetAttribute, omlc_not_supported(OMLC_SYM_cuFuncSetAttribute));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuFuncSetAttribute, omlc_mps_cuFuncSetAttribute(hfunc, attrib, value));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1781,9 +1789,7 @@ CUresult CUDAAPI cuFuncSetCacheConfig(CUfunction hfunc, CUfunc_cache config) {
     omlc_fn real = omlc_real(OMLC_SYM_cuFuncSetCacheConfig);
     return real ? ((CUresult (CUDAAPI *)(CUfunction hfunc, CUfunc_cache config))real)(hfunc, config) : omlc_bypass_missing(OMLC_SYM_cuFuncSetCacheConfig);
   }
-  case OMLC_MODE_MPS:
-    (void)hfunc; (void)config;
-    return omlc_traced(OMLC_SYM_cuFuncSetCacheConfig, omlc_not_supported(OMLC_SYM_cuFuncSetCacheConfig));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuFuncSetCacheConfig, omlc_mps_cuFuncSetCacheConfig(hfunc, config));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3542,9 +3548,7 @@ CUresult CUDAAPI cuKernelGetAttribute(int *pi, CUfunction_attribute attrib, CUke
     omlc_fn real = omlc_real(OMLC_SYM_cuKernelGetAttribute);
     return real ? ((CUresult (CUDAAPI *)(int *pi, CUfunction_attribute attrib, CUkernel kernel, CUdevice dev))real)(pi, attrib, kernel, dev) : omlc_bypass_missing(OMLC_SYM_cuKernelGetAttribute);
   }
-  case OMLC_MODE_MPS:
-    (void)pi; (void)attrib; (void)kernel; (void)dev;
-    return omlc_traced(OMLC_SYM_cuKernelGetAttribute, omlc_not_supported(OMLC_SYM_cuKernelGetAttribute));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuKernelGetAttribute, omlc_mps_cuKernelGetAttribute(pi, attrib, kernel, dev));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3568,9 +3572,7 @@ CUresult CUDAAPI cuKernelGetLibrary(CUlibrary *pLib, CUkernel kernel) {
     omlc_fn real = omlc_real(OMLC_SYM_cuKernelGetLibrary);
     return real ? ((CUresult (CUDAAPI *)(CUlibrary *pLib, CUkernel kernel))real)(pLib, kernel) : omlc_bypass_missing(OMLC_SYM_cuKernelGetLibrary);
   }
-  case OMLC_MODE_MPS:
-    (void)pLib; (void)kernel;
-    return omlc_traced(OMLC_SYM_cuKernelGetLibrary, omlc_not_supported(OMLC_SYM_cuKernelGetLibrary));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuKernelGetLibrary, omlc_mps_cuKernelGetLibrary(pLib, kernel));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3582,9 +3584,7 @@ CUresult CUDAAPI cuKernelGetName(const char **name, CUkernel hfunc) {
     omlc_fn real = omlc_real(OMLC_SYM_cuKernelGetName);
     return real ? ((CUresult (CUDAAPI *)(const char **name, CUkernel hfunc))real)(name, hfunc) : omlc_bypass_missing(OMLC_SYM_cuKernelGetName);
   }
-  case OMLC_MODE_MPS:
-    (void)name; (void)hfunc;
-    return omlc_traced(OMLC_SYM_cuKernelGetName, omlc_not_supported(OMLC_SYM_cuKernelGetName));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuKernelGetName, omlc_mps_cuKernelGetName(name, hfunc));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3596,9 +3596,7 @@ CUresult CUDAAPI cuKernelGetParamInfo(CUkernel kernel, size_t paramIndex, size_t
     omlc_fn real = omlc_real(OMLC_SYM_cuKernelGetParamInfo);
     return real ? ((CUresult (CUDAAPI *)(CUkernel kernel, size_t paramIndex, size_t *paramOffset, size_t *paramSize))real)(kernel, paramIndex, paramOffset, paramSize) : omlc_bypass_missing(OMLC_SYM_cuKernelGetParamInfo);
   }
-  case OMLC_MODE_MPS:
-    (void)kernel; (void)paramIndex; (void)paramOffset; (void)paramSize;
-    return omlc_traced(OMLC_SYM_cuKernelGetParamInfo, omlc_not_supported(OMLC_SYM_cuKernelGetParamInfo));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuKernelGetParamInfo, omlc_mps_cuKernelGetParamInfo(kernel, paramIndex, paramOffset, paramSize));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3610,9 +3608,7 @@ CUresult CUDAAPI cuKernelSetAttribute(CUfunction_attribute attrib, int val, CUke
     omlc_fn real = omlc_real(OMLC_SYM_cuKernelSetAttribute);
     return real ? ((CUresult (CUDAAPI *)(CUfunction_attribute attrib, int val, CUkernel kernel, CUdevice dev))real)(attrib, val, kernel, dev) : omlc_bypass_missing(OMLC_SYM_cuKernelSetAttribute);
   }
-  case OMLC_MODE_MPS:
-    (void)attrib; (void)val; (void)kernel; (void)dev;
-    return omlc_traced(OMLC_SYM_cuKernelSetAttribute, omlc_not_supported(OMLC_SYM_cuKernelSetAttribute));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuKernelSetAttribute, omlc_mps_cuKernelSetAttribute(attrib, val, kernel, dev));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3624,9 +3620,7 @@ CUresult CUDAAPI cuKernelSetCacheConfig(CUkernel kernel, CUfunc_cache config, CU
     omlc_fn real = omlc_real(OMLC_SYM_cuKernelSetCacheConfig);
     return real ? ((CUresult (CUDAAPI *)(CUkernel kernel, CUfunc_cache config, CUdevice dev))real)(kernel, config, dev) : omlc_bypass_missing(OMLC_SYM_cuKernelSetCacheConfig);
   }
-  case OMLC_MODE_MPS:
-    (void)kernel; (void)config; (void)dev;
-    return omlc_traced(OMLC_SYM_cuKernelSetCacheConfig, omlc_not_supported(OMLC_SYM_cuKernelSetCacheConfig));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuKernelSetCacheConfig, omlc_mps_cuKernelSetCacheConfig(kernel, config, dev));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3812,9 +3806,7 @@ CUresult CUDAAPI cuLibraryGetGlobal(CUdeviceptr *dptr, size_t *bytes, CUlibrary 
     omlc_fn real = omlc_real(OMLC_SYM_cuLibraryGetGlobal);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr *dptr, size_t *bytes, CUlibrary library, const char *name))real)(dptr, bytes, library, name) : omlc_bypass_missing(OMLC_SYM_cuLibraryGetGlobal);
   }
-  case OMLC_MODE_MPS:
-    (void)dptr; (void)bytes; (void)library; (void)name;
-    return omlc_traced(OMLC_SYM_cuLibraryGetGlobal, omlc_not_supported(OMLC_SYM_cuLibraryGetGlobal));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuLibraryGetGlobal, omlc_mps_cuLibraryGetGlobal(dptr, bytes, library, name));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -3866,9 +3858,7 @@ CUresult CUDAAPI cuLibraryGetModule(CUmodule *pMod, CUlibrary library) {
     omlc_fn real = omlc_real(OMLC_SYM_cuLibraryGetModule);
     return real ? ((CUresult (CUDAAPI *)(CUmodule *pMod, CUlibrary library))real)(pMod, library) : omlc_bypass_missing(OMLC_SYM_cuLibraryGetModule);
   }
-  case OMLC_MODE_MPS:
-    (void)pMod; (void)library;
-    return omlc_traced(OMLC_SYM_cuLibraryGetModule, omlc_not_supported(OMLC_SYM_cuLibraryGetModule));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuLibraryGetModule, omlc_mps_cuLibraryGetModule(pMod, library));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6646,9 +6636,7 @@ CUresult CUDAAPI cuModuleGetGlobal_v2(CUdeviceptr_v2 *dptr, size_t *bytes, CUmod
     omlc_fn real = omlc_real(OMLC_SYM_cuModuleGetGlobal_v2);
     return real ? ((CUresult (CUDAAPI *)(CUdeviceptr_v2 *dptr, size_t *bytes, CUmodule hmod, const char *name))real)(dptr, bytes, hmod, name) : omlc_bypass_missing(OMLC_SYM_cuModuleGetGlobal_v2);
   }
-  case OMLC_MODE_MPS:
-    (void)dptr; (void)bytes; (void)hmod; (void)name;
-    return omlc_traced(OMLC_SYM_cuModuleGetGlobal_v2, omlc_not_supported(OMLC_SYM_cuModuleGetGlobal_v2));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuModuleGetGlobal_v2, omlc_mps_cuModuleGetGlobal_v2(dptr, bytes, hmod, name));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6700,9 +6688,7 @@ CUresult CUDAAPI cuModuleLoad(CUmodule *module, const char *fname) {
     omlc_fn real = omlc_real(OMLC_SYM_cuModuleLoad);
     return real ? ((CUresult (CUDAAPI *)(CUmodule *module, const char *fname))real)(module, fname) : omlc_bypass_missing(OMLC_SYM_cuModuleLoad);
   }
-  case OMLC_MODE_MPS:
-    (void)module; (void)fname;
-    return omlc_traced(OMLC_SYM_cuModuleLoad, omlc_not_supported(OMLC_SYM_cuModuleLoad));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuModuleLoad, omlc_mps_cuModuleLoad(module, fname));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6860,9 +6846,7 @@ CUresult CUDAAPI cuOccupancyMaxActiveBlocksPerMultiprocessor(int *numBlocks, CUf
     omlc_fn real = omlc_real(OMLC_SYM_cuOccupancyMaxActiveBlocksPerMultiprocessor);
     return real ? ((CUresult (CUDAAPI *)(int *numBlocks, CUfunction func, int blockSize, size_t dynamicSMemSize))real)(numBlocks, func, blockSize, dynamicSMemSize) : omlc_bypass_missing(OMLC_SYM_cuOccupancyMaxActiveBlocksPerMultiprocessor);
   }
-  case OMLC_MODE_MPS:
-    (void)numBlocks; (void)func; (void)blockSize; (void)dynamicSMemSize;
-    return omlc_traced(OMLC_SYM_cuOccupancyMaxActiveBlocksPerMultiprocessor, omlc_not_supported(OMLC_SYM_cuOccupancyMaxActiveBlocksPerMultiprocessor));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuOccupancyMaxActiveBlocksPerMultiprocessor, omlc_mps_cuOccupancyMaxActiveBlocksPerMultiprocessor(numBlocks, func, blockSize, dynamicSMemSize));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6874,9 +6858,7 @@ CUresult CUDAAPI cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int *numBl
     omlc_fn real = omlc_real(OMLC_SYM_cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags);
     return real ? ((CUresult (CUDAAPI *)(int *numBlocks, CUfunction func, int blockSize, size_t dynamicSMemSize, unsigned int flags))real)(numBlocks, func, blockSize, dynamicSMemSize, flags) : omlc_bypass_missing(OMLC_SYM_cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags);
   }
-  case OMLC_MODE_MPS:
-    (void)numBlocks; (void)func; (void)blockSize; (void)dynamicSMemSize; (void)flags;
-    return omlc_traced(OMLC_SYM_cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags, omlc_not_supported(OMLC_SYM_cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags, omlc_mps_cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(numBlocks, func, blockSize, dynamicSMemSize, flags));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6902,9 +6884,7 @@ CUresult CUDAAPI cuOccupancyMaxPotentialBlockSize(int *minGridSize, int *blockSi
     omlc_fn real = omlc_real(OMLC_SYM_cuOccupancyMaxPotentialBlockSize);
     return real ? ((CUresult (CUDAAPI *)(int *minGridSize, int *blockSize, CUfunction func, CUoccupancyB2DSize blockSizeToDynamicSMemSize, size_t dynamicSMemSize, int blockSizeLimit))real)(minGridSize, blockSize, func, blockSizeToDynamicSMemSize, dynamicSMemSize, blockSizeLimit) : omlc_bypass_missing(OMLC_SYM_cuOccupancyMaxPotentialBlockSize);
   }
-  case OMLC_MODE_MPS:
-    (void)minGridSize; (void)blockSize; (void)func; (void)blockSizeToDynamicSMemSize; (void)dynamicSMemSize; (void)blockSizeLimit;
-    return omlc_traced(OMLC_SYM_cuOccupancyMaxPotentialBlockSize, omlc_not_supported(OMLC_SYM_cuOccupancyMaxPotentialBlockSize));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuOccupancyMaxPotentialBlockSize, omlc_mps_cuOccupancyMaxPotentialBlockSize(minGridSize, blockSize, func, blockSizeToDynamicSMemSize, dynamicSMemSize, blockSizeLimit));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6916,9 +6896,7 @@ CUresult CUDAAPI cuOccupancyMaxPotentialBlockSizeWithFlags(int *minGridSize, int
     omlc_fn real = omlc_real(OMLC_SYM_cuOccupancyMaxPotentialBlockSizeWithFlags);
     return real ? ((CUresult (CUDAAPI *)(int *minGridSize, int *blockSize, CUfunction func, CUoccupancyB2DSize blockSizeToDynamicSMemSize, size_t dynamicSMemSize, int blockSizeLimit, unsigned int flags))real)(minGridSize, blockSize, func, blockSizeToDynamicSMemSize, dynamicSMemSize, blockSizeLimit, flags) : omlc_bypass_missing(OMLC_SYM_cuOccupancyMaxPotentialBlockSizeWithFlags);
   }
-  case OMLC_MODE_MPS:
-    (void)minGridSize; (void)blockSize; (void)func; (void)blockSizeToDynamicSMemSize; (void)dynamicSMemSize; (void)blockSizeLimit; (void)flags;
-    return omlc_traced(OMLC_SYM_cuOccupancyMaxPotentialBlockSizeWithFlags, omlc_not_supported(OMLC_SYM_cuOccupancyMaxPotentialBlockSizeWithFlags));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuOccupancyMaxPotentialBlockSizeWithFlags, omlc_mps_cuOccupancyMaxPotentialBlockSizeWithFlags(minGridSize, blockSize, func, blockSizeToDynamicSMemSize, dynamicSMemSize, blockSizeLimit, flags));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7834,9 +7812,7 @@ CUresult CUDAAPI cuStreamWaitEvent(CUstream hStream, CUevent hEvent, unsigned in
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamWaitEvent);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUevent hEvent, unsigned int Flags))real)(hStream, hEvent, Flags) : omlc_bypass_missing(OMLC_SYM_cuStreamWaitEvent);
   }
-  case OMLC_MODE_MPS:
-    (void)hStream; (void)hEvent; (void)Flags;
-    return omlc_traced(OMLC_SYM_cuStreamWaitEvent, omlc_not_supported(OMLC_SYM_cuStreamWaitEvent));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuStreamWaitEvent, omlc_mps_cuStreamWaitEvent(hStream, hEvent, Flags));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -7848,9 +7824,7 @@ CUresult CUDAAPI cuStreamWaitEvent_ptsz(CUstream hStream, CUevent hEvent, unsign
     omlc_fn real = omlc_real(OMLC_SYM_cuStreamWaitEvent_ptsz);
     return real ? ((CUresult (CUDAAPI *)(CUstream hStream, CUevent hEvent, unsigned int Flags))real)(hStream, hEvent, Flags) : omlc_bypass_missing(OMLC_SYM_cuStreamWaitEvent_ptsz);
   }
-  case OMLC_MODE_MPS:
-    (void)hStream; (void)hEvent; (void)Flags;
-    return omlc_traced(OMLC_SYM_cuStreamWaitEvent_ptsz, omlc_not_supported(OMLC_SYM_cuStreamWaitEvent_ptsz));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuStreamWaitEvent_ptsz, omlc_mps_cuStreamWaitEvent_ptsz(hStream, hEvent, Flags));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8828,7 +8802,7 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuCtxEnablePeerAccess", (omlc_fn)cuCtxEnablePeerAccess, OMLC_IMPL_NONE },
   { "cuCtxFromGreenCtx", (omlc_fn)cuCtxFromGreenCtx, OMLC_IMPL_NONE },
   { "cuCtxGetApiVersion", (omlc_fn)cuCtxGetApiVersion, OMLC_IMPL_NONE },
-  { "cuCtxGetCacheConfig", (omlc_fn)cuCtxGetCacheConfig, OMLC_IMPL_NONE },
+  { "cuCtxGetCacheConfig", (omlc_fn)cuCtxGetCacheConfig, OMLC_IMPL_MPS },
   { "cuCtxGetCurrent", (omlc_fn)cuCtxGetCurrent, OMLC_IMPL_MPS },
   { "cuCtxGetDevResource", (omlc_fn)cuCtxGetDevResource, OMLC_IMPL_NONE },
   { "cuCtxGetDevice", (omlc_fn)cuCtxGetDevice, OMLC_IMPL_MPS },
@@ -8845,7 +8819,7 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuCtxPushCurrent_v2", (omlc_fn)cuCtxPushCurrent_v2, OMLC_IMPL_MPS },
   { "cuCtxRecordEvent", (omlc_fn)cuCtxRecordEvent, OMLC_IMPL_NONE },
   { "cuCtxResetPersistingL2Cache", (omlc_fn)cuCtxResetPersistingL2Cache, OMLC_IMPL_NONE },
-  { "cuCtxSetCacheConfig", (omlc_fn)cuCtxSetCacheConfig, OMLC_IMPL_NONE },
+  { "cuCtxSetCacheConfig", (omlc_fn)cuCtxSetCacheConfig, OMLC_IMPL_MPS },
   { "cuCtxSetCurrent", (omlc_fn)cuCtxSetCurrent, OMLC_IMPL_MPS },
   { "cuCtxSetFlags", (omlc_fn)cuCtxSetFlags, OMLC_IMPL_NONE },
   { "cuCtxSetLimit", (omlc_fn)cuCtxSetLimit, OMLC_IMPL_NONE },
@@ -8902,22 +8876,22 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuEventElapsedTime_v2", (omlc_fn)cuEventElapsedTime_v2, OMLC_IMPL_MPS },
   { "cuEventQuery", (omlc_fn)cuEventQuery, OMLC_IMPL_MPS },
   { "cuEventRecord", (omlc_fn)cuEventRecord, OMLC_IMPL_MPS },
-  { "cuEventRecordWithFlags", (omlc_fn)cuEventRecordWithFlags, OMLC_IMPL_NONE },
-  { "cuEventRecordWithFlags_ptsz", (omlc_fn)cuEventRecordWithFlags_ptsz, OMLC_IMPL_NONE },
+  { "cuEventRecordWithFlags", (omlc_fn)cuEventRecordWithFlags, OMLC_IMPL_MPS },
+  { "cuEventRecordWithFlags_ptsz", (omlc_fn)cuEventRecordWithFlags_ptsz, OMLC_IMPL_MPS },
   { "cuEventRecord_ptsz", (omlc_fn)cuEventRecord_ptsz, OMLC_IMPL_MPS },
   { "cuEventSynchronize", (omlc_fn)cuEventSynchronize, OMLC_IMPL_MPS },
   { "cuExternalMemoryGetMappedBuffer", (omlc_fn)cuExternalMemoryGetMappedBuffer, OMLC_IMPL_NONE },
   { "cuExternalMemoryGetMappedMipmappedArray", (omlc_fn)cuExternalMemoryGetMappedMipmappedArray, OMLC_IMPL_NONE },
   { "cuFlushGPUDirectRDMAWrites", (omlc_fn)cuFlushGPUDirectRDMAWrites, OMLC_IMPL_NONE },
-  { "cuFuncGetAttribute", (omlc_fn)cuFuncGetAttribute, OMLC_IMPL_NONE },
-  { "cuFuncGetModule", (omlc_fn)cuFuncGetModule, OMLC_IMPL_NONE },
-  { "cuFuncGetName", (omlc_fn)cuFuncGetName, OMLC_IMPL_NONE },
-  { "cuFuncGetParamInfo", (omlc_fn)cuFuncGetParamInfo, OMLC_IMPL_NONE },
+  { "cuFuncGetAttribute", (omlc_fn)cuFuncGetAttribute, OMLC_IMPL_MPS },
+  { "cuFuncGetModule", (omlc_fn)cuFuncGetModule, OMLC_IMPL_MPS },
+  { "cuFuncGetName", (omlc_fn)cuFuncGetName, OMLC_IMPL_MPS },
+  { "cuFuncGetParamInfo", (omlc_fn)cuFuncGetParamInfo, OMLC_IMPL_MPS },
   { "cuFuncIsLoaded", (omlc_fn)cuFuncIsLoaded, OMLC_IMPL_NONE },
   { "cuFuncLoad", (omlc_fn)cuFuncLoad, OMLC_IMPL_NONE },
-  { "cuFuncSetAttribute", (omlc_fn)cuFuncSetAttribute, OMLC_IMPL_NONE },
+  { "cuFuncSetAttribute", (omlc_fn)cuFuncSetAttribute, OMLC_IMPL_MPS },
   { "cuFuncSetBlockShape", (omlc_fn)cuFuncSetBlockShape, OMLC_IMPL_NONE },
-  { "cuFuncSetCacheConfig", (omlc_fn)cuFuncSetCacheConfig, OMLC_IMPL_NONE },
+  { "cuFuncSetCacheConfig", (omlc_fn)cuFuncSetCacheConfig, OMLC_IMPL_MPS },
   { "cuFuncSetSharedMemConfig", (omlc_fn)cuFuncSetSharedMemConfig, OMLC_IMPL_NONE },
   { "cuFuncSetSharedSize", (omlc_fn)cuFuncSetSharedSize, OMLC_IMPL_NONE },
   { "cuGetErrorName", (omlc_fn)cuGetErrorName, OMLC_IMPL_LOCAL },
@@ -9044,13 +9018,13 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuIpcOpenEventHandle", (omlc_fn)cuIpcOpenEventHandle, OMLC_IMPL_NONE },
   { "cuIpcOpenMemHandle", (omlc_fn)cuIpcOpenMemHandle, OMLC_IMPL_NONE },
   { "cuIpcOpenMemHandle_v2", (omlc_fn)cuIpcOpenMemHandle_v2, OMLC_IMPL_NONE },
-  { "cuKernelGetAttribute", (omlc_fn)cuKernelGetAttribute, OMLC_IMPL_NONE },
+  { "cuKernelGetAttribute", (omlc_fn)cuKernelGetAttribute, OMLC_IMPL_MPS },
   { "cuKernelGetFunction", (omlc_fn)cuKernelGetFunction, OMLC_IMPL_MPS },
-  { "cuKernelGetLibrary", (omlc_fn)cuKernelGetLibrary, OMLC_IMPL_NONE },
-  { "cuKernelGetName", (omlc_fn)cuKernelGetName, OMLC_IMPL_NONE },
-  { "cuKernelGetParamInfo", (omlc_fn)cuKernelGetParamInfo, OMLC_IMPL_NONE },
-  { "cuKernelSetAttribute", (omlc_fn)cuKernelSetAttribute, OMLC_IMPL_NONE },
-  { "cuKernelSetCacheConfig", (omlc_fn)cuKernelSetCacheConfig, OMLC_IMPL_NONE },
+  { "cuKernelGetLibrary", (omlc_fn)cuKernelGetLibrary, OMLC_IMPL_MPS },
+  { "cuKernelGetName", (omlc_fn)cuKernelGetName, OMLC_IMPL_MPS },
+  { "cuKernelGetParamInfo", (omlc_fn)cuKernelGetParamInfo, OMLC_IMPL_MPS },
+  { "cuKernelSetAttribute", (omlc_fn)cuKernelSetAttribute, OMLC_IMPL_MPS },
+  { "cuKernelSetCacheConfig", (omlc_fn)cuKernelSetCacheConfig, OMLC_IMPL_MPS },
   { "cuLaunch", (omlc_fn)cuLaunch, OMLC_IMPL_NONE },
   { "cuLaunchCooperativeKernel", (omlc_fn)cuLaunchCooperativeKernel, OMLC_IMPL_NONE },
   { "cuLaunchCooperativeKernelMultiDevice", (omlc_fn)cuLaunchCooperativeKernelMultiDevice, OMLC_IMPL_NONE },
@@ -9064,11 +9038,11 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuLaunchKernelEx_ptsz", (omlc_fn)cuLaunchKernelEx_ptsz, OMLC_IMPL_MPS },
   { "cuLaunchKernel_ptsz", (omlc_fn)cuLaunchKernel_ptsz, OMLC_IMPL_MPS },
   { "cuLibraryEnumerateKernels", (omlc_fn)cuLibraryEnumerateKernels, OMLC_IMPL_NONE },
-  { "cuLibraryGetGlobal", (omlc_fn)cuLibraryGetGlobal, OMLC_IMPL_NONE },
+  { "cuLibraryGetGlobal", (omlc_fn)cuLibraryGetGlobal, OMLC_IMPL_MPS },
   { "cuLibraryGetKernel", (omlc_fn)cuLibraryGetKernel, OMLC_IMPL_MPS },
   { "cuLibraryGetKernelCount", (omlc_fn)cuLibraryGetKernelCount, OMLC_IMPL_NONE },
   { "cuLibraryGetManaged", (omlc_fn)cuLibraryGetManaged, OMLC_IMPL_NONE },
-  { "cuLibraryGetModule", (omlc_fn)cuLibraryGetModule, OMLC_IMPL_NONE },
+  { "cuLibraryGetModule", (omlc_fn)cuLibraryGetModule, OMLC_IMPL_MPS },
   { "cuLibraryGetUnifiedFunction", (omlc_fn)cuLibraryGetUnifiedFunction, OMLC_IMPL_NONE },
   { "cuLibraryLoadData", (omlc_fn)cuLibraryLoadData, OMLC_IMPL_MPS },
   { "cuLibraryLoadFromFile", (omlc_fn)cuLibraryLoadFromFile, OMLC_IMPL_NONE },
@@ -9272,11 +9246,11 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuModuleGetFunction", (omlc_fn)cuModuleGetFunction, OMLC_IMPL_MPS },
   { "cuModuleGetFunctionCount", (omlc_fn)cuModuleGetFunctionCount, OMLC_IMPL_NONE },
   { "cuModuleGetGlobal", (omlc_fn)cuModuleGetGlobal, OMLC_IMPL_NONE },
-  { "cuModuleGetGlobal_v2", (omlc_fn)cuModuleGetGlobal_v2, OMLC_IMPL_NONE },
+  { "cuModuleGetGlobal_v2", (omlc_fn)cuModuleGetGlobal_v2, OMLC_IMPL_MPS },
   { "cuModuleGetLoadingMode", (omlc_fn)cuModuleGetLoadingMode, OMLC_IMPL_MPS },
   { "cuModuleGetSurfRef", (omlc_fn)cuModuleGetSurfRef, OMLC_IMPL_NONE },
   { "cuModuleGetTexRef", (omlc_fn)cuModuleGetTexRef, OMLC_IMPL_NONE },
-  { "cuModuleLoad", (omlc_fn)cuModuleLoad, OMLC_IMPL_NONE },
+  { "cuModuleLoad", (omlc_fn)cuModuleLoad, OMLC_IMPL_MPS },
   { "cuModuleLoadData", (omlc_fn)cuModuleLoadData, OMLC_IMPL_MPS },
   { "cuModuleLoadDataEx", (omlc_fn)cuModuleLoadDataEx, OMLC_IMPL_MPS },
   { "cuModuleLoadFatBinary", (omlc_fn)cuModuleLoadFatBinary, OMLC_IMPL_MPS },
@@ -9288,11 +9262,11 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuMulticastGetGranularity", (omlc_fn)cuMulticastGetGranularity, OMLC_IMPL_NONE },
   { "cuMulticastUnbind", (omlc_fn)cuMulticastUnbind, OMLC_IMPL_NONE },
   { "cuOccupancyAvailableDynamicSMemPerBlock", (omlc_fn)cuOccupancyAvailableDynamicSMemPerBlock, OMLC_IMPL_NONE },
-  { "cuOccupancyMaxActiveBlocksPerMultiprocessor", (omlc_fn)cuOccupancyMaxActiveBlocksPerMultiprocessor, OMLC_IMPL_NONE },
-  { "cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags", (omlc_fn)cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags, OMLC_IMPL_NONE },
+  { "cuOccupancyMaxActiveBlocksPerMultiprocessor", (omlc_fn)cuOccupancyMaxActiveBlocksPerMultiprocessor, OMLC_IMPL_MPS },
+  { "cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags", (omlc_fn)cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags, OMLC_IMPL_MPS },
   { "cuOccupancyMaxActiveClusters", (omlc_fn)cuOccupancyMaxActiveClusters, OMLC_IMPL_NONE },
-  { "cuOccupancyMaxPotentialBlockSize", (omlc_fn)cuOccupancyMaxPotentialBlockSize, OMLC_IMPL_NONE },
-  { "cuOccupancyMaxPotentialBlockSizeWithFlags", (omlc_fn)cuOccupancyMaxPotentialBlockSizeWithFlags, OMLC_IMPL_NONE },
+  { "cuOccupancyMaxPotentialBlockSize", (omlc_fn)cuOccupancyMaxPotentialBlockSize, OMLC_IMPL_MPS },
+  { "cuOccupancyMaxPotentialBlockSizeWithFlags", (omlc_fn)cuOccupancyMaxPotentialBlockSizeWithFlags, OMLC_IMPL_MPS },
   { "cuOccupancyMaxPotentialClusterSize", (omlc_fn)cuOccupancyMaxPotentialClusterSize, OMLC_IMPL_NONE },
   { "cuParamSetSize", (omlc_fn)cuParamSetSize, OMLC_IMPL_NONE },
   { "cuParamSetTexRef", (omlc_fn)cuParamSetTexRef, OMLC_IMPL_NONE },
@@ -9362,8 +9336,8 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuStreamUpdateCaptureDependencies_ptsz", (omlc_fn)cuStreamUpdateCaptureDependencies_ptsz, OMLC_IMPL_NONE },
   { "cuStreamUpdateCaptureDependencies_v2", (omlc_fn)cuStreamUpdateCaptureDependencies_v2, OMLC_IMPL_NONE },
   { "cuStreamUpdateCaptureDependencies_v2_ptsz", (omlc_fn)cuStreamUpdateCaptureDependencies_v2_ptsz, OMLC_IMPL_NONE },
-  { "cuStreamWaitEvent", (omlc_fn)cuStreamWaitEvent, OMLC_IMPL_NONE },
-  { "cuStreamWaitEvent_ptsz", (omlc_fn)cuStreamWaitEvent_ptsz, OMLC_IMPL_NONE },
+  { "cuStreamWaitEvent", (omlc_fn)cuStreamWaitEvent, OMLC_IMPL_MPS },
+  { "cuStreamWaitEvent_ptsz", (omlc_fn)cuStreamWaitEvent_ptsz, OMLC_IMPL_MPS },
   { "cuStreamWaitValue32", (omlc_fn)cuStreamWaitValue32, OMLC_IMPL_NONE },
   { "cuStreamWaitValue32_ptsz", (omlc_fn)cuStreamWaitValue32_ptsz, OMLC_IMPL_NONE },
   { "cuStreamWaitValue32_v2", (omlc_fn)cuStreamWaitValue32_v2, OMLC_IMPL_NONE },

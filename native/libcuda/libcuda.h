@@ -87,6 +87,10 @@ CUresult omlc_stream_id(CUstream s, uint32_t *id);
 CUresult omlc_stream_unique_id(CUstream s, unsigned long long *streamId, int per_thread);
 /* MPS mode: whether ptr lies in one of this client's device allocations, and which (memory.c). */
 int omlc_device_pointer(CUdeviceptr_v2 ptr, CUdeviceptr_v2 *base, size_t *size);
+/* MPS mode: counts [base, base+size) as this client's device memory, or no longer (memory.c):
+ * for module variables, which live as long as their module. */
+void omlc_device_range_add(CUdeviceptr_v2 base, size_t size);
+void omlc_device_range_remove(CUdeviceptr_v2 base);
 /* MPS mode: whether [p, p+n) lies wholly inside one page-locked host allocation, and its
  * HOST_REGISTER handle and the offset of p in it (host-memory.c). */
 int omlc_host_window(const void *p, size_t n, uint32_t *handle, uint64_t *offset);

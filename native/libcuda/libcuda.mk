@@ -39,8 +39,13 @@ $(OUT)/test/host-memory-check: $(LIBCUDA_DIR)/test/host-memory-check.c $(LIBCUDA
 	@mkdir -p $(dir $@)
 	$(CC) -I$(LIBCUDA_DIR) $(CFLAGS) $(SAN_CFLAGS) $< -ldl -o $@
 
+# The potential-block-size search alone, against occupancy models of its own (no server).
+$(OUT)/test/occupancy-check: $(LIBCUDA_DIR)/test/occupancy-check.c $(LIBCUDA_DIR)/occupancy.c $(LIBCUDA_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) -I$(LIBCUDA_DIR) $(CFLAGS) $(SAN_CFLAGS) $< $(LIBCUDA_DIR)/occupancy.c -o $@
+
 TARGETS += $(OUT)/libcuda/libcuda.so.1
-TEST_PROGRAMS += $(OUT)/san/libcuda/libcuda.so.1 $(OUT)/test/libcuda-check $(OUT)/test/host-memory-check
+TEST_PROGRAMS += $(OUT)/san/libcuda/libcuda.so.1 $(OUT)/test/libcuda-check $(OUT)/test/host-memory-check $(OUT)/test/occupancy-check
 
 .PHONY: run-libcuda-check
 # The checks that need no daemon (libcuda-check.c takes a mode; test/unit/libcuda.test.ts runs
@@ -48,4 +53,5 @@ TEST_PROGRAMS += $(OUT)/san/libcuda/libcuda.so.1 $(OUT)/test/libcuda-check $(OUT
 run-libcuda-check: $(OUT)/test/libcuda-check $(OUT)/san/libcuda/libcuda.so.1
 	$(OUT)/test/libcuda-check $(OUT)/san/libcuda/libcuda.so.1 hash
 	$(OUT)/test/libcuda-check $(OUT)/san/libcuda/libcuda.so.1 none
+	$(OUT)/test/occupancy-check
 TEST_RUNS += run-libcuda-check

@@ -100,6 +100,10 @@ static void forget(CUdeviceptr_v2 base) {
   pthread_mutex_unlock(&allocations_lock);
 }
 
+/* A module's variable (cuModuleGetGlobal) is device memory of this client as long as its module. */
+void omlc_device_range_add(CUdeviceptr_v2 base, size_t size) { remember(base, size); }
+void omlc_device_range_remove(CUdeviceptr_v2 base) { forget(base); }
+
 /* Whether ptr lies in one of this client's device allocations. */
 int omlc_device_pointer(CUdeviceptr_v2 ptr, CUdeviceptr_v2 *base, size_t *size) {
   pthread_mutex_lock(&allocations_lock);

@@ -7,44 +7,18 @@
  * cuLaunchKernel. Launches are fire-and-forget (no reply); their errors come back on the next call
  * that waits, as CUDA's asynchronous errors do. */
 #include "libcuda.h"
+#include "modules.h"
 
 #include "openmps-transport.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define MODULE_MAGIC 0x6f6d6d64u   /* "ommd" */
-#define FUNCTION_MAGIC 0x6f6d666eu /* "omfn" */
-#define LIBRARY_MAGIC 0x6f6d6c62u  /* "omlb" */
-
-typedef struct {
-  uint32_t offset;
-  uint32_t size;
-} param_t;
-/* A function lives as long as its module (CUDA has no call to free one): each module or library
- * keeps its functions, gives the same record for the same server function, and frees them when
- * it is unloaded. */
-struct CUfunc_st {
-  uint32_t magic;
-  uint32_t id;
-  struct CUfunc_st *next;
-  uint32_t count;
-  uint32_t bytes; /* the end of the last parameter: the size of the packed buffer */
-  param_t params[];
-};
-struct CUmod_st {
-  uint32_t magic;
-  uint32_t id;
-  pthread_mutex_t lock;
-  struct CUfunc_st *functions;
-};
-struct CUlib_st {
-  uint32_t magic;
-  uint32_t id;
-  pthread_mutex_t lock;
-  struct CUfunc_st *functions;
-};
+#include <sys/mman.h>
+#include <unistd.h>
 
 static CUresult call(uint16_t opcode, const void *req, void *rep, omps_arena_t *arena) {
   omps_transport_t *t = omlc_session();
@@ -106,19 +80,58 @@ static CUresult image_of(const void *image, const char **kind, const uint8_t **d
   return CUDA_SUCCESS;
 }
 
+/* Images above this go through a sealed memfd (MODULE_LOAD_REGION), not in the frame: PyTorch's
+ * and cuBLAS's fatbins reach 30-60 MB, past the 16 MiB a frame may carry. */
+#define REGION_IMAGE_BYTES ((size_t)1 << 20)
+/* The server's bound on such an image (src/server/dispatcher.ts MODULE_REGION_LIMIT). */
+#define REGION_IMAGE_LIMIT ((size_t)1 << 30)
+
+/* A sealed memfd holding the image, made as every region of this library is (host-memory.c,
+ * docs/protocol.md "Bulk data"): -1 on failure. */
+static int image_region(const uint8_t *data, size_t len) {
+  char name[64];
+  snprintf(name, sizeof name, "openmps-%ld-module", (long)getpid());
+  int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) return -1;
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = write(fd, data + done, len - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      close(fd);
+      return -1;
+    }
+    done += (size_t)n;
+  }
+  if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 static CUresult load(const void *image, uint32_t *module) {
   const char *kind;
   const uint8_t *data;
   size_t len;
   CUresult rc = image_of(image, &kind, &data, &len);
   if (rc != CUDA_SUCCESS) return rc;
-  if (len > UINT32_MAX) return CUDA_ERROR_INVALID_IMAGE;
-  omps_module_load_req_t req = {omps_str_from(kind), {data, (uint32_t)len}, omps_str_from(""), 0, NULL};
+  if (len > REGION_IMAGE_LIMIT) return CUDA_ERROR_INVALID_VALUE;
   omps_module_load_rep_t rep;
   memset(&rep, 0, sizeof rep);
   omps_arena_t arena;
   memset(&arena, 0, sizeof arena);
-  rc = call(OMPS_OP_MODULE_LOAD, &req, &rep, &arena);
+  if (len > REGION_IMAGE_BYTES) {
+    int fd = image_region(data, len);
+    if (fd < 0) return CUDA_ERROR_OUT_OF_MEMORY;
+    omps_module_load_region_req_t req = {omps_str_from(kind), (uint32_t)fd, (uint64_t)len, omps_str_from(""), 0, NULL};
+    rc = call(OMPS_OP_MODULE_LOAD_REGION, &req, &rep, &arena);
+    /* The server copied the image out of its own mapping before replying: the file can go. */
+    close(fd);
+  } else {
+    omps_module_load_req_t req = {omps_str_from(kind), {data, (uint32_t)len}, omps_str_from(""), 0, NULL};
+    rc = call(OMPS_OP_MODULE_LOAD, &req, &rep, &arena);
+  }
   if (rc == CUDA_SUCCESS) *module = rep.module;
   else if (rep.log.len > 0) omlc_log("module load: %.*s", (int)rep.log.len, rep.log.data);
   omps_arena_free(&arena);
@@ -142,20 +155,76 @@ static CUresult module_load_data(CUmodule *module, const void *image) {
   m->magic = MODULE_MAGIC;
   pthread_mutex_init(&m->lock, NULL);
   m->functions = NULL;
+  m->library = NULL;
+  m->globals = NULL;
+  m->globals_len = m->globals_cap = 0;
   *module = m;
   return CUDA_SUCCESS;
+}
+
+static void forget_globals(struct CUmod_st *m) {
+  for (size_t i = 0; i < m->globals_len; i++) omlc_device_range_remove(m->globals[i]);
+  free(m->globals);
+  m->globals = NULL;
+  m->globals_len = m->globals_cap = 0;
 }
 
 static void free_functions(struct CUfunc_st *f) {
   while (f != NULL) {
     struct CUfunc_st *next = f->next;
     f->magic = 0;
+    free(f->name);
     free(f);
     f = next;
   }
 }
 
 CUresult omlc_mps_cuModuleLoadData(CUmodule *module, const void *image) { return module_load_data(module, image); }
+
+/* cuModuleLoad: the file's bytes, NUL-terminated (a PTX file is text without its NUL), loaded as
+ * cuModuleLoadData loads an image. A file that cannot be opened is CUDA_ERROR_FILE_NOT_FOUND. */
+CUresult omlc_mps_cuModuleLoad(CUmodule *module, const char *fname) {
+  if (module == NULL || fname == NULL) return CUDA_ERROR_INVALID_VALUE;
+  if (omlc_session() == NULL) return CUDA_ERROR_NOT_INITIALIZED;
+  FILE *f = fopen(fname, "rb");
+  if (f == NULL) return CUDA_ERROR_FILE_NOT_FOUND;
+  CUresult rc = CUDA_SUCCESS;
+  size_t len = 0, cap = 1 << 16;
+  /* Zeroed: image_of may read a header's fixed fields past the end of a short file. */
+  uint8_t *buf = calloc(cap, 1);
+  while (buf != NULL) {
+    if (len + 1 >= cap) {
+      if (cap > REGION_IMAGE_LIMIT) {
+        rc = CUDA_ERROR_INVALID_VALUE;
+        break;
+      }
+      uint8_t *grown = realloc(buf, cap * 2);
+      if (grown == NULL) break;
+      memset(grown + cap, 0, cap);
+      buf = grown;
+      cap *= 2;
+    }
+    size_t n = fread(buf + len, 1, cap - len - 1, f);
+    len += n;
+    if (n == 0) break;
+  }
+  if (buf == NULL || (rc == CUDA_SUCCESS && len + 1 >= cap)) rc = CUDA_ERROR_OUT_OF_MEMORY;
+  else if (rc == CUDA_SUCCESS && ferror(f)) rc = CUDA_ERROR_FILE_NOT_FOUND;
+  fclose(f);
+  if (rc == CUDA_SUCCESS) {
+    buf[len] = 0;
+    /* The image's header says how long it is: it must lie inside the file, and a file cannot
+     * hold a fatbinc wrapper, whose pointer means nothing outside the process that made it. */
+    const char *kind;
+    const uint8_t *data;
+    size_t image_len = 0;
+    if (len == 0 || (len >= 4 && le32(buf) == FATBINC_MAGIC)) rc = CUDA_ERROR_INVALID_IMAGE;
+    else if ((rc = image_of(buf, &kind, &data, &image_len)) == CUDA_SUCCESS && image_len > len) rc = CUDA_ERROR_INVALID_IMAGE;
+    if (rc == CUDA_SUCCESS) rc = module_load_data(module, buf);
+  }
+  free(buf);
+  return rc;
+}
 CUresult omlc_mps_cuModuleLoadFatBinary(CUmodule *module, const void *fatCubin) { return module_load_data(module, fatCubin); }
 /* JIT options tune the driver's own compilation (log buffers, optimization level); the server
  * compiles with its defaults, so they are accepted and not passed on. */
@@ -168,10 +237,12 @@ CUresult omlc_mps_cuModuleLoadDataEx(CUmodule *module, const void *image, unsign
 }
 
 CUresult omlc_mps_cuModuleUnload(CUmodule hmod) {
-  if (hmod == NULL || hmod->magic != MODULE_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
+  /* A library's module (cuLibraryGetModule) goes with its library (cuLibraryUnload). */
+  if (hmod == NULL || hmod->magic != MODULE_MAGIC || hmod->library != NULL) return CUDA_ERROR_INVALID_HANDLE;
   CUresult rc = unload(hmod->id);
   if (rc == CUDA_SUCCESS) {
     hmod->magic = 0;
+    forget_globals(hmod);
     free_functions(hmod->functions);
     pthread_mutex_destroy(&hmod->lock);
     free(hmod);
@@ -179,10 +250,9 @@ CUresult omlc_mps_cuModuleUnload(CUmodule hmod) {
   return rc;
 }
 
-static CUresult get_function(uint32_t module, pthread_mutex_t *lock, struct CUfunc_st **functions, const char *name,
-                             struct CUfunc_st **out) {
+static CUresult get_function(struct CUmod_st *m, const char *name, struct CUfunc_st **out) {
   if (name == NULL) return CUDA_ERROR_INVALID_VALUE;
-  omps_module_get_function_req_t req = {module, omps_str_from(name)};
+  omps_module_get_function_req_t req = {m->id, omps_str_from(name)};
   omps_module_get_function_rep_t rep;
   memset(&rep, 0, sizeof rep);
   omps_arena_t arena;
@@ -197,6 +267,10 @@ static CUresult get_function(uint32_t module, pthread_mutex_t *lock, struct CUfu
     f->magic = FUNCTION_MAGIC;
     f->id = rep.function;
     f->next = NULL;
+    f->module = m;
+    f->cache_config = CU_FUNC_CACHE_PREFER_NONE;
+    f->name = strdup(name);
+    if (f->name == NULL) rc = CUDA_ERROR_OUT_OF_MEMORY;
     f->count = rep.params_count;
     f->bytes = 0;
     for (uint32_t i = 0; i < rep.params_count; i++) {
@@ -208,23 +282,25 @@ static CUresult get_function(uint32_t module, pthread_mutex_t *lock, struct CUfu
       else if (end > f->bytes) f->bytes = (uint32_t)end;
     }
     if (rc != CUDA_SUCCESS) {
+      free(f->name);
       free(f);
       f = NULL;
     }
   }
   omps_arena_free(&arena);
   if (rc != CUDA_SUCCESS) return rc;
-  pthread_mutex_lock(lock);
-  struct CUfunc_st *known = *functions;
+  pthread_mutex_lock(&m->lock);
+  struct CUfunc_st *known = m->functions;
   while (known != NULL && known->id != f->id) known = known->next;
   if (known != NULL) {
+    free(f->name);
     free(f);
     f = known;
   } else {
-    f->next = *functions;
-    *functions = f;
+    f->next = m->functions;
+    m->functions = f;
   }
-  pthread_mutex_unlock(lock);
+  pthread_mutex_unlock(&m->lock);
   *out = f;
   return CUDA_SUCCESS;
 }
@@ -232,7 +308,7 @@ static CUresult get_function(uint32_t module, pthread_mutex_t *lock, struct CUfu
 CUresult omlc_mps_cuModuleGetFunction(CUfunction *hfunc, CUmodule hmod, const char *name) {
   if (hfunc == NULL) return CUDA_ERROR_INVALID_VALUE;
   if (hmod == NULL || hmod->magic != MODULE_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
-  return get_function(hmod->id, &hmod->lock, &hmod->functions, name, hfunc);
+  return get_function(hmod, name, hfunc);
 }
 
 /* cudart loads each fatbin lazily, at its first launch, as a library (CU_LIBRARY_BINARY_IS_PRESERVED
@@ -257,8 +333,13 @@ CUresult omlc_mps_cuLibraryLoadData(CUlibrary *library, const void *code, CUjit_
     return rc;
   }
   l->magic = LIBRARY_MAGIC;
-  pthread_mutex_init(&l->lock, NULL);
-  l->functions = NULL;
+  l->module.magic = MODULE_MAGIC;
+  l->module.id = l->id;
+  pthread_mutex_init(&l->module.lock, NULL);
+  l->module.functions = NULL;
+  l->module.library = l;
+  l->module.globals = NULL;
+  l->module.globals_len = l->module.globals_cap = 0;
   *library = l;
   return CUDA_SUCCESS;
 }
@@ -268,8 +349,10 @@ CUresult omlc_mps_cuLibraryUnload(CUlibrary library) {
   CUresult rc = unload(library->id);
   if (rc == CUDA_SUCCESS) {
     library->magic = 0;
-    free_functions(library->functions);
-    pthread_mutex_destroy(&library->lock);
+    library->module.magic = 0;
+    forget_globals(&library->module);
+    free_functions(library->module.functions);
+    pthread_mutex_destroy(&library->module.lock);
     free(library);
   }
   return rc;
@@ -279,9 +362,62 @@ CUresult omlc_mps_cuLibraryGetKernel(CUkernel *pKernel, CUlibrary library, const
   if (pKernel == NULL) return CUDA_ERROR_INVALID_VALUE;
   if (library == NULL || library->magic != LIBRARY_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
   struct CUfunc_st *f = NULL;
-  CUresult rc = get_function(library->id, &library->lock, &library->functions, name, &f);
+  CUresult rc = get_function(&library->module, name, &f);
   if (rc == CUDA_SUCCESS) *pKernel = (CUkernel)(void *)f;
   return rc;
+}
+
+/* cuModuleGetGlobal (MODULE_GET_GLOBAL): the server's address of a __device__ or __constant__
+ * variable, which this client may then copy to and from (cudaMemcpyToSymbol, cudaGetSymbolAddress)
+ * and cuMemcpy takes for device memory until the module is unloaded. */
+static CUresult get_global(struct CUmod_st *m, const char *name, CUdeviceptr_v2 *dptr, size_t *bytes) {
+  if (name == NULL || (dptr == NULL && bytes == NULL)) return CUDA_ERROR_INVALID_VALUE;
+  omps_module_get_global_req_t req = {m->id, omps_str_from(name)};
+  omps_module_get_global_rep_t rep = {0, 0};
+  CUresult rc = call(OMPS_OP_MODULE_GET_GLOBAL, &req, &rep, NULL);
+  if (rc != CUDA_SUCCESS) return rc;
+  pthread_mutex_lock(&m->lock);
+  size_t i = 0;
+  while (i < m->globals_len && m->globals[i] != rep.ptr) i++;
+  if (i == m->globals_len && rep.bytes > 0) {
+    if (m->globals_len == m->globals_cap) {
+      size_t cap = m->globals_cap ? m->globals_cap * 2 : 8;
+      CUdeviceptr_v2 *grown = realloc(m->globals, cap * sizeof *grown);
+      if (grown == NULL) rc = CUDA_ERROR_OUT_OF_MEMORY;
+      else {
+        m->globals = grown;
+        m->globals_cap = cap;
+      }
+    }
+    if (rc == CUDA_SUCCESS) {
+      m->globals[m->globals_len++] = rep.ptr;
+      omlc_device_range_add(rep.ptr, (size_t)rep.bytes);
+    }
+  }
+  pthread_mutex_unlock(&m->lock);
+  if (rc != CUDA_SUCCESS) return rc;
+  if (dptr != NULL) *dptr = rep.ptr;
+  if (bytes != NULL) *bytes = (size_t)rep.bytes;
+  return CUDA_SUCCESS;
+}
+
+CUresult omlc_mps_cuModuleGetGlobal_v2(CUdeviceptr_v2 *dptr, size_t *bytes, CUmodule hmod, const char *name) {
+  if (hmod == NULL || hmod->magic != MODULE_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
+  return get_global(hmod, name, dptr, bytes);
+}
+
+CUresult omlc_mps_cuLibraryGetGlobal(CUdeviceptr_v2 *dptr, size_t *bytes, CUlibrary library, const char *name) {
+  if (library == NULL || library->magic != LIBRARY_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
+  return get_global(&library->module, name, dptr, bytes);
+}
+
+/* A library's functions live in the module record it holds: that is the module cuFuncGetModule
+ * answers for them, and cuLibraryGetModule here. */
+CUresult omlc_mps_cuLibraryGetModule(CUmodule *pMod, CUlibrary library) {
+  if (pMod == NULL) return CUDA_ERROR_INVALID_VALUE;
+  if (library == NULL || library->magic != LIBRARY_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
+  *pMod = &library->module;
+  return CUDA_SUCCESS;
 }
 
 CUresult omlc_mps_cuKernelGetFunction(CUfunction *pFunc, CUkernel kernel) {

@@ -215,6 +215,27 @@ CUresult omlc_mps_cuStreamGetId_ptsz(CUstream hStream, unsigned long long *strea
   return omlc_stream_unique_id(hStream, streamId, 1);
 }
 
+static CUresult event_id(CUevent e, uint32_t *id);
+
+/* cuStreamWaitEvent: the server orders it on the device (STREAM_WAIT_EVENT); the host does not
+ * wait. CU_EVENT_WAIT_EXTERNAL is a graph-capture flag: outside capture the driver refuses it, as
+ * it refuses any other bit, so only 0 (CU_EVENT_WAIT_DEFAULT) is taken. */
+static CUresult stream_wait_event(CUstream s, CUevent e, unsigned int flags) {
+  if (flags != CU_EVENT_WAIT_DEFAULT) return CUDA_ERROR_INVALID_VALUE;
+  uint32_t stream, event;
+  CUresult rc = omlc_stream_id(s, &stream);
+  if (rc == CUDA_SUCCESS) rc = event_id(e, &event);
+  if (rc != CUDA_SUCCESS) return rc;
+  omps_stream_wait_event_req_t req = {stream, event};
+  return call(OMPS_OP_STREAM_WAIT_EVENT, &req, NULL);
+}
+CUresult omlc_mps_cuStreamWaitEvent(CUstream hStream, CUevent hEvent, unsigned int Flags) {
+  return stream_wait_event(hStream, hEvent, Flags);
+}
+CUresult omlc_mps_cuStreamWaitEvent_ptsz(CUstream hStream, CUevent hEvent, unsigned int Flags) {
+  return stream_wait_event(hStream, hEvent, Flags);
+}
+
 /* ---- events ------------------------------------------------------------------------------------ */
 
 static CUresult event_id(CUevent e, uint32_t *id) {
@@ -266,6 +287,19 @@ static CUresult event_record(CUevent e, CUstream s) {
 }
 CUresult omlc_mps_cuEventRecord(CUevent hEvent, CUstream hStream) { return event_record(hEvent, hStream); }
 CUresult omlc_mps_cuEventRecord_ptsz(CUevent hEvent, CUstream hStream) { return event_record(hEvent, hStream); }
+
+/* CU_EVENT_RECORD_EXTERNAL only matters inside stream capture (it makes the record a graph
+ * node); outside capture the driver records the event as cuEventRecord does, and so does this. */
+static CUresult event_record_flags(CUevent e, CUstream s, unsigned int flags) {
+  if (flags != CU_EVENT_RECORD_DEFAULT && flags != CU_EVENT_RECORD_EXTERNAL) return CUDA_ERROR_INVALID_VALUE;
+  return event_record(e, s);
+}
+CUresult omlc_mps_cuEventRecordWithFlags(CUevent hEvent, CUstream hStream, unsigned int flags) {
+  return event_record_flags(hEvent, hStream, flags);
+}
+CUresult omlc_mps_cuEventRecordWithFlags_ptsz(CUevent hEvent, CUstream hStream, unsigned int flags) {
+  return event_record_flags(hEvent, hStream, flags);
+}
 
 CUresult omlc_mps_cuEventSynchronize(CUevent hEvent) {
   uint32_t id;

@@ -71,6 +71,12 @@ export interface DeviceModule {
   readonly log: string;
   /** Throws CudaError CUDA_ERROR_NOT_FOUND when the module has no such kernel. */
   getFunction(name: string): DeviceFunction;
+  /**
+   * cuModuleGetGlobal: the device address and size of a `__device__` or `__constant__` variable
+   * of the module; CUDA_ERROR_NOT_FOUND when it has none of that name. The memory lives as long
+   * as the module.
+   */
+  getGlobal(name: string): { readonly ptr: DevicePointer; readonly bytes: number };
   unload(): void;
 }
 
@@ -154,6 +160,19 @@ export interface Device {
   memFree(ptr: DevicePointer): Promise<void>;
   memGetInfo(): MemoryInfo;
   loadModule(image: ModuleImage): Promise<DeviceModule>;
+  /**
+   * cuFuncGetAttribute: a CU_FUNC_ATTRIBUTE_* (cuda.h CUfunction_attribute) of a function of this
+   * device. An unknown attribute is CUDA_ERROR_INVALID_VALUE; a function of another device or of
+   * an unloaded module CUDA_ERROR_INVALID_HANDLE.
+   */
+  functionAttribute(fn: DeviceFunction, attribute: number): number;
+  /** cuFuncSetAttribute: MAX_DYNAMIC_SHARED_SIZE_BYTES, PREFERRED_SHARED_MEMORY_CARVEOUT, ... */
+  setFunctionAttribute(fn: DeviceFunction, attribute: number, value: number): void;
+  /**
+   * cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags: blocks of `blockSize` threads with
+   * `dynamicSharedBytes` of dynamic shared memory that one SM holds at once.
+   */
+  occupancy(fn: DeviceFunction, blockSize: number, dynamicSharedBytes: number, flags: number): number;
   createStream(options?: StreamOptions): DeviceStream;
   createEvent(): DeviceEvent;
   /** Resolves when all streams are idle. */

@@ -114,13 +114,16 @@ export function getSeals(fd: number): number | undefined {
   return seals < 0 ? undefined : seals;
 }
 
-/** Maps `bytes` of an open shared-memory file shared and read-write. */
-export function mapShared(fd: number, bytes: number): Mapping {
+/**
+ * Maps `bytes` of an open shared-memory file shared, read-write or (`readOnly`, for a file opened
+ * read-only) read-only: a write through a read-only mapping faults, so its views are only read.
+ */
+export function mapShared(fd: number, bytes: number, readOnly = false): Mapping {
   if (!Number.isSafeInteger(bytes) || bytes <= 0 || bytes > MAX_MAPPING_BYTES) {
     throw new Error(`a mapping of ${bytes} bytes is not possible (1 to ${MAX_MAPPING_BYTES})`);
   }
   const c = loadLibc();
-  const ptr = c.mmap(null, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  const ptr = c.mmap(null, bytes, readOnly ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   const address = koffi.address(ptr);
   if (address === MAP_FAILED || address === 0n) {
     throw new Error(`mmap of ${bytes} bytes failed`);
@@ -257,6 +260,15 @@ export interface CudaDriver {
   cuKernelGetParamInfo(kernel: NativePointer, index: number, offset: BigUint64Array, size: BigUint64Array): Status;
   cuKernelGetFunction(fn: BigUint64Array, kernel: NativePointer): Status;
   cuFuncGetParamInfo(fn: NativePointer, index: number, offset: BigUint64Array, size: BigUint64Array): Status;
+  /** The variable's address in the current context (cuda.h: cuLibraryGetGlobal). */
+  cuLibraryGetGlobal(ptr: BigUint64Array, bytes: BigUint64Array, library: NativePointer, name: string): Status;
+  /** Context-independent: a CUkernel's attribute on one device. */
+  cuKernelGetAttribute(value: Int32Array, attribute: number, kernel: NativePointer, device: number): Status;
+  cuKernelSetAttribute(attribute: number, value: number, kernel: NativePointer, device: number): Status;
+  /** Takes a CUkernel cast to CUfunction; computes for the current context (cuda.h). */
+  cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
+    blocks: Int32Array, fn: NativePointer, blockSize: number, dynamicSharedBytes: number, flags: number,
+  ): Status;
   cuLaunchKernel(
     f: NativePointer, gridX: number, gridY: number, gridZ: number, blockX: number, blockY: number, blockZ: number,
     sharedMemBytes: number, stream: NativePointer, kernelParams: NativePointer, extra: NativePointer,
@@ -379,6 +391,12 @@ export function loadCuda(): CudaDriver {
     cuKernelGetParamInfo: f('int cuKernelGetParamInfo(void *kernel, size_t paramIndex, _Out_ uint64_t *paramOffset, _Out_ uint64_t *paramSize)') as CudaDriver['cuKernelGetParamInfo'],
     cuKernelGetFunction: f('int cuKernelGetFunction(_Out_ void **pFunc, void *kernel)') as CudaDriver['cuKernelGetFunction'],
     cuFuncGetParamInfo: f('int cuFuncGetParamInfo(void *func, size_t paramIndex, _Out_ uint64_t *paramOffset, _Out_ uint64_t *paramSize)') as CudaDriver['cuFuncGetParamInfo'],
+    cuLibraryGetGlobal: f('int cuLibraryGetGlobal(_Out_ uint64_t *dptr, _Out_ uint64_t *bytes, void *library, const char *name)') as CudaDriver['cuLibraryGetGlobal'],
+    cuKernelGetAttribute: f('int cuKernelGetAttribute(_Out_ int *pi, int attrib, void *kernel, int dev)') as CudaDriver['cuKernelGetAttribute'],
+    cuKernelSetAttribute: f('int cuKernelSetAttribute(int attrib, int val, void *kernel, int dev)') as CudaDriver['cuKernelSetAttribute'],
+    cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags: f(
+      'int cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(_Out_ int *numBlocks, void *func, int blockSize, size_t dynamicSMemSize, unsigned int flags)',
+    ) as CudaDriver['cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags'],
     cuLaunchKernel: f(
       'int cuLaunchKernel(void *f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ, ' +
         'unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ, unsigned int sharedMemBytes, ' +

@@ -135,11 +135,35 @@ export const MESSAGES = {
     request: { kind: 'str', image: 'bytes', name: 'str', options: { list: 'str' } },
     reply: { module: 'u32', log: 'str' },
   },
+  /**
+   * MODULE_LOAD with the image in a sealed memfd the client made (`fd`, as for HOST_REGISTER), for
+   * images a frame cannot carry (PyTorch's and cuBLAS's fatbins reach 30-60 MB); at most 1 GiB.
+   */
+  MODULE_LOAD_REGION: {
+    opcode: 0x0127,
+    request: { kind: 'str', fd: 'u32', bytes: 'u64', name: 'str', options: { list: 'str' } },
+    reply: { module: 'u32', log: 'str' },
+  },
   MODULE_UNLOAD: { opcode: 0x0121, request: { module: 'u32' }, reply: {} },
   MODULE_GET_FUNCTION: {
     opcode: 0x0122,
     request: { module: 'u32', name: 'str' },
     reply: { function: 'u32', params: { list: PARAM_INFO } },
+  },
+  /**
+   * cuModuleGetGlobal: address and size of a `__device__` / `__constant__` variable of the
+   * session's module; the client may then copy to and from it as from its own memory.
+   */
+  MODULE_GET_GLOBAL: { opcode: 0x0126, request: { module: 'u32', name: 'str' }, reply: { ptr: 'u64', bytes: 'u64' } },
+  /** cuFuncGetAttribute: a CU_FUNC_ATTRIBUTE_* of one of the session's functions. */
+  FUNC_GET_ATTRIBUTE: { opcode: 0x0123, request: { function: 'u32', attribute: 'i32' }, reply: { value: 'i32' } },
+  /** cuFuncSetAttribute (MAX_DYNAMIC_SHARED_SIZE_BYTES, PREFERRED_SHARED_MEMORY_CARVEOUT, ...). */
+  FUNC_SET_ATTRIBUTE: { opcode: 0x0124, request: { function: 'u32', attribute: 'i32', value: 'i32' }, reply: {} },
+  /** cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags: blocks of the function one SM holds at once. */
+  OCCUPANCY: {
+    opcode: 0x0125,
+    request: { function: 'u32', blockSize: 'i32', dynamicSmemBytes: 'u64', flags: 'u32' },
+    reply: { blocks: 'i32' },
   },
   LAUNCH: {
     opcode: 0x0130,
@@ -186,6 +210,11 @@ export const MESSAGES = {
   STREAM_SYNCHRONIZE: { opcode: 0x0142, request: { stream: 'u32' }, reply: {} },
   STREAM_QUERY: { opcode: 0x0143, request: { stream: 'u32' }, reply: { done: 'bool' } },
   CTX_SYNCHRONIZE: { opcode: 0x0144, request: {}, reply: {} },
+  /**
+   * cuStreamWaitEvent: work enqueued on `stream` after this waits on the device for the event's
+   * last record (as of now); the host does not wait. Normally sent NO_REPLY, like EVENT_RECORD.
+   */
+  STREAM_WAIT_EVENT: { opcode: 0x0145, request: { stream: 'u32', event: 'u32' }, reply: {} },
   EVENT_CREATE: { opcode: 0x0150, request: {}, reply: { event: 'u32' } },
   EVENT_DESTROY: { opcode: 0x0151, request: { event: 'u32' }, reply: {} },
   EVENT_RECORD: { opcode: 0x0152, request: { event: 'u32', stream: 'u32' }, reply: {} },

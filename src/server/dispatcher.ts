@@ -76,6 +76,33 @@ function registerHostRegion(session: Session, peerPid: number, fd: number, bytes
   }
 }
 
+/** The largest image MODULE_LOAD_REGION takes: past the 60 MB fatbins of the libraries that need it. */
+export const MODULE_REGION_LIMIT = 1024 ** 3;
+
+/**
+ * MODULE_LOAD_REGION's image: the client's sealed region (SharedRegion.open's checks, as for
+ * SHM_ATTACH and HOST_REGISTER), mapped read-only, copied into the server's own memory and
+ * unmapped at once, so the client cannot change the image between the server's checks of it and
+ * the driver's read.
+ */
+function regionImage(peerPid: number, fd: number, bytes: bigint): Uint8Array {
+  const call = 'cuModuleLoadDataEx';
+  if (bytes <= 0n || bytes > BigInt(MODULE_REGION_LIMIT)) {
+    throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `a module image of ${bytes} bytes (1 to ${MODULE_REGION_LIMIT})`);
+  }
+  let region: SharedRegion;
+  try {
+    region = SharedRegion.open(peerPid, fd, Number(bytes), { readOnly: true });
+  } catch (err) {
+    throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `cannot map the client's module image (descriptor ${fd}): ${(err as Error).message}`);
+  }
+  try {
+    return region.view.slice();
+  } finally {
+    region.close();
+  }
+}
+
 function isModuleKind(kind: string): kind is ModuleKind {
   return (MODULE_KINDS as readonly string[]).includes(kind);
 }
@@ -161,6 +188,14 @@ const HANDLERS: Handlers = {
     }
     return t.session.loadModule({ kind: req.kind, data: req.image, name: req.name, options: req.options });
   },
+  MODULE_LOAD_REGION: async (t, req) => {
+    if (!isModuleKind(req.kind)) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', 'cuModuleLoadDataEx', `module kind "${req.kind}" is not one of ${MODULE_KINDS.join(', ')}`);
+    }
+    t.session.check('cuModuleLoadDataEx');
+    const image = regionImage(t.peerPid, req.fd, req.bytes);
+    return t.session.loadModule({ kind: req.kind, data: image, name: req.name, options: req.options });
+  },
   MODULE_UNLOAD: (t, req) => {
     t.session.unloadModule(req.module);
     return {};
@@ -169,6 +204,13 @@ const HANDLERS: Handlers = {
     const { function: id, fn } = t.session.getFunction(req.module, req.name);
     return { function: id, params: fn.params.map((p) => ({ offset: p.offset, size: p.size })) };
   },
+  MODULE_GET_GLOBAL: (t, req) => t.session.getGlobal(req.module, req.name),
+  FUNC_GET_ATTRIBUTE: (t, req) => ({ value: t.session.functionAttribute(req.function, req.attribute) }),
+  FUNC_SET_ATTRIBUTE: (t, req) => {
+    t.session.setFunctionAttribute(req.function, req.attribute, req.value);
+    return {};
+  },
+  OCCUPANCY: (t, req) => ({ blocks: t.session.occupancy(req.function, req.blockSize, req.dynamicSmemBytes, req.flags) }),
   LAUNCH: (t, req) => {
     t.session.launch(
       req.function,
@@ -202,6 +244,10 @@ const HANDLERS: Handlers = {
     return {};
   },
   STREAM_QUERY: (t, req) => ({ done: t.session.streamQuery(req.stream) }),
+  STREAM_WAIT_EVENT: (t, req) => {
+    t.session.streamWaitEvent(req.stream, req.event);
+    return {};
+  },
   CTX_SYNCHRONIZE: async (t) => {
     await t.session.synchronize();
     return {};
@@ -244,14 +290,20 @@ export const CALL_NAMES: Readonly<Partial<Record<MessageName, string>>> = {
   MEMCPY_DTOD: 'cuMemcpyDtoD_v2',
   MEMSET: 'cuMemsetD8_v2',
   MODULE_LOAD: 'cuModuleLoadDataEx',
+  MODULE_LOAD_REGION: 'cuModuleLoadDataEx',
   MODULE_UNLOAD: 'cuModuleUnload',
   MODULE_GET_FUNCTION: 'cuModuleGetFunction',
+  MODULE_GET_GLOBAL: 'cuModuleGetGlobal_v2',
+  FUNC_GET_ATTRIBUTE: 'cuFuncGetAttribute',
+  FUNC_SET_ATTRIBUTE: 'cuFuncSetAttribute',
+  OCCUPANCY: 'cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags',
   LAUNCH: 'cuLaunchKernel',
   LAUNCH_EX: 'cuLaunchKernelEx',
   STREAM_CREATE: 'cuStreamCreateWithPriority',
   STREAM_DESTROY: 'cuStreamDestroy_v2',
   STREAM_SYNCHRONIZE: 'cuStreamSynchronize',
   STREAM_QUERY: 'cuStreamQuery',
+  STREAM_WAIT_EVENT: 'cuStreamWaitEvent',
   CTX_SYNCHRONIZE: 'cuCtxSynchronize',
   EVENT_CREATE: 'cuEventCreate',
   EVENT_DESTROY: 'cuEventDestroy_v2',

@@ -151,7 +151,12 @@ export class Session {
   /** Each stream's requested priority, to recreate it when the SM share changes. */
   readonly #priorities = new Map<number, number>();
   readonly #events = new Map<number, DeviceEvent>();
-  readonly #modules = new Map<number, { module: DeviceModule; functions: number[] }>();
+  readonly #modules = new Map<number, { module: DeviceModule; functions: number[]; globals: bigint[] }>();
+  /**
+   * The module variables (MODULE_GET_GLOBAL) the client has asked for: copies and kernel arguments
+   * may name them like its allocations, but they are the module's memory, not counted against its cap.
+   */
+  readonly #globals = new AllocationTable();
   readonly #functions = new Map<number, DeviceFunction>();
   readonly #hostMemory = new Map<number, HostRegistration>();
   /** Bytes of host memory registered, including regions still being unregistered. */
@@ -318,7 +323,7 @@ export class Session {
   /** Throws CUDA_ERROR_INVALID_VALUE unless [ptr, ptr+bytes) lies in one allocation of this client. */
   checkRange(ptr: bigint, bytes: bigint, call: string): void {
     if (bytes === 0n) return;
-    if (!this.#allocations.contains(ptr, bytes)) {
+    if (!this.#allocations.contains(ptr, bytes) && !this.#globals.contains(ptr, bytes)) {
       throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `[0x${ptr.toString(16)}, +${bytes}) is not inside an allocation of this client`);
     }
   }
@@ -483,7 +488,7 @@ export class Session {
     this.check('cuModuleLoadDataEx');
     const module = await this.device.loadModule(image);
     const id = this.#handle();
-    this.#modules.set(id, { module, functions: [] });
+    this.#modules.set(id, { module, functions: [], globals: [] });
     return { module: id, log: module.log };
   }
 
@@ -494,7 +499,31 @@ export class Session {
     if (!entry) throw new CudaError('CUDA_ERROR_INVALID_HANDLE', call, `no module ${id} in this client`);
     this.#modules.delete(id);
     for (const f of entry.functions) this.#functions.delete(f);
+    this.#forgetGlobals(entry.globals);
     entry.module.unload();
+  }
+
+  #forgetGlobals(bases: readonly bigint[]): void {
+    for (const base of bases) {
+      this.#globals.remove(base);
+      this.#ownership.remove(base);
+    }
+  }
+
+  /** cuModuleGetGlobal: a variable of one of the client's modules, usable from then on as its memory. */
+  getGlobal(moduleId: number, name: string): { ptr: bigint; bytes: bigint } {
+    const call = 'cuModuleGetGlobal_v2';
+    this.check(call);
+    const entry = this.#modules.get(moduleId);
+    if (!entry) throw new CudaError('CUDA_ERROR_INVALID_HANDLE', call, `no module ${moduleId} in this client`);
+    const g = entry.module.getGlobal(name);
+    const bytes = BigInt(g.bytes);
+    if (!this.#globals.has(g.ptr) && bytes > 0n) {
+      this.#globals.add(g.ptr, bytes);
+      this.#ownership.add(g.ptr, bytes, this.identity.clientId);
+      entry.globals.push(g.ptr);
+    }
+    return { ptr: g.ptr, bytes };
   }
 
   getFunction(moduleId: number, name: string): { function: number; fn: DeviceFunction } {
@@ -507,6 +536,36 @@ export class Session {
     this.#functions.set(id, fn);
     entry.functions.push(id);
     return { function: id, fn };
+  }
+
+  #function(id: number, call: string): DeviceFunction {
+    this.check(call);
+    const fn = this.#functions.get(id);
+    if (!fn) throw new CudaError('CUDA_ERROR_INVALID_HANDLE', call, `no function ${id} in this client`);
+    return fn;
+  }
+
+  functionAttribute(functionId: number, attribute: number): number {
+    const call = 'cuFuncGetAttribute';
+    return this.device.functionAttribute(this.#function(functionId, call), attribute);
+  }
+
+  /**
+   * cuFuncSetAttribute. The function's module is the client's own, so what it sets (its dynamic
+   * shared memory bound) changes that client's launches only.
+   */
+  setFunctionAttribute(functionId: number, attribute: number, value: number): void {
+    const call = 'cuFuncSetAttribute';
+    this.device.setFunctionAttribute(this.#function(functionId, call), attribute, value);
+  }
+
+  occupancy(functionId: number, blockSize: number, dynamicSmemBytes: bigint, flags: number): number {
+    const call = 'cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags';
+    const fn = this.#function(functionId, call);
+    if (dynamicSmemBytes > BigInt(Number.MAX_SAFE_INTEGER)) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `${dynamicSmemBytes} bytes of dynamic shared memory`);
+    }
+    return this.device.occupancy(fn, blockSize, Number(dynamicSmemBytes), flags);
   }
 
   launch(functionId: number, streamId: number, config: LaunchConfig, params: Uint8Array): void {
@@ -575,6 +634,13 @@ export class Session {
   /** Waits for what `stream` has: on the end of its open GPU-time span if it has one, which marks that very point. */
   #syncStream(stream: DeviceStream): Promise<void> {
     return this.#timer?.syncOn(stream) ?? stream.synchronize();
+  }
+
+  /** cuStreamWaitEvent: `streamId`'s later work waits on the device for `eventId`'s last record. */
+  streamWaitEvent(streamId: number, eventId: number): void {
+    const call = 'cuStreamWaitEvent';
+    const event = this.#event(eventId, call);
+    this.#stream(streamId, call).waitEvent(event);
   }
 
   streamQuery(id: number): boolean {
@@ -669,7 +735,10 @@ export class Session {
     // still be let go of whole (its context is recreated, or its process relaunched, anyway).
     for (const e of this.#events.values()) attempt(() => { e.destroy(); });
     this.#events.clear();
-    for (const m of this.#modules.values()) attempt(() => { m.module.unload(); });
+    for (const m of this.#modules.values()) {
+      this.#forgetGlobals(m.globals);
+      attempt(() => { m.module.unload(); });
+    }
     this.#modules.clear();
     this.#functions.clear();
     const allocations = [...this.#allocations.entries()];

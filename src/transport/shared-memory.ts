@@ -1,6 +1,6 @@
 // Shared-memory regions between a client and its server (docs/protocol.md, "Bulk data"): the
-// staging region for pageable copies (SHM_ATTACH), page-locked host memory (HOST_REGISTER) and the
-// command ring (RING_ATTACH).
+// staging region for pageable copies (SHM_ATTACH), page-locked host memory (HOST_REGISTER), the
+// command ring (RING_ATTACH) and module images too large for a frame (MODULE_LOAD_REGION).
 //
 // The server maps memory that a client, which it does not trust, also maps. A mapping whose file
 // is shrunk afterwards faults (SIGBUS) on the next access past the new end, and that would take
@@ -59,9 +59,12 @@ export class SharedRegion {
 
   /**
    * Server side: maps the region a client names by descriptor `fd` in process `pid`. Throws when
-   * the descriptor is not a sealed shared-memory file of at least `bytes`.
+   * the descriptor is not a sealed shared-memory file of at least `bytes`. With `readOnly` the
+   * file is opened and mapped read-only (MODULE_LOAD_REGION reads an image and nothing else):
+   * nothing may write through the view.
    */
-  static open(pid: number, fd: number, bytes: number): SharedRegion {
+  static open(pid: number, fd: number, bytes: number, options: { readonly readOnly?: boolean } = {}): SharedRegion {
+    const readOnly = options.readOnly === true;
     if (!Number.isSafeInteger(pid) || pid <= 0) throw new Error(`peer pid ${pid} cannot name a region`);
     if (!Number.isSafeInteger(fd) || fd < 0 || fd > MAX_FD) throw new Error(`${fd} is not a file descriptor`);
     // O_PATH first: the client may have put anything at that number (a device, a FIFO); an O_PATH
@@ -72,7 +75,7 @@ export class SharedRegion {
       if (!stat.isFile()) throw new Error(`descriptor ${fd} of process ${pid} is not a shared-memory file`);
       if (stat.size < bytes) throw new Error(`the region holds ${stat.size} bytes, not ${bytes}`);
       // Reopening the O_PATH descriptor's /proc entry opens exactly the inode just checked.
-      const file = openSync(`/proc/self/fd/${pathFd}`, constants.O_RDWR | constants.O_NOCTTY | constants.O_NONBLOCK);
+      const file = openSync(`/proc/self/fd/${pathFd}`, (readOnly ? constants.O_RDONLY : constants.O_RDWR) | constants.O_NOCTTY | constants.O_NONBLOCK);
       try {
         const seals = getSeals(file);
         if (seals === undefined || (seals & F_SEAL_SHRINK) === 0) {
@@ -81,7 +84,7 @@ export class SharedRegion {
         // Sealed: the size read now is the least it will ever be.
         const size = fstatSync(file).size;
         if (size < bytes) throw new Error(`the region holds ${size} bytes, not ${bytes}`);
-        return new SharedRegion(mapShared(file, bytes), undefined);
+        return new SharedRegion(mapShared(file, bytes, readOnly), undefined);
       } finally {
         closeSync(file);
       }

@@ -10,6 +10,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startDaemon } from '../support/daemon.js';
+import { bigFatbin } from '../support/big-fatbin.js';
 import { nvccFatbins } from '../support/fatbins.js';
 import { nativeTestProgram, REPO_ROOT, runNative } from '../support/native.js';
 
@@ -44,8 +45,13 @@ test('MPS mode: saxpy from an nvcc fatbin, plain and in a fatbinc wrapper, is ex
   t.after(() => rm(dir, { recursive: true, force: true }));
   const file = join(dir, 'openmps.fatbin');
   await writeFile(file, fatbins.default);
+  // Past the 16 MiB frame bound: loaded through a sealed memfd (MODULE_LOAD_REGION).
+  const big = join(dir, 'big.fatbin');
+  await writeFile(big, bigFatbin(20 * 1024 * 1024));
   const daemon = await startDaemon(t);
-  const out = await launch([PTX, file], daemon.env);
+  const out = await launch([PTX, file, big], daemon.env);
   assert.match(out, /^ok fatbin: saxpy is exact/m);
   assert.match(out, /^ok fatbinc wrapper: saxpy is exact/m);
+  assert.match(out, /^ok big fatbin: saxpy is exact/m);
+  assert.match(out, /^ok cuModuleLoad of a missing file: FILE_NOT_FOUND$/m);
 });

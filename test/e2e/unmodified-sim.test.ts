@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { startDaemon } from '../support/daemon.js';
+import { driverQueriesExpected } from '../support/driver-queries.js';
 import { ownKernelsExpected } from '../support/own-kernels.js';
 import { findNvcc } from '../support/fatbins.js';
 import { build, compareOutputs, describeRun, EXACT, program, runThroughOpenmps } from '../support/unmodified.js';
@@ -31,4 +32,21 @@ test('own-kernels.cu through openmps exec on the software GPU: the exact results
   assert.equal(r.signal, null);
   assert.equal(r.code, 0);
   assert.deepEqual(compareOutputs(ownKernelsExpected(), r.stdout, EXACT), []);
+});
+
+// driver-queries.cu: stream waits, function attributes, occupancy and __device__ variables from
+// cudart, through openmps exec on the software GPU; it prints only lines that are the same on any
+// device (test/support/driver-queries.ts).
+test('driver-queries.cu through openmps exec on the software GPU: the same lines as on any device', { skip: nvcc === undefined ? 'nvcc not found' : false, timeout: 600_000 }, async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'openmps-driver-queries-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const built = await build(program('driver-queries'), dir);
+  assert.ok(typeof built !== 'string', typeof built === 'string' ? built : '');
+  const daemon = await startDaemon(t);
+  const log = join(dir, 'libcuda.log');
+  const r = await runThroughOpenmps(t, built, daemon.env, log, { env: { OPENMPS_REAL_LIBCUDA: 'none' }, timeoutMs: 300_000 }).done;
+  for (const line of `driver-queries through openmps: ${describeRun(r)}`.split('\n')) t.diagnostic(line);
+  assert.equal(r.signal, null);
+  assert.equal(r.code, 0, describeRun(r));
+  assert.deepEqual(compareOutputs(driverQueriesExpected(), r.stdout, EXACT), []);
 });

@@ -20,6 +20,7 @@ import { after, describe, test, type TestContext } from 'node:test';
 import { CudaError } from '../../src/cuda/cuda-error.js';
 import { createCudaPlatform } from '../../src/devices/cuda/index.js';
 import { startDaemon, waitUntil, type DaemonHandle } from '../support/daemon.js';
+import { driverQueriesExpected } from '../support/driver-queries.js';
 import { ownKernelsExpected } from '../support/own-kernels.js';
 import {
   build,
@@ -106,6 +107,7 @@ function checkAlone(p: Program, r: ProgramRun): void {
   assert.equal(r.code, 0, describeRun(r));
   assert.match(r.stdout, /\ndone\n$/);
   if (p.name === 'own-kernels') assert.deepEqual(compareOutputs(ownKernelsExpected(), r.stdout, EXACT), []);
+  if (p.name === 'driver-queries') assert.deepEqual(compareOutputs(driverQueriesExpected(), r.stdout, EXACT), []);
   if (p.name === 'sgemm') assert.match(r.stdout, /^reference within 1e-3$/m);
 }
 

@@ -55,6 +55,7 @@ export const PROGRAMS: readonly Program[] = [
   { name: 'streams', kind: 'cuda', sources: ['cuda/streams.cu'], tolerance: EXACT, why: 'the same binary on the same GPU: the same bits' },
   { name: 'multi', kind: 'cuda', sources: ['cuda/multi-main.cu', 'cuda/multi-a.cu', 'cuda/multi-b.cu'], tolerance: EXACT, why: 'the same binary on the same GPU: the same bits' },
   { name: 'own-kernels', kind: 'cuda', sources: ['cuda/own-kernels.cu'], tolerance: EXACT, why: 'exact inputs: every result is exact on any device' },
+  { name: 'driver-queries', kind: 'cuda', sources: ['cuda/driver-queries.cu'], tolerance: EXACT, why: 'exact values and agreement checks only: the same lines on any device' },
   // cuBLAS picks kernels from the SMs it sees; a share changes that count.
   { name: 'sgemm', kind: 'cuda', sources: ['cuda/sgemm.cu'], needs: 'cublas', tolerance: { rtol: 1e-5, atol: 1e-6 }, why: 'cuBLAS may pick another kernel for another SM count' },
   { name: 'torch-mlp', kind: 'python', sources: ['python/torch_mlp.py'], needs: 'torch', tolerance: { rtol: 1e-4, atol: 1e-6 }, why: 'cuBLAS may pick another kernel for another SM count; printed with 7 digits' },

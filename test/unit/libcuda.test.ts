@@ -64,8 +64,8 @@ test('OPENMPS_LIBCUDA_TRACE=1: every call the library serves is logged with its 
   // The check calls cuMemAllocManaged (not implemented) and cuInit(1) (an invalid flag).
   assert.ok(lines.some((l) => l.endsWith('trace: cuMemAllocManaged -> 801 CUDA_ERROR_NOT_SUPPORTED')), lines.join('\n'));
   assert.ok(lines.some((l) => l.endsWith('trace: cuInit -> 1 CUDA_ERROR_INVALID_VALUE')), lines.join('\n'));
-  assert.ok(lines.some((l) => /trace: cuGetProcAddress cuGetProcAddress \(cudaVersion 11030, flags 0\) -> cuGetProcAddress$/.test(l)));
-  assert.ok(lines.some((l) => /trace: cuGetExportTable 6bd5fb6c5bf4e74a8987d93912fd9df9$/.test(l)), 'the tables handed out');
+  assert.ok(lines.some((l) => l.endsWith('trace: cuGetProcAddress cuGetProcAddress (cudaVersion 11030, flags 0) -> cuGetProcAddress')));
+  assert.ok(lines.some((l) => l.endsWith('trace: cuGetExportTable 6bd5fb6c5bf4e74a8987d93912fd9df9')), 'the tables handed out');
   assert.deepEqual(await run(plain, {}), []);
 });
 

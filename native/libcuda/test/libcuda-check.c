@@ -590,6 +590,23 @@ static void stream_checks(void) {
   CHECK(((dtoda_t)sym("cuMemcpyDtoDAsync_v2"))(b, a, sizeof out, s) == CUDA_SUCCESS, "cuMemcpyDtoDAsync_v2");
   CHECK(((dtoha_t)sym("cuMemcpyDtoHAsync_v2"))(back, b, sizeof back, s) == CUDA_SUCCESS, "cuMemcpyDtoHAsync_v2");
   CHECK(((record_t)sym("cuEventRecord_ptsz"))(end, s) == CUDA_SUCCESS, "cuEventRecord_ptsz");
+  /* The default stream waits for the end event (STREAM_WAIT_EVENT); flags other than 0 refused. */
+  typedef CUresult (*wait_t)(CUstream, CUevent, unsigned);
+  typedef CUresult (*recordf_t)(CUevent, CUstream, unsigned);
+  wait_t wait = (wait_t)sym("cuStreamWaitEvent");
+  CHECK(wait(NULL, end, CU_EVENT_WAIT_DEFAULT) == CUDA_SUCCESS && ((wait_t)sym("cuStreamWaitEvent_ptsz"))(s, start, 0) == CUDA_SUCCESS,
+        "cuStreamWaitEvent(_ptsz)");
+  CHECK(wait(NULL, end, CU_EVENT_WAIT_EXTERNAL) == CUDA_ERROR_INVALID_VALUE && wait(NULL, end, 4) == CUDA_ERROR_INVALID_VALUE,
+        "cuStreamWaitEvent with flags other than 0: INVALID_VALUE");
+  CHECK(wait(s, NULL, 0) == CUDA_ERROR_INVALID_HANDLE, "cuStreamWaitEvent on no event: INVALID_HANDLE");
+  recordf_t recordf = (recordf_t)sym("cuEventRecordWithFlags");
+  CUevent third = NULL;
+  CHECK(((ecreate_t)sym("cuEventCreate"))(&third, 0) == CUDA_SUCCESS && recordf(third, s, CU_EVENT_RECORD_DEFAULT) == CUDA_SUCCESS &&
+            ((recordf_t)sym("cuEventRecordWithFlags_ptsz"))(third, s, CU_EVENT_RECORD_EXTERNAL) == CUDA_SUCCESS,
+        "cuEventRecordWithFlags(_ptsz) with 0 and EXTERNAL");
+  CHECK(recordf(third, s, 2) == CUDA_ERROR_INVALID_VALUE, "cuEventRecordWithFlags with an unknown flag: INVALID_VALUE");
+  CHECK(((ehandle_t)sym("cuEventSynchronize"))(third) == CUDA_SUCCESS && ((ehandle_t)sym("cuEventDestroy_v2"))(third) == CUDA_SUCCESS,
+        "the flagged record completes");
   CHECK(((shandle_t)sym("cuStreamSynchronize"))(s) == CUDA_SUCCESS, "cuStreamSynchronize");
   CHECK(memcmp(out, back, sizeof out) == 0, "host -> a -> b -> host on the stream is the same bytes");
   CHECK(((shandle_t)sym("cuStreamQuery"))(s) == CUDA_SUCCESS, "cuStreamQuery after a synchronize: done");
@@ -730,7 +747,112 @@ static void run_saxpy(CUfunction f, const char *what) {
   ((CUresult(*)(CUdeviceptr))sym("cuMemFree_v2"))(dy);
 }
 
-static void launch_checks(const char *ptx_path, const char *fatbin_path) {
+/* What a program asks about a function (functions.c): attributes and occupancy from the server,
+ * names, parameter layout and owner from the library's own records, cache preferences kept. */
+static size_t smem_for(int block) { return (size_t)block * 4; }
+static void function_checks(CUfunction f, CUmodule mod) {
+  typedef CUresult (*fattr_t)(int *, CUfunction_attribute, CUfunction);
+  typedef CUresult (*fset_t)(CUfunction, CUfunction_attribute, int);
+  fattr_t attr = (fattr_t)sym("cuFuncGetAttribute");
+  int v = -1, dev_max = -1;
+  CHECK(attr(&v, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, f) == CUDA_SUCCESS &&
+            ((CUresult(*)(int *, CUdevice_attribute, CUdevice))sym("cuDeviceGetAttribute"))(&dev_max, CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK, 0) == CUDA_SUCCESS &&
+            v >= 32 && v <= dev_max,
+        "cuFuncGetAttribute MAX_THREADS_PER_BLOCK within the device's");
+  CHECK(attr(&v, (CUfunction_attribute)99, f) == CUDA_ERROR_INVALID_VALUE, "cuFuncGetAttribute of no attribute: INVALID_VALUE");
+  CHECK(((fset_t)sym("cuFuncSetAttribute"))(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, 2048) == CUDA_SUCCESS &&
+            attr(&v, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, f) == CUDA_SUCCESS && v == 2048,
+        "cuFuncSetAttribute MAX_DYNAMIC_SHARED_SIZE_BYTES is answered back");
+  CHECK(((fset_t)sym("cuFuncSetAttribute"))(f, CU_FUNC_ATTRIBUTE_NUM_REGS, 1) == CUDA_ERROR_INVALID_VALUE,
+        "cuFuncSetAttribute of a read-only attribute: INVALID_VALUE");
+  const char *name = NULL;
+  CHECK(((CUresult(*)(const char **, CUfunction))sym("cuFuncGetName"))(&name, f) == CUDA_SUCCESS && name != NULL &&
+            strcmp(name, "saxpy") == 0,
+        "cuFuncGetName: saxpy");
+  typedef CUresult (*pinfo_t)(CUfunction, size_t, size_t *, size_t *);
+  pinfo_t pinfo = (pinfo_t)sym("cuFuncGetParamInfo");
+  size_t o[4], z[4];
+  int layout = 1;
+  for (size_t i = 0; i < 4; i++) layout = layout && pinfo(f, i, &o[i], &z[i]) == CUDA_SUCCESS;
+  CHECK(layout && o[0] == 0 && z[0] == 8 && o[1] == 8 && z[1] == 8 && o[2] == 16 && z[2] == 4 && o[3] == 20 && z[3] == 4,
+        "cuFuncGetParamInfo: saxpy's layout");
+  CHECK(pinfo(f, 4, &o[0], &z[0]) == CUDA_ERROR_INVALID_VALUE, "cuFuncGetParamInfo past the last parameter: INVALID_VALUE");
+  CUmodule owner = NULL;
+  CHECK(((CUresult(*)(CUmodule *, CUfunction))sym("cuFuncGetModule"))(&owner, f) == CUDA_SUCCESS && owner == mod,
+        "cuFuncGetModule: its module");
+  CUlibrary none = NULL;
+  CHECK(((CUresult(*)(CUlibrary *, CUkernel))sym("cuKernelGetLibrary"))(&none, (CUkernel)(void *)f) == CUDA_ERROR_INVALID_HANDLE,
+        "cuKernelGetLibrary of a module's function: INVALID_HANDLE");
+  typedef CUresult (*fcache_t)(CUfunction, CUfunc_cache);
+  CHECK(((fcache_t)sym("cuFuncSetCacheConfig"))(f, CU_FUNC_CACHE_PREFER_SHARED) == CUDA_SUCCESS &&
+            ((fcache_t)sym("cuFuncSetCacheConfig"))(f, (CUfunc_cache)7) == CUDA_ERROR_INVALID_VALUE,
+        "cuFuncSetCacheConfig: a preference checked");
+  CUfunc_cache c = CU_FUNC_CACHE_PREFER_NONE;
+  CHECK(((CUresult(*)(CUfunc_cache))sym("cuCtxSetCacheConfig"))(CU_FUNC_CACHE_PREFER_L1) == CUDA_SUCCESS &&
+            ((CUresult(*)(CUfunc_cache *))sym("cuCtxGetCacheConfig"))(&c) == CUDA_SUCCESS && c == CU_FUNC_CACHE_PREFER_L1 &&
+            ((CUresult(*)(CUfunc_cache))sym("cuCtxSetCacheConfig"))((CUfunc_cache)4) == CUDA_ERROR_INVALID_VALUE,
+        "cuCtxSetCacheConfig / cuCtxGetCacheConfig: remembered, checked");
+  typedef CUresult (*occ_t)(int *, CUfunction, int, size_t);
+  int blocks = -1, per_sm = -1, sms = -1, threads_per_sm = -1;
+  typedef CUresult (*dattr_t)(int *, CUdevice_attribute, CUdevice);
+  dattr_t dattr = (dattr_t)sym("cuDeviceGetAttribute");
+  CHECK(dattr(&per_sm, CU_DEVICE_ATTRIBUTE_MAX_BLOCKS_PER_MULTIPROCESSOR, 0) == CUDA_SUCCESS &&
+            dattr(&sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, 0) == CUDA_SUCCESS &&
+            dattr(&threads_per_sm, CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR, 0) == CUDA_SUCCESS,
+        "the SM limits");
+  CHECK(((occ_t)sym("cuOccupancyMaxActiveBlocksPerMultiprocessor"))(&blocks, f, 256, 0) == CUDA_SUCCESS && blocks >= 1 &&
+            blocks <= per_sm && blocks * 256 <= threads_per_sm,
+        "cuOccupancyMaxActiveBlocksPerMultiprocessor: within the SM's limits");
+  CHECK(((CUresult(*)(int *, CUfunction, int, size_t, unsigned))sym("cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags"))(
+            &blocks, f, 256, 0, 2) == CUDA_ERROR_INVALID_VALUE,
+        "cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags with an unknown flag: INVALID_VALUE");
+  typedef CUresult (*pot_t)(int *, int *, CUfunction, CUoccupancyB2DSize, size_t, int);
+  int grid = -1, block = -1, at = -1;
+  CHECK(((pot_t)sym("cuOccupancyMaxPotentialBlockSize"))(&grid, &block, f, smem_for, 0, 0) == CUDA_SUCCESS && block >= 32 &&
+            block <= 1024 && ((occ_t)sym("cuOccupancyMaxActiveBlocksPerMultiprocessor"))(&at, f, block, smem_for(block)) == CUDA_SUCCESS &&
+            grid == at * sms,
+        "cuOccupancyMaxPotentialBlockSize: minGridSize is that block size's occupancy times the SMs");
+  CHECK(((pot_t)sym("cuOccupancyMaxPotentialBlockSize"))(&grid, &block, f, NULL, 0, 64) == CUDA_SUCCESS && block <= 64,
+        "cuOccupancyMaxPotentialBlockSize within blockSizeLimit");
+  CHECK(((fset_t)sym("cuFuncSetAttribute"))(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, 0) == CUDA_SUCCESS,
+        "dynamic shared memory bound back to 0");
+  CHECK(attr(&v, CU_FUNC_ATTRIBUTE_NUM_REGS, NULL) == CUDA_ERROR_INVALID_HANDLE, "cuFuncGetAttribute of no function: INVALID_HANDLE");
+}
+
+/* The same through the CUkernel names, and a library's owners. */
+static void kernel_checks(CUkernel k, CUlibrary lib) {
+  typedef CUresult (*kattr_t)(int *, CUfunction_attribute, CUkernel, CUdevice);
+  int v = -1;
+  CHECK(((kattr_t)sym("cuKernelGetAttribute"))(&v, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, k, 0) == CUDA_SUCCESS && v >= 32,
+        "cuKernelGetAttribute on device 0");
+  CHECK(((kattr_t)sym("cuKernelGetAttribute"))(&v, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, k, 1) == CUDA_ERROR_INVALID_DEVICE,
+        "cuKernelGetAttribute on device 1: INVALID_DEVICE");
+  CHECK(((CUresult(*)(CUfunction_attribute, int, CUkernel, CUdevice))sym("cuKernelSetAttribute"))(
+            CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT, 25, k, 0) == CUDA_SUCCESS &&
+            ((kattr_t)sym("cuKernelGetAttribute"))(&v, CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT, k, 0) == CUDA_SUCCESS &&
+            v == 25,
+        "cuKernelSetAttribute carveout, answered back");
+  CHECK(((CUresult(*)(CUkernel, CUfunc_cache, CUdevice))sym("cuKernelSetCacheConfig"))(k, CU_FUNC_CACHE_PREFER_EQUAL, 0) == CUDA_SUCCESS &&
+            ((CUresult(*)(CUkernel, CUfunc_cache, CUdevice))sym("cuKernelSetCacheConfig"))(k, CU_FUNC_CACHE_PREFER_EQUAL, 3) == CUDA_ERROR_INVALID_DEVICE,
+        "cuKernelSetCacheConfig");
+  const char *name = NULL;
+  CHECK(((CUresult(*)(const char **, CUkernel))sym("cuKernelGetName"))(&name, k) == CUDA_SUCCESS && strcmp(name, "saxpy") == 0,
+        "cuKernelGetName: saxpy");
+  size_t o = 0, z = 0;
+  CHECK(((CUresult(*)(CUkernel, size_t, size_t *, size_t *))sym("cuKernelGetParamInfo"))(k, 3, &o, &z) == CUDA_SUCCESS && o == 20 && z == 4,
+        "cuKernelGetParamInfo: the last parameter");
+  CUlibrary owner = NULL;
+  CUmodule lmod = NULL, fmod = NULL;
+  CHECK(((CUresult(*)(CUlibrary *, CUkernel))sym("cuKernelGetLibrary"))(&owner, k) == CUDA_SUCCESS && owner == lib,
+        "cuKernelGetLibrary: its library");
+  CHECK(((CUresult(*)(CUmodule *, CUlibrary))sym("cuLibraryGetModule"))(&lmod, lib) == CUDA_SUCCESS && lmod != NULL &&
+            ((CUresult(*)(CUmodule *, CUfunction))sym("cuFuncGetModule"))(&fmod, (CUfunction)(void *)k) == CUDA_SUCCESS && fmod == lmod,
+        "cuLibraryGetModule: the module its kernels' cuFuncGetModule answers");
+  CHECK(((CUresult(*)(CUmodule))sym("cuModuleUnload"))(lmod) == CUDA_ERROR_INVALID_HANDLE,
+        "a library's module goes with its library: cuModuleUnload of it is INVALID_HANDLE");
+}
+
+static void launch_checks(const char *ptx_path, const char *fatbin_path, const char *big_path) {
   CHECK(((CUresult(*)(unsigned))sym("cuInit"))(0) == CUDA_SUCCESS, "cuInit");
   size_t len = 0;
   uint8_t *ptx = read_file(ptx_path, &len);
@@ -740,6 +862,7 @@ static void launch_checks(const char *ptx_path, const char *fatbin_path) {
   typedef CUresult (*getfn_t)(CUfunction *, CUmodule, const char *);
   CHECK(((getfn_t)sym("cuModuleGetFunction"))(&f, mod, "saxpy") == CUDA_SUCCESS, "cuModuleGetFunction saxpy");
   run_saxpy(f, "module");
+  function_checks(f, mod);
   CUfunction none = NULL;
   CUresult rc = ((getfn_t)sym("cuModuleGetFunction"))(&none, mod, "no_such_kernel");
   printf("# unknown kernel: %d\n", (int)rc);
@@ -753,10 +876,18 @@ static void launch_checks(const char *ptx_path, const char *fatbin_path) {
   CHECK(((libload_t)sym("cuLibraryLoadData"))(&lib, ptx, NULL, NULL, 0, NULL, NULL, 0) == CUDA_SUCCESS, "cuLibraryLoadData (PTX)");
   CHECK(((getkernel_t)sym("cuLibraryGetKernel"))(&k, lib, "saxpy") == CUDA_SUCCESS, "cuLibraryGetKernel saxpy");
   run_saxpy((CUfunction)(void *)k, "library kernel as a function");
+  kernel_checks(k, lib);
   CUfunction kf = NULL;
   CHECK(((CUresult(*)(CUfunction *, CUkernel))sym("cuKernelGetFunction"))(&kf, k) == CUDA_SUCCESS && kf != NULL,
         "cuKernelGetFunction");
   CHECK(((CUresult(*)(CUlibrary))sym("cuLibraryUnload"))(lib) == CUDA_SUCCESS, "cuLibraryUnload");
+  typedef CUresult (*mload_t)(CUmodule *, const char *);
+  CHECK(((mload_t)sym("cuModuleLoad"))(&mod, "/nonexistent/openmps/kernels.ptx") == CUDA_ERROR_FILE_NOT_FOUND,
+        "cuModuleLoad of a missing file: FILE_NOT_FOUND");
+  CHECK(((mload_t)sym("cuModuleLoad"))(&mod, ptx_path) == CUDA_SUCCESS && ((getfn_t)sym("cuModuleGetFunction"))(&f, mod, "saxpy") == CUDA_SUCCESS,
+        "cuModuleLoad of the PTX file");
+  run_saxpy(f, "cuModuleLoad");
+  CHECK(((CUresult(*)(CUmodule))sym("cuModuleUnload"))(mod) == CUDA_SUCCESS, "cuModuleUnload (cuModuleLoad's)");
   free(ptx);
   if (fatbin_path == NULL) return;
   uint8_t *fatbin = read_file(fatbin_path, &len);
@@ -774,6 +905,23 @@ static void launch_checks(const char *ptx_path, const char *fatbin_path) {
             ((getkernel_t)sym("cuLibraryGetKernel"))(&k, lib, "saxpy") == CUDA_SUCCESS,
         "cuLibraryLoadData (fatbinc wrapper)");
   run_saxpy((CUfunction)(void *)k, "fatbinc wrapper");
+  if (big_path != NULL) {
+    /* Past the 16 MiB frame bound: the library sends it in a sealed memfd (MODULE_LOAD_REGION). */
+    size_t big_len = 0;
+    uint8_t *big = read_file(big_path, &big_len);
+    CUmodule bm = NULL;
+    CUfunction bf = NULL;
+    printf("# big fatbin: %zu bytes\n", big_len);
+    CHECK(big_len > ((size_t)16 << 20) && ((CUresult(*)(CUmodule *, const void *))sym("cuModuleLoadData"))(&bm, big) == CUDA_SUCCESS &&
+              ((getfn_t)sym("cuModuleGetFunction"))(&bf, bm, "saxpy") == CUDA_SUCCESS,
+          "cuModuleLoadData of a fatbin past the frame bound");
+    run_saxpy(bf, "big fatbin");
+    CHECK(((CUresult(*)(CUmodule))sym("cuModuleUnload"))(bm) == CUDA_SUCCESS, "unload the big fatbin's module");
+    CHECK(((mload_t)sym("cuModuleLoad"))(&bm, big_path) == CUDA_SUCCESS &&
+              ((CUresult(*)(CUmodule))sym("cuModuleUnload"))(bm) == CUDA_SUCCESS,
+          "cuModuleLoad of the big fatbin file");
+    free(big);
+  }
   CHECK(((CUresult(*)(CUlibrary))sym("cuLibraryUnload"))(lib) == CUDA_SUCCESS &&
             ((CUresult(*)(CUmodule))sym("cuModuleUnload"))(mod) == CUDA_SUCCESS,
         "unload the fatbin's module and library");
@@ -1211,7 +1359,7 @@ int main(int argc, char **argv) {
     session_checks();
   } else if (strcmp(mode, "launch") == 0) {
     if (argc < 4) return 2;
-    launch_checks(argv[3], argc > 4 ? argv[4] : NULL);
+    launch_checks(argv[3], argc > 4 ? argv[4] : NULL, argc > 5 ? argv[5] : NULL);
   } else if (strcmp(mode, "hold") == 0) {
     CUdeviceptr p = 0;
     CHECK(((init_t)sym("cuInit"))(0) == CUDA_SUCCESS && ((alloc_t)sym("cuMemAlloc_v2"))(&p, (size_t)3 << 20) == CUDA_SUCCESS,

@@ -3,13 +3,13 @@
 // non-blocking, with a priority, and in a green context when their SMs are limited.
 import { CudaError } from '../../cuda/cuda-error.js';
 import type {
-  Device, DeviceEvent, DeviceInfo, DeviceModule, DevicePointer, DeviceStream, MemoryInfo, ModuleImage, StreamOptions,
+  Device, DeviceEvent, DeviceFunction, DeviceInfo, DeviceModule, DevicePointer, DeviceStream, MemoryInfo, ModuleImage, StreamOptions,
 } from '../device.js';
 import type { CudaDriver } from '../../native/bindings.js';
 import { CUDA_ERROR_INVALID_VALUE, CUDA_ERROR_NOT_SUPPORTED, CUDA_SUCCESS } from './check.js';
 import { readDeviceAttributes } from './attributes.js';
 import { CudaEvent } from './cuda-event.js';
-import { loadModule } from './cuda-module.js';
+import { CudaFunction, loadModule } from './cuda-module.js';
 import { CudaStream } from './cuda-stream.js';
 import { CU_STREAM_NON_BLOCKING, DeviceCore, type CudaDeviceStats } from './device-core.js';
 import { normalizeSmGroups, type GreenContext, type SmGroupLayout, type SmResource } from './green-contexts.js';
@@ -133,6 +133,44 @@ export class CudaDevice implements Device {
 
   async loadModule(image: ModuleImage): Promise<DeviceModule> {
     return loadModule(this.#core, image, this.info.computeMajor, this.info.computeMinor);
+  }
+
+  /** `fn` as a kernel of a live module of this device, else CUDA_ERROR_INVALID_HANDLE. */
+  #kernel(fn: DeviceFunction, call: string): CudaFunction {
+    this.#core.assertUsable(call);
+    if (!(fn instanceof CudaFunction) || !fn.module.liveOn(this.#core)) {
+      throw new CudaError('CUDA_ERROR_INVALID_HANDLE', call, `function ${fn.name} is not loaded on this device`);
+    }
+    return fn;
+  }
+
+  /** cuKernelGetAttribute: functions are CUkernels (cuda-module.ts), asked for this device. */
+  functionAttribute(fn: DeviceFunction, attribute: number): number {
+    const call = 'cuKernelGetAttribute';
+    const kernel = this.#kernel(fn, call);
+    const out = new Int32Array(1);
+    this.#core.check(this.#core.driver.cuKernelGetAttribute(out, attribute, kernel.handle, this.#core.device), call);
+    return out[0] ?? 0;
+  }
+
+  /** cuKernelSetAttribute for this device: launches on every stream (green contexts too) see it. */
+  setFunctionAttribute(fn: DeviceFunction, attribute: number, value: number): void {
+    const call = 'cuKernelSetAttribute';
+    const kernel = this.#kernel(fn, call);
+    this.#core.check(this.#core.driver.cuKernelSetAttribute(attribute, value, kernel.handle, this.#core.device), call);
+  }
+
+  /** For the primary context, the one every client's unrestricted stream is in. */
+  occupancy(fn: DeviceFunction, blockSize: number, dynamicSharedBytes: number, flags: number): number {
+    const call = 'cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags';
+    const kernel = this.#kernel(fn, call);
+    this.#core.enter();
+    const out = new Int32Array(1);
+    this.#core.check(
+      this.#core.driver.cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(out, kernel.handle, blockSize, dynamicSharedBytes, flags),
+      call,
+    );
+    return out[0] ?? 0;
   }
 
   /**

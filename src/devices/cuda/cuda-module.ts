@@ -178,6 +178,18 @@ export class CudaModule implements DeviceModule {
     return params;
   }
 
+  /** cuLibraryGetGlobal in the primary context, the one every session's allocations are in. */
+  getGlobal(name: string): { readonly ptr: bigint; readonly bytes: number } {
+    const call = 'cuLibraryGetGlobal';
+    this.#core.assertUsable(call);
+    if (!this.liveOn(this.#core)) throw new CudaError('CUDA_ERROR_INVALID_HANDLE', call, 'the module was unloaded');
+    this.#core.enter();
+    const ptr = new BigUint64Array(1);
+    const bytes = new BigUint64Array(1);
+    this.#core.check(this.#core.driver.cuLibraryGetGlobal(ptr, bytes, this.#library, name), call);
+    return { ptr: ptr[0] ?? 0n, bytes: Number(bytes[0] ?? 0n) };
+  }
+
   unload(): void {
     if (this.#unloaded) return;
     this.#unloaded = true;

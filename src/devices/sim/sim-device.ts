@@ -3,14 +3,14 @@
 // answers CUDA_ERROR_CONTEXT_IS_DESTROYED, a faulted one its sticky error until reset().
 import { CudaError } from '../../cuda/cuda-error.js';
 import {
-  MODULE_KINDS, type Device, type DeviceEvent, type DeviceInfo, type DeviceModule, type DevicePointer,
+  MODULE_KINDS, type Device, type DeviceEvent, type DeviceFunction, type DeviceInfo, type DeviceModule, type DevicePointer,
   type DeviceStream, type MemoryInfo, type ModuleImage, type StreamOptions,
 } from '../device.js';
 import { fatbinPtx } from '../../fatbin/fatbin.js';
 import { simDeviceAttributes } from './attributes.js';
 import { parsePtx } from './ptx.js';
 import { SimContext } from './sim-context.js';
-import { SimModule } from './sim-module.js';
+import { functionAttribute, occupancy, setFunctionAttribute, SimModule } from './sim-module.js';
 import { SimEvent, SimStream } from './sim-stream.js';
 
 /** cuCtxGetStreamPriorityRange on Hopper: greatest priority -5, least 0 (the default). */
@@ -104,6 +104,18 @@ export class SimDevice implements Device {
     await Promise.resolve();
     this.#context.check(call);
     return new SimModule(this.#context, ptx);
+  }
+
+  functionAttribute(fn: DeviceFunction, attribute: number): number {
+    return functionAttribute(fn, this.#context, attribute);
+  }
+
+  setFunctionAttribute(fn: DeviceFunction, attribute: number, value: number): void {
+    setFunctionAttribute(fn, this.#context, attribute, value);
+  }
+
+  occupancy(fn: DeviceFunction, blockSize: number, dynamicSharedBytes: number, flags: number): number {
+    return occupancy(fn, this.#context, blockSize, dynamicSharedBytes, flags);
   }
 
   createStream(options: StreamOptions = {}): DeviceStream {

@@ -15,7 +15,7 @@ import type {
 import type { KernelSpec, LaunchShape } from './kernels.js';
 import type { QueueHandle, Signal } from './scheduler.js';
 import type { SimContext, StreamWaiters } from './sim-context.js';
-import { kernelOf } from './sim-module.js';
+import { kernelOf, maxDynamicSharedOf } from './sim-module.js';
 import { decodeLaunchAttributes } from '../launch-attributes.js';
 
 /** Copies and memsets run at 25 GB/s (25,000 bytes per us) after a 5 us setup. */
@@ -251,6 +251,12 @@ export class SimStream implements DeviceStream, StreamWaiters {
         throw new CudaError('CUDA_ERROR_NOT_SUPPORTED', call, `the software GPU has no cluster launches (cluster ${decoded.clusterDim.join(' x ')})`);
       }
       if (decoded.cooperative) throw new CudaError('CUDA_ERROR_NOT_SUPPORTED', call, 'the software GPU has no cooperative launches');
+    }
+    // As on CUDA: more dynamic shared memory than the function's bound (cuFuncSetAttribute
+    // MAX_DYNAMIC_SHARED_SIZE_BYTES) is refused at launch.
+    const maxDynamic = maxDynamicSharedOf(fn, this.#context, call);
+    if (config.sharedMemBytes > maxDynamic) {
+      throw invalidValue(call, `${config.sharedMemBytes} bytes of dynamic shared memory exceed ${fn.name}'s ${maxDynamic} (cuFuncSetAttribute MAX_DYNAMIC_SHARED_SIZE_BYTES)`);
     }
     // The driver copies the parameter buffer at launch; the caller may reuse it at once.
     const view = new DataView(params.slice().buffer);
