@@ -131,6 +131,7 @@ const IMPLEMENTED = {
   cuKernelGetParamInfo: 'mps',
   cuFuncGetModule: 'mps',
   cuKernelGetLibrary: 'mps',
+  cuOccupancyAvailableDynamicSMemPerBlock: 'mps',
   cuOccupancyMaxActiveBlocksPerMultiprocessor: 'mps',
   cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags: 'mps',
   cuOccupancyMaxPotentialBlockSize: 'mps',

@@ -104,6 +104,7 @@ CUresult omlc_mps_cuFuncGetParamInfo(CUfunction func, size_t paramIndex, size_t 
 CUresult omlc_mps_cuKernelGetParamInfo(CUkernel kernel, size_t paramIndex, size_t *paramOffset, size_t *paramSize);
 CUresult omlc_mps_cuFuncGetModule(CUmodule *hmod, CUfunction hfunc);
 CUresult omlc_mps_cuKernelGetLibrary(CUlibrary *pLib, CUkernel kernel);
+CUresult omlc_mps_cuOccupancyAvailableDynamicSMemPerBlock(size_t *dynamicSmemSize, CUfunction func, int numBlocks, int blockSize);
 CUresult omlc_mps_cuOccupancyMaxActiveBlocksPerMultiprocessor(int *numBlocks, CUfunction func, int blockSize, size_t dynamicSMemSize);
 CUresult omlc_mps_cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int *numBlocks, CUfunction func, int blockSize, size_t dynamicSMemSize, unsigned int flags);
 CUresult omlc_mps_cuOccupancyMaxPotentialBlockSize(int *minGridSize, int *blockSize, CUfunction func, CUoccupancyB2DSize blockSizeToDynamicSMemSize, size_t dynamicSMemSize, int blockSizeLimit);
@@ -6832,9 +6833,7 @@ CUresult CUDAAPI cuOccupancyAvailableDynamicSMemPerBlock(size_t *dynamicSmemSize
     omlc_fn real = omlc_real(OMLC_SYM_cuOccupancyAvailableDynamicSMemPerBlock);
     return real ? ((CUresult (CUDAAPI *)(size_t *dynamicSmemSize, CUfunction func, int numBlocks, int blockSize))real)(dynamicSmemSize, func, numBlocks, blockSize) : omlc_bypass_missing(OMLC_SYM_cuOccupancyAvailableDynamicSMemPerBlock);
   }
-  case OMLC_MODE_MPS:
-    (void)dynamicSmemSize; (void)func; (void)numBlocks; (void)blockSize;
-    return omlc_traced(OMLC_SYM_cuOccupancyAvailableDynamicSMemPerBlock, omlc_not_supported(OMLC_SYM_cuOccupancyAvailableDynamicSMemPerBlock));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuOccupancyAvailableDynamicSMemPerBlock, omlc_mps_cuOccupancyAvailableDynamicSMemPerBlock(dynamicSmemSize, func, numBlocks, blockSize));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -9261,7 +9260,7 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuMulticastCreate", (omlc_fn)cuMulticastCreate, OMLC_IMPL_NONE },
   { "cuMulticastGetGranularity", (omlc_fn)cuMulticastGetGranularity, OMLC_IMPL_NONE },
   { "cuMulticastUnbind", (omlc_fn)cuMulticastUnbind, OMLC_IMPL_NONE },
-  { "cuOccupancyAvailableDynamicSMemPerBlock", (omlc_fn)cuOccupancyAvailableDynamicSMemPerBlock, OMLC_IMPL_NONE },
+  { "cuOccupancyAvailableDynamicSMemPerBlock", (omlc_fn)cuOccupancyAvailableDynamicSMemPerBlock, OMLC_IMPL_MPS },
   { "cuOccupancyMaxActiveBlocksPerMultiprocessor", (omlc_fn)cuOccupancyMaxActiveBlocksPerMultiprocessor, OMLC_IMPL_MPS },
   { "cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags", (omlc_fn)cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags, OMLC_IMPL_MPS },
   { "cuOccupancyMaxActiveClusters", (omlc_fn)cuOccupancyMaxActiveClusters, OMLC_IMPL_NONE },

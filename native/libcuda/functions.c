@@ -178,6 +178,22 @@ static CUresult search_step(void *ctx, int block_size, size_t dynamic_smem, int 
   return active_blocks(c->f, block_size, dynamic_smem, c->flags, blocks);
 }
 
+/* The bound is what one block may have at most: the device's opt-in maximum less the function's
+ * static shared memory; the device's occupancy answers decide within it. */
+CUresult omlc_mps_cuOccupancyAvailableDynamicSMemPerBlock(size_t *dynamicSmemSize, CUfunction func, int numBlocks,
+                                                         int blockSize) {
+  if (dynamicSmemSize == NULL) return CUDA_ERROR_INVALID_VALUE;
+  CUresult rc = function_of(func);
+  if (rc != CUDA_SUCCESS) return rc;
+  int optin = 0, static_smem = 0;
+  if ((rc = cuDeviceGetAttribute(&optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, 0)) != CUDA_SUCCESS ||
+      (rc = get_attribute(&static_smem, CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, func)) != CUDA_SUCCESS)
+    return rc;
+  size_t upper = optin > static_smem ? (size_t)(optin - static_smem) : 0;
+  search_ctx ctx = {func, CU_OCCUPANCY_DEFAULT};
+  return omlc_available_dynamic_smem(search_step, &ctx, numBlocks, blockSize, upper, dynamicSmemSize);
+}
+
 /* The SM count is this client's (its share, as cuDeviceGetAttribute answers it), so minGridSize
  * fills the SMs this client's work may use. */
 static CUresult potential_block_size(int *min_grid, int *block_size, CUfunction f, CUoccupancyB2DSize b2d,

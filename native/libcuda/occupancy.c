@@ -35,3 +35,26 @@ CUresult omlc_potential_block_size(const omlc_occupancy_limits *limits, omlc_occ
   *block_size = best_block;
   return CUDA_SUCCESS;
 }
+
+CUresult omlc_available_dynamic_smem(omlc_occupancy_fn occupancy, void *ctx, int num_blocks, int block_size,
+                                     size_t upper, size_t *out) {
+  if (occupancy == NULL || out == NULL || num_blocks <= 0 || block_size <= 0) return CUDA_ERROR_INVALID_VALUE;
+  int blocks = 0;
+  CUresult rc = occupancy(ctx, block_size, 0, &blocks);
+  if (rc != CUDA_SUCCESS) return rc;
+  if (blocks < num_blocks) {
+    *out = 0;
+    return CUDA_SUCCESS;
+  }
+  /* Invariant: lo fits, everything above hi does not. */
+  size_t lo = 0, hi = upper;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo + 1) / 2;
+    rc = occupancy(ctx, block_size, mid, &blocks);
+    if (rc != CUDA_SUCCESS) return rc;
+    if (blocks >= num_blocks) lo = mid;
+    else hi = mid - 1;
+  }
+  *out = lo;
+  return CUDA_SUCCESS;
+}

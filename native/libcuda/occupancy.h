@@ -27,4 +27,10 @@ CUresult omlc_potential_block_size(const omlc_occupancy_limits *limits, omlc_occ
                                    CUoccupancyB2DSize b2d, size_t dynamic_smem, int block_size_limit, int *min_grid,
                                    int *block_size);
 
+/* cuOccupancyAvailableDynamicSMemPerBlock: the most dynamic shared memory, at most `upper` bytes,
+ * with which num_blocks blocks of block_size threads still fit on one SM, by bisection over the
+ * device's own occupancy answers (which fall as shared memory grows). 0 when even none fits. */
+CUresult omlc_available_dynamic_smem(omlc_occupancy_fn occupancy, void *ctx, int num_blocks, int block_size,
+                                     size_t upper, size_t *out);
+
 #endif

@@ -8,9 +8,9 @@
 // startFakeDaemon is the in-process variant: a ControlDaemon whose servers are the IPC stand-in
 // (test/support/fake-server.ts), for staging what a real server cannot be made to do on cue.
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ControlDaemon, type ControlDaemonOptions } from '../../src/control/daemon.js';
 
@@ -168,6 +168,12 @@ export async function startDaemon(t: CleanupContext, options: StartDaemonOptions
     }
     if (pid !== undefined) kill(pid);
     for (const s of servers) kill(s);
+    // OPENMPS_TEST_KEEP_LOGS: a directory the daemon's and servers' logs are copied into before
+    // the test's directories go, for a run on the GPU machine to bring back.
+    const keep = process.env.OPENMPS_TEST_KEEP_LOGS;
+    if (keep !== undefined && keep !== '' && existsSync(logDirectory)) {
+      cpSync(logDirectory, join(keep, basename(root)), { recursive: true });
+    }
     rmSync(root, { recursive: true, force: true });
   };
   t.after(stop);

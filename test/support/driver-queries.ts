@@ -24,6 +24,7 @@ export function driverQueriesExpected(): string {
     report('fill within the bound', n, 3),
     "saxpy blocks of 256 per SM within the SM's limits: yes",
     'more shared memory, no more blocks: yes',
+    'the available dynamic shared memory keeps 2 blocks per SM: yes',
     "potential block size a warp multiple within the function's: yes",
     'minGridSize is its blocks per SM times the SMs: yes',
     'done',

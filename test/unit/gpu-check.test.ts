@@ -42,8 +42,8 @@ test('dry run: the default parts in order, each with its command and log under O
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout, [
     'gpu-check: dry run; parts e2e gpu bench torch; budget 560 s (a part needs 30 s); logs in /out',
-    'e2e: env OPENMPS_TEST_DEVICE=cuda node --test --test-concurrency=1 dist/test/e2e/ > /out/e2e.log',
-    'gpu: env OPENMPS_TEST_DEVICE=cuda node --test --test-concurrency=1 dist/test/gpu/ > /out/gpu.log',
+    'e2e: env OPENMPS_TEST_DEVICE=cuda OPENMPS_UNMODIFIED_LOG_DIR=/out/libcuda-logs OPENMPS_LIBCUDA_TRACE=1 node --test --test-concurrency=1 dist/test/e2e/ > /out/e2e.log',
+    'gpu: env OPENMPS_TEST_DEVICE=cuda OPENMPS_UNMODIFIED_LOG_DIR=/out/libcuda-logs OPENMPS_LIBCUDA_TRACE=1 node --test --test-concurrency=1 dist/test/gpu/ > /out/gpu.log',
     'bench: node dist/bench/run.js --device cuda --bench throughput,latency,copy,inference,neighbour,footprint --out /out/bench > /out/bench.log',
     'torch: node dist/bench/run.js --device cuda --bench torch --out /out/bench-torch > /out/torch.log',
     '',
@@ -55,7 +55,7 @@ test('dry run: parts given in any order run in the script\'s order; tests is e2e
   assert.equal(r.code, 0, r.stderr);
   const lines = r.stdout.split('\n');
   assert.equal(lines[0], 'gpu-check: dry run; parts e2e gpu unmodified torch; budget 300 s (a part needs 30 s); logs in /o');
-  assert.match(lines[3] ?? '', /^unmodified: env OPENMPS_TEST_DEVICE=cuda node --test --test-concurrency=1 dist\/test\/gpu\/unmodified\.test\.js dist\/test\/e2e\/unmodified-sim\.test\.js dist\/test\/e2e\/unmodified-harness\.test\.js > \/o\/unmodified\.log$/);
+  assert.match(lines[3] ?? '', /^unmodified: env OPENMPS_TEST_DEVICE=cuda OPENMPS_UNMODIFIED_LOG_DIR=\/o\/libcuda-logs OPENMPS_LIBCUDA_TRACE=1 node --test --test-concurrency=1 dist\/test\/gpu\/unmodified\.test\.js dist\/test\/e2e\/unmodified-sim\.test\.js dist\/test\/e2e\/unmodified-harness\.test\.js > \/o\/unmodified\.log$/);
   assert.equal(lines[4], 'torch: node dist/bench/run.js --device cuda --bench torch --out /o/bench-torch --quick --modes openmps > /o/torch.log');
 });
 

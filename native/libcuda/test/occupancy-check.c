@@ -98,5 +98,26 @@ int main(void) {
   CHECK(omlc_potential_block_size(&H, model_blocks, &m, NULL, 0, 0, NULL, &block) == CUDA_ERROR_INVALID_VALUE &&
             omlc_potential_block_size(&H, model_blocks, &m, NULL, 0, 0, &grid, NULL) == CUDA_ERROR_INVALID_VALUE,
         "NULL outputs: INVALID_VALUE");
+
+  /* cuOccupancyAvailableDynamicSMemPerBlock's bisection, against the model's 64 KiB SM. */
+  size_t avail = 1;
+  memset(&m, 0, sizeof m);
+  CHECK(omlc_available_dynamic_smem(model_blocks, &m, 4, 128, 49152, &avail) == CUDA_SUCCESS && avail == 16384,
+        "4 blocks of 128 threads: 64 KiB / 4 each");
+  CHECK(omlc_available_dynamic_smem(model_blocks, &m, 3, 128, 49152, &avail) == CUDA_SUCCESS && avail == 21845,
+        "3 blocks: the most bytes with which 3 still fit");
+  CHECK(omlc_available_dynamic_smem(model_blocks, &m, 1, 128, 49152, &avail) == CUDA_SUCCESS && avail == 49152,
+        "1 block: the per-block bound");
+  CHECK(omlc_available_dynamic_smem(model_blocks, &m, 17, 128, 49152, &avail) == CUDA_SUCCESS && avail == 0,
+        "more blocks than threads allow (16 of 128): 0");
+  CHECK(omlc_available_dynamic_smem(model_blocks, &m, 0, 128, 49152, &avail) == CUDA_ERROR_INVALID_VALUE &&
+            omlc_available_dynamic_smem(model_blocks, &m, 1, 0, 49152, &avail) == CUDA_ERROR_INVALID_VALUE &&
+            omlc_available_dynamic_smem(model_blocks, &m, 1, 128, 49152, NULL) == CUDA_ERROR_INVALID_VALUE,
+        "no blocks, no threads, no output: INVALID_VALUE");
+  memset(&m, 0, sizeof m);
+  m.fail_at = CUDA_ERROR_INVALID_HANDLE;
+  m.fail_after = 3;
+  CHECK(omlc_available_dynamic_smem(model_blocks, &m, 2, 128, 49152, &avail) == CUDA_ERROR_INVALID_HANDLE,
+        "an error from the device ends the search with it");
   return failures ? 1 : 0;
 }

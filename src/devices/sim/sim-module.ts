@@ -217,6 +217,11 @@ export class SimModule implements DeviceModule {
     this.#context.check(call);
     this.#context.checkHandle(this.#generation, this.#unloaded, call, 'module');
     const g = this.#globals.get(name);
+    // The driver's answers, measured on the H200 (cuLibraryGetGlobal, driver 580): a kernel's name
+    // is CUDA_ERROR_INVALID_VALUE, a name the module does not have CUDA_ERROR_NOT_FOUND.
+    if (g === undefined && this.#ptx.entries.has(name)) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `${name} is a kernel of the module, not a variable`);
+    }
     if (g === undefined) throw new CudaError('CUDA_ERROR_NOT_FOUND', call, `no .global or .const variable ${name} in the module`);
     return g;
   }

@@ -115,6 +115,11 @@ int main() {
   CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&without_shared, reduce_sum, 256, 0));
   CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&with_shared, reduce_sum, 256, 16384));
   std::printf("more shared memory, no more blocks: %s\n", yes(with_shared >= 1 && with_shared <= without_shared));
+  size_t avail = 0;
+  CHECK(cudaOccupancyAvailableDynamicSMemPerBlock(&avail, reduce_sum, 2, 256));
+  int two = -1;
+  CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&two, reduce_sum, 256, avail));
+  std::printf("the available dynamic shared memory keeps 2 blocks per SM: %s\n", yes(avail > 0 && two >= 2));
   int min_grid = -1, block = -1;
   CHECK(cudaOccupancyMaxPotentialBlockSize(&min_grid, &block, saxpy, 0, 0));
   int at = -1;
@@ -123,6 +128,7 @@ int main() {
               yes(block >= 32 && block % 32 == 0 && block <= max_threads));
   std::printf("minGridSize is its blocks per SM times the SMs: %s\n", yes(min_grid == at * sms));
 
+  hold_if_asked();
   CHECK(cudaEventDestroy(done));
   CHECK(cudaStreamDestroy(a));
   CHECK(cudaStreamDestroy(b));
