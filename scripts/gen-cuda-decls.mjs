@@ -132,6 +132,7 @@ const IMPLEMENTED = {
   cuFuncGetModule: 'mps',
   cuKernelGetLibrary: 'mps',
   cuOccupancyAvailableDynamicSMemPerBlock: 'mps',
+  cuTensorMapEncodeTiled: 'mps',
   cuOccupancyMaxActiveBlocksPerMultiprocessor: 'mps',
   cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags: 'mps',
   cuOccupancyMaxPotentialBlockSize: 'mps',

@@ -1263,6 +1263,108 @@ omps_wire_status_t omps_decode_module_get_global_rep(const uint8_t *payload, siz
 static omps_wire_status_t erased_omps_encode_module_get_global_rep(omps_writer_t *w, const void *v) { return omps_encode_module_get_global_rep(w, v); }
 static omps_wire_status_t erased_omps_decode_module_get_global_rep(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_module_get_global_rep(p, len, a, out); }
 
+omps_wire_status_t omps_encode_tensor_map_encode_tiled_req(omps_writer_t *w, const omps_tensor_map_encode_tiled_req_t *v) {
+  omps_put_u32(w, v->data_type);
+  omps_put_u32(w, v->rank);
+  omps_put_u64(w, v->global_address);
+  omps_put_count(w, v->global_dim_count);
+  for (uint32_t i = 0; i < v->global_dim_count && w->status == OMPS_WIRE_OK; i++) {
+    omps_put_u64(w, v->global_dim[i]);
+  }
+  omps_put_count(w, v->global_strides_count);
+  for (uint32_t i = 0; i < v->global_strides_count && w->status == OMPS_WIRE_OK; i++) {
+    omps_put_u64(w, v->global_strides[i]);
+  }
+  omps_put_count(w, v->box_dim_count);
+  for (uint32_t i = 0; i < v->box_dim_count && w->status == OMPS_WIRE_OK; i++) {
+    omps_put_u32(w, v->box_dim[i]);
+  }
+  omps_put_count(w, v->element_strides_count);
+  for (uint32_t i = 0; i < v->element_strides_count && w->status == OMPS_WIRE_OK; i++) {
+    omps_put_u32(w, v->element_strides[i]);
+  }
+  omps_put_u32(w, v->interleave);
+  omps_put_u32(w, v->swizzle);
+  omps_put_u32(w, v->l2_promotion);
+  omps_put_u32(w, v->oob_fill);
+  return w->status;
+}
+
+static bool read_omps_tensor_map_encode_tiled_req(omps_reader_t *r, omps_tensor_map_encode_tiled_req_t *v) {
+  if (!omps_get_u32(r, &v->data_type)) return false;
+  if (!omps_get_u32(r, &v->rank)) return false;
+  if (!omps_get_u64(r, &v->global_address)) return false;
+  {
+    void *items = NULL;
+    if (!omps_get_list(r, &v->global_dim_count, &items, sizeof(*v->global_dim))) return false;
+    v->global_dim = items;
+  }
+  for (uint32_t i = 0; i < v->global_dim_count; i++) {
+    if (!omps_get_u64(r, &v->global_dim[i])) return false;
+  }
+  {
+    void *items = NULL;
+    if (!omps_get_list(r, &v->global_strides_count, &items, sizeof(*v->global_strides))) return false;
+    v->global_strides = items;
+  }
+  for (uint32_t i = 0; i < v->global_strides_count; i++) {
+    if (!omps_get_u64(r, &v->global_strides[i])) return false;
+  }
+  {
+    void *items = NULL;
+    if (!omps_get_list(r, &v->box_dim_count, &items, sizeof(*v->box_dim))) return false;
+    v->box_dim = items;
+  }
+  for (uint32_t i = 0; i < v->box_dim_count; i++) {
+    if (!omps_get_u32(r, &v->box_dim[i])) return false;
+  }
+  {
+    void *items = NULL;
+    if (!omps_get_list(r, &v->element_strides_count, &items, sizeof(*v->element_strides))) return false;
+    v->element_strides = items;
+  }
+  for (uint32_t i = 0; i < v->element_strides_count; i++) {
+    if (!omps_get_u32(r, &v->element_strides[i])) return false;
+  }
+  if (!omps_get_u32(r, &v->interleave)) return false;
+  if (!omps_get_u32(r, &v->swizzle)) return false;
+  if (!omps_get_u32(r, &v->l2_promotion)) return false;
+  if (!omps_get_u32(r, &v->oob_fill)) return false;
+  return true;
+}
+
+omps_wire_status_t omps_decode_tensor_map_encode_tiled_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_tensor_map_encode_tiled_req_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_tensor_map_encode_tiled_req(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_tensor_map_encode_tiled_req(omps_writer_t *w, const void *v) { return omps_encode_tensor_map_encode_tiled_req(w, v); }
+static omps_wire_status_t erased_omps_decode_tensor_map_encode_tiled_req(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_tensor_map_encode_tiled_req(p, len, a, out); }
+
+omps_wire_status_t omps_encode_tensor_map_encode_tiled_rep(omps_writer_t *w, const omps_tensor_map_encode_tiled_rep_t *v) {
+  omps_put_bytes(w, v->tensor_map);
+  return w->status;
+}
+
+static bool read_omps_tensor_map_encode_tiled_rep(omps_reader_t *r, omps_tensor_map_encode_tiled_rep_t *v) {
+  if (!omps_get_bytes(r, &v->tensor_map)) return false;
+  return true;
+}
+
+omps_wire_status_t omps_decode_tensor_map_encode_tiled_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_tensor_map_encode_tiled_rep_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_tensor_map_encode_tiled_rep(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_tensor_map_encode_tiled_rep(omps_writer_t *w, const void *v) { return omps_encode_tensor_map_encode_tiled_rep(w, v); }
+static omps_wire_status_t erased_omps_decode_tensor_map_encode_tiled_rep(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_tensor_map_encode_tiled_rep(p, len, a, out); }
+
 omps_wire_status_t omps_encode_func_get_attribute_req(omps_writer_t *w, const omps_func_get_attribute_req_t *v) {
   omps_put_u32(w, v->function);
   omps_put_i32(w, v->attribute);
@@ -2280,6 +2382,9 @@ const omps_message_desc_t omps_messages[OMPS_MESSAGE_COUNT] = {
   {"MODULE_GET_GLOBAL", OMPS_OP_MODULE_GET_GLOBAL, sizeof(omps_module_get_global_req_t), sizeof(omps_module_get_global_rep_t), erased_omps_encode_module_get_global_req,
    erased_omps_decode_module_get_global_req, erased_omps_encode_module_get_global_rep, erased_omps_decode_module_get_global_rep,
    "Is", "QQ"},
+  {"TENSOR_MAP_ENCODE_TILED", OMPS_OP_TENSOR_MAP_ENCODE_TILED, sizeof(omps_tensor_map_encode_tiled_req_t), sizeof(omps_tensor_map_encode_tiled_rep_t), erased_omps_encode_tensor_map_encode_tiled_req,
+   erased_omps_decode_tensor_map_encode_tiled_req, erased_omps_encode_tensor_map_encode_tiled_rep, erased_omps_decode_tensor_map_encode_tiled_rep,
+   "IIQ[Q[Q[I[IIIII", "y"},
   {"FUNC_GET_ATTRIBUTE", OMPS_OP_FUNC_GET_ATTRIBUTE, sizeof(omps_func_get_attribute_req_t), sizeof(omps_func_get_attribute_rep_t), erased_omps_encode_func_get_attribute_req,
    erased_omps_decode_func_get_attribute_req, erased_omps_encode_func_get_attribute_rep, erased_omps_decode_func_get_attribute_rep,
    "Ii", "i"},

@@ -57,6 +57,7 @@ extern "C" {
 #define OMPS_OP_MODULE_UNLOAD 0x0121
 #define OMPS_OP_MODULE_GET_FUNCTION 0x0122
 #define OMPS_OP_MODULE_GET_GLOBAL 0x0126
+#define OMPS_OP_TENSOR_MAP_ENCODE_TILED 0x0128
 #define OMPS_OP_FUNC_GET_ATTRIBUTE 0x0123
 #define OMPS_OP_FUNC_SET_ATTRIBUTE 0x0124
 #define OMPS_OP_OCCUPANCY 0x0125
@@ -77,7 +78,7 @@ extern "C" {
 #define OMPS_OP_NOTICE_ERROR 0x0200
 #define OMPS_OP_NOTICE_LIMITS 0x0201
 #define OMPS_OP_NOTICE_WAKE 0x0202
-#define OMPS_MESSAGE_COUNT 44
+#define OMPS_MESSAGE_COUNT 45
 
 /* Structures nested in messages. */
 typedef struct omps_device {
@@ -516,6 +517,34 @@ typedef struct omps_module_get_global_rep {
 } omps_module_get_global_rep_t;
 omps_wire_status_t omps_encode_module_get_global_rep(omps_writer_t *w, const omps_module_get_global_rep_t *v);
 omps_wire_status_t omps_decode_module_get_global_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_module_get_global_rep_t *out);
+
+/* TENSOR_MAP_ENCODE_TILED request */
+typedef struct omps_tensor_map_encode_tiled_req {
+  uint32_t data_type;
+  uint32_t rank;
+  uint64_t global_address;
+  uint32_t global_dim_count;
+  uint64_t *global_dim;
+  uint32_t global_strides_count;
+  uint64_t *global_strides;
+  uint32_t box_dim_count;
+  uint32_t *box_dim;
+  uint32_t element_strides_count;
+  uint32_t *element_strides;
+  uint32_t interleave;
+  uint32_t swizzle;
+  uint32_t l2_promotion;
+  uint32_t oob_fill;
+} omps_tensor_map_encode_tiled_req_t;
+omps_wire_status_t omps_encode_tensor_map_encode_tiled_req(omps_writer_t *w, const omps_tensor_map_encode_tiled_req_t *v);
+omps_wire_status_t omps_decode_tensor_map_encode_tiled_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_tensor_map_encode_tiled_req_t *out);
+
+/* TENSOR_MAP_ENCODE_TILED reply */
+typedef struct omps_tensor_map_encode_tiled_rep {
+  omps_bytes_t tensor_map;
+} omps_tensor_map_encode_tiled_rep_t;
+omps_wire_status_t omps_encode_tensor_map_encode_tiled_rep(omps_writer_t *w, const omps_tensor_map_encode_tiled_rep_t *v);
+omps_wire_status_t omps_decode_tensor_map_encode_tiled_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_tensor_map_encode_tiled_rep_t *out);
 
 /* FUNC_GET_ATTRIBUTE request */
 typedef struct omps_func_get_attribute_req {

@@ -105,6 +105,7 @@ CUresult omlc_mps_cuKernelGetParamInfo(CUkernel kernel, size_t paramIndex, size_
 CUresult omlc_mps_cuFuncGetModule(CUmodule *hmod, CUfunction hfunc);
 CUresult omlc_mps_cuKernelGetLibrary(CUlibrary *pLib, CUkernel kernel);
 CUresult omlc_mps_cuOccupancyAvailableDynamicSMemPerBlock(size_t *dynamicSmemSize, CUfunction func, int numBlocks, int blockSize);
+CUresult omlc_mps_cuTensorMapEncodeTiled(CUtensorMap *tensorMap, CUtensorMapDataType tensorDataType, cuuint32_t tensorRank, void *globalAddress, const cuuint64_t *globalDim, const cuuint64_t *globalStrides, const cuuint32_t *boxDim, const cuuint32_t *elementStrides, CUtensorMapInterleave interleave, CUtensorMapSwizzle swizzle, CUtensorMapL2promotion l2Promotion, CUtensorMapFloatOOBfill oobFill);
 CUresult omlc_mps_cuOccupancyMaxActiveBlocksPerMultiprocessor(int *numBlocks, CUfunction func, int blockSize, size_t dynamicSMemSize);
 CUresult omlc_mps_cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int *numBlocks, CUfunction func, int blockSize, size_t dynamicSMemSize, unsigned int flags);
 CUresult omlc_mps_cuOccupancyMaxPotentialBlockSize(int *minGridSize, int *blockSize, CUfunction func, CUoccupancyB2DSize blockSizeToDynamicSMemSize, size_t dynamicSMemSize, int blockSizeLimit);
@@ -8157,9 +8158,7 @@ CUresult CUDAAPI cuTensorMapEncodeTiled(CUtensorMap *tensorMap, CUtensorMapDataT
     omlc_fn real = omlc_real(OMLC_SYM_cuTensorMapEncodeTiled);
     return real ? ((CUresult (CUDAAPI *)(CUtensorMap *tensorMap, CUtensorMapDataType tensorDataType, cuuint32_t tensorRank, void *globalAddress, const cuuint64_t *globalDim, const cuuint64_t *globalStrides, const cuuint32_t *boxDim, const cuuint32_t *elementStrides, CUtensorMapInterleave interleave, CUtensorMapSwizzle swizzle, CUtensorMapL2promotion l2Promotion, CUtensorMapFloatOOBfill oobFill))real)(tensorMap, tensorDataType, tensorRank, globalAddress, globalDim, globalStrides, boxDim, elementStrides, interleave, swizzle, l2Promotion, oobFill) : omlc_bypass_missing(OMLC_SYM_cuTensorMapEncodeTiled);
   }
-  case OMLC_MODE_MPS:
-    (void)tensorMap; (void)tensorDataType; (void)tensorRank; (void)globalAddress; (void)globalDim; (void)globalStrides; (void)boxDim; (void)elementStrides; (void)interleave; (void)swizzle; (void)l2Promotion; (void)oobFill;
-    return omlc_traced(OMLC_SYM_cuTensorMapEncodeTiled, omlc_not_supported(OMLC_SYM_cuTensorMapEncodeTiled));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuTensorMapEncodeTiled, omlc_mps_cuTensorMapEncodeTiled(tensorMap, tensorDataType, tensorRank, globalAddress, globalDim, globalStrides, boxDim, elementStrides, interleave, swizzle, l2Promotion, oobFill));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -9360,7 +9359,7 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuSurfRefSetArray", (omlc_fn)cuSurfRefSetArray, OMLC_IMPL_NONE },
   { "cuTensorMapEncodeIm2col", (omlc_fn)cuTensorMapEncodeIm2col, OMLC_IMPL_NONE },
   { "cuTensorMapEncodeIm2colWide", (omlc_fn)cuTensorMapEncodeIm2colWide, OMLC_IMPL_NONE },
-  { "cuTensorMapEncodeTiled", (omlc_fn)cuTensorMapEncodeTiled, OMLC_IMPL_NONE },
+  { "cuTensorMapEncodeTiled", (omlc_fn)cuTensorMapEncodeTiled, OMLC_IMPL_MPS },
   { "cuTensorMapReplaceAddress", (omlc_fn)cuTensorMapReplaceAddress, OMLC_IMPL_NONE },
   { "cuTexObjectCreate", (omlc_fn)cuTexObjectCreate, OMLC_IMPL_NONE },
   { "cuTexObjectDestroy", (omlc_fn)cuTexObjectDestroy, OMLC_IMPL_NONE },

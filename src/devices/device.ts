@@ -134,6 +134,21 @@ export interface DeviceStream {
   destroy(): Promise<void>;
 }
 
+/** cuTensorMapEncodeTiled's arguments (cuda.h), the arrays of `rank` (strides: rank - 1) entries. */
+export interface TensorMapTiled {
+  readonly dataType: number;
+  readonly rank: number;
+  readonly globalAddress: DevicePointer;
+  readonly globalDim: readonly bigint[];
+  readonly globalStrides: readonly bigint[];
+  readonly boxDim: readonly number[];
+  readonly elementStrides: readonly number[];
+  readonly interleave: number;
+  readonly swizzle: number;
+  readonly l2Promotion: number;
+  readonly oobFill: number;
+}
+
 export interface MemoryInfo {
   readonly free: bigint;
   readonly total: bigint;
@@ -173,6 +188,12 @@ export interface Device {
    * `dynamicSharedBytes` of dynamic shared memory that one SM holds at once.
    */
   occupancy(fn: DeviceFunction, blockSize: number, dynamicSharedBytes: number, flags: number): number;
+  /**
+   * cuTensorMapEncodeTiled's 128-byte descriptor for a tensor in this device's memory (the caller
+   * has checked that the memory is the client's). CUDA_ERROR_NOT_SUPPORTED where the device has
+   * no tensor memory accelerator.
+   */
+  encodeTensorMapTiled(map: TensorMapTiled): Uint8Array;
   createStream(options?: StreamOptions): DeviceStream;
   createEvent(): DeviceEvent;
   /** Resolves when all streams are idle. */

@@ -266,6 +266,12 @@ export interface CudaDriver {
   cuKernelGetAttribute(value: Int32Array, attribute: number, kernel: NativePointer, device: number): Status;
   cuKernelSetAttribute(attribute: number, value: number, kernel: NativePointer, device: number): Status;
   /** Takes a CUkernel cast to CUfunction; computes for the current context (cuda.h). */
+  /** `tensorMap`: 128 bytes (CUtensorMap, 64-byte aligned by the driver's own copy). */
+  cuTensorMapEncodeTiled(
+    tensorMap: Uint8Array, dataType: number, rank: number, globalAddress: NativePointer, globalDim: BigUint64Array,
+    globalStrides: BigUint64Array, boxDim: Uint32Array, elementStrides: Uint32Array, interleave: number, swizzle: number,
+    l2Promotion: number, oobFill: number,
+  ): Status;
   cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
     blocks: Int32Array, fn: NativePointer, blockSize: number, dynamicSharedBytes: number, flags: number,
   ): Status;
@@ -394,6 +400,11 @@ export function loadCuda(): CudaDriver {
     cuLibraryGetGlobal: f('int cuLibraryGetGlobal(_Out_ uint64_t *dptr, _Out_ uint64_t *bytes, void *library, const char *name)') as CudaDriver['cuLibraryGetGlobal'],
     cuKernelGetAttribute: f('int cuKernelGetAttribute(_Out_ int *pi, int attrib, void *kernel, int dev)') as CudaDriver['cuKernelGetAttribute'],
     cuKernelSetAttribute: f('int cuKernelSetAttribute(int attrib, int val, void *kernel, int dev)') as CudaDriver['cuKernelSetAttribute'],
+    cuTensorMapEncodeTiled: f(
+      'int cuTensorMapEncodeTiled(_Out_ uint8_t *tensorMap, int tensorDataType, uint32_t tensorRank, void *globalAddress, ' +
+        'const uint64_t *globalDim, const uint64_t *globalStrides, const uint32_t *boxDim, const uint32_t *elementStrides, ' +
+        'int interleave, int swizzle, int l2Promotion, int oobFill)',
+    ) as CudaDriver['cuTensorMapEncodeTiled'],
     cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags: f(
       'int cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(_Out_ int *numBlocks, void *func, int blockSize, size_t dynamicSMemSize, unsigned int flags)',
     ) as CudaDriver['cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags'],

@@ -155,6 +155,27 @@ export const MESSAGES = {
    * session's module; the client may then copy to and from it as from its own memory.
    */
   MODULE_GET_GLOBAL: { opcode: 0x0126, request: { module: 'u32', name: 'str' }, reply: { ptr: 'u64', bytes: 'u64' } },
+  /**
+   * cuTensorMapEncodeTiled: the server encodes the 128-byte CUtensorMap (its driver knows the
+   * format) over memory of this client; the arguments are cuda.h's, the arrays as lists.
+   */
+  TENSOR_MAP_ENCODE_TILED: {
+    opcode: 0x0128,
+    request: {
+      dataType: 'u32',
+      rank: 'u32',
+      globalAddress: 'u64',
+      globalDim: { list: 'u64' },
+      globalStrides: { list: 'u64' },
+      boxDim: { list: 'u32' },
+      elementStrides: { list: 'u32' },
+      interleave: 'u32',
+      swizzle: 'u32',
+      l2Promotion: 'u32',
+      oobFill: 'u32',
+    },
+    reply: { tensorMap: 'bytes' },
+  },
   /** cuFuncGetAttribute: a CU_FUNC_ATTRIBUTE_* of one of the session's functions. */
   FUNC_GET_ATTRIBUTE: { opcode: 0x0123, request: { function: 'u32', attribute: 'i32' }, reply: { value: 'i32' } },
   /** cuFuncSetAttribute (MAX_DYNAMIC_SHARED_SIZE_BYTES, PREFERRED_SHARED_MEMORY_CARVEOUT, ...). */

@@ -210,6 +210,21 @@ const HANDLERS: Handlers = {
     t.session.setFunctionAttribute(req.function, req.attribute, req.value);
     return {};
   },
+  TENSOR_MAP_ENCODE_TILED: (t, req) => ({
+    tensorMap: t.session.encodeTensorMapTiled({
+      dataType: req.dataType,
+      rank: req.rank,
+      globalAddress: req.globalAddress,
+      globalDim: req.globalDim,
+      globalStrides: req.globalStrides,
+      boxDim: req.boxDim,
+      elementStrides: req.elementStrides,
+      interleave: req.interleave,
+      swizzle: req.swizzle,
+      l2Promotion: req.l2Promotion,
+      oobFill: req.oobFill,
+    }),
+  }),
   OCCUPANCY: (t, req) => ({ blocks: t.session.occupancy(req.function, req.blockSize, req.dynamicSmemBytes, req.flags) }),
   LAUNCH: (t, req) => {
     t.session.launch(
@@ -297,6 +312,7 @@ export const CALL_NAMES: Readonly<Partial<Record<MessageName, string>>> = {
   FUNC_GET_ATTRIBUTE: 'cuFuncGetAttribute',
   FUNC_SET_ATTRIBUTE: 'cuFuncSetAttribute',
   OCCUPANCY: 'cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags',
+  TENSOR_MAP_ENCODE_TILED: 'cuTensorMapEncodeTiled',
   LAUNCH: 'cuLaunchKernel',
   LAUNCH_EX: 'cuLaunchKernelEx',
   STREAM_CREATE: 'cuStreamCreateWithPriority',

@@ -13,6 +13,7 @@ import type {
   DeviceModule,
   DeviceStream,
   LaunchConfig,
+  TensorMapTiled,
   MemoryInfo,
   ModuleImage,
   StreamOptions,
@@ -139,6 +140,12 @@ function attempt(release: () => void): void {
     // See #release: best effort on a device that may have faulted.
   }
 }
+
+/**
+ * Bytes per element of each CUtensorMapDataType, in half bytes (cuda.h: UINT8 .. FLOAT64, BFLOAT16,
+ * the TF32 kinds, then 16 4-bit elements in 8 bytes, 16 4-bit in 16 and 16 6-bit in 16).
+ */
+const TENSOR_MAP_ELEMENT_HALF_BYTES: readonly number[] = [2, 4, 8, 8, 16, 16, 4, 8, 16, 4, 8, 8, 8, 1, 2, 2];
 
 export class Session {
   readonly identity: SessionIdentity;
@@ -566,6 +573,31 @@ export class Session {
       throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `${dynamicSmemBytes} bytes of dynamic shared memory`);
     }
     return this.device.occupancy(fn, blockSize, Number(dynamicSmemBytes), flags);
+  }
+
+  /**
+   * cuTensorMapEncodeTiled over this client's memory only: a descriptor is an address a kernel
+   * reads and writes through, so the whole tensor it spans (the outermost extent, at most) must lie
+   * in one allocation of this client, as a copy's range must.
+   */
+  encodeTensorMapTiled(map: TensorMapTiled): Uint8Array {
+    const call = 'cuTensorMapEncodeTiled';
+    this.check(call);
+    const { rank } = map;
+    if (!Number.isInteger(rank) || rank < 1 || rank > 5 || map.globalDim.length !== rank || map.globalStrides.length !== rank - 1 ||
+        map.boxDim.length !== rank || map.elementStrides.length !== rank) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `a tensor of rank ${rank} takes ${rank} dimensions, boxes and element strides and ${rank - 1} strides`);
+    }
+    if (map.globalDim.some((d) => d < 1n)) throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, 'a tensor dimension of 0');
+    const halfBytes = TENSOR_MAP_ELEMENT_HALF_BYTES[map.dataType];
+    if (halfBytes === undefined) throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `tensor data type ${map.dataType}`);
+    let span = ((map.globalDim[0] ?? 0n) * BigInt(halfBytes) + 1n) / 2n;
+    for (let i = 1; i < rank; i++) {
+      const extent = (map.globalDim[i] ?? 0n) * (map.globalStrides[i - 1] ?? 0n);
+      if (extent > span) span = extent;
+    }
+    this.checkRange(map.globalAddress, span, call);
+    return this.device.encodeTensorMapTiled(map);
   }
 
   launch(functionId: number, streamId: number, config: LaunchConfig, params: Uint8Array): void {

@@ -1189,6 +1189,24 @@ static void query_checks(void) {
   CHECK(((peer_t)sym("cuDeviceCanAccessPeer"))(&can, 0, 0) == CUDA_SUCCESS && can == 0, "a device is not its own peer");
   CHECK(((peer_t)sym("cuDeviceCanAccessPeer"))(&can, 0, 1) == CUDA_ERROR_INVALID_DEVICE, "peer device 1: INVALID_DEVICE");
 
+  /* cuTensorMapEncodeTiled: its arguments are checked before the server (which encodes it). */
+  typedef CUresult (*tmap_t)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *, const cuuint64_t *,
+                             const cuuint32_t *, const cuuint32_t *, CUtensorMapInterleave, CUtensorMapSwizzle,
+                             CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+  tmap_t tmap = (tmap_t)sym("cuTensorMapEncodeTiled");
+  CUtensorMap map;
+  cuuint64_t gdim[2] = {64, 64}, gstride[1] = {256};
+  cuuint32_t box[2] = {16, 16}, estride[2] = {1, 1};
+  CHECK(tmap(NULL, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, (void *)(uintptr_t)0x1000, gdim, gstride, box, estride, 0, 0, 0, 0) ==
+            CUDA_ERROR_INVALID_VALUE,
+        "cuTensorMapEncodeTiled into NULL: INVALID_VALUE");
+  CHECK(tmap(&map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 0, (void *)(uintptr_t)0x1000, gdim, gstride, box, estride, 0, 0, 0, 0) ==
+            CUDA_ERROR_INVALID_VALUE,
+        "cuTensorMapEncodeTiled of rank 0: INVALID_VALUE");
+  CHECK(tmap(&map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, (void *)(uintptr_t)0x1000, gdim, gstride, box, estride, 0, 0, 0, 0) ==
+            CUDA_ERROR_INVALID_VALUE,
+        "cuTensorMapEncodeTiled over memory that is not this client's: INVALID_VALUE (the server's check)");
+
   /* TOOLS_TLS[2] and the context-stream table: the ids cuBLAS keys its state by. */
   const void *const *tls = table(U_TLS);
   CUcontext got = NULL;

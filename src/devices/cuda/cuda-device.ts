@@ -4,7 +4,11 @@
 import { CudaError } from '../../cuda/cuda-error.js';
 import type {
   Device, DeviceEvent, DeviceFunction, DeviceInfo, DeviceModule, DevicePointer, DeviceStream, MemoryInfo, ModuleImage, StreamOptions,
+  TensorMapTiled,
 } from '../device.js';
+
+/** sizeof(CUtensorMap): cuda.h's 16 64-bit words. */
+const TENSOR_MAP_BYTES = 128;
 import type { CudaDriver } from '../../native/bindings.js';
 import { CUDA_ERROR_INVALID_VALUE, CUDA_ERROR_NOT_SUPPORTED, CUDA_SUCCESS } from './check.js';
 import { readDeviceAttributes } from './attributes.js';
@@ -158,6 +162,19 @@ export class CudaDevice implements Device {
     const call = 'cuKernelSetAttribute';
     const kernel = this.#kernel(fn, call);
     this.#core.check(this.#core.driver.cuKernelSetAttribute(attribute, value, kernel.handle, this.#core.device), call);
+  }
+
+  /** A host-side encoding by the driver: no context needed, nothing enqueued. */
+  encodeTensorMapTiled(map: TensorMapTiled): Uint8Array {
+    const call = 'cuTensorMapEncodeTiled';
+    this.#core.assertUsable(call);
+    const out = new Uint8Array(TENSOR_MAP_BYTES);
+    const rc = this.#core.driver.cuTensorMapEncodeTiled(
+      out, map.dataType, map.rank, map.globalAddress, BigUint64Array.from(map.globalDim), BigUint64Array.from(map.globalStrides),
+      Uint32Array.from(map.boxDim), Uint32Array.from(map.elementStrides), map.interleave, map.swizzle, map.l2Promotion, map.oobFill,
+    );
+    this.#core.check(rc, call);
+    return out;
   }
 
   /** For the primary context, the one every client's unrestricted stream is in. */

@@ -118,6 +118,11 @@ export class SimDevice implements Device {
     return occupancy(fn, this.#context, blockSize, dynamicSharedBytes, flags);
   }
 
+  /** The sim models no tensor memory accelerator (it runs no cp.async.bulk.tensor). */
+  encodeTensorMapTiled(): Uint8Array {
+    throw new CudaError('CUDA_ERROR_NOT_SUPPORTED', 'cuTensorMapEncodeTiled', 'the software GPU has no tensor memory accelerator (TMA)');
+  }
+
   createStream(options: StreamOptions = {}): DeviceStream {
     const call = 'cuStreamCreateWithPriority';
     this.#context.check(call);
