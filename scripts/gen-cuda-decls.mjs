@@ -132,6 +132,8 @@ const IMPLEMENTED = {
   cuFuncGetModule: 'mps',
   cuKernelGetLibrary: 'mps',
   cuOccupancyAvailableDynamicSMemPerBlock: 'mps',
+  cuOccupancyMaxActiveClusters: 'mps',
+  cuOccupancyMaxPotentialClusterSize: 'mps',
   cuTensorMapEncodeTiled: 'mps',
   cuOccupancyMaxActiveBlocksPerMultiprocessor: 'mps',
   cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags: 'mps',

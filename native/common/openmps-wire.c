@@ -1263,6 +1263,76 @@ omps_wire_status_t omps_decode_module_get_global_rep(const uint8_t *payload, siz
 static omps_wire_status_t erased_omps_encode_module_get_global_rep(omps_writer_t *w, const void *v) { return omps_encode_module_get_global_rep(w, v); }
 static omps_wire_status_t erased_omps_decode_module_get_global_rep(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_module_get_global_rep(p, len, a, out); }
 
+omps_wire_status_t omps_encode_occupancy_clusters_req(omps_writer_t *w, const omps_occupancy_clusters_req_t *v) {
+  omps_put_u32(w, v->function);
+  omps_put_u32(w, v->query);
+  omps_put_u32(w, v->grid_x);
+  omps_put_u32(w, v->grid_y);
+  omps_put_u32(w, v->grid_z);
+  omps_put_u32(w, v->block_x);
+  omps_put_u32(w, v->block_y);
+  omps_put_u32(w, v->block_z);
+  omps_put_u32(w, v->shared_mem_bytes);
+  omps_put_count(w, v->launch_attributes_count);
+  for (uint32_t i = 0; i < v->launch_attributes_count && w->status == OMPS_WIRE_OK; i++) {
+    put_omps_launch_attributes_item(w, &v->launch_attributes[i]);
+  }
+  return w->status;
+}
+
+static bool read_omps_occupancy_clusters_req(omps_reader_t *r, omps_occupancy_clusters_req_t *v) {
+  if (!omps_get_u32(r, &v->function)) return false;
+  if (!omps_get_u32(r, &v->query)) return false;
+  if (!omps_get_u32(r, &v->grid_x)) return false;
+  if (!omps_get_u32(r, &v->grid_y)) return false;
+  if (!omps_get_u32(r, &v->grid_z)) return false;
+  if (!omps_get_u32(r, &v->block_x)) return false;
+  if (!omps_get_u32(r, &v->block_y)) return false;
+  if (!omps_get_u32(r, &v->block_z)) return false;
+  if (!omps_get_u32(r, &v->shared_mem_bytes)) return false;
+  {
+    void *items = NULL;
+    if (!omps_get_list(r, &v->launch_attributes_count, &items, sizeof(*v->launch_attributes))) return false;
+    v->launch_attributes = items;
+  }
+  for (uint32_t i = 0; i < v->launch_attributes_count; i++) {
+    if (!get_omps_launch_attributes_item(r, &v->launch_attributes[i])) return false;
+  }
+  return true;
+}
+
+omps_wire_status_t omps_decode_occupancy_clusters_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_occupancy_clusters_req_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_occupancy_clusters_req(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_occupancy_clusters_req(omps_writer_t *w, const void *v) { return omps_encode_occupancy_clusters_req(w, v); }
+static omps_wire_status_t erased_omps_decode_occupancy_clusters_req(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_occupancy_clusters_req(p, len, a, out); }
+
+omps_wire_status_t omps_encode_occupancy_clusters_rep(omps_writer_t *w, const omps_occupancy_clusters_rep_t *v) {
+  omps_put_i32(w, v->value);
+  return w->status;
+}
+
+static bool read_omps_occupancy_clusters_rep(omps_reader_t *r, omps_occupancy_clusters_rep_t *v) {
+  if (!omps_get_i32(r, &v->value)) return false;
+  return true;
+}
+
+omps_wire_status_t omps_decode_occupancy_clusters_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_occupancy_clusters_rep_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_occupancy_clusters_rep(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_occupancy_clusters_rep(omps_writer_t *w, const void *v) { return omps_encode_occupancy_clusters_rep(w, v); }
+static omps_wire_status_t erased_omps_decode_occupancy_clusters_rep(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_occupancy_clusters_rep(p, len, a, out); }
+
 omps_wire_status_t omps_encode_tensor_map_encode_tiled_req(omps_writer_t *w, const omps_tensor_map_encode_tiled_req_t *v) {
   omps_put_u32(w, v->data_type);
   omps_put_u32(w, v->rank);
@@ -2382,6 +2452,9 @@ const omps_message_desc_t omps_messages[OMPS_MESSAGE_COUNT] = {
   {"MODULE_GET_GLOBAL", OMPS_OP_MODULE_GET_GLOBAL, sizeof(omps_module_get_global_req_t), sizeof(omps_module_get_global_rep_t), erased_omps_encode_module_get_global_req,
    erased_omps_decode_module_get_global_req, erased_omps_encode_module_get_global_rep, erased_omps_decode_module_get_global_rep,
    "Is", "QQ"},
+  {"OCCUPANCY_CLUSTERS", OMPS_OP_OCCUPANCY_CLUSTERS, sizeof(omps_occupancy_clusters_req_t), sizeof(omps_occupancy_clusters_rep_t), erased_omps_encode_occupancy_clusters_req,
+   erased_omps_decode_occupancy_clusters_req, erased_omps_encode_occupancy_clusters_rep, erased_omps_decode_occupancy_clusters_rep,
+   "IIIIIIIII[{Iy}", "i"},
   {"TENSOR_MAP_ENCODE_TILED", OMPS_OP_TENSOR_MAP_ENCODE_TILED, sizeof(omps_tensor_map_encode_tiled_req_t), sizeof(omps_tensor_map_encode_tiled_rep_t), erased_omps_encode_tensor_map_encode_tiled_req,
    erased_omps_decode_tensor_map_encode_tiled_req, erased_omps_encode_tensor_map_encode_tiled_rep, erased_omps_decode_tensor_map_encode_tiled_rep,
    "IIQ[Q[Q[I[IIIII", "y"},

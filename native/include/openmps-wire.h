@@ -57,6 +57,7 @@ extern "C" {
 #define OMPS_OP_MODULE_UNLOAD 0x0121
 #define OMPS_OP_MODULE_GET_FUNCTION 0x0122
 #define OMPS_OP_MODULE_GET_GLOBAL 0x0126
+#define OMPS_OP_OCCUPANCY_CLUSTERS 0x0129
 #define OMPS_OP_TENSOR_MAP_ENCODE_TILED 0x0128
 #define OMPS_OP_FUNC_GET_ATTRIBUTE 0x0123
 #define OMPS_OP_FUNC_SET_ATTRIBUTE 0x0124
@@ -78,7 +79,7 @@ extern "C" {
 #define OMPS_OP_NOTICE_ERROR 0x0200
 #define OMPS_OP_NOTICE_LIMITS 0x0201
 #define OMPS_OP_NOTICE_WAKE 0x0202
-#define OMPS_MESSAGE_COUNT 45
+#define OMPS_MESSAGE_COUNT 46
 
 /* Structures nested in messages. */
 typedef struct omps_device {
@@ -517,6 +518,30 @@ typedef struct omps_module_get_global_rep {
 } omps_module_get_global_rep_t;
 omps_wire_status_t omps_encode_module_get_global_rep(omps_writer_t *w, const omps_module_get_global_rep_t *v);
 omps_wire_status_t omps_decode_module_get_global_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_module_get_global_rep_t *out);
+
+/* OCCUPANCY_CLUSTERS request */
+typedef struct omps_occupancy_clusters_req {
+  uint32_t function;
+  uint32_t query;
+  uint32_t grid_x;
+  uint32_t grid_y;
+  uint32_t grid_z;
+  uint32_t block_x;
+  uint32_t block_y;
+  uint32_t block_z;
+  uint32_t shared_mem_bytes;
+  uint32_t launch_attributes_count;
+  omps_launch_attributes_item_t *launch_attributes;
+} omps_occupancy_clusters_req_t;
+omps_wire_status_t omps_encode_occupancy_clusters_req(omps_writer_t *w, const omps_occupancy_clusters_req_t *v);
+omps_wire_status_t omps_decode_occupancy_clusters_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_occupancy_clusters_req_t *out);
+
+/* OCCUPANCY_CLUSTERS reply */
+typedef struct omps_occupancy_clusters_rep {
+  int32_t value;
+} omps_occupancy_clusters_rep_t;
+omps_wire_status_t omps_encode_occupancy_clusters_rep(omps_writer_t *w, const omps_occupancy_clusters_rep_t *v);
+omps_wire_status_t omps_decode_occupancy_clusters_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_occupancy_clusters_rep_t *out);
 
 /* TENSOR_MAP_ENCODE_TILED request */
 typedef struct omps_tensor_map_encode_tiled_req {

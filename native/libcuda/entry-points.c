@@ -105,6 +105,8 @@ CUresult omlc_mps_cuKernelGetParamInfo(CUkernel kernel, size_t paramIndex, size_
 CUresult omlc_mps_cuFuncGetModule(CUmodule *hmod, CUfunction hfunc);
 CUresult omlc_mps_cuKernelGetLibrary(CUlibrary *pLib, CUkernel kernel);
 CUresult omlc_mps_cuOccupancyAvailableDynamicSMemPerBlock(size_t *dynamicSmemSize, CUfunction func, int numBlocks, int blockSize);
+CUresult omlc_mps_cuOccupancyMaxActiveClusters(int *numClusters, CUfunction func, const CUlaunchConfig *config);
+CUresult omlc_mps_cuOccupancyMaxPotentialClusterSize(int *clusterSize, CUfunction func, const CUlaunchConfig *config);
 CUresult omlc_mps_cuTensorMapEncodeTiled(CUtensorMap *tensorMap, CUtensorMapDataType tensorDataType, cuuint32_t tensorRank, void *globalAddress, const cuuint64_t *globalDim, const cuuint64_t *globalStrides, const cuuint32_t *boxDim, const cuuint32_t *elementStrides, CUtensorMapInterleave interleave, CUtensorMapSwizzle swizzle, CUtensorMapL2promotion l2Promotion, CUtensorMapFloatOOBfill oobFill);
 CUresult omlc_mps_cuOccupancyMaxActiveBlocksPerMultiprocessor(int *numBlocks, CUfunction func, int blockSize, size_t dynamicSMemSize);
 CUresult omlc_mps_cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int *numBlocks, CUfunction func, int blockSize, size_t dynamicSMemSize, unsigned int flags);
@@ -6870,9 +6872,7 @@ CUresult CUDAAPI cuOccupancyMaxActiveClusters(int *numClusters, CUfunction func,
     omlc_fn real = omlc_real(OMLC_SYM_cuOccupancyMaxActiveClusters);
     return real ? ((CUresult (CUDAAPI *)(int *numClusters, CUfunction func, const CUlaunchConfig *config))real)(numClusters, func, config) : omlc_bypass_missing(OMLC_SYM_cuOccupancyMaxActiveClusters);
   }
-  case OMLC_MODE_MPS:
-    (void)numClusters; (void)func; (void)config;
-    return omlc_traced(OMLC_SYM_cuOccupancyMaxActiveClusters, omlc_not_supported(OMLC_SYM_cuOccupancyMaxActiveClusters));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuOccupancyMaxActiveClusters, omlc_mps_cuOccupancyMaxActiveClusters(numClusters, func, config));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -6908,9 +6908,7 @@ CUresult CUDAAPI cuOccupancyMaxPotentialClusterSize(int *clusterSize, CUfunction
     omlc_fn real = omlc_real(OMLC_SYM_cuOccupancyMaxPotentialClusterSize);
     return real ? ((CUresult (CUDAAPI *)(int *clusterSize, CUfunction func, const CUlaunchConfig *config))real)(clusterSize, func, config) : omlc_bypass_missing(OMLC_SYM_cuOccupancyMaxPotentialClusterSize);
   }
-  case OMLC_MODE_MPS:
-    (void)clusterSize; (void)func; (void)config;
-    return omlc_traced(OMLC_SYM_cuOccupancyMaxPotentialClusterSize, omlc_not_supported(OMLC_SYM_cuOccupancyMaxPotentialClusterSize));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuOccupancyMaxPotentialClusterSize, omlc_mps_cuOccupancyMaxPotentialClusterSize(clusterSize, func, config));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -9262,10 +9260,10 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuOccupancyAvailableDynamicSMemPerBlock", (omlc_fn)cuOccupancyAvailableDynamicSMemPerBlock, OMLC_IMPL_MPS },
   { "cuOccupancyMaxActiveBlocksPerMultiprocessor", (omlc_fn)cuOccupancyMaxActiveBlocksPerMultiprocessor, OMLC_IMPL_MPS },
   { "cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags", (omlc_fn)cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags, OMLC_IMPL_MPS },
-  { "cuOccupancyMaxActiveClusters", (omlc_fn)cuOccupancyMaxActiveClusters, OMLC_IMPL_NONE },
+  { "cuOccupancyMaxActiveClusters", (omlc_fn)cuOccupancyMaxActiveClusters, OMLC_IMPL_MPS },
   { "cuOccupancyMaxPotentialBlockSize", (omlc_fn)cuOccupancyMaxPotentialBlockSize, OMLC_IMPL_MPS },
   { "cuOccupancyMaxPotentialBlockSizeWithFlags", (omlc_fn)cuOccupancyMaxPotentialBlockSizeWithFlags, OMLC_IMPL_MPS },
-  { "cuOccupancyMaxPotentialClusterSize", (omlc_fn)cuOccupancyMaxPotentialClusterSize, OMLC_IMPL_NONE },
+  { "cuOccupancyMaxPotentialClusterSize", (omlc_fn)cuOccupancyMaxPotentialClusterSize, OMLC_IMPL_MPS },
   { "cuParamSetSize", (omlc_fn)cuParamSetSize, OMLC_IMPL_NONE },
   { "cuParamSetTexRef", (omlc_fn)cuParamSetTexRef, OMLC_IMPL_NONE },
   { "cuParamSetf", (omlc_fn)cuParamSetf, OMLC_IMPL_NONE },

@@ -178,6 +178,31 @@ static CUresult search_step(void *ctx, int block_size, size_t dynamic_smem, int 
   return active_blocks(c->f, block_size, dynamic_smem, c->flags, blocks);
 }
 
+/* cuOccupancyMaxActiveClusters / cuOccupancyMaxPotentialClusterSize: the launch configuration goes
+ * to the server as a LAUNCH_EX would (OCCUPANCY_CLUSTERS); its stream is not used. */
+static CUresult cluster_occupancy(int *out, CUfunction f, const CUlaunchConfig *config, uint32_t query) {
+  if (out == NULL || config == NULL) return CUDA_ERROR_INVALID_VALUE;
+  CUresult rc = function_of(f);
+  if (rc != CUDA_SUCCESS) return rc;
+  omps_launch_attributes_item_t items[OMLC_MAX_LAUNCH_ATTRIBUTES];
+  uint32_t count = 0;
+  rc = omlc_launch_attributes(config->attrs, config->numAttrs, items, &count);
+  if (rc != CUDA_SUCCESS) return rc;
+  omps_occupancy_clusters_req_t req = {f->id,           query,           config->gridDimX,  config->gridDimY,
+                                       config->gridDimZ, config->blockDimX, config->blockDimY, config->blockDimZ,
+                                       config->sharedMemBytes, count, items};
+  omps_occupancy_clusters_rep_t rep = {0};
+  rc = call(OMPS_OP_OCCUPANCY_CLUSTERS, &req, &rep);
+  if (rc == CUDA_SUCCESS) *out = rep.value;
+  return rc;
+}
+CUresult omlc_mps_cuOccupancyMaxActiveClusters(int *numClusters, CUfunction func, const CUlaunchConfig *config) {
+  return cluster_occupancy(numClusters, func, config, 0);
+}
+CUresult omlc_mps_cuOccupancyMaxPotentialClusterSize(int *clusterSize, CUfunction func, const CUlaunchConfig *config) {
+  return cluster_occupancy(clusterSize, func, config, 1);
+}
+
 /* The bound is what one block may have at most: the device's opt-in maximum less the function's
  * static shared memory; the device's occupancy answers decide within it. */
 CUresult omlc_mps_cuOccupancyAvailableDynamicSMemPerBlock(size_t *dynamicSmemSize, CUfunction func, int numBlocks,

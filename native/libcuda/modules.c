@@ -458,24 +458,13 @@ static CUresult pack_params(CUfunction f, void **kernelParams, void **extra, uin
   return CUDA_SUCCESS;
 }
 
-/* The launch attributes a LAUNCH_EX carries (the server checks them again, and refuses the kinds
- * it does not carry): IGNORE entries are dropped here, and those whose value holds a handle of
- * this process (an event) are refused here, since the server cannot use it. */
-#define MAX_LAUNCH_ATTRIBUTES 16
-
-static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
-                       unsigned shared, CUstream s, void **kernelParams, void **extra, const CUlaunchAttribute *attrs,
-                       unsigned num_attrs) {
-  if (f == NULL || f->magic != FUNCTION_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
-  if (gx == 0 || gy == 0 || gz == 0 || bx == 0 || by == 0 || bz == 0) return CUDA_ERROR_INVALID_VALUE;
+/* The launch attributes a LAUNCH_EX (or OCCUPANCY_CLUSTERS) carries; the server checks them again,
+ * and refuses the kinds it does not carry. IGNORE entries are dropped here, and those whose value
+ * holds a handle of this process (an event) are refused here, since the server cannot use it. */
+CUresult omlc_launch_attributes(const CUlaunchAttribute *attrs, unsigned num_attrs, omps_launch_attributes_item_t *items,
+                                uint32_t *count) {
   if (num_attrs > 0 && attrs == NULL) return CUDA_ERROR_INVALID_VALUE;
-  uint32_t stream;
-  CUresult rc = omlc_stream_id(s, &stream);
-  if (rc != CUDA_SUCCESS) return rc;
-  omps_transport_t *t = omlc_session();
-  if (t == NULL) return CUDA_ERROR_NOT_INITIALIZED;
-  omps_launch_attributes_item_t items[MAX_LAUNCH_ATTRIBUTES];
-  uint32_t count = 0;
+  *count = 0;
   for (unsigned i = 0; i < num_attrs; i++) {
     CUlaunchAttributeID id = attrs[i].id;
     if (id == CU_LAUNCH_ATTRIBUTE_IGNORE) continue;
@@ -484,12 +473,29 @@ static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsi
                (int)id);
       return CUDA_ERROR_NOT_SUPPORTED;
     }
-    if (count == MAX_LAUNCH_ATTRIBUTES) return CUDA_ERROR_INVALID_VALUE;
-    items[count].id = (uint32_t)id;
-    items[count].value.data = (const uint8_t *)&attrs[i].value;
-    items[count].value.len = (uint32_t)sizeof attrs[i].value;
-    count++;
+    if (*count == OMLC_MAX_LAUNCH_ATTRIBUTES) return CUDA_ERROR_INVALID_VALUE;
+    items[*count].id = (uint32_t)id;
+    items[*count].value.data = (const uint8_t *)&attrs[i].value;
+    items[*count].value.len = (uint32_t)sizeof attrs[i].value;
+    (*count)++;
   }
+  return CUDA_SUCCESS;
+}
+
+static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                       unsigned shared, CUstream s, void **kernelParams, void **extra, const CUlaunchAttribute *attrs,
+                       unsigned num_attrs) {
+  if (f == NULL || f->magic != FUNCTION_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
+  if (gx == 0 || gy == 0 || gz == 0 || bx == 0 || by == 0 || bz == 0) return CUDA_ERROR_INVALID_VALUE;
+  uint32_t stream;
+  CUresult rc = omlc_stream_id(s, &stream);
+  if (rc != CUDA_SUCCESS) return rc;
+  omps_transport_t *t = omlc_session();
+  if (t == NULL) return CUDA_ERROR_NOT_INITIALIZED;
+  omps_launch_attributes_item_t items[OMLC_MAX_LAUNCH_ATTRIBUTES];
+  uint32_t count = 0;
+  rc = omlc_launch_attributes(attrs, num_attrs, items, &count);
+  if (rc != CUDA_SUCCESS) return rc;
   uint8_t packed[32764];
   const uint8_t *params;
   rc = pack_params(f, kernelParams, extra, packed, &params);

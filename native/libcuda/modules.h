@@ -5,6 +5,8 @@
 
 #include "libcuda.h"
 
+#include "openmps-wire.h"
+
 #include <pthread.h>
 #include <stdint.h>
 
@@ -48,5 +50,11 @@ struct CUlib_st {
   uint32_t id;
   struct CUmod_st module;
 };
+
+/* cuLaunchKernelEx's attributes as LAUNCH_EX and OCCUPANCY_CLUSTERS carry them (modules.c): at
+ * most OMLC_MAX_LAUNCH_ATTRIBUTES after IGNORE entries are dropped; the items point into attrs. */
+#define OMLC_MAX_LAUNCH_ATTRIBUTES 16
+CUresult omlc_launch_attributes(const CUlaunchAttribute *attrs, unsigned num_attrs, omps_launch_attributes_item_t *items,
+                                uint32_t *count);
 
 #endif

@@ -134,6 +134,8 @@ export interface DeviceStream {
   destroy(): Promise<void>;
 }
 
+export type ClusterQuery = 'active-clusters' | 'potential-size';
+
 /** cuTensorMapEncodeTiled's arguments (cuda.h), the arrays of `rank` (strides: rank - 1) entries. */
 export interface TensorMapTiled {
   readonly dataType: number;
@@ -194,6 +196,12 @@ export interface Device {
    * no tensor memory accelerator.
    */
   encodeTensorMapTiled(map: TensorMapTiled): Uint8Array;
+  /**
+   * cuOccupancyMaxActiveClusters ('active-clusters') or cuOccupancyMaxPotentialClusterSize
+   * ('potential-size') of `fn` launched as `config` (its cluster dimension among the attributes).
+   * CUDA_ERROR_NOT_SUPPORTED where the device has no cluster launches.
+   */
+  clusterOccupancy(fn: DeviceFunction, config: LaunchConfig, query: ClusterQuery): number;
   createStream(options?: StreamOptions): DeviceStream;
   createEvent(): DeviceEvent;
   /** Resolves when all streams are idle. */

@@ -266,6 +266,9 @@ export interface CudaDriver {
   cuKernelGetAttribute(value: Int32Array, attribute: number, kernel: NativePointer, device: number): Status;
   cuKernelSetAttribute(attribute: number, value: number, kernel: NativePointer, device: number): Status;
   /** Takes a CUkernel cast to CUfunction; computes for the current context (cuda.h). */
+  /** `config`: a CUlaunchConfig in native memory (DeviceCore.stageLaunchConfig). */
+  cuOccupancyMaxActiveClusters(numClusters: Int32Array, func: NativePointer, config: NativePointer): Status;
+  cuOccupancyMaxPotentialClusterSize(clusterSize: Int32Array, func: NativePointer, config: NativePointer): Status;
   /** `tensorMap`: 128 bytes (CUtensorMap, 64-byte aligned by the driver's own copy). */
   cuTensorMapEncodeTiled(
     tensorMap: Uint8Array, dataType: number, rank: number, globalAddress: NativePointer, globalDim: BigUint64Array,
@@ -400,6 +403,8 @@ export function loadCuda(): CudaDriver {
     cuLibraryGetGlobal: f('int cuLibraryGetGlobal(_Out_ uint64_t *dptr, _Out_ uint64_t *bytes, void *library, const char *name)') as CudaDriver['cuLibraryGetGlobal'],
     cuKernelGetAttribute: f('int cuKernelGetAttribute(_Out_ int *pi, int attrib, void *kernel, int dev)') as CudaDriver['cuKernelGetAttribute'],
     cuKernelSetAttribute: f('int cuKernelSetAttribute(int attrib, int val, void *kernel, int dev)') as CudaDriver['cuKernelSetAttribute'],
+    cuOccupancyMaxActiveClusters: f('int cuOccupancyMaxActiveClusters(_Out_ int *numClusters, void *func, void *config)') as CudaDriver['cuOccupancyMaxActiveClusters'],
+    cuOccupancyMaxPotentialClusterSize: f('int cuOccupancyMaxPotentialClusterSize(_Out_ int *clusterSize, void *func, void *config)') as CudaDriver['cuOccupancyMaxPotentialClusterSize'],
     cuTensorMapEncodeTiled: f(
       'int cuTensorMapEncodeTiled(_Out_ uint8_t *tensorMap, int tensorDataType, uint32_t tensorRank, void *globalAddress, ' +
         'const uint64_t *globalDim, const uint64_t *globalStrides, const uint32_t *boxDim, const uint32_t *elementStrides, ' +

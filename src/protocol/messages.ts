@@ -156,6 +156,26 @@ export const MESSAGES = {
    */
   MODULE_GET_GLOBAL: { opcode: 0x0126, request: { module: 'u32', name: 'str' }, reply: { ptr: 'u64', bytes: 'u64' } },
   /**
+   * cuOccupancyMaxActiveClusters (query 0) and cuOccupancyMaxPotentialClusterSize (query 1) for a
+   * launch configuration, its cluster dimension among its launch attributes as in LAUNCH_EX.
+   */
+  OCCUPANCY_CLUSTERS: {
+    opcode: 0x0129,
+    request: {
+      function: 'u32',
+      query: 'u32',
+      gridX: 'u32',
+      gridY: 'u32',
+      gridZ: 'u32',
+      blockX: 'u32',
+      blockY: 'u32',
+      blockZ: 'u32',
+      sharedMemBytes: 'u32',
+      launchAttributes: { list: LAUNCH_ATTRIBUTE },
+    },
+    reply: { value: 'i32' },
+  },
+  /**
    * cuTensorMapEncodeTiled: the server encodes the 128-byte CUtensorMap (its driver knows the
    * format) over memory of this client; the arguments are cuda.h's, the arrays as lists.
    */

@@ -210,6 +210,18 @@ const HANDLERS: Handlers = {
     t.session.setFunctionAttribute(req.function, req.attribute, req.value);
     return {};
   },
+  OCCUPANCY_CLUSTERS: (t, req) => {
+    if (req.query !== 0 && req.query !== 1) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', 'cuOccupancyMaxActiveClusters', `cluster occupancy query ${req.query} (0 or 1)`);
+    }
+    const config = {
+      grid: [req.gridX, req.gridY, req.gridZ] as const,
+      block: [req.blockX, req.blockY, req.blockZ] as const,
+      sharedMemBytes: req.sharedMemBytes,
+      attributes: req.launchAttributes,
+    };
+    return { value: t.session.clusterOccupancy(req.function, config, req.query === 0 ? 'active-clusters' : 'potential-size') };
+  },
   TENSOR_MAP_ENCODE_TILED: (t, req) => ({
     tensorMap: t.session.encodeTensorMapTiled({
       dataType: req.dataType,
@@ -313,6 +325,7 @@ export const CALL_NAMES: Readonly<Partial<Record<MessageName, string>>> = {
   FUNC_SET_ATTRIBUTE: 'cuFuncSetAttribute',
   OCCUPANCY: 'cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags',
   TENSOR_MAP_ENCODE_TILED: 'cuTensorMapEncodeTiled',
+  OCCUPANCY_CLUSTERS: 'cuOccupancyMaxActiveClusters',
   LAUNCH: 'cuLaunchKernel',
   LAUNCH_EX: 'cuLaunchKernelEx',
   STREAM_CREATE: 'cuStreamCreateWithPriority',

@@ -12,6 +12,7 @@ import type {
   DeviceFunction,
   DeviceModule,
   DeviceStream,
+  ClusterQuery,
   LaunchConfig,
   TensorMapTiled,
   MemoryInfo,
@@ -573,6 +574,12 @@ export class Session {
       throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `${dynamicSmemBytes} bytes of dynamic shared memory`);
     }
     return this.device.occupancy(fn, blockSize, Number(dynamicSmemBytes), flags);
+  }
+
+  clusterOccupancy(functionId: number, config: LaunchConfig, query: ClusterQuery): number {
+    const call = query === 'active-clusters' ? 'cuOccupancyMaxActiveClusters' : 'cuOccupancyMaxPotentialClusterSize';
+    const fn = this.#function(functionId, call);
+    return this.device.clusterOccupancy(fn, config, query);
   }
 
   /**

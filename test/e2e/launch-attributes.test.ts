@@ -91,3 +91,31 @@ test('LAUNCH_EX: launch attributes through the server, checked, with CUDA codes 
   assert.ok(await filledWith(4.5));
   await ctx.memFree(p);
 });
+
+test('OCCUPANCY_CLUSTERS: cluster occupancy of a launch configuration, as cuOccupancyMaxActiveClusters answers it', async (t) => {
+  const daemon = await daemonFor(t);
+  const ctx = await mpsClient(t, daemon);
+  const fill = await (await ctx.loadModule({ ptx: openmpsKernelsPtx() })).getFunction('fill');
+  const ask = (query: number, fn = fill.handle) =>
+    ctx.channel.call('OCCUPANCY_CLUSTERS', {
+      function: fn,
+      query,
+      gridX: 16,
+      gridY: 1,
+      gridZ: 1,
+      blockX: 256,
+      blockY: 1,
+      blockZ: 1,
+      sharedMemBytes: 0,
+      launchAttributes: [{ id: LAUNCH_ATTRIBUTE.CLUSTER_DIMENSION, value: value([2, 1, 1]) }],
+    });
+  if (testDevice() === 'cuda') {
+    assert.ok((await ask(0)).value >= 1, 'clusters of 2 blocks of 256 threads fit');
+    assert.ok((await ask(1)).value >= 2, 'a potential cluster size of at least 2');
+  } else {
+    await assert.rejects(ask(0), { code: 'CUDA_ERROR_NOT_SUPPORTED' });
+    await assert.rejects(ask(1), { code: 'CUDA_ERROR_NOT_SUPPORTED' });
+  }
+  await assert.rejects(ask(2), { code: 'CUDA_ERROR_INVALID_VALUE' });
+  await assert.rejects(ask(0, 9999), { code: 'CUDA_ERROR_INVALID_HANDLE' });
+});

@@ -742,6 +742,22 @@ static void run_saxpy(CUfunction f, const char *what) {
   config.attrs = NULL;
   CHECK(((launch_ex_t)sym("cuLaunchKernelEx"))(&config, f, params1, NULL) == CUDA_ERROR_INVALID_VALUE,
         "cuLaunchKernelEx with numAttrs but no attrs: INVALID_VALUE");
+  /* Cluster occupancy goes to the server with the same attributes; the software GPU (where this
+   * check runs) has no cluster launches. */
+  typedef CUresult (*clusters_t)(int *, CUfunction, const CUlaunchConfig *);
+  int clusters = -1;
+  attrs[1].id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+  attrs[1].value.clusterDim.x = 2;
+  attrs[1].value.clusterDim.y = attrs[1].value.clusterDim.z = 1;
+  config.attrs = attrs;
+  config.gridDimX = 16;
+  CHECK(((clusters_t)sym("cuOccupancyMaxActiveClusters"))(&clusters, f, &config) == CUDA_ERROR_NOT_SUPPORTED,
+        "cuOccupancyMaxActiveClusters on the software GPU: NOT_SUPPORTED");
+  CHECK(((clusters_t)sym("cuOccupancyMaxPotentialClusterSize"))(NULL, f, &config) == CUDA_ERROR_INVALID_VALUE,
+        "cuOccupancyMaxPotentialClusterSize into NULL: INVALID_VALUE");
+  config.attrs = NULL;
+  CHECK(((clusters_t)sym("cuOccupancyMaxActiveClusters"))(&clusters, f, &config) == CUDA_ERROR_INVALID_VALUE,
+        "cuOccupancyMaxActiveClusters with numAttrs but no attrs: INVALID_VALUE");
   CHECK(launch(f, 0, 1, 1, 128, 1, 1, 0, NULL, params, NULL) == CUDA_ERROR_INVALID_VALUE, "a grid of 0: INVALID_VALUE");
   ((CUresult(*)(CUdeviceptr))sym("cuMemFree_v2"))(dx);
   ((CUresult(*)(CUdeviceptr))sym("cuMemFree_v2"))(dy);

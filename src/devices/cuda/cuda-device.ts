@@ -4,8 +4,10 @@
 import { CudaError } from '../../cuda/cuda-error.js';
 import type {
   Device, DeviceEvent, DeviceFunction, DeviceInfo, DeviceModule, DevicePointer, DeviceStream, MemoryInfo, ModuleImage, StreamOptions,
-  TensorMapTiled,
+  TensorMapTiled, ClusterQuery, LaunchConfig,
 } from '../device.js';
+import { decodeLaunchAttributes } from '../launch-attributes.js';
+import { MAX_LAUNCH_ATTRIBUTES } from './device-core.js';
 
 /** sizeof(CUtensorMap): cuda.h's 16 64-bit words. */
 const TENSOR_MAP_BYTES = 128;
@@ -162,6 +164,25 @@ export class CudaDevice implements Device {
     const call = 'cuKernelSetAttribute';
     const kernel = this.#kernel(fn, call);
     this.#core.check(this.#core.driver.cuKernelSetAttribute(attribute, value, kernel.handle, this.#core.device), call);
+  }
+
+  /** The configuration as cuLaunchKernelEx would take it, checked the same way, nothing launched. */
+  clusterOccupancy(fn: DeviceFunction, config: LaunchConfig, query: ClusterQuery): number {
+    const call = query === 'active-clusters' ? 'cuOccupancyMaxActiveClusters' : 'cuOccupancyMaxPotentialClusterSize';
+    const kernel = this.#kernel(fn, call);
+    const attributes = config.attributes ?? [];
+    if (attributes.length > MAX_LAUNCH_ATTRIBUTES) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `${attributes.length} launch attributes; at most ${MAX_LAUNCH_ATTRIBUTES}`);
+    }
+    decodeLaunchAttributes(attributes, config.grid, call, Number.MAX_SAFE_INTEGER);
+    this.#core.enter();
+    const launchConfig = this.#core.stageLaunchConfig(config, 0n, attributes);
+    const out = new Int32Array(1);
+    const rc = query === 'active-clusters'
+      ? this.#core.driver.cuOccupancyMaxActiveClusters(out, kernel.handle, launchConfig)
+      : this.#core.driver.cuOccupancyMaxPotentialClusterSize(out, kernel.handle, launchConfig);
+    this.#core.check(rc, call);
+    return out[0] ?? 0;
   }
 
   /** A host-side encoding by the driver: no context needed, nothing enqueued. */

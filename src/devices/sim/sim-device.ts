@@ -4,7 +4,7 @@
 import { CudaError } from '../../cuda/cuda-error.js';
 import {
   MODULE_KINDS, type Device, type DeviceEvent, type DeviceFunction, type DeviceInfo, type DeviceModule, type DevicePointer,
-  type DeviceStream, type MemoryInfo, type ModuleImage, type StreamOptions,
+  type DeviceStream, type MemoryInfo, type ModuleImage, type StreamOptions, type ClusterQuery, type LaunchConfig,
 } from '../device.js';
 import { fatbinPtx } from '../../fatbin/fatbin.js';
 import { simDeviceAttributes } from './attributes.js';
@@ -116,6 +116,12 @@ export class SimDevice implements Device {
 
   occupancy(fn: DeviceFunction, blockSize: number, dynamicSharedBytes: number, flags: number): number {
     return occupancy(fn, this.#context, blockSize, dynamicSharedBytes, flags);
+  }
+
+  /** The sim has no cluster launches (CU_DEVICE_ATTRIBUTE_CLUSTER_LAUNCH 0). */
+  clusterOccupancy(_fn: DeviceFunction, _config: LaunchConfig, query: ClusterQuery): number {
+    const call = query === 'active-clusters' ? 'cuOccupancyMaxActiveClusters' : 'cuOccupancyMaxPotentialClusterSize';
+    throw new CudaError('CUDA_ERROR_NOT_SUPPORTED', call, 'the software GPU has no cluster launches');
   }
 
   /** The sim models no tensor memory accelerator (it runs no cp.async.bulk.tensor). */
