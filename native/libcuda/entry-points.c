@@ -117,6 +117,12 @@ CUresult omlc_mps_cuLaunchKernel_ptsz(CUfunction f, unsigned int gridDimX, unsig
 CUresult omlc_mps_cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f, void **kernelParams, void **extra);
 CUresult omlc_mps_cuLaunchKernelEx_ptsz(const CUlaunchConfig *config, CUfunction f, void **kernelParams, void **extra);
 CUresult omlc_mps_cuMemcpy(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCount);
+CUresult omlc_mps_cuMemcpy2D_v2(const CUDA_MEMCPY2D_v2 *pCopy);
+CUresult omlc_mps_cuMemcpy2D_v2_ptds(const CUDA_MEMCPY2D_v2 *pCopy);
+CUresult omlc_mps_cuMemcpy2DUnaligned_v2(const CUDA_MEMCPY2D_v2 *pCopy);
+CUresult omlc_mps_cuMemcpy2DUnaligned_v2_ptds(const CUDA_MEMCPY2D_v2 *pCopy);
+CUresult omlc_mps_cuMemcpy2DAsync_v2(const CUDA_MEMCPY2D_v2 *pCopy, CUstream hStream);
+CUresult omlc_mps_cuMemcpy2DAsync_v2_ptsz(const CUDA_MEMCPY2D_v2 *pCopy, CUstream hStream);
 CUresult omlc_mps_cuMemcpy_ptds(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCount);
 CUresult omlc_mps_cuMemcpyAsync(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCount, CUstream hStream);
 CUresult omlc_mps_cuMemcpyAsync_ptsz(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCount, CUstream hStream);
@@ -5156,9 +5162,7 @@ CUresult CUDAAPI cuMemcpy2DAsync_v2(const CUDA_MEMCPY2D_v2 *pCopy, CUstream hStr
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpy2DAsync_v2);
     return real ? ((CUresult (CUDAAPI *)(const CUDA_MEMCPY2D_v2 *pCopy, CUstream hStream))real)(pCopy, hStream) : omlc_bypass_missing(OMLC_SYM_cuMemcpy2DAsync_v2);
   }
-  case OMLC_MODE_MPS:
-    (void)pCopy; (void)hStream;
-    return omlc_traced(OMLC_SYM_cuMemcpy2DAsync_v2, omlc_not_supported(OMLC_SYM_cuMemcpy2DAsync_v2));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemcpy2DAsync_v2, omlc_mps_cuMemcpy2DAsync_v2(pCopy, hStream));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5170,9 +5174,7 @@ CUresult CUDAAPI cuMemcpy2DAsync_v2_ptsz(const CUDA_MEMCPY2D_v2 *pCopy, CUstream
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpy2DAsync_v2_ptsz);
     return real ? ((CUresult (CUDAAPI *)(const CUDA_MEMCPY2D_v2 *pCopy, CUstream hStream))real)(pCopy, hStream) : omlc_bypass_missing(OMLC_SYM_cuMemcpy2DAsync_v2_ptsz);
   }
-  case OMLC_MODE_MPS:
-    (void)pCopy; (void)hStream;
-    return omlc_traced(OMLC_SYM_cuMemcpy2DAsync_v2_ptsz, omlc_not_supported(OMLC_SYM_cuMemcpy2DAsync_v2_ptsz));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemcpy2DAsync_v2_ptsz, omlc_mps_cuMemcpy2DAsync_v2_ptsz(pCopy, hStream));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5198,9 +5200,7 @@ CUresult CUDAAPI cuMemcpy2DUnaligned_v2(const CUDA_MEMCPY2D_v2 *pCopy) {
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpy2DUnaligned_v2);
     return real ? ((CUresult (CUDAAPI *)(const CUDA_MEMCPY2D_v2 *pCopy))real)(pCopy) : omlc_bypass_missing(OMLC_SYM_cuMemcpy2DUnaligned_v2);
   }
-  case OMLC_MODE_MPS:
-    (void)pCopy;
-    return omlc_traced(OMLC_SYM_cuMemcpy2DUnaligned_v2, omlc_not_supported(OMLC_SYM_cuMemcpy2DUnaligned_v2));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemcpy2DUnaligned_v2, omlc_mps_cuMemcpy2DUnaligned_v2(pCopy));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5212,9 +5212,7 @@ CUresult CUDAAPI cuMemcpy2DUnaligned_v2_ptds(const CUDA_MEMCPY2D_v2 *pCopy) {
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpy2DUnaligned_v2_ptds);
     return real ? ((CUresult (CUDAAPI *)(const CUDA_MEMCPY2D_v2 *pCopy))real)(pCopy) : omlc_bypass_missing(OMLC_SYM_cuMemcpy2DUnaligned_v2_ptds);
   }
-  case OMLC_MODE_MPS:
-    (void)pCopy;
-    return omlc_traced(OMLC_SYM_cuMemcpy2DUnaligned_v2_ptds, omlc_not_supported(OMLC_SYM_cuMemcpy2DUnaligned_v2_ptds));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemcpy2DUnaligned_v2_ptds, omlc_mps_cuMemcpy2DUnaligned_v2_ptds(pCopy));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5226,9 +5224,7 @@ CUresult CUDAAPI cuMemcpy2D_v2(const CUDA_MEMCPY2D_v2 *pCopy) {
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpy2D_v2);
     return real ? ((CUresult (CUDAAPI *)(const CUDA_MEMCPY2D_v2 *pCopy))real)(pCopy) : omlc_bypass_missing(OMLC_SYM_cuMemcpy2D_v2);
   }
-  case OMLC_MODE_MPS:
-    (void)pCopy;
-    return omlc_traced(OMLC_SYM_cuMemcpy2D_v2, omlc_not_supported(OMLC_SYM_cuMemcpy2D_v2));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemcpy2D_v2, omlc_mps_cuMemcpy2D_v2(pCopy));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -5240,9 +5236,7 @@ CUresult CUDAAPI cuMemcpy2D_v2_ptds(const CUDA_MEMCPY2D_v2 *pCopy) {
     omlc_fn real = omlc_real(OMLC_SYM_cuMemcpy2D_v2_ptds);
     return real ? ((CUresult (CUDAAPI *)(const CUDA_MEMCPY2D_v2 *pCopy))real)(pCopy) : omlc_bypass_missing(OMLC_SYM_cuMemcpy2D_v2_ptds);
   }
-  case OMLC_MODE_MPS:
-    (void)pCopy;
-    return omlc_traced(OMLC_SYM_cuMemcpy2D_v2_ptds, omlc_not_supported(OMLC_SYM_cuMemcpy2D_v2_ptds));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuMemcpy2D_v2_ptds, omlc_mps_cuMemcpy2D_v2_ptds(pCopy));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -9132,13 +9126,13 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuMemcpy", (omlc_fn)cuMemcpy, OMLC_IMPL_MPS },
   { "cuMemcpy2D", (omlc_fn)cuMemcpy2D, OMLC_IMPL_NONE },
   { "cuMemcpy2DAsync", (omlc_fn)cuMemcpy2DAsync, OMLC_IMPL_NONE },
-  { "cuMemcpy2DAsync_v2", (omlc_fn)cuMemcpy2DAsync_v2, OMLC_IMPL_NONE },
-  { "cuMemcpy2DAsync_v2_ptsz", (omlc_fn)cuMemcpy2DAsync_v2_ptsz, OMLC_IMPL_NONE },
+  { "cuMemcpy2DAsync_v2", (omlc_fn)cuMemcpy2DAsync_v2, OMLC_IMPL_MPS },
+  { "cuMemcpy2DAsync_v2_ptsz", (omlc_fn)cuMemcpy2DAsync_v2_ptsz, OMLC_IMPL_MPS },
   { "cuMemcpy2DUnaligned", (omlc_fn)cuMemcpy2DUnaligned, OMLC_IMPL_NONE },
-  { "cuMemcpy2DUnaligned_v2", (omlc_fn)cuMemcpy2DUnaligned_v2, OMLC_IMPL_NONE },
-  { "cuMemcpy2DUnaligned_v2_ptds", (omlc_fn)cuMemcpy2DUnaligned_v2_ptds, OMLC_IMPL_NONE },
-  { "cuMemcpy2D_v2", (omlc_fn)cuMemcpy2D_v2, OMLC_IMPL_NONE },
-  { "cuMemcpy2D_v2_ptds", (omlc_fn)cuMemcpy2D_v2_ptds, OMLC_IMPL_NONE },
+  { "cuMemcpy2DUnaligned_v2", (omlc_fn)cuMemcpy2DUnaligned_v2, OMLC_IMPL_MPS },
+  { "cuMemcpy2DUnaligned_v2_ptds", (omlc_fn)cuMemcpy2DUnaligned_v2_ptds, OMLC_IMPL_MPS },
+  { "cuMemcpy2D_v2", (omlc_fn)cuMemcpy2D_v2, OMLC_IMPL_MPS },
+  { "cuMemcpy2D_v2_ptds", (omlc_fn)cuMemcpy2D_v2_ptds, OMLC_IMPL_MPS },
   { "cuMemcpy3D", (omlc_fn)cuMemcpy3D, OMLC_IMPL_NONE },
   { "cuMemcpy3DAsync", (omlc_fn)cuMemcpy3DAsync, OMLC_IMPL_NONE },
   { "cuMemcpy3DAsync_v2", (omlc_fn)cuMemcpy3DAsync_v2, OMLC_IMPL_NONE },

@@ -56,11 +56,15 @@ static size_t upper(CUdeviceptr_v2 ptr) {
   return lo;
 }
 
-static void remember(CUdeviceptr_v2 base, size_t size) {
+/* reserve: also keep the host from mapping anything at the range (cuMemAlloc's allocations, which
+ * are page-aligned); a module's variables are not (they sit inside the module's image, several to
+ * a page), so they are only recorded. */
+static void remember(CUdeviceptr_v2 base, size_t size, int reserve) {
   int reserved = 0;
   void *want = (void *)(uintptr_t)base;
-  void *got = mmap(want, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
-  if (got == want) reserved = 1;
+  void *got = reserve ? mmap(want, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0)
+                      : want;
+  if (got == want) reserved = reserve;
   else {
     if (got != MAP_FAILED) munmap(got, size); /* a kernel without MAP_FIXED_NOREPLACE placed it elsewhere */
     omlc_log("device allocation 0x%llx (%zu bytes) overlaps this process's host memory; cuMemcpy takes "
@@ -101,7 +105,7 @@ static void forget(CUdeviceptr_v2 base) {
 }
 
 /* A module's variable (cuModuleGetGlobal) is device memory of this client as long as its module. */
-void omlc_device_range_add(CUdeviceptr_v2 base, size_t size) { remember(base, size); }
+void omlc_device_range_add(CUdeviceptr_v2 base, size_t size) { remember(base, size, 0); }
 void omlc_device_range_remove(CUdeviceptr_v2 base) { forget(base); }
 
 /* Whether ptr lies in one of this client's device allocations. */
@@ -121,7 +125,7 @@ CUresult omlc_mps_cuMemAlloc_v2(CUdeviceptr_v2 *dptr, size_t bytesize) {
   omps_mem_alloc_rep_t rep = {0};
   CUresult rc = call(OMPS_OP_MEM_ALLOC, &req, &rep, NULL);
   if (rc == CUDA_SUCCESS) {
-    remember(rep.ptr, bytesize);
+    remember(rep.ptr, bytesize, 1);
     *dptr = rep.ptr;
   }
   return rc;
@@ -263,14 +267,13 @@ CUresult omlc_mps_cuMemcpyDtoDAsync_v2_ptsz(CUdeviceptr_v2 dstDevice, CUdevicept
   return dtod(dstDevice, srcDevice, ByteCount, hStream);
 }
 
-/* cuMemcpy / cuMemcpyAsync: the direction from where each pointer lies. Host to host is a
- * plain copy, ordered after the stream's earlier work as CUDA orders it. */
-static CUresult copy_any(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t n, CUstream s) {
+/* A copy whose sides are known (device or host memory). Host to host is a plain copy, ordered
+ * after the stream's earlier work as CUDA orders it. */
+static CUresult copy_sides(CUdeviceptr_v2 dst, int dst_dev, CUdeviceptr_v2 src, int src_dev, size_t n, CUstream s) {
   if (n == 0) return CUDA_SUCCESS;
   uint32_t stream;
   CUresult rc = omlc_stream_id(s, &stream);
   if (rc != CUDA_SUCCESS) return rc;
-  int dst_dev = omlc_device_pointer(dst, NULL, NULL), src_dev = omlc_device_pointer(src, NULL, NULL);
   if (dst_dev && src_dev) return dtod(dst, src, n, s);
   if (dst_dev) return htod(stream, dst, (const void *)(uintptr_t)src, n);
   if (src_dev) return dtoh(stream, (void *)(uintptr_t)dst, src, n);
@@ -280,6 +283,71 @@ static CUresult copy_any(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t n, CUstr
   if (rc == CUDA_SUCCESS) memmove((void *)(uintptr_t)dst, (const void *)(uintptr_t)src, n);
   return rc;
 }
+
+/* cuMemcpy / cuMemcpyAsync: the direction from where each pointer lies. */
+static CUresult copy_any(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t n, CUstream s) {
+  return copy_sides(dst, omlc_device_pointer(dst, NULL, NULL), src, omlc_device_pointer(src, NULL, NULL), n, s);
+}
+
+/* One side of a 2D copy: its address and whether it is device memory. Arrays are not
+ * implemented (CUDA_ERROR_NOT_SUPPORTED); UNIFIED is classified as cuMemcpy classifies. */
+static CUresult side_of(CUmemorytype type, const void *host, CUdeviceptr_v2 device, CUdeviceptr_v2 *addr, int *is_dev) {
+  switch (type) {
+  case CU_MEMORYTYPE_HOST:
+    *addr = (CUdeviceptr_v2)(uintptr_t)host;
+    *is_dev = 0;
+    return host != NULL ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+  case CU_MEMORYTYPE_DEVICE:
+    *addr = device;
+    *is_dev = 1;
+    return device != 0 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+  case CU_MEMORYTYPE_UNIFIED:
+    *addr = device;
+    *is_dev = omlc_device_pointer(device, NULL, NULL);
+    return device != 0 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+  case CU_MEMORYTYPE_ARRAY:
+    return CUDA_ERROR_NOT_SUPPORTED;
+  }
+  return CUDA_ERROR_INVALID_VALUE;
+}
+
+/* cuMemcpy2D(Async): one copy when both sides' rows are contiguous, else one copy a row through
+ * the 1D paths above (correct; a pitched copy of many short rows is a round trip a row). */
+static CUresult memcpy2d(const CUDA_MEMCPY2D *p, CUstream s) {
+  if (p == NULL) return CUDA_ERROR_INVALID_VALUE;
+  if (p->WidthInBytes == 0 || p->Height == 0) return CUDA_SUCCESS;
+  if (p->Height > 1 && (p->WidthInBytes > p->srcPitch || p->WidthInBytes > p->dstPitch)) return CUDA_ERROR_INVALID_VALUE;
+  CUdeviceptr_v2 src, dst;
+  int src_dev, dst_dev;
+  CUresult rc = side_of(p->srcMemoryType, p->srcHost, p->srcDevice, &src, &src_dev);
+  if (rc == CUDA_SUCCESS) rc = side_of(p->dstMemoryType, p->dstHost, p->dstDevice, &dst, &dst_dev);
+  if (rc != CUDA_SUCCESS) return rc;
+  size_t src_off, dst_off, last_src, last_dst;
+  if (__builtin_mul_overflow(p->srcY, p->srcPitch, &src_off) || __builtin_add_overflow(src_off, p->srcXInBytes, &src_off) ||
+      __builtin_mul_overflow(p->dstY, p->dstPitch, &dst_off) || __builtin_add_overflow(dst_off, p->dstXInBytes, &dst_off) ||
+      __builtin_mul_overflow(p->Height - 1, p->srcPitch, &last_src) || __builtin_mul_overflow(p->Height - 1, p->dstPitch, &last_dst) ||
+      __builtin_add_overflow(src, src_off, &src) || __builtin_add_overflow(dst, dst_off, &dst) ||
+      src + last_src < src || dst + last_dst < dst) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  if (p->Height == 1 || (p->srcPitch == p->WidthInBytes && p->dstPitch == p->WidthInBytes)) {
+    size_t n;
+    if (__builtin_mul_overflow(p->WidthInBytes, p->Height, &n)) return CUDA_ERROR_INVALID_VALUE;
+    return copy_sides(dst, dst_dev, src, src_dev, n, s);
+  }
+  for (size_t row = 0; row < p->Height; row++) {
+    rc = copy_sides(dst + row * p->dstPitch, dst_dev, src + row * p->srcPitch, src_dev, p->WidthInBytes, s);
+    if (rc != CUDA_SUCCESS) return rc;
+  }
+  return CUDA_SUCCESS;
+}
+CUresult omlc_mps_cuMemcpy2D_v2(const CUDA_MEMCPY2D *pCopy) { return memcpy2d(pCopy, NULL); }
+CUresult omlc_mps_cuMemcpy2D_v2_ptds(const CUDA_MEMCPY2D *pCopy) { return memcpy2d(pCopy, CU_STREAM_PER_THREAD); }
+CUresult omlc_mps_cuMemcpy2DUnaligned_v2(const CUDA_MEMCPY2D *pCopy) { return memcpy2d(pCopy, NULL); }
+CUresult omlc_mps_cuMemcpy2DUnaligned_v2_ptds(const CUDA_MEMCPY2D *pCopy) { return memcpy2d(pCopy, CU_STREAM_PER_THREAD); }
+CUresult omlc_mps_cuMemcpy2DAsync_v2(const CUDA_MEMCPY2D *pCopy, CUstream hStream) { return memcpy2d(pCopy, hStream); }
+CUresult omlc_mps_cuMemcpy2DAsync_v2_ptsz(const CUDA_MEMCPY2D *pCopy, CUstream hStream) { return memcpy2d(pCopy, hStream); }
+
 CUresult omlc_mps_cuMemcpy(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCount) { return copy_any(dst, src, ByteCount, NULL); }
 CUresult omlc_mps_cuMemcpy_ptds(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCount) {
   return copy_any(dst, src, ByteCount, NULL);

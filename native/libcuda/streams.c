@@ -218,10 +218,10 @@ CUresult omlc_mps_cuStreamGetId_ptsz(CUstream hStream, unsigned long long *strea
 static CUresult event_id(CUevent e, uint32_t *id);
 
 /* cuStreamWaitEvent: the server orders it on the device (STREAM_WAIT_EVENT); the host does not
- * wait. CU_EVENT_WAIT_EXTERNAL is a graph-capture flag: outside capture the driver refuses it, as
- * it refuses any other bit, so only 0 (CU_EVENT_WAIT_DEFAULT) is taken. */
+ * wait. CU_EVENT_WAIT_EXTERNAL only changes what a graph capture records, and no stream is ever
+ * capturing here (capture.c), so it waits as the default does; any other bit is refused. */
 static CUresult stream_wait_event(CUstream s, CUevent e, unsigned int flags) {
-  if (flags != CU_EVENT_WAIT_DEFAULT) return CUDA_ERROR_INVALID_VALUE;
+  if ((flags & ~(unsigned)CU_EVENT_WAIT_EXTERNAL) != 0) return CUDA_ERROR_INVALID_VALUE;
   uint32_t stream, event;
   CUresult rc = omlc_stream_id(s, &stream);
   if (rc == CUDA_SUCCESS) rc = event_id(e, &event);

@@ -269,9 +269,9 @@ export interface CudaDriver {
   /** `config`: a CUlaunchConfig in native memory (DeviceCore.stageLaunchConfig). */
   cuOccupancyMaxActiveClusters(numClusters: Int32Array, func: NativePointer, config: NativePointer): Status;
   cuOccupancyMaxPotentialClusterSize(clusterSize: Int32Array, func: NativePointer, config: NativePointer): Status;
-  /** `tensorMap`: 128 bytes (CUtensorMap, 64-byte aligned by the driver's own copy). */
+  /** `tensorMap`: the address of 128 bytes of native memory, 64-byte aligned (CUtensorMap). */
   cuTensorMapEncodeTiled(
-    tensorMap: Uint8Array, dataType: number, rank: number, globalAddress: NativePointer, globalDim: BigUint64Array,
+    tensorMap: NativePointer, dataType: number, rank: number, globalAddress: NativePointer, globalDim: BigUint64Array,
     globalStrides: BigUint64Array, boxDim: Uint32Array, elementStrides: Uint32Array, interleave: number, swizzle: number,
     l2Promotion: number, oobFill: number,
   ): Status;
@@ -406,7 +406,7 @@ export function loadCuda(): CudaDriver {
     cuOccupancyMaxActiveClusters: f('int cuOccupancyMaxActiveClusters(_Out_ int *numClusters, void *func, void *config)') as CudaDriver['cuOccupancyMaxActiveClusters'],
     cuOccupancyMaxPotentialClusterSize: f('int cuOccupancyMaxPotentialClusterSize(_Out_ int *clusterSize, void *func, void *config)') as CudaDriver['cuOccupancyMaxPotentialClusterSize'],
     cuTensorMapEncodeTiled: f(
-      'int cuTensorMapEncodeTiled(_Out_ uint8_t *tensorMap, int tensorDataType, uint32_t tensorRank, void *globalAddress, ' +
+      'int cuTensorMapEncodeTiled(void *tensorMap, int tensorDataType, uint32_t tensorRank, void *globalAddress, ' +
         'const uint64_t *globalDim, const uint64_t *globalStrides, const uint32_t *boxDim, const uint32_t *elementStrides, ' +
         'int interleave, int swizzle, int l2Promotion, int oobFill)',
     ) as CudaDriver['cuTensorMapEncodeTiled'],

@@ -19,6 +19,7 @@ import type {
   ModuleImage,
   StreamOptions,
 } from '../devices/device.js';
+import { LAUNCH_ATTRIBUTE } from '../devices/launch-attributes.js';
 import { AllocationTable } from './allocation-table.js';
 import { GpuTimer } from './gpu-timer.js';
 
@@ -584,8 +585,8 @@ export class Session {
 
   /**
    * cuTensorMapEncodeTiled over this client's memory only: a descriptor is an address a kernel
-   * reads and writes through, so the whole tensor it spans (the outermost extent, at most) must lie
-   * in one allocation of this client, as a copy's range must.
+   * reads and writes through, so every byte it can reach must lie in one allocation of this
+   * client, as a copy's range must.
    */
   encodeTensorMapTiled(map: TensorMapTiled): Uint8Array {
     const call = 'cuTensorMapEncodeTiled';
@@ -598,17 +599,24 @@ export class Session {
     if (map.globalDim.some((d) => d < 1n)) throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, 'a tensor dimension of 0');
     const halfBytes = TENSOR_MAP_ELEMENT_HALF_BYTES[map.dataType];
     if (halfBytes === undefined) throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `tensor data type ${map.dataType}`);
+    // The last byte the tensor map can reach: a full innermost row plus (dim - 1) strides of every
+    // outer dimension. Strides need not nest (the driver asks only for multiples of 16), so the
+    // sum, not the largest term, bounds it.
     let span = ((map.globalDim[0] ?? 0n) * BigInt(halfBytes) + 1n) / 2n;
-    for (let i = 1; i < rank; i++) {
-      const extent = (map.globalDim[i] ?? 0n) * (map.globalStrides[i - 1] ?? 0n);
-      if (extent > span) span = extent;
-    }
+    for (let i = 1; i < rank; i++) span += ((map.globalDim[i] ?? 1n) - 1n) * (map.globalStrides[i - 1] ?? 0n);
     this.checkRange(map.globalAddress, span, call);
     return this.device.encodeTensorMapTiled(map);
   }
 
   launch(functionId: number, streamId: number, config: LaunchConfig, params: Uint8Array): void {
     const call = config.attributes === undefined ? 'cuLaunchKernel' : 'cuLaunchKernelEx';
+    // An access policy window names a device range (base_ptr, num_bytes) the L2 is to keep: only
+    // this client's memory, as every other range a client names.
+    for (const a of config.attributes ?? []) {
+      if (a.id !== LAUNCH_ATTRIBUTE.ACCESS_POLICY_WINDOW || a.value.byteLength < 16) continue;
+      const v = new DataView(a.value.buffer, a.value.byteOffset, a.value.byteLength);
+      this.checkRange(v.getBigUint64(0, true), v.getBigUint64(8, true), call);
+    }
     const stream = this.#stream(streamId, call);
     const fn = this.#functions.get(functionId);
     if (!fn) throw new CudaError('CUDA_ERROR_INVALID_HANDLE', call, `no function ${functionId} in this client`);

@@ -57,6 +57,26 @@ test('LAUNCH_EX: launch attributes through the server, checked, with CUDA codes 
   await ctx.synchronize();
   assert.ok(await filledWith(1.5), 'the launch with attributes filled the buffer');
 
+  // An access policy window is a range of device memory: this client's only.
+  const other = await mpsClient(t, daemon);
+  const theirs = await other.memAlloc(4096);
+  const window = (base: bigint, bytes: number): Uint8Array => {
+    const v = new Uint8Array(LAUNCH_ATTRIBUTE_VALUE_BYTES);
+    const dv = new DataView(v.buffer);
+    dv.setBigUint64(0, base, true);
+    dv.setBigUint64(8, BigInt(bytes), true);
+    dv.setFloat32(16, 0.5, true); // hitRatio
+    dv.setInt32(20, 1, true); // hitProp: persisting
+    dv.setInt32(24, 2, true); // missProp: streaming
+    return v;
+  };
+  await assert.rejects(launchEx(16, 9, [{ id: LAUNCH_ATTRIBUTE.ACCESS_POLICY_WINDOW, value: window(theirs, 4096) }]), {
+    code: 'CUDA_ERROR_INVALID_VALUE',
+  });
+  await launchEx(16, 0.5, [{ id: LAUNCH_ATTRIBUTE.ACCESS_POLICY_WINDOW, value: window(p, n * 4) }]);
+  await ctx.synchronize();
+  assert.ok(await filledWith(0.5), 'a window over its own memory: the launch ran');
+
   // Short values are the union's leading bytes (the rest zero).
   await launchEx(16, 2.5, [{ id: LAUNCH_ATTRIBUTE.PRIORITY, value: value([0], 4) }]);
   await ctx.synchronize();

@@ -46,6 +46,15 @@ test('TENSOR_MAP_ENCODE_TILED: a descriptor over the client\'s own memory only, 
   await assert.rejects(encode(theirs), { code: 'CUDA_ERROR_INVALID_VALUE' });
   await assert.rejects(encode(p, { globalDim: [BigInt(cols), BigInt(rows * 2)] }), { code: 'CUDA_ERROR_INVALID_VALUE' });
   await assert.rejects(encode(0x1000n), { code: 'CUDA_ERROR_INVALID_VALUE' });
+  // Strides that do not nest: each outer extent alone fits, together they reach twice as far.
+  await assert.rejects(
+    ctx.channel.call('TENSOR_MAP_ENCODE_TILED', {
+      dataType: FLOAT32, rank: 3, globalAddress: p, globalDim: [16n, BigInt(rows), BigInt(rows)],
+      globalStrides: [BigInt(cols * 4), BigInt(cols * 4)], boxDim: [16, 16, 1], elementStrides: [1, 1, 1],
+      interleave: 0, swizzle: 0, l2Promotion: 0, oobFill: 0,
+    }),
+    { code: 'CUDA_ERROR_INVALID_VALUE' },
+  );
   await assert.rejects(encode(p, { rank: 3 }), { code: 'CUDA_ERROR_INVALID_VALUE' });
   await assert.rejects(encode(p, { dataType: 99 }), { code: 'CUDA_ERROR_INVALID_VALUE' });
   await assert.rejects(encode(p, { globalDim: [0n, BigInt(rows)] }), { code: 'CUDA_ERROR_INVALID_VALUE' });

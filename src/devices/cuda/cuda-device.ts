@@ -11,7 +11,7 @@ import { MAX_LAUNCH_ATTRIBUTES } from './device-core.js';
 
 /** sizeof(CUtensorMap): cuda.h's 16 64-bit words. */
 const TENSOR_MAP_BYTES = 128;
-import type { CudaDriver } from '../../native/bindings.js';
+import { allocNative, type CudaDriver } from '../../native/bindings.js';
 import { CUDA_ERROR_INVALID_VALUE, CUDA_ERROR_NOT_SUPPORTED, CUDA_SUCCESS } from './check.js';
 import { readDeviceAttributes } from './attributes.js';
 import { CudaEvent } from './cuda-event.js';
@@ -189,13 +189,20 @@ export class CudaDevice implements Device {
   encodeTensorMapTiled(map: TensorMapTiled): Uint8Array {
     const call = 'cuTensorMapEncodeTiled';
     this.#core.assertUsable(call);
-    const out = new Uint8Array(TENSOR_MAP_BYTES);
-    const rc = this.#core.driver.cuTensorMapEncodeTiled(
-      out, map.dataType, map.rank, map.globalAddress, BigUint64Array.from(map.globalDim), BigUint64Array.from(map.globalStrides),
-      Uint32Array.from(map.boxDim), Uint32Array.from(map.elementStrides), map.interleave, map.swizzle, map.l2Promotion, map.oobFill,
-    );
-    this.#core.check(rc, call);
-    return out;
+    // The driver wants the CUtensorMap 64-byte aligned: a native block, the map at its first
+    // 64-byte boundary.
+    const block = allocNative(TENSOR_MAP_BYTES + 64);
+    try {
+      const skip = Number((64n - (block.address % 64n)) % 64n);
+      const rc = this.#core.driver.cuTensorMapEncodeTiled(
+        block.address + BigInt(skip), map.dataType, map.rank, map.globalAddress, BigUint64Array.from(map.globalDim),
+        BigUint64Array.from(map.globalStrides), Uint32Array.from(map.boxDim), Uint32Array.from(map.elementStrides), map.interleave, map.swizzle, map.l2Promotion, map.oobFill,
+      );
+      this.#core.check(rc, call);
+      return block.bytes.slice(skip, skip + TENSOR_MAP_BYTES);
+    } finally {
+      block.free();
+    }
   }
 
   /** For the primary context, the one every client's unrestricted stream is in. */
