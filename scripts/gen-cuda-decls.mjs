@@ -193,6 +193,8 @@ const IMPLEMENTED = {
   cuStreamGetId: 'mps',
   cuStreamGetId_ptsz: 'mps',
   cuCtxGetId: 'mps',
+  cuCtxGetLimit: 'mps',
+  cuCtxSetLimit: 'mps',
   cuDeviceCanAccessPeer: 'mps',
 };
 

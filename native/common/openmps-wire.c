@@ -1922,6 +1922,93 @@ omps_wire_status_t omps_decode_ctx_synchronize_rep(const uint8_t *payload, size_
 static omps_wire_status_t erased_omps_encode_ctx_synchronize_rep(omps_writer_t *w, const void *v) { return omps_encode_ctx_synchronize_rep(w, v); }
 static omps_wire_status_t erased_omps_decode_ctx_synchronize_rep(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_ctx_synchronize_rep(p, len, a, out); }
 
+omps_wire_status_t omps_encode_ctx_get_limit_req(omps_writer_t *w, const omps_ctx_get_limit_req_t *v) {
+  omps_put_u32(w, v->limit);
+  return w->status;
+}
+
+static bool read_omps_ctx_get_limit_req(omps_reader_t *r, omps_ctx_get_limit_req_t *v) {
+  if (!omps_get_u32(r, &v->limit)) return false;
+  return true;
+}
+
+omps_wire_status_t omps_decode_ctx_get_limit_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_ctx_get_limit_req_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_ctx_get_limit_req(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_ctx_get_limit_req(omps_writer_t *w, const void *v) { return omps_encode_ctx_get_limit_req(w, v); }
+static omps_wire_status_t erased_omps_decode_ctx_get_limit_req(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_ctx_get_limit_req(p, len, a, out); }
+
+omps_wire_status_t omps_encode_ctx_get_limit_rep(omps_writer_t *w, const omps_ctx_get_limit_rep_t *v) {
+  omps_put_u64(w, v->value);
+  return w->status;
+}
+
+static bool read_omps_ctx_get_limit_rep(omps_reader_t *r, omps_ctx_get_limit_rep_t *v) {
+  if (!omps_get_u64(r, &v->value)) return false;
+  return true;
+}
+
+omps_wire_status_t omps_decode_ctx_get_limit_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_ctx_get_limit_rep_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_ctx_get_limit_rep(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_ctx_get_limit_rep(omps_writer_t *w, const void *v) { return omps_encode_ctx_get_limit_rep(w, v); }
+static omps_wire_status_t erased_omps_decode_ctx_get_limit_rep(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_ctx_get_limit_rep(p, len, a, out); }
+
+omps_wire_status_t omps_encode_ctx_set_limit_req(omps_writer_t *w, const omps_ctx_set_limit_req_t *v) {
+  omps_put_u32(w, v->limit);
+  omps_put_u64(w, v->value);
+  return w->status;
+}
+
+static bool read_omps_ctx_set_limit_req(omps_reader_t *r, omps_ctx_set_limit_req_t *v) {
+  if (!omps_get_u32(r, &v->limit)) return false;
+  if (!omps_get_u64(r, &v->value)) return false;
+  return true;
+}
+
+omps_wire_status_t omps_decode_ctx_set_limit_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_ctx_set_limit_req_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_ctx_set_limit_req(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_ctx_set_limit_req(omps_writer_t *w, const void *v) { return omps_encode_ctx_set_limit_req(w, v); }
+static omps_wire_status_t erased_omps_decode_ctx_set_limit_req(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_ctx_set_limit_req(p, len, a, out); }
+
+omps_wire_status_t omps_encode_ctx_set_limit_rep(omps_writer_t *w, const omps_ctx_set_limit_rep_t *v) {
+  (void)v;
+  return w->status;
+}
+
+static bool read_omps_ctx_set_limit_rep(omps_reader_t *r, omps_ctx_set_limit_rep_t *v) {
+  (void)r;
+  (void)v;
+  return true;
+}
+
+omps_wire_status_t omps_decode_ctx_set_limit_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_ctx_set_limit_rep_t *out) {
+  omps_reader_t r;
+  omps_reader_init(&r, payload, len, arena);
+  memset(out, 0, sizeof(*out));
+  read_omps_ctx_set_limit_rep(&r, out);
+  return omps_reader_end(&r);
+}
+
+static omps_wire_status_t erased_omps_encode_ctx_set_limit_rep(omps_writer_t *w, const void *v) { return omps_encode_ctx_set_limit_rep(w, v); }
+static omps_wire_status_t erased_omps_decode_ctx_set_limit_rep(const uint8_t *p, size_t len, omps_arena_t *a, void *out) { return omps_decode_ctx_set_limit_rep(p, len, a, out); }
+
 omps_wire_status_t omps_encode_stream_wait_event_req(omps_writer_t *w, const omps_stream_wait_event_req_t *v) {
   omps_put_u32(w, v->stream);
   omps_put_u32(w, v->event);
@@ -2488,6 +2575,12 @@ const omps_message_desc_t omps_messages[OMPS_MESSAGE_COUNT] = {
   {"CTX_SYNCHRONIZE", OMPS_OP_CTX_SYNCHRONIZE, sizeof(omps_ctx_synchronize_req_t), sizeof(omps_ctx_synchronize_rep_t), erased_omps_encode_ctx_synchronize_req,
    erased_omps_decode_ctx_synchronize_req, erased_omps_encode_ctx_synchronize_rep, erased_omps_decode_ctx_synchronize_rep,
    "", ""},
+  {"CTX_GET_LIMIT", OMPS_OP_CTX_GET_LIMIT, sizeof(omps_ctx_get_limit_req_t), sizeof(omps_ctx_get_limit_rep_t), erased_omps_encode_ctx_get_limit_req,
+   erased_omps_decode_ctx_get_limit_req, erased_omps_encode_ctx_get_limit_rep, erased_omps_decode_ctx_get_limit_rep,
+   "I", "Q"},
+  {"CTX_SET_LIMIT", OMPS_OP_CTX_SET_LIMIT, sizeof(omps_ctx_set_limit_req_t), sizeof(omps_ctx_set_limit_rep_t), erased_omps_encode_ctx_set_limit_req,
+   erased_omps_decode_ctx_set_limit_req, erased_omps_encode_ctx_set_limit_rep, erased_omps_decode_ctx_set_limit_rep,
+   "IQ", ""},
   {"STREAM_WAIT_EVENT", OMPS_OP_STREAM_WAIT_EVENT, sizeof(omps_stream_wait_event_req_t), sizeof(omps_stream_wait_event_rep_t), erased_omps_encode_stream_wait_event_req,
    erased_omps_decode_stream_wait_event_req, erased_omps_encode_stream_wait_event_rep, erased_omps_decode_stream_wait_event_rep,
    "II", ""},

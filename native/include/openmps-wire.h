@@ -69,6 +69,8 @@ extern "C" {
 #define OMPS_OP_STREAM_SYNCHRONIZE 0x0142
 #define OMPS_OP_STREAM_QUERY 0x0143
 #define OMPS_OP_CTX_SYNCHRONIZE 0x0144
+#define OMPS_OP_CTX_GET_LIMIT 0x0146
+#define OMPS_OP_CTX_SET_LIMIT 0x0147
 #define OMPS_OP_STREAM_WAIT_EVENT 0x0145
 #define OMPS_OP_EVENT_CREATE 0x0150
 #define OMPS_OP_EVENT_DESTROY 0x0151
@@ -79,7 +81,7 @@ extern "C" {
 #define OMPS_OP_NOTICE_ERROR 0x0200
 #define OMPS_OP_NOTICE_LIMITS 0x0201
 #define OMPS_OP_NOTICE_WAKE 0x0202
-#define OMPS_MESSAGE_COUNT 46
+#define OMPS_MESSAGE_COUNT 48
 
 /* Structures nested in messages. */
 typedef struct omps_device {
@@ -736,6 +738,35 @@ typedef struct omps_ctx_synchronize_rep {
 } omps_ctx_synchronize_rep_t;
 omps_wire_status_t omps_encode_ctx_synchronize_rep(omps_writer_t *w, const omps_ctx_synchronize_rep_t *v);
 omps_wire_status_t omps_decode_ctx_synchronize_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_ctx_synchronize_rep_t *out);
+
+/* CTX_GET_LIMIT request */
+typedef struct omps_ctx_get_limit_req {
+  uint32_t limit;
+} omps_ctx_get_limit_req_t;
+omps_wire_status_t omps_encode_ctx_get_limit_req(omps_writer_t *w, const omps_ctx_get_limit_req_t *v);
+omps_wire_status_t omps_decode_ctx_get_limit_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_ctx_get_limit_req_t *out);
+
+/* CTX_GET_LIMIT reply */
+typedef struct omps_ctx_get_limit_rep {
+  uint64_t value;
+} omps_ctx_get_limit_rep_t;
+omps_wire_status_t omps_encode_ctx_get_limit_rep(omps_writer_t *w, const omps_ctx_get_limit_rep_t *v);
+omps_wire_status_t omps_decode_ctx_get_limit_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_ctx_get_limit_rep_t *out);
+
+/* CTX_SET_LIMIT request */
+typedef struct omps_ctx_set_limit_req {
+  uint32_t limit;
+  uint64_t value;
+} omps_ctx_set_limit_req_t;
+omps_wire_status_t omps_encode_ctx_set_limit_req(omps_writer_t *w, const omps_ctx_set_limit_req_t *v);
+omps_wire_status_t omps_decode_ctx_set_limit_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_ctx_set_limit_req_t *out);
+
+/* CTX_SET_LIMIT reply */
+typedef struct omps_ctx_set_limit_rep {
+  char unused_;
+} omps_ctx_set_limit_rep_t;
+omps_wire_status_t omps_encode_ctx_set_limit_rep(omps_writer_t *w, const omps_ctx_set_limit_rep_t *v);
+omps_wire_status_t omps_decode_ctx_set_limit_rep(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_ctx_set_limit_rep_t *out);
 
 /* STREAM_WAIT_EVENT request */
 typedef struct omps_stream_wait_event_req {

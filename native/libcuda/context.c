@@ -6,6 +6,8 @@
  * the primary one (cuCtxCreate) are not supported yet. */
 #include "libcuda.h"
 
+#include "openmps-transport.h"
+
 #include <pthread.h>
 #include <stdint.h>
 
@@ -170,4 +172,29 @@ CUresult omlc_mps_cuDeviceCanAccessPeer(int *canAccessPeer, CUdevice_v1 dev, CUd
   if (rc == CUDA_SUCCESS) rc = check_device(peerDev);
   if (rc == CUDA_SUCCESS) *canAccessPeer = 0;
   return rc;
+}
+
+/* cuCtxGetLimit / cuCtxSetLimit: of the server's context, which every client shares (CTX_GET_LIMIT,
+ * CTX_SET_LIMIT: a set raises a limit and never lowers it under another client; the L2 limits are
+ * refused). Both need a current context, as on the driver. */
+static CUresult limit_call(uint16_t opcode, const void *req, void *rep) {
+  omps_transport_t *t = omlc_session();
+  if (t == NULL) return CUDA_ERROR_NOT_INITIALIZED;
+  if (current_or(NULL) == NULL) return CUDA_ERROR_INVALID_CONTEXT;
+  const omps_message_desc_t *m = omps_message_by_opcode(opcode);
+  if (m == NULL) return CUDA_ERROR_UNKNOWN;
+  omps_error_t err;
+  return (CUresult)omps_transport_call(t, opcode, m->encode_request, req, m->decode_reply, rep, NULL, &err);
+}
+CUresult omlc_mps_cuCtxGetLimit(size_t *pvalue, CUlimit limit) {
+  if (pvalue == NULL) return CUDA_ERROR_INVALID_VALUE;
+  omps_ctx_get_limit_req_t req = {(uint32_t)limit};
+  omps_ctx_get_limit_rep_t rep = {0};
+  CUresult rc = limit_call(OMPS_OP_CTX_GET_LIMIT, &req, &rep);
+  if (rc == CUDA_SUCCESS) *pvalue = (size_t)rep.value;
+  return rc;
+}
+CUresult omlc_mps_cuCtxSetLimit(CUlimit limit, size_t value) {
+  omps_ctx_set_limit_req_t req = {(uint32_t)limit, (uint64_t)value};
+  return limit_call(OMPS_OP_CTX_SET_LIMIT, &req, NULL);
 }

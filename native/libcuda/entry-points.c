@@ -165,6 +165,8 @@ CUresult omlc_mps_cuStreamGetFlags_ptsz(CUstream hStream, unsigned int *flags);
 CUresult omlc_mps_cuStreamGetId(CUstream hStream, unsigned long long *streamId);
 CUresult omlc_mps_cuStreamGetId_ptsz(CUstream hStream, unsigned long long *streamId);
 CUresult omlc_mps_cuCtxGetId(CUcontext ctx, unsigned long long *ctxId);
+CUresult omlc_mps_cuCtxGetLimit(size_t *pvalue, CUlimit limit);
+CUresult omlc_mps_cuCtxSetLimit(CUlimit limit, size_t value);
 CUresult omlc_mps_cuDeviceCanAccessPeer(int *canAccessPeer, CUdevice_v1 dev, CUdevice_v1 peerDev);
 
 CUresult CUDAAPI cuArray3DCreate(CUarray *pHandle, const CUDA_ARRAY3D_DESCRIPTOR_v1 *pAllocateArray) {
@@ -749,9 +751,7 @@ CUresult CUDAAPI cuCtxGetLimit(size_t *pvalue, CUlimit limit) {
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxGetLimit);
     return real ? ((CUresult (CUDAAPI *)(size_t *pvalue, CUlimit limit))real)(pvalue, limit) : omlc_bypass_missing(OMLC_SYM_cuCtxGetLimit);
   }
-  case OMLC_MODE_MPS:
-    (void)pvalue; (void)limit;
-    return omlc_traced(OMLC_SYM_cuCtxGetLimit, omlc_not_supported(OMLC_SYM_cuCtxGetLimit));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuCtxGetLimit, omlc_mps_cuCtxGetLimit(pvalue, limit));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -902,9 +902,7 @@ CUresult CUDAAPI cuCtxSetLimit(CUlimit limit, size_t value) {
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxSetLimit);
     return real ? ((CUresult (CUDAAPI *)(CUlimit limit, size_t value))real)(limit, value) : omlc_bypass_missing(OMLC_SYM_cuCtxSetLimit);
   }
-  case OMLC_MODE_MPS:
-    (void)limit; (void)value;
-    return omlc_traced(OMLC_SYM_cuCtxSetLimit, omlc_not_supported(OMLC_SYM_cuCtxSetLimit));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuCtxSetLimit, omlc_mps_cuCtxSetLimit(limit, value));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8800,7 +8798,7 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuCtxGetExecAffinity", (omlc_fn)cuCtxGetExecAffinity, OMLC_IMPL_NONE },
   { "cuCtxGetFlags", (omlc_fn)cuCtxGetFlags, OMLC_IMPL_MPS },
   { "cuCtxGetId", (omlc_fn)cuCtxGetId, OMLC_IMPL_MPS },
-  { "cuCtxGetLimit", (omlc_fn)cuCtxGetLimit, OMLC_IMPL_NONE },
+  { "cuCtxGetLimit", (omlc_fn)cuCtxGetLimit, OMLC_IMPL_MPS },
   { "cuCtxGetSharedMemConfig", (omlc_fn)cuCtxGetSharedMemConfig, OMLC_IMPL_NONE },
   { "cuCtxGetStreamPriorityRange", (omlc_fn)cuCtxGetStreamPriorityRange, OMLC_IMPL_MPS },
   { "cuCtxPopCurrent", (omlc_fn)cuCtxPopCurrent, OMLC_IMPL_MPS },
@@ -8812,7 +8810,7 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuCtxSetCacheConfig", (omlc_fn)cuCtxSetCacheConfig, OMLC_IMPL_MPS },
   { "cuCtxSetCurrent", (omlc_fn)cuCtxSetCurrent, OMLC_IMPL_MPS },
   { "cuCtxSetFlags", (omlc_fn)cuCtxSetFlags, OMLC_IMPL_NONE },
-  { "cuCtxSetLimit", (omlc_fn)cuCtxSetLimit, OMLC_IMPL_NONE },
+  { "cuCtxSetLimit", (omlc_fn)cuCtxSetLimit, OMLC_IMPL_MPS },
   { "cuCtxSetSharedMemConfig", (omlc_fn)cuCtxSetSharedMemConfig, OMLC_IMPL_NONE },
   { "cuCtxSynchronize", (omlc_fn)cuCtxSynchronize, OMLC_IMPL_MPS },
   { "cuCtxSynchronize_v2", (omlc_fn)cuCtxSynchronize_v2, OMLC_IMPL_MPS },

@@ -202,6 +202,10 @@ export interface Device {
    * CUDA_ERROR_NOT_SUPPORTED where the device has no cluster launches.
    */
   clusterOccupancy(fn: DeviceFunction, config: LaunchConfig, query: ClusterQuery): number;
+  /** cuCtxGetLimit of the device's context; CUDA_ERROR_UNSUPPORTED_LIMIT for a CUlimit it lacks. */
+  getLimit(limit: number): bigint;
+  /** cuCtxSetLimit of the device's context (the caller decides the policy: src/server/session.ts). */
+  setLimit(limit: number, value: bigint): void;
   createStream(options?: StreamOptions): DeviceStream;
   createEvent(): DeviceEvent;
   /** Resolves when all streams are idle. */

@@ -266,6 +266,8 @@ export interface CudaDriver {
   cuKernelGetAttribute(value: Int32Array, attribute: number, kernel: NativePointer, device: number): Status;
   cuKernelSetAttribute(attribute: number, value: number, kernel: NativePointer, device: number): Status;
   /** Takes a CUkernel cast to CUfunction; computes for the current context (cuda.h). */
+  cuCtxGetLimit(value: BigUint64Array, limit: number): Status;
+  cuCtxSetLimit(limit: number, value: bigint): Status;
   /** `config`: a CUlaunchConfig in native memory (DeviceCore.stageLaunchConfig). */
   cuOccupancyMaxActiveClusters(numClusters: Int32Array, func: NativePointer, config: NativePointer): Status;
   cuOccupancyMaxPotentialClusterSize(clusterSize: Int32Array, func: NativePointer, config: NativePointer): Status;
@@ -403,6 +405,8 @@ export function loadCuda(): CudaDriver {
     cuLibraryGetGlobal: f('int cuLibraryGetGlobal(_Out_ uint64_t *dptr, _Out_ uint64_t *bytes, void *library, const char *name)') as CudaDriver['cuLibraryGetGlobal'],
     cuKernelGetAttribute: f('int cuKernelGetAttribute(_Out_ int *pi, int attrib, void *kernel, int dev)') as CudaDriver['cuKernelGetAttribute'],
     cuKernelSetAttribute: f('int cuKernelSetAttribute(int attrib, int val, void *kernel, int dev)') as CudaDriver['cuKernelSetAttribute'],
+    cuCtxGetLimit: f('int cuCtxGetLimit(_Out_ uint64_t *pvalue, int limit)') as CudaDriver['cuCtxGetLimit'],
+    cuCtxSetLimit: f('int cuCtxSetLimit(int limit, uint64_t value)') as CudaDriver['cuCtxSetLimit'],
     cuOccupancyMaxActiveClusters: f('int cuOccupancyMaxActiveClusters(_Out_ int *numClusters, void *func, void *config)') as CudaDriver['cuOccupancyMaxActiveClusters'],
     cuOccupancyMaxPotentialClusterSize: f('int cuOccupancyMaxPotentialClusterSize(_Out_ int *clusterSize, void *func, void *config)') as CudaDriver['cuOccupancyMaxPotentialClusterSize'],
     cuTensorMapEncodeTiled: f(

@@ -251,6 +251,13 @@ export const MESSAGES = {
   STREAM_SYNCHRONIZE: { opcode: 0x0142, request: { stream: 'u32' }, reply: {} },
   STREAM_QUERY: { opcode: 0x0143, request: { stream: 'u32' }, reply: { done: 'bool' } },
   CTX_SYNCHRONIZE: { opcode: 0x0144, request: {}, reply: {} },
+  /** cuCtxGetLimit of the server's context (the one every client shares): a CUlimit's value. */
+  CTX_GET_LIMIT: { opcode: 0x0146, request: { limit: 'u32' }, reply: { value: 'u64' } },
+  /**
+   * cuCtxSetLimit: raises a size or count limit of the shared context to at least `value` (never
+   * lowers it under another client); the L2 limits, which every client would feel, are refused.
+   */
+  CTX_SET_LIMIT: { opcode: 0x0147, request: { limit: 'u32', value: 'u64' }, reply: {} },
   /**
    * cuStreamWaitEvent: work enqueued on `stream` after this waits on the device for the event's
    * last record (as of now); the host does not wait. Normally sent NO_REPLY, like EVENT_RECORD.

@@ -210,6 +210,11 @@ const HANDLERS: Handlers = {
     t.session.setFunctionAttribute(req.function, req.attribute, req.value);
     return {};
   },
+  CTX_GET_LIMIT: (t, req) => ({ value: t.session.getLimit(req.limit) }),
+  CTX_SET_LIMIT: (t, req) => {
+    t.session.setLimit(req.limit, req.value);
+    return {};
+  },
   OCCUPANCY_CLUSTERS: (t, req) => {
     if (req.query !== 0 && req.query !== 1) {
       throw new CudaError('CUDA_ERROR_INVALID_VALUE', 'cuOccupancyMaxActiveClusters', `cluster occupancy query ${req.query} (0 or 1)`);
@@ -326,6 +331,8 @@ export const CALL_NAMES: Readonly<Partial<Record<MessageName, string>>> = {
   OCCUPANCY: 'cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags',
   TENSOR_MAP_ENCODE_TILED: 'cuTensorMapEncodeTiled',
   OCCUPANCY_CLUSTERS: 'cuOccupancyMaxActiveClusters',
+  CTX_GET_LIMIT: 'cuCtxGetLimit',
+  CTX_SET_LIMIT: 'cuCtxSetLimit',
   LAUNCH: 'cuLaunchKernel',
   LAUNCH_EX: 'cuLaunchKernelEx',
   STREAM_CREATE: 'cuStreamCreateWithPriority',

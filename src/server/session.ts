@@ -143,6 +143,18 @@ function attempt(release: () => void): void {
   }
 }
 
+/** cuda.h CUlimit: the L2 settings, which clients sharing one context would all feel. */
+const CU_LIMIT_MAX_L2_FETCH_GRANULARITY = 5;
+const CU_LIMIT_PERSISTING_L2_CACHE_SIZE = 6;
+/** cuda.h 13.0's CUlimit values run 0 to 9 (7 to 9 are for CIG contexts, which the server has not). */
+const CU_LIMIT_COUNT = 10;
+
+function knownLimit(limit: number, call: string): void {
+  if (!Number.isInteger(limit) || limit < 0 || limit >= CU_LIMIT_COUNT) {
+    throw new CudaError('CUDA_ERROR_UNSUPPORTED_LIMIT', call, `CUlimit ${limit} is not one cuda.h defines`);
+  }
+}
+
 /**
  * Bytes per element of each CUtensorMapDataType, in half bytes (cuda.h: UINT8 .. FLOAT64, BFLOAT16,
  * the TF32 kinds, then 16 4-bit elements in 8 bytes, 16 4-bit in 16 and 16 6-bit in 16).
@@ -575,6 +587,30 @@ export class Session {
       throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `${dynamicSmemBytes} bytes of dynamic shared memory`);
     }
     return this.device.occupancy(fn, blockSize, Number(dynamicSmemBytes), flags);
+  }
+
+  getLimit(limit: number): bigint {
+    const call = 'cuCtxGetLimit';
+    this.check(call);
+    knownLimit(limit, call);
+    return this.device.getLimit(limit);
+  }
+
+  /**
+   * Every client shares the server's context, where NVIDIA MPS gives each its own: a limit is
+   * raised to what a client asks and never lowered under the others (a smaller value leaves it as
+   * it is, as the driver may round a limit up); the L2 limits (fetch granularity, persisting size)
+   * change every client's caching, and are refused.
+   */
+  setLimit(limit: number, value: bigint): void {
+    const call = 'cuCtxSetLimit';
+    this.check(call);
+    knownLimit(limit, call);
+    if (limit === CU_LIMIT_MAX_L2_FETCH_GRANULARITY || limit === CU_LIMIT_PERSISTING_L2_CACHE_SIZE) {
+      throw new CudaError('CUDA_ERROR_NOT_SUPPORTED', call, `limit ${limit} (an L2 setting) would change every client's caching`);
+    }
+    const current = this.device.getLimit(limit);
+    if (value > current) this.device.setLimit(limit, value);
   }
 
   clusterOccupancy(functionId: number, config: LaunchConfig, query: ClusterQuery): number {

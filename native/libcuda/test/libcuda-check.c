@@ -1259,6 +1259,16 @@ static void query_checks(void) {
   CHECK(((ctxid_t)sym("cuCtxGetId"))(NULL, &cx) == CUDA_SUCCESS && cx != 0, "cuCtxGetId of the current context");
   CHECK(((ctxid_t)sym("cuCtxGetId"))((CUcontext)(void *)&not_a_stream, &cx) == CUDA_ERROR_INVALID_CONTEXT,
         "cuCtxGetId of a foreign handle: INVALID_CONTEXT");
+  typedef CUresult (*getlimit_t)(size_t *, CUlimit);
+  typedef CUresult (*setlimit_t)(CUlimit, size_t);
+  size_t stack = 0, after = 0;
+  CHECK(((getlimit_t)sym("cuCtxGetLimit"))(&stack, CU_LIMIT_STACK_SIZE) == CUDA_SUCCESS && stack > 0, "cuCtxGetLimit: the stack size");
+  CHECK(((setlimit_t)sym("cuCtxSetLimit"))(CU_LIMIT_STACK_SIZE, stack + 1024) == CUDA_SUCCESS &&
+            ((getlimit_t)sym("cuCtxGetLimit"))(&after, CU_LIMIT_STACK_SIZE) == CUDA_SUCCESS && after >= stack + 1024,
+        "cuCtxSetLimit raises the stack size");
+  CHECK(((setlimit_t)sym("cuCtxSetLimit"))(CU_LIMIT_PERSISTING_L2_CACHE_SIZE, 1 << 20) == CUDA_ERROR_NOT_SUPPORTED,
+        "cuCtxSetLimit of an L2 limit of the shared context: NOT_SUPPORTED");
+  CHECK(((getlimit_t)sym("cuCtxGetLimit"))(NULL, CU_LIMIT_STACK_SIZE) == CUDA_ERROR_INVALID_VALUE, "cuCtxGetLimit into NULL");
   int can = -1;
   CHECK(((peer_t)sym("cuDeviceCanAccessPeer"))(&can, 0, 0) == CUDA_SUCCESS && can == 0, "a device is not its own peer");
   CHECK(((peer_t)sym("cuDeviceCanAccessPeer"))(&can, 0, 1) == CUDA_ERROR_INVALID_DEVICE, "peer device 1: INVALID_DEVICE");

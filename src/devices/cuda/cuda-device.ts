@@ -185,6 +185,23 @@ export class CudaDevice implements Device {
     return out[0] ?? 0;
   }
 
+  /** Of the primary context: every client's work runs in it or in green contexts made from it. */
+  getLimit(limit: number): bigint {
+    const call = 'cuCtxGetLimit';
+    this.#core.assertUsable(call);
+    this.#core.enter();
+    const out = new BigUint64Array(1);
+    this.#core.check(this.#core.driver.cuCtxGetLimit(out, limit), call);
+    return out[0] ?? 0n;
+  }
+
+  setLimit(limit: number, value: bigint): void {
+    const call = 'cuCtxSetLimit';
+    this.#core.assertUsable(call);
+    this.#core.enter();
+    this.#core.check(this.#core.driver.cuCtxSetLimit(limit, value), call);
+  }
+
   /** A host-side encoding by the driver: no context needed, nothing enqueued. */
   encodeTensorMapTiled(map: TensorMapTiled): Uint8Array {
     const call = 'cuTensorMapEncodeTiled';

@@ -33,6 +33,12 @@ export class SimDevice implements Device {
   /** Pointers whose memFree is waiting for earlier work: a second free of one is an error. */
   readonly #freeing = new Set<DevicePointer>();
   readonly #hostRanges = new Map<Uint8Array, HostRange>();
+  /**
+   * cuCtxGetLimit's answers by CUlimit: stack size 1 KiB, printf FIFO 1 MiB, malloc heap 8 MiB,
+   * device-runtime sync depth 2 and pending launches 2048, L2 fetch granularity 64 bytes,
+   * persisting L2 0 (the driver's defaults; the sim uses none of them).
+   */
+  readonly #limits = new Map<number, bigint>([[0, 1024n], [1, 1n << 20n], [2, 8n << 20n], [3, 2n], [4, 2048n], [5, 64n], [6, 0n]]);
   #closing: Promise<void> | undefined;
 
   /** `memoryBase`: the first device address this device hands out. */
@@ -116,6 +122,18 @@ export class SimDevice implements Device {
 
   occupancy(fn: DeviceFunction, blockSize: number, dynamicSharedBytes: number, flags: number): number {
     return occupancy(fn, this.#context, blockSize, dynamicSharedBytes, flags);
+  }
+
+  /** cuCtxGetLimit: the driver's defaults on Hopper (CUDA 13.0), as set since. */
+  getLimit(limit: number): bigint {
+    const value = this.#limits.get(limit);
+    if (value === undefined) throw new CudaError('CUDA_ERROR_UNSUPPORTED_LIMIT', 'cuCtxGetLimit', `limit ${limit}`);
+    return value;
+  }
+
+  setLimit(limit: number, value: bigint): void {
+    if (!this.#limits.has(limit)) throw new CudaError('CUDA_ERROR_UNSUPPORTED_LIMIT', 'cuCtxSetLimit', `limit ${limit}`);
+    this.#limits.set(limit, value);
   }
 
   /** The sim has no cluster launches (CU_DEVICE_ATTRIBUTE_CLUSTER_LAUNCH 0). */
