@@ -1398,6 +1398,32 @@ static void session_checks(void) {
   fork_checks();
 }
 
+/* "commands": a client driven line by line from stdin, for the tests of what openmps does to a
+ * C client (limits, terminate_client, SIGKILL): after cuInit it prints "ready", then for each
+ * line "alloc <bytes>", "info" or "sync" the call's result ("alloc <rc>", "info <rc> <free>
+ * <total>", "sync <rc>"), until end of input. */
+static void command_loop(void) {
+  CUresult rc = ((CUresult(*)(unsigned))sym("cuInit"))(0);
+  printf("%s %d\n", rc == CUDA_SUCCESS ? "ready" : "init", (int)rc);
+  if (rc != CUDA_SUCCESS) return;
+  char line[128];
+  while (fgets(line, sizeof line, stdin) != NULL) {
+    unsigned long long bytes = 0;
+    if (sscanf(line, "alloc %llu", &bytes) == 1) {
+      CUdeviceptr p = 0;
+      printf("alloc %d\n", (int)((CUresult(*)(CUdeviceptr *, size_t))sym("cuMemAlloc_v2"))(&p, (size_t)bytes));
+    } else if (strncmp(line, "info", 4) == 0) {
+      size_t free_bytes = 0, total = 0;
+      rc = ((CUresult(*)(size_t *, size_t *))sym("cuMemGetInfo_v2"))(&free_bytes, &total);
+      printf("info %d %zu %zu\n", (int)rc, free_bytes, total);
+    } else if (strncmp(line, "sync", 4) == 0) {
+      printf("sync %d\n", (int)((CUresult(*)(void))sym("cuCtxSynchronize"))());
+    } else {
+      printf("unknown command\n");
+    }
+  }
+}
+
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   if (argc < 3) {
@@ -1420,7 +1446,7 @@ int main(int argc, char **argv) {
     listen_control();
     setenv("OPENMPS_LIBCUDA_LOG", argv[3], 1);
   } else if (strcmp(mode, "bypass") != 0 && strcmp(mode, "session") != 0 && strcmp(mode, "hold") != 0 &&
-             strcmp(mode, "launch") != 0) {
+             strcmp(mode, "launch") != 0 && strcmp(mode, "commands") != 0) {
     return 2;
   }
   lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
@@ -1463,6 +1489,8 @@ int main(int argc, char **argv) {
   } else if (strcmp(mode, "launch") == 0) {
     if (argc < 4) return 2;
     launch_checks(argv[3], argc > 4 ? argv[4] : NULL, argc > 5 ? argv[5] : NULL);
+  } else if (strcmp(mode, "commands") == 0) {
+    command_loop();
   } else if (strcmp(mode, "hold") == 0) {
     CUdeviceptr p = 0;
     CHECK(((init_t)sym("cuInit"))(0) == CUDA_SUCCESS && ((alloc_t)sym("cuMemAlloc_v2"))(&p, (size_t)3 << 20) == CUDA_SUCCESS,
