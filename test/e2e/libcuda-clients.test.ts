@@ -2,7 +2,7 @@
 // TypeScript client: its memory limit (OPENMPS_PINNED_DEVICE_MEM_LIMIT) caps cuMemAlloc_v2 and is
 // what cuMemGetInfo_v2 reports; terminate_client makes its next calls fail with
 // CUDA_ERROR_MPS_CLIENT_TERMINATED (810) and leaves the other clients alone; a SIGKILLed client's
-// memory goes back to the device. native/libcuda/test/libcuda-check.c "commands" (sanitizer build
+// memory goes back to the device; its faulting kernel drives FAULT with it named as the suspect. native/libcuda/test/libcuda-check.c "commands" (sanitizer build
 // of the library) against a daemon on the test device.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,7 +10,10 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
+import { writeFile, mkdtemp, rm, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { connect } from '../../src/client/connect.js';
+import { openmpsKernelsPtx } from '../../src/index.js';
 import { daemonFor } from '../support/clients.js';
 import { waitUntil, type CleanupContext, type DaemonHandle } from '../support/daemon.js';
 import { nativeTestProgram, REPO_ROOT } from '../support/native.js';
@@ -19,6 +22,7 @@ const CHECK = nativeTestProgram('libcuda-check');
 const SAN_LIB = join(REPO_ROOT, 'dist', 'native', 'san', 'libcuda', 'libcuda.so.1');
 const CUDA_ERROR_OUT_OF_MEMORY = 2;
 const CUDA_ERROR_MPS_CLIENT_TERMINATED = 810;
+const CUDA_ERROR_ILLEGAL_ADDRESS = 700;
 
 interface CClient {
   readonly child: ChildProcessWithoutNullStreams;
@@ -108,4 +112,26 @@ test('a SIGKILLed C client leaves ps and its device memory goes back', async (t)
     return !ps.stdout.split('\n').some((l) => l.startsWith(`${pid} `));
   }, 'the killed client to leave ps');
   await waitUntil(async () => (await observer.channel.call('MEM_GET_INFO', {})).free >= before, 'its memory to come back');
+});
+
+test('a C client\'s faulting kernel drives FAULT with it as the suspect: the other clients learn it by its Context ID', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'openmps-c-fault-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const ptx = join(dir, 'openmps.ptx');
+  await writeFile(ptx, `${openmpsKernelsPtx()}\0`);
+  const daemon = await daemonFor(t);
+  const other = await connect({ pipeDirectory: daemon.pipeDirectory, mode: 'mps' });
+  t.after(() => other.close());
+  const culprit = await cClient(t, daemon);
+  assert.equal(await culprit.ask(`fault ${ptx}`), `fault ${CUDA_ERROR_ILLEGAL_ADDRESS}`, 'its synchronize answers the fault');
+  await assert.rejects(other.memAlloc(64), (err: unknown) => {
+    const e = err as { code?: string; message?: string };
+    assert.equal(e.code, 'CUDA_ERROR_ILLEGAL_ADDRESS');
+    assert.match(e.message ?? '', new RegExp(`PID: ${culprit.child.pid}, Context ID: \\d+\\}`), 'the C client is the suspect');
+    return true;
+  });
+  const server = (await daemon.command('get_server_list')).stdout.trim();
+  assert.equal((await daemon.command(`get_server_status ${server}`)).stdout.trim(), 'FAULT');
+  const log = await readFile(join(daemon.logDirectory, 'server.log'), 'utf8').catch(() => '');
+  assert.match(log, new RegExp(`FAULT: CUDA_ERROR_ILLEGAL_ADDRESS; clients with work in flight: \\{PID: ${culprit.child.pid}, `));
 });

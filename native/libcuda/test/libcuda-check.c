@@ -1418,6 +1418,25 @@ static void command_loop(void) {
       printf("info %d %zu %zu\n", (int)rc, free_bytes, total);
     } else if (strncmp(line, "sync", 4) == 0) {
       printf("sync %d\n", (int)((CUresult(*)(void))sym("cuCtxSynchronize"))());
+    } else if (strncmp(line, "fault ", 6) == 0) {
+      /* The project's `fault` kernel (kernels/openmps.cu) from the PTX file named, writing through
+       * an address no allocation has; the synchronize after it answers the fault. */
+      line[strcspn(line, "\n")] = '\0';
+      size_t len = 0;
+      uint8_t *ptx = read_file(line + 6, &len);
+      CUmodule mod = NULL;
+      CUfunction f = NULL;
+      CUdeviceptr bad = 0x10;
+      void *params[] = {&bad};
+      rc = ((CUresult(*)(CUmodule *, const void *))sym("cuModuleLoadData"))(&mod, ptx);
+      if (rc == CUDA_SUCCESS) rc = ((CUresult(*)(CUfunction *, CUmodule, const char *))sym("cuModuleGetFunction"))(&f, mod, "fault");
+      if (rc == CUDA_SUCCESS) {
+        rc = ((CUresult(*)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream, void **,
+                           void **))sym("cuLaunchKernel"))(f, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL);
+      }
+      if (rc == CUDA_SUCCESS) rc = ((CUresult(*)(void))sym("cuCtxSynchronize"))();
+      free(ptx);
+      printf("fault %d\n", (int)rc);
     } else {
       printf("unknown command\n");
     }
