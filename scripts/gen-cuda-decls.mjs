@@ -194,6 +194,8 @@ const IMPLEMENTED = {
   cuStreamGetId_ptsz: 'mps',
   cuCtxGetId: 'mps',
   cuCtxGetLimit: 'mps',
+  cuCtxGetExecAffinity: 'mps',
+  cuDeviceGetExecAffinitySupport: 'mps',
   cuCtxSetLimit: 'mps',
   cuDeviceCanAccessPeer: 'mps',
 };

@@ -198,3 +198,26 @@ CUresult omlc_mps_cuCtxSetLimit(CUlimit limit, size_t value) {
   omps_ctx_set_limit_req_t req = {(uint32_t)limit, (uint64_t)value};
   return limit_call(OMPS_OP_CTX_SET_LIMIT, &req, NULL);
 }
+
+/* Execution affinity: what a context made with cuCtxCreate_v3's SM-count affinity reports, and
+ * what MPS clients use to learn their share. The client's context is confined to its SM share
+ * (the server runs its work in a green context of that many SMs), which the SM count attribute
+ * already answers; SM count is the only affinity type CUDA defines. */
+CUresult omlc_mps_cuCtxGetExecAffinity(CUexecAffinityParam *pExecAffinity, CUexecAffinityType type) {
+  if (pExecAffinity == NULL || type != CU_EXEC_AFFINITY_TYPE_SM_COUNT) return CUDA_ERROR_INVALID_VALUE;
+  CUcontext ctx = current_or(NULL);
+  if (ctx == NULL) return CUDA_ERROR_INVALID_CONTEXT;
+  int sms = 0;
+  CUresult rc = cuDeviceGetAttribute(&sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, ctx->device);
+  if (rc != CUDA_SUCCESS) return rc;
+  pExecAffinity->type = CU_EXEC_AFFINITY_TYPE_SM_COUNT;
+  pExecAffinity->param.smCount.val = (unsigned)sms;
+  return CUDA_SUCCESS;
+}
+
+CUresult omlc_mps_cuDeviceGetExecAffinitySupport(int *pi, CUexecAffinityType type, CUdevice_v1 dev) {
+  if (pi == NULL || type < 0 || type >= CU_EXEC_AFFINITY_TYPE_MAX) return CUDA_ERROR_INVALID_VALUE;
+  CUresult rc = check_device(dev);
+  if (rc == CUDA_SUCCESS) *pi = 1;
+  return rc;
+}

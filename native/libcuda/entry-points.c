@@ -166,6 +166,8 @@ CUresult omlc_mps_cuStreamGetId(CUstream hStream, unsigned long long *streamId);
 CUresult omlc_mps_cuStreamGetId_ptsz(CUstream hStream, unsigned long long *streamId);
 CUresult omlc_mps_cuCtxGetId(CUcontext ctx, unsigned long long *ctxId);
 CUresult omlc_mps_cuCtxGetLimit(size_t *pvalue, CUlimit limit);
+CUresult omlc_mps_cuCtxGetExecAffinity(CUexecAffinityParam *pExecAffinity, CUexecAffinityType type);
+CUresult omlc_mps_cuDeviceGetExecAffinitySupport(int *pi, CUexecAffinityType type, CUdevice dev);
 CUresult omlc_mps_cuCtxSetLimit(CUlimit limit, size_t value);
 CUresult omlc_mps_cuDeviceCanAccessPeer(int *canAccessPeer, CUdevice_v1 dev, CUdevice_v1 peerDev);
 
@@ -713,9 +715,7 @@ CUresult CUDAAPI cuCtxGetExecAffinity(CUexecAffinityParam *pExecAffinity, CUexec
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxGetExecAffinity);
     return real ? ((CUresult (CUDAAPI *)(CUexecAffinityParam *pExecAffinity, CUexecAffinityType type))real)(pExecAffinity, type) : omlc_bypass_missing(OMLC_SYM_cuCtxGetExecAffinity);
   }
-  case OMLC_MODE_MPS:
-    (void)pExecAffinity; (void)type;
-    return omlc_traced(OMLC_SYM_cuCtxGetExecAffinity, omlc_not_supported(OMLC_SYM_cuCtxGetExecAffinity));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuCtxGetExecAffinity, omlc_mps_cuCtxGetExecAffinity(pExecAffinity, type));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -1124,9 +1124,7 @@ CUresult CUDAAPI cuDeviceGetExecAffinitySupport(int *pi, CUexecAffinityType type
     omlc_fn real = omlc_real(OMLC_SYM_cuDeviceGetExecAffinitySupport);
     return real ? ((CUresult (CUDAAPI *)(int *pi, CUexecAffinityType type, CUdevice dev))real)(pi, type, dev) : omlc_bypass_missing(OMLC_SYM_cuDeviceGetExecAffinitySupport);
   }
-  case OMLC_MODE_MPS:
-    (void)pi; (void)type; (void)dev;
-    return omlc_traced(OMLC_SYM_cuDeviceGetExecAffinitySupport, omlc_not_supported(OMLC_SYM_cuDeviceGetExecAffinitySupport));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuDeviceGetExecAffinitySupport, omlc_mps_cuDeviceGetExecAffinitySupport(pi, type, dev));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8795,7 +8793,7 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuCtxGetDevResource", (omlc_fn)cuCtxGetDevResource, OMLC_IMPL_NONE },
   { "cuCtxGetDevice", (omlc_fn)cuCtxGetDevice, OMLC_IMPL_MPS },
   { "cuCtxGetDevice_v2", (omlc_fn)cuCtxGetDevice_v2, OMLC_IMPL_MPS },
-  { "cuCtxGetExecAffinity", (omlc_fn)cuCtxGetExecAffinity, OMLC_IMPL_NONE },
+  { "cuCtxGetExecAffinity", (omlc_fn)cuCtxGetExecAffinity, OMLC_IMPL_MPS },
   { "cuCtxGetFlags", (omlc_fn)cuCtxGetFlags, OMLC_IMPL_MPS },
   { "cuCtxGetId", (omlc_fn)cuCtxGetId, OMLC_IMPL_MPS },
   { "cuCtxGetLimit", (omlc_fn)cuCtxGetLimit, OMLC_IMPL_MPS },
@@ -8827,7 +8825,7 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuDeviceGetCount", (omlc_fn)cuDeviceGetCount, OMLC_IMPL_MPS },
   { "cuDeviceGetDefaultMemPool", (omlc_fn)cuDeviceGetDefaultMemPool, OMLC_IMPL_NONE },
   { "cuDeviceGetDevResource", (omlc_fn)cuDeviceGetDevResource, OMLC_IMPL_NONE },
-  { "cuDeviceGetExecAffinitySupport", (omlc_fn)cuDeviceGetExecAffinitySupport, OMLC_IMPL_NONE },
+  { "cuDeviceGetExecAffinitySupport", (omlc_fn)cuDeviceGetExecAffinitySupport, OMLC_IMPL_MPS },
   { "cuDeviceGetGraphMemAttribute", (omlc_fn)cuDeviceGetGraphMemAttribute, OMLC_IMPL_NONE },
   { "cuDeviceGetHostAtomicCapabilities", (omlc_fn)cuDeviceGetHostAtomicCapabilities, OMLC_IMPL_NONE },
   { "cuDeviceGetLuid", (omlc_fn)cuDeviceGetLuid, OMLC_IMPL_NONE },

@@ -1269,6 +1269,22 @@ static void query_checks(void) {
   CHECK(((setlimit_t)sym("cuCtxSetLimit"))(CU_LIMIT_PERSISTING_L2_CACHE_SIZE, 1 << 20) == CUDA_ERROR_NOT_SUPPORTED,
         "cuCtxSetLimit of an L2 limit of the shared context: NOT_SUPPORTED");
   CHECK(((getlimit_t)sym("cuCtxGetLimit"))(NULL, CU_LIMIT_STACK_SIZE) == CUDA_ERROR_INVALID_VALUE, "cuCtxGetLimit into NULL");
+  CUexecAffinityParam aff;
+  memset(&aff, 0, sizeof aff);
+  int sms_attr = 0, supported = 0;
+  CHECK(((CUresult(*)(CUexecAffinityParam *, CUexecAffinityType))sym("cuCtxGetExecAffinity"))(&aff, CU_EXEC_AFFINITY_TYPE_SM_COUNT) ==
+                CUDA_SUCCESS &&
+            ((CUresult(*)(int *, CUdevice_attribute, CUdevice))sym("cuDeviceGetAttribute"))(
+                &sms_attr, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, 0) == CUDA_SUCCESS &&
+            aff.param.smCount.val == (unsigned)sms_attr && sms_attr > 0,
+        "cuCtxGetExecAffinity: the client's SM count");
+  CHECK(((CUresult(*)(int *, CUexecAffinityType, CUdevice))sym("cuDeviceGetExecAffinitySupport"))(
+            &supported, CU_EXEC_AFFINITY_TYPE_SM_COUNT, 0) == CUDA_SUCCESS &&
+            supported == 1,
+        "SM-count affinity is supported");
+  CHECK(((CUresult(*)(CUexecAffinityParam *, CUexecAffinityType))sym("cuCtxGetExecAffinity"))(&aff, CU_EXEC_AFFINITY_TYPE_MAX) ==
+            CUDA_ERROR_INVALID_VALUE,
+        "an unknown affinity type: INVALID_VALUE");
   int can = -1;
   CHECK(((peer_t)sym("cuDeviceCanAccessPeer"))(&can, 0, 0) == CUDA_SUCCESS && can == 0, "a device is not its own peer");
   CHECK(((peer_t)sym("cuDeviceCanAccessPeer"))(&can, 0, 1) == CUDA_ERROR_INVALID_DEVICE, "peer device 1: INVALID_DEVICE");
