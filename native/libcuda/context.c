@@ -6,7 +6,7 @@
  * the primary one (cuCtxCreate) are not supported yet. */
 #include "libcuda.h"
 
-#include "openmps-transport.h"
+#include "openmps-wire.h"
 
 #include <pthread.h>
 #include <stdint.h>
@@ -178,13 +178,9 @@ CUresult omlc_mps_cuDeviceCanAccessPeer(int *canAccessPeer, CUdevice_v1 dev, CUd
  * CTX_SET_LIMIT: a set raises a limit and never lowers it under another client; the L2 limits are
  * refused). Both need a current context, as on the driver. */
 static CUresult limit_call(uint16_t opcode, const void *req, void *rep) {
-  omps_transport_t *t = omlc_session();
-  if (t == NULL) return CUDA_ERROR_NOT_INITIALIZED;
+  if (omlc_session() == NULL) return CUDA_ERROR_NOT_INITIALIZED;
   if (current_or(NULL) == NULL) return CUDA_ERROR_INVALID_CONTEXT;
-  const omps_message_desc_t *m = omps_message_by_opcode(opcode);
-  if (m == NULL) return CUDA_ERROR_UNKNOWN;
-  omps_error_t err;
-  return (CUresult)omps_transport_call(t, opcode, m->encode_request, req, m->decode_reply, rep, NULL, &err);
+  return omlc_request(opcode, req, rep, NULL);
 }
 CUresult omlc_mps_cuCtxGetLimit(size_t *pvalue, CUlimit limit) {
   if (pvalue == NULL) return CUDA_ERROR_INVALID_VALUE;

@@ -12,14 +12,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
-static CUresult call(uint16_t opcode, const void *req, void *rep) {
-  omps_transport_t *t = omlc_session();
-  if (t == NULL) return CUDA_ERROR_NOT_INITIALIZED;
-  const omps_message_desc_t *m = omps_message_by_opcode(opcode);
-  if (m == NULL) return CUDA_ERROR_UNKNOWN;
-  omps_error_t err;
-  return (CUresult)omps_transport_call(t, opcode, m->encode_request, req, m->decode_reply, rep, NULL, &err);
-}
+static CUresult call(uint16_t opcode, const void *req, void *rep) { return omlc_request(opcode, req, rep, NULL); }
 
 static CUresult function_of(CUfunction f) {
   if (omlc_session() == NULL) return CUDA_ERROR_NOT_INITIALIZED;

@@ -79,6 +79,12 @@ CUresult omlc_proc_address(const char *symbol, void **pfn, int cuda_version, cuu
 /* The export tables (export-tables.c). */
 CUresult omlc_export_table(const void **table, const CUuuid *id);
 
+/* MPS mode: one request on the session and its reply (mps.c): the message's result code, or
+ * CUDA_ERROR_NOT_INITIALIZED before a successful cuInit. `arena` holds what the reply's strings,
+ * bytes and lists point into (NULL for replies that have none). */
+struct omps_arena;
+CUresult omlc_request(uint16_t opcode, const void *req, void *rep, struct omps_arena *arena);
+
 /* MPS mode: the session cuInit opened (mps.c), or NULL before a successful cuInit. */
 struct omps_transport *omlc_session(void);
 /* MPS mode: the server's id of a stream handle (streams.c); the default streams are 0. */

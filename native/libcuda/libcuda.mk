@@ -10,6 +10,7 @@
 LIBCUDA_DIR := $(NATIVE)/libcuda
 LIBCUDA_SRCS := $(wildcard $(LIBCUDA_DIR)/*.c)
 LIBCUDA_HDRS := $(wildcard $(LIBCUDA_DIR)/*.h) $(LIBCUDA_DIR)/libcuda.map
+LIBCUDA_TEST_HDRS := $(wildcard $(LIBCUDA_DIR)/test/*.h)
 # -z nodelete: dlclose never unmaps the library. cudart dlcloses libcuda.so.1 in its exit
 # handlers while the transport's reader thread still runs in our code; without it that thread
 # faulted on unmapped text (SIGSEGV in 3 to 9 of 40 runs of a static-cudart program against a
@@ -30,17 +31,17 @@ $(OUT)/san/libcuda/libcuda.so.1: $(LIBCUDA_SRCS) $(LIBCUDA_HDRS) $(COMMON_SAN_LI
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(SAN_CFLAGS) -fvisibility=hidden $(LIBCUDA_LDFLAGS) $(LIBCUDA_SRCS) $(COMMON_SAN_LIB) $(LIBCUDA_LDLIBS) $(COMMON_LDLIBS) -o $@
 
-$(OUT)/test/libcuda-check: $(LIBCUDA_DIR)/test/libcuda-check.c $(LIBCUDA_DIR)/integrity.c $(LIBCUDA_HDRS)
+$(OUT)/test/libcuda-check: $(LIBCUDA_DIR)/test/libcuda-check.c $(LIBCUDA_DIR)/integrity.c $(LIBCUDA_HDRS) $(LIBCUDA_TEST_HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) -I$(LIBCUDA_DIR) $(CFLAGS) $(SAN_CFLAGS) $< $(LIBCUDA_DIR)/integrity.c -ldl -lpthread -o $@
 
 # Page-locked host memory against a daemon (run by test/e2e/libcuda-host-memory.test.ts).
-$(OUT)/test/host-memory-check: $(LIBCUDA_DIR)/test/host-memory-check.c $(LIBCUDA_HDRS)
+$(OUT)/test/host-memory-check: $(LIBCUDA_DIR)/test/host-memory-check.c $(LIBCUDA_HDRS) $(LIBCUDA_TEST_HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) -I$(LIBCUDA_DIR) $(CFLAGS) $(SAN_CFLAGS) $< -ldl -o $@
 
 # The potential-block-size search alone, against occupancy models of its own (no server).
-$(OUT)/test/occupancy-check: $(LIBCUDA_DIR)/test/occupancy-check.c $(LIBCUDA_DIR)/occupancy.c $(LIBCUDA_HDRS)
+$(OUT)/test/occupancy-check: $(LIBCUDA_DIR)/test/occupancy-check.c $(LIBCUDA_DIR)/occupancy.c $(LIBCUDA_HDRS) $(LIBCUDA_TEST_HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) -I$(LIBCUDA_DIR) $(CFLAGS) $(SAN_CFLAGS) $< $(LIBCUDA_DIR)/occupancy.c -o $@
 

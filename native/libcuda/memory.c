@@ -21,12 +21,7 @@
 #define COPY_PIECE ((size_t)4 << 20)
 
 static CUresult call(uint16_t opcode, const void *req, void *rep, omps_arena_t *arena) {
-  omps_transport_t *t = omlc_session();
-  if (t == NULL) return CUDA_ERROR_NOT_INITIALIZED;
-  const omps_message_desc_t *m = omps_message_by_opcode(opcode);
-  if (m == NULL) return CUDA_ERROR_UNKNOWN;
-  omps_error_t err;
-  return (CUresult)omps_transport_call(t, opcode, m->encode_request, req, m->decode_reply, rep, arena, &err);
+  return omlc_request(opcode, req, rep, arena);
 }
 
 /* ---- this client's allocations, to tell device pointers from host ones ---------------------------

@@ -21,12 +21,7 @@
 #include <unistd.h>
 
 static CUresult call(uint16_t opcode, const void *req, void *rep, omps_arena_t *arena) {
-  omps_transport_t *t = omlc_session();
-  if (t == NULL) return CUDA_ERROR_NOT_INITIALIZED;
-  const omps_message_desc_t *m = omps_message_by_opcode(opcode);
-  if (m == NULL) return CUDA_ERROR_UNKNOWN;
-  omps_error_t err;
-  return (CUresult)omps_transport_call(t, opcode, m->encode_request, req, m->decode_reply, rep, arena, &err);
+  return omlc_request(opcode, req, rep, arena);
 }
 
 static uint32_t le32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }

@@ -141,6 +141,15 @@ omps_transport_t *omlc_session(void) {
   return t;
 }
 
+CUresult omlc_request(uint16_t opcode, const void *req, void *rep, struct omps_arena *arena) {
+  omps_transport_t *t = omlc_session();
+  if (t == NULL) return CUDA_ERROR_NOT_INITIALIZED;
+  const omps_message_desc_t *m = omps_message_by_opcode(opcode);
+  if (m == NULL) return CUDA_ERROR_UNKNOWN;
+  omps_error_t err;
+  return (CUresult)omps_transport_call(t, opcode, m->encode_request, req, m->decode_reply, rep, arena, &err);
+}
+
 /* ---- devices ----------------------------------------------------------------------------------- */
 
 /* A session serves one device (SESSION_OPEN's `device`), which the client sees as device 0, as a

@@ -25,14 +25,7 @@ struct CUevent_st {
   uint32_t id;
 };
 
-static CUresult call(uint16_t opcode, const void *req, void *rep) {
-  omps_transport_t *t = omlc_session();
-  if (t == NULL) return CUDA_ERROR_NOT_INITIALIZED;
-  const omps_message_desc_t *m = omps_message_by_opcode(opcode);
-  if (m == NULL) return CUDA_ERROR_UNKNOWN;
-  omps_error_t err;
-  return (CUresult)omps_transport_call(t, opcode, m->encode_request, req, m->decode_reply, rep, NULL, &err);
-}
+static CUresult call(uint16_t opcode, const void *req, void *rep) { return omlc_request(opcode, req, rep, NULL); }
 
 CUresult omlc_stream_id(CUstream s, uint32_t *id) {
   if (s == NULL || s == CU_STREAM_LEGACY || s == CU_STREAM_PER_THREAD) {

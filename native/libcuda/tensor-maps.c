@@ -4,7 +4,7 @@
  * such descriptors as parameters. The im2col encodings are not implemented yet. */
 #include "libcuda.h"
 
-#include "openmps-transport.h"
+#include "openmps-wire.h"
 
 #include <string.h>
 
@@ -16,8 +16,7 @@ CUresult omlc_mps_cuTensorMapEncodeTiled(CUtensorMap *tensorMap, CUtensorMapData
                                          CUtensorMapFloatOOBfill oobFill) {
   if (tensorMap == NULL || globalDim == NULL || boxDim == NULL || elementStrides == NULL) return CUDA_ERROR_INVALID_VALUE;
   if (tensorRank < 1 || tensorRank > 5 || (tensorRank > 1 && globalStrides == NULL)) return CUDA_ERROR_INVALID_VALUE;
-  omps_transport_t *t = omlc_session();
-  if (t == NULL) return CUDA_ERROR_NOT_INITIALIZED;
+  if (omlc_session() == NULL) return CUDA_ERROR_NOT_INITIALIZED;
   /* The wire's lists are mutable pointers; the library only reads through them. */
   uint64_t dims[5], strides[4];
   uint32_t box[5], elems[5];
@@ -46,11 +45,7 @@ CUresult omlc_mps_cuTensorMapEncodeTiled(CUtensorMap *tensorMap, CUtensorMapData
   memset(&rep, 0, sizeof rep);
   omps_arena_t arena;
   memset(&arena, 0, sizeof arena);
-  const omps_message_desc_t *m = omps_message_by_opcode(OMPS_OP_TENSOR_MAP_ENCODE_TILED);
-  if (m == NULL) return CUDA_ERROR_UNKNOWN;
-  omps_error_t err;
-  CUresult rc = (CUresult)omps_transport_call(t, OMPS_OP_TENSOR_MAP_ENCODE_TILED, m->encode_request, &req,
-                                              m->decode_reply, &rep, &arena, &err);
+  CUresult rc = omlc_request(OMPS_OP_TENSOR_MAP_ENCODE_TILED, &req, &rep, &arena);
   if (rc == CUDA_SUCCESS) {
     if (rep.tensor_map.len == sizeof *tensorMap) memcpy(tensorMap, rep.tensor_map.data, sizeof *tensorMap);
     else rc = CUDA_ERROR_UNKNOWN; /* a server that answers something else is not one we speak to */

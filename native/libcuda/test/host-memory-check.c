@@ -16,15 +16,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-static int failures;
-#define CHECK(cond, what)                                                                                              \
-  do {                                                                                                                 \
-    if (cond) printf("ok %s\n", what);                                                                                 \
-    else {                                                                                                             \
-      printf("FAIL %s (line %d)\n", what, __LINE__);                                                                   \
-      failures++;                                                                                                      \
-    }                                                                                                                  \
-  } while (0)
+#include "check.h"
 
 static void *lib;
 static void *sym(const char *name) {

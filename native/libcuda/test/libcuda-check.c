@@ -31,15 +31,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int failures;
-#define CHECK(cond, what)                                     \
-  do {                                                        \
-    if (cond) printf("ok %s\n", what);                        \
-    else {                                                    \
-      printf("FAIL %s (%s:%d)\n", what, __FILE__, __LINE__);  \
-      failures++;                                             \
-    }                                                         \
-  } while (0)
+#include "check.h"
 
 static void *lib;
 

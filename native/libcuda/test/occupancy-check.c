@@ -6,15 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static int failures;
-#define CHECK(cond, what)                                    \
-  do {                                                       \
-    if (cond) printf("ok %s\n", what);                       \
-    else {                                                   \
-      printf("FAIL %s (%s:%d)\n", what, __FILE__, __LINE__); \
-      failures++;                                            \
-    }                                                        \
-  } while (0)
+#include "check.h"
 
 /* An SM of 2048 threads and 32 blocks, 64 Ki registers, 64 KiB shared memory: a model with the
  * shape of the driver's calculator, enough to have one right answer for each case. */
