@@ -6,6 +6,7 @@
  * and offset (MEMCPY_HTOD_HOST / MEMCPY_DTOH_HOST): the device reads and writes these pages, no
  * bytes in the frames. The table of this process's regions is kept here. */
 #include "libcuda.h"
+#include "ranges.h"
 
 #include "openmps-transport.h"
 
@@ -26,8 +27,7 @@ typedef struct {
 } host_region;
 
 static pthread_mutex_t regions_lock = PTHREAD_MUTEX_INITIALIZER;
-static host_region *regions; /* sorted by base */
-static size_t regions_len, regions_cap;
+static omlc_ranges regions = OMLC_RANGES(host_region);
 
 /* A child made by fork() has the parent's table but not its session: the handles are the parent
  * session's, and in the child's own session the same numbers could name other regions. So the
@@ -35,27 +35,17 @@ static size_t regions_len, regions_cap;
  * CUDA does not know, and cuMemFreeHost of them is CUDA_ERROR_INVALID_VALUE. */
 static void forked_child(void) {
   pthread_mutex_init(&regions_lock, NULL);
-  regions_len = 0;
+  regions.len = 0;
 }
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static void register_atfork(void) { pthread_atfork(NULL, NULL, forked_child); }
 
-/* The index of the first region whose base is above p; the caller holds regions_lock. */
-static size_t upper(uintptr_t p) {
-  size_t lo = 0, hi = regions_len;
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-    if (regions[mid].base <= p) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
-
 /* The region holding p, copied into *out; the caller holds regions_lock. */
 static int find(uintptr_t p, host_region *out) {
-  size_t i = upper(p);
-  if (i == 0 || p - regions[i - 1].base >= regions[i - 1].size) return 0;
-  *out = regions[i - 1];
+  size_t i = omlc_ranges_upper(&regions, p);
+  const host_region *r = i > 0 ? omlc_ranges_at(&regions, i - 1) : NULL;
+  if (r == NULL || p - r->base >= r->size) return 0;
+  *out = *r;
   return 1;
 }
 
@@ -126,25 +116,16 @@ CUresult omlc_mps_cuMemHostAlloc(void **pp, size_t bytesize, unsigned int Flags)
     munmap(mem, mapped);
     return rc;
   }
+  host_region r = {(uintptr_t)mem, bytesize, mapped, rep.handle, Flags};
   pthread_mutex_lock(&regions_lock);
-  if (regions_len == regions_cap) {
-    size_t cap = regions_cap ? regions_cap * 2 : 16;
-    host_region *grown = realloc(regions, cap * sizeof *grown);
-    if (grown == NULL) {
-      pthread_mutex_unlock(&regions_lock);
-      omps_host_unregister_req_t unreq = {rep.handle};
-      call(OMPS_OP_HOST_UNREGISTER, &unreq, NULL);
-      munmap(mem, mapped);
-      return CUDA_ERROR_OUT_OF_MEMORY;
-    }
-    regions = grown;
-    regions_cap = cap;
-  }
-  size_t i = upper((uintptr_t)mem);
-  memmove(&regions[i + 1], &regions[i], (regions_len - i) * sizeof *regions);
-  regions[i] = (host_region){(uintptr_t)mem, bytesize, mapped, rep.handle, Flags};
-  regions_len++;
+  int added = omlc_ranges_insert(&regions, &r);
   pthread_mutex_unlock(&regions_lock);
+  if (added != 0) {
+    omps_host_unregister_req_t unreq = {rep.handle};
+    call(OMPS_OP_HOST_UNREGISTER, &unreq, NULL);
+    munmap(mem, mapped);
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  }
   *pp = mem;
   return CUDA_SUCCESS;
 }
@@ -158,14 +139,13 @@ CUresult omlc_mps_cuMemAllocHost_v2(void **pp, size_t bytesize) { return omlc_mp
 CUresult omlc_mps_cuMemFreeHost(void *p) {
   if (omlc_session() == NULL) return CUDA_ERROR_NOT_INITIALIZED;
   pthread_mutex_lock(&regions_lock);
-  size_t i = upper((uintptr_t)p);
-  if (p == NULL || i == 0 || regions[i - 1].base != (uintptr_t)p) {
+  size_t i = omlc_ranges_upper(&regions, (uintptr_t)p);
+  if (p == NULL || i == 0 || ((host_region *)omlc_ranges_at(&regions, i - 1))->base != (uintptr_t)p) {
     pthread_mutex_unlock(&regions_lock);
     return CUDA_ERROR_INVALID_VALUE;
   }
-  host_region r = regions[i - 1];
-  memmove(&regions[i - 1], &regions[i], (regions_len - i) * sizeof *regions);
-  regions_len--;
+  host_region r;
+  omlc_ranges_remove(&regions, i - 1, &r);
   pthread_mutex_unlock(&regions_lock);
   omps_host_unregister_req_t req = {r.handle};
   CUresult rc = call(OMPS_OP_HOST_UNREGISTER, &req, NULL);

@@ -7,6 +7,7 @@
  * (host-memory.c): then they name its region (MEMCPY_HTOD_HOST / MEMCPY_DTOH_HOST). The shared
  * staging region (the other fast path a TypeScript client uses) is the next step here. */
 #include "libcuda.h"
+#include "ranges.h"
 
 #include "openmps-transport.h"
 
@@ -37,19 +38,7 @@ typedef struct {
   int reserved;
 } allocation;
 static pthread_mutex_t allocations_lock = PTHREAD_MUTEX_INITIALIZER;
-static allocation *allocations; /* sorted by base */
-static size_t allocations_len, allocations_cap;
-
-/* The index of the first allocation whose base is above ptr. */
-static size_t upper(CUdeviceptr_v2 ptr) {
-  size_t lo = 0, hi = allocations_len;
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-    if (allocations[mid].base <= ptr) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
+static omlc_ranges allocations = OMLC_RANGES(allocation);
 
 /* reserve: also keep the host from mapping anything at the range (cuMemAlloc's allocations, which
  * are page-aligned); a module's variables are not (they sit inside the module's image, several to
@@ -66,36 +55,23 @@ static void remember(CUdeviceptr_v2 base, size_t size, int reserve) {
              "pointers in it for device pointers",
              (unsigned long long)base, size);
   }
+  allocation a = {base, size, reserved};
   pthread_mutex_lock(&allocations_lock);
-  if (allocations_len == allocations_cap) {
-    size_t cap = allocations_cap ? allocations_cap * 2 : 64;
-    allocation *grown = realloc(allocations, cap * sizeof *grown);
-    if (grown == NULL) {
-      pthread_mutex_unlock(&allocations_lock);
-      if (reserved) munmap(want, size);
-      omlc_log("out of host memory for the allocation table; cuMemcpy will take 0x%llx for host memory",
-               (unsigned long long)base);
-      return;
-    }
-    allocations = grown;
-    allocations_cap = cap;
-  }
-  size_t i = upper(base);
-  memmove(&allocations[i + 1], &allocations[i], (allocations_len - i) * sizeof *allocations);
-  allocations[i] = (allocation){base, size, reserved};
-  allocations_len++;
+  int added = omlc_ranges_insert(&allocations, &a);
   pthread_mutex_unlock(&allocations_lock);
+  if (added != 0) {
+    if (reserved) munmap(want, size);
+    omlc_log("out of host memory for the allocation table; cuMemcpy will take 0x%llx for host memory",
+             (unsigned long long)base);
+  }
 }
 
 static void forget(CUdeviceptr_v2 base) {
   pthread_mutex_lock(&allocations_lock);
-  size_t i = upper(base);
-  if (i > 0 && allocations[i - 1].base == base) {
-    allocation a = allocations[i - 1];
-    memmove(&allocations[i - 1], &allocations[i], (allocations_len - i) * sizeof *allocations);
-    allocations_len--;
-    if (a.reserved) munmap((void *)(uintptr_t)a.base, a.size);
-  }
+  size_t i = omlc_ranges_upper(&allocations, base);
+  allocation a = {0, 0, 0};
+  if (i > 0 && ((allocation *)omlc_ranges_at(&allocations, i - 1))->base == base) omlc_ranges_remove(&allocations, i - 1, &a);
+  if (a.reserved) munmap((void *)(uintptr_t)a.base, a.size);
   pthread_mutex_unlock(&allocations_lock);
 }
 
@@ -106,10 +82,11 @@ void omlc_device_range_remove(CUdeviceptr_v2 base) { forget(base); }
 /* Whether ptr lies in one of this client's device allocations. */
 int omlc_device_pointer(CUdeviceptr_v2 ptr, CUdeviceptr_v2 *base, size_t *size) {
   pthread_mutex_lock(&allocations_lock);
-  size_t i = upper(ptr);
-  int found = i > 0 && ptr - allocations[i - 1].base < allocations[i - 1].size;
-  if (found && base != NULL) *base = allocations[i - 1].base;
-  if (found && size != NULL) *size = allocations[i - 1].size;
+  size_t i = omlc_ranges_upper(&allocations, ptr);
+  const allocation *a = i > 0 ? omlc_ranges_at(&allocations, i - 1) : NULL;
+  int found = a != NULL && ptr - a->base < a->size;
+  if (found && base != NULL) *base = a->base;
+  if (found && size != NULL) *size = a->size;
   pthread_mutex_unlock(&allocations_lock);
   return found;
 }

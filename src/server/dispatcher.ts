@@ -6,7 +6,7 @@
 // session and returned by the next request that does get one, as CUDA reports asynchronous errors
 // on a later call.
 import { CudaError, toCudaError } from '../cuda/cuda-error.js';
-import { MODULE_KINDS, type ModuleKind } from '../devices/device.js';
+import { MODULE_KINDS, type LaunchConfig, type ModuleKind } from '../devices/device.js';
 import { clientAttributes } from '../devices/device-attributes.js';
 import type { MessageName, ReplyOf, RequestOf } from '../protocol/messages.js';
 import { MAX_PAYLOAD } from '../protocol/frame.js';
@@ -101,6 +101,16 @@ function regionImage(peerPid: number, fd: number, bytes: bigint): Uint8Array {
   } finally {
     region.close();
   }
+}
+
+/** The launch configuration LAUNCH_EX and OCCUPANCY_CLUSTERS both carry. */
+function launchConfigOf(req: RequestOf<'LAUNCH_EX'> | RequestOf<'OCCUPANCY_CLUSTERS'>): LaunchConfig {
+  return {
+    grid: [req.gridX, req.gridY, req.gridZ],
+    block: [req.blockX, req.blockY, req.blockZ],
+    sharedMemBytes: req.sharedMemBytes,
+    attributes: req.launchAttributes,
+  };
 }
 
 function isModuleKind(kind: string): kind is ModuleKind {
@@ -219,13 +229,7 @@ const HANDLERS: Handlers = {
     if (req.query !== 0 && req.query !== 1) {
       throw new CudaError('CUDA_ERROR_INVALID_VALUE', 'cuOccupancyMaxActiveClusters', `cluster occupancy query ${req.query} (0 or 1)`);
     }
-    const config = {
-      grid: [req.gridX, req.gridY, req.gridZ] as const,
-      block: [req.blockX, req.blockY, req.blockZ] as const,
-      sharedMemBytes: req.sharedMemBytes,
-      attributes: req.launchAttributes,
-    };
-    return { value: t.session.clusterOccupancy(req.function, config, req.query === 0 ? 'active-clusters' : 'potential-size') };
+    return { value: t.session.clusterOccupancy(req.function, launchConfigOf(req), req.query === 0 ? 'active-clusters' : 'potential-size') };
   },
   TENSOR_MAP_ENCODE_TILED: (t, req) => ({
     tensorMap: t.session.encodeTensorMapTiled({
@@ -253,17 +257,7 @@ const HANDLERS: Handlers = {
     return {};
   },
   LAUNCH_EX: (t, req) => {
-    t.session.launch(
-      req.function,
-      req.stream,
-      {
-        grid: [req.gridX, req.gridY, req.gridZ],
-        block: [req.blockX, req.blockY, req.blockZ],
-        sharedMemBytes: req.sharedMemBytes,
-        attributes: req.launchAttributes,
-      },
-      req.params,
-    );
+    t.session.launch(req.function, req.stream, launchConfigOf(req), req.params);
     return {};
   },
   STREAM_CREATE: (t, req) => ({ stream: t.session.createStream(req.priority) }),

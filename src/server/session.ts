@@ -648,10 +648,12 @@ export class Session {
     const call = config.attributes === undefined ? 'cuLaunchKernel' : 'cuLaunchKernelEx';
     // An access policy window names a device range (base_ptr, num_bytes) the L2 is to keep: only
     // this client's memory, as every other range a client names.
-    for (const a of config.attributes ?? []) {
-      if (a.id !== LAUNCH_ATTRIBUTE.ACCESS_POLICY_WINDOW || a.value.byteLength < 16) continue;
-      const v = new DataView(a.value.buffer, a.value.byteOffset, a.value.byteLength);
-      this.checkRange(v.getBigUint64(0, true), v.getBigUint64(8, true), call);
+    if (config.attributes !== undefined) {
+      for (const a of config.attributes) {
+        if (a.id !== LAUNCH_ATTRIBUTE.ACCESS_POLICY_WINDOW || a.value.byteLength < 16) continue;
+        const v = new DataView(a.value.buffer, a.value.byteOffset, a.value.byteLength);
+        this.checkRange(v.getBigUint64(0, true), v.getBigUint64(8, true), call);
+      }
     }
     const stream = this.#stream(streamId, call);
     const fn = this.#functions.get(functionId);

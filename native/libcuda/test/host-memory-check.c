@@ -17,16 +17,7 @@
 #include <unistd.h>
 
 #include "check.h"
-
-static void *lib;
-static void *sym(const char *name) {
-  void *p = dlsym(lib, name);
-  if (p == NULL) {
-    printf("FAIL dlsym %s\n", name);
-    exit(1);
-  }
-  return p;
-}
+#include "library.h"
 
 /* Waits for one line (or the end) on standard input: the test's go-ahead. */
 static void wait_line(void) {

@@ -32,17 +32,7 @@
 #include <unistd.h>
 
 #include "check.h"
-
-static void *lib;
-
-static void *sym(const char *name) {
-  void *p = dlsym(lib, name);
-  if (p == NULL) {
-    printf("FAIL dlsym %s\n", name);
-    exit(1);
-  }
-  return p;
-}
+#include "library.h"
 
 typedef CUresult (*get_proc_v2_t)(const char *, void **, int, cuuint64_t, CUdriverProcAddressQueryResult *);
 typedef CUresult (*get_proc_v1_t)(const char *, void **, int, cuuint64_t);

@@ -6,8 +6,6 @@ import type {
   Device, DeviceEvent, DeviceFunction, DeviceInfo, DeviceModule, DevicePointer, DeviceStream, MemoryInfo, ModuleImage, StreamOptions,
   TensorMapTiled, ClusterQuery, LaunchConfig,
 } from '../device.js';
-import { decodeLaunchAttributes } from '../launch-attributes.js';
-import { MAX_LAUNCH_ATTRIBUTES } from './device-core.js';
 
 /** sizeof(CUtensorMap): cuda.h's 16 64-bit words. */
 const TENSOR_MAP_BYTES = 128;
@@ -170,13 +168,8 @@ export class CudaDevice implements Device {
   clusterOccupancy(fn: DeviceFunction, config: LaunchConfig, query: ClusterQuery): number {
     const call = query === 'active-clusters' ? 'cuOccupancyMaxActiveClusters' : 'cuOccupancyMaxPotentialClusterSize';
     const kernel = this.#kernel(fn, call);
-    const attributes = config.attributes ?? [];
-    if (attributes.length > MAX_LAUNCH_ATTRIBUTES) {
-      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `${attributes.length} launch attributes; at most ${MAX_LAUNCH_ATTRIBUTES}`);
-    }
-    decodeLaunchAttributes(attributes, config.grid, call, Number.MAX_SAFE_INTEGER);
+    const launchConfig = this.#core.stageLaunchConfig(config, 0n, call);
     this.#core.enter();
-    const launchConfig = this.#core.stageLaunchConfig(config, 0n, attributes);
     const out = new Int32Array(1);
     const rc = query === 'active-clusters'
       ? this.#core.driver.cuOccupancyMaxActiveClusters(out, kernel.handle, launchConfig)

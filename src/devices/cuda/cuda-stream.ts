@@ -7,8 +7,7 @@ import type { NativePointer } from '../../native/bindings.js';
 import { CUDA_ERROR_NOT_READY, CUDA_SUCCESS } from './check.js';
 import { CudaEvent } from './cuda-event.js';
 import { CudaFunction } from './cuda-module.js';
-import { MAX_LAUNCH_ATTRIBUTES, type DeviceCore, type ExecContext, type StreamRef } from './device-core.js';
-import { decodeLaunchAttributes } from '../launch-attributes.js';
+import type { DeviceCore, ExecContext, StreamRef } from './device-core.js';
 import { PINNED_CACHE_MAX_BYTES } from './pinned-pool.js';
 
 const MAX_DIM = 0xffffffff;
@@ -67,18 +66,12 @@ export class CudaStream implements DeviceStream, StreamRef {
       throw new CudaError('CUDA_ERROR_INVALID_VALUE', 'cuLaunchKernel', 'grid and block dimensions must be integers >= 1');
     }
     const extra = this.#core.stageParams(params);
-    const attributes = config.attributes ?? [];
-    if (attributes.length === 0) {
+    const attributes = config.attributes;
+    if (attributes === undefined || attributes.length === 0) {
       const rc = this.#core.driver.cuLaunchKernel(fn.handle, gx, gy, gz, bx, by, bz, config.sharedMemBytes, this.nativeHandle, 0n, extra);
       if (rc !== CUDA_SUCCESS) throw fn.module.withJitLog(this.#core.error(rc, 'cuLaunchKernel'));
     } else {
-      // Checked here, not only by the driver: an attribute naming a client's own handle (an
-      // event) must never reach the driver. The cluster size is the driver's to judge.
-      if (attributes.length > MAX_LAUNCH_ATTRIBUTES) {
-        throw new CudaError('CUDA_ERROR_INVALID_VALUE', 'cuLaunchKernelEx', `${attributes.length} launch attributes; at most ${MAX_LAUNCH_ATTRIBUTES}`);
-      }
-      decodeLaunchAttributes(attributes, config.grid, 'cuLaunchKernelEx', Number.MAX_SAFE_INTEGER);
-      const launchConfig = this.#core.stageLaunchConfig(config, this.nativeHandle, attributes);
+      const launchConfig = this.#core.stageLaunchConfig(config, this.nativeHandle, 'cuLaunchKernelEx');
       const rc = this.#core.driver.cuLaunchKernelEx(launchConfig, fn.handle, 0n, extra);
       if (rc !== CUDA_SUCCESS) throw fn.module.withJitLog(this.#core.error(rc, 'cuLaunchKernelEx'));
     }

@@ -34,7 +34,7 @@ import {
   isSticky, warnStatus,
 } from './check.js';
 import type { LaunchConfig } from '../device.js';
-import type { LaunchAttribute } from '../launch-attributes.js';
+import { decodeLaunchAttributes, type LaunchAttribute } from '../launch-attributes.js';
 import { FENCE_BYTES, FENCE_SLOTS, FenceWords } from './fence-words.js';
 import { GreenContextCache, type GreenContext } from './green-contexts.js';
 import { PinnedPool, type PinnedBuffer } from './pinned-pool.js';
@@ -910,10 +910,21 @@ export class DeviceCore {
   /**
    * Writes cuLaunchKernelEx's CUlaunchConfig (cuda.h: six grid/block words, sharedMemBytes,
    * hStream at 32, attrs at 40, numAttrs at 48) and its attributes (id, 4 bytes of padding, the
-   * 64-byte value) into the preallocated block and returns its address. The caller has checked
-   * the attributes (decodeLaunchAttributes); at most MAX_LAUNCH_ATTRIBUTES.
+   * 64-byte value) into the preallocated block and returns its address, once the attributes
+   * are checked (decodeLaunchAttributes; at most MAX_LAUNCH_ATTRIBUTES).
    */
-  stageLaunchConfig(config: LaunchConfig, stream: NativePointer, attributes: readonly LaunchAttribute[]): NativePointer {
+  stageLaunchConfig(config: LaunchConfig, stream: NativePointer, call: string): NativePointer {
+    // Checked here, not only by the driver: an attribute naming a client's own handle (an event)
+    // must never reach the driver. The cluster size is the driver's to judge.
+    const attributes = config.attributes ?? [];
+    if (attributes.length > MAX_LAUNCH_ATTRIBUTES) {
+      throw new CudaError('CUDA_ERROR_INVALID_VALUE', call, `${attributes.length} launch attributes; at most ${MAX_LAUNCH_ATTRIBUTES}`);
+    }
+    decodeLaunchAttributes(attributes, config.grid, call, Number.MAX_SAFE_INTEGER);
+    return this.#writeLaunchConfig(config, stream, attributes);
+  }
+
+  #writeLaunchConfig(config: LaunchConfig, stream: NativePointer, attributes: readonly LaunchAttribute[]): NativePointer {
     const block = this.#launchExBlock;
     const bytes = block.bytes;
     bytes.fill(0, 0, LAUNCH_CONFIG_BYTES + attributes.length * LAUNCH_ATTRIBUTE_BYTES);
