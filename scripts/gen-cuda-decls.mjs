@@ -64,6 +64,7 @@ const IMPLEMENTED = {
   cuCtxGetDevice: 'mps',
   cuCtxGetDevice_v2: 'mps',
   cuCtxGetFlags: 'mps',
+  cuCtxGetApiVersion: 'mps',
   cuMemAlloc_v2: 'mps',
   cuMemFree_v2: 'mps',
   cuMemGetInfo_v2: 'mps',

@@ -154,6 +154,18 @@ CUresult omlc_mps_cuCtxGetFlags(unsigned int *flags) {
   return CUDA_SUCCESS;
 }
 
+/* cuCtxGetApiVersion: 3020, what the driver answers for every context made through the _v2 API
+ * of CUDA 3.2 and later, the primary context included. cudart asks it when it adopts a context it
+ * did not make (cudaSetDevice on a thread whose current context was set through the driver API:
+ * PyTorch's autograd threads). */
+CUresult omlc_mps_cuCtxGetApiVersion(CUcontext ctx, unsigned int *version) {
+  if (version == NULL) return CUDA_ERROR_INVALID_VALUE;
+  ctx = current_or(ctx);
+  if (ctx == NULL || !valid(ctx)) return CUDA_ERROR_INVALID_CONTEXT;
+  *version = 3020;
+  return CUDA_SUCCESS;
+}
+
 /* cuCtxGetId: unique among the contexts of this process. The library has one, the primary
  * context, so its id is 1 (the driver's ids also start at 1). */
 CUresult omlc_mps_cuCtxGetId(CUcontext ctx, unsigned long long *ctxId) {

@@ -37,6 +37,7 @@ CUresult omlc_mps_cuCtxPopCurrent_v2(CUcontext *pctx);
 CUresult omlc_mps_cuCtxGetDevice(CUdevice_v1 *device);
 CUresult omlc_mps_cuCtxGetDevice_v2(CUdevice *device, CUcontext ctx);
 CUresult omlc_mps_cuCtxGetFlags(unsigned int *flags);
+CUresult omlc_mps_cuCtxGetApiVersion(CUcontext ctx, unsigned int *version);
 CUresult omlc_mps_cuMemAlloc_v2(CUdeviceptr_v2 *dptr, size_t bytesize);
 CUresult omlc_mps_cuMemFree_v2(CUdeviceptr_v2 dptr);
 CUresult omlc_mps_cuMemGetInfo_v2(size_t *free, size_t *total);
@@ -639,9 +640,7 @@ CUresult CUDAAPI cuCtxGetApiVersion(CUcontext ctx, unsigned int *version) {
     omlc_fn real = omlc_real(OMLC_SYM_cuCtxGetApiVersion);
     return real ? ((CUresult (CUDAAPI *)(CUcontext ctx, unsigned int *version))real)(ctx, version) : omlc_bypass_missing(OMLC_SYM_cuCtxGetApiVersion);
   }
-  case OMLC_MODE_MPS:
-    (void)ctx; (void)version;
-    return omlc_traced(OMLC_SYM_cuCtxGetApiVersion, omlc_not_supported(OMLC_SYM_cuCtxGetApiVersion));
+  case OMLC_MODE_MPS: return omlc_traced(OMLC_SYM_cuCtxGetApiVersion, omlc_mps_cuCtxGetApiVersion(ctx, version));
   case OMLC_MODE_NONE: break;
   }
   return omlc_no_service();
@@ -8787,7 +8786,7 @@ const omlc_symbol omlc_symbols[OMLC_SYMBOL_COUNT] = {
   { "cuCtxDisablePeerAccess", (omlc_fn)cuCtxDisablePeerAccess, OMLC_IMPL_NONE },
   { "cuCtxEnablePeerAccess", (omlc_fn)cuCtxEnablePeerAccess, OMLC_IMPL_NONE },
   { "cuCtxFromGreenCtx", (omlc_fn)cuCtxFromGreenCtx, OMLC_IMPL_NONE },
-  { "cuCtxGetApiVersion", (omlc_fn)cuCtxGetApiVersion, OMLC_IMPL_NONE },
+  { "cuCtxGetApiVersion", (omlc_fn)cuCtxGetApiVersion, OMLC_IMPL_MPS },
   { "cuCtxGetCacheConfig", (omlc_fn)cuCtxGetCacheConfig, OMLC_IMPL_MPS },
   { "cuCtxGetCurrent", (omlc_fn)cuCtxGetCurrent, OMLC_IMPL_MPS },
   { "cuCtxGetDevResource", (omlc_fn)cuCtxGetDevResource, OMLC_IMPL_NONE },

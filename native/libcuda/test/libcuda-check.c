@@ -1241,6 +1241,13 @@ static void query_checks(void) {
   CHECK(((ctxid_t)sym("cuCtxGetId"))(NULL, &cx) == CUDA_SUCCESS && cx != 0, "cuCtxGetId of the current context");
   CHECK(((ctxid_t)sym("cuCtxGetId"))((CUcontext)(void *)&not_a_stream, &cx) == CUDA_ERROR_INVALID_CONTEXT,
         "cuCtxGetId of a foreign handle: INVALID_CONTEXT");
+  typedef CUresult (*apiversion_t)(CUcontext, unsigned *);
+  unsigned api = 0;
+  CHECK(((apiversion_t)sym("cuCtxGetApiVersion"))(NULL, &api) == CUDA_SUCCESS && api == 3020,
+        "cuCtxGetApiVersion of the current context: 3020");
+  CHECK(((apiversion_t)sym("cuCtxGetApiVersion"))((CUcontext)(void *)&not_a_stream, &api) == CUDA_ERROR_INVALID_CONTEXT,
+        "cuCtxGetApiVersion of a foreign handle: INVALID_CONTEXT");
+  CHECK(((apiversion_t)sym("cuCtxGetApiVersion"))(NULL, NULL) == CUDA_ERROR_INVALID_VALUE, "cuCtxGetApiVersion into NULL");
   typedef CUresult (*getlimit_t)(size_t *, CUlimit);
   typedef CUresult (*setlimit_t)(CUlimit, size_t);
   size_t stack = 0, after = 0;

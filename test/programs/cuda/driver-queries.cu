@@ -8,6 +8,7 @@
 // device's own numbers differ from the software GPU's), so a plain run and an openmps run on one
 // GPU, and a run on the software GPU, print the same lines (test/e2e/unmodified-sim.test.ts has
 // them). Any CUDA error exits 1 (common.h). Build: nvcc -arch=sm_90 -I kernels driver-queries.cu.
+#include <thread>
 #include <vector>
 #include "common.h"
 #include "openmps.cu"
@@ -127,6 +128,40 @@ int main() {
   std::printf("potential block size a warp multiple within the function's: %s\n",
               yes(block >= 32 && block % 32 == 0 && block <= max_threads));
   std::printf("minGridSize is its blocks per SM times the SMs: %s\n", yes(min_grid == at * sms));
+
+  // A thread of its own, as PyTorch's autograd engine runs the backward pass: it starts with no
+  // current context, cudaSetDevice adopts the primary context there (cudart asks the context's API
+  // version then), and its launches and copies work like the main thread's.
+  cudaError_t in_thread = cudaErrorUnknown;
+  std::thread worker([&] {
+    in_thread = cudaSetDevice(0);
+    if (in_thread == cudaSuccess) {
+      fill<<<n / 256, 256>>>(dy, 5.0f, n);
+      in_thread = cudaGetLastError();
+    }
+    if (in_thread == cudaSuccess) in_thread = cudaDeviceSynchronize();
+  });
+  worker.join();
+  std::printf("a second thread's cudaSetDevice, launch and synchronize: %s\n", yes(in_thread == cudaSuccess));
+  CHECK(cudaMemcpy(y.data(), dy, n * sizeof(float), cudaMemcpyDeviceToHost));
+  report("filled by the second thread", y.data(), n);
+  // The current (primary) context's API version, from the driver entry points PyTorch reaches
+  // the driver by.
+  typedef int (*get_current_fn)(void **);
+  typedef int (*api_version_fn)(void *, unsigned *);
+  void *get_current = nullptr, *api_version_of = nullptr;
+  cudaDriverEntryPointQueryResult found_current, found_version;
+  CHECK(cudaGetDriverEntryPointByVersion("cuCtxGetCurrent", &get_current, 12000, cudaEnableDefault, &found_current));
+  CHECK(cudaGetDriverEntryPointByVersion("cuCtxGetApiVersion", &api_version_of, 12000, cudaEnableDefault, &found_version));
+  if (found_current != cudaDriverEntryPointSuccess || found_version != cudaDriverEntryPointSuccess) {
+    std::fprintf(stderr, "cuCtxGetCurrent or cuCtxGetApiVersion not found\n");
+    return 1;
+  }
+  void *current = nullptr;
+  const int current_rc = ((get_current_fn)get_current)(&current);
+  unsigned api_version = 0;
+  const int api_rc = ((api_version_fn)api_version_of)(current, &api_version);
+  std::printf("cuCtxGetApiVersion of the current context: %d %d %u\n", current_rc, api_rc, api_version);
 
   hold_if_asked();
   CHECK(cudaEventDestroy(done));
