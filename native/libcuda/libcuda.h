@@ -84,9 +84,17 @@ CUresult omlc_export_table(const void **table, const CUuuid *id);
  * bytes and lists point into (NULL for replies that have none). */
 struct omps_arena;
 CUresult omlc_request(uint16_t opcode, const void *req, void *rep, struct omps_arena *arena);
+/* The same request sent NO_REPLY: its failure comes back at the next omlc_request (mps.c). */
+CUresult omlc_post(uint16_t opcode, const void *req);
 
 /* MPS mode: the session cuInit opened (mps.c), or NULL before a successful cuInit. */
 struct omps_transport *omlc_session(void);
+/* MPS mode: what a stream has in flight (streams.c): omlc_stream_posted after a fire-and-forget
+ * request on it is written; omlc_stream_mark before a request that completes the stream's work
+ * is sent, and omlc_stream_settled with that mark once it returned successfully. */
+void omlc_stream_posted(CUstream s);
+uint64_t omlc_stream_mark(CUstream s);
+void omlc_stream_settled(CUstream s, uint64_t mark);
 /* MPS mode: the server's id of a stream handle (streams.c); the default streams are 0. */
 CUresult omlc_stream_id(CUstream s, uint32_t *id);
 /* MPS mode: cuStreamGetId's answer (streams.c); per_thread: NULL means the per-thread stream. */

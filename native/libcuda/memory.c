@@ -126,46 +126,69 @@ CUresult omlc_mps_cuMemGetInfo_v2(size_t *free, size_t *total) {
   return rc;
 }
 
+/* Whether [p, p + n) lies wholly in one of this client's allocations (the server checks it again):
+ * then a copy or memset into it can only fail for a reason CUDA would report later too (a fault),
+ * and it is sent fire-and-forget; anything else waits for the server's answer, so that a wrong
+ * pointer is the call's own error, as the driver gives it. */
+static int in_allocation(CUdeviceptr_v2 p, size_t n) {
+  CUdeviceptr_v2 base = 0;
+  size_t size = 0;
+  return omlc_device_pointer(p, &base, &size) && p >= base && n <= size - (size_t)(p - base);
+}
+
 /* Synchronous copies run on the session's default stream (stream 0); the Async ones on their
- * stream, and return once the server has the bytes (HtoD) or once they are in host memory (DtoH):
- * more synchronous than CUDA requires, never less, so a program's later synchronize finds them
- * done. */
-static CUresult htod(uint32_t stream, CUdeviceptr_v2 dst, const void *src, size_t n) {
+ * stream. Host to device from pageable memory returns once the bytes are written to the socket,
+ * as the driver returns once they are in its staging memory (CUDA Runtime API, "API
+ * synchronization behavior"): the frame is sent NO_REPLY when the destination is one of this
+ * client's allocations, so a request's input costs no round trip. From page-locked memory the
+ * device reads the pages themselves: the Async form returns at once (the program may not touch
+ * them until it synchronizes), the synchronous one once the copy is done. Device to host returns
+ * once the bytes are in host memory. */
+static CUresult htod(CUstream h, uint32_t stream, CUdeviceptr_v2 dst, const void *src, size_t n, int async) {
   if (n == 0) return CUDA_SUCCESS;
   if (src == NULL) return CUDA_ERROR_INVALID_VALUE;
+  const int posted = in_allocation(dst, n);
   /* From page-locked host memory (host-memory.c): the device reads the shared pages themselves. */
   uint32_t handle;
   uint64_t offset;
   if (omlc_host_window(src, n, &handle, &offset)) {
     omps_memcpy_htod_host_req_t hreq = {stream, dst, handle, offset, n};
-    return call(OMPS_OP_MEMCPY_HTOD_HOST, &hreq, NULL, NULL);
+    if (!(posted && async)) return call(OMPS_OP_MEMCPY_HTOD_HOST, &hreq, NULL, NULL);
+    CUresult rc = omlc_post(OMPS_OP_MEMCPY_HTOD_HOST, &hreq);
+    if (rc == CUDA_SUCCESS) omlc_stream_posted(h);
+    return rc;
   }
   const uint8_t *p = src;
   for (size_t done = 0; done < n;) {
     size_t piece = n - done < COPY_PIECE ? n - done : COPY_PIECE;
     omps_memcpy_htod_req_t req = {stream, dst + done, piece, 0, {p + done, (uint32_t)piece}};
-    CUresult rc = call(OMPS_OP_MEMCPY_HTOD, &req, NULL, NULL);
+    CUresult rc = posted ? omlc_post(OMPS_OP_MEMCPY_HTOD, &req) : call(OMPS_OP_MEMCPY_HTOD, &req, NULL, NULL);
     if (rc != CUDA_SUCCESS) return rc;
+    if (posted) omlc_stream_posted(h);
     done += piece;
   }
   return CUDA_SUCCESS;
 }
 CUresult omlc_mps_cuMemcpyHtoD_v2(CUdeviceptr_v2 dstDevice, const void *srcHost, size_t ByteCount) {
-  return htod(0, dstDevice, srcHost, ByteCount);
+  return htod(NULL, 0, dstDevice, srcHost, ByteCount, 0);
 }
 CUresult omlc_mps_cuMemcpyHtoD_v2_ptds(CUdeviceptr_v2 dstDevice, const void *srcHost, size_t ByteCount) {
-  return htod(0, dstDevice, srcHost, ByteCount);
+  return htod(NULL, 0, dstDevice, srcHost, ByteCount, 0);
 }
 
-static CUresult dtoh(uint32_t stream, void *dst, CUdeviceptr_v2 src, size_t n) {
+static CUresult dtoh(CUstream h, uint32_t stream, void *dst, CUdeviceptr_v2 src, size_t n) {
   if (n == 0) return CUDA_SUCCESS;
   if (dst == NULL) return CUDA_ERROR_INVALID_VALUE;
+  /* It returns once the stream's earlier work is done too (the server synchronizes it first). */
+  const uint64_t mark = omlc_stream_mark(h);
   /* Into page-locked host memory: the device writes the shared pages; the reply comes once done. */
   uint32_t handle;
   uint64_t offset;
   if (omlc_host_window(dst, n, &handle, &offset)) {
     omps_memcpy_dtoh_host_req_t hreq = {stream, src, handle, offset, n};
-    return call(OMPS_OP_MEMCPY_DTOH_HOST, &hreq, NULL, NULL);
+    CUresult rc = call(OMPS_OP_MEMCPY_DTOH_HOST, &hreq, NULL, NULL);
+    if (rc == CUDA_SUCCESS) omlc_stream_settled(h, mark);
+    return rc;
   }
   uint8_t *p = dst;
   for (size_t done = 0; done < n;) {
@@ -183,19 +206,20 @@ static CUresult dtoh(uint32_t stream, void *dst, CUdeviceptr_v2 src, size_t n) {
     if (rc != CUDA_SUCCESS) return rc;
     done += piece;
   }
+  omlc_stream_settled(h, mark);
   return CUDA_SUCCESS;
 }
 CUresult omlc_mps_cuMemcpyDtoH_v2(void *dstHost, CUdeviceptr_v2 srcDevice, size_t ByteCount) {
-  return dtoh(0, dstHost, srcDevice, ByteCount);
+  return dtoh(NULL, 0, dstHost, srcDevice, ByteCount);
 }
 CUresult omlc_mps_cuMemcpyDtoH_v2_ptds(void *dstHost, CUdeviceptr_v2 srcDevice, size_t ByteCount) {
-  return dtoh(0, dstHost, srcDevice, ByteCount);
+  return dtoh(NULL, 0, dstHost, srcDevice, ByteCount);
 }
 
 static CUresult htod_async(CUdeviceptr_v2 dst, const void *src, size_t n, CUstream s) {
   uint32_t stream;
   CUresult rc = omlc_stream_id(s, &stream);
-  return rc == CUDA_SUCCESS ? htod(stream, dst, src, n) : rc;
+  return rc == CUDA_SUCCESS ? htod(s, stream, dst, src, n, 1) : rc;
 }
 CUresult omlc_mps_cuMemcpyHtoDAsync_v2(CUdeviceptr_v2 dstDevice, const void *srcHost, size_t ByteCount, CUstream hStream) {
   return htod_async(dstDevice, srcHost, ByteCount, hStream);
@@ -208,7 +232,7 @@ CUresult omlc_mps_cuMemcpyHtoDAsync_v2_ptsz(CUdeviceptr_v2 dstDevice, const void
 static CUresult dtoh_async(void *dst, CUdeviceptr_v2 src, size_t n, CUstream s) {
   uint32_t stream;
   CUresult rc = omlc_stream_id(s, &stream);
-  return rc == CUDA_SUCCESS ? dtoh(stream, dst, src, n) : rc;
+  return rc == CUDA_SUCCESS ? dtoh(s, stream, dst, src, n) : rc;
 }
 CUresult omlc_mps_cuMemcpyDtoHAsync_v2(void *dstHost, CUdeviceptr_v2 srcDevice, size_t ByteCount, CUstream hStream) {
   return dtoh_async(dstHost, srcDevice, ByteCount, hStream);
@@ -223,7 +247,11 @@ static CUresult dtod(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t n, CUstream 
   CUresult rc = omlc_stream_id(s, &stream);
   if (rc != CUDA_SUCCESS) return rc;
   omps_memcpy_dtod_req_t req = {stream, dst, src, n};
-  return call(OMPS_OP_MEMCPY_DTOD, &req, NULL, NULL);
+  /* Device to device does not wait for the host in CUDA, sync form included. */
+  if (!in_allocation(dst, n) || !in_allocation(src, n)) return call(OMPS_OP_MEMCPY_DTOD, &req, NULL, NULL);
+  rc = omlc_post(OMPS_OP_MEMCPY_DTOD, &req);
+  if (rc == CUDA_SUCCESS) omlc_stream_posted(s);
+  return rc;
 }
 CUresult omlc_mps_cuMemcpyDtoD_v2(CUdeviceptr_v2 dstDevice, CUdeviceptr_v2 srcDevice, size_t ByteCount) {
   return dtod(dstDevice, srcDevice, ByteCount, NULL);
@@ -241,14 +269,15 @@ CUresult omlc_mps_cuMemcpyDtoDAsync_v2_ptsz(CUdeviceptr_v2 dstDevice, CUdevicept
 
 /* A copy whose sides are known (device or host memory). Host to host is a plain copy, ordered
  * after the stream's earlier work as CUDA orders it. */
-static CUresult copy_sides(CUdeviceptr_v2 dst, int dst_dev, CUdeviceptr_v2 src, int src_dev, size_t n, CUstream s) {
+static CUresult copy_sides(CUdeviceptr_v2 dst, int dst_dev, CUdeviceptr_v2 src, int src_dev, size_t n, CUstream s,
+                           int async) {
   if (n == 0) return CUDA_SUCCESS;
   uint32_t stream;
   CUresult rc = omlc_stream_id(s, &stream);
   if (rc != CUDA_SUCCESS) return rc;
   if (dst_dev && src_dev) return dtod(dst, src, n, s);
-  if (dst_dev) return htod(stream, dst, (const void *)(uintptr_t)src, n);
-  if (src_dev) return dtoh(stream, (void *)(uintptr_t)dst, src, n);
+  if (dst_dev) return htod(s, stream, dst, (const void *)(uintptr_t)src, n, async);
+  if (src_dev) return dtoh(s, stream, (void *)(uintptr_t)dst, src, n);
   if (dst == 0 || src == 0) return CUDA_ERROR_INVALID_VALUE;
   omps_stream_synchronize_req_t req = {stream};
   rc = call(OMPS_OP_STREAM_SYNCHRONIZE, &req, NULL, NULL);
@@ -257,8 +286,8 @@ static CUresult copy_sides(CUdeviceptr_v2 dst, int dst_dev, CUdeviceptr_v2 src, 
 }
 
 /* cuMemcpy / cuMemcpyAsync: the direction from where each pointer lies. */
-static CUresult copy_any(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t n, CUstream s) {
-  return copy_sides(dst, omlc_device_pointer(dst, NULL, NULL), src, omlc_device_pointer(src, NULL, NULL), n, s);
+static CUresult copy_any(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t n, CUstream s, int async) {
+  return copy_sides(dst, omlc_device_pointer(dst, NULL, NULL), src, omlc_device_pointer(src, NULL, NULL), n, s, async);
 }
 
 /* One side of a 2D copy: its address and whether it is device memory. Arrays are not
@@ -285,7 +314,7 @@ static CUresult side_of(CUmemorytype type, const void *host, CUdeviceptr_v2 devi
 
 /* cuMemcpy2D(Async): one copy when both sides' rows are contiguous, else one copy a row through
  * the 1D paths above (correct; a pitched copy of many short rows is a round trip a row). */
-static CUresult memcpy2d(const CUDA_MEMCPY2D *p, CUstream s) {
+static CUresult memcpy2d(const CUDA_MEMCPY2D *p, CUstream s, int async) {
   if (p == NULL) return CUDA_ERROR_INVALID_VALUE;
   if (p->WidthInBytes == 0 || p->Height == 0) return CUDA_SUCCESS;
   if (p->Height > 1 && (p->WidthInBytes > p->srcPitch || p->WidthInBytes > p->dstPitch)) return CUDA_ERROR_INVALID_VALUE;
@@ -305,30 +334,30 @@ static CUresult memcpy2d(const CUDA_MEMCPY2D *p, CUstream s) {
   if (p->Height == 1 || (p->srcPitch == p->WidthInBytes && p->dstPitch == p->WidthInBytes)) {
     size_t n;
     if (__builtin_mul_overflow(p->WidthInBytes, p->Height, &n)) return CUDA_ERROR_INVALID_VALUE;
-    return copy_sides(dst, dst_dev, src, src_dev, n, s);
+    return copy_sides(dst, dst_dev, src, src_dev, n, s, async);
   }
   for (size_t row = 0; row < p->Height; row++) {
-    rc = copy_sides(dst + row * p->dstPitch, dst_dev, src + row * p->srcPitch, src_dev, p->WidthInBytes, s);
+    rc = copy_sides(dst + row * p->dstPitch, dst_dev, src + row * p->srcPitch, src_dev, p->WidthInBytes, s, async);
     if (rc != CUDA_SUCCESS) return rc;
   }
   return CUDA_SUCCESS;
 }
-CUresult omlc_mps_cuMemcpy2D_v2(const CUDA_MEMCPY2D *pCopy) { return memcpy2d(pCopy, NULL); }
-CUresult omlc_mps_cuMemcpy2D_v2_ptds(const CUDA_MEMCPY2D *pCopy) { return memcpy2d(pCopy, CU_STREAM_PER_THREAD); }
-CUresult omlc_mps_cuMemcpy2DUnaligned_v2(const CUDA_MEMCPY2D *pCopy) { return memcpy2d(pCopy, NULL); }
-CUresult omlc_mps_cuMemcpy2DUnaligned_v2_ptds(const CUDA_MEMCPY2D *pCopy) { return memcpy2d(pCopy, CU_STREAM_PER_THREAD); }
-CUresult omlc_mps_cuMemcpy2DAsync_v2(const CUDA_MEMCPY2D *pCopy, CUstream hStream) { return memcpy2d(pCopy, hStream); }
-CUresult omlc_mps_cuMemcpy2DAsync_v2_ptsz(const CUDA_MEMCPY2D *pCopy, CUstream hStream) { return memcpy2d(pCopy, hStream); }
+CUresult omlc_mps_cuMemcpy2D_v2(const CUDA_MEMCPY2D *pCopy) { return memcpy2d(pCopy, NULL, 0); }
+CUresult omlc_mps_cuMemcpy2D_v2_ptds(const CUDA_MEMCPY2D *pCopy) { return memcpy2d(pCopy, CU_STREAM_PER_THREAD, 0); }
+CUresult omlc_mps_cuMemcpy2DUnaligned_v2(const CUDA_MEMCPY2D *pCopy) { return memcpy2d(pCopy, NULL, 0); }
+CUresult omlc_mps_cuMemcpy2DUnaligned_v2_ptds(const CUDA_MEMCPY2D *pCopy) { return memcpy2d(pCopy, CU_STREAM_PER_THREAD, 0); }
+CUresult omlc_mps_cuMemcpy2DAsync_v2(const CUDA_MEMCPY2D *pCopy, CUstream hStream) { return memcpy2d(pCopy, hStream, 1); }
+CUresult omlc_mps_cuMemcpy2DAsync_v2_ptsz(const CUDA_MEMCPY2D *pCopy, CUstream hStream) { return memcpy2d(pCopy, hStream, 1); }
 
-CUresult omlc_mps_cuMemcpy(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCount) { return copy_any(dst, src, ByteCount, NULL); }
+CUresult omlc_mps_cuMemcpy(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCount) { return copy_any(dst, src, ByteCount, NULL, 0); }
 CUresult omlc_mps_cuMemcpy_ptds(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCount) {
-  return copy_any(dst, src, ByteCount, NULL);
+  return copy_any(dst, src, ByteCount, NULL, 0);
 }
 CUresult omlc_mps_cuMemcpyAsync(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCount, CUstream hStream) {
-  return copy_any(dst, src, ByteCount, hStream);
+  return copy_any(dst, src, ByteCount, hStream, 1);
 }
 CUresult omlc_mps_cuMemcpyAsync_ptsz(CUdeviceptr_v2 dst, CUdeviceptr_v2 src, size_t ByteCount, CUstream hStream) {
-  return copy_any(dst, src, ByteCount, hStream);
+  return copy_any(dst, src, ByteCount, hStream, 1);
 }
 
 /* cuMemsetD8/D16/D32 (and Async): N elements of 1, 2 or 4 bytes. */
@@ -338,7 +367,11 @@ static CUresult memset_n(CUdeviceptr_v2 dst, uint32_t value, uint8_t element, si
   CUresult rc = omlc_stream_id(s, &stream);
   if (rc != CUDA_SUCCESS) return rc;
   omps_memset_req_t req = {stream, dst, value, element, n};
-  return call(OMPS_OP_MEMSET, &req, NULL, NULL);
+  /* A memset of device memory is asynchronous with respect to the host, sync form included. */
+  if (n > SIZE_MAX / element || !in_allocation(dst, n * element)) return call(OMPS_OP_MEMSET, &req, NULL, NULL);
+  rc = omlc_post(OMPS_OP_MEMSET, &req);
+  if (rc == CUDA_SUCCESS) omlc_stream_posted(s);
+  return rc;
 }
 CUresult omlc_mps_cuMemsetD8_v2(CUdeviceptr_v2 dstDevice, unsigned char uc, size_t N) {
   return memset_n(dstDevice, uc, 1, N, NULL);
@@ -382,8 +415,11 @@ CUresult omlc_mps_cuMemsetD32Async_ptsz(CUdeviceptr_v2 dstDevice, unsigned int u
 /* Waits for all of this client's work on the server (its streams), and returns its sticky
  * error if a kernel failed. */
 static CUresult ctx_synchronize(void) {
+  const uint64_t mark = omlc_stream_mark(NULL);
   omps_ctx_synchronize_req_t req = {0};
-  return call(OMPS_OP_CTX_SYNCHRONIZE, &req, NULL, NULL);
+  CUresult rc = call(OMPS_OP_CTX_SYNCHRONIZE, &req, NULL, NULL);
+  if (rc == CUDA_SUCCESS) omlc_stream_settled(NULL, mark);
+  return rc;
 }
 CUresult omlc_mps_cuCtxSynchronize(void) { return ctx_synchronize(); }
 /* cudart 13.0 asks for cuCtxSynchronize at cudaVersion 13000 and calls it with its context. */

@@ -500,12 +500,16 @@ static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsi
     omps_launch_req_t req = {f->id, stream, gx, gy, gz, bx, by, bz, shared, {params, f->bytes}};
     const omps_message_desc_t *m = omps_message_by_opcode(OMPS_OP_LAUNCH);
     if (m == NULL) return CUDA_ERROR_UNKNOWN;
-    return (CUresult)omps_transport_post(t, OMPS_OP_LAUNCH, m->encode_request, &req, &err);
+    rc = (CUresult)omps_transport_post(t, OMPS_OP_LAUNCH, m->encode_request, &req, &err);
+    if (rc == CUDA_SUCCESS) omlc_stream_posted(s);
+    return rc;
   }
   omps_launch_ex_req_t req = {f->id, stream, gx, gy, gz, bx, by, bz, shared, count, items, {params, f->bytes}};
   const omps_message_desc_t *m = omps_message_by_opcode(OMPS_OP_LAUNCH_EX);
   if (m == NULL) return CUDA_ERROR_UNKNOWN;
-  return (CUresult)omps_transport_post(t, OMPS_OP_LAUNCH_EX, m->encode_request, &req, &err);
+  rc = (CUresult)omps_transport_post(t, OMPS_OP_LAUNCH_EX, m->encode_request, &req, &err);
+  if (rc == CUDA_SUCCESS) omlc_stream_posted(s);
+  return rc;
 }
 
 CUresult omlc_mps_cuLaunchKernel(CUfunction f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ,

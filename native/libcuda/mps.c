@@ -150,6 +150,18 @@ CUresult omlc_request(uint16_t opcode, const void *req, void *rep, struct omps_a
   return (CUresult)omps_transport_call(t, opcode, m->encode_request, req, m->decode_reply, rep, arena, &err);
 }
 
+/* A request sent fire-and-forget (NO_REPLY): the server runs it in order with the rest and keeps
+ * a failure for this client's next request that waits for a reply, as CUDA reports the errors of
+ * asynchronous work (docs/protocol.md, "Messages"). */
+CUresult omlc_post(uint16_t opcode, const void *req) {
+  omps_transport_t *t = omlc_session();
+  if (t == NULL) return CUDA_ERROR_NOT_INITIALIZED;
+  const omps_message_desc_t *m = omps_message_by_opcode(opcode);
+  if (m == NULL) return CUDA_ERROR_UNKNOWN;
+  omps_error_t err;
+  return (CUresult)omps_transport_post(t, opcode, m->encode_request, req, &err);
+}
+
 /* ---- devices ----------------------------------------------------------------------------------- */
 
 /* A session serves one device (SESSION_OPEN's `device`), which the client sees as device 0, as a

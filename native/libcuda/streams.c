@@ -3,23 +3,69 @@
  * the legacy and per-thread default streams (NULL, CU_STREAM_LEGACY, CU_STREAM_PER_THREAD) are the
  * session's default stream, id 0. Creation flags (CU_STREAM_NON_BLOCKING, CU_EVENT_DISABLE_TIMING,
  * CU_EVENT_BLOCKING_SYNC) are accepted and not passed on: the server's streams do not synchronize
- * with its default stream, and its events always time. */
+ * with its default stream, and its events always time. Event records and stream waits are sent
+ * fire-and-forget (their failure comes back at the next call that waits, as for a launch). */
 #include "libcuda.h"
 
 #include "openmps-transport.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define STREAM_MAGIC 0x6f6d7374u /* "omst" */
 #define EVENT_MAGIC 0x6f6d6576u  /* "omev" */
 
+/* What this process sent to a stream and what it knows finished there: `posted` counts the
+ * fire-and-forget requests (launches, copies, memsets, event records and waits) written to the
+ * socket for it; `settled` is the highest count a reply proved complete (a synchronize or a copy
+ * to the host on it returned). Equal: the stream has nothing in flight, and cuStreamSynchronize
+ * or cuStreamQuery answer here without a round trip (PyTorch synchronizes right after every copy
+ * to the host, which waited already). A count is taken after its frame is written, and a
+ * synchronize reads it before its own frame goes: a record it counts is ahead of it on the
+ * socket, so the server has run it when the synchronize returns. */
+typedef struct {
+  _Atomic uint64_t posted, settled;
+} stream_marks;
+
 struct CUstream_st {
   uint32_t magic;
   uint32_t id;
   int priority;   /* as the server's device keeps it: clamped into cuCtxGetStreamPriorityRange */
   unsigned flags; /* as created (cuStreamGetFlags answers them) */
+  stream_marks marks;
 };
+
+/* The default streams (legacy and per-thread) are one stream of the session, id 0. */
+static stream_marks default_marks;
+
+static stream_marks *marks_of(CUstream s) {
+  if (s == NULL || s == CU_STREAM_LEGACY || s == CU_STREAM_PER_THREAD) return &default_marks;
+  return s->magic == STREAM_MAGIC ? &s->marks : NULL;
+}
+
+void omlc_stream_posted(CUstream s) {
+  stream_marks *m = marks_of(s);
+  if (m != NULL) atomic_fetch_add(&m->posted, 1);
+}
+
+uint64_t omlc_stream_mark(CUstream s) {
+  stream_marks *m = marks_of(s);
+  return m != NULL ? atomic_load(&m->posted) : 0;
+}
+
+void omlc_stream_settled(CUstream s, uint64_t mark) {
+  stream_marks *m = marks_of(s);
+  if (m == NULL) return;
+  uint64_t seen = atomic_load(&m->settled);
+  while (seen < mark && !atomic_compare_exchange_weak(&m->settled, &seen, mark)) {
+  }
+}
+
+static int stream_idle(CUstream s) {
+  stream_marks *m = marks_of(s);
+  return m != NULL && atomic_load(&m->settled) == atomic_load(&m->posted);
+}
 struct CUevent_st {
   uint32_t magic;
   uint32_t id;
@@ -59,6 +105,8 @@ static CUresult stream_create(CUstream *ph, unsigned flags, int priority) {
   s->id = rep.stream;
   s->priority = clamped;
   s->flags = flags;
+  atomic_init(&s->marks.posted, 0);
+  atomic_init(&s->marks.settled, 0);
   *ph = s;
   return CUDA_SUCCESS;
 }
@@ -107,8 +155,13 @@ static CUresult stream_synchronize(CUstream s) {
   uint32_t id;
   CUresult rc = omlc_stream_id(s, &id);
   if (rc != CUDA_SUCCESS) return rc;
+  if (omlc_session() == NULL) return CUDA_ERROR_NOT_INITIALIZED;
+  if (stream_idle(s)) return CUDA_SUCCESS;
+  uint64_t mark = omlc_stream_mark(s);
   omps_stream_synchronize_req_t req = {id};
-  return call(OMPS_OP_STREAM_SYNCHRONIZE, &req, NULL);
+  rc = call(OMPS_OP_STREAM_SYNCHRONIZE, &req, NULL);
+  if (rc == CUDA_SUCCESS) omlc_stream_settled(s, mark);
+  return rc;
 }
 CUresult omlc_mps_cuStreamSynchronize(CUstream hStream) { return stream_synchronize(hStream); }
 CUresult omlc_mps_cuStreamSynchronize_ptsz(CUstream hStream) { return stream_synchronize(hStream); }
@@ -117,10 +170,14 @@ static CUresult stream_query(CUstream s) {
   uint32_t id;
   CUresult rc = omlc_stream_id(s, &id);
   if (rc != CUDA_SUCCESS) return rc;
+  if (omlc_session() == NULL) return CUDA_ERROR_NOT_INITIALIZED;
+  if (stream_idle(s)) return CUDA_SUCCESS;
+  uint64_t mark = omlc_stream_mark(s);
   omps_stream_query_req_t req = {id};
   omps_stream_query_rep_t rep = {false};
   rc = call(OMPS_OP_STREAM_QUERY, &req, &rep);
   if (rc != CUDA_SUCCESS) return rc;
+  if (rep.done) omlc_stream_settled(s, mark);
   return rep.done ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY;
 }
 CUresult omlc_mps_cuStreamQuery(CUstream hStream) { return stream_query(hStream); }
@@ -220,7 +277,9 @@ static CUresult stream_wait_event(CUstream s, CUevent e, unsigned int flags) {
   if (rc == CUDA_SUCCESS) rc = event_id(e, &event);
   if (rc != CUDA_SUCCESS) return rc;
   omps_stream_wait_event_req_t req = {stream, event};
-  return call(OMPS_OP_STREAM_WAIT_EVENT, &req, NULL);
+  rc = omlc_post(OMPS_OP_STREAM_WAIT_EVENT, &req);
+  if (rc == CUDA_SUCCESS) omlc_stream_posted(s);
+  return rc;
 }
 CUresult omlc_mps_cuStreamWaitEvent(CUstream hStream, CUevent hEvent, unsigned int Flags) {
   return stream_wait_event(hStream, hEvent, Flags);
@@ -275,8 +334,11 @@ static CUresult event_record(CUevent e, CUstream s) {
   CUresult rc = event_id(e, &id);
   if (rc == CUDA_SUCCESS) rc = omlc_stream_id(s, &stream);
   if (rc != CUDA_SUCCESS) return rc;
+  /* Fire-and-forget, as the TypeScript client sends it: both handles were checked here. */
   omps_event_record_req_t req = {id, stream};
-  return call(OMPS_OP_EVENT_RECORD, &req, NULL);
+  rc = omlc_post(OMPS_OP_EVENT_RECORD, &req);
+  if (rc == CUDA_SUCCESS) omlc_stream_posted(s);
+  return rc;
 }
 CUresult omlc_mps_cuEventRecord(CUevent hEvent, CUstream hStream) { return event_record(hEvent, hStream); }
 CUresult omlc_mps_cuEventRecord_ptsz(CUevent hEvent, CUstream hStream) { return event_record(hEvent, hStream); }

@@ -567,6 +567,16 @@ static void stream_checks(void) {
   uint8_t out[4096], back[4096];
   for (int i = 0; i < 4096; i++) out[i] = (uint8_t)(i * 13 + 1);
   memset(back, 0, sizeof back);
+  /* Copies and memsets inside this client's allocations are sent fire-and-forget; anything
+   * else waits for the server, so a wrong destination is the call's own error. */
+  typedef CUresult (*memset8as_t)(CUdeviceptr, unsigned char, size_t, CUstream);
+  CHECK(((htoda_t)sym("cuMemcpyHtoDAsync_v2"))(a + 4000, out, 200, s) != CUDA_SUCCESS,
+        "an async copy past the allocation's end fails at the call");
+  CHECK(((memset8as_t)sym("cuMemsetD8Async"))(a + 4090, 1, 10, s) != CUDA_SUCCESS,
+        "an async memset past the allocation's end fails at the call");
+  CHECK(((dtoda_t)sym("cuMemcpyDtoDAsync_v2"))(b, a + 100, 4096, s) != CUDA_SUCCESS,
+        "a device-to-device copy from past the end fails at the call");
+  CHECK(((shandle_t)sym("cuStreamSynchronize"))(s) == CUDA_SUCCESS, "and the stream goes on");
   CHECK(((record_t)sym("cuEventRecord"))(start, s) == CUDA_SUCCESS, "cuEventRecord on the stream");
   CHECK(((htoda_t)sym("cuMemcpyHtoDAsync_v2"))(a, out, sizeof out, s) == CUDA_SUCCESS, "cuMemcpyHtoDAsync_v2");
   CHECK(((dtoda_t)sym("cuMemcpyDtoDAsync_v2"))(b, a, sizeof out, s) == CUDA_SUCCESS, "cuMemcpyDtoDAsync_v2");
@@ -592,6 +602,13 @@ static void stream_checks(void) {
   CHECK(((shandle_t)sym("cuStreamSynchronize"))(s) == CUDA_SUCCESS, "cuStreamSynchronize");
   CHECK(memcmp(out, back, sizeof out) == 0, "host -> a -> b -> host on the stream is the same bytes");
   CHECK(((shandle_t)sym("cuStreamQuery"))(s) == CUDA_SUCCESS, "cuStreamQuery after a synchronize: done");
+  /* A fire-and-forget memset then a synchronize (answered by the server, since something is in
+   * flight), then a second synchronize and a query with nothing in flight (answered here). */
+  CHECK(((memset8as_t)sym("cuMemsetD8Async"))(a, 0x77, 64, s) == CUDA_SUCCESS &&
+            ((shandle_t)sym("cuStreamSynchronize"))(s) == CUDA_SUCCESS &&
+            ((shandle_t)sym("cuStreamSynchronize"))(s) == CUDA_SUCCESS && ((shandle_t)sym("cuStreamQuery"))(s) == CUDA_SUCCESS &&
+            ((dtoha_t)sym("cuMemcpyDtoHAsync_v2"))(back, a, 64, s) == CUDA_SUCCESS && back[0] == 0x77 && back[63] == 0x77,
+        "a memset, synchronizes and a query, and the bytes it wrote");
   CHECK(((ehandle_t)sym("cuEventSynchronize"))(end) == CUDA_SUCCESS && ((ehandle_t)sym("cuEventQuery"))(end) == CUDA_SUCCESS,
         "the end event is done");
   float ms = -1;
