@@ -89,6 +89,12 @@ CUresult omlc_post(uint16_t opcode, const void *req);
 
 /* MPS mode: the session cuInit opened (mps.c), or NULL before a successful cuInit. */
 struct omps_transport *omlc_session(void);
+/* MPS mode: the command ring (ring.c). omlc_ring_attach once the session is open; omlc_ring_launch
+ * writes a plain launch into it: 1, or 0 when it must go as a frame (no ring, no room, a dead
+ * ring). */
+void omlc_ring_attach(void);
+int omlc_ring_launch(uint32_t function, uint32_t stream, const unsigned grid[3], const unsigned block[3], unsigned shared,
+                     const uint8_t *params, uint32_t param_bytes);
 /* MPS mode: what a stream has in flight (streams.c): omlc_stream_posted after a fire-and-forget
  * request on it is written; omlc_stream_mark before a request that completes the stream's work
  * is sent, and omlc_stream_settled with that mark once it returned successfully. */

@@ -497,6 +497,11 @@ static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsi
   if (rc != CUDA_SUCCESS) return rc;
   omps_error_t err;
   if (count == 0) {
+    const unsigned grid[3] = {gx, gy, gz}, block[3] = {bx, by, bz};
+    if (omlc_ring_launch(f->id, stream, grid, block, shared, params, f->bytes)) {
+      omlc_stream_posted(s);
+      return CUDA_SUCCESS;
+    }
     omps_launch_req_t req = {f->id, stream, gx, gy, gz, bx, by, bz, shared, {params, f->bytes}};
     const omps_message_desc_t *m = omps_message_by_opcode(OMPS_OP_LAUNCH);
     if (m == NULL) return CUDA_ERROR_UNKNOWN;

@@ -107,6 +107,7 @@ static void register_atfork(void) { pthread_atfork(NULL, NULL, forked_child); }
 CUresult omlc_mps_cuInit(unsigned int Flags) {
   if (Flags != 0) return CUDA_ERROR_INVALID_VALUE;
   pthread_once(&atfork_once, register_atfork);
+  int opened = 0;
   pthread_mutex_lock(&session_lock);
   if (!session_tried) {
     session_tried = 1;
@@ -122,6 +123,7 @@ CUresult omlc_mps_cuInit(unsigned int Flags) {
       omlc_log("cuInit: session open: client %u of server %u (%s), device %u %.*s", info.client_id, info.server_pid,
                info.socket_path, d->ordinal, (int)d->name.len, d->name.data);
       attributes_result = fetch_attributes(session);
+      opened = 1;
     } else {
       session = NULL;
       omlc_log("cuInit: no session: %s returned %u (%s)", err.call, rc, err.message);
@@ -129,6 +131,9 @@ CUresult omlc_mps_cuInit(unsigned int Flags) {
   }
   CUresult rc = session_result;
   pthread_mutex_unlock(&session_lock);
+  /* Outside the lock: RING_ATTACH is a request on the session. Another thread's first launch may
+   * go as a frame before the ring is up; the ring only changes how launches travel. */
+  if (opened) omlc_ring_attach();
   return rc;
 }
 

@@ -41,15 +41,18 @@ test('MPS mode: pinned host memory through the library: copies through it, the s
     out.push(line);
     assert.ok(!line.startsWith('FAIL'), `${out.join('\n')}\n${stderr}`);
     if (line === 'allocated') {
-      const mapped = regionsMapped(ctx.serverPid, pid);
+      // Its host allocations (the library's command ring is a region of its own).
+      const mapped = regionsMapped(ctx.serverPid, pid, 'host');
       assert.equal(mapped.size, 2, 'the server maps both allocations');
       // 3 MiB + 5 bytes, a page-rounded region each.
       for (const bytes of mapped.values()) assert.equal(bytes, 3 * 1024 * 1024 + 4096);
       assert.equal(regionDescriptors(pid), 0, 'the program closed each region\'s descriptor once the server had it');
+      // The library's command ring (native/libcuda/ring.c): made at cuInit, mapped by the server.
+      assert.equal(regionsMapped(ctx.serverPid, pid, 'ring').size, 1, 'the server maps the library\'s command ring');
       child.stdin.write('\n');
     } else if (line === 'freed') {
       // cuMemFreeHost returns after the server's HOST_UNREGISTER, which unmaps the region.
-      assert.equal(regionsMapped(ctx.serverPid, pid).size, 0, 'the server maps none after cuMemFreeHost');
+      assert.equal(regionsMapped(ctx.serverPid, pid, 'host').size, 0, 'the server maps none after cuMemFreeHost');
       child.stdin.end();
     }
   }

@@ -4,12 +4,13 @@
 import { ftruncateSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { createMemfd } from '../../src/native/bindings.js';
 
-/** Bytes mapped by `pid` per region (keyed by inode) that process `owner` created. */
-export function regionsMapped(pid: number, owner: number): Map<number, number> {
+/** Bytes mapped by `pid` per region (keyed by inode) that process `owner` created, of one purpose if given. */
+export function regionsMapped(pid: number, owner: number, purpose?: string): Map<number, number> {
   const out = new Map<number, number>();
   for (const line of readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
-    const m = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ (\d+)\s+\/memfd:openmps-(\d+)-\S+/.exec(line);
+    const m = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ (\d+)\s+\/memfd:openmps-(\d+)-(\S+)/.exec(line);
     if (!m || Number(m[4]) !== owner) continue;
+    if (purpose !== undefined && m[5] !== purpose) continue;
     const inode = Number(m[3]);
     out.set(inode, (out.get(inode) ?? 0) + Number(BigInt(`0x${m[2] ?? '0'}`) - BigInt(`0x${m[1] ?? '0'}`)));
   }
