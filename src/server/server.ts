@@ -66,6 +66,29 @@ function commandOf(pid: number, claimed: string): string {
   return claimed;
 }
 
+/** The variable a device plugin's Allocate sets (src/k8s/units.ts): which allocation a client's pod holds. */
+export const ALLOCATION_VARIABLE = 'OPENMPS_ALLOCATION_ID';
+
+/**
+ * The client's OPENMPS_ALLOCATION_ID, from /proc/<pid>/environ (its environment at exec), '' when
+ * unset or unreadable. Read here and not sent by the client so that every client (the TypeScript
+ * library, libcuda.so.1) is labelled without a protocol change; the server runs as the client's
+ * user, so it may read it. The value only names labels (docs/kubernetes.md): it grants nothing.
+ */
+function allocationOf(pid: number): string {
+  try {
+    for (const entry of readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0')) {
+      if (entry.startsWith(`${ALLOCATION_VARIABLE}=`)) {
+        const value = entry.slice(ALLOCATION_VARIABLE.length + 1);
+        return /^[A-Za-z0-9._:-]{1,128}$/.test(value) ? value : '';
+      }
+    }
+  } catch {
+    // Gone, or another pid namespace: no allocation.
+  }
+  return '';
+}
+
 interface Connection {
   readonly channel: FramedSocket;
   readonly pid: number;
@@ -615,7 +638,7 @@ export class OpenmpsServer {
     const clientId = this.#nextClientId++;
     let session: Session;
     try {
-      session = new Session(entry.device, { clientId, pid: conn.pid, uid: conn.uid, command: commandOf(conn.pid, req.command) }, limits, entry.ownership, {
+      session = new Session(entry.device, { clientId, pid: conn.pid, uid: conn.uid, command: commandOf(conn.pid, req.command), allocation: allocationOf(conn.pid) }, limits, entry.ownership, {
         gpuTiming: this.config.gpuTiming,
       });
     } catch (err) {
@@ -641,6 +664,7 @@ export class OpenmpsServer {
       device: s.device.info.ordinal,
       deviceUuid: s.device.info.uuid,
       command: s.identity.command,
+      allocation: s.identity.allocation ?? '',
       state: s.state,
       activeThreadPercentage: s.limits.activeThreadPercentage,
       smCount: s.limits.smCount,
