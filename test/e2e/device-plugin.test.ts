@@ -289,7 +289,7 @@ test('device plugin: a kubelet restart (its sockets removed, a new kubelet.sock)
   assert.ok(plugin.registered);
 });
 
-test('openmps device-plugin: the CLI registers from a config file, stops on SIGTERM; a malformed config exits 1 naming the field', async (t) => {
+test('openmps device-plugin: the CLI registers from a config file, stops on SIGTERM; --check prints the resolved config; a malformed config exits 1', async (t) => {
   const daemon = await twoGpuDaemon(t);
   const cluster = await startKubelet(t);
   const good = join(cluster.root, 'good.json');
@@ -312,6 +312,17 @@ test('openmps device-plugin: the CLI registers from a config file, stops on SIGT
   assert.equal((await cluster.kubelet.waitForDevices((d) => d.length > 0)).length, 4);
   child.kill('SIGTERM');
   assert.equal(await exited, 0);
+
+  const checked = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
+    const c = spawn(process.execPath, [OPENMPS, 'device-plugin', '--check', '--config', good], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    c.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    c.once('close', (code) => { resolve({ code, stdout }); });
+  });
+  assert.equal(checked.code, 0);
+  const resolved = JSON.parse(checked.stdout) as Record<string, unknown>;
+  assert.equal(resolved.unitsPerGpu, 2);
+  assert.equal(resolved.endpoint, 'openmps.sock');
 
   const bad = join(cluster.root, 'bad.json');
   writeFileSync(bad, JSON.stringify({ unitsPerGpu: 0 }));

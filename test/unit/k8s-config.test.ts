@@ -66,7 +66,7 @@ test('config file: unreadable or not JSON is K8S_CONFIG_UNREADABLE; a bad field 
   assert.equal(loadConfig(join(dir, 'good.json')).unitsPerGpu, 5);
 });
 
-test('config: the deploy/ JSON Schema and example name the same fields as the parser', async () => {
+test('config: the deploy/ JSON Schema names the same fields as the parser', async () => {
   const { readFileSync } = await import('node:fs');
   const schema = JSON.parse(readFileSync(new URL('../../../deploy/device-plugin.schema.json', import.meta.url), 'utf8')) as { properties: Record<string, unknown>; additionalProperties: boolean };
   assert.deepEqual(Object.keys(schema.properties).sort(), [...CONFIG_FIELDS].sort());
