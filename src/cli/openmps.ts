@@ -1,12 +1,14 @@
 #!/usr/bin/env node
 // `openmps`: the user's command, one subcommand per file under src/cli/commands/: status and top
 // render the daemon's `state` (src/cli/status-view.ts, src/cli/top-view.ts), run starts N copies
-// of a program as clients, exec one unmodified CUDA program through openmps's libcuda, bench wraps the benchmark suite, demo is the quick start. This file
+// of a program as clients, exec one unmodified CUDA program through openmps's libcuda, bench wraps the benchmark suite, demo is the quick start,
+// device-plugin is the Kubernetes device plugin (src/k8s/). This file
 // only dispatches, prints help, and turns errors into exit statuses (docs/openmps.md):
 //   0 ok; 1 failure (no daemon, a refused or malformed reply); 2 bad usage; run: its copies' worst;
 //   exec: its command's.
 import { benchCommand } from './commands/bench.js';
 import { demoCommand } from './commands/demo.js';
+import { devicePluginCommand } from './commands/device-plugin.js';
 import { execCommand } from './commands/exec.js';
 import { runCommand } from './commands/run.js';
 import { statusCommand } from './commands/status.js';
@@ -14,7 +16,7 @@ import { topCommand } from './commands/top.js';
 import { CommandError, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, packageVersion, UsageError, type Command } from './common.js';
 import { splitCommand } from './run-options.js';
 
-const COMMANDS: readonly Command[] = [statusCommand, topCommand, runCommand, execCommand, benchCommand, demoCommand];
+const COMMANDS: readonly Command[] = [statusCommand, topCommand, runCommand, execCommand, benchCommand, demoCommand, devicePluginCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length), 'version'.length);

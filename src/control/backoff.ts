@@ -107,6 +107,16 @@ export class RestartBackoff {
     return { retryAt: streak.retryAt, remainingMs: streak.retryAt - now, quickDeaths: streak.quickDeaths, last: streak.last };
   }
 
+  /** Every user whose starts must wait at `now`, by uid. */
+  delayed(now: number): { readonly uid: number; readonly wait: BackoffWait }[] {
+    const out: { readonly uid: number; readonly wait: BackoffWait }[] = [];
+    for (const uid of [...this.#streaks.keys()].sort((a, b) => a - b)) {
+      const wait = this.waitFor(uid, now);
+      if (wait) out.push({ uid, wait });
+    }
+    return out;
+  }
+
   /** Quick deaths in a row of `uid`'s servers so far. */
   quickDeaths(uid: number): number {
     return this.#streaks.get(uid)?.quickDeaths ?? 0;

@@ -52,6 +52,9 @@ export type ControlCommand =
   | { readonly name: 'sm_partition'; readonly action: 'add'; readonly device: UuidSpec; readonly chunks: number }
   | { readonly name: 'sm_partition'; readonly action: 'rm'; readonly partition: PartitionSpec }
   | { readonly name: 'lspart' }
+  /** openmps's own, for the Kubernetes device plugin: who holds an allocation (docs/kubernetes.md). */
+  | { readonly name: 'label_allocation'; readonly allocation: string; readonly namespace: string; readonly pod: string; readonly container: string }
+  | { readonly name: 'unlabel_allocation'; readonly allocation: string }
   | { readonly name: 'quit'; readonly timeoutSeconds: number | undefined };
 
 export type CommandName = Exclude<ControlCommand['name'], 'empty'>;
@@ -84,6 +87,8 @@ export const USAGE: Readonly<Record<CommandName, string>> = {
   set_client_device_mem_limit: 'set_client_device_mem_limit <server PID> <client PID> <device> <size>',
   sm_partition: 'sm_partition add <GPU UUID> <chunks> | sm_partition rm <GPU UUID>/<ID> | sm_partition rm <GPU UUID> <ID>',
   lspart: 'lspart',
+  label_allocation: 'label_allocation <allocation> <namespace> <pod> <container>',
+  unlabel_allocation: 'unlabel_allocation <allocation>',
   quit: 'quit [-t <seconds>]',
 };
 
@@ -95,6 +100,23 @@ function isCommandName(word: string): word is CommandName {
 const MAX_PID = 0x7fffffff;
 /** (uid_t)-1 means "no change" to setuid, so the largest usable uid is 2^32 - 2. */
 const MAX_UID = 0xfffffffe;
+
+/** An allocation id as the device plugin makes it (src/k8s/units.ts) and a server reads it. */
+export const ALLOCATION_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
+/** A Kubernetes object name (DNS-1123 subdomain or label): what a namespace, pod or container may be called. */
+const KUBERNETES_NAME = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+
+function parseAllocation(word: string | undefined): string {
+  if (word === undefined) throw new UsageError('missing allocation');
+  if (!ALLOCATION_PATTERN.test(word)) throw new UsageError(`invalid allocation "${word}": expected 1 to 128 letters, digits, '.', '_', ':' or '-'`);
+  return word;
+}
+
+function parseKubernetesName(word: string | undefined, what: string): string {
+  if (word === undefined) throw new UsageError(`missing ${what}`);
+  if (!KUBERNETES_NAME.test(word)) throw new UsageError(`invalid ${what} "${word}": expected a Kubernetes name (lower-case letters, digits, '-' and '.')`);
+  return word;
+}
 
 /** Bad arguments; caught in parseCommand and turned into the reply's text. */
 class UsageError extends Error {
@@ -356,6 +378,19 @@ function parseArguments(name: CommandName, args: readonly string[]): ControlComm
     }
     case 'sm_partition':
       return parseSmPartition(args);
+    case 'label_allocation': {
+      const allocation = parseAllocation(args[0]);
+      const namespace = parseKubernetesName(args[1], 'namespace');
+      const pod = parseKubernetesName(args[2], 'pod');
+      const container = parseKubernetesName(args[3], 'container');
+      noArguments(args.slice(4));
+      return { name, allocation, namespace, pod, container };
+    }
+    case 'unlabel_allocation': {
+      const allocation = parseAllocation(args[0]);
+      noArguments(args.slice(1));
+      return { name, allocation };
+    }
     case 'quit': {
       if (args.length === 0) return { name, timeoutSeconds: undefined };
       if (args[0] !== '-t') throw new UsageError(`unexpected argument "${args[0] ?? ''}"`);

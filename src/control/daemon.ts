@@ -15,12 +15,12 @@ import type { ClientRecord, DaemonRequest, DeviceRecord, LogFormat } from '../se
 import { formatMemorySize, limitForDevice } from '../server/limits.js';
 import { Logger } from '../telemetry/log.js';
 import { StateSampler } from '../telemetry/sampler.js';
-import type { StateSnapshot } from '../telemetry/state.js';
+import type { PodLabels, StateSnapshot } from '../telemetry/state.js';
 import { FramedSocket } from '../transport/framed-socket.js';
 import { CONTROL_MAX_IN_FLIGHT, CONTROL_MAX_PAYLOAD, ConnectionCounts, socketBoundsFromEnv, type SocketBounds } from '../transport/socket-bounds.js';
 import { parseCommand, type ControlCommand, type DeviceSpec, type PartitionSpec, type UuidSpec } from './commands.js';
 import { deviceKey, memLimitKey, resolveDevice, resolveUuid } from './devices.js';
-import { formatDeviceClientList, formatDeviceQuery, formatLines, formatLspart, formatMemoryLimit, formatPercentage, formatPs, type DeviceQuerySection, type PsAccounting, type PsRow } from './format.js';
+import { formatDeviceClientList, formatDeviceQuery, formatLines, formatLspart, formatMemoryLimit, formatPercentage, formatPs, type DeviceQuerySection, type PsAccounting, type PsPod, type PsRow } from './format.js';
 import { addPartition, formatChunkRanges, NO_PARTITIONS, partitionId, partitionStateOf, removePartition, type PartitionState } from './partitions.js';
 import { fileIdOf, listenOwned, socketIsLive, unlinkIfOwned, type FileId } from '../transport/owned-path.js';
 import { supervisionSocketPath } from '../server/ipc.js';
@@ -86,6 +86,9 @@ export class DaemonStartError extends Error {
     return START_EXIT_CODES[this.code];
   }
 }
+
+/** How many allocations may carry labels at once: bounded, though only privileged callers add them. */
+export const MAX_ALLOCATION_LABELS = 4096;
 
 export interface CommandReply {
   readonly output: string;
@@ -192,6 +195,11 @@ export class ControlDaemon {
   #partitionQueue: Promise<unknown> = Promise.resolve();
   readonly #sampler: StateSampler;
   readonly #startedAt = Date.now();
+  /**
+   * Allocation id -> the pod holding it, as the Kubernetes device plugin says (label_allocation):
+   * clients whose environment names the allocation carry these labels in state, ps and /metrics.
+   */
+  readonly #allocationLabels = new Map<string, PodLabels>();
 
   constructor(options: ControlDaemonOptions) {
     this.#options = options;
@@ -236,6 +244,7 @@ export class ControlDaemon {
         staticPartitioning: this.#servers.staticPartitioning,
         startedAt: this.#startedAt,
         defaultActiveThreadPercentage: this.#servers.defaultActiveThreadPercentage,
+        restartDelays: this.#servers.restartDelays().map(({ uid, wait }) => ({ uid, retryAt: wait.retryAt, quickDeaths: wait.quickDeaths, last: wait.last })),
       }),
     });
   }
@@ -245,8 +254,16 @@ export class ControlDaemon {
    * and with `history` the rates of the last five minutes (src/telemetry/state.ts). The `state`
    * command prints it; `--http` serves it.
    */
-  state(options: { history: boolean; fresh?: boolean }): Promise<StateSnapshot> {
-    return this.#sampler.snapshot(options);
+  async state(options: { history: boolean; fresh?: boolean }): Promise<StateSnapshot> {
+    const snapshot = await this.#sampler.snapshot(options);
+    if (this.#allocationLabels.size === 0) return snapshot;
+    return {
+      ...snapshot,
+      clients: snapshot.clients.map((c) => {
+        const pod = c.allocation === '' ? undefined : this.#allocationLabels.get(c.allocation);
+        return pod ? { ...c, pod } : c;
+      }),
+    };
   }
 
   get servers(): ServerSupervisor {
@@ -534,7 +551,7 @@ export class ControlDaemon {
       case 'ps': {
         const snapshot = await this.state({ history: false, fresh: true });
         const ready = new Set(this.#readyServers().map((s) => s.pid));
-        const rows: (PsRow & PsAccounting)[] = [];
+        const rows: (PsRow & PsAccounting & PsPod)[] = [];
         for (const c of snapshot.clients) {
           if (!ready.has(c.serverPid) || (command.pid !== undefined && c.pid !== command.pid)) continue;
           rows.push({
@@ -554,6 +571,7 @@ export class ControlDaemon {
             bytesDtoH: c.bytesDtoH,
             errors: c.errors,
             state: c.state,
+            ...(c.pod ? { pod: `${c.pod.namespace}/${c.pod.pod}/${c.pod.container}` } : {}),
           });
         }
         return done(formatPs(rows, command.mpsOnly));
@@ -655,6 +673,18 @@ export class ControlDaemon {
         if (isReply(devices)) return devices;
         return done(formatLspart(devices, this.#partitions.partitions, await this.#partitionsInUse()));
       }
+      case 'label_allocation': {
+        if (!this.#privileged(caller)) return this.#denied('label_allocation', caller);
+        if (!this.#allocationLabels.has(command.allocation) && this.#allocationLabels.size >= MAX_ALLOCATION_LABELS) {
+          return fail(`Cannot label allocation ${command.allocation}: ${MAX_ALLOCATION_LABELS} allocations are labelled already (unlabel_allocation those that have gone)`);
+        }
+        this.#allocationLabels.set(command.allocation, { namespace: command.namespace, pod: command.pod, container: command.container });
+        return done();
+      }
+      case 'unlabel_allocation':
+        if (!this.#privileged(caller)) return this.#denied('unlabel_allocation', caller);
+        this.#allocationLabels.delete(command.allocation);
+        return done();
       case 'quit':
         if (!this.#privileged(caller)) return this.#denied('quit', caller);
         await this.quit(command.timeoutSeconds);

@@ -109,6 +109,11 @@ export interface PsAccounting {
   readonly state: string;
 }
 
+/** The POD column: `<namespace>/<pod>/<container>` of a client a device plugin labelled. */
+export interface PsPod {
+  readonly pod?: string;
+}
+
 export const PS_ACCOUNTING_HEADER = ['GPU_TIME', 'GPU%', 'SM%', 'MEM', 'PEAK', 'KERNELS', 'HTOD', 'DTOH', 'ERRORS', 'STATE'] as const;
 
 /** Bytes for a table cell: at most 4 significant characters and a binary unit (`1.5G`, `256M`, `0`). */
@@ -156,8 +161,11 @@ function accountingCells(a: PsAccounting): string[] {
  * `mpsOnly`, `ps --mps`) openmps's accounting columns. COMMAND is padded to its widest so the
  * columns after it line up.
  */
-export function formatPs(rows: readonly (PsRow & Partial<PsAccounting>)[], mpsOnly = true): string {
-  const header = mpsOnly ? [...PS_HEADER] : [...PS_HEADER, ...PS_ACCOUNTING_HEADER];
+export function formatPs(rows: readonly (PsRow & Partial<PsAccounting> & PsPod)[], mpsOnly = true): string {
+  // POD only when some client has one (a node with the Kubernetes device plugin), so ps reads as
+  // before everywhere else; last, since a script may cut the columns before it by position.
+  const pods = !mpsOnly && rows.some((r) => r.pod !== undefined && r.pod !== '');
+  const header = mpsOnly ? [...PS_HEADER] : [...PS_HEADER, ...PS_ACCOUNTING_HEADER, ...(pods ? ['POD'] : [])];
   return formatTable(
     header,
     rows.map((r) => {
@@ -175,7 +183,7 @@ export function formatPs(rows: readonly (PsRow & Partial<PsAccounting>)[], mpsOn
         errors: r.errors ?? 0,
         state: r.state ?? '',
       };
-      return [...mps, ...accountingCells(a)];
+      return [...mps, ...accountingCells(a), ...(pods ? [r.pod !== undefined && r.pod !== '' ? r.pod : '-'] : [])];
     }),
   );
 }

@@ -104,6 +104,7 @@ export function parseClientRecord(v: unknown): ClientRecord | undefined {
   return {
     ...record,
     smPartition: typeof v.smPartition === 'string' ? v.smPartition : '',
+    allocation: typeof v.allocation === 'string' ? v.allocation : '',
     priority: typeof v.priority === 'number' ? v.priority : 0,
     smGroups: Array.isArray(v.smGroups) ? v.smGroups.filter((g): g is number => typeof g === 'number') : [],
     gpuTimeMs: number(v.gpuTimeMs),
@@ -626,6 +627,11 @@ export class ServerSupervisor {
 
   get queueTimeoutMs(): number {
     return this.#options.queueTimeoutMs ?? DEFAULT_QUEUE_TIMEOUT_MS;
+  }
+
+  /** Every user whose restarts are delayed now (the state snapshot's daemon.restartDelays). */
+  restartDelays(): { readonly uid: number; readonly wait: BackoffWait }[] {
+    return this.#backoff.delayed(Date.now());
   }
 
   /** While `uid`'s restarts are delayed, until when and why; undefined when a start may go now. */

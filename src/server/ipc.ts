@@ -102,6 +102,11 @@ export interface ClientRecord {
   readonly device: number;
   readonly deviceUuid: string;
   readonly command: string;
+  /**
+   * OPENMPS_ALLOCATION_ID of the client's environment, '' when none (docs/kubernetes.md); came
+   * later, so a record without it reads as ''.
+   */
+  readonly allocation?: string;
   readonly state: ClientState;
   readonly activeThreadPercentage: number;
   readonly smCount: number;

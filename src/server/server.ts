@@ -66,6 +66,45 @@ function commandOf(pid: number, claimed: string): string {
   return claimed;
 }
 
+/** The variable a device plugin's Allocate sets (src/k8s/units.ts): which allocation a client's pod holds. */
+export const ALLOCATION_VARIABLE = 'OPENMPS_ALLOCATION_ID';
+/**
+ * The devices a client may see, as CUDA_VISIBLE_DEVICES names them (ordinals or GPU UUIDs, comma
+ * separated): its device 0 is the first. The device plugin sets it to the GPU of the pod's units.
+ */
+export const VISIBLE_DEVICES_VARIABLE = 'OPENMPS_VISIBLE_DEVICES';
+
+/** What a server reads of a client's environment: '' for what is unset. */
+export interface ClientEnvironment {
+  readonly allocation: string;
+  readonly visibleDevices: string;
+}
+
+/**
+ * OPENMPS_ALLOCATION_ID and OPENMPS_VISIBLE_DEVICES from /proc/<pid>/environ (the environment the
+ * client was started with), '' when unset or unreadable. Read here rather than sent by the client
+ * so that every client (the TypeScript library, libcuda.so.1) gets them without a protocol change;
+ * the server runs as the client's user, so it may read the file. They select and name, they grant
+ * nothing: the client's limits still come from SESSION_OPEN, tightened only (docs/kubernetes.md).
+ */
+function environmentOf(pid: number): ClientEnvironment {
+  let allocation = '';
+  let visibleDevices = '';
+  try {
+    for (const entry of readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0')) {
+      if (entry.startsWith(`${ALLOCATION_VARIABLE}=`)) {
+        const value = entry.slice(ALLOCATION_VARIABLE.length + 1);
+        allocation = /^[A-Za-z0-9._:-]{1,128}$/.test(value) ? value : '';
+      } else if (entry.startsWith(`${VISIBLE_DEVICES_VARIABLE}=`)) {
+        visibleDevices = entry.slice(VISIBLE_DEVICES_VARIABLE.length + 1).trim();
+      }
+    }
+  } catch {
+    // Gone, or another pid namespace: nothing.
+  }
+  return { allocation, visibleDevices };
+}
+
 interface Connection {
   readonly channel: FramedSocket;
   readonly pid: number;
@@ -593,7 +632,12 @@ export class OpenmpsServer {
     }
     // Under static partitioning the partition names the device; otherwise the client does.
     const partition = this.config.staticPartitioning ? partitionFor(this.#partitions, req.smPartition) : undefined;
-    const entry = partition ? [...this.#devices.values()].find((d) => d.device.info.uuid === partition.deviceUuid) : this.#devices.get(req.device);
+    const environment = environmentOf(conn.pid);
+    const entry = partition
+      ? [...this.#devices.values()].find((d) => d.device.info.uuid === partition.deviceUuid)
+      : environment.visibleDevices !== ''
+        ? this.#visibleDevice(environment.visibleDevices, req.device, call)
+        : this.#devices.get(req.device);
     if (!entry) {
       throw partition
         ? new CudaError('CUDA_ERROR_INVALID_RESOURCE_CONFIGURATION', call, `partition ${partition.id} is on a device this server does not have`)
@@ -615,7 +659,7 @@ export class OpenmpsServer {
     const clientId = this.#nextClientId++;
     let session: Session;
     try {
-      session = new Session(entry.device, { clientId, pid: conn.pid, uid: conn.uid, command: commandOf(conn.pid, req.command) }, limits, entry.ownership, {
+      session = new Session(entry.device, { clientId, pid: conn.pid, uid: conn.uid, command: commandOf(conn.pid, req.command), allocation: environment.allocation }, limits, entry.ownership, {
         gpuTiming: this.config.gpuTiming,
       });
     } catch (err) {
@@ -633,6 +677,19 @@ export class OpenmpsServer {
     return { clientId, serverPid: process.pid, device: deviceInfoToWire(info), limits: limitsToWire(session.limits) };
   }
 
+  /**
+   * The device a client with OPENMPS_VISIBLE_DEVICES means by `ordinal`: the ordinal-th entry of
+   * its list, an ordinal of this server or a GPU UUID (any case), as CUDA_VISIBLE_DEVICES reads.
+   */
+  #visibleDevice(list: string, ordinal: number, call: string): DeviceEntry | undefined {
+    const names = list.split(',').map((n) => n.trim()).filter((n) => n !== '');
+    const name = names[ordinal];
+    if (name === undefined) throw new CudaError('CUDA_ERROR_INVALID_DEVICE', call, `device ${ordinal} is not among OPENMPS_VISIBLE_DEVICES=${list}`);
+    const entry = /^[0-9]+$/.test(name) ? this.#devices.get(Number(name)) : [...this.#devices.values()].find((d) => d.device.info.uuid.toLowerCase() === name.toLowerCase());
+    if (!entry) throw new CudaError('CUDA_ERROR_INVALID_DEVICE', call, `OPENMPS_VISIBLE_DEVICES names ${name}, which this server does not have`);
+    return entry;
+  }
+
   #recordOf(s: Session, c: Connection): ClientRecord {
     return {
       clientId: s.identity.clientId,
@@ -641,6 +698,7 @@ export class OpenmpsServer {
       device: s.device.info.ordinal,
       deviceUuid: s.device.info.uuid,
       command: s.identity.command,
+      allocation: s.identity.allocation ?? '',
       state: s.state,
       activeThreadPercentage: s.limits.activeThreadPercentage,
       smCount: s.limits.smCount,

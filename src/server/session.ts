@@ -28,6 +28,8 @@ export interface SessionIdentity {
   readonly pid: number;
   readonly uid: number;
   readonly command: string;
+  /** OPENMPS_ALLOCATION_ID of the client's environment ('' none): a device plugin's allocation. */
+  readonly allocation?: string;
 }
 
 export interface SessionLimits {

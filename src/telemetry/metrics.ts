@@ -12,7 +12,9 @@ import type { ClientState, ServerState } from '../server/ipc.js';
 export const SERVER_STATES: readonly ServerState[] = ['INITIALIZING', 'ACTIVE', 'FAULT', 'SHUTTING_DOWN'];
 export const CLIENT_STATES: readonly ClientState[] = ['ACTIVE', 'INACTIVE'];
 
-const CLIENT_LABELS = ['client_id', 'pid', 'uid', 'command', 'device_uuid', 'server_pid'] as const;
+// namespace, pod and container: Kubernetes's own label names for a pod's series (what kube-state-
+// metrics and cAdvisor use, so joins work); '' for a client that no device plugin labelled.
+const CLIENT_LABELS = ['client_id', 'pid', 'uid', 'command', 'device_uuid', 'server_pid', 'namespace', 'pod', 'container'] as const;
 const DEVICE_LABELS = ['server_pid', 'device', 'device_uuid', 'name', 'kind'] as const;
 const SERVER_LABELS = ['server_pid', 'uid'] as const;
 
@@ -39,7 +41,17 @@ function seconds(ms: number): number {
 }
 
 function clientLabels(c: ClientSnapshot): Record<ClientLabel, string | number> {
-  return { client_id: c.clientId, pid: c.pid, uid: c.uid, command: c.command, device_uuid: c.deviceUuid, server_pid: c.serverPid };
+  return {
+    client_id: c.clientId,
+    pid: c.pid,
+    uid: c.uid,
+    command: c.command,
+    device_uuid: c.deviceUuid,
+    server_pid: c.serverPid,
+    namespace: c.pod?.namespace ?? '',
+    pod: c.pod?.pod ?? '',
+    container: c.pod?.container ?? '',
+  };
 }
 
 function deviceLabels(d: DeviceSnapshot): Record<DeviceLabel, string | number> {

@@ -178,6 +178,7 @@ export function buildSnapshot(daemon: DaemonSnapshot, partitions: readonly Parti
         pid: c.pid,
         uid: c.uid,
         command: c.command,
+        allocation: c.allocation ?? '',
         serverPid: server.pid,
         device: c.device,
         deviceUuid: c.deviceUuid,

@@ -16,6 +16,13 @@ export interface ClientSnapshot {
   readonly pid: number;
   readonly uid: number;
   readonly command: string;
+  /** OPENMPS_ALLOCATION_ID of the client's environment, '' when none (a device plugin sets it). */
+  readonly allocation: string;
+  /**
+   * The Kubernetes pod, namespace and container the allocation belongs to, as the device plugin
+   * told the daemon (`label_allocation`, docs/kubernetes.md); absent when none is known.
+   */
+  readonly pod?: PodLabels;
   readonly serverPid: number;
   readonly device: number;
   readonly deviceUuid: string;
@@ -48,6 +55,13 @@ export interface ClientSnapshot {
   /** GPU time per wall time: 0.5 = half a second of GPU work per second. */
   readonly gpuShare: number;
   readonly kernelsPerSecond: number;
+}
+
+/** Who a client is in Kubernetes: its pod's namespace and name, and its container. */
+export interface PodLabels {
+  readonly namespace: string;
+  readonly pod: string;
+  readonly container: string;
 }
 
 export interface DeviceSnapshot {
@@ -103,6 +117,20 @@ export interface DaemonSnapshot {
   readonly staticPartitioning: boolean;
   readonly startedAt: number;
   readonly defaultActiveThreadPercentage: number;
+  /**
+   * Users whose server restarts are being delayed after quick deaths in a row (the server keeps
+   * dying: docs/commands.md, "Server supervision and restart backoff"); empty when none.
+   */
+  readonly restartDelays: readonly RestartDelaySnapshot[];
+}
+
+export interface RestartDelaySnapshot {
+  readonly uid: number;
+  /** When a start is allowed again (epoch ms). */
+  readonly retryAt: number;
+  readonly quickDeaths: number;
+  /** The last death, as control.log words it. */
+  readonly last: string;
 }
 
 /** One point of a time series: the rates of one sample. */

@@ -13,6 +13,7 @@ function client(clientId: number, pid: number, command: string, extra: Partial<C
     pid,
     uid: 1000,
     command,
+    allocation: '',
     serverPid: SERVER_PID,
     device: 0,
     deviceUuid: DEVICE_UUID,
@@ -67,6 +68,7 @@ export function syntheticSnapshot(options: { history?: boolean } = {}): StateSna
       staticPartitioning: false,
       startedAt: 1_700_000_000_000,
       defaultActiveThreadPercentage: 100,
+      restartDelays: [],
     },
     servers: [{ pid: SERVER_PID, uid: 1000, state: 'ACTIVE', reason: 'ready', startedAt: 1_700_000_001_000, deviceKind: 'sim', driver: 'openmps-sim' }],
     devices: [{

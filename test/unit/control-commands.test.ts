@@ -306,3 +306,20 @@ test('docs/commands.md documents every command: a heading and each form of its u
     for (const form of usage.split(' | ')) assert.ok(doc.includes(form), `docs/commands.md lacks "${form}"`);
   }
 });
+
+test('label_allocation and unlabel_allocation: an allocation id and Kubernetes names', () => {
+  assert.deepEqual(ok('label_allocation a-0123abcd team-a infer-0 main'), { name: 'label_allocation', allocation: 'a-0123abcd', namespace: 'team-a', pod: 'infer-0', container: 'main' });
+  assert.deepEqual(ok('unlabel_allocation a-0123abcd'), { name: 'unlabel_allocation', allocation: 'a-0123abcd' });
+  for (const line of [
+    'label_allocation',
+    'label_allocation a-1 ns pod',
+    'label_allocation a-1 ns pod c extra',
+    'label_allocation a/1 ns pod c',
+    'label_allocation a-1 Team pod c',
+    'label_allocation a-1 ns pod_1 c',
+    'unlabel_allocation',
+    'unlabel_allocation a-1 b',
+  ]) {
+    assert.ok(error(line).includes('\nUsage: '), line);
+  }
+});

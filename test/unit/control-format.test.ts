@@ -31,6 +31,7 @@ function client(pid: number, clientId: number, device: number, command: string):
     device,
     deviceUuid: device === 0 ? H200.uuid : SECOND.uuid,
     command,
+    allocation: '',
     state: 'ACTIVE',
     activeThreadPercentage: 100,
     smCount: 132,
@@ -219,4 +220,17 @@ test('server records and settings are narrowed at the boundary', () => {
   assert.equal(primaryGid(1000, passwd), 1001);
   assert.equal(primaryGid(0, passwd), 0);
   assert.equal(primaryGid(4242, passwd), 4242);
+});
+
+test('ps: a POD column last, only when a device plugin labelled some client; --mps never has it', () => {
+  const rows = [
+    { pid: 10, clientId: 1, serverPid: 2, deviceUuid: 'GPU-cb', namespace: '-', command: 'a', state: 'ACTIVE', pod: 'team-a/infer-0/main' },
+    { pid: 11, clientId: 2, serverPid: 2, deviceUuid: 'GPU-cb', namespace: '-', command: 'b', state: 'ACTIVE' },
+  ];
+  const lines = formatPs(rows, false).split('\n');
+  assert.ok(lines[0]?.endsWith(' STATE  POD'), lines[0]);
+  assert.ok(lines[1]?.endsWith(' ACTIVE team-a/infer-0/main'), lines[1]);
+  assert.ok(lines[2]?.endsWith(' ACTIVE -'), lines[2]);
+  assert.ok(!formatPs(rows, true).includes('POD'));
+  assert.ok(!formatPs(rows.slice(1), false).includes('POD'));
 });

@@ -103,3 +103,13 @@ test('metrics: every openmps_* metric is documented in docs/telemetry.md, and ev
   assert.deepEqual([...exported].filter((n) => !documented.has(n)), [], 'exported but not documented');
   assert.deepEqual([...documented].filter((n) => !exported.has(n)), [], 'documented but not exported');
 });
+
+test('metrics: a client a device plugin labelled has namespace, pod and container; the others have them empty', async () => {
+  const base = syntheticSnapshot();
+  const [first, ...rest] = base.clients;
+  assert.ok(first);
+  const snapshot = { ...base, clients: [{ ...first, allocation: 'a-1', pod: { namespace: 'team-a', pod: 'infer-0', container: 'main' } }, ...rest] };
+  const text = await new MetricsExporter({ defaultMetrics: false }).render(snapshot);
+  assert.equal(valueWith(text, 'openmps_client_gpu_seconds_total', 'pid="5001"', 'namespace="team-a"', 'pod="infer-0"', 'container="main"'), 1.5);
+  assert.equal(valueWith(text, 'openmps_client_kernels_total', 'pid="5002"', 'namespace=""', 'pod=""', 'container=""'), 7);
+});

@@ -47,7 +47,7 @@ function sampler(server: StandIn): StateSampler {
     partitions: () => [],
     daemon: () => ({
       pid: 1, version: 'test', pipeDirectory: '/p', logDirectory: '/l', device: 'sim', multiUser: false,
-      staticPartitioning: false, startedAt: 0, defaultActiveThreadPercentage: 100,
+      staticPartitioning: false, startedAt: 0, defaultActiveThreadPercentage: 100, restartDelays: [],
     }),
   });
 }
