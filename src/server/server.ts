@@ -7,6 +7,7 @@ import { chmodSync, readFileSync } from 'node:fs';
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import { CudaError, toCudaError } from '../cuda/cuda-error.js';
 import type { Device, DeviceInfo, Platform } from '../devices/device.js';
+import { parseVisibleDevices } from '../devices/visible-devices.js';
 import { peerCredentials } from '../native/bindings.js';
 import { PROTOCOL_VERSION, type LimitsWire, type MessageName, type RequestOf, type ReplyOf, type DeviceInfoWire } from '../protocol/messages.js';
 import { FLAG_NO_REPLY, MAX_PAYLOAD, type Frame } from '../protocol/frame.js';
@@ -579,6 +580,26 @@ export class OpenmpsServer {
     return result;
   }
 
+  /**
+   * The device a client names: its ordinal among the devices its CUDA_VISIBLE_DEVICES lists, read
+   * against this server's devices (as MPS reads a client's: ordinals after the daemon's own
+   * renumbering, or UUIDs), or among all of them when it set none. A list that names none of them
+   * is CUDA_ERROR_NO_DEVICE, as cuInit answers under such a CUDA_VISIBLE_DEVICES.
+   */
+  #clientDevice(req: RequestOf<'SESSION_OPEN'>, call: string): DeviceEntry {
+    const all = [...this.#devices.values()].sort((a, b) => a.device.info.ordinal - b.device.info.ordinal);
+    const visible = req.visibleDevices === '' ? all : parseVisibleDevices(req.visibleDevices, all.map((e) => e.device.info.uuid)).flatMap((i) => all[i] ?? []);
+    if (visible.length === 0) {
+      throw new CudaError('CUDA_ERROR_NO_DEVICE', call, `CUDA_VISIBLE_DEVICES="${req.visibleDevices}" names none of this server's devices (${all.map((e) => `${e.device.info.ordinal} ${e.device.info.uuid}`).join(', ')})`);
+    }
+    const entry = visible[req.device];
+    if (!entry) {
+      const among = req.visibleDevices === '' ? '' : ` under CUDA_VISIBLE_DEVICES="${req.visibleDevices}"`;
+      throw new CudaError('CUDA_ERROR_INVALID_DEVICE', call, `device ${req.device} does not exist (the client sees ${visible.length}${among})`);
+    }
+    return entry;
+  }
+
   #open(conn: Connection, req: RequestOf<'SESSION_OPEN'>): ReplyOf<'SESSION_OPEN'> {
     const call = 'cuCtxCreate_v4';
     if (conn.session) throw new CudaError('CUDA_ERROR_INVALID_CONTEXT', call, 'this connection already has a session');
@@ -593,15 +614,13 @@ export class OpenmpsServer {
     }
     // Under static partitioning the partition names the device; otherwise the client does.
     const partition = this.config.staticPartitioning ? partitionFor(this.#partitions, req.smPartition) : undefined;
-    const entry = partition ? [...this.#devices.values()].find((d) => d.device.info.uuid === partition.deviceUuid) : this.#devices.get(req.device);
+    const entry = partition ? [...this.#devices.values()].find((d) => d.device.info.uuid === partition.deviceUuid) : this.#clientDevice(req, call);
     if (!entry) {
-      throw partition
-        ? new CudaError('CUDA_ERROR_INVALID_RESOURCE_CONFIGURATION', call, `partition ${partition.id} is on a device this server does not have`)
-        : new CudaError('CUDA_ERROR_INVALID_DEVICE', call, `device ${req.device} does not exist (the server sees ${this.#devices.size})`);
+      throw new CudaError('CUDA_ERROR_INVALID_RESOURCE_CONFIGURATION', call, `partition ${partition?.id ?? '?'} is on a device this server does not have`);
     }
     const onDevice = [...this.#connections].filter((c) => c.session?.device === entry.device && c.session.state === 'ACTIVE').length;
     if (onDevice >= this.config.maxClientsPerDevice) {
-      throw new CudaError('CUDA_ERROR_MPS_MAX_CLIENTS_REACHED', call, `device ${req.device} already has ${onDevice} clients (the limit)`);
+      throw new CudaError('CUDA_ERROR_MPS_MAX_CLIENTS_REACHED', call, `device ${entry.device.info.ordinal} already has ${onDevice} clients (the limit)`);
     }
     if (entry.device.fault) this.#deviceFaulted(entry.device);
     const fault = this.#faulted.get(entry.device.info.ordinal);
@@ -609,7 +628,7 @@ export class OpenmpsServer {
       throw new CudaError('CUDA_ERROR_MPS_SERVER_NOT_READY', call, `device ${entry.device.info.ordinal} is in FAULT (${fault.code}) until its clients have exited`);
     }
     const info = entry.device.info;
-    const asked = requestLimits(info, this.#defaults, req, partition);
+    const asked = requestLimits(info, this.#defaults, req, partition, partition ? info.ordinal : req.device);
     const smGroups = partition ? [...partition.chunks] : asked.groups > 0 ? entry.placement.take(asked.groups) : undefined;
     const limits: SessionLimits = { ...asked.limits, smGroups };
     const clientId = this.#nextClientId++;
