@@ -16,7 +16,8 @@ import { arg, connect, openmpsKernelsPtx, type ConnectOptions, type Context } fr
 import { fmaf } from '../../src/devices/sim/index.js';
 import { startDaemon, waitUntil, type CleanupContext, type DaemonHandle } from '../support/daemon.js';
 import { nativeTestProgram, REPO_ROOT } from '../support/native.js';
-import { startWorker } from '../support/worker.js';
+import { cli, freshRoot } from '../support/openmps-cli.js';
+import { startWorker, WORKER } from '../support/worker.js';
 
 /** The software GPU's UUIDs (src/devices/sim: simDeviceUuid). */
 const SIM0 = 'GPU-5e5e0000-0000-4000-8000-000000000000';
@@ -369,4 +370,20 @@ test('a C client\'s fault on device 1 leaves a C client on device 0 running', as
   c1.kill();
   assert.equal(await c0.ask('sync'), 'sync 0');
   await c0.end();
+});
+
+test('openmps exec under CUDA_VISIBLE_DEVICES=1: a daemon it starts takes the variable, the command runs on that device', { timeout: 60_000 }, async (t) => {
+  const pipe = join(freshRoot(t), 'pipe');
+  const env = { OPENMPS_PIPE_DIRECTORY: pipe, OPENMPS_SIM_DEVICES: '2', CUDA_VISIBLE_DEVICES: '1' };
+  const started = await cli(t, ['exec', '--device', 'sim', '--', process.execPath, WORKER, 'saxpy', '4096', '2'], env);
+  assert.equal(started.code, 0, started.stderr);
+  const reports = started.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  // The daemon saw physical device 1 only, as its device 0; the command, without the variable, got it.
+  assert.deepEqual(reports.map((r) => [r.event, r.device ?? r.ok]), [['connected', SIM1], ['result', true]]);
+  // A daemon already running with both devices: the variable stays and picks device 1 among them.
+  const daemon = await twoDevices(t);
+  const kept = await cli(t, ['exec', '--', process.execPath, WORKER, 'saxpy', '4096', '2'], { ...daemon.env, CUDA_VISIBLE_DEVICES: '1' });
+  assert.equal(kept.code, 0, kept.stderr);
+  const again = kept.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  assert.deepEqual(again.map((r) => [r.event, r.device ?? r.ok]), [['connected', SIM1], ['result', true]]);
 });
