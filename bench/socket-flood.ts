@@ -62,7 +62,7 @@ function header(length: number, opcode: number): Buffer {
 
 /** SESSION_OPEN as a raw frame, for a flood of a server after the handshake. */
 function sessionOpen(): Uint8Array {
-  const open = { version: PROTOCOL_VERSION, pid: process.pid, command: 'socket-flood', device: 0, activeThreadPercentage: 0, pinnedMemLimit: '', priority: -1, smPartition: '' };
+  const open = { version: PROTOCOL_VERSION, pid: process.pid, command: 'socket-flood', device: 0, activeThreadPercentage: 0, pinnedMemLimit: '', priority: -1, smPartition: '', visibleDevices: '' };
   return encodeFrame(MESSAGES.SESSION_OPEN.opcode, 0, 1, 0, encodeFields(MESSAGES.SESSION_OPEN.request, open));
 }
 

@@ -192,6 +192,7 @@ omps_wire_status_t omps_encode_session_open_req(omps_writer_t *w, const omps_ses
   omps_put_str(w, v->pinned_mem_limit);
   omps_put_i32(w, v->priority);
   omps_put_str(w, v->sm_partition);
+  omps_put_str(w, v->visible_devices);
   return w->status;
 }
 
@@ -204,6 +205,7 @@ static bool read_omps_session_open_req(omps_reader_t *r, omps_session_open_req_t
   if (!omps_get_str(r, &v->pinned_mem_limit)) return false;
   if (!omps_get_i32(r, &v->priority)) return false;
   if (!omps_get_str(r, &v->sm_partition)) return false;
+  if (!omps_get_str(r, &v->visible_devices)) return false;
   return true;
 }
 
@@ -2475,7 +2477,7 @@ const omps_message_desc_t omps_messages[OMPS_MESSAGE_COUNT] = {
    "HIs", "Is"},
   {"SESSION_OPEN", OMPS_OP_SESSION_OPEN, sizeof(omps_session_open_req_t), sizeof(omps_session_open_rep_t), erased_omps_encode_session_open_req,
    erased_omps_decode_session_open_req, erased_omps_encode_session_open_rep, erased_omps_decode_session_open_rep,
-   "HIsIdsis", "II{IsssIQIIIIIsII}{dIQis}"},
+   "HIsIdsiss", "II{IsssIQIIIIIsII}{dIQis}"},
   {"SESSION_CLOSE", OMPS_OP_SESSION_CLOSE, sizeof(omps_session_close_req_t), sizeof(omps_session_close_rep_t), erased_omps_encode_session_close_req,
    erased_omps_decode_session_close_req, erased_omps_encode_session_close_rep, erased_omps_decode_session_close_rep,
    "", ""},

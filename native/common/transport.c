@@ -157,7 +157,14 @@ uint32_t omps_settings_from_env(omps_session_settings_t *s, omps_error_t *err) {
   }
   rc = env_string("OPENMPS_PINNED_DEVICE_MEM_LIMIT", s->pinned_mem_limit, sizeof(s->pinned_mem_limit), err);
   if (rc) return rc;
-  return env_string("OPENMPS_SM_PARTITION", s->sm_partition, sizeof(s->sm_partition), err);
+  rc = env_string("OPENMPS_SM_PARTITION", s->sm_partition, sizeof(s->sm_partition), err);
+  if (rc) return rc;
+  const char *visible = getenv("CUDA_VISIBLE_DEVICES");
+  if (visible && blank(visible)) {
+    set_error(err, OMPS_CUDA_ERROR_NO_DEVICE, "cuInit", "CUDA_VISIBLE_DEVICES is set and empty: no device is visible");
+    return OMPS_CUDA_ERROR_NO_DEVICE;
+  }
+  return env_string("CUDA_VISIBLE_DEVICES", s->visible_devices, sizeof(s->visible_devices), err);
 }
 
 /* This process's command line for `ps`: /proc/self/cmdline's arguments joined by spaces, bytes
@@ -844,6 +851,7 @@ uint32_t omps_transport_open(const omps_open_options_t *options, omps_transport_
       omps_str_from(settings->pinned_mem_limit),
       settings->priority,
       omps_str_from(settings->sm_partition),
+      omps_str_from(settings->visible_devices),
   };
   omps_session_open_rep_t srep;
   const omps_message_desc_t *sm = omps_message_by_opcode(OMPS_OP_SESSION_OPEN);

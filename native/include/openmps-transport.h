@@ -38,6 +38,7 @@ extern "C" {
 #define OMPS_CUDA_SUCCESS 0u
 #define OMPS_CUDA_ERROR_INVALID_VALUE 1u
 #define OMPS_CUDA_ERROR_OUT_OF_MEMORY 2u
+#define OMPS_CUDA_ERROR_NO_DEVICE 100u
 #define OMPS_CUDA_ERROR_NOT_SUPPORTED 801u
 #define OMPS_CUDA_ERROR_MPS_CONNECTION_FAILED 805u
 #define OMPS_CUDA_ERROR_MPS_RPC_FAILURE 806u
@@ -60,11 +61,14 @@ typedef struct omps_session_settings {
   char pinned_mem_limit[256];      /* "0=1G,1=512M"; empty: none */
   int32_t priority;                /* -1: the server's default */
   char sm_partition[256];          /* "GPU-<uuid>/<id>"; empty: none */
+  char visible_devices[1024];      /* CUDA_VISIBLE_DEVICES, read by the server; empty: unset */
 } omps_session_settings_t;
 
 /* The settings from the environment, as connect() reads them: OPENMPS_ACTIVE_THREAD_PERCENTAGE
  * (a number; 0 when unset or blank), OPENMPS_PINNED_DEVICE_MEM_LIMIT, OPENMPS_CLIENT_PRIORITY (a
- * number; -1 when unset or blank), OPENMPS_SM_PARTITION; device 0. A variable that is not a
+ * number; -1 when unset or blank), OPENMPS_SM_PARTITION, CUDA_VISIBLE_DEVICES (the server reads
+ * it against its devices, as MPS reads a client's; set and blank is CUDA_ERROR_NO_DEVICE, as
+ * CUDA's cuInit answers); device 0. A variable that is not a
  * number (as JavaScript's Number() reads it), not finite, or (the priority) not an int32 is
  * CUDA_ERROR_INVALID_VALUE with the variable named in err; a value too long for the struct too. */
 uint32_t omps_settings_from_env(omps_session_settings_t *settings, omps_error_t *err);

@@ -11,7 +11,7 @@
 extern "C" {
 #endif
 
-#define OMPS_PROTOCOL_VERSION 2
+#define OMPS_PROTOCOL_VERSION 3
 
 /* Frames (src/protocol/frame.ts). */
 #define OMPS_HEADER_BYTES 16
@@ -169,6 +169,7 @@ typedef struct omps_session_open_req {
   omps_str_t pinned_mem_limit;
   int32_t priority;
   omps_str_t sm_partition;
+  omps_str_t visible_devices;
 } omps_session_open_req_t;
 omps_wire_status_t omps_encode_session_open_req(omps_writer_t *w, const omps_session_open_req_t *v);
 omps_wire_status_t omps_decode_session_open_req(const uint8_t *payload, size_t len, omps_arena_t *arena, omps_session_open_req_t *out);

@@ -124,16 +124,23 @@ export function parseRunArgs(argv: readonly string[]): RunOptions {
 
 /**
  * The environment of one client command: the caller's, pointed at the daemon, with openmps's
- * libcuda.so.1 directory first on LD_LIBRARY_PATH when `libraryDirectory` is given.
+ * libcuda.so.1 directory first on LD_LIBRARY_PATH when `libraryDirectory` is given, and without
+ * CUDA_VISIBLE_DEVICES when the command started the daemon (`daemonStarted`).
  */
 export function clientEnvironment(
   base: Readonly<Record<string, string | undefined>>,
   pipeDirectory: string,
   libraryDirectory: string | undefined,
+  daemonStarted = false,
 ): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(base)) if (v !== undefined) env[k] = v;
   env.OPENMPS_PIPE_DIRECTORY = pipeDirectory;
+  // A daemon started here took this CUDA_VISIBLE_DEVICES and renumbered its devices from 0; a
+  // client keeping it would name them again (by ordinal, wrongly: MPS's documented pitfall), so
+  // the clients go without, as MPS asks. A daemon that already ran never saw it: then it is the
+  // clients' choice among that daemon's devices.
+  if (daemonStarted) delete env.CUDA_VISIBLE_DEVICES;
   if (libraryDirectory !== undefined) env.LD_LIBRARY_PATH = withLibraryFirst(base.LD_LIBRARY_PATH, libraryDirectory);
   return env;
 }
@@ -147,8 +154,9 @@ export function copyEnvironment(
   pipeDirectory: string,
   index: number,
   libraryDirectory?: string,
+  daemonStarted = false,
 ): Record<string, string> {
-  const env = clientEnvironment(base, pipeDirectory, libraryDirectory);
+  const env = clientEnvironment(base, pipeDirectory, libraryDirectory, daemonStarted);
   env.OPENMPS_RUN_INDEX = String(index);
   env.OPENMPS_RUN_COUNT = String(options.copies);
   const share = shareFor(options.share, options.copies);

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { CudaError } from '../cuda/cuda-error.js';
 import { openPlatform, parseDeviceChoice, type DeviceChoice } from '../devices/index.js';
 import { MAX_MAPPING_BYTES } from '../native/bindings.js';
-import { PROTOCOL_VERSION } from '../protocol/messages.js';
+import { PROTOCOL_VERSION, type RequestOf } from '../protocol/messages.js';
 import { CALL_NAMES } from '../server/dispatcher.js';
 import { deviceInfoToWire, limitsToWire } from '../server/server.js';
 import { DeviceOwnership, Session } from '../server/session.js';
@@ -26,7 +26,10 @@ export interface ConnectOptions {
   readonly pipeDirectory?: string;
   /** 'auto' (default): MPS mode when a daemon answers, else bypass; 'mps' fails without a daemon. */
   readonly mode?: 'auto' | 'mps' | 'direct';
-  /** Device ordinal among those the server sees (default 0). */
+  /**
+   * Device ordinal among those the client sees (default 0): the server's devices, or those the
+   * client's CUDA_VISIBLE_DEVICES lists of them (ordinals as the server numbers them, or UUIDs).
+   */
   readonly device?: number;
   /** 1-100; can only tighten the server's share (OPENMPS_ACTIVE_THREAD_PERCENTAGE). */
   readonly activeThreadPercentage?: number;
@@ -99,6 +102,8 @@ export async function connect(options: ConnectOptions = {}): Promise<Context> {
     pinnedMemLimit: options.pinnedMemLimit ?? env.OPENMPS_PINNED_DEVICE_MEM_LIMIT ?? '',
     priority: options.priority ?? envNumber(env, 'OPENMPS_CLIENT_PRIORITY') ?? -1,
     smPartition: options.smPartition ?? env.OPENMPS_SM_PARTITION ?? '',
+    // The server reads it against its own devices (MPS mode); bypass mode's platform reads it.
+    visibleDevices: env.CUDA_VISIBLE_DEVICES ?? '',
   };
 
   if (mode !== 'direct') {
@@ -108,6 +113,10 @@ export async function connect(options: ConnectOptions = {}): Promise<Context> {
     }
     const commandRing = options.commandRing ?? ringSetting !== '0';
     const syncWait = options.syncWait ?? parseSyncWait(env.OPENMPS_SYNC_WAIT);
+    // Set and blank hides every device, as CUDA reads it; unset (sent as '') hides none.
+    if (env.CUDA_VISIBLE_DEVICES?.trim() === '') {
+      throw new CudaError('CUDA_ERROR_NO_DEVICE', 'cuInit', 'CUDA_VISIBLE_DEVICES is set and empty: no device is visible');
+    }
     let control: Socket | undefined;
     const controlPath = join(pipeDirectory, 'control');
     try {
@@ -148,7 +157,7 @@ export async function connect(options: ConnectOptions = {}): Promise<Context> {
 
 async function connectToServer(
   control: Socket,
-  settings: { version: number; pid: number; command: string; device: number; activeThreadPercentage: number; pinnedMemLimit: string; priority: number; smPartition: string },
+  settings: RequestOf<'SESSION_OPEN'>,
   stagingBytes: number | undefined,
   commandRing: boolean,
   syncWait: SyncWait,

@@ -324,7 +324,7 @@ export class DevicePlugin {
         OPENMPS_ACTIVE_THREAD_PERCENTAGE: share.activeThreadPercentage,
         // By UUID: the server applies a limit to the device it names, whatever its ordinal.
         OPENMPS_PINNED_DEVICE_MEM_LIMIT: `${share.uuid}=${formatMemorySize(share.memoryBytes)}`,
-        OPENMPS_VISIBLE_DEVICES: share.uuid,
+        CUDA_VISIBLE_DEVICES: share.uuid,
         OPENMPS_ALLOCATION_ID: allocation,
         OPENMPS_UNITS: String(share.units),
         LD_LIBRARY_PATH: libraryPath,

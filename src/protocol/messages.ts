@@ -7,8 +7,9 @@ import type { Fields, ObjectOf } from './codec.js';
 /**
  * 2: shared-memory regions are sealed memfds named by the client's descriptor number (SHM_ATTACH,
  * RING_ATTACH, HOST_REGISTER carry `fd`), no longer files under /dev/shm named by path.
+ * 3: SESSION_OPEN carries the client's CUDA_VISIBLE_DEVICES (`visibleDevices`).
  */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 const DEVICE_INFO = {
   struct: {
@@ -69,6 +70,11 @@ export const MESSAGES = {
       pinnedMemLimit: 'str',
       priority: 'i32',
       smPartition: 'str',
+      /**
+       * The client's CUDA_VISIBLE_DEVICES ('' when unset): ordinals and GPU UUIDs (or unique
+       * prefixes) of the server's devices; `device` is an ordinal among those it lists.
+       */
+      visibleDevices: 'str',
     },
     reply: { clientId: 'u32', serverPid: 'u32', device: DEVICE_INFO, limits: LIMITS },
   },

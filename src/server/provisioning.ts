@@ -37,6 +37,7 @@ export function requestLimits(
   defaults: ProvisioningDefaults,
   req: RequestOf<'SESSION_OPEN'>,
   partition: PartitionRecord | undefined,
+  clientOrdinal: number = info.ordinal,
 ): { readonly limits: Omit<SessionLimits, 'smGroups'>; readonly groups: number } {
   const asked = req.activeThreadPercentage;
   if (asked !== 0 && !(asked > 0 && asked <= 100)) {
@@ -46,7 +47,9 @@ export function requestLimits(
     throw new CudaError('CUDA_ERROR_INVALID_VALUE', CALL, `client priority ${req.priority} is not 0 or 1`);
   }
   const serverCap = limitForDevice(defaults.memLimits, info.ordinal, info.uuid);
-  const clientCap = limitForDevice(parsePinnedMemLimit(req.pinnedMemLimit), info.ordinal, info.uuid);
+  // The client's own list (OPENMPS_PINNED_DEVICE_MEM_LIMIT) numbers devices as it sees them: after
+  // its CUDA_VISIBLE_DEVICES, which `clientOrdinal` is (the server's ordinal when it set none).
+  const clientCap = limitForDevice(parsePinnedMemLimit(req.pinnedMemLimit), clientOrdinal, info.uuid);
   const memoryLimit = tighter(serverCap, clientCap);
   // 1 (below normal) is the tighter: a client may lower its priority, never raise it past the default.
   const priority = req.priority === -1 ? defaults.clientPriority : Math.max(defaults.clientPriority, req.priority);

@@ -7,6 +7,7 @@ import { chmodSync, readFileSync } from 'node:fs';
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import { CudaError, toCudaError } from '../cuda/cuda-error.js';
 import type { Device, DeviceInfo, Platform } from '../devices/device.js';
+import { parseVisibleDevices } from '../devices/visible-devices.js';
 import { peerCredentials } from '../native/bindings.js';
 import { PROTOCOL_VERSION, type LimitsWire, type MessageName, type RequestOf, type ReplyOf, type DeviceInfoWire } from '../protocol/messages.js';
 import { FLAG_NO_REPLY, MAX_PAYLOAD, type Frame } from '../protocol/frame.js';
@@ -68,41 +69,33 @@ function commandOf(pid: number, claimed: string): string {
 
 /** The variable a device plugin's Allocate sets (src/k8s/units.ts): which allocation a client's pod holds. */
 export const ALLOCATION_VARIABLE = 'OPENMPS_ALLOCATION_ID';
-/**
- * The devices a client may see, as CUDA_VISIBLE_DEVICES names them (ordinals or GPU UUIDs, comma
- * separated): its device 0 is the first. The device plugin sets it to the GPU of the pod's units.
- */
-export const VISIBLE_DEVICES_VARIABLE = 'OPENMPS_VISIBLE_DEVICES';
 
 /** What a server reads of a client's environment: '' for what is unset. */
 export interface ClientEnvironment {
   readonly allocation: string;
-  readonly visibleDevices: string;
 }
 
 /**
- * OPENMPS_ALLOCATION_ID and OPENMPS_VISIBLE_DEVICES from /proc/<pid>/environ (the environment the
- * client was started with), '' when unset or unreadable. Read here rather than sent by the client
- * so that every client (the TypeScript library, libcuda.so.1) gets them without a protocol change;
- * the server runs as the client's user, so it may read the file. They select and name, they grant
- * nothing: the client's limits still come from SESSION_OPEN, tightened only (docs/kubernetes.md).
+ * OPENMPS_ALLOCATION_ID from /proc/<pid>/environ (the environment the client was started with),
+ * '' when unset or unreadable. Read here rather than sent by the client so that every client (the
+ * TypeScript library, libcuda.so.1) carries it without a protocol field; the server runs as the
+ * client's user, so it may read the file. It names, it grants nothing: the client's device comes
+ * from its CUDA_VISIBLE_DEVICES (SESSION_OPEN) and its limits from SESSION_OPEN, tightened only
+ * (docs/kubernetes.md).
  */
 function environmentOf(pid: number): ClientEnvironment {
   let allocation = '';
-  let visibleDevices = '';
   try {
     for (const entry of readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0')) {
       if (entry.startsWith(`${ALLOCATION_VARIABLE}=`)) {
         const value = entry.slice(ALLOCATION_VARIABLE.length + 1);
         allocation = /^[A-Za-z0-9._:-]{1,128}$/.test(value) ? value : '';
-      } else if (entry.startsWith(`${VISIBLE_DEVICES_VARIABLE}=`)) {
-        visibleDevices = entry.slice(VISIBLE_DEVICES_VARIABLE.length + 1).trim();
       }
     }
   } catch {
     // Gone, or another pid namespace: nothing.
   }
-  return { allocation, visibleDevices };
+  return { allocation };
 }
 
 interface Connection {
@@ -618,6 +611,26 @@ export class OpenmpsServer {
     return result;
   }
 
+  /**
+   * The device a client names: its ordinal among the devices its CUDA_VISIBLE_DEVICES lists, read
+   * against this server's devices (as MPS reads a client's: ordinals after the daemon's own
+   * renumbering, or UUIDs), or among all of them when it set none. A list that names none of them
+   * is CUDA_ERROR_NO_DEVICE, as cuInit answers under such a CUDA_VISIBLE_DEVICES.
+   */
+  #clientDevice(req: RequestOf<'SESSION_OPEN'>, call: string): DeviceEntry {
+    const all = [...this.#devices.values()].sort((a, b) => a.device.info.ordinal - b.device.info.ordinal);
+    const visible = req.visibleDevices === '' ? all : parseVisibleDevices(req.visibleDevices, all.map((e) => e.device.info.uuid)).flatMap((i) => all[i] ?? []);
+    if (visible.length === 0) {
+      throw new CudaError('CUDA_ERROR_NO_DEVICE', call, `CUDA_VISIBLE_DEVICES="${req.visibleDevices}" names none of this server's devices (${all.map((e) => `${e.device.info.ordinal} ${e.device.info.uuid}`).join(', ')})`);
+    }
+    const entry = visible[req.device];
+    if (!entry) {
+      const among = req.visibleDevices === '' ? '' : ` under CUDA_VISIBLE_DEVICES="${req.visibleDevices}"`;
+      throw new CudaError('CUDA_ERROR_INVALID_DEVICE', call, `device ${req.device} does not exist (the client sees ${visible.length}${among})`);
+    }
+    return entry;
+  }
+
   #open(conn: Connection, req: RequestOf<'SESSION_OPEN'>): ReplyOf<'SESSION_OPEN'> {
     const call = 'cuCtxCreate_v4';
     if (conn.session) throw new CudaError('CUDA_ERROR_INVALID_CONTEXT', call, 'this connection already has a session');
@@ -633,19 +646,13 @@ export class OpenmpsServer {
     // Under static partitioning the partition names the device; otherwise the client does.
     const partition = this.config.staticPartitioning ? partitionFor(this.#partitions, req.smPartition) : undefined;
     const environment = environmentOf(conn.pid);
-    const entry = partition
-      ? [...this.#devices.values()].find((d) => d.device.info.uuid === partition.deviceUuid)
-      : environment.visibleDevices !== ''
-        ? this.#visibleDevice(environment.visibleDevices, req.device, call)
-        : this.#devices.get(req.device);
+    const entry = partition ? [...this.#devices.values()].find((d) => d.device.info.uuid === partition.deviceUuid) : this.#clientDevice(req, call);
     if (!entry) {
-      throw partition
-        ? new CudaError('CUDA_ERROR_INVALID_RESOURCE_CONFIGURATION', call, `partition ${partition.id} is on a device this server does not have`)
-        : new CudaError('CUDA_ERROR_INVALID_DEVICE', call, `device ${req.device} does not exist (the server sees ${this.#devices.size})`);
+      throw new CudaError('CUDA_ERROR_INVALID_RESOURCE_CONFIGURATION', call, `partition ${partition?.id ?? '?'} is on a device this server does not have`);
     }
     const onDevice = [...this.#connections].filter((c) => c.session?.device === entry.device && c.session.state === 'ACTIVE').length;
     if (onDevice >= this.config.maxClientsPerDevice) {
-      throw new CudaError('CUDA_ERROR_MPS_MAX_CLIENTS_REACHED', call, `device ${req.device} already has ${onDevice} clients (the limit)`);
+      throw new CudaError('CUDA_ERROR_MPS_MAX_CLIENTS_REACHED', call, `device ${entry.device.info.ordinal} already has ${onDevice} clients (the limit)`);
     }
     if (entry.device.fault) this.#deviceFaulted(entry.device);
     const fault = this.#faulted.get(entry.device.info.ordinal);
@@ -653,7 +660,7 @@ export class OpenmpsServer {
       throw new CudaError('CUDA_ERROR_MPS_SERVER_NOT_READY', call, `device ${entry.device.info.ordinal} is in FAULT (${fault.code}) until its clients have exited`);
     }
     const info = entry.device.info;
-    const asked = requestLimits(info, this.#defaults, req, partition);
+    const asked = requestLimits(info, this.#defaults, req, partition, partition ? info.ordinal : req.device);
     const smGroups = partition ? [...partition.chunks] : asked.groups > 0 ? entry.placement.take(asked.groups) : undefined;
     const limits: SessionLimits = { ...asked.limits, smGroups };
     const clientId = this.#nextClientId++;
@@ -675,19 +682,6 @@ export class OpenmpsServer {
     });
     this.#emit({ type: 'client-connected', client: this.#recordOf(session, conn) });
     return { clientId, serverPid: process.pid, device: deviceInfoToWire(info), limits: limitsToWire(session.limits) };
-  }
-
-  /**
-   * The device a client with OPENMPS_VISIBLE_DEVICES means by `ordinal`: the ordinal-th entry of
-   * its list, an ordinal of this server or a GPU UUID (any case), as CUDA_VISIBLE_DEVICES reads.
-   */
-  #visibleDevice(list: string, ordinal: number, call: string): DeviceEntry | undefined {
-    const names = list.split(',').map((n) => n.trim()).filter((n) => n !== '');
-    const name = names[ordinal];
-    if (name === undefined) throw new CudaError('CUDA_ERROR_INVALID_DEVICE', call, `device ${ordinal} is not among OPENMPS_VISIBLE_DEVICES=${list}`);
-    const entry = /^[0-9]+$/.test(name) ? this.#devices.get(Number(name)) : [...this.#devices.values()].find((d) => d.device.info.uuid.toLowerCase() === name.toLowerCase());
-    if (!entry) throw new CudaError('CUDA_ERROR_INVALID_DEVICE', call, `OPENMPS_VISIBLE_DEVICES names ${name}, which this server does not have`);
-    return entry;
   }
 
   #recordOf(s: Session, c: Connection): ClientRecord {

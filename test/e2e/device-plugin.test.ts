@@ -148,13 +148,13 @@ test('device plugin: pods of 3, 1 and 4 units get their shares, packed on one GP
   // 8G a GPU, 4 units: 2G a unit.
   assert.equal(three.envs.OPENMPS_ACTIVE_THREAD_PERCENTAGE, '75');
   assert.equal(three.envs.OPENMPS_PINNED_DEVICE_MEM_LIMIT, `${gpuA}=6G`);
-  assert.equal(three.envs.OPENMPS_VISIBLE_DEVICES, gpuA);
+  assert.equal(three.envs.CUDA_VISIBLE_DEVICES, gpuA);
   // Best fit: the single unit fills the first GPU, so the 4-unit pod finds the second whole.
   assert.equal(one.envs.OPENMPS_ACTIVE_THREAD_PERCENTAGE, '25');
   assert.equal(one.envs.OPENMPS_PINNED_DEVICE_MEM_LIMIT, `${gpuA}=2G`);
   assert.equal(four.envs.OPENMPS_ACTIVE_THREAD_PERCENTAGE, '100');
   assert.equal(four.envs.OPENMPS_PINNED_DEVICE_MEM_LIMIT, `${gpuB}=8G`);
-  assert.equal(four.envs.OPENMPS_VISIBLE_DEVICES, gpuB);
+  assert.equal(four.envs.CUDA_VISIBLE_DEVICES, gpuB);
   for (const a of [three, one, four]) {
     assert.equal(a.envs.OPENMPS_PIPE_DIRECTORY, daemon.pipeDirectory);
     assert.equal(a.envs.LD_LIBRARY_PATH, '/usr/local/openmps/lib');

@@ -237,7 +237,7 @@ test('a server takes only small frames before SESSION_OPEN, 16 MiB ones after, a
 
   // After SESSION_OPEN: the same frame is taken (and answered for what it is: not a module).
   const opened = await openPeer(t, serverPath);
-  const open = { version: PROTOCOL_VERSION, pid: process.pid, command: 'socket-bounds', device: 0, activeThreadPercentage: 0, pinnedMemLimit: '', priority: -1, smPartition: '' };
+  const open = { version: PROTOCOL_VERSION, pid: process.pid, command: 'socket-bounds', device: 0, activeThreadPercentage: 0, pinnedMemLimit: '', priority: -1, smPartition: '', visibleDevices: '' };
   opened.socket.write(encodeFrame(MESSAGES.SESSION_OPEN.opcode, 0, 1, 0, encodeFields(MESSAGES.SESSION_OPEN.request, open)));
   assert.equal((await opened.nextFrame()).status, 0);
   opened.socket.write(encodeFrame(MESSAGES.MODULE_LOAD.opcode, 0, 2, 0, big));

@@ -39,6 +39,10 @@ test('a client environment points at the daemon and, given one, the library', ()
   const env = clientEnvironment({ PATH: '/bin', LD_LIBRARY_PATH: '/x', GONE: undefined }, '/tmp/p', '/lib/o');
   assert.deepEqual(env, { PATH: '/bin', LD_LIBRARY_PATH: '/lib/o:/x', OPENMPS_PIPE_DIRECTORY: '/tmp/p' });
   assert.deepEqual(clientEnvironment({ LD_LIBRARY_PATH: '/x' }, '/tmp/p', undefined), { LD_LIBRARY_PATH: '/x', OPENMPS_PIPE_DIRECTORY: '/tmp/p' });
+  // CUDA_VISIBLE_DEVICES: the clients' choice among a running daemon's devices; one this command
+  // started already applied it (its device 0 is the one chosen), so the clients go without.
+  assert.equal(clientEnvironment({ CUDA_VISIBLE_DEVICES: '1' }, '/tmp/p', undefined).CUDA_VISIBLE_DEVICES, '1');
+  assert.deepEqual(clientEnvironment({ CUDA_VISIBLE_DEVICES: '1' }, '/tmp/p', undefined, true), { OPENMPS_PIPE_DIRECTORY: '/tmp/p' });
 });
 
 test('exec arguments: its options, then the command with its own', () => {

@@ -22,7 +22,7 @@ const H200: DeviceInfo = {
 };
 
 function req(over: Partial<RequestOf<'SESSION_OPEN'>> = {}): RequestOf<'SESSION_OPEN'> {
-  return { version: PROTOCOL_VERSION, pid: 1, command: 'x', device: 0, activeThreadPercentage: 0, pinnedMemLimit: '', priority: -1, smPartition: '', ...over };
+  return { version: PROTOCOL_VERSION, pid: 1, command: 'x', device: 0, activeThreadPercentage: 0, pinnedMemLimit: '', priority: -1, smPartition: '', visibleDevices: '', ...over };
 }
 
 function defaults(over: Partial<ProvisioningDefaults> = {}): ProvisioningDefaults {

@@ -1422,8 +1422,9 @@ static void session_checks(void) {
 
 /* "commands": a client driven line by line from stdin, for the tests of what openmps does to a
  * C client (limits, terminate_client, SIGKILL): after cuInit it prints "ready", then for each
- * line "alloc <bytes>", "info" or "sync" the call's result ("alloc <rc>", "info <rc> <free>
- * <total>", "sync <rc>"), until end of input. */
+ * line "alloc <bytes>", "info", "sync", "device" or "fault <ptx>" the call's result ("alloc <rc>",
+ * "info <rc> <free> <total>", "sync <rc>", "device <rc> <count> <uuid>", "fault <rc>"), until end
+ * of input. */
 static void command_loop(void) {
   CUresult rc = ((CUresult(*)(unsigned))sym("cuInit"))(0);
   printf("%s %d\n", rc == CUDA_SUCCESS ? "ready" : "init", (int)rc);
@@ -1440,6 +1441,17 @@ static void command_loop(void) {
       printf("info %d %zu %zu\n", (int)rc, free_bytes, total);
     } else if (strncmp(line, "sync", 4) == 0) {
       printf("sync %d\n", (int)((CUresult(*)(void))sym("cuCtxSynchronize"))());
+    } else if (strncmp(line, "device", 6) == 0) {
+      /* The devices the process sees: "device <rc> <count> GPU-<uuid of device 0>", the UUID as
+       * nvidia-smi prints it, for the tests of which device CUDA_VISIBLE_DEVICES chose. */
+      int count = -1;
+      CUuuid u;
+      memset(&u, 0, sizeof u);
+      rc = ((CUresult(*)(int *))sym("cuDeviceGetCount"))(&count);
+      if (rc == CUDA_SUCCESS) rc = ((CUresult(*)(CUuuid *, CUdevice))sym("cuDeviceGetUuid_v2"))(&u, 0);
+      const unsigned char *b = (const unsigned char *)u.bytes;
+      printf("device %d %d GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x\n", (int)rc, count, b[0], b[1], b[2], b[3], b[4],
+             b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
     } else if (strncmp(line, "fault ", 6) == 0) {
       /* The project's `fault` kernel (kernels/openmps.cu) from the PTX file named, writing through
        * an address no allocation has; the synchronize after it answers the fault. */

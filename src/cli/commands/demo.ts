@@ -86,7 +86,8 @@ async function demo(argv: readonly string[]): Promise<number> {
     const connectedPromise = new Promise<void>((resolve) => (allConnected = resolve));
     const exits: Promise<number>[] = [];
     for (let i = 0; i < n; i++) {
-      const child = spawn(process.execPath, [DEMO_CLIENT], { env, stdio: ['pipe', 'pipe', 'inherit'] });
+      // The daemon took CUDA_VISIBLE_DEVICES; the clients go without it, as run's copies do.
+      const child = spawn(process.execPath, [DEMO_CLIENT], { env: { ...env, CUDA_VISIBLE_DEVICES: undefined }, stdio: ['pipe', 'pipe', 'inherit'] });
       children.push(child);
       exits.push(
         new Promise((resolve) => {

@@ -112,7 +112,7 @@ async function exec(argv: readonly string[]): Promise<number> {
   try {
     await daemon.acquire();
     if (interrupted !== undefined) return 128 + constants.signals[interrupted];
-    const env = clientEnvironment(process.env, directory, library.directory);
+    const env = clientEnvironment(process.env, directory, library.directory, daemon.owned);
     if (options.share !== undefined) env.OPENMPS_ACTIVE_THREAD_PERCENTAGE = String(options.share);
     if (options.memLimit !== undefined) env.OPENMPS_PINNED_DEVICE_MEM_LIMIT = options.memLimit;
     return await runCommandOnce(options, env, (pid) => {

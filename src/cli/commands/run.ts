@@ -54,12 +54,12 @@ function prefixInto(from: Readable, to: Writable, prefix: string): Promise<void>
 }
 
 /** Runs copy `index` to its end; resolves with its status in a shell's terms. */
-function runCopy(options: RunOptions, directory: string, library: string | undefined, index: number, children: Set<number>): Promise<number> {
+function runCopy(options: RunOptions, directory: string, library: string | undefined, index: number, children: Set<number>, daemonStarted: boolean): Promise<number> {
   const prefix = `[${index}] `;
   // Its own process group (detached), so the terminal's Ctrl-C reaches only run, which passes it
   // on once, to the whole group (a wrapper script's children too), as the terminal would have.
   const child = spawn(options.command, options.args, {
-    env: copyEnvironment(process.env, options, directory, index, library),
+    env: copyEnvironment(process.env, options, directory, index, library, daemonStarted),
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });
@@ -131,7 +131,7 @@ async function run(argv: readonly string[]): Promise<number> {
     if (options.copies > 1 || share !== undefined || options.memLimit !== undefined) {
       note(`${options.copies} cop${options.copies === 1 ? 'y' : 'ies'}, share ${share === undefined ? 'none (the whole GPU)' : `${share}%`}${options.memLimit === undefined ? '' : `, memory limit ${options.memLimit}`}`);
     }
-    const codes = await Promise.all(Array.from({ length: options.copies }, (_, i) => runCopy(options, directory, library, i, children)));
+    const codes = await Promise.all(Array.from({ length: options.copies }, (_, i) => runCopy(options, directory, library, i, children, daemon.owned)));
     codes.forEach((code, i) => {
       if (code !== 0) note(`copy ${i} exited with status ${code}`);
     });

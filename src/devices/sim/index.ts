@@ -5,6 +5,9 @@ import { CudaError } from '../../cuda/cuda-error.js';
 import type { Device, DeviceInfo, Platform } from '../device.js';
 import { KERNELS } from './kernels.js';
 import { SimDevice } from './sim-device.js';
+import { parseVisibleDevices } from '../visible-devices.js';
+
+export { parseVisibleDevices };
 
 export { SimDevice, SIM_STREAM_PRIORITY_GREATEST, SIM_STREAM_PRIORITY_LEAST } from './sim-device.js';
 export { BLOCK_FLOOR_US, NS_PER_ELEMENT, fmaf, simulatedNs } from './kernels.js';
@@ -51,31 +54,6 @@ export function simDeviceUuid(index: number): string {
 
 function pciBusId(index: number): string {
   return `0000:${index.toString(16).padStart(2, '0')}:00.0`;
-}
-
-/**
- * The physical indices CUDA_VISIBLE_DEVICES selects, in its order. As CUDA does: each entry is an
- * ordinal or a GPU UUID (or a unique prefix of one); the first invalid, unknown or repeated entry
- * ends the list, and the devices listed before it are the visible ones. Undefined shows all.
- */
-export function parseVisibleDevices(spec: string | undefined, uuids: readonly string[]): number[] {
-  if (spec === undefined) return uuids.map((_, i) => i);
-  const visible: number[] = [];
-  for (const raw of spec.split(',')) {
-    const entry = raw.trim();
-    let index = -1;
-    if (/^\d+$/.test(entry)) {
-      index = Number(entry);
-      if (index >= uuids.length) index = -1;
-    } else if (/^GPU-[0-9a-f-]+$/i.test(entry)) {
-      const wanted = entry.toLowerCase();
-      const matches = uuids.flatMap((uuid, i) => (uuid.toLowerCase().startsWith(wanted) ? [i] : []));
-      if (matches.length === 1) index = matches[0] ?? -1;
-    }
-    if (index < 0 || visible.includes(index)) break;
-    visible.push(index);
-  }
-  return visible;
 }
 
 function parseCount(name: string, value: string, max: number): number {
