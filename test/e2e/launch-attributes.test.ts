@@ -66,8 +66,10 @@ test('LAUNCH_EX: launch attributes through the server, checked, with CUDA codes 
     dv.setBigUint64(0, base, true);
     dv.setBigUint64(8, BigInt(bytes), true);
     dv.setFloat32(16, 0.5, true); // hitRatio
-    dv.setInt32(20, 1, true); // hitProp: persisting
-    dv.setInt32(24, 2, true); // missProp: streaming
+    // cuda.h CUaccessProperty: NORMAL 0, STREAMING 1, PERSISTING 2; missProp must be NORMAL or
+    // STREAMING (the driver answers INVALID_VALUE otherwise: found on the H200 at 6bdb144).
+    dv.setInt32(20, 2, true); // hitProp: persisting
+    dv.setInt32(24, 1, true); // missProp: streaming
     return v;
   };
   await assert.rejects(launchEx(16, 9, [{ id: LAUNCH_ATTRIBUTE.ACCESS_POLICY_WINDOW, value: window(theirs, 4096) }]), {
