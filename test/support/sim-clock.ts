@@ -6,8 +6,12 @@
 // the clock while a test enqueues puts every op of that section at one simulated instant, and
 // advance() moves the device exactly as far as the test says: what the test then reads back (event
 // times, spans, query()) is the scheduler's schedule, exact to the float, however long the host
-// took. Released, the clock follows performance.now() again (never going back), and the held work
-// runs and completes in real time as usual.
+// took. Released, the clock runs on from where it was held, at performance.now()'s rate: the held
+// work then takes its own duration in real time from that moment, as if the host had enqueued it
+// all at once (jumping to the wall clock instead would complete, at the release, every kernel
+// shorter than the time the host spent enqueueing, and a test of "this waits for the kernel"
+// could no longer fail). Its readings are then behind performance.now() by the time held, so
+// they compare with each other (events, spin_timed stamps), not with the host's clock.
 
 export interface HoldableClock {
   /** The clock to give createSimPlatform({ clock }). */
@@ -19,17 +23,15 @@ export interface HoldableClock {
    * a test can look at it mid-kernel however slow the host is.
    */
   advance(ms: number): void;
-  /** Lets it follow performance.now() again, from no earlier than where it was held. */
+  /** Lets it run again from its held reading, at performance.now()'s rate. */
   release(): void;
 }
 
 export function holdableClock(): HoldableClock {
   let held: number | undefined;
-  let last = 0;
-  const now = (): number => {
-    last = held ?? Math.max(last, performance.now());
-    return last;
-  };
+  /** How far behind performance.now() the clock runs: the time it spent held, net of advance(). */
+  let behind = 0;
+  const now = (): number => held ?? performance.now() - behind;
   return {
     now,
     hold: () => {
@@ -40,7 +42,8 @@ export function holdableClock(): HoldableClock {
       held += ms;
     },
     release: () => {
-      if (held !== undefined && held > last) last = held;
+      if (held === undefined) return;
+      behind = performance.now() - held;
       held = undefined;
     },
   };

@@ -20,6 +20,8 @@ function pointerParam(ptr: bigint): Uint8Array {
 /** The device on a clock the test can hold (test/support/sim-clock.ts). */
 async function setup(t: { after: (fn: () => Promise<void>) => void }): Promise<{ device: Device; module: DeviceModule; clock: HoldableClock }> {
   const clock = holdableClock();
+  // Released first when a test fails with the clock held: closing the device waits for its work.
+  t.after(() => { clock.release(); return Promise.resolve(); });
   const device = await createSimPlatform({ clock: clock.now }).open(0);
   t.after(() => device.close());
   const module = await device.loadModule({ kind: 'ptx', data: PTX, name: 'openmps.ptx', options: [] });

@@ -220,6 +220,8 @@ interface Rig {
 
 async function rig(t: { after: (fn: () => Promise<void>) => void }): Promise<Rig> {
   const clock = holdableClock();
+  // Released first when a test fails with the clock held: closing the device waits for its work.
+  t.after(() => { clock.release(); return Promise.resolve(); });
   const device = await createSimPlatform({ clock: clock.now }).open(0);
   t.after(() => device.close());
   const module = await device.loadModule({ kind: 'ptx', data: PTX, name: 'openmps.ptx', options: [] });
