@@ -133,21 +133,30 @@ test('the history holds a sample a second with the device\'s GPU time per second
       await ctx.synchronize();
     }
   })();
+  // The snapshot judged is one taken while the work still runs: the rates are those of the last
+  // sampling interval, and one taken after the work stopped (a second or more later on a loaded
+  // machine, where each `state` is a new openmps-control process) could see an idle interval and
+  // a gpuShare of 0 with nothing wrong. A sampler that never computed rates or kept no history
+  // still never satisfies this, and the wait fails.
+  let s: StateSnapshot | undefined;
   try {
     await waitUntil(
       async () => {
-        const s = await state(daemon, true);
-        return (s.history ?? []).filter((h) => Object.values(h.devices).some((d) => d.gpuTimePerSecond > 0)).length >= 2;
+        const now = await state(daemon, true);
+        const withWork = (now.history ?? []).filter((h) => Object.values(h.devices).some((d) => d.gpuTimePerSecond > 0)).length;
+        if (withWork < 2 || !(mine(now, ctx).gpuShare > 0)) return false;
+        s = now;
+        return true;
       },
-      'two samples with GPU time',
-      15_000,
+      'two samples with GPU time, the last interval busy',
+      30_000,
       200,
     );
   } finally {
     run.busy = false;
     await work;
   }
-  const s = await state(daemon, true);
+  assert.ok(s);
   const c = mine(s, ctx);
   assert.ok(c.gpuShare > 0 && c.gpuShare <= 1.05, `gpuShare ${c.gpuShare}`);
   assert.ok(c.kernelsPerSecond > 0);
