@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { arg, connect, openmpsKernelsPtx, type Context } from '../../src/index.js';
 import { Stream } from '../../src/client/context.js';
+import { controlCommand } from '../../src/client/control-client.js';
 import { RemoteChannel } from '../../src/client/remote-channel.js';
 import { RING_HEADER_BYTES, RingProducer, SYNC_CONTEXT } from '../../src/transport/command-ring.js';
 import { daemonFor, mpsClient } from '../support/clients.js';
@@ -205,13 +206,19 @@ test('terminate_client while a ring synchronize sleeps: it fails with 810, and s
   const ctx = await client(t, daemon);
   const spin = await (await ctx.loadModule({ ptx: openmpsKernelsPtx() })).getFunction('spin');
   const server = (await daemon.command('get_server_list')).stdout.trim();
-  // About a second on either device: terminate_client (a process start) lands while it runs.
+  // About a second on either device, and terminate_client must land while it runs. Sent from this
+  // process over the control socket (controlCommand, what openmps-control sends), not through a
+  // new openmps-control process: starting node took 1-5 s on a loaded 2-core machine, past the
+  // kernel's end, and the synchronize then completed before the terminate (a red test for
+  // nothing). A socket round trip through the daemon to the server is milliseconds even there, so
+  // the terminate still lands mid-kernel; a sleeping synchronize that termination does not wake
+  // would resolve at the kernel's end instead and fail the rejects below.
   ctx.launch(spin, { grid: 4, block: 128 }, [arg.i64(2_000_000_000n)]);
   const waiting = ctx.synchronize();
   // Checked below, after the command: handled now so its early rejection is not "unhandled".
   waiting.catch(() => undefined);
-  const reply = await daemon.command(`terminate_client ${server} ${process.pid}`);
-  assert.equal(reply.code, 0, reply.stderr);
+  const reply = await controlCommand(daemon.pipeDirectory, `terminate_client ${server} ${process.pid}`);
+  assert.equal(reply.ok, true, reply.output);
   await assert.rejects(waiting, { code: 'CUDA_ERROR_MPS_CLIENT_TERMINATED' });
   assert.throws(() => {
     ctx.launch(spin, { grid: 1, block: 32 }, [arg.i64(10n)]);

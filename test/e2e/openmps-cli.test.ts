@@ -12,6 +12,9 @@ import { FramedSocket } from '../../src/transport/framed-socket.js';
 import { alive, startDaemon, waitUntil } from '../support/daemon.js';
 import { cli, freshRoot, startCli } from '../support/openmps-cli.js';
 
+// Test timeouts of 120 s (30 s before): a test here starts several node processes, 1-5 s apiece on
+// a loaded 2-core machine, and took up to 13 s there; the timeout is to end a hang, not a speed bar.
+
 const RUN_CLIENT = fileURLToPath(new URL('../fixtures/run-client.js', import.meta.url));
 
 /** Fields of the fixture's report line (`[i] client index=1 ... percentage=33.3 ...`). */
@@ -19,7 +22,7 @@ function report(line: string): Record<string, string> {
   return Object.fromEntries([...line.matchAll(/(\w+)=(\S+)/g)].map((m) => [m[1] ?? '', m[2] ?? '']));
 }
 
-test('run -n 3 with no daemon starts one, prefixes output, gives shares and limits, returns the worst status, stops the daemon', { timeout: 30_000 }, async (t) => {
+test('run -n 3 with no daemon starts one, prefixes output, gives shares and limits, returns the worst status, stops the daemon', { timeout: 120_000 }, async (t) => {
   const root = freshRoot(t);
   const env = { OPENMPS_PIPE_DIRECTORY: join(root, 'pipe'), OPENMPS_LOG_DIRECTORY: join(root, 'log') };
   const r = await cli(t, ['run', '-n', '3', '--device', 'sim', '--mem-limit', '64M', '--', process.execPath, RUN_CLIENT, '--fail', '1=3'], env);
@@ -49,7 +52,7 @@ test('run -n 3 with no daemon starts one, prefixes output, gives shares and limi
   assert.equal(after.code, 1);
 });
 
-test('run with a daemon already running uses it and leaves it; a given share goes to every copy', { timeout: 30_000 }, async (t) => {
+test('run with a daemon already running uses it and leaves it; a given share goes to every copy', { timeout: 120_000 }, async (t) => {
   const daemon = await startDaemon(t);
   const r = await cli(t, ['run', '-n', '2', '--share', '25', process.execPath, RUN_CLIENT], daemon.env);
   assert.equal(r.code, 0, r.stderr);
@@ -59,7 +62,7 @@ test('run with a daemon already running uses it and leaves it; a given share goe
   assert.ok(alive(daemon.pid), 'the daemon run did not start is still running');
 });
 
-test('run: a command that cannot be started is 127, a signal is 128+n; bad arguments exit 2', { timeout: 30_000 }, async (t) => {
+test('run: a command that cannot be started is 127, a signal is 128+n; bad arguments exit 2', { timeout: 120_000 }, async (t) => {
   const daemon = await startDaemon(t);
   const missing = await cli(t, ['run', '-n', '2', '--', join(freshRoot(t), 'no-such-program')], daemon.env);
   assert.equal(missing.code, 127);
@@ -74,7 +77,7 @@ test('run: a command that cannot be started is 127, a signal is 128+n; bad argum
   }
 });
 
-test('status and top --once show live clients; SIGTERM to run reaches the copies', { timeout: 30_000 }, async (t) => {
+test('status and top --once show live clients; SIGTERM to run reaches the copies', { timeout: 120_000 }, async (t) => {
   const daemon = await startDaemon(t);
   const run = startCli(t, ['run', '-n', '2', '--', process.execPath, RUN_CLIENT, '--hold', '--launches', '40'], daemon.env);
   const holding = await run.lines(/^\[[01]\] holding pid=\d+$/, 2);

@@ -12,6 +12,9 @@ import { pidFilePath } from '../../src/control/paths.js';
 import { alive, startDaemon, type CleanupContext } from '../support/daemon.js';
 import { cli, freshRoot, startCli } from '../support/openmps-cli.js';
 
+// Test timeouts of 120 s (30 s before): a test here starts several node processes, 1-5 s apiece on
+// a loaded 2-core machine, and took up to 13 s there; the timeout is to end a hang, not a speed bar.
+
 /** Prints what the command sees as JSON and exits with argv[2]; argv[1] is the daemon's pid file. */
 const PRINT_ENV = `
 const fs = require('node:fs');
@@ -44,7 +47,7 @@ function fakeLibrary(t: CleanupContext): string {
 
 const BASE_LD = '/opt/one::/opt/two/';
 
-test('exec with no daemon: library first on LD_LIBRARY_PATH, the daemon it started without it, the status passed on, the daemon stopped', { timeout: 30_000 }, async (t) => {
+test('exec with no daemon: library first on LD_LIBRARY_PATH, the daemon it started without it, the status passed on, the daemon stopped', { timeout: 120_000 }, async (t) => {
   const lib = fakeLibrary(t);
   const pipe = join(freshRoot(t), 'pipe');
   const env = { OPENMPS_PIPE_DIRECTORY: pipe, OPENMPS_CLIENT_LIBRARY_DIRECTORY: lib, LD_LIBRARY_PATH: `${BASE_LD}:${lib}` };
@@ -61,7 +64,7 @@ test('exec with no daemon: library first on LD_LIBRARY_PATH, the daemon it start
   assert.equal(existsSync(join(pipe, 'control')), false, 'the daemon exec started was stopped');
 });
 
-test('exec uses a running daemon and leaves it; signals reach the command; its stdout is the command\'s own', { timeout: 30_000 }, async (t) => {
+test('exec uses a running daemon and leaves it; signals reach the command; its stdout is the command\'s own', { timeout: 120_000 }, async (t) => {
   const lib = fakeLibrary(t);
   const daemon = await startDaemon(t);
   const env = { ...daemon.env, OPENMPS_CLIENT_LIBRARY_DIRECTORY: lib };
@@ -118,7 +121,7 @@ test('exec finds the library npm run build made, next to its own dist/src', asyn
   assert.match(built, /\/dist\/native\/libcuda$/);
 });
 
-test('run puts the library first for every copy; --no-library leaves LD_LIBRARY_PATH alone; without the library it says so and runs', { timeout: 30_000 }, async (t) => {
+test('run puts the library first for every copy; --no-library leaves LD_LIBRARY_PATH alone; without the library it says so and runs', { timeout: 120_000 }, async (t) => {
   const lib = fakeLibrary(t);
   const daemon = await startDaemon(t);
   const env = { ...daemon.env, OPENMPS_CLIENT_LIBRARY_DIRECTORY: lib, LD_LIBRARY_PATH: BASE_LD };

@@ -11,6 +11,10 @@ test('a short soak: connects, work, kills and terminations leak no session, memo
   const report = await runSoak(t, daemon, {
     seconds: Number(process.env.OPENMPS_SOAK_SECONDS ?? '6'),
     concurrency: 4,
+    // Every kind of client at least once (kills and terminations are one in five each), whatever
+    // the machine's load: in 6 s a loaded 2-core machine may start only the first four, and "were
+    // clients killed and terminated" then failed with nothing leaked.
+    minClients: 5,
     memoryDrift: testDevice() === 'sim' ? 0n : 256n * 1024n * 1024n,
     log: (line) => {
       t.diagnostic(line);

@@ -19,6 +19,9 @@ import { clipUtf8 } from '../../src/transport/framed-socket.js';
 import { CONTROL_MAX_PAYLOAD, defaultMaxConnections } from '../../src/transport/socket-bounds.js';
 import { alive, CONTROL_BIN, startDaemon, waitUntil, type CleanupContext } from '../support/daemon.js';
 
+// Test timeouts of 120 s (30 s before): a test here starts several node processes, 1-5 s apiece on
+// a loaded 2-core machine, and took up to 13 s there; the timeout is to end a hang, not a speed bar.
+
 function isCode(code: string): (err: unknown) => boolean {
   return (err: unknown) => {
     assert.ok(err instanceof CudaError, String(err));
@@ -81,7 +84,7 @@ function command(requestId: number, line: string): Uint8Array {
   return encodeFrame(MESSAGES.CONTROL_COMMAND.opcode, 0, requestId, 0, encodeFields(MESSAGES.CONTROL_COMMAND.request, { line }));
 }
 
-test('the control socket refuses a frame above 64 KiB with 806 to its request id and closes; the daemon serves on', { timeout: 30_000 }, async (t) => {
+test('the control socket refuses a frame above 64 KiB with 806 to its request id and closes; the daemon serves on', { timeout: 120_000 }, async (t) => {
   const daemon = await startDaemon(t);
   const peer = await openPeer(t, join(daemon.pipeDirectory, 'control'));
   // A whole, well-formed CONTROL_COMMAND, one byte too long: refused at its header.
@@ -101,7 +104,7 @@ test('the control socket refuses a frame above 64 KiB with 806 to its request id
   assert.equal((await daemon.command('get_server_list')).code, 0);
 });
 
-test('an incomplete frame is cut off at the deadline with 806 (header or body), and complete frames are not', { timeout: 30_000 }, async (t) => {
+test('an incomplete frame is cut off at the deadline with 806 (header or body), and complete frames are not', { timeout: 120_000 }, async (t) => {
   const deadlineMs = 300;
   const daemon = await startDaemon(t, { env: { OPENMPS_FRAME_DEADLINE_MS: String(deadlineMs) } });
   const path = join(daemon.pipeDirectory, 'control');
@@ -181,7 +184,7 @@ test('a peer that pipelines requests and reads no reply is not read: the daemon 
   });
 });
 
-test('connections past the per-UID cap are refused with 805 and closed; one more fits once one leaves', { timeout: 30_000 }, async (t) => {
+test('connections past the per-UID cap are refused with 805 and closed; one more fits once one leaves', { timeout: 120_000 }, async (t) => {
   const cap = 4;
   const daemon = await startDaemon(t, { env: { OPENMPS_MAX_CONNECTIONS_PER_UID: String(cap) } });
   const path = join(daemon.pipeDirectory, 'control');
@@ -218,7 +221,7 @@ test('connections past the per-UID cap are refused with 805 and closed; one more
   );
 });
 
-test('a server takes only small frames before SESSION_OPEN, 16 MiB ones after, and cuts off incomplete frames', { timeout: 30_000 }, async (t) => {
+test('a server takes only small frames before SESSION_OPEN, 16 MiB ones after, and cuts off incomplete frames', { timeout: 120_000 }, async (t) => {
   const deadlineMs = 300;
   const daemon = await startDaemon(t, { env: { OPENMPS_FRAME_DEADLINE_MS: String(deadlineMs) } });
   const uid = process.getuid?.() ?? 0;

@@ -8,7 +8,13 @@ import { allRegionsMapped } from './regions.js';
 import { startWorker, type Worker } from './worker.js';
 
 export interface SoakOptions {
+  /** Clients keep being started for this long (wall clock)... */
   readonly seconds: number;
+  /**
+   * ...and at least until this many have been started (default 0): the short soak needs every
+   * kind of client (one in five is terminated) however slowly a loaded machine starts them.
+   */
+  readonly minClients?: number;
   /** Client processes alive at once. */
   readonly concurrency: number;
   /** Device memory that may not come back on a real GPU (driver pools), in bytes. */
@@ -86,8 +92,10 @@ export async function runSoak(t: CleanupContext, daemon: DaemonHandle, options: 
     await w.exited;
   };
 
-  while (Date.now() < deadline) {
-    while (live.size < options.concurrency && Date.now() < deadline) {
+  const minClients = options.minClients ?? 0;
+  const more = (): boolean => Date.now() < deadline || counts.clients < minClients;
+  while (more()) {
+    while (live.size < options.concurrency && more()) {
       const p: Promise<void> = one().finally(() => live.delete(p));
       live.add(p);
     }

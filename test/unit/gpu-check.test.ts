@@ -88,7 +88,12 @@ test('a run: each part logged, a failing part and one over its time limit report
   ].join('\n'));
   chmodSync(fakeNode, 0o755);
   const out = join(dir, 'out');
-  const r = await gpuCheck({ OUT: out, GPU_CHECK_NODE: fakeNode, GPU_CHECK_BUDGET_S: '2', GPU_CHECK_MIN_PART_S: '1' });
+  // A budget of 6 s, a part needing 1: the three quick parts must start with at least 1 s left, so
+  // they have 5 s of wall clock between them (bash counts whole seconds). With a budget of 2 they
+  // had under 1 s, and a loaded 2-core machine took longer to start three scripts: bench was "no
+  // time" and the test failed for nothing. Torch still hangs until the budget's end kills it (in
+  // 6 s at most), which is the time limit this checks.
+  const r = await gpuCheck({ OUT: out, GPU_CHECK_NODE: fakeNode, GPU_CHECK_BUDGET_S: '6', GPU_CHECK_MIN_PART_S: '1' });
   assert.equal(r.code, 1, r.stderr);
   const rows = r.stdout.split('\n').filter((l) => l !== '');
   assert.match(rows[0] ?? '', /^part\s+result\s+seconds\s+outcome$/);

@@ -7,15 +7,25 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import type { Device, DeviceModule, DevicePointer, DeviceStream, LaunchConfig } from '../../src/devices/device.js';
 import { COPY_BYTES_PER_US, COPY_SETUP_US, createSimPlatform } from '../../src/devices/sim/index.js';
+import { atOneInstant, holdableClock, type HoldableClock } from '../support/sim-clock.js';
 
 const PTX = readFileSync(new URL('../../../kernels/openmps.ptx', import.meta.url));
 const ONE: LaunchConfig = { grid: [1, 1, 1], block: [1, 1, 1], sharedMemBytes: 0 };
 
-async function setup(t: { after: (fn: () => Promise<void>) => void }): Promise<{ device: Device; module: DeviceModule }> {
-  const device = await createSimPlatform().open(0);
+/**
+ * The device runs on a clock the test holds while it enqueues and moves by hand while it looks
+ * (test/support/sim-clock.ts): "while the producer still runs" is then a point on the device's own
+ * timeline, not a hope that the host reaches the check before a long kernel ends (the 300 ms
+ * kernels were there for that, and a loaded host could still stall past them).
+ */
+async function setup(t: { after: (fn: () => Promise<void>) => void }): Promise<{ device: Device; module: DeviceModule; clock: HoldableClock }> {
+  const clock = holdableClock();
+  // Released first when a test fails with the clock held: closing the device waits for its work.
+  t.after(() => { clock.release(); return Promise.resolve(); });
+  const device = await createSimPlatform({ clock: clock.now }).open(0);
   t.after(() => device.close());
   const module = await device.loadModule({ kind: 'ptx', data: PTX, name: 'openmps.ptx', options: [] });
-  return { device, module };
+  return { device, module, clock };
 }
 
 /** Launches spin for `ms` of simulated time on one thread. */
@@ -36,7 +46,7 @@ function fill(module: DeviceModule, stream: DeviceStream, ptr: DevicePointer, va
 }
 
 test('a copy after waitEvent sees the result of a long kernel on another stream and starts after it', async (t) => {
-  const { device, module } = await setup(t);
+  const { device, module, clock } = await setup(t);
   const producer = device.createStream();
   const consumer = device.createStream();
   const bystander = device.createStream();
@@ -45,7 +55,9 @@ test('a copy after waitEvent sees the result of a long kernel on another stream 
   const ready = device.createEvent();
   const copied = device.createEvent();
   // 300 ms of spin, then the result: a copy that did not wait would read the buffer long before.
-  // (300 ms: the checks below must come while it runs, even on a loaded host.)
+  // Enqueued on a held clock, then looked at 1 ms later on the device: the bystander's copy is
+  // done, a consumer whose wait held nothing would be done too, the producer is not.
+  clock.hold();
   spin(device, module, producer, 300);
   fill(module, producer, buffer, 7, count);
   producer.recordEvent(ready);
@@ -56,10 +68,12 @@ test('a copy after waitEvent sees the result of a long kernel on another stream 
   // A stream that does not wait goes ahead: its copy reads the buffer before the fill.
   const early = new Float32Array(count);
   bystander.memcpyDtoH(new Uint8Array(early.buffer), buffer);
+  clock.advance(1);
   await bystander.synchronize();
   assert.equal(early[0], 0);
   assert.equal(consumer.query(), false, 'the consumer is held while the producer runs');
   assert.equal(ready.query(), false);
+  clock.release();
 
   await consumer.synchronize();
   assert.ok(out.every((v) => v === 7), 'the copy saw the fill');
@@ -72,42 +86,52 @@ test('a copy after waitEvent sees the result of a long kernel on another stream 
 });
 
 test('an event never recorded, or already passed, does not hold a stream back', async (t) => {
-  const { device, module } = await setup(t);
+  const { device, module, clock } = await setup(t);
   const busy = device.createStream();
   const stream = device.createStream();
   const passed = device.createEvent();
   busy.recordEvent(passed);
   await passed.synchronize();
-  // 300 ms of spin: long enough to still run when the checks below come, even on a loaded host.
+  // 300 ms of spin on `busy`, then, 1 ms later on the device, the memset behind the two waits is
+  // done (a wait that held would keep it until the spin's end) and the spin is not.
+  clock.hold();
   spin(device, module, busy, 300);
   stream.waitEvent(device.createEvent());
   stream.waitEvent(passed);
   const ptr = device.memAlloc(4);
   stream.memset(ptr, 1, 4, 1);
-  await stream.synchronize();
+  clock.advance(1);
+  assert.equal(stream.query(), true, 'neither wait held the stream');
   assert.equal(busy.query(), false);
+  clock.release();
+  await stream.synchronize();
 });
 
 test('a wait holds to the record as of the call: recording the event again does not move it', async (t) => {
-  const { device, module } = await setup(t);
+  const { device, module, clock } = await setup(t);
   const producer = device.createStream();
   const consumer = device.createStream();
   const event = device.createEvent();
+  clock.hold();
   spin(device, module, producer, 20);
   producer.recordEvent(event);
   consumer.waitEvent(event);
   const ptr = device.memAlloc(4);
   consumer.memset(ptr, 1, 4, 1);
-  // The second record sits behind 300 ms more of spin: the consumer must not wait for it.
+  // The second record sits behind 300 ms more of spin: the consumer must not wait for it. 21 ms
+  // on the device after the enqueues, the consumer is done and the producer is not.
   spin(device, module, producer, 300);
   producer.recordEvent(event);
-  await consumer.synchronize();
+  clock.advance(21);
+  assert.equal(consumer.query(), true, 'the consumer waited for the first record only');
   assert.equal(event.query(), false, 'the event now stands for the later record');
   assert.equal(producer.query(), false);
+  clock.release();
+  await consumer.synchronize();
 });
 
 test('a fault on the recording stream reaches the waiting stream; waitEvent checks its event', async (t) => {
-  const { device, module } = await setup(t);
+  const { device, module, clock } = await setup(t);
   const producer = device.createStream();
   const consumer = device.createStream();
   const event = device.createEvent();
@@ -120,17 +144,20 @@ test('a fault on the recording stream reaches the waiting stream; waitEvent chec
   assert.throws(() => { consumer.waitEvent(foreign.createEvent()); }, { code: 'CUDA_ERROR_INVALID_HANDLE' });
   assert.equal(consumer.query(), true, 'a refused wait enqueues nothing');
 
-  // 300 ms of spin first, so the fault comes after the wait is in place, even on a loaded host.
-  spin(device, module, producer, 300);
-  producer.launch(module.getFunction('fault'), ONE, (() => {
-    const params = new Uint8Array(8);
-    new DataView(params.buffer).setBigUint64(0, 0x10n, true);
-    return params;
-  })());
-  producer.recordEvent(event);
-  consumer.waitEvent(event);
-  const out = new Uint8Array(4);
-  consumer.memcpyDtoH(out, device.memAlloc(4));
+  // 300 ms of spin first, so the fault comes after the wait is in place: all enqueued at one
+  // simulated instant, the fault 300 ms later on the device however slow the host.
+  atOneInstant(clock, () => {
+    spin(device, module, producer, 300);
+    producer.launch(module.getFunction('fault'), ONE, (() => {
+      const params = new Uint8Array(8);
+      new DataView(params.buffer).setBigUint64(0, 0x10n, true);
+      return params;
+    })());
+    producer.recordEvent(event);
+    consumer.waitEvent(event);
+    const out = new Uint8Array(4);
+    consumer.memcpyDtoH(out, device.memAlloc(4));
+  });
   await assert.rejects(consumer.synchronize(), { code: 'CUDA_ERROR_ILLEGAL_ADDRESS' });
   await assert.rejects(device.synchronize(), { code: 'CUDA_ERROR_ILLEGAL_ADDRESS' });
   assert.throws(() => { consumer.waitEvent(event); }, { code: 'CUDA_ERROR_ILLEGAL_ADDRESS' });

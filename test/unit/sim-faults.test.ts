@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import type { Device, DeviceFunction, DeviceModule, LaunchConfig } from '../../src/devices/device.js';
 import { createSimPlatform } from '../../src/devices/sim/index.js';
+import { holdableClock, type HoldableClock } from '../support/sim-clock.js';
 
 const PTX = readFileSync(new URL('../../../kernels/openmps.ptx', import.meta.url));
 const ONE: LaunchConfig = { grid: [1, 1, 1], block: [1, 1, 1], sharedMemBytes: 0 };
@@ -16,11 +17,15 @@ function pointerParam(ptr: bigint): Uint8Array {
   return params;
 }
 
-async function setup(t: { after: (fn: () => Promise<void>) => void }): Promise<{ device: Device; module: DeviceModule }> {
-  const device = await createSimPlatform().open(0);
+/** The device on a clock the test can hold (test/support/sim-clock.ts). */
+async function setup(t: { after: (fn: () => Promise<void>) => void }): Promise<{ device: Device; module: DeviceModule; clock: HoldableClock }> {
+  const clock = holdableClock();
+  // Released first when a test fails with the clock held: closing the device waits for its work.
+  t.after(() => { clock.release(); return Promise.resolve(); });
+  const device = await createSimPlatform({ clock: clock.now }).open(0);
   t.after(() => device.close());
   const module = await device.loadModule({ kind: 'ptx', data: PTX, name: 'openmps.ptx', options: [] });
-  return { device, module };
+  return { device, module, clock };
 }
 
 test('launch configuration errors throw CUDA_ERROR_INVALID_VALUE and enqueue nothing', async (t) => {
@@ -80,22 +85,25 @@ test('module errors: unsupported images, unknown and unimplemented entries, unlo
 });
 
 test('destroyed streams and events are CUDA_ERROR_INVALID_HANDLE; elapsedSince needs completed records', async (t) => {
-  const { device, module } = await setup(t);
+  const { device, module, clock } = await setup(t);
   const stream = device.createStream();
   const spin = module.getFunction('spin');
   const spinParams = new Uint8Array(8);
-  // ~300 ms: long enough that the checks right after enqueueing see it pending even on a loaded host.
+  // ~300 ms, and the clock held from the enqueue through the checks: they see it pending because
+  // no device time has passed, not because the host was quick enough to beat the kernel's end.
   new DataView(spinParams.buffer).setBigInt64(0, 600_000_000n, true);
   const start = device.createEvent();
   const end = device.createEvent();
   assert.throws(() => end.elapsedSince(start), { code: 'CUDA_ERROR_INVALID_HANDLE' }, 'never recorded');
   assert.equal(start.query(), true, 'a never-recorded event counts as complete');
   await start.synchronize();
+  clock.hold();
   stream.recordEvent(start);
   stream.launch(spin, ONE, spinParams);
   stream.recordEvent(end);
   assert.throws(() => end.elapsedSince(start), { code: 'CUDA_ERROR_NOT_READY' });
   assert.equal(end.query(), false);
+  clock.release();
   await end.synchronize();
   assert.equal(end.query(), true);
   assert.ok(end.elapsedSince(start) >= 300);

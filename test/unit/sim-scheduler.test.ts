@@ -9,6 +9,7 @@ import type { Device, DeviceModule, DevicePointer, DeviceStream } from '../../sr
 import { createSimPlatform, SIM_STREAM_PRIORITY_GREATEST } from '../../src/devices/sim/index.js';
 import { SimStream } from '../../src/devices/sim/sim-stream.js';
 import { Scheduler, type KernelWork } from '../../src/devices/sim/scheduler.js';
+import { atOneInstant, holdableClock, type HoldableClock } from '../support/sim-clock.js';
 
 const PTX = readFileSync(new URL('../../../kernels/openmps.ptx', import.meta.url));
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
@@ -208,13 +209,23 @@ test('dispatching a 1,056-block kernel takes well under a millisecond', (t) => {
 interface Rig {
   readonly device: Device;
   readonly module: DeviceModule;
+  /**
+   * The device's clock, held while a test enqueues work that must start together or queue up
+   * behind a kernel (atOneInstant): on the wall clock, a host stall between two launches (a busy CI
+   * machine) delayed the second on the device too, and "they overlap" or "it queued behind the
+   * first" then depended on the stall being shorter than the kernel.
+   */
+  readonly clock: HoldableClock;
 }
 
 async function rig(t: { after: (fn: () => Promise<void>) => void }): Promise<Rig> {
-  const device = await createSimPlatform().open(0);
+  const clock = holdableClock();
+  // Released first when a test fails with the clock held: closing the device waits for its work.
+  t.after(() => { clock.release(); return Promise.resolve(); });
+  const device = await createSimPlatform({ clock: clock.now }).open(0);
   t.after(() => device.close());
   const module = await device.loadModule({ kind: 'ptx', data: PTX, name: 'openmps.ptx', options: [] });
-  return { device, module };
+  return { device, module, clock };
 }
 
 function spinTimedParams(cycles: bigint, stamps: DevicePointer): Uint8Array {
@@ -250,10 +261,10 @@ test('two 20-block kernels on two streams run concurrently: together they take a
   const r = await rig(t);
   const a = r.device.createStream();
   const b = r.device.createStream();
-  // Warm the launch path first, so the two launches below follow each other closely.
-  await spinTimed(r, a, 1, 32, 0.01)();
-  const readA = spinTimed(r, a, 20, 128, 50);
-  const readB = spinTimed(r, b, 20, 128, 50);
+  // Launched at one simulated instant: B is ready when A starts, however long the host took
+  // between the two launches. A scheduler that ran B only after A (the bug) starts it at A's end,
+  // and the span is then two kernels, not one.
+  const [readA, readB] = atOneInstant(r.clock, () => [spinTimed(r, a, 20, 128, 50), spinTimed(r, b, 20, 128, 50)]);
   const [[startA, endA], [startB, endB]] = await Promise.all([readA(), readB()]);
   const one = endA - startA;
   assert.ok(startB < endA, 'B started before A ended');
@@ -278,13 +289,18 @@ test('a 1,056-block kernel on a 16-SM stream takes about 132/16 times as long as
 test('ops on one stream stay in order; events measure simulated time', async (t) => {
   const r = await rig(t);
   const stream = r.device.createStream();
-  // The first kernel runs long enough (100 ms) that everything after it is enqueued while it runs.
-  const first = spinTimed(r, stream, 4, 64, 100);
+  // Everything is enqueued at one simulated instant, while the first kernel (100 ms) has not even
+  // begun to run: `start` queues behind it whatever the host's speed. (On the wall clock, a host
+  // stall past the first kernel's end put `start` on an idle stream and the stall in the interval.)
   const start = r.device.createEvent();
   const end = r.device.createEvent();
-  stream.recordEvent(start);
-  const second = spinTimed(r, stream, 4, 64, 2);
-  stream.recordEvent(end);
+  const [first, second] = atOneInstant(r.clock, () => {
+    const firstRead = spinTimed(r, stream, 4, 64, 100);
+    stream.recordEvent(start);
+    const secondRead = spinTimed(r, stream, 4, 64, 2);
+    stream.recordEvent(end);
+    return [firstRead, secondRead];
+  });
   const [, firstEnd] = await first();
   const [secondStart, secondEnd] = await second();
   assert.ok(secondStart >= firstEnd, 'the second kernel starts after the first ends');
@@ -363,8 +379,11 @@ test('streams on disjoint groups do not slow each other; on the same groups they
   const span = ([[startA, endA], [startB, endB]]: readonly [[bigint, bigint], [bigint, bigint]]): number =>
     Number((endA > endB ? endA : endB) - (startA < startB ? startA : startB));
 
-  const readLow = spinTimed(r, low, blocks, 256, ms);
-  const readHigh = spinTimed(r, high, blocks, 256, ms);
+  // Each pair is launched at one simulated instant, so "at the same time" and "sharing the groups"
+  // are the scheduler's doing, not the host's: a stall between the launches no longer moves the
+  // second kernel's start (past the first's end it made disjoint kernels look serial, and the
+  // shared pair's span one stall longer).
+  const [readLow, readHigh] = atOneInstant(r.clock, () => [spinTimed(r, low, blocks, 256, ms), spinTimed(r, high, blocks, 256, ms)]);
   const disjoint = await Promise.all([readLow(), readHigh()]);
   for (const [start, end] of disjoint) {
     const own = Number(end - start);
@@ -373,8 +392,7 @@ test('streams on disjoint groups do not slow each other; on the same groups they
   const [[lowStart, lowEnd], [highStart, highEnd]] = disjoint;
   assert.ok(highStart < lowEnd && lowStart < highEnd, 'the two kernels ran at the same time');
 
-  const readFirst = spinTimed(r, low, blocks, 256, ms);
-  const readSecond = spinTimed(r, again, blocks, 256, ms);
+  const [readFirst, readSecond] = atOneInstant(r.clock, () => [spinTimed(r, low, blocks, 256, ms), spinTimed(r, again, blocks, 256, ms)]);
   const shared = span(await Promise.all([readFirst(), readSecond()]));
   assert.ok(shared >= 1.8 * alone && shared <= 2.2 * alone, `same groups together ${shared} ns, alone ${alone} ns`);
 });

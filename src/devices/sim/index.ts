@@ -28,6 +28,13 @@ export interface SimOptions {
   readonly clockRateKHz?: number;
   /** CUDA_VISIBLE_DEVICES: comma-separated ordinals or UUIDs; undefined shows every device. */
   readonly visibleDevices?: string;
+  /**
+   * The simulated clock's source, in ms on performance.now()'s scale (default performance.now).
+   * Must never go backwards. Tests pass one they can hold still (test/support/sim-clock.ts), so
+   * that work enqueued across a host stall starts at one simulated instant and what the test
+   * compares is the device's schedule, not how busy the machine was.
+   */
+  readonly clock?: () => number;
 }
 
 export const SIM_DEVICE_NAME = 'openmps software GPU';
@@ -109,8 +116,10 @@ class SimPlatform implements Platform {
   /** Physical index of each visible ordinal. */
   readonly #physical: readonly number[];
   readonly #open = new Map<number, SimDevice>();
+  readonly #clock: (() => number) | undefined;
 
   constructor(options: SimOptions) {
+    this.#clock = options.clock;
     const count = option('devices', options.devices, SIM_DEFAULTS.devices, 0, 64);
     const smCount = option('smCount', options.smCount, SIM_DEFAULTS.smCount, 1, 1024);
     const smGroupSize = option('smGroupSize', options.smGroupSize, SIM_DEFAULTS.smGroupSize, 1, 1024);
@@ -149,7 +158,7 @@ class SimPlatform implements Platform {
     if (device === undefined) {
       const opened: SimDevice = new SimDevice(info, MEMORY_BASE + (BigInt(physical) << MEMORY_STRIDE_SHIFT), () => {
         if (this.#open.get(ordinal) === opened) this.#open.delete(ordinal);
-      });
+      }, this.#clock);
       device = opened;
       this.#open.set(ordinal, device);
     }

@@ -24,10 +24,10 @@ export class SimContext {
   #generation = 0;
   readonly #streams = new Set<StreamWaiters>();
 
-  constructor(info: DeviceInfo, memoryBase: bigint) {
+  constructor(info: DeviceInfo, memoryBase: bigint, clock?: () => number) {
     this.info = info;
     this.arena = new MemoryArena(Number(info.totalMemory), memoryBase);
-    this.scheduler = new Scheduler(info.smCount);
+    this.scheduler = new Scheduler(info.smCount, undefined, clock);
   }
 
   get fault(): CudaError | undefined {

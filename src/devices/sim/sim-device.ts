@@ -41,11 +41,11 @@ export class SimDevice implements Device {
   readonly #limits = new Map<number, bigint>([[0, 1024n], [1, 1n << 20n], [2, 8n << 20n], [3, 2n], [4, 2048n], [5, 64n], [6, 0n]]);
   #closing: Promise<void> | undefined;
 
-  /** `memoryBase`: the first device address this device hands out. */
-  constructor(info: DeviceInfo, memoryBase: bigint, onClose?: () => void) {
+  /** `memoryBase`: the first device address this device hands out; `clock`: SimOptions.clock. */
+  constructor(info: DeviceInfo, memoryBase: bigint, onClose?: () => void, clock?: () => number) {
     this.info = info;
     this.attributes = simDeviceAttributes(info);
-    this.#context = new SimContext(info, memoryBase);
+    this.#context = new SimContext(info, memoryBase, clock);
     this.#onClose = onClose;
   }
 
