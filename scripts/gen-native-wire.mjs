@@ -350,6 +350,11 @@ for (const k of [
   'SYNC_RECORD_BYTES',
   'SYNC_CONTEXT',
   'MAX_RING_PARAM_BYTES',
+  'RECORD_HTOD',
+  'RECORD_DTOH',
+  'HTOD_HEADER_BYTES',
+  'DTOH_RECORD_BYTES',
+  'MAX_RING_COPY_BYTES',
 ]) {
   const v = need(k);
   const name = k.includes('RING') ? `OMPS_${k}` : `OMPS_RING_${k}`;
@@ -359,6 +364,8 @@ header.push('#define OMPS_RING_R_SIZE 0', '#define OMPS_RING_R_TYPE 1');
 for (const [kind, bytes] of [
   ['LAUNCH', need('LAUNCH_HEADER_BYTES')],
   ['SYNC', need('SYNC_RECORD_BYTES')],
+  ['HTOD', need('HTOD_HEADER_BYTES')],
+  ['DTOH', need('DTOH_RECORD_BYTES')],
 ]) {
   const words = recordLayout(kind, bytes);
   if (words[0] !== 'size' || Number(words[1]) !== need(`RECORD_${kind}`)) throw new Error(`${kind} record does not start [size, ${need(`RECORD_${kind}`)}]`);

@@ -972,6 +972,11 @@ const omps_message_desc_t *omps_message_by_opcode(uint16_t opcode);
 #define OMPS_RING_SYNC_RECORD_BYTES 24
 #define OMPS_RING_SYNC_CONTEXT (-1)
 #define OMPS_MAX_RING_PARAM_BYTES 32764
+#define OMPS_RING_RECORD_HTOD 3
+#define OMPS_RING_RECORD_DTOH 4
+#define OMPS_RING_HTOD_HEADER_BYTES 32
+#define OMPS_RING_DTOH_RECORD_BYTES 48
+#define OMPS_MAX_RING_COPY_BYTES 65536
 #define OMPS_RING_R_SIZE 0
 #define OMPS_RING_R_TYPE 1
 #define OMPS_RING_LAUNCH_R_STAMP 2
@@ -988,6 +993,20 @@ const omps_message_desc_t *omps_message_by_opcode(uint16_t opcode);
 #define OMPS_RING_SYNC_R_STAMP 2
 #define OMPS_RING_SYNC_R_SEQUENCE 3
 #define OMPS_RING_SYNC_R_STREAM 4
+#define OMPS_RING_HTOD_R_STAMP 2
+#define OMPS_RING_HTOD_R_STREAM 3
+#define OMPS_RING_HTOD_R_DST_LOW 4
+#define OMPS_RING_HTOD_R_DST_HIGH 5
+#define OMPS_RING_HTOD_R_BYTES 6
+#define OMPS_RING_DTOH_R_STAMP 2
+#define OMPS_RING_DTOH_R_SEQUENCE 3
+#define OMPS_RING_DTOH_R_STREAM 4
+#define OMPS_RING_DTOH_R_HOST 5
+#define OMPS_RING_DTOH_R_SRC_LOW 6
+#define OMPS_RING_DTOH_R_SRC_HIGH 7
+#define OMPS_RING_DTOH_R_OFFSET_LOW 8
+#define OMPS_RING_DTOH_R_OFFSET_HIGH 9
+#define OMPS_RING_DTOH_R_BYTES 10
 
 #ifdef __cplusplus
 }

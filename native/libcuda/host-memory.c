@@ -74,27 +74,13 @@ int omlc_host_pointer(const void *p, uintptr_t *base, size_t *size) {
 
 static CUresult call(uint16_t opcode, const void *req, void *rep) { return omlc_request(opcode, req, rep, NULL); }
 
-/* The flags CUDA defines for cuMemHostAlloc that mean something here: every allocation is
- * reachable from the session's one device (PORTABLE), and DEVICEMAP and WRITECOMBINED change how
- * the pages are cached or mapped for the device, which the server's registration decides. Any
- * other bit is one this library does not know: CUDA_ERROR_NOT_SUPPORTED rather than a silent
- * difference. */
-#define HOST_ALLOC_FLAGS (CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP | CU_MEMHOSTALLOC_WRITECOMBINED)
-
-CUresult omlc_mps_cuMemHostAlloc(void **pp, size_t bytesize, unsigned int Flags) {
-  if (pp == NULL || bytesize == 0) return CUDA_ERROR_INVALID_VALUE;
-  if (omlc_session() == NULL) return CUDA_ERROR_NOT_INITIALIZED;
-  if ((Flags & ~(unsigned)HOST_ALLOC_FLAGS) != 0) {
-    omlc_log("cuMemHostAlloc: flags 0x%x are not supported (CUDA_ERROR_NOT_SUPPORTED)", Flags);
-    return CUDA_ERROR_NOT_SUPPORTED;
-  }
-  pthread_once(&atfork_once, register_atfork);
+CUresult omlc_host_region_create(size_t bytes, const char *kind, void **out, uint32_t *handle, size_t *mapped_out) {
   long page = sysconf(_SC_PAGESIZE);
   size_t ps = page > 0 ? (size_t)page : 4096;
-  if (bytesize > SIZE_MAX - ps) return CUDA_ERROR_OUT_OF_MEMORY;
-  size_t mapped = (bytesize + ps - 1) / ps * ps;
+  if (bytes > SIZE_MAX - ps) return CUDA_ERROR_OUT_OF_MEMORY;
+  size_t mapped = (bytes + ps - 1) / ps * ps;
   char name[64];
-  snprintf(name, sizeof name, "openmps-%ld-host", (long)getpid());
+  snprintf(name, sizeof name, "openmps-%ld-%s", (long)getpid(), kind);
   int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0) return CUDA_ERROR_OUT_OF_MEMORY;
   /* ftruncate before the seals: F_SEAL_GROW forbids the sizing itself. The seals keep the file
@@ -116,12 +102,38 @@ CUresult omlc_mps_cuMemHostAlloc(void **pp, size_t bytesize, unsigned int Flags)
     munmap(mem, mapped);
     return rc;
   }
-  host_region r = {(uintptr_t)mem, bytesize, mapped, rep.handle, Flags};
+  *handle = rep.handle;
+  *mapped_out = mapped;
+  *out = mem;
+  return CUDA_SUCCESS;
+}
+
+/* The flags CUDA defines for cuMemHostAlloc that mean something here: every allocation is
+ * reachable from the session's one device (PORTABLE), and DEVICEMAP and WRITECOMBINED change how
+ * the pages are cached or mapped for the device, which the server's registration decides. Any
+ * other bit is one this library does not know: CUDA_ERROR_NOT_SUPPORTED rather than a silent
+ * difference. */
+#define HOST_ALLOC_FLAGS (CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP | CU_MEMHOSTALLOC_WRITECOMBINED)
+
+CUresult omlc_mps_cuMemHostAlloc(void **pp, size_t bytesize, unsigned int Flags) {
+  if (pp == NULL || bytesize == 0) return CUDA_ERROR_INVALID_VALUE;
+  if (omlc_session() == NULL) return CUDA_ERROR_NOT_INITIALIZED;
+  if ((Flags & ~(unsigned)HOST_ALLOC_FLAGS) != 0) {
+    omlc_log("cuMemHostAlloc: flags 0x%x are not supported (CUDA_ERROR_NOT_SUPPORTED)", Flags);
+    return CUDA_ERROR_NOT_SUPPORTED;
+  }
+  pthread_once(&atfork_once, register_atfork);
+  size_t mapped;
+  uint32_t handle;
+  void *mem = NULL;
+  CUresult rc = omlc_host_region_create(bytesize, "host", &mem, &handle, &mapped);
+  if (rc != CUDA_SUCCESS) return rc;
+  host_region r = {(uintptr_t)mem, bytesize, mapped, handle, Flags};
   pthread_mutex_lock(&regions_lock);
   int added = omlc_ranges_insert(&regions, &r);
   pthread_mutex_unlock(&regions_lock);
   if (added != 0) {
-    omps_host_unregister_req_t unreq = {rep.handle};
+    omps_host_unregister_req_t unreq = {handle};
     call(OMPS_OP_HOST_UNREGISTER, &unreq, NULL);
     munmap(mem, mapped);
     return CUDA_ERROR_OUT_OF_MEMORY;

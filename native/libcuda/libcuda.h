@@ -95,6 +95,15 @@ struct omps_transport *omlc_session(void);
 void omlc_ring_attach(void);
 int omlc_ring_launch(uint32_t function, uint32_t stream, const unsigned grid[3], const unsigned block[3], unsigned shared,
                      const uint8_t *params, uint32_t param_bytes);
+/* A fire-and-forget host-to-device copy of up to OMPS_MAX_RING_COPY_BYTES in a HTOD record: 1,
+ * or 0 when it must go as a frame. */
+int omlc_ring_htod(uint32_t stream, CUdeviceptr_v2 dst, const void *src, size_t n);
+/* A synchronize of `stream` (OMPS_RING_SYNC_CONTEXT: the context) through the ring, waiting for
+ * its completion: 1 with its result in *rc, or 0 when it must go as a request. */
+int omlc_ring_sync(uint32_t stream, CUresult *rc);
+/* A device-to-host copy through the ring (into page-locked host memory, or through the ring's
+ * staging region), waiting until the bytes are in `dst`: 1 with the result in *rc, or 0. */
+int omlc_ring_dtoh(uint32_t stream, void *dst, CUdeviceptr_v2 src, size_t n, CUresult *rc);
 /* MPS mode: what a stream has in flight (streams.c): omlc_stream_posted after a fire-and-forget
  * request on it is written; omlc_stream_mark before a request that completes the stream's work
  * is sent, and omlc_stream_settled with that mark once it returned successfully. */
@@ -114,6 +123,9 @@ void omlc_device_range_remove(CUdeviceptr_v2 base);
 /* MPS mode: whether [p, p+n) lies wholly inside one page-locked host allocation, and its
  * HOST_REGISTER handle and the offset of p in it (host-memory.c). */
 int omlc_host_window(const void *p, size_t n, uint32_t *handle, uint64_t *offset);
+/* A sealed memfd of `bytes` (page-rounded into *mapped) named openmps-<pid>-<kind>, mapped here
+ * at *out and registered with the server (HOST_REGISTER, its handle in *handle). */
+CUresult omlc_host_region_create(size_t bytes, const char *kind, void **out, uint32_t *handle, size_t *mapped);
 /* MPS mode: whether p lies in one page-locked host allocation, and which (host-memory.c). */
 int omlc_host_pointer(const void *p, uintptr_t *base, size_t *size);
 /* MPS mode: whether a handle is one of this library's contexts (context.c). */

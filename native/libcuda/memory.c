@@ -4,8 +4,9 @@
  * client's own allocations and its memory limit, so a wrong pointer is an error reply, never
  * another client's memory. Copies carry their bytes in the frames (inline), in pieces well below
  * the frame limit, except where the host side lies wholly in page-locked host memory
- * (host-memory.c): then they name its region (MEMCPY_HTOD_HOST / MEMCPY_DTOH_HOST). The shared
- * staging region (the other fast path a TypeScript client uses) is the next step here. */
+ * (host-memory.c): then they name its region (MEMCPY_HTOD_HOST / MEMCPY_DTOH_HOST). Small
+ * fire-and-forget inputs, device-to-host copies and synchronizes go through the command ring
+ * when it is up (ring.c), so that a small request makes no socket round trip. */
 #include "libcuda.h"
 #include "ranges.h"
 
@@ -158,6 +159,11 @@ static CUresult htod(CUstream h, uint32_t stream, CUdeviceptr_v2 dst, const void
     if (rc == CUDA_SUCCESS) omlc_stream_posted(h);
     return rc;
   }
+  /* A small input fire-and-forget: in the command ring, with no frame to decode (ring.c). */
+  if (posted && omlc_ring_htod(stream, dst, src, n)) {
+    omlc_stream_posted(h);
+    return CUDA_SUCCESS;
+  }
   const uint8_t *p = src;
   for (size_t done = 0; done < n;) {
     size_t piece = n - done < COPY_PIECE ? n - done : COPY_PIECE;
@@ -181,6 +187,13 @@ static CUresult dtoh(CUstream h, uint32_t stream, void *dst, CUdeviceptr_v2 src,
   if (dst == NULL) return CUDA_ERROR_INVALID_VALUE;
   /* It returns once the stream's earlier work is done too (the server synchronizes it first). */
   const uint64_t mark = omlc_stream_mark(h);
+  /* Through the command ring when it can (ring.c): a DTOH record and a wait on its completion word
+   * instead of a request and its reply. */
+  CUresult ring_rc;
+  if (omlc_ring_dtoh(stream, dst, src, n, &ring_rc)) {
+    if (ring_rc == CUDA_SUCCESS) omlc_stream_settled(h, mark);
+    return ring_rc;
+  }
   /* Into page-locked host memory: the device writes the shared pages; the reply comes once done. */
   uint32_t handle;
   uint64_t offset;
@@ -416,8 +429,13 @@ CUresult omlc_mps_cuMemsetD32Async_ptsz(CUdeviceptr_v2 dstDevice, unsigned int u
  * error if a kernel failed. */
 static CUresult ctx_synchronize(void) {
   const uint64_t mark = omlc_stream_mark(NULL);
+  CUresult rc;
+  if (omlc_ring_sync((uint32_t)OMPS_RING_SYNC_CONTEXT, &rc)) {
+    if (rc == CUDA_SUCCESS) omlc_stream_settled(NULL, mark);
+    return rc;
+  }
   omps_ctx_synchronize_req_t req = {0};
-  CUresult rc = call(OMPS_OP_CTX_SYNCHRONIZE, &req, NULL, NULL);
+  rc = call(OMPS_OP_CTX_SYNCHRONIZE, &req, NULL, NULL);
   if (rc == CUDA_SUCCESS) omlc_stream_settled(NULL, mark);
   return rc;
 }

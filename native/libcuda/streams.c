@@ -158,8 +158,11 @@ static CUresult stream_synchronize(CUstream s) {
   if (omlc_session() == NULL) return CUDA_ERROR_NOT_INITIALIZED;
   if (stream_idle(s)) return CUDA_SUCCESS;
   uint64_t mark = omlc_stream_mark(s);
-  omps_stream_synchronize_req_t req = {id};
-  rc = call(OMPS_OP_STREAM_SYNCHRONIZE, &req, NULL);
+  /* Through the command ring when it can (ring.c): no request and reply. */
+  if (!omlc_ring_sync(id, &rc)) {
+    omps_stream_synchronize_req_t req = {id};
+    rc = call(OMPS_OP_STREAM_SYNCHRONIZE, &req, NULL);
+  }
   if (rc == CUDA_SUCCESS) omlc_stream_settled(s, mark);
   return rc;
 }

@@ -113,6 +113,9 @@ export function parseClientRecord(v: unknown): ClientRecord | undefined {
     bytesDtoH: decimal(v.bytesDtoH),
     memoryPeak: decimal(v.memoryPeak),
     errors: number(v.errors),
+    socketCalls: number(v.socketCalls),
+    socketPosts: number(v.socketPosts),
+    ringRecords: number(v.ringRecords),
   };
 }
 

@@ -125,6 +125,10 @@ export interface ClientRecord {
   readonly bytesDtoH: string;
   readonly memoryPeak: string;
   readonly errors: number;
+  /** SessionCounters' paths: socket round trips, NO_REPLY frames, command-ring records (0 from older servers). */
+  readonly socketCalls: number;
+  readonly socketPosts: number;
+  readonly ringRecords: number;
 }
 
 /** One device of a server, as `stats` reports it. */

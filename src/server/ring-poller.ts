@@ -1,7 +1,8 @@
 // The server's side of the command rings (src/transport/command-ring.ts): one poller for every
 // client's ring, on the server's event loop. It runs each ring's records through the client's
-// Session (the same checks as a LAUNCH or *_SYNCHRONIZE frame), reports each synchronize in the
-// ring's completion word, in order, and wakes a client that asked for it with NOTICE_WAKE.
+// Session (the same checks as a LAUNCH, MEMCPY_HTOD, MEMCPY_DTOH_HOST or *_SYNCHRONIZE frame),
+// reports each synchronize and device-to-host copy in the ring's completion word, in order, and
+// wakes a client that asked for it with NOTICE_WAKE.
 //
 // When it polls: on setImmediate while any ring did something (a record, a completion) in the
 // last RING_HOT_MS, so a client that launches again right after its synchronize returns is served
@@ -12,7 +13,7 @@
 // hold the others' submissions (or the sockets) for milliseconds.
 import { CudaError, toCudaError } from '../cuda/cuda-error.js';
 import {
-  RECORD_LAUNCH, RingFormatError, SYNC_CONTEXT, type ConsumedRecord, type RingConsumer, type RingFailure,
+  RECORD_DTOH, RECORD_HTOD, RECORD_LAUNCH, RingFormatError, SYNC_CONTEXT, type ConsumedRecord, type RingConsumer, type RingFailure,
 } from '../transport/command-ring.js';
 import type { Session } from './session.js';
 
@@ -49,6 +50,8 @@ export class ServedRing {
   /** Records seen and runs: for tests and the ring's own accounting. */
   launches = 0;
   syncs = 0;
+  /** HTOD and DTOH records. */
+  copies = 0;
 
   constructor(consumer: RingConsumer, owner: RingOwner) {
     this.consumer = consumer;
@@ -126,6 +129,7 @@ export class RingPoller {
 
   #run(ring: ServedRing, r: ConsumedRecord): void {
     const session = ring.owner.session;
+    session.counters.ringRecords++;
     if (r.type === RECORD_LAUNCH) {
       ring.launches++;
       try {
@@ -141,11 +145,26 @@ export class RingPoller {
       }
       return;
     }
-    ring.syncs++;
+    if (r.type === RECORD_HTOD) {
+      ring.copies++;
+      // As a NO_REPLY MEMCPY_HTOD frame: a failure is the answer of the next call that waits.
+      const deferIt = (err: unknown): void => {
+        session.defer(toCudaError(err, 'cuMemcpyHtoD_v2'));
+      };
+      try {
+        session.memcpyHtoD(r.stream, r.address, r.data).catch(deferIt);
+      } catch (err) {
+        deferIt(err);
+      }
+      return;
+    }
     const stream = r.stream;
     const entry: PendingSync = { seq: r.seq, done: false, failure: undefined };
     ring.pending.push(entry);
-    const call = stream === SYNC_CONTEXT ? 'cuCtxSynchronize' : 'cuStreamSynchronize';
+    const dtoh = r.type === RECORD_DTOH;
+    if (dtoh) ring.copies++;
+    else ring.syncs++;
+    const call = dtoh ? 'cuMemcpyDtoH_v2' : stream === SYNC_CONTEXT ? 'cuCtxSynchronize' : 'cuStreamSynchronize';
     const fail = (err: unknown): void => {
       ring.owner.failed(err);
       entry.failure = failureOf(err, call);
@@ -160,7 +179,8 @@ export class RingPoller {
     }
     let done: Promise<void>;
     try {
-      done = stream === SYNC_CONTEXT ? session.synchronize() : session.streamSynchronize(stream);
+      if (dtoh) done = session.memcpyDtoHHost(stream, r.address, r.host, r.offset, BigInt(r.bytes));
+      else done = stream === SYNC_CONTEXT ? session.synchronize() : session.streamSynchronize(stream);
     } catch (err) {
       fail(err);
       return;

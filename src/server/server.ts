@@ -596,8 +596,14 @@ export class OpenmpsServer {
       throw new CudaError('CUDA_ERROR_NOT_SUPPORTED', name, `${name} is not a server request`);
     }
     let result: unknown;
+    const noReply = (frame.flags & FLAG_NO_REPLY) !== 0;
+    const counters = conn.session?.counters;
+    if (counters) {
+      if (noReply) counters.socketPosts++;
+      else counters.socketCalls++;
+    }
     try {
-      result = dispatch(target, name, payload, (frame.flags & FLAG_NO_REPLY) !== 0);
+      result = dispatch(target, name, payload, noReply);
     } catch (err) {
       this.#failed(conn, err);
       throw err;
@@ -708,6 +714,9 @@ export class OpenmpsServer {
       bytesDtoH: String(s.counters.bytesDtoH),
       memoryPeak: String(s.counters.peakMemory),
       errors: s.counters.errors,
+      socketCalls: s.counters.socketCalls,
+      socketPosts: s.counters.socketPosts,
+      ringRecords: s.counters.ringRecords,
     };
   }
 

@@ -122,6 +122,13 @@ export interface SessionCounters {
   peakMemory: bigint;
   /** Failed calls (counted by whoever answers them) and failed fire-and-forget work. */
   errors: number;
+  /**
+   * How the client's calls reached the server: requests answered over the socket (round trips),
+   * fire-and-forget frames (NO_REPLY), and command-ring records (src/server/ring-poller.ts).
+   */
+  socketCalls: number;
+  socketPosts: number;
+  ringRecords: number;
 }
 
 export interface SessionOptions {
@@ -166,7 +173,9 @@ const TENSOR_MAP_ELEMENT_HALF_BYTES: readonly number[] = [2, 4, 8, 8, 16, 16, 4,
 export class Session {
   readonly identity: SessionIdentity;
   readonly device: Device;
-  readonly counters: SessionCounters = { kernelsLaunched: 0, bytesHtoD: 0, bytesDtoH: 0, peakMemory: 0n, errors: 0 };
+  readonly counters: SessionCounters = {
+    kernelsLaunched: 0, bytesHtoD: 0, bytesDtoH: 0, peakMemory: 0n, errors: 0, socketCalls: 0, socketPosts: 0, ringRecords: 0,
+  };
   #limits: SessionLimits;
   readonly #ownership: DeviceOwnership;
   readonly #allocations = new AllocationTable();

@@ -74,6 +74,7 @@ export class MetricsExporter {
   readonly #clientKernels = this.#counter('openmps_client_kernels_total', 'Kernels the client has launched.', CLIENT_LABELS);
   readonly #clientCopied = this.#counter('openmps_client_copied_bytes_total', 'Bytes the client has copied, by direction (htod: host to device, dtoh: device to host).', [...CLIENT_LABELS, 'direction']);
   readonly #clientErrors = this.#counter('openmps_client_errors_total', 'Failed calls and failed fire-and-forget work of the client.', CLIENT_LABELS);
+  readonly #clientRequests = this.#counter('openmps_client_requests_total', 'Calls of the client the server took, by path (socket_call: a request answered over the socket, a round trip; socket_post: a fire-and-forget frame; ring: a command-ring record).', [...CLIENT_LABELS, 'path']);
   readonly #clientMemoryInUse = this.#gauge('openmps_client_memory_in_use_bytes', 'Device memory the client holds now (bytes).', CLIENT_LABELS);
   readonly #clientMemoryPeak = this.#gauge('openmps_client_memory_peak_bytes', 'Most device memory the client has held at once (bytes).', CLIENT_LABELS);
   readonly #clientMemoryLimit = this.#gauge('openmps_client_memory_limit_bytes', 'The client\'s device memory cap (bytes); absent when only the device limits it.', CLIENT_LABELS);
@@ -139,7 +140,7 @@ export class MetricsExporter {
 
   #apply(s: StateSnapshot): void {
     const mine = [
-      this.#clientGpuSeconds, this.#clientKernels, this.#clientCopied, this.#clientErrors,
+      this.#clientGpuSeconds, this.#clientKernels, this.#clientCopied, this.#clientErrors, this.#clientRequests,
       this.#clientMemoryInUse, this.#clientMemoryPeak, this.#clientMemoryLimit, this.#clientSmCount,
       this.#clientSmShare, this.#clientThreadPercentage, this.#clientGpuShare, this.#clientKernelsPerSecond,
       this.#clientState, this.#deviceGpuSeconds, this.#deviceKernels, this.#deviceCopied, this.#deviceGpuTimePerSecond, this.#deviceKernelsPerSecond,
@@ -158,6 +159,9 @@ export class MetricsExporter {
       this.#clientCopied.inc({ ...labels, direction: 'htod' }, bytes(c.bytesHtoD) ?? 0);
       this.#clientCopied.inc({ ...labels, direction: 'dtoh' }, bytes(c.bytesDtoH) ?? 0);
       this.#clientErrors.inc(labels, c.errors);
+      this.#clientRequests.inc({ ...labels, path: 'socket_call' }, c.socketCalls);
+      this.#clientRequests.inc({ ...labels, path: 'socket_post' }, c.socketPosts);
+      this.#clientRequests.inc({ ...labels, path: 'ring' }, c.ringRecords);
       this.#clientMemoryInUse.set(labels, bytes(c.memoryInUse) ?? 0);
       this.#clientMemoryPeak.set(labels, bytes(c.memoryPeak) ?? 0);
       const limit = bytes(c.memoryLimit);

@@ -198,6 +198,9 @@ export function buildSnapshot(daemon: DaemonSnapshot, partitions: readonly Parti
         memoryInUse: c.memoryInUse,
         memoryPeak: c.memoryPeak,
         errors: c.errors,
+        socketCalls: c.socketCalls,
+        socketPosts: c.socketPosts,
+        ringRecords: c.ringRecords,
         gpuShare: r?.gpuShare ?? 0,
         kernelsPerSecond: r?.kernelsPerSecond ?? 0,
       });

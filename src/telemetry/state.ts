@@ -51,6 +51,10 @@ export interface ClientSnapshot {
   readonly memoryPeak: string;
   /** Failed calls and failed fire-and-forget work. */
   readonly errors: number;
+  /** How its calls came: socket requests answered (round trips), NO_REPLY frames, command-ring records. */
+  readonly socketCalls: number;
+  readonly socketPosts: number;
+  readonly ringRecords: number;
   // -- rates over the last interval -----------------------------------------------------------
   /** GPU time per wall time: 0.5 = half a second of GPU work per second. */
   readonly gpuShare: number;

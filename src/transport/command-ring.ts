@@ -24,6 +24,13 @@
 //   LAUNCH: [size, 1, stamp, function, stream, gridX, gridY, gridZ, blockX, blockY, blockZ,
 //            sharedMemBytes, paramBytes, 0] then the packed parameters.
 //   SYNC:   [size, 2, stamp, sequence, stream (-1: the whole context), 0]
+//   HTOD:   [size, 3, stamp, stream, dstLow, dstHigh, bytes, 0] then the bytes: a host-to-device
+//           copy whose source travels in the record (at most MAX_RING_COPY_BYTES), fire-and-forget
+//           as a NO_REPLY MEMCPY_HTOD frame (a failure is reported by the next call that waits).
+//   DTOH:   [size, 4, stamp, sequence, stream, host, srcLow, srcHigh, offsetLow, offsetHigh, bytes, 0]
+//           a device-to-host copy into registered host memory `host` (HOST_REGISTER's handle) at
+//           `offset`, as MEMCPY_DTOH_HOST; it completes as a SYNC does, by its sequence, once the
+//           bytes are in host memory (SYNC and DTOH share the sequence and the completion word).
 // Counters (tail, head, stamps, sequences) are 32-bit and wrap; comparisons are wrap-safe.
 import { SharedRegion } from './shared-memory.js';
 
@@ -64,8 +71,18 @@ function failureSlot(seq: number): number {
 export const RECORD_PAD = 0;
 export const RECORD_LAUNCH = 1;
 export const RECORD_SYNC = 2;
+export const RECORD_HTOD = 3;
+export const RECORD_DTOH = 4;
 export const LAUNCH_HEADER_BYTES = 56;
 export const SYNC_RECORD_BYTES = 24;
+export const HTOD_HEADER_BYTES = 32;
+export const DTOH_RECORD_BYTES = 48;
+/**
+ * The most bytes a HTOD record carries: a small input (an inference request's tensor) goes in the
+ * ring; a larger one through the staging region or registered host memory, where it is not copied
+ * twice.
+ */
+export const MAX_RING_COPY_BYTES = 65536;
 /** The stream value of a SYNC record for the whole context (cuCtxSynchronize). */
 export const SYNC_CONTEXT = -1;
 /** CUDA 12.1+ on Volta and later: kernels take up to 32,764 bytes of parameters. */
@@ -243,6 +260,55 @@ export class RingProducer {
     return seq;
   }
 
+  /** Appends a host-to-device copy of `data` (at most MAX_RING_COPY_BYTES); false when it does not fit now. */
+  pushHtoD(stamp: number, stream: number, dst: bigint, data: Uint8Array): boolean {
+    const bytes = data.byteLength;
+    const size = HTOD_HEADER_BYTES + align8(bytes);
+    if (bytes > MAX_RING_COPY_BYTES || size > this.capacity / 2) return false;
+    const offset = this.#reserve(size);
+    if (offset < 0) return false;
+    const d = this.#dataWords;
+    const w = offset >>> 2;
+    d[w] = size;
+    d[w + 1] = RECORD_HTOD;
+    d[w + 2] = stamp;
+    d[w + 3] = stream;
+    d[w + 4] = Number(dst & 0xffffffffn) | 0;
+    d[w + 5] = Number((dst >> 32n) & 0xffffffffn) | 0;
+    d[w + 6] = bytes;
+    d[w + 7] = 0;
+    this.#data.set(data, offset + HTOD_HEADER_BYTES);
+    this.#publish(size);
+    return true;
+  }
+
+  /**
+   * Appends a device-to-host copy of `bytes` from `src` into registered host memory `host` at
+   * `offset`; its sequence (wait for it as for a synchronize), or undefined when full.
+   */
+  pushDtoH(stamp: number, stream: number, src: bigint, host: number, offset: bigint, bytes: number): number | undefined {
+    const at = this.#reserve(DTOH_RECORD_BYTES);
+    if (at < 0) return undefined;
+    const seq = this.#nextSeq;
+    this.#nextSeq = (this.#nextSeq + 1) | 0 || 1;
+    const d = this.#dataWords;
+    const w = at >>> 2;
+    d[w] = DTOH_RECORD_BYTES;
+    d[w + 1] = RECORD_DTOH;
+    d[w + 2] = stamp;
+    d[w + 3] = seq;
+    d[w + 4] = stream;
+    d[w + 5] = host;
+    d[w + 6] = Number(src & 0xffffffffn) | 0;
+    d[w + 7] = Number((src >> 32n) & 0xffffffffn) | 0;
+    d[w + 8] = Number(offset & 0xffffffffn) | 0;
+    d[w + 9] = Number((offset >> 32n) & 0xffffffffn) | 0;
+    d[w + 10] = bytes;
+    d[w + 11] = 0;
+    this.#publish(DTOH_RECORD_BYTES);
+    return seq;
+  }
+
   /** How many clients' rings the server serves (this one included); 0 before it says. */
   get serverClients(): number {
     return this.#closed ? 0 : Atomics.load(this.#words, H_CLIENTS);
@@ -281,7 +347,7 @@ export class RingProducer {
 export interface ConsumedRecord {
   type: number;
   stamp: number;
-  /** SYNC: the sequence; LAUNCH: the function. */
+  /** SYNC, DTOH: the sequence. */
   seq: number;
   function: number;
   stream: number;
@@ -294,6 +360,19 @@ export interface ConsumedRecord {
   sharedMemBytes: number;
   /** A private copy of the parameters (the client cannot change them under the server's checks). */
   params: Uint8Array;
+  /** HTOD: the destination; DTOH: the source (device addresses). */
+  address: bigint;
+  /** DTOH: the registered host memory's handle and the offset in it. */
+  host: number;
+  offset: bigint;
+  /** HTOD, DTOH: the copy's length. */
+  bytes: number;
+  /** HTOD: a private copy of the bytes (the device reads them after the record's space is reused). */
+  data: Uint8Array;
+}
+
+function u64(low: number | undefined, high: number | undefined): bigint {
+  return (BigInt((high ?? 0) >>> 0) << 32n) | BigInt((low ?? 0) >>> 0);
 }
 
 /** A record or header the server refuses: the ring is then dead (CUDA_ERROR_INVALID_VALUE). */
@@ -313,6 +392,7 @@ export class RingConsumer {
   readonly record: ConsumedRecord = {
     type: 0, stamp: 0, seq: 0, function: 0, stream: 0, gridX: 0, gridY: 0, gridZ: 0,
     blockX: 0, blockY: 0, blockZ: 0, sharedMemBytes: 0, params: new Uint8Array(0),
+    address: 0n, host: 0, offset: 0n, bytes: 0, data: new Uint8Array(0),
   };
   #head = 0;
   #closed = false;
@@ -419,6 +499,26 @@ export class RingConsumer {
         const words = (paramBytes + 3) >>> 2;
         for (let i = 0; i < words; i++) scratch[i] = d[from + i] ?? 0;
         r.params = this.#paramsOfLength(paramBytes);
+      } else if (type === RECORD_HTOD) {
+        const bytes = d[w + 6] ?? -1;
+        if (bytes < 0 || bytes > MAX_RING_COPY_BYTES || HTOD_HEADER_BYTES + align8(bytes) !== size) {
+          throw new RingFormatError(`a HTOD record of ${size} bytes carrying ${bytes} bytes`);
+        }
+        r.stream = d[w + 3] ?? 0;
+        r.address = u64(d[w + 4], d[w + 5]);
+        r.bytes = bytes;
+        const from = offset + HTOD_HEADER_BYTES;
+        r.data = this.#bytes.slice(RING_HEADER_BYTES + from, RING_HEADER_BYTES + from + bytes);
+      } else if (type === RECORD_DTOH) {
+        if (size !== DTOH_RECORD_BYTES) throw new RingFormatError(`a DTOH record of ${size} bytes`);
+        const bytes = d[w + 10] ?? -1;
+        if (bytes < 0) throw new RingFormatError(`a DTOH record of ${bytes >>> 0} bytes`);
+        r.seq = d[w + 3] ?? 0;
+        r.stream = d[w + 4] ?? 0;
+        r.host = (d[w + 5] ?? 0) >>> 0;
+        r.address = u64(d[w + 6], d[w + 7]);
+        r.offset = u64(d[w + 8], d[w + 9]);
+        r.bytes = bytes;
       } else {
         throw new RingFormatError(`unknown record type ${type}`);
       }

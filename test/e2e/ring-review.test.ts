@@ -10,6 +10,7 @@ import { arg, openmpsKernelsPtx } from '../../src/index.js';
 import { Stream } from '../../src/client/context.js';
 import { RemoteChannel } from '../../src/client/remote-channel.js';
 import { RingProducer, SYNC_CONTEXT } from '../../src/transport/command-ring.js';
+import { SharedRegion } from '../../src/transport/shared-memory.js';
 import { controlCommand } from '../../src/client/control-client.js';
 import { daemonFor, mpsClient } from '../support/clients.js';
 import { alive, waitUntil } from '../support/daemon.js';
@@ -127,4 +128,58 @@ test('two synchronizes that fail before the client reads either both fail, each 
   }
   // And the session goes on.
   await ctx.synchronize();
+});
+
+test('copy records that name another client\'s memory or host region fail with their codes; both clients go on', async (t) => {
+  const daemon = await daemonFor(t);
+  const victim = await mpsClient(t, daemon);
+  const secret = await victim.memAlloc(4096);
+  await victim.memcpyHtoD(secret, new Uint8Array(4096).fill(0x5a));
+  const victimHost = await victim.memAllocHost(4096);
+  victimHost.fill(0x33);
+  // The attacker writes its own records: a ring it attached by hand, its own host region.
+  const ctx = await mpsClient(t, daemon, { commandRing: false });
+  const ring = RingProducer.create();
+  t.after(() => {
+    ring.close();
+  });
+  await ctx.channel.call('RING_ATTACH', { fd: ring.region.fd, bytes: BigInt(ring.region.bytes) });
+  ring.region.closeDescriptor();
+  const region = SharedRegion.create(4096, 'host');
+  t.after(() => {
+    region.close();
+  });
+  const { handle } = await ctx.channel.call('HOST_REGISTER', { fd: region.fd, bytes: BigInt(region.bytes) });
+  region.closeDescriptor();
+  const mine = await ctx.memAlloc(4096);
+  // Stamp 0: every frame before these records was answered already, so they may run at once.
+  const stamp = (): number => 0;
+  const finished = async (seq: number | undefined): Promise<string | undefined> => {
+    assert.ok(seq !== undefined);
+    ctx.channel.post('RING_DOORBELL', {});
+    await waitUntil(() => ring.completed(seq), `ring sequence ${seq}`);
+    const f = ring.failureOf(seq);
+    return f === undefined ? undefined : `${f.result} ${f.text}`;
+  };
+
+  // Into the victim's device memory: refused, reported by the next wait; the victim's bytes stay.
+  assert.equal(ring.pushHtoD(stamp(), 0, secret, new Uint8Array(64)), true);
+  assert.match((await finished(ring.pushSync(stamp(), SYNC_CONTEXT))) ?? 'success', /^1 /, 'HTOD into another client\'s memory');
+  // Out of the victim's device memory into the attacker's own host region: refused.
+  assert.match((await finished(ring.pushDtoH(stamp(), 0, secret, handle, 0n, 64))) ?? 'success', /^1 /, 'DTOH from another client\'s memory');
+  assert.deepEqual([...region.view.subarray(0, 64)], new Array<number>(64).fill(0));
+  // Naming a host handle the attacker does not hold (the victim holds handles of the same kind).
+  for (const h of [handle + 1, handle + 2, 0, 0xffffffff]) {
+    assert.match((await finished(ring.pushDtoH(stamp(), 0, mine, h, 0n, 64))) ?? 'success', /^400 /, `DTOH into host handle ${h}`);
+  }
+  // Past the end of its own region.
+  assert.match((await finished(ring.pushDtoH(stamp(), 0, mine, handle, 4090n, 64))) ?? 'success', /^1 /, 'DTOH past the region');
+  assert.deepEqual([...victimHost.subarray(0, 8)], new Array<number>(8).fill(0x33), 'the victim\'s host memory is untouched');
+  // The attacker's own copies work: in through the ring, out into its own region.
+  assert.equal(ring.pushHtoD(stamp(), 0, mine, Uint8Array.from({ length: 64 }, (_, i) => i)), true);
+  assert.equal(await finished(ring.pushDtoH(stamp(), 0, mine, handle, 128n, 64)), undefined);
+  assert.deepEqual([...region.view.subarray(128, 192)], Array.from({ length: 64 }, (_, i) => i));
+  // And the victim goes on with its memory intact.
+  assert.deepEqual([...(await victim.memcpyDtoH(secret, 4096))].every((b) => b === 0x5a), true);
+  await victim.synchronize();
 });

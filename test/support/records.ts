@@ -2,7 +2,7 @@
 import type { ClientRecord } from '../../src/server/ipc.js';
 
 /** A ClientRecord's accounting fields for a client that has done nothing yet. */
-export const NO_ACCOUNTING: Pick<ClientRecord, 'smGroups' | 'gpuTimeMs' | 'kernels' | 'bytesHtoD' | 'bytesDtoH' | 'memoryPeak' | 'errors'> = {
+export const NO_ACCOUNTING: Pick<ClientRecord, 'smGroups' | 'gpuTimeMs' | 'kernels' | 'bytesHtoD' | 'bytesDtoH' | 'memoryPeak' | 'errors' | 'socketCalls' | 'socketPosts' | 'ringRecords'> = {
   smGroups: [],
   gpuTimeMs: 0,
   kernels: 0,
@@ -10,4 +10,7 @@ export const NO_ACCOUNTING: Pick<ClientRecord, 'smGroups' | 'gpuTimeMs' | 'kerne
   bytesDtoH: '0',
   memoryPeak: '0',
   errors: 0,
+  socketCalls: 0,
+  socketPosts: 0,
+  ringRecords: 0,
 };

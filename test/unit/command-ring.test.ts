@@ -3,8 +3,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
-  LAUNCH_HEADER_BYTES, MIN_RING_CAPACITY, RECORD_LAUNCH, RECORD_SYNC, RING_HEADER_BYTES, RingConsumer, RingFormatError,
-  RingProducer, SYNC_CONTEXT, reached,
+  DTOH_RECORD_BYTES, HTOD_HEADER_BYTES, LAUNCH_HEADER_BYTES, MAX_RING_COPY_BYTES, MIN_RING_CAPACITY, RECORD_DTOH, RECORD_HTOD,
+  RECORD_LAUNCH, RECORD_SYNC, RING_HEADER_BYTES, RingConsumer, RingFormatError, RingProducer, SYNC_CONTEXT, reached,
 } from '../../src/transport/command-ring.js';
 import { SharedRegion } from '../../src/transport/shared-memory.js';
 
@@ -164,4 +164,49 @@ test('a closed producer is inert: nothing touches the unmapped memory', () => {
   assert.equal(producer.completed(1), false);
   assert.equal(producer.dead, 709);
   assert.equal(producer.serverAwake, false);
+});
+
+test('copy records: HTOD carries its bytes (a private copy), DTOH names host memory; both with 64-bit addresses', (t) => {
+  const { producer, consumer, close } = pair(1 << 20);
+  t.after(close);
+  const data = Uint8Array.from({ length: 13 }, (_, i) => 200 + i);
+  const dst = 0x7f12_3456_7890n;
+  assert.equal(producer.pushHtoD(5, 2, dst, data), true);
+  const seq = producer.pushDtoH(6, 2, 0xffff_0000_1234_5678n, 9, 0x1_0000_0010n, 4096);
+  assert.equal(seq, 1, 'DTOH takes a sequence, as SYNC does');
+  assert.equal(producer.pushSync(6, 2), 2, 'and they share the counter');
+  assert.equal(producer.pushHtoD(0, 0, 0n, new Uint8Array(MAX_RING_COPY_BYTES + 1)), false, 'past the inline limit: the socket');
+  assert.equal(consumer.next(6), true);
+  const r = consumer.record;
+  assert.deepEqual([r.type, r.stamp, r.stream, r.address, r.bytes], [RECORD_HTOD, 5, 2, dst, 13]);
+  producer.region.view.fill(0, RING_HEADER_BYTES + HTOD_HEADER_BYTES, RING_HEADER_BYTES + HTOD_HEADER_BYTES + 13);
+  assert.deepEqual([...r.data], [...data], 'the client overwriting the ring does not change the copy');
+  assert.equal(consumer.next(6), true);
+  assert.deepEqual(
+    [r.type, r.stamp, r.seq, r.stream, r.address, r.host, r.offset, r.bytes],
+    [RECORD_DTOH, 6, 1, 2, 0xffff_0000_1234_5678n, 9, 0x1_0000_0010n, 4096],
+  );
+  assert.equal(consumer.next(6), true);
+  assert.deepEqual([r.type, r.seq], [RECORD_SYNC, 2]);
+  assert.equal(consumer.next(6), false);
+});
+
+test('malformed copy records are refused with RingFormatError', (t) => {
+  const cases: { readonly what: string; readonly words: readonly number[] }[] = [
+    { what: 'HTOD whose size disagrees with its byte count', words: [HTOD_HEADER_BYTES + 8, RECORD_HTOD, 0, 0, 0, 0, 9, 0] },
+    { what: 'HTOD past the inline limit', words: [HTOD_HEADER_BYTES + MAX_RING_COPY_BYTES + 8, RECORD_HTOD, 0, 0, 0, 0, MAX_RING_COPY_BYTES + 8, 0] },
+    { what: 'HTOD with a negative byte count', words: [HTOD_HEADER_BYTES, RECORD_HTOD, 0, 0, 0, 0, -1, 0] },
+    { what: 'DTOH of the wrong size', words: [DTOH_RECORD_BYTES + 8, RECORD_DTOH, 0, 1, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0] },
+    { what: 'DTOH of 2^31 bytes or more', words: [DTOH_RECORD_BYTES, RECORD_DTOH, 0, 1, 0, 0, 0, 0, 0, 0, -8, 0] },
+  ];
+  for (const c of cases) {
+    const { producer, consumer, close } = pair(1 << 18);
+    t.after(close);
+    const words = new Int32Array(producer.region.view.buffer, producer.region.view.byteOffset + RING_HEADER_BYTES, 1 << 16);
+    words.set(c.words);
+    // Publish the record as the client would (the tail in header word 2).
+    const header = new Int32Array(producer.region.view.buffer, producer.region.view.byteOffset, 16);
+    Atomics.store(header, 2, c.words[0] ?? 0);
+    assert.throws(() => consumer.next(0), RingFormatError, c.what);
+  }
 });

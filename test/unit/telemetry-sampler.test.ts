@@ -16,7 +16,7 @@ function client(clientId: number, gpuTimeMs: number, kernels: number, smCount = 
     clientId, pid: 1000 + clientId, uid: 0, device: 0, deviceUuid: 'GPU-1', command: `app ${clientId}`, state: 'ACTIVE',
     activeThreadPercentage: 100, smCount, memoryLimit: '', memoryInUse: String(clientId * 1024), smPartition: '', priority: 0,
     connectedAt: 0, smGroups: smCount < 132 ? [0, 1] : [], gpuTimeMs, kernels, bytesHtoD: String(2 ** 53), bytesDtoH: '5',
-    memoryPeak: String(clientId * 2048), errors: clientId,
+    memoryPeak: String(clientId * 2048), errors: clientId, socketCalls: 0, socketPosts: 0, ringRecords: 0,
   };
 }
 

@@ -1477,6 +1477,88 @@ static void command_loop(void) {
   }
 }
 
+/* An inference-shaped loop (native/libcuda/ring.c): each request copies a small input in from
+ * pageable memory, launches, copies the result out (into pageable memory, and every other time
+ * into page-locked memory) and synchronizes the stream; results checked every time. Then it prints
+ * "served" and waits for stdin to close, so that the test reads the client's counters while it is
+ * connected (what went over the socket and what through the ring). */
+static void request_loop(const char *ptx_path, int count) {
+  typedef CUresult (*alloc_t)(CUdeviceptr *, size_t);
+  typedef CUresult (*htod_t)(CUdeviceptr, const void *, size_t, CUstream);
+  typedef CUresult (*dtoh_t)(void *, CUdeviceptr, size_t, CUstream);
+  typedef CUresult (*launch_t)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream,
+                               void **, void **);
+  typedef CUresult (*getfn_t)(CUfunction *, CUmodule, const char *);
+  CHECK(((CUresult(*)(unsigned))sym("cuInit"))(0) == CUDA_SUCCESS, "cuInit");
+  CUcontext ctx = NULL;
+  CHECK(((CUresult(*)(CUcontext *, CUdevice))sym("cuDevicePrimaryCtxRetain"))(&ctx, 0) == CUDA_SUCCESS &&
+            ((CUresult(*)(CUcontext))sym("cuCtxSetCurrent"))(ctx) == CUDA_SUCCESS,
+        "primary context current");
+  size_t len = 0;
+  uint8_t *ptx = read_file(ptx_path, &len);
+  CUmodule mod = NULL;
+  CUfunction f = NULL;
+  CHECK(((CUresult(*)(CUmodule *, const void *))sym("cuModuleLoadData"))(&mod, ptx) == CUDA_SUCCESS &&
+            ((getfn_t)sym("cuModuleGetFunction"))(&f, mod, "saxpy") == CUDA_SUCCESS,
+        "saxpy loaded");
+  free(ptx);
+  enum { N = 256 };
+  float x[N], y[N], out[N];
+  float *pinned = NULL;
+  CUdeviceptr dx = 0, dy = 0;
+  CUstream stream = NULL;
+  alloc_t alloc = (alloc_t)sym("cuMemAlloc_v2");
+  CHECK(alloc(&dx, sizeof x) == CUDA_SUCCESS && alloc(&dy, sizeof y) == CUDA_SUCCESS &&
+            ((CUresult(*)(void **, size_t))sym("cuMemAllocHost_v2"))((void **)&pinned, sizeof out) == CUDA_SUCCESS &&
+            ((CUresult(*)(CUstream *, unsigned))sym("cuStreamCreate"))(&stream, CU_STREAM_NON_BLOCKING) == CUDA_SUCCESS,
+        "buffers and a stream");
+  htod_t htod = (htod_t)sym("cuMemcpyHtoDAsync_v2");
+  dtoh_t dtoh = (dtoh_t)sym("cuMemcpyDtoHAsync_v2");
+  launch_t launch = (launch_t)sym("cuLaunchKernel");
+  CUresult (*sync)(CUstream) = (CUresult(*)(CUstream))sym("cuStreamSynchronize");
+  int wrong = -1;
+  CUresult first_error = CUDA_SUCCESS;
+  for (int r = 0; r < count && wrong < 0 && first_error == CUDA_SUCCESS; r++) {
+    for (int i = 0; i < N; i++) {
+      x[i] = (float)((i + r) % 50);
+      y[i] = (float)(i % 7);
+    }
+    float a = (float)(r % 5);
+    unsigned n = N;
+    void *params[] = {&dy, &dx, &a, &n};
+    float *dst = r % 2 == 0 ? out : pinned;
+    CUresult rc = htod(dx, x, sizeof x, stream);
+    if (rc == CUDA_SUCCESS) rc = htod(dy, y, sizeof y, stream);
+    if (rc == CUDA_SUCCESS) rc = launch(f, (N + 127) / 128, 1, 1, 128, 1, 1, 0, stream, params, NULL);
+    if (rc == CUDA_SUCCESS) rc = dtoh(dst, dy, sizeof out, stream);
+    if (rc == CUDA_SUCCESS) rc = sync(stream);
+    first_error = rc;
+    for (int i = 0; i < N && wrong < 0 && rc == CUDA_SUCCESS; i++)
+      if (dst[i] != a * x[i] + y[i]) wrong = r;
+  }
+  char msg[160];
+  snprintf(msg, sizeof msg, "%d requests: every result exact (first wrong request %d, first error %d)", count, wrong,
+           (int)first_error);
+  CHECK(wrong < 0 && first_error == CUDA_SUCCESS, msg);
+  /* A device-to-host copy the server refuses (outside every allocation) fails with its code,
+   * and the next request still works. */
+  CUresult bad = dtoh(out, dy + ((CUdeviceptr)1 << 40), sizeof out, stream);
+  snprintf(msg, sizeof msg, "a copy from outside the client's memory fails (%d)", (int)bad);
+  CHECK(bad != CUDA_SUCCESS, msg);
+  CHECK(dtoh(out, dy, sizeof out, stream) == CUDA_SUCCESS && sync(stream) == CUDA_SUCCESS, "the next copy works");
+  CHECK(((CUresult(*)(void))sym("cuCtxSynchronize"))() == CUDA_SUCCESS, "cuCtxSynchronize");
+  CHECK(((CUresult(*)(CUstream))sym("cuStreamDestroy_v2"))(stream) == CUDA_SUCCESS &&
+            ((CUresult(*)(CUmodule))sym("cuModuleUnload"))(mod) == CUDA_SUCCESS &&
+            ((CUresult(*)(CUdeviceptr))sym("cuMemFree_v2"))(dx) == CUDA_SUCCESS &&
+            ((CUresult(*)(CUdeviceptr))sym("cuMemFree_v2"))(dy) == CUDA_SUCCESS &&
+            ((CUresult(*)(void *))sym("cuMemFreeHost"))(pinned) == CUDA_SUCCESS,
+        "everything freed");
+  printf("served\n");
+  char buf[64];
+  while (read(0, buf, sizeof buf) > 0) {
+  }
+}
+
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   if (argc < 3) {
@@ -1499,7 +1581,7 @@ int main(int argc, char **argv) {
     listen_control();
     setenv("OPENMPS_LIBCUDA_LOG", argv[3], 1);
   } else if (strcmp(mode, "bypass") != 0 && strcmp(mode, "session") != 0 && strcmp(mode, "hold") != 0 &&
-             strcmp(mode, "launch") != 0 && strcmp(mode, "commands") != 0) {
+             strcmp(mode, "launch") != 0 && strcmp(mode, "commands") != 0 && strcmp(mode, "requests") != 0) {
     return 2;
   }
   lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
@@ -1544,6 +1626,9 @@ int main(int argc, char **argv) {
     launch_checks(argv[3], argc > 4 ? argv[4] : NULL, argc > 5 ? argv[5] : NULL);
   } else if (strcmp(mode, "commands") == 0) {
     command_loop();
+  } else if (strcmp(mode, "requests") == 0) {
+    if (argc < 5) return 2;
+    request_loop(argv[3], atoi(argv[4]));
   } else if (strcmp(mode, "hold") == 0) {
     CUdeviceptr p = 0;
     CHECK(((init_t)sym("cuInit"))(0) == CUDA_SUCCESS && ((alloc_t)sym("cuMemAlloc_v2"))(&p, (size_t)3 << 20) == CUDA_SUCCESS,
